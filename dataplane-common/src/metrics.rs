@@ -1,0 +1,81 @@
+//! Drop reasons and directions: a contract with userspace. Every drop in a
+//! BPF program counts into `DP_METRICS` at [`metric_index`]`(reason, dir)`.
+
+/// Why the datapath dropped (or, for [`DropReason::Forwarded`], passed) a packet.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum DropReason {
+    /// Not a drop: packet inspected and let through.
+    Forwarded = 0,
+    /// Destination is a sandbox or subnet of a different bridge network.
+    PolicyNetworkIsolation = 1,
+    /// Headers could not be read (truncated packet).
+    InvalidPacket = 2,
+    /// Packet arrived on an interface the endpoint table does not know.
+    UnknownEndpoint = 3,
+}
+
+/// Number of [`DropReason`] values (the metrics array is sized from it).
+pub const DROP_REASON_COUNT: u32 = 4;
+
+impl DropReason {
+    /// Every reason, in index order.
+    pub const ALL: [DropReason; DROP_REASON_COUNT as usize] = [
+        DropReason::Forwarded,
+        DropReason::PolicyNetworkIsolation,
+        DropReason::InvalidPacket,
+        DropReason::UnknownEndpoint,
+    ];
+
+    /// Stable, user-facing name (shown by `dataplane stats`).
+    pub const fn name(self) -> &'static str {
+        match self {
+            DropReason::Forwarded => "FORWARDED",
+            DropReason::PolicyNetworkIsolation => "POLICY_NETWORK_ISOLATION",
+            DropReason::InvalidPacket => "INVALID_PACKET",
+            DropReason::UnknownEndpoint => "UNKNOWN_ENDPOINT",
+        }
+    }
+}
+
+/// Direction of a packet relative to the sandbox.
+#[repr(u32)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Direction {
+    /// Leaving the sandbox (tcx ingress on its host-side veth).
+    FromSandbox = 0,
+    /// Going to the sandbox.
+    ToSandbox = 1,
+}
+
+pub const DIRECTION_COUNT: u32 = 2;
+
+impl Direction {
+    pub const ALL: [Direction; DIRECTION_COUNT as usize] =
+        [Direction::FromSandbox, Direction::ToSandbox];
+
+    pub const fn name(self) -> &'static str {
+        match self {
+            Direction::FromSandbox => "egress",
+            Direction::ToSandbox => "ingress",
+        }
+    }
+}
+
+/// Size of the metrics array.
+pub const METRICS_LEN: u32 = DROP_REASON_COUNT * DIRECTION_COUNT;
+
+/// Index of the (reason, direction) counter in `DP_METRICS`.
+#[inline(always)]
+pub const fn metric_index(reason: DropReason, dir: Direction) -> u32 {
+    reason as u32 * DIRECTION_COUNT + dir as u32
+}
+
+/// One per-CPU counter cell.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counter {
+    pub packets: u64,
+    pub bytes: u64,
+}
+const _: () = assert!(core::mem::size_of::<Counter>() == 16);

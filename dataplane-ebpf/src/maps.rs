@@ -1,0 +1,24 @@
+//! Map definitions. Names and value types come from `dataplane-common`; every
+//! map is pinned by name under the daemon's bpffs directory so enforcement
+//! survives a daemon restart.
+
+use aya_ebpf::{
+    macros::map,
+    maps::{HashMap, LpmTrie, PerCpuArray},
+};
+use dataplane_common::{
+    Counter, Endpoint, MAX_ENDPOINTS, MAX_SUBNETS, METRICS_LEN, NetworkInfo, SubnetKey,
+};
+
+/// Flag for LPM tries: the kernel requires BPF_F_NO_PREALLOC.
+const BPF_F_NO_PREALLOC: u32 = 1;
+
+#[map(name = "DP_ENDPOINTS")]
+pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "DP_SUBNETS")]
+pub static SUBNETS: LpmTrie<SubnetKey, NetworkInfo> =
+    LpmTrie::pinned(MAX_SUBNETS, BPF_F_NO_PREALLOC);
+
+#[map(name = "DP_METRICS")]
+pub static METRICS: PerCpuArray<Counter> = PerCpuArray::pinned(METRICS_LEN, 0);

@@ -1,0 +1,98 @@
+//! A small HTTP/1.1 client over the daemon's unix socket, for the CLI.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
+use http_body_util::{BodyExt, Full};
+use hyper::body::Bytes;
+use hyper_util::rt::TokioIo;
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use super::types::ErrorBody;
+
+pub struct Client {
+    socket: PathBuf,
+}
+
+/// A non-2xx answer: the daemon's message, shown to the user as is.
+#[derive(Debug, thiserror::Error)]
+#[error("Error response from daemon: {message}")]
+pub struct ApiError {
+    pub status: u16,
+    pub message: String,
+}
+
+impl Client {
+    pub fn new(socket: PathBuf) -> Self {
+        Client { socket }
+    }
+
+    /// Sends a request; returns the status and the body.
+    pub async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<(u16, Bytes)> {
+        let stream = tokio::net::UnixStream::connect(&self.socket).await.with_context(|| {
+            format!(
+                "cannot reach the dataplane daemon at {} (is it running? set --socket or DATAPLANE_SOCKET)",
+                self.socket.display()
+            )
+        })?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method(method)
+            .uri(path)
+            .header("Host", "dataplane")
+            .header("Content-Type", "application/json")
+            .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let bytes = resp.into_body().collect().await?.to_bytes();
+        Ok((status, bytes))
+    }
+
+    async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Bytes> {
+        let (status, bytes) = self.raw(method, path, body).await?;
+        if !(200..300).contains(&status) {
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            bail!(ApiError { status, message });
+        }
+        Ok(bytes)
+    }
+
+    pub async fn get<T: DeserializeOwned>(&self, path: &str) -> anyhow::Result<T> {
+        let b = self.call("GET", path, None).await?;
+        serde_json::from_slice(&b).with_context(|| format!("decoding the answer to GET {path}"))
+    }
+
+    pub async fn get_text(&self, path: &str) -> anyhow::Result<String> {
+        Ok(String::from_utf8_lossy(&self.call("GET", path, None).await?).into_owned())
+    }
+
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        let b = self.call("POST", path, Some(serde_json::to_vec(body)?)).await?;
+        if b.is_empty() {
+            return serde_json::from_slice(b"null").context("empty answer");
+        }
+        serde_json::from_slice(&b).with_context(|| format!("decoding the answer to POST {path}"))
+    }
+
+    pub async fn post_empty(&self, path: &str) -> anyhow::Result<()> {
+        self.call("POST", path, Some(b"{}".to_vec())).await.map(|_| ())
+    }
+
+    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
+        self.call("DELETE", path, None).await.map(|_| ())
+    }
+}
+
+/// Percent-encodes a query value.
+pub fn enc(s: &str) -> String {
+    s.bytes()
+        .map(|b| match b {
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
+            _ => format!("%{b:02X}"),
+        })
+        .collect()
+}

@@ -1,0 +1,284 @@
+//! Request handlers and the router. Handlers are thin: decode, call the
+//! engine, encode. Errors become `{"message": …}` with Docker's status codes.
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, Request, State};
+use axum::http::{HeaderValue, StatusCode, Uri};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{delete, get, post};
+use axum::{Json, Router};
+use serde::Deserialize;
+
+use super::API_VERSION;
+use super::types::*;
+use crate::engine::{Engine, NetworkCreate, SandboxCreate};
+use crate::error::Error;
+use crate::ipam::IpamRequest;
+
+type AppState = State<Arc<Engine>>;
+
+impl IntoResponse for Error {
+    fn into_response(self) -> Response {
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        if status.is_server_error() {
+            tracing::error!(error = %self, "request failed");
+        }
+        (status, Json(ErrorBody { message: self.to_string() })).into_response()
+    }
+}
+
+type Res<T> = Result<T, Error>;
+
+pub fn router(engine: Arc<Engine>) -> Router {
+    Router::new()
+        .route("/_ping", get(ping).head(ping))
+        .route("/version", get(version))
+        .route("/networks", get(list_networks))
+        .route("/networks/create", post(create_network))
+        .route("/networks/prune", post(prune_networks))
+        .route("/networks/{id}", get(inspect_network).delete(remove_network))
+        .route("/networks/{id}/connect", post(connect))
+        .route("/networks/{id}/disconnect", post(disconnect))
+        .route("/containers/json", get(list_sandboxes))
+        .route("/containers/create", post(create_sandbox))
+        .route("/containers/{id}/json", get(inspect_sandbox))
+        .route("/containers/{id}/start", post(start_sandbox))
+        .route("/containers/{id}/stop", post(stop_sandbox))
+        .route("/containers/{id}/wait", post(wait_sandbox))
+        .route("/containers/{id}/logs", get(logs))
+        .route("/containers/{id}", delete(remove_sandbox))
+        .route("/dataplane/stats", get(stats))
+        .with_state(engine)
+        .layer(axum::middleware::map_response(add_headers))
+}
+
+/// Strips Docker's `/v1.NN` prefix before routing.
+pub fn strip_version(mut req: Request) -> Request {
+    let path = req.uri().path();
+    if let Some(rest) = path.strip_prefix("/v1.") {
+        if let Some(i) = rest.find('/') {
+            if rest[..i].chars().all(|c| c.is_ascii_digit()) {
+                let new_path = rest[i..].to_string();
+                let pq = match req.uri().query() {
+                    Some(q) => format!("{new_path}?{q}"),
+                    None => new_path,
+                };
+                if let Ok(uri) = pq.parse::<Uri>() {
+                    *req.uri_mut() = uri;
+                }
+            }
+        }
+    }
+    req
+}
+
+async fn add_headers(mut resp: Response) -> Response {
+    let h = resp.headers_mut();
+    h.insert("Api-Version", HeaderValue::from_static(API_VERSION));
+    h.insert("Docker-Experimental", HeaderValue::from_static("false"));
+    h.insert("Ostype", HeaderValue::from_static("linux"));
+    h.insert("Server", HeaderValue::from_static("dataplane"));
+    resp
+}
+
+async fn ping() -> &'static str {
+    "OK"
+}
+
+async fn version() -> Json<serde_json::Value> {
+    Json(serde_json::json!({
+        "Version": env!("CARGO_PKG_VERSION"),
+        "ApiVersion": API_VERSION,
+        "MinAPIVersion": "1.24",
+        "Os": "linux",
+        "Arch": std::env::consts::ARCH,
+        "KernelVersion": nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        "Components": [{"Name": "dataplane", "Version": env!("CARGO_PKG_VERSION")}],
+    }))
+}
+
+/// Docker's `filters` query: `{"name":{"x":true}}` or `{"name":["x"]}`.
+#[derive(Deserialize, Default)]
+struct ListQuery {
+    filters: Option<String>,
+    all: Option<String>,
+}
+
+fn parse_filters(raw: &Option<String>) -> BTreeMap<String, Vec<String>> {
+    let mut out = BTreeMap::new();
+    let Some(raw) = raw else { return out };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(raw) else { return out };
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            let vals: Vec<String> = match val {
+                serde_json::Value::Object(m) => m.keys().cloned().collect(),
+                serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+                _ => vec![],
+            };
+            out.insert(k.clone(), vals);
+        }
+    }
+    out
+}
+
+async fn list_networks(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Json<Vec<NetworkResource>>> {
+    let state = e.state()?;
+    let filters = parse_filters(&q.filters);
+    let mut nets: Vec<_> = state
+        .networks
+        .iter()
+        .filter(|n| filters.get("name").is_none_or(|v| v.iter().any(|x| n.name.contains(x.as_str()))))
+        .filter(|n| filters.get("id").is_none_or(|v| v.iter().any(|x| n.id.starts_with(x.as_str()))))
+        .filter(|n| filters.get("driver").is_none_or(|v| v.iter().any(|x| &n.driver == x)))
+        .map(|n| network_resource(&state, n))
+        .collect();
+    nets.sort_by(|a, b| a.name.cmp(&b.name));
+    Ok(Json(nets))
+}
+
+async fn inspect_network(State(e): AppState, Path(id): Path<String>) -> Res<Json<NetworkResource>> {
+    let state = e.state()?;
+    let n = state.network(&id).ok_or(Error::NetworkNotFound(id))?;
+    Ok(Json(network_resource(&state, n)))
+}
+
+async fn create_network(State(e): AppState, Json(req): Json<NetworkCreateRequest>) -> Res<(StatusCode, Json<NetworkCreateResponse>)> {
+    if req.enable_ipv6 == Some(true) {
+        return Err(Error::Unsupported("IPv6 networks are not supported yet".into()));
+    }
+    let ipam = req.ipam.unwrap_or_default();
+    let configs = ipam.config.unwrap_or_default();
+    if configs.len() > 1 {
+        return Err(Error::Unsupported("only one IPAM config (one IPv4 subnet) per network is supported".into()));
+    }
+    if !ipam.driver.is_empty() && ipam.driver != "default" {
+        return Err(Error::invalid("IPAM driver", &ipam.driver, "only the default IPAM driver is supported"));
+    }
+    let ipam_req = configs
+        .into_iter()
+        .next()
+        .map(|c| IpamRequest {
+            subnet: (!c.subnet.is_empty()).then_some(c.subnet),
+            ip_range: (!c.ip_range.is_empty()).then_some(c.ip_range),
+            gateway: (!c.gateway.is_empty()).then_some(c.gateway),
+            aux: c.auxiliary_addresses,
+        })
+        .unwrap_or_default();
+    let id = e
+        .create_network(NetworkCreate {
+            name: req.name,
+            driver: req.driver,
+            ipam: ipam_req,
+            internal: req.internal,
+            options: req.options.unwrap_or_default(),
+            labels: req.labels.unwrap_or_default(),
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(NetworkCreateResponse { id, warning: String::new() })))
+}
+
+async fn remove_network(State(e): AppState, Path(id): Path<String>) -> Res<StatusCode> {
+    e.remove_network(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn prune_networks(State(e): AppState) -> Res<Json<serde_json::Value>> {
+    let removed = e.prune_networks().await?;
+    Ok(Json(serde_json::json!({ "NetworksDeleted": removed })))
+}
+
+async fn connect(State(e): AppState, Path(id): Path<String>, Json(req): Json<ConnectRequest>) -> Res<StatusCode> {
+    let cfg = req.endpoint_config.unwrap_or_default();
+    let ip = cfg.ipam_config.map(|c| c.ipv4_address).filter(|s| !s.is_empty());
+    e.connect(&id, &req.container, ip.as_deref(), &cfg.aliases.unwrap_or_default()).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn disconnect(State(e): AppState, Path(id): Path<String>, Json(req): Json<DisconnectRequest>) -> Res<StatusCode> {
+    e.disconnect(&id, &req.container).await?;
+    Ok(StatusCode::OK)
+}
+
+async fn list_sandboxes(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Json<Vec<SandboxSummary>>> {
+    let state = e.state()?;
+    let all = matches!(q.all.as_deref(), Some("1" | "true"));
+    let mut out: Vec<_> = state
+        .sandboxes
+        .iter()
+        .map(|s| sandbox_summary(&state, s))
+        .filter(|s| all || s.state == "running")
+        .collect();
+    out.sort_by(|a, b| b.created.cmp(&a.created));
+    Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+struct NameQuery {
+    name: Option<String>,
+}
+
+async fn create_sandbox(
+    State(e): AppState,
+    Query(q): Query<NameQuery>,
+    Json(req): Json<SandboxCreateRequest>,
+) -> Res<(StatusCode, Json<SandboxCreateResponse>)> {
+    let created = e
+        .create_sandbox(SandboxCreate {
+            name: q.name,
+            hostname: req.hostname,
+            network: req.network_mode,
+            aliases: req.aliases,
+            ip: req.ip,
+            publish: req.publish,
+            publish_all: req.publish_all,
+            expose: req.expose,
+            cmd: req.cmd,
+            netns_path: req.netns,
+            auto_remove: req.auto_remove,
+        })
+        .await?;
+    Ok((StatusCode::CREATED, Json(SandboxCreateResponse { id: created.id, warnings: created.warnings })))
+}
+
+async fn inspect_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<Json<serde_json::Value>> {
+    let state = e.state()?;
+    let sb = state.sandbox(&id).ok_or(Error::SandboxNotFound(id))?;
+    Ok(Json(sandbox_inspect(&state, sb)))
+}
+
+async fn start_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<StatusCode> {
+    e.start(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn stop_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<StatusCode> {
+    e.stop(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn wait_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<Json<WaitResponse>> {
+    Ok(Json(WaitResponse { status_code: e.wait(&id).await? }))
+}
+
+#[derive(Deserialize)]
+struct ForceQuery {
+    force: Option<String>,
+}
+
+async fn remove_sandbox(State(e): AppState, Path(id): Path<String>, Query(q): Query<ForceQuery>) -> Res<StatusCode> {
+    let force = matches!(q.force.as_deref(), Some("1" | "true"));
+    e.remove_sandbox(&id, force).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn logs(State(e): AppState, Path(id): Path<String>) -> Res<String> {
+    let state = e.state()?;
+    let sb = state.sandbox(&id).ok_or(Error::SandboxNotFound(id))?;
+    Ok(std::fs::read_to_string(e.paths.log_file(&sb.id)).unwrap_or_default())
+}
+
+async fn stats(State(e): AppState) -> Res<Json<Vec<crate::bpf::MetricRow>>> {
+    Ok(Json(e.metrics()?))
+}

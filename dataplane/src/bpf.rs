@@ -1,0 +1,199 @@
+//! Loading, attaching and pinning dataplane's BPF programs, and typed access
+//! to its maps. Maps are pinned by name under the instance's bpffs directory
+//! and tcx links under `<bpffs>/links/<ifname>`, so enforcement keeps running
+//! while the daemon is down and is picked up again on start.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+
+use aya::maps::lpm_trie::Key;
+use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray};
+use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
+use aya::programs::tc::{TcAttachOptions, TcAttachType};
+use aya::programs::SchedClassifier;
+use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
+use dataplane_common::{
+    Counter, Direction, DropReason, Endpoint, MAP_ENDPOINTS, MAP_METRICS, MAP_SUBNETS, NetworkInfo,
+    SubnetKey, metric_index,
+};
+use ipnetwork::Ipv4Network;
+
+use crate::error::{Error, Result};
+
+/// The BPF object, built by `cargo xtask build-ebpf` and embedded here.
+static OBJECT: &[u8] = include_bytes_aligned!(concat!(
+    env!("CARGO_MANIFEST_DIR"),
+    "/../target/bpf/bpfel-unknown-none/release/dataplane"
+));
+
+/// Program on the host side of every sandbox veth (tcx ingress).
+pub const PROG_VETH_INGRESS: &str = "dp_veth_ingress";
+
+fn bpf_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
+    Error::Bpf(format!("{what}: {e}"))
+}
+
+/// One counter row of `dataplane stats`.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
+pub struct MetricRow {
+    pub reason: String,
+    pub direction: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+pub struct Datapath {
+    ebpf: Ebpf,
+    links_dir: PathBuf,
+}
+
+/// Makes sure `dir` is on a bpf filesystem, mounting bpffs on /sys/fs/bpf
+/// (the standard place) when nothing is mounted there yet.
+fn ensure_bpffs(dir: &Path) -> Result<()> {
+    const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
+    let on_bpffs = |p: &Path| {
+        nix::sys::statfs::statfs(p).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
+    };
+    let parent = dir.parent().unwrap_or(Path::new("/"));
+    if !on_bpffs(parent) && !on_bpffs(dir) {
+        if parent == Path::new("/sys/fs/bpf") {
+            nix::mount::mount(Some("bpffs"), parent, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+                .map_err(|e| Error::sys("mount bpffs", parent.display(), e))?;
+        } else {
+            return Err(Error::invalid(
+                "bpffs dir",
+                dir.display(),
+                "its parent is not a bpf filesystem; use a directory under /sys/fs/bpf",
+            ));
+        }
+    }
+    std::fs::create_dir_all(dir.join("links")).map_err(|e| Error::io("create dir", dir.display(), e))
+}
+
+impl Datapath {
+    /// Loads the object, reusing maps already pinned under `bpffs`.
+    pub fn load(bpffs: &Path) -> Result<Self> {
+        ensure_bpffs(bpffs)?;
+        let mut ebpf = EbpfLoader::new()
+            .default_map_pin_directory(bpffs)
+            .load(OBJECT)
+            .map_err(|e| bpf_err("load object", e))?;
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROG_VETH_INGRESS)
+            .ok_or_else(|| bpf_err(PROG_VETH_INGRESS, "missing from object"))?
+            .try_into()
+            .map_err(|e| bpf_err(PROG_VETH_INGRESS, e))?;
+        prog.load().map_err(|e| bpf_err(format!("load {PROG_VETH_INGRESS} (needs CAP_BPF and a kernel with tcx)"), e))?;
+        Ok(Datapath { ebpf, links_dir: bpffs.join("links") })
+    }
+
+    fn link_pin(&self, ifname: &str) -> PathBuf {
+        self.links_dir.join(ifname)
+    }
+
+    /// Attaches the veth program at tcx ingress of `ifname` and pins the link.
+    /// Idempotent: an existing live pin is kept.
+    pub fn attach_veth(&mut self, ifname: &str) -> Result<()> {
+        let pin = self.link_pin(ifname);
+        if pin.exists() {
+            if PinnedLink::from_pin(&pin).is_ok() {
+                return Ok(());
+            }
+            let _ = std::fs::remove_file(&pin);
+        }
+        let prog: &mut SchedClassifier = self
+            .ebpf
+            .program_mut(PROG_VETH_INGRESS)
+            .ok_or_else(|| bpf_err(PROG_VETH_INGRESS, "missing"))?
+            .try_into()
+            .map_err(|e| bpf_err(PROG_VETH_INGRESS, e))?;
+        let id = prog
+            .attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .map_err(|e| bpf_err(format!("attach tcx ingress on {ifname}"), e))?;
+        let link = prog.take_link(id).map_err(|e| bpf_err("take link", e))?;
+        let fd: FdLink = link.try_into().map_err(|e| bpf_err(format!("tcx link on {ifname}"), e))?;
+        fd.pin(&pin).map_err(|e| bpf_err(format!("pin link {}", pin.display()), e))?;
+        Ok(())
+    }
+
+    /// Drops the pinned link of `ifname` (the interface may be gone already).
+    pub fn detach_veth(&self, ifname: &str) {
+        let _ = std::fs::remove_file(self.link_pin(ifname));
+    }
+
+    /// Names of interfaces that have a pinned link.
+    pub fn pinned_links(&self) -> Vec<String> {
+        std::fs::read_dir(&self.links_dir)
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    fn endpoints(&mut self) -> Result<HashMap<&mut MapData, u32, Endpoint>> {
+        HashMap::try_from(self.ebpf.map_mut(MAP_ENDPOINTS).ok_or_else(|| bpf_err(MAP_ENDPOINTS, "missing"))?)
+            .map_err(|e| bpf_err(MAP_ENDPOINTS, e))
+    }
+
+    fn subnets(&mut self) -> Result<LpmTrie<&mut MapData, SubnetKey, NetworkInfo>> {
+        LpmTrie::try_from(self.ebpf.map_mut(MAP_SUBNETS).ok_or_else(|| bpf_err(MAP_SUBNETS, "missing"))?)
+            .map_err(|e| bpf_err(MAP_SUBNETS, e))
+    }
+
+    pub fn set_endpoint(&mut self, ifindex: u32, net_num: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+        let ep = Endpoint { net_id: net_num, ipv4: ip.octets(), mac, _pad: [0; 2] };
+        self.endpoints()?.insert(ifindex, ep, 0).map_err(|e| bpf_err(format!("insert endpoint {ifindex}"), e))
+    }
+
+    pub fn remove_endpoint(&mut self, ifindex: u32) {
+        if let Ok(mut m) = self.endpoints() {
+            let _ = m.remove(&ifindex);
+        }
+    }
+
+    /// ifindexes currently in the endpoint table.
+    pub fn endpoint_indexes(&mut self) -> Result<Vec<u32>> {
+        Ok(self.endpoints()?.keys().filter_map(|k| k.ok()).collect())
+    }
+
+    pub fn set_subnet(&mut self, subnet: Ipv4Network, net_num: u32, gateway: Ipv4Addr) -> Result<()> {
+        let key = Key::new(subnet.prefix() as u32, subnet.network().octets());
+        let info = NetworkInfo { net_id: net_num, gateway: gateway.octets(), flags: 0 };
+        self.subnets()?.insert(&key, info, 0).map_err(|e| bpf_err(format!("insert subnet {subnet}"), e))
+    }
+
+    pub fn remove_subnet(&mut self, subnet: Ipv4Network) {
+        if let Ok(mut m) = self.subnets() {
+            let _ = m.remove(&Key::new(subnet.prefix() as u32, subnet.network().octets()));
+        }
+    }
+
+    /// Subnets currently in the trie.
+    pub fn subnet_keys(&mut self) -> Result<Vec<Ipv4Network>> {
+        Ok(self
+            .subnets()?
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter_map(|k| Ipv4Network::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8).ok())
+            .collect())
+    }
+
+    /// Sums the per-CPU counters for every (reason, direction).
+    pub fn metrics(&self) -> Result<Vec<MetricRow>> {
+        let map: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.ebpf.map(MAP_METRICS).ok_or_else(|| bpf_err(MAP_METRICS, "missing"))?)
+                .map_err(|e| bpf_err(MAP_METRICS, e))?;
+        let mut rows = Vec::new();
+        for reason in DropReason::ALL {
+            for dir in Direction::ALL {
+                let values = map.get(&metric_index(reason, dir), 0).map_err(|e| bpf_err(MAP_METRICS, e))?;
+                let (packets, bytes) = values.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
+                rows.push(MetricRow {
+                    reason: reason.name().to_string(),
+                    direction: dir.name().to_string(),
+                    packets,
+                    bytes,
+                });
+            }
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,71 @@
+//! `dataplane exec NAME COMMAND…`: runs COMMAND in the sandbox's network
+//! namespace (and, while its process runs, its UTS and mount namespaces, so
+//! hostname and /etc/hosts match), with stdin/stdout/stderr and the exit code
+//! passed through. The CLI does this itself: it is root on the same host, and
+//! a forked child can join namespaces that a threaded daemon cannot hand over.
+
+use std::fs::File;
+use std::os::fd::AsFd;
+use std::os::unix::process::CommandExt;
+use std::path::Path;
+use std::process::ExitCode;
+
+use clap::Args;
+use nix::sched::{CloneFlags, setns};
+
+use crate::api::client::{Client, enc};
+
+#[derive(Args)]
+#[command(after_help = "Example:\n  dataplane exec web ping -c 1 172.17.0.3")]
+pub struct ExecArgs {
+    name: String,
+    #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub fn run(socket: &Path, a: &ExecArgs) -> ExitCode {
+    match exec(socket, a) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::from(126)
+        }
+    }
+}
+
+fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
+    let info: serde_json::Value = {
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let client = Client::new(socket.to_path_buf());
+        rt.block_on(client.get(&format!("/containers/{}/json", enc(&a.name))))?
+    };
+    let netns = info["NetworkSettings"]["SandboxKey"].as_str().unwrap_or_default().to_string();
+    let pid = info["State"]["Pid"].as_u64().unwrap_or(0);
+    let net = File::open(&netns).map_err(|e| anyhow::anyhow!("opening network namespace {netns}: {e}"))?;
+    // Join the process's UTS and mount namespaces too, when it runs.
+    let extra: Vec<(File, CloneFlags)> = if pid > 0 {
+        [("uts", CloneFlags::CLONE_NEWUTS), ("mnt", CloneFlags::CLONE_NEWNS)]
+            .into_iter()
+            .filter_map(|(n, f)| File::open(format!("/proc/{pid}/ns/{n}")).ok().map(|file| (file, f)))
+            .collect()
+    } else {
+        Vec::new()
+    };
+    let mut cmd = std::process::Command::new(&a.command[0]);
+    cmd.args(&a.command[1..]);
+    // SAFETY: runs in the forked child before exec, only making system calls.
+    unsafe {
+        cmd.pre_exec(move || {
+            setns(net.as_fd(), CloneFlags::CLONE_NEWNET)?;
+            for (f, flag) in &extra {
+                setns(f.as_fd(), *flag)?;
+            }
+            Ok(())
+        });
+    }
+    let status = cmd.status().map_err(|e| anyhow::anyhow!("exec {}: {e}", a.command[0]))?;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}

@@ -1,0 +1,178 @@
+//! The `dataplane` command line. Thin: parse, call the API, print.
+
+mod exec;
+mod network;
+mod sandbox;
+mod stats;
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::api::client::Client;
+use crate::paths::{self, Paths};
+
+#[derive(Parser)]
+#[command(
+    name = "dataplane",
+    version,
+    about = "Docker-style container networking whose packet path runs in eBPF",
+    after_help = "Examples:\n  dataplane daemon\n  dataplane network create --subnet 10.10.0.0/24 mynet\n  dataplane run -d --name web --network mynet sleep infinity\n  dataplane exec web ip addr\n  dataplane stats"
+)]
+pub struct Cli {
+    /// Daemon socket (also DATAPLANE_SOCKET).
+    #[arg(long, global = true, env = paths::SOCKET_ENV, default_value = paths::DEFAULT_SOCKET)]
+    socket: PathBuf,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the daemon in the foreground.
+    Daemon(DaemonArgs),
+    /// Manage networks.
+    #[command(subcommand)]
+    Network(network::NetworkCmd),
+    /// Create a sandbox and start its command.
+    Run(sandbox::RunArgs),
+    /// Create a sandbox (network namespace) without starting a process.
+    Create(sandbox::RunArgs),
+    /// Start the command of created or stopped sandboxes.
+    Start { names: Vec<String> },
+    /// Stop sandboxes (SIGTERM, then SIGKILL after 10 s).
+    Stop { names: Vec<String> },
+    /// Remove sandboxes.
+    Rm {
+        /// Stop a running sandbox first.
+        #[arg(short, long)]
+        force: bool,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// List sandboxes.
+    Ps {
+        /// Show all (default: running only).
+        #[arg(short, long)]
+        all: bool,
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+    /// Show a sandbox as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Print a sandbox's output.
+    Logs { name: String },
+    /// List a sandbox's published ports.
+    Port { name: String, port: Option<String> },
+    /// Run a command inside a sandbox's namespaces.
+    Exec(exec::ExecArgs),
+    /// Datapath counters (packets and bytes by verdict and direction).
+    Stats {
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+    },
+}
+
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dataplane daemon --state-dir /var/lib/dataplane --uplink eth0")]
+struct DaemonArgs {
+    /// State directory (store, namespace files, logs).
+    #[arg(long, default_value = paths::DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// bpffs directory for pinned maps and links.
+    #[arg(long, default_value = paths::DEFAULT_BPFFS)]
+    bpffs: PathBuf,
+    /// Uplink interface (default: the interface of the default route).
+    #[arg(long)]
+    uplink: Option<String>,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info")]
+    log_level: String,
+}
+
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    // `exec` must not start threads before it forks into the sandbox.
+    if let Command::Exec(args) = &cli.command {
+        return exec::run(&cli.socket, args);
+    }
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("dataplane: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match rt.block_on(dispatch(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
+    let client = Client::new(cli.socket.clone());
+    match cli.command {
+        Command::Daemon(a) => {
+            let filter = tracing_subscriber::EnvFilter::try_new(&a.log_level)
+                .map_err(|e| anyhow::anyhow!("--log-level {}: {e}", a.log_level))?;
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            let paths = Paths { socket: cli.socket, state_dir: a.state_dir, bpffs: a.bpffs };
+            crate::daemon::run(crate::daemon::Options { paths, uplink: a.uplink }).await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Network(cmd) => network::run(&client, cmd).await,
+        Command::Run(a) => sandbox::run(&client, a, true).await,
+        Command::Create(a) => sandbox::run(&client, a, false).await,
+        Command::Start { names } => sandbox::each(&client, &names, "start").await,
+        Command::Stop { names } => sandbox::each(&client, &names, "stop").await,
+        Command::Rm { force, names } => sandbox::rm(&client, &names, force).await,
+        Command::Ps { all, format } => sandbox::ps(&client, all, &format).await,
+        Command::Inspect { names } => sandbox::inspect(&client, &names).await,
+        Command::Logs { name } => sandbox::logs(&client, &name).await,
+        Command::Port { name, port } => sandbox::port(&client, &name, port.as_deref()).await,
+        Command::Stats { format } => stats::run(&client, &format).await,
+        Command::Exec(_) => unreachable!("handled before the runtime starts"),
+    }
+}
+
+/// Parses `K=V` (labels, options, aux addresses).
+pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
+    match s.split_once('=') {
+        Some((k, v)) if !k.is_empty() => Ok((k.to_string(), v.to_string())),
+        _ => Err(format!("{s:?} is not KEY=VALUE")),
+    }
+}
+
+/// Prints rows as aligned columns (like Docker's tables).
+pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
+    for r in rows {
+        for (i, c) in r.iter().enumerate() {
+            widths[i] = widths[i].max(c.len());
+        }
+    }
+    let line = |cells: Vec<&str>| {
+        let mut s = String::new();
+        for (i, c) in cells.iter().enumerate() {
+            if i + 1 == cells.len() {
+                s.push_str(c);
+            } else {
+                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
+            }
+        }
+        println!("{}", s.trim_end());
+    };
+    line(header.to_vec());
+    for r in rows {
+        line(r.iter().map(String::as_str).collect());
+    }
+}

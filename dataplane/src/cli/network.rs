@@ -1,0 +1,171 @@
+//! `dataplane network …`
+
+use std::collections::BTreeMap;
+use std::process::ExitCode;
+
+use clap::Subcommand;
+
+use super::{key_value, print_table};
+use crate::api::client::{Client, enc};
+use crate::api::types::*;
+
+#[derive(Subcommand)]
+pub enum NetworkCmd {
+    /// Create a network.
+    #[command(after_help = "Examples:\n  dataplane network create mybridge\n  dataplane network create --subnet 172.30.0.0/24 --ip-range 172.30.0.128/25 --gateway 172.30.0.1 mynet\n  dataplane network create -d macvlan --subnet 192.168.50.0/24 -o parent=eth0 lan")]
+    Create {
+        /// Driver: bridge or macvlan.
+        #[arg(short, long, default_value = "bridge")]
+        driver: String,
+        #[arg(long)]
+        subnet: Option<String>,
+        #[arg(long)]
+        ip_range: Option<String>,
+        #[arg(long)]
+        gateway: Option<String>,
+        /// Addresses the IPAM must not hand out (NAME=IP).
+        #[arg(long = "aux-address", value_parser = key_value)]
+        aux_address: Vec<(String, String)>,
+        /// No external connectivity.
+        #[arg(long)]
+        internal: bool,
+        /// Driver options (K=V).
+        #[arg(short = 'o', long = "opt", value_parser = key_value)]
+        opt: Vec<(String, String)>,
+        #[arg(long, value_parser = key_value)]
+        label: Vec<(String, String)>,
+        name: String,
+    },
+    /// List networks.
+    #[command(alias = "list")]
+    Ls {
+        /// Output format: table or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// Only print ids.
+        #[arg(short, long)]
+        quiet: bool,
+    },
+    /// Show networks as JSON.
+    Inspect {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove networks.
+    #[command(alias = "remove")]
+    Rm {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Remove all unused user networks.
+    Prune {
+        /// Do not prompt (always implied).
+        #[arg(short, long)]
+        force: bool,
+    },
+    /// Connect a sandbox to a network.
+    Connect {
+        #[arg(long)]
+        ip: Option<String>,
+        #[arg(long)]
+        alias: Vec<String>,
+        network: String,
+        container: String,
+    },
+    /// Disconnect a sandbox from a network.
+    Disconnect {
+        #[arg(short, long)]
+        force: bool,
+        network: String,
+        container: String,
+    },
+}
+
+pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
+    match cmd {
+        NetworkCmd::Create { driver, subnet, ip_range, gateway, aux_address, internal, opt, label, name } => {
+            let config = if subnet.is_some() || ip_range.is_some() || gateway.is_some() || !aux_address.is_empty() {
+                vec![IpamConfig {
+                    subnet: subnet.unwrap_or_default(),
+                    ip_range: ip_range.unwrap_or_default(),
+                    gateway: gateway.unwrap_or_default(),
+                    auxiliary_addresses: aux_address.into_iter().collect(),
+                }]
+            } else {
+                vec![]
+            };
+            let req = NetworkCreateRequest {
+                name,
+                driver,
+                ipam: Some(Ipam { driver: "default".into(), options: None, config: Some(config) }),
+                internal,
+                enable_ipv6: None,
+                options: Some(opt.into_iter().collect::<BTreeMap<_, _>>()),
+                labels: Some(label.into_iter().collect::<BTreeMap<_, _>>()),
+            };
+            let resp: NetworkCreateResponse = client.post("/networks/create", &req).await?;
+            println!("{}", resp.id);
+        }
+        NetworkCmd::Ls { format, quiet } => {
+            let nets: Vec<NetworkResource> = client.get("/networks").await?;
+            if quiet {
+                nets.iter().for_each(|n| println!("{}", &n.id[..12]));
+            } else if format == "json" {
+                println!("{}", serde_json::to_string_pretty(&nets)?);
+            } else if format == "table" {
+                let rows: Vec<Vec<String>> = nets
+                    .iter()
+                    .map(|n| vec![n.id[..12].to_string(), n.name.clone(), n.driver.clone(), n.scope.clone()])
+                    .collect();
+                print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
+            } else {
+                anyhow::bail!("--format {format:?}: use table or json");
+            }
+        }
+        NetworkCmd::Inspect { names } => {
+            let mut out = Vec::new();
+            for n in &names {
+                out.push(client.get::<serde_json::Value>(&format!("/networks/{}", enc(n))).await?);
+            }
+            println!("{}", serde_json::to_string_pretty(&out)?);
+        }
+        NetworkCmd::Rm { names } => {
+            let mut failed = false;
+            for n in &names {
+                match client.delete(&format!("/networks/{}", enc(n))).await {
+                    Ok(()) => println!("{n}"),
+                    Err(e) => {
+                        eprintln!("{e:#}");
+                        failed = true;
+                    }
+                }
+            }
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
+        }
+        NetworkCmd::Prune { .. } => {
+            let v: serde_json::Value = client.post("/networks/prune", &serde_json::json!({})).await?;
+            let deleted: Vec<String> = serde_json::from_value(v["NetworksDeleted"].clone()).unwrap_or_default();
+            if !deleted.is_empty() {
+                println!("Deleted Networks:");
+                deleted.iter().for_each(|n| println!("{n}"));
+            }
+        }
+        NetworkCmd::Connect { ip, alias, network, container } => {
+            let req = ConnectRequest {
+                container,
+                endpoint_config: Some(EndpointConfig {
+                    ipam_config: ip.map(|ip| EndpointIpamConfig { ipv4_address: ip }),
+                    aliases: Some(alias),
+                }),
+            };
+            let _: serde_json::Value = client.post(&format!("/networks/{}/connect", enc(&network)), &req).await?;
+        }
+        NetworkCmd::Disconnect { force, network, container } => {
+            let req = DisconnectRequest { container, force };
+            let _: serde_json::Value = client.post(&format!("/networks/{}/disconnect", enc(&network)), &req).await?;
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}

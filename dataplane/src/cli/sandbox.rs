@@ -1,0 +1,196 @@
+//! `dataplane run|create|start|stop|rm|ps|inspect|logs|port`.
+
+use std::process::ExitCode;
+use std::time::Duration;
+
+use clap::Args;
+
+use super::print_table;
+use crate::api::client::{Client, enc};
+use crate::api::types::*;
+
+#[derive(Args)]
+#[command(after_help = "Examples:\n  dataplane run -d --name web --network mybridge --network-alias forever sleep infinity\n  dataplane run --rm --network none ip addr\n  dataplane create --name adopted --netns /run/netns/foo")]
+pub struct RunArgs {
+    /// Run in the background and print the sandbox id.
+    #[arg(short, long)]
+    detach: bool,
+    /// Remove the sandbox when its command exits.
+    #[arg(long)]
+    rm: bool,
+    #[arg(long)]
+    name: Option<String>,
+    #[arg(long, short = 'h')]
+    hostname: Option<String>,
+    /// NET | host | none | container:NAME (default: bridge).
+    #[arg(long, alias = "net", default_value = "")]
+    network: String,
+    /// Network-scoped alias (user-defined networks only).
+    #[arg(long = "network-alias", alias = "net-alias")]
+    network_alias: Vec<String>,
+    /// IPv4 address on the network (user-defined networks only).
+    #[arg(long)]
+    ip: Option<String>,
+    /// Publish a port: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO].
+    #[arg(short = 'p', long = "publish")]
+    publish: Vec<String>,
+    /// Publish every exposed port on a free host port.
+    #[arg(short = 'P', long = "publish-all")]
+    publish_all: bool,
+    /// Document a port (PORT[-END][/PROTO]); not reachable from outside by itself.
+    #[arg(long)]
+    expose: Vec<String>,
+    /// Adopt an existing network namespace instead of creating one.
+    #[arg(long)]
+    netns: Option<String>,
+    /// Command and arguments.
+    #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+    command: Vec<String>,
+}
+
+pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<ExitCode> {
+    if start && a.command.is_empty() {
+        anyhow::bail!("\"dataplane run\" requires a COMMAND (use \"dataplane create\" for a sandbox without a process)");
+    }
+    let req = SandboxCreateRequest {
+        hostname: a.hostname,
+        cmd: a.command,
+        network_mode: a.network,
+        aliases: a.network_alias,
+        ip: a.ip,
+        publish: a.publish,
+        publish_all: a.publish_all,
+        expose: a.expose,
+        netns: a.netns,
+        // In the foreground the CLI removes it after printing the last output.
+        auto_remove: a.rm && a.detach,
+    };
+    let path = match &a.name {
+        Some(n) => format!("/containers/create?name={}", enc(n)),
+        None => "/containers/create".to_string(),
+    };
+    let created: SandboxCreateResponse = client.post(&path, &req).await?;
+    for w in &created.warnings {
+        eprintln!("WARNING: {w}");
+    }
+    if !start {
+        println!("{}", created.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    if let Err(e) = client.post_empty(&format!("/containers/{}/start", created.id)).await {
+        let _ = client.delete(&format!("/containers/{}?force=true", created.id)).await;
+        return Err(e);
+    }
+    if a.detach {
+        println!("{}", created.id);
+        return Ok(ExitCode::SUCCESS);
+    }
+    // Foreground: stream the output until the command exits.
+    let id = created.id.clone();
+    let wait_path = format!("/containers/{id}/wait");
+    let empty = serde_json::json!({});
+    let wait = client.post::<_, WaitResponse>(&wait_path, &empty);
+    tokio::pin!(wait);
+    let mut printed = 0usize;
+    let code = loop {
+        tokio::select! {
+            r = &mut wait => break r?.status_code,
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {
+                printed = print_new(client, &id, printed).await;
+            }
+        }
+    };
+    print_new(client, &id, printed).await;
+    if a.rm {
+        client.delete(&format!("/containers/{id}?force=true")).await?;
+    }
+    Ok(ExitCode::from(code.clamp(0, 255) as u8))
+}
+
+async fn print_new(client: &Client, id: &str, printed: usize) -> usize {
+    use std::io::Write;
+    let Ok(text) = client.get_text(&format!("/containers/{id}/logs")).await else { return printed };
+    if text.len() > printed {
+        print!("{}", &text[printed..]);
+        let _ = std::io::stdout().flush();
+    }
+    text.len().max(printed)
+}
+
+pub async fn each(client: &Client, names: &[String], action: &str) -> anyhow::Result<ExitCode> {
+    if names.is_empty() {
+        anyhow::bail!("\"dataplane {action}\" requires at least 1 argument");
+    }
+    let mut failed = false;
+    for n in names {
+        match client.post_empty(&format!("/containers/{}/{action}", enc(n))).await {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("{e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+pub async fn rm(client: &Client, names: &[String], force: bool) -> anyhow::Result<ExitCode> {
+    let mut failed = false;
+    for n in names {
+        let q = if force { "?force=true" } else { "" };
+        match client.delete(&format!("/containers/{}{q}", enc(n))).await {
+            Ok(()) => println!("{n}"),
+            Err(e) => {
+                eprintln!("{e:#}");
+                failed = true;
+            }
+        }
+    }
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+}
+
+pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<ExitCode> {
+    let list: Vec<SandboxSummary> = client.get(&format!("/containers/json?all={all}")).await?;
+    match format {
+        "json" => println!("{}", serde_json::to_string_pretty(&list)?),
+        "table" => {
+            let rows: Vec<Vec<String>> = list
+                .iter()
+                .map(|s| {
+                    vec![
+                        s.id[..12].to_string(),
+                        format!("\"{}\"", s.command.chars().take(20).collect::<String>()),
+                        s.status.clone(),
+                        s.network_mode.clone(),
+                        s.names.first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
+                    ]
+                })
+                .collect();
+            print_table(&["CONTAINER ID", "COMMAND", "STATUS", "NETWORK", "NAMES"], &rows);
+        }
+        other => anyhow::bail!("--format {other:?}: use table or json"),
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn inspect(client: &Client, names: &[String]) -> anyhow::Result<ExitCode> {
+    let mut out = Vec::new();
+    for n in names {
+        out.push(client.get::<serde_json::Value>(&format!("/containers/{}/json", enc(n))).await?);
+    }
+    println!("{}", serde_json::to_string_pretty(&out)?);
+    Ok(ExitCode::SUCCESS)
+}
+
+pub async fn logs(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
+    print!("{}", client.get_text(&format!("/containers/{}/logs", enc(name))).await?);
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Published ports are set up by the NAT datapath (a later issue); until
+/// then nothing is published and, like Docker for a sandbox without
+/// published ports, this prints nothing.
+pub async fn port(client: &Client, name: &str, _port: Option<&str>) -> anyhow::Result<ExitCode> {
+    let _: serde_json::Value = client.get(&format!("/containers/{}/json", enc(name))).await?;
+    Ok(ExitCode::SUCCESS)
+}

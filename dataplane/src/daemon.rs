@@ -1,0 +1,78 @@
+//! Daemon start-up: open the store, load BPF, reconcile the kernel to the
+//! store, serve the API on the unix socket, tell systemd we are ready, and
+//! stop cleanly on SIGINT/SIGTERM (leaving pinned BPF state in place).
+
+use std::os::unix::fs::PermissionsExt;
+use std::sync::Arc;
+
+use anyhow::Context;
+use axum::ServiceExt;
+use axum::extract::Request;
+use tower::Layer;
+
+use crate::api::server;
+use crate::bpf::Datapath;
+use crate::engine::Engine;
+use crate::netlink::Netlink;
+use crate::paths::Paths;
+use crate::store::Store;
+
+pub struct Options {
+    pub paths: Paths,
+    pub uplink: Option<String>,
+}
+
+pub async fn run(opts: Options) -> anyhow::Result<()> {
+    let paths = opts.paths;
+    std::fs::create_dir_all(&paths.state_dir)
+        .with_context(|| format!("creating state dir {}", paths.state_dir.display()))?;
+    // Forwarding between bridges and to the uplink is ours to route; isolation is enforced in BPF.
+    std::fs::write("/proc/sys/net/ipv4/ip_forward", "1").context("enabling net.ipv4.ip_forward")?;
+    let host = Netlink::current()?;
+    let uplink = match opts.uplink {
+        Some(u) => {
+            host.require_index(&u).await.with_context(|| format!("--uplink {u}"))?;
+            Some(u)
+        }
+        None => match host.default_route_interface().await? {
+            Some(idx) => host.links().await?.into_iter().find(|(i, _, _)| *i == idx).map(|(_, n, _)| n),
+            None => None,
+        },
+    };
+    let dp = Datapath::load(&paths.bpffs).context("loading BPF programs")?;
+    let store = Store::open(&paths.db()).context("opening the store")?;
+    let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp);
+    engine.ensure_predefined().await.context("creating predefined networks")?;
+    engine.reconcile().await.context("reconciling the kernel to the store")?;
+
+    if let Some(dir) = paths.socket.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(&paths.socket);
+    let listener = tokio::net::UnixListener::bind(&paths.socket)
+        .with_context(|| format!("binding {}", paths.socket.display()))?;
+    std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o660))?;
+    tracing::info!(socket = %paths.socket.display(), uplink = ?uplink, "dataplane daemon ready");
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
+
+    let app = tower::util::MapRequestLayer::new(server::strip_version).layer(server::router(Arc::clone(&engine)));
+    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(shutdown())
+        .await
+        .context("serving the API")?;
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
+    let _ = std::fs::remove_file(&paths.socket);
+    tracing::info!("dataplane daemon stopped; BPF enforcement stays pinned");
+    Ok(())
+}
+
+async fn shutdown() {
+    use tokio::signal::unix::{SignalKind, signal};
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = term.recv() => {},
+        _ = int.recv() => {},
+    }
+}

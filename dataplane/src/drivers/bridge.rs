@@ -1,0 +1,61 @@
+//! The bridge driver: a Linux bridge per network with the gateway address on
+//! it, and a veth pair per endpoint (host side `veth<7 hex>` on the bridge,
+//! sandbox side renamed `ethN`).
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::model::{Endpoint, Network};
+use crate::names;
+use crate::netlink::Netlink;
+
+fn device(net: &Network) -> Result<&str> {
+    net.device.as_deref().ok_or_else(|| Error::Unsupported(format!("bridge network {} has no device", net.name)))
+}
+
+/// Creates (or completes) the bridge: device, gateway address, up.
+pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
+    let name = device(net)?;
+    let idx = match host.link_index(name).await? {
+        Some(i) => i,
+        None => host.create_bridge(name).await?,
+    };
+    if let Some(ipam) = &net.ipam {
+        host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
+    }
+    host.set_up(idx).await
+}
+
+pub async fn delete_network(host: &Netlink, net: &Network) -> Result<()> {
+    host.delete_by_name(device(net)?).await
+}
+
+pub async fn attach(host: &Netlink, net: &Network, ep: &Endpoint, netns: &Path, default_route: bool) -> Result<u32> {
+    let bridge = host.require_index(device(net)?).await?;
+    let host_name = ep
+        .host_ifname
+        .clone()
+        .ok_or_else(|| Error::Unsupported("bridge endpoint without host interface name".into()))?;
+    let peer = names::peer_veth_name(&host_name);
+    let (hidx, pidx) = host.create_veth(&host_name, &peer).await?;
+    let res = async {
+        host.set_master(hidx, bridge).await?;
+        host.set_up(hidx).await?;
+        host.move_to(pidx, netns).await?;
+        super::configure_in_sandbox(netns, &peer, net, ep, default_route).await
+    }
+    .await;
+    if let Err(e) = res {
+        // Deleting one end removes both, wherever the peer is.
+        let _ = host.delete(hidx).await;
+        return Err(e);
+    }
+    Ok(hidx)
+}
+
+pub async fn detach(host: &Netlink, ep: &Endpoint) -> Result<()> {
+    match &ep.host_ifname {
+        Some(n) => host.delete_by_name(n).await,
+        None => Ok(()),
+    }
+}

@@ -1,0 +1,74 @@
+//! The macvlan driver: each endpoint is a macvlan sub-interface of the
+//! network's parent, moved into the sandbox with its own MAC.
+
+use std::path::Path;
+
+use rtnetlink::packet_route::link::MacVlanMode;
+
+use crate::error::{Error, Result};
+use crate::model::{Endpoint, Network, opt};
+use crate::names;
+use crate::netlink::Netlink;
+
+/// Parses `-o macvlan_mode=`.
+pub fn mode(net: &Network) -> Result<MacVlanMode> {
+    match net.options.get(opt::MACVLAN_MODE).map(String::as_str).unwrap_or("bridge") {
+        "bridge" => Ok(MacVlanMode::Bridge),
+        "vepa" => Ok(MacVlanMode::Vepa),
+        "private" => Ok(MacVlanMode::Private),
+        "passthru" => Ok(MacVlanMode::Passthrough),
+        other => Err(Error::invalid("macvlan_mode", other, "must be bridge, vepa, private or passthru")),
+    }
+}
+
+/// The parent must exist; `IFACE.VID` asks for an 802.1q sub-interface,
+/// which this kernel cannot make.
+pub async fn check_parent(host: &Netlink, net: &Network) -> Result<()> {
+    mode(net)?;
+    let Some(parent) = net.device.as_deref() else {
+        return if net.internal {
+            Ok(())
+        } else {
+            Err(Error::invalid("macvlan options", "", "-o parent=IFACE is required (unless --internal)"))
+        };
+    };
+    if let Some((_, vid)) = parent.split_once('.') {
+        if vid.parse::<u16>().is_ok() && host.link_index(parent).await?.is_none() {
+            return Err(Error::Unsupported(format!(
+                "parent {parent} is an 802.1q sub-interface, but this kernel has no 802.1q VLAN support: create the VLAN device yourself or use a plain parent"
+            )));
+        }
+    }
+    if host.link_index(parent).await?.is_none() {
+        return Err(Error::invalid("parent", parent, "no such network interface on the host"));
+    }
+    Ok(())
+}
+
+pub async fn attach(host: &Netlink, net: &Network, ep: &Endpoint, netns: &Path, default_route: bool) -> Result<u32> {
+    let parent = net
+        .device
+        .as_deref()
+        .ok_or_else(|| Error::Unsupported(format!("macvlan network {} is --internal without parent: no endpoints", net.name)))?;
+    let pidx = host.require_index(parent).await?;
+    let tmp = names::macvlan_name();
+    let idx = host.create_macvlan(&tmp, pidx, mode(net)?).await?;
+    let res = async {
+        host.move_to(idx, netns).await?;
+        super::configure_in_sandbox(netns, &tmp, net, ep, default_route).await
+    }
+    .await;
+    if let Err(e) = res {
+        let _ = host.delete(idx).await;
+        if let Ok(nl) = Netlink::in_netns(netns) {
+            let _ = nl.delete_by_name(&tmp).await;
+        }
+        return Err(e);
+    }
+    Ok(0)
+}
+
+pub async fn detach(ep: &Endpoint, netns: &Path) -> Result<()> {
+    let nl = Netlink::in_netns(netns)?;
+    nl.delete_by_name(&ep.ifname).await
+}

@@ -1,0 +1,72 @@
+//! Network drivers: one file per driver. A driver turns a stored network or
+//! endpoint into kernel state (links, addresses, routes) and back.
+//!
+//! Drivers with endpoints (`bridge`, `macvlan`) implement [`attach`] /
+//! [`detach`]; `host` and `null` have no kernel state of their own.
+
+pub mod bridge;
+pub mod macvlan;
+
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::model::{DRIVER_BRIDGE, DRIVER_MACVLAN, Endpoint, Network};
+use crate::netlink::Netlink;
+
+/// Creates the network's own devices (bridge; for macvlan nothing: the parent
+/// must exist).
+pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
+    match net.driver.as_str() {
+        DRIVER_BRIDGE => bridge::create_network(host, net).await,
+        DRIVER_MACVLAN => macvlan::check_parent(host, net).await,
+        _ => Ok(()),
+    }
+}
+
+pub async fn delete_network(host: &Netlink, net: &Network) -> Result<()> {
+    match net.driver.as_str() {
+        DRIVER_BRIDGE => bridge::delete_network(host, net).await,
+        _ => Ok(()),
+    }
+}
+
+/// Plugs an endpoint into the sandbox namespace at `netns`. Returns the
+/// ifindex of the host-side interface (bridge) or 0.
+pub async fn attach(host: &Netlink, net: &Network, ep: &Endpoint, netns: &Path, default_route: bool) -> Result<u32> {
+    match net.driver.as_str() {
+        DRIVER_BRIDGE => bridge::attach(host, net, ep, netns, default_route).await,
+        DRIVER_MACVLAN => macvlan::attach(host, net, ep, netns, default_route).await,
+        other => Err(Error::Unsupported(format!("driver {other} has no endpoints"))),
+    }
+}
+
+/// Removes an endpoint's interfaces. Cleans up as much as it can.
+pub async fn detach(host: &Netlink, net: &Network, ep: &Endpoint, netns: &Path) -> Result<()> {
+    match net.driver.as_str() {
+        DRIVER_BRIDGE => bridge::detach(host, ep).await,
+        DRIVER_MACVLAN => macvlan::detach(ep, netns).await,
+        _ => Ok(()),
+    }
+}
+
+/// Configures the sandbox side once the interface is inside `netns` under
+/// its temporary name: rename, MAC, address, up, default route.
+pub(crate) async fn configure_in_sandbox(
+    netns: &Path,
+    tmp_name: &str,
+    net: &Network,
+    ep: &Endpoint,
+    default_route: bool,
+) -> Result<()> {
+    let ipam = net.ipam.as_ref().ok_or_else(|| Error::Unsupported(format!("network {} has no IPAM", net.name)))?;
+    let nl = Netlink::in_netns(netns)?;
+    let idx = nl.require_index(tmp_name).await?;
+    nl.rename(idx, &ep.ifname).await?;
+    nl.set_mac(idx, ep.mac).await?;
+    nl.add_address(idx, ep.ip, ipam.subnet.prefix()).await?;
+    nl.set_up(idx).await?;
+    if default_route && !net.internal {
+        nl.add_default_route(ipam.gateway, idx).await?;
+    }
+    Ok(())
+}

@@ -1,0 +1,97 @@
+//! The daemon's error type. Each variant says what failed, with which name;
+//! [`Error::status`] maps it to the HTTP status the API returns.
+
+use std::net::Ipv4Addr;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    #[error("network {0} not found")]
+    NetworkNotFound(String),
+    #[error("No such container: {0}")]
+    SandboxNotFound(String),
+    #[error("network with name {0} already exists")]
+    NetworkExists(String),
+    #[error("Conflict. The container name \"/{0}\" is already in use")]
+    SandboxExists(String),
+    #[error("invalid name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
+    InvalidName { name: String },
+    #[error("invalid {what} {value:?}: {reason}")]
+    InvalidInput { what: &'static str, value: String, reason: String },
+    #[error("plugin \"{0}\" not found: supported drivers are bridge and macvlan")]
+    UnknownDriver(String),
+    #[error("invalid pool request: Pool overlaps with other one on this address space ({subnet} overlaps network {other})")]
+    SubnetOverlap { subnet: String, other: String },
+    #[error("no free address in network {network}")]
+    PoolExhausted { network: String },
+    #[error("no free subnet left in 172.18.0.0/16..172.31.0.0/16 and 192.168.0.0/20..: pass --subnet")]
+    NoFreeSubnet,
+    #[error("Address already in use: {ip} in network {network}")]
+    AddressInUse { ip: Ipv4Addr, network: String },
+    #[error("error while removing network: network {name} id {id} has active endpoints")]
+    NetworkInUse { name: String, id: String },
+    #[error("{0} is a pre-defined network and cannot be removed")]
+    PredefinedNetwork(String),
+    #[error("container cannot be disconnected from host network or connected to host network")]
+    HostNetworkConnect,
+    #[error("container {sandbox} is not connected to network {network}")]
+    NotConnected { sandbox: String, network: String },
+    #[error("endpoint with name {sandbox} already exists in network {network}")]
+    AlreadyConnected { sandbox: String, network: String },
+    #[error("conflicting options: {0}")]
+    Conflict(String),
+    #[error("You cannot remove a running container {0}. Stop the container before attempting removal or force remove")]
+    SandboxRunning(String),
+    #[error("{0}")]
+    Unsupported(String),
+    #[error("netlink: {op} {target}: {source}")]
+    Netlink { op: &'static str, target: String, source: rtnetlink::Error },
+    #[error("{op} {target}: {source}")]
+    Io { op: &'static str, target: String, source: std::io::Error },
+    #[error("{op} {target}: {source}")]
+    Sys { op: &'static str, target: String, source: nix::Error },
+    #[error("store: {0}")]
+    Store(String),
+    #[error("bpf: {0}")]
+    Bpf(String),
+}
+
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+impl Error {
+    /// HTTP status, following the Docker Engine API.
+    pub fn status(&self) -> u16 {
+        match self {
+            Error::NetworkNotFound(_) | Error::SandboxNotFound(_) => 404,
+            Error::NetworkExists(_)
+            | Error::SandboxExists(_)
+            | Error::AddressInUse { .. }
+            | Error::NetworkInUse { .. }
+            | Error::SandboxRunning(_)
+            | Error::AlreadyConnected { .. }
+            | Error::SubnetOverlap { .. } => 409,
+            Error::InvalidName { .. }
+            | Error::InvalidInput { .. }
+            | Error::UnknownDriver(_)
+            | Error::PoolExhausted { .. }
+            | Error::NoFreeSubnet
+            | Error::PredefinedNetwork(_)
+            | Error::HostNetworkConnect
+            | Error::NotConnected { .. }
+            | Error::Conflict(_)
+            | Error::Unsupported(_) => 400,
+            _ => 500,
+        }
+    }
+
+    pub fn invalid(what: &'static str, value: impl ToString, reason: impl ToString) -> Self {
+        Error::InvalidInput { what, value: value.to_string(), reason: reason.to_string() }
+    }
+
+    pub fn io(op: &'static str, target: impl std::fmt::Display, source: std::io::Error) -> Self {
+        Error::Io { op, target: target.to_string(), source }
+    }
+
+    pub fn sys(op: &'static str, target: impl std::fmt::Display, source: nix::Error) -> Self {
+        Error::Sys { op, target: target.to_string(), source }
+    }
+}

@@ -1,0 +1,194 @@
+//! Address management: validating a network's IPAM config, choosing a free
+//! subnet, and allocating addresses in order (as Docker does).
+
+use std::collections::{BTreeMap, HashSet};
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+
+use crate::error::{Error, Result};
+use crate::model::Ipam;
+
+/// The IPAM part of a create request, as the user gave it.
+#[derive(Clone, Debug, Default)]
+pub struct IpamRequest {
+    pub subnet: Option<String>,
+    pub ip_range: Option<String>,
+    pub gateway: Option<String>,
+    pub aux: BTreeMap<String, String>,
+}
+
+fn parse_net(what: &'static str, s: &str) -> Result<Ipv4Network> {
+    let net: Ipv4Network = s
+        .parse()
+        .map_err(|e| Error::invalid(what, s, format!("not an IPv4 CIDR ({e})")))?;
+    if net.network() != net.ip() {
+        return Err(Error::invalid(
+            what,
+            s,
+            format!("host bits are set; did you mean {}/{}?", net.network(), net.prefix()),
+        ));
+    }
+    Ok(net)
+}
+
+fn parse_ip(what: &'static str, s: &str) -> Result<Ipv4Addr> {
+    s.parse().map_err(|_| Error::invalid(what, s, "not an IPv4 address"))
+}
+
+/// Default pools Docker picks automatic subnets from.
+fn default_pools() -> impl Iterator<Item = Ipv4Network> {
+    let b = (18u8..=31).filter_map(|x| Ipv4Network::new(Ipv4Addr::new(172, x, 0, 0), 16).ok());
+    let c = (0u8..16).filter_map(|x| Ipv4Network::new(Ipv4Addr::new(192, 168, x * 16, 0), 20).ok());
+    b.chain(c)
+}
+
+/// Validates (or completes, when no subnet is given) an IPAM config.
+/// `taken` are subnets already used by other networks (with their names).
+pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> {
+    let subnet = match &req.subnet {
+        Some(s) => {
+            let net = parse_net("subnet", s)?;
+            if net.prefix() > 30 {
+                return Err(Error::invalid("subnet", s, "prefix must be /30 or shorter to hold a gateway and an endpoint"));
+            }
+            if let Some((_, other)) = taken.iter().find(|(t, _)| t.overlaps(net)) {
+                return Err(Error::SubnetOverlap { subnet: s.clone(), other: other.clone() });
+            }
+            net
+        }
+        None => {
+            if req.ip_range.is_some() || req.gateway.is_some() || !req.aux.is_empty() {
+                return Err(Error::invalid(
+                    "IPAM config",
+                    "",
+                    "--ip-range, --gateway and --aux-address need --subnet",
+                ));
+            }
+            default_pools()
+                .find(|p| !taken.iter().any(|(t, _)| t.overlaps(*p)))
+                .ok_or(Error::NoFreeSubnet)?
+        }
+    };
+    let ip_range = match &req.ip_range {
+        Some(r) => {
+            let range = parse_net("ip-range", r)?;
+            if !(subnet.contains(range.network()) && subnet.contains(range.broadcast())) {
+                return Err(Error::invalid("ip-range", r, format!("not inside subnet {subnet}")));
+            }
+            Some(range)
+        }
+        None => None,
+    };
+    let gateway = match &req.gateway {
+        Some(g) => {
+            let ip = parse_ip("gateway", g)?;
+            check_host_address("gateway", subnet, ip)?;
+            ip
+        }
+        None => first_host(subnet),
+    };
+    let mut aux = BTreeMap::new();
+    for (name, a) in &req.aux {
+        let ip = parse_ip("aux-address", a)?;
+        check_host_address("aux-address", subnet, ip)?;
+        aux.insert(name.clone(), ip);
+    }
+    Ok(Ipam { subnet, ip_range, gateway, aux })
+}
+
+fn first_host(net: Ipv4Network) -> Ipv4Addr {
+    Ipv4Addr::from(u32::from(net.network()) + 1)
+}
+
+fn check_host_address(what: &'static str, subnet: Ipv4Network, ip: Ipv4Addr) -> Result<()> {
+    if !subnet.contains(ip) {
+        return Err(Error::invalid(what, ip, format!("not inside subnet {subnet}")));
+    }
+    if ip == subnet.network() || ip == subnet.broadcast() {
+        return Err(Error::invalid(what, ip, format!("is the network or broadcast address of {subnet}")));
+    }
+    Ok(())
+}
+
+/// Addresses never handed to an endpoint.
+fn reserved(ipam: &Ipam) -> HashSet<Ipv4Addr> {
+    let mut r: HashSet<Ipv4Addr> = ipam.aux.values().copied().collect();
+    r.insert(ipam.gateway);
+    r.insert(ipam.subnet.network());
+    r.insert(ipam.subnet.broadcast());
+    r
+}
+
+/// Checks a user-requested address (`--ip`).
+pub fn check_requested(ipam: &Ipam, ip: Ipv4Addr, used: &HashSet<Ipv4Addr>, network: &str) -> Result<()> {
+    if !ipam.subnet.contains(ip) {
+        return Err(Error::invalid("ip", ip, format!("not inside subnet {} of network {network}", ipam.subnet)));
+    }
+    if reserved(ipam).contains(&ip) || used.contains(&ip) {
+        return Err(Error::AddressInUse { ip, network: network.to_string() });
+    }
+    Ok(())
+}
+
+/// The lowest free address of the ip-range (or the subnet).
+pub fn allocate(ipam: &Ipam, used: &HashSet<Ipv4Addr>, network: &str) -> Result<Ipv4Addr> {
+    let pool = ipam.ip_range.unwrap_or(ipam.subnet);
+    let reserved = reserved(ipam);
+    let start = u32::from(pool.network());
+    let end = u32::from(pool.broadcast());
+    (start..=end)
+        .map(Ipv4Addr::from)
+        .find(|ip| !reserved.contains(ip) && !used.contains(ip))
+        .ok_or_else(|| Error::PoolExhausted { network: network.to_string() })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn req(subnet: &str) -> IpamRequest {
+        IpamRequest { subnet: Some(subnet.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn automatic_subnets_skip_taken_ones() {
+        let taken = vec![("172.18.0.0/16".parse().expect("net"), "a".to_string())];
+        let ipam = plan(&IpamRequest::default(), &taken).expect("plan");
+        assert_eq!(ipam.subnet.to_string(), "172.19.0.0/16");
+        assert_eq!(ipam.gateway, Ipv4Addr::new(172, 19, 0, 1));
+    }
+
+    #[test]
+    fn bad_configs_are_refused_with_the_reason() {
+        let taken = vec![("10.1.0.0/16".parse().expect("net"), "other".to_string())];
+        let e = plan(&req("10.1.2.0/24"), &taken).expect_err("overlap");
+        assert!(e.to_string().contains("overlaps network other"), "{e}");
+        let mut r = req("10.2.0.0/24");
+        r.gateway = Some("10.3.0.1".into());
+        assert!(plan(&r, &[]).expect_err("gw").to_string().contains("not inside subnet"));
+        let mut r = req("10.2.0.0/24");
+        r.ip_range = Some("10.2.1.0/25".into());
+        assert!(plan(&r, &[]).expect_err("range").to_string().contains("not inside subnet"));
+        assert!(plan(&req("10.2.0.1/24"), &[]).expect_err("host bits").to_string().contains("host bits"));
+        assert!(plan(&req("banana"), &[]).is_err());
+    }
+
+    #[test]
+    fn allocation_is_in_order_and_skips_reserved() {
+        let mut r = req("10.9.0.0/29");
+        r.aux.insert("router".into(), "10.9.0.2".into());
+        let ipam = plan(&r, &[]).expect("plan");
+        let mut used = HashSet::new();
+        let a = allocate(&ipam, &used, "n").expect("first");
+        assert_eq!(a, Ipv4Addr::new(10, 9, 0, 3));
+        used.insert(a);
+        assert_eq!(allocate(&ipam, &used, "n").expect("second"), Ipv4Addr::new(10, 9, 0, 4));
+        for i in 4..=6 {
+            used.insert(Ipv4Addr::new(10, 9, 0, i));
+        }
+        assert!(matches!(allocate(&ipam, &used, "n"), Err(Error::PoolExhausted { .. })));
+        assert!(check_requested(&ipam, Ipv4Addr::new(10, 9, 0, 1), &used, "n").is_err());
+        assert!(check_requested(&ipam, Ipv4Addr::new(10, 8, 0, 9), &used, "n").is_err());
+    }
+}

@@ -1,0 +1,139 @@
+//! Domain types kept in the store: networks, sandboxes, endpoints.
+
+use std::collections::BTreeMap;
+use std::net::Ipv4Addr;
+
+use ipnetwork::Ipv4Network;
+use serde::{Deserialize, Serialize};
+
+pub const DRIVER_BRIDGE: &str = "bridge";
+pub const DRIVER_MACVLAN: &str = "macvlan";
+pub const DRIVER_HOST: &str = "host";
+pub const DRIVER_NULL: &str = "null";
+
+/// Option keys (Docker's names).
+pub mod opt {
+    pub const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
+    pub const DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
+    pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
+    pub const ENABLE_IP_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
+    pub const HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
+    pub const MTU: &str = "com.docker.network.driver.mtu";
+    pub const PARENT: &str = "parent";
+    pub const MACVLAN_MODE: &str = "macvlan_mode";
+}
+
+/// A network: driver + IPAM config + options.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Network {
+    pub id: String,
+    pub name: String,
+    pub driver: String,
+    /// RFC 3339 creation time.
+    pub created: String,
+    /// Small numeric id used in BPF maps (unique per daemon).
+    pub num: u32,
+    pub ipam: Option<Ipam>,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+    /// Kernel device: the bridge for `bridge`, the parent for `macvlan`.
+    pub device: Option<String>,
+    /// Created by the daemon itself (bridge, host, none): cannot be removed.
+    pub predefined: bool,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Ipam {
+    pub subnet: Ipv4Network,
+    pub ip_range: Option<Ipv4Network>,
+    pub gateway: Ipv4Addr,
+    pub aux: BTreeMap<String, Ipv4Addr>,
+}
+
+/// How a sandbox is networked.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum NetworkMode {
+    /// Attached to networks through endpoints (bridge/macvlan networks).
+    Networks,
+    Host,
+    None,
+    /// Shares the namespace of another sandbox (its id).
+    Container(String),
+}
+
+/// A published-port request as given with `-p`, parsed (see [`crate::ports`]).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortSpec {
+    pub host_ip: String,
+    pub host_port_start: u16,
+    pub host_port_end: u16,
+    pub container_port_start: u16,
+    pub container_port_end: u16,
+    pub proto: String,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub enum SandboxState {
+    Created,
+    Running,
+    Exited(i32),
+}
+
+/// A sandbox (what the CLI calls a container): a network namespace with
+/// optionally a process started in it.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Sandbox {
+    pub id: String,
+    pub name: String,
+    pub hostname: String,
+    pub created: String,
+    pub mode: NetworkMode,
+    /// Path of the network-namespace file (SandboxKey).
+    pub netns: String,
+    /// Whether the daemon created the namespace (and so deletes it on `rm`).
+    pub owns_netns: bool,
+    pub cmd: Vec<String>,
+    pub state: SandboxState,
+    pub pid: Option<u32>,
+    /// Start time of `pid` (field 22 of /proc/PID/stat), to tell a reused PID.
+    pub pid_start: Option<u64>,
+    pub ports: Vec<PortSpec>,
+    pub expose: Vec<String>,
+    pub publish_all: bool,
+    pub auto_remove: bool,
+}
+
+/// A sandbox's attachment to a network.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct Endpoint {
+    pub id: String,
+    pub network_id: String,
+    pub sandbox_id: String,
+    /// Interface name inside the sandbox (`eth0`, `eth1`…).
+    pub ifname: String,
+    /// Host-side veth (bridge networks only).
+    pub host_ifname: Option<String>,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    pub aliases: Vec<String>,
+}
+
+impl Network {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+    pub fn is_bridge(&self) -> bool {
+        self.driver == DRIVER_BRIDGE
+    }
+    /// Networks whose sandboxes get endpoints (and so support connect).
+    pub fn has_endpoints(&self) -> bool {
+        self.driver == DRIVER_BRIDGE || self.driver == DRIVER_MACVLAN
+    }
+}
+
+impl Sandbox {
+    pub fn short_id(&self) -> &str {
+        &self.id[..12]
+    }
+}

@@ -1,0 +1,90 @@
+//! Ids, interface names and name validation, with Docker's conventions.
+
+use rand::RngExt;
+
+/// A new 64-hex-digit id.
+pub fn new_id() -> String {
+    let bytes: [u8; 32] = rand::rng().random();
+    hex::encode(bytes)
+}
+
+/// Docker's rule for network and container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+pub fn valid_name(name: &str) -> bool {
+    let mut chars = name.chars();
+    match chars.next() {
+        Some(c) if c.is_ascii_alphanumeric() => {}
+        _ => return false,
+    }
+    name.len() <= 128 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+}
+
+/// Linux interface names: 1..=15 bytes, no '/', ':' or whitespace.
+pub fn valid_ifname(name: &str) -> bool {
+    !name.is_empty()
+        && name.len() <= 15
+        && name != "."
+        && name != ".."
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
+}
+
+/// Host-side veth name: `veth` + 7 hex digits.
+pub fn host_veth_name() -> String {
+    let bytes: [u8; 4] = rand::rng().random();
+    format!("veth{}", &hex::encode(bytes)[..7])
+}
+
+/// Temporary name of the sandbox side until it is moved and renamed.
+pub fn peer_veth_name(host: &str) -> String {
+    format!("dpp{}", &host[4..])
+}
+
+/// Bridge name for a user network: `br-` + 12 hex digits of its id.
+pub fn bridge_name(network_id: &str) -> String {
+    format!("br-{}", &network_id[..12])
+}
+
+/// Macvlan sub-interface name before it moves into the sandbox.
+pub fn macvlan_name() -> String {
+    let bytes: [u8; 4] = rand::rng().random();
+    format!("mv{}", &hex::encode(bytes)[..7])
+}
+
+/// MAC address Docker gives an IPv4 endpoint: 02:42 + the address.
+pub fn mac_for_ip(ip: std::net::Ipv4Addr) -> [u8; 6] {
+    let o = ip.octets();
+    [0x02, 0x42, o[0], o[1], o[2], o[3]]
+}
+
+pub fn format_mac(mac: &[u8; 6]) -> String {
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// Interface name prefixes the daemon owns; reconcile removes unknown ones.
+pub const OWNED_PREFIXES: [&str; 2] = ["br-", "veth"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn names_follow_docker_rules() {
+        assert!(valid_name("mybridge"));
+        assert!(valid_name("a.b_c-1"));
+        assert!(!valid_name("-bad"));
+        assert!(!valid_name("has space"));
+        assert!(!valid_name(""));
+    }
+
+    #[test]
+    fn generated_names_fit_ifnamsiz() {
+        let v = host_veth_name();
+        assert_eq!(v.len(), 11);
+        assert!(valid_ifname(&v));
+        assert!(valid_ifname(&peer_veth_name(&v)));
+        assert_eq!(bridge_name(&new_id()).len(), 15);
+        assert_eq!(
+            format_mac(&mac_for_ip("172.17.0.2".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST))),
+            "02:42:ac:11:00:02"
+        );
+    }
+}

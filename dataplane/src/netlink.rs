@@ -1,0 +1,226 @@
+//! rtnetlink wrappers: links, addresses, routes, in the daemon's namespace
+//! or, through a socket opened inside it, in a sandbox's namespace.
+
+use std::net::Ipv4Addr;
+use std::os::fd::AsRawFd;
+use std::path::Path;
+
+use futures::TryStreamExt;
+use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, MacVlanMode};
+use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::error::{Error, Result};
+use crate::netns;
+
+/// A netlink handle bound to one network namespace.
+#[derive(Clone)]
+pub struct Netlink {
+    handle: Handle,
+}
+
+fn nl(op: &'static str, target: impl std::fmt::Display) -> impl FnOnce(rtnetlink::Error) -> Error {
+    move |source| Error::Netlink { op, target: target.to_string(), source }
+}
+
+/// Whether a netlink error is "no such device / object".
+fn is_not_found(e: &rtnetlink::Error) -> bool {
+    matches!(e, rtnetlink::Error::NetlinkError(m) if m.raw_code() == -libc_enodev() || m.raw_code() == -2)
+}
+const fn libc_enodev() -> i32 {
+    19
+}
+
+impl Netlink {
+    /// A handle in the calling thread's namespace. Needs a tokio runtime.
+    pub fn current() -> Result<Self> {
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| Error::io("open netlink socket", "current netns", e))?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    /// A handle whose socket lives in the namespace at `path`.
+    pub fn in_netns(path: &Path) -> Result<Self> {
+        let rt = tokio::runtime::Handle::current();
+        let (conn, handle, _) = netns::run_in(path, move || {
+            let _guard = rt.enter();
+            rtnetlink::new_connection()
+        })?
+        .map_err(|e| Error::io("open netlink socket", path.display(), e))?;
+        tokio::spawn(conn);
+        Ok(Netlink { handle })
+    }
+
+    pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
+        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
+        match s.try_next().await {
+            Ok(Some(m)) => Ok(Some(m.header.index)),
+            Ok(None) => Ok(None),
+            Err(e) if is_not_found(&e) => Ok(None),
+            Err(e) => Err(nl("get link", name)(e)),
+        }
+    }
+
+    pub async fn require_index(&self, name: &str) -> Result<u32> {
+        self.link_index(name)
+            .await?
+            .ok_or_else(|| Error::invalid("interface", name, "no such network interface"))
+    }
+
+    /// All links as (index, name, kind).
+    pub async fn links(&self) -> Result<Vec<(u32, String, String)>> {
+        let msgs: Vec<LinkMessage> =
+            self.handle.link().get().execute().try_collect().await.map_err(nl("list links", "all"))?;
+        Ok(msgs
+            .into_iter()
+            .map(|m| {
+                let mut name = String::new();
+                let mut kind = String::new();
+                for a in &m.attributes {
+                    match a {
+                        LinkAttribute::IfName(n) => name = n.clone(),
+                        LinkAttribute::LinkInfo(infos) => {
+                            for i in infos {
+                                if let rtnetlink::packet_route::link::LinkInfo::Kind(k) = i {
+                                    kind = k.to_string();
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                (m.header.index, name, kind)
+            })
+            .collect())
+    }
+
+    pub async fn create_bridge(&self, name: &str) -> Result<u32> {
+        self.handle
+            .link()
+            .add(LinkBridge::new(name).build())
+            .execute()
+            .await
+            .map_err(nl("create bridge", name))?;
+        self.require_index(name).await
+    }
+
+    pub async fn create_veth(&self, name: &str, peer: &str) -> Result<(u32, u32)> {
+        self.handle
+            .link()
+            .add(LinkVeth::new(name, peer).build())
+            .execute()
+            .await
+            .map_err(nl("create veth", name))?;
+        Ok((self.require_index(name).await?, self.require_index(peer).await?))
+    }
+
+    pub async fn create_macvlan(&self, name: &str, parent: u32, mode: MacVlanMode) -> Result<u32> {
+        self.handle
+            .link()
+            .add(LinkMacVlan::new(name, parent, mode).build())
+            .execute()
+            .await
+            .map_err(nl("create macvlan", name))?;
+        self.require_index(name).await
+    }
+
+    async fn set(&self, what: &'static str, index: u32, msg: LinkMessage) -> Result<()> {
+        self.handle.link().set(msg).execute().await.map_err(nl(what, index))
+    }
+
+    pub async fn set_master(&self, index: u32, master: u32) -> Result<()> {
+        self.set("set master", index, LinkUnspec::new_with_index(index).controller(master).build()).await
+    }
+
+    pub async fn set_up(&self, index: u32) -> Result<()> {
+        self.set("set up", index, LinkUnspec::new_with_index(index).up().build()).await
+    }
+
+    pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
+        self.set("set mac", index, LinkUnspec::new_with_index(index).address(mac.to_vec()).build()).await
+    }
+
+    pub async fn rename(&self, index: u32, name: &str) -> Result<()> {
+        self.set("rename", index, LinkUnspec::new_with_index(index).name(name.to_string()).build()).await
+    }
+
+    /// Moves a link into the namespace at `netns`.
+    pub async fn move_to(&self, index: u32, netns: &Path) -> Result<()> {
+        let f = std::fs::File::open(netns).map_err(|e| Error::io("open netns", netns.display(), e))?;
+        self.set("move to netns", index, LinkUnspec::new_with_index(index).setns_by_fd(f.as_raw_fd()).build())
+            .await
+    }
+
+    pub async fn delete(&self, index: u32) -> Result<()> {
+        match self.handle.link().del(index).execute().await {
+            Ok(()) => Ok(()),
+            Err(e) if is_not_found(&e) => Ok(()),
+            Err(e) => Err(nl("delete link", index)(e)),
+        }
+    }
+
+    pub async fn delete_by_name(&self, name: &str) -> Result<()> {
+        match self.link_index(name).await? {
+            Some(i) => self.delete(i).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Adds `ip/prefix` to a link; an existing identical address is fine.
+    pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+        match self.handle.address().add(index, ip.into(), prefix).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -17 => Ok(()),
+            Err(e) => Err(nl("add address", format!("{ip}/{prefix} on {index}"))(e)),
+        }
+    }
+
+    pub async fn add_default_route(&self, gateway: Ipv4Addr, index: u32) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build();
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -17 => Ok(()),
+            Err(e) => Err(nl("add default route", gateway)(e)),
+        }
+    }
+
+    /// Interface of the IPv4 default route, if any.
+    pub async fn default_route_interface(&self) -> Result<Option<u32>> {
+        let routes: Vec<_> = self
+            .handle
+            .route()
+            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list routes", "ipv4"))?;
+        use rtnetlink::packet_route::route::RouteAttribute;
+        Ok(routes.iter().filter(|r| r.header.destination_prefix_length == 0).find_map(|r| {
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })
+        }))
+    }
+}
+
+impl Netlink {
+    /// Whether the kernel knows the link kind `kind` (asks for one on `lo`
+    /// and reads the answer; EOPNOTSUPP means the kind is not built in).
+    pub async fn probe_link_kind(&self, kind: &str) -> Result<bool> {
+        let lo = self.require_index("lo").await?;
+        let name = "dpprobe0";
+        let msg = match kind {
+            "ipvlan" => rtnetlink::LinkIpVlan::new(name, lo, rtnetlink::packet_route::link::IpVlanMode::L2).build(),
+            other => return Err(Error::Unsupported(format!("cannot probe link kind {other}"))),
+        };
+        match self.handle.link().add(msg).execute().await {
+            Ok(()) => {
+                self.delete_by_name(name).await?;
+                Ok(true)
+            }
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -95 => Ok(false),
+            Err(_) => Ok(true),
+        }
+    }
+}
