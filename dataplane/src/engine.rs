@@ -158,7 +158,7 @@ impl Engine {
                     "only one instance of \"{driver}\" network is allowed"
                 )));
             }
-            "ipvlan" => return Err(self.ipvlan_unsupported().await),
+            "ipvlan" => return Err(self.ipvlan_unsupported(req.options.get(opt::PARENT)).await),
             other => return Err(Error::UnknownDriver(other.to_string())),
         }
         let id = names::new_id();
@@ -240,8 +240,8 @@ impl Engine {
     }
 
     /// "Check, don't assume": ask the kernel for an ipvlan link and report what it says.
-    async fn ipvlan_unsupported(&self) -> Error {
-        let probe = self.host.probe_link_kind("ipvlan").await;
+    async fn ipvlan_unsupported(&self, parent: Option<&String>) -> Error {
+        let probe = self.host.probe_link_kind("ipvlan", parent.map(String::as_str).unwrap_or("lo")).await;
         match probe {
             Ok(false) => Error::Unsupported(
                 "driver ipvlan is not available: this kernel lacks ipvlan support (CONFIG_IPVLAN)".into(),

@@ -205,13 +205,16 @@ impl Netlink {
 }
 
 impl Netlink {
-    /// Whether the kernel knows the link kind `kind` (asks for one on `lo`
-    /// and reads the answer; EOPNOTSUPP means the kind is not built in).
-    pub async fn probe_link_kind(&self, kind: &str) -> Result<bool> {
-        let lo = self.require_index("lo").await?;
+    /// Whether the kernel knows the link kind `kind`: asks for one on top of
+    /// `parent` and reads the answer (EOPNOTSUPP: the kind is not built in;
+    /// any other answer means the kernel knows it). A link that does get
+    /// made is deleted at once.
+    pub async fn probe_link_kind(&self, kind: &str, parent: &str) -> Result<bool> {
+        let lo = self.require_index(parent).await?;
         let name = "dpprobe0";
         let msg = match kind {
             "ipvlan" => rtnetlink::LinkIpVlan::new(name, lo, rtnetlink::packet_route::link::IpVlanMode::L2).build(),
+            "vlan" => rtnetlink::LinkVlan::new(name, lo, 4094).build(),
             other => return Err(Error::Unsupported(format!("cannot probe link kind {other}"))),
         };
         match self.handle.link().add(msg).execute().await {

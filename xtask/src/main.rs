@@ -1,1 +1,128 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | build-ebpf | build | run | test | install`.
+
+mod setup;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "xtask", about = "dataplane project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Install what a fresh machine lacks (Debian packages, rust-src, bpf-linker). Idempotent.
+    Setup,
+    /// Build the BPF object (target/bpf/bpfel-unknown-none/release/dataplane).
+    BuildEbpf,
+    /// Build the BPF object and target/release/dataplane.
+    Build,
+    /// Setup, build, and run the daemon in the foreground (Ctrl-C stops it).
+    Run {
+        /// Extra arguments for `dataplane daemon`.
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Setup, build, and run every test (unit and integration, privileged ones included).
+    Test {
+        /// Extra arguments for `cargo test` (e.g. a test name filter).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
+    /// Build and install the binary and the systemd unit.
+    Install {
+        /// Installation prefix for the binary.
+        #[arg(long, default_value = "/usr/local")]
+        prefix: PathBuf,
+    },
+}
+
+pub fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+}
+
+/// Runs a command, failing with its name when it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let shown = format!("{cmd:?}");
+    let status = cmd.status().with_context(|| format!("starting {shown}"))?;
+    if !status.success() {
+        bail!("{shown} failed with {status}");
+    }
+    Ok(())
+}
+
+fn build_ebpf() -> anyhow::Result<()> {
+    let root = root();
+    let mut cmd = Command::new("cargo");
+    cmd.current_dir(root.join("dataplane-ebpf"))
+        .args(["+nightly", "build", "-Z", "build-std=core", "--target", "bpfel-unknown-none", "--release"])
+        .arg("--target-dir")
+        .arg(root.join("target/bpf"))
+        // The outer cargo's toolchain choice and flags are for the host crates.
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env_remove("RUSTC")
+        .env_remove("RUSTC_WRAPPER")
+        .env_remove("RUSTFLAGS")
+        .env_remove("CARGO_ENCODED_RUSTFLAGS")
+        .env("PATH", setup::path_with_cargo_bin());
+    run(&mut cmd).context("building the BPF programs")
+}
+
+fn build() -> anyhow::Result<()> {
+    build_ebpf()?;
+    run(Command::new("cargo").current_dir(root()).args(["build", "--release", "-p", "dataplane"]))
+        .context("building dataplane")
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    match cli.cmd {
+        Cmd::Setup => setup::setup(),
+        Cmd::BuildEbpf => build_ebpf(),
+        Cmd::Build => build(),
+        Cmd::Run { args } => {
+            setup::setup()?;
+            build()?;
+            let bin = root().join("target/release/dataplane");
+            // exec: Ctrl-C goes straight to the daemon, which stops cleanly.
+            use std::os::unix::process::CommandExt;
+            let err = Command::new(bin).arg("daemon").args(args).exec();
+            Err(err).context("starting the daemon")
+        }
+        Cmd::Test { args } => {
+            setup::setup()?;
+            build()?;
+            let root = root();
+            run(Command::new("cargo")
+                .current_dir(&root)
+                .args(["test", "--release", "--workspace"])
+                .args(&args)
+                .env("DATAPLANE_BIN", root.join("target/release/dataplane"))
+                .env("DATAPLANE_PRIVILEGED_TESTS", "1"))
+        }
+        Cmd::Install { prefix } => {
+            setup::setup()?;
+            build()?;
+            let root = root();
+            let bin_dir = prefix.join("bin");
+            std::fs::create_dir_all(&bin_dir)?;
+            std::fs::copy(root.join("target/release/dataplane"), bin_dir.join("dataplane"))
+                .context("installing the binary")?;
+            let unit = std::fs::read_to_string(root.join("dataplane/dataplane.service"))?
+                .replace("/usr/local/bin/dataplane", &bin_dir.join("dataplane").display().to_string());
+            std::fs::write("/etc/systemd/system/dataplane.service", unit).context("installing the unit")?;
+            if Command::new("systemctl").arg("daemon-reload").status().is_ok_and(|s| s.success()) {
+                println!("installed; start it with: systemctl enable --now dataplane");
+            } else {
+                println!("installed /etc/systemd/system/dataplane.service (systemd is not running here)");
+            }
+            Ok(())
+        }
+    }
+}

@@ -10,8 +10,11 @@ use crate::api::client::{Client, enc};
 use crate::api::types::*;
 
 #[derive(Args)]
-#[command(after_help = "Examples:\n  dataplane run -d --name web --network mybridge --network-alias forever sleep infinity\n  dataplane run --rm --network none ip addr\n  dataplane create --name adopted --netns /run/netns/foo")]
+#[command(disable_help_flag = true, after_help = "Examples:\n  dataplane run -d --name web --network mybridge --network-alias forever sleep infinity\n  dataplane run --rm --network none ip addr\n  dataplane create --name adopted --netns /run/netns/foo")]
 pub struct RunArgs {
+    /// Print help (`-h` is --hostname, as in Docker).
+    #[arg(long, action = clap::ArgAction::Help)]
+    help: Option<bool>,
     /// Run in the background and print the sandbox id.
     #[arg(short, long)]
     detach: bool,

@@ -32,11 +32,20 @@ pub async fn check_parent(host: &Netlink, net: &Network) -> Result<()> {
             Err(Error::invalid("macvlan options", "", "-o parent=IFACE is required (unless --internal)"))
         };
     };
-    if let Some((_, vid)) = parent.split_once('.') {
+    if let Some((base, vid)) = parent.split_once('.') {
         if vid.parse::<u16>().is_ok() && host.link_index(parent).await?.is_none() {
-            return Err(Error::Unsupported(format!(
-                "parent {parent} is an 802.1q sub-interface, but this kernel has no 802.1q VLAN support: create the VLAN device yourself or use a plain parent"
-            )));
+            if host.link_index(base).await?.is_none() {
+                return Err(Error::invalid("parent", parent, format!("no interface {base} on the host to put VLAN {vid} on")));
+            }
+            return Err(if host.probe_link_kind("vlan", base).await? {
+                Error::Unsupported(format!(
+                    "parent {parent} is an 802.1q sub-interface: creating it is not implemented yet; create it yourself and pass it as parent"
+                ))
+            } else {
+                Error::Unsupported(format!(
+                    "parent {parent} is an 802.1q sub-interface, but this kernel has no 802.1q VLAN support (CONFIG_VLAN_8021Q)"
+                ))
+            });
         }
     }
     if host.link_index(parent).await?.is_none() {
