@@ -1,1 +1,330 @@
-//! Helpers for the end-to-end tests (namespaces, daemon, CLI).
+//! Helpers for the end-to-end tests. Each test builds its own topology:
+//! a "host" network namespace running its own daemon (with its own socket,
+//! state dir and bpffs dir) and an "external" namespace on the far side of
+//! the host's uplink veth. Everything is torn down on drop, even when the
+//! test fails. Nothing outside these namespaces is touched.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// Fails (never skips) when the privileged tests cannot run here.
+pub fn require_privileges() {
+    let uid = euid();
+    if uid != 0 {
+        panic!("these end-to-end tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF); run them with `cargo xtask test` as root (euid is {uid})");
+    }
+    if !Path::new(&bin()).exists() {
+        panic!("dataplane binary {} is missing: run the tests through `cargo xtask test`", bin());
+    }
+}
+
+fn euid() -> u32 {
+    // `id -u` keeps this crate free of libc/unsafe.
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .ok()
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+        .unwrap_or(u32::MAX)
+}
+
+/// Path of the dataplane binary under test.
+pub fn bin() -> String {
+    std::env::var("DATAPLANE_BIN").unwrap_or_else(|_| {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/dataplane").display().to_string()
+    })
+}
+
+/// Runs a command; returns its output (never panics on a non-zero exit).
+pub fn sh(args: &[&str]) -> Output {
+    Command::new(args[0])
+        .args(&args[1..])
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+}
+
+/// Runs a command that must succeed; returns stdout.
+pub fn sh_ok(args: &[&str]) -> String {
+    let o = sh(args);
+    assert!(o.status.success(), "{args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+pub fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+/// A unique short tag for namespace and interface names.
+pub fn unique(tag: &str) -> String {
+    format!("{tag}{}x{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::SeqCst))
+}
+
+/// A plain namespace (an "external" client or a LAN segment), deleted on drop.
+pub struct Netns {
+    pub name: String,
+}
+
+impl Netns {
+    pub fn new(tag: &str) -> Self {
+        let name = unique(tag);
+        sh_ok(&["ip", "netns", "add", &name]);
+        sh_ok(&["ip", "-n", &name, "link", "set", "lo", "up"]);
+        Netns { name }
+    }
+
+    /// Runs a command inside the namespace.
+    pub fn run(&self, args: &[&str]) -> Output {
+        let mut full = vec!["ip", "netns", "exec", &self.name];
+        full.extend_from_slice(args);
+        sh(&full)
+    }
+
+    pub fn path(&self) -> String {
+        format!("/run/netns/{}", self.name)
+    }
+}
+
+impl Drop for Netns {
+    fn drop(&mut self) {
+        let _ = sh(&["ip", "netns", "del", &self.name]);
+    }
+}
+
+/// A "host": a namespace running a dataplane daemon, with an uplink veth
+/// (`up0`, 192.0.2.1/24 by default) to a peer namespace.
+pub struct Host {
+    pub ns: Netns,
+    pub dir: PathBuf,
+    pub bpffs: PathBuf,
+    pub socket: PathBuf,
+    daemon: Option<Child>,
+}
+
+pub const UPLINK: &str = "up0";
+
+impl Host {
+    /// A host whose uplink leads to a fresh "external" namespace (`ext0`,
+    /// 192.0.2.2/24), which is also its default gateway.
+    pub fn with_external(tag: &str) -> (Host, Netns) {
+        let ext = Netns::new("x");
+        let mut host = Host::new(tag, &ext, None, "192.0.2.1/24");
+        sh_ok(&["ip", "-n", &ext.name, "addr", "add", "192.0.2.2/24", "dev", "ext0"]);
+        sh_ok(&["ip", "-n", &ext.name, "link", "set", "ext0", "up"]);
+        sh_ok(&["ip", "-n", &host.ns.name, "route", "add", "default", "via", "192.0.2.2"]);
+        host.start();
+        (host, ext)
+    }
+
+    /// A host whose uplink's far end goes into `peer` (enslaved to `bridge`
+    /// there if given, named `ext0` otherwise). The daemon is not started.
+    pub fn new(tag: &str, peer: &Netns, bridge: Option<&str>, uplink_addr: &str) -> Host {
+        require_privileges();
+        let ns = Netns::new(&format!("h{tag}"));
+        let far = match bridge {
+            Some(_) => unique("l"),
+            None => "ext0".to_string(),
+        };
+        let tmp = unique("u");
+        sh_ok(&["ip", "link", "add", &tmp, "netns", &ns.name, "type", "veth", "peer", "name", &far, "netns", &peer.name]);
+        sh_ok(&["ip", "-n", &ns.name, "link", "set", &tmp, "name", UPLINK]);
+        sh_ok(&["ip", "-n", &ns.name, "addr", "add", uplink_addr, "dev", UPLINK]);
+        sh_ok(&["ip", "-n", &ns.name, "link", "set", UPLINK, "up"]);
+        if let Some(br) = bridge {
+            sh_ok(&["ip", "-n", &peer.name, "link", "set", &far, "master", br]);
+            sh_ok(&["ip", "-n", &peer.name, "link", "set", &far, "up"]);
+        }
+        let dir = std::env::temp_dir().join(format!("dataplane-test-{}", ns.name));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("test dir");
+        let bpffs = PathBuf::from(format!("/sys/fs/bpf/dataplane-test-{}", ns.name));
+        let socket = dir.join("dataplane.sock");
+        Host { ns, dir, bpffs, socket, daemon: None }
+    }
+
+    pub fn state_dir(&self) -> PathBuf {
+        self.dir.join("state")
+    }
+
+    /// Starts the daemon inside the host namespace and waits until it answers.
+    pub fn start(&mut self) {
+        let log = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(self.dir.join("daemon.log"))
+            .expect("daemon log");
+        let child = Command::new("nsenter")
+            .arg(format!("--net={}", self.ns.path()))
+            .arg(bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .arg("daemon")
+            .arg("--state-dir")
+            .arg(self.state_dir())
+            .arg("--bpffs")
+            .arg(&self.bpffs)
+            .arg("--log-level")
+            .arg("debug")
+            .stdin(Stdio::null())
+            .stdout(log.try_clone().expect("log"))
+            .stderr(log)
+            .spawn()
+            .expect("start daemon");
+        self.daemon = Some(child);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = self.dp(&["network", "ls", "-q"]);
+            if o.status.success() {
+                return;
+            }
+            if let Some(Some(status)) = self.daemon.as_mut().map(|c| c.try_wait().ok().flatten()) {
+                panic!("daemon exited with {status}: {}", self.daemon_log());
+            }
+            assert!(Instant::now() < deadline, "daemon did not answer within 20 s: {}", self.daemon_log());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// kill -9 the daemon (sandboxes, interfaces and pinned BPF stay).
+    pub fn kill_daemon(&mut self) {
+        if let Some(mut c) = self.daemon.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    pub fn daemon_log(&self) -> String {
+        std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// Runs the CLI against this host's daemon.
+    pub fn dp(&self, args: &[&str]) -> Output {
+        Command::new(bin())
+            .arg("--socket")
+            .arg(&self.socket)
+            .args(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run dataplane CLI")
+    }
+
+    /// Runs the CLI; it must succeed; returns stdout.
+    pub fn dp_ok(&self, args: &[&str]) -> String {
+        let o = self.dp(args);
+        assert!(o.status.success(), "dataplane {args:?} failed: {}", text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Runs the CLI; it must fail; returns stderr+stdout.
+    pub fn dp_err(&self, args: &[&str]) -> String {
+        let o = self.dp(args);
+        assert!(!o.status.success(), "dataplane {args:?} should have failed: {}", text(&o));
+        text(&o)
+    }
+
+    /// `dataplane exec NAME cmd…`
+    pub fn exec(&self, name: &str, cmd: &[&str]) -> Output {
+        let mut args = vec!["exec", name];
+        args.extend_from_slice(cmd);
+        self.dp(&args)
+    }
+
+    pub fn ping(&self, from: &str, ip: &str) -> bool {
+        self.exec(from, &["ping", "-c", "1", "-W", "2", ip]).status.success()
+    }
+
+    /// Runs a command in the host namespace.
+    pub fn run(&self, args: &[&str]) -> Output {
+        self.ns.run(args)
+    }
+
+    /// Names of the links in the host namespace.
+    pub fn links(&self) -> Vec<String> {
+        let out = String::from_utf8_lossy(&self.run(&["ip", "-o", "link", "show"]).stdout).into_owned();
+        let mut v: Vec<String> = out
+            .lines()
+            .filter_map(|l| l.split(": ").nth(1))
+            .map(|n| n.split('@').next().unwrap_or(n).to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    /// `inspect NAME` as JSON.
+    pub fn inspect(&self, name: &str) -> serde_json::Value {
+        let v: serde_json::Value = serde_json::from_str(&self.dp_ok(&["inspect", name])).expect("inspect json");
+        v[0].clone()
+    }
+
+    /// IPv4 address of `name` on `network`.
+    pub fn ip_of(&self, name: &str, network: &str) -> String {
+        self.inspect(name)["NetworkSettings"]["Networks"][network]["IPAddress"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{name} has no address on {network}"))
+            .to_string()
+    }
+
+    /// Packets counted for a drop reason (both directions).
+    pub fn drops(&self, reason: &str) -> u64 {
+        let rows: serde_json::Value = serde_json::from_str(&self.dp_ok(&["stats", "--format", "json"])).expect("stats json");
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .filter(|r| r["reason"] == reason)
+            .map(|r| r["packets"].as_u64().unwrap_or(0))
+            .sum()
+    }
+
+    /// Sandbox names in the store.
+    pub fn sandbox_names(&self) -> Vec<String> {
+        let v: serde_json::Value = serde_json::from_str(&self.dp_ok(&["ps", "-a", "--format", "json"])).expect("ps json");
+        let mut names: Vec<String> = v
+            .as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|s| s["Names"][0].as_str().map(|n| n.trim_start_matches('/').to_string()))
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Network names in the store.
+    pub fn network_names(&self) -> Vec<String> {
+        let v: serde_json::Value =
+            serde_json::from_str(&self.dp_ok(&["network", "ls", "--format", "json"])).expect("ls json");
+        v.as_array().expect("list").iter().filter_map(|n| n["Name"].as_str().map(String::from)).collect()
+    }
+
+    /// Files in the state dir's netns directory (one per live sandbox namespace, plus `default`).
+    pub fn netns_files(&self) -> Vec<String> {
+        let mut v: Vec<String> = std::fs::read_dir(self.state_dir().join("netns"))
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .unwrap_or_default();
+        v.sort();
+        v
+    }
+}
+
+impl Drop for Host {
+    fn drop(&mut self) {
+        if self.daemon.is_some() {
+            // Stop every sandbox process so nothing keeps a namespace alive.
+            for name in std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sandbox_names())).unwrap_or_default() {
+                let _ = self.dp(&["rm", "-f", &name]);
+            }
+        }
+        self.kill_daemon();
+        if let Ok(d) = std::fs::read_dir(self.state_dir().join("netns")) {
+            for e in d.flatten() {
+                let _ = sh(&["umount", "-l", &e.path().display().to_string()]);
+            }
+        }
+        let _ = std::fs::remove_dir_all(&self.bpffs);
+        let _ = std::fs::remove_dir_all(&self.dir);
+        // self.ns drops after this, deleting the namespace and every link in it.
+    }
+}
