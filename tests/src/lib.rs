@@ -328,3 +328,12 @@ impl Drop for Host {
         // self.ns drops after this, deleting the namespace and every link in it.
     }
 }
+
+/// Whether process `pid` has ended (gone, or a zombie waiting to be reaped
+/// by whoever is its parent now).
+pub fn process_ended(pid: u64) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)) == Some("Z"),
+    }
+}

@@ -126,7 +126,7 @@ fn run_exec_logs_stop_rm() {
     assert!(h.dp_err(&["rm", "bg"]).contains("Stop the container"));
     let pid = h.inspect("bg")["State"]["Pid"].as_u64().expect("pid");
     h.dp_ok(&["stop", "bg"]);
-    assert!(!std::path::Path::new(&format!("/proc/{pid}")).exists(), "process still alive after stop");
+    assert!(dataplane_tests::process_ended(pid), "process still alive after stop");
     let ps = h.dp_ok(&["ps", "-a"]);
     assert!(ps.contains("Exited"), "{ps}");
     assert!(!h.dp_ok(&["ps"]).contains("bg"));
