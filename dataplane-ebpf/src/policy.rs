@@ -25,7 +25,7 @@ use crate::{
 
 /// tcx verdict: let the next program (or the stack) decide.
 const NEXT: i32 = TC_ACT_UNSPEC;
-const DROP: i32 = TC_ACT_SHOT as i32;
+const DROP: i32 = TC_ACT_SHOT;
 
 #[inline(always)]
 pub fn veth_ingress(ctx: &TcContext) -> i32 {

@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::Key;
 use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray};
+use aya::programs::SchedClassifier;
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{TcAttachOptions, TcAttachType};
-use aya::programs::SchedClassifier;
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use dataplane_common::{
     Counter, Direction, DropReason, Endpoint, MAP_ENDPOINTS, MAP_METRICS, MAP_SUBNETS, NetworkInfo,
@@ -52,13 +52,21 @@ pub struct Datapath {
 fn ensure_bpffs(dir: &Path) -> Result<()> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let on_bpffs = |p: &Path| {
-        nix::sys::statfs::statfs(p).map(|s| s.filesystem_type().0 as i64 == BPF_FS_MAGIC).unwrap_or(false)
+        nix::sys::statfs::statfs(p)
+            .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
+            .unwrap_or(false)
     };
     let parent = dir.parent().unwrap_or(Path::new("/"));
     if !on_bpffs(parent) && !on_bpffs(dir) {
         if parent == Path::new("/sys/fs/bpf") {
-            nix::mount::mount(Some("bpffs"), parent, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
-                .map_err(|e| Error::sys("mount bpffs", parent.display(), e))?;
+            nix::mount::mount(
+                Some("bpffs"),
+                parent,
+                Some("bpf"),
+                nix::mount::MsFlags::empty(),
+                None::<&str>,
+            )
+            .map_err(|e| Error::sys("mount bpffs", parent.display(), e))?;
         } else {
             return Err(Error::invalid(
                 "bpffs dir",
@@ -67,7 +75,8 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
             ));
         }
     }
-    std::fs::create_dir_all(dir.join("links")).map_err(|e| Error::io("create dir", dir.display(), e))
+    std::fs::create_dir_all(dir.join("links"))
+        .map_err(|e| Error::io("create dir", dir.display(), e))
 }
 
 impl Datapath {
@@ -83,8 +92,16 @@ impl Datapath {
             .ok_or_else(|| bpf_err(PROG_VETH_INGRESS, "missing from object"))?
             .try_into()
             .map_err(|e| bpf_err(PROG_VETH_INGRESS, e))?;
-        prog.load().map_err(|e| bpf_err(format!("load {PROG_VETH_INGRESS} (needs CAP_BPF and a kernel with tcx)"), e))?;
-        Ok(Datapath { ebpf, links_dir: bpffs.join("links") })
+        prog.load().map_err(|e| {
+            bpf_err(
+                format!("load {PROG_VETH_INGRESS} (needs CAP_BPF and a kernel with tcx)"),
+                e,
+            )
+        })?;
+        Ok(Datapath {
+            ebpf,
+            links_dir: bpffs.join("links"),
+        })
     }
 
     fn link_pin(&self, ifname: &str) -> PathBuf {
@@ -108,11 +125,18 @@ impl Datapath {
             .try_into()
             .map_err(|e| bpf_err(PROG_VETH_INGRESS, e))?;
         let id = prog
-            .attach_with_options(ifname, TcAttachType::Ingress, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .attach_with_options(
+                ifname,
+                TcAttachType::Ingress,
+                TcAttachOptions::TcxOrder(LinkOrder::default()),
+            )
             .map_err(|e| bpf_err(format!("attach tcx ingress on {ifname}"), e))?;
         let link = prog.take_link(id).map_err(|e| bpf_err("take link", e))?;
-        let fd: FdLink = link.try_into().map_err(|e| bpf_err(format!("tcx link on {ifname}"), e))?;
-        fd.pin(&pin).map_err(|e| bpf_err(format!("pin link {}", pin.display()), e))?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|e| bpf_err(format!("tcx link on {ifname}"), e))?;
+        fd.pin(&pin)
+            .map_err(|e| bpf_err(format!("pin link {}", pin.display()), e))?;
         Ok(())
     }
 
@@ -124,23 +148,48 @@ impl Datapath {
     /// Names of interfaces that have a pinned link.
     pub fn pinned_links(&self) -> Vec<String> {
         std::fs::read_dir(&self.links_dir)
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default()
     }
 
     fn endpoints(&mut self) -> Result<HashMap<&mut MapData, u32, Endpoint>> {
-        HashMap::try_from(self.ebpf.map_mut(MAP_ENDPOINTS).ok_or_else(|| bpf_err(MAP_ENDPOINTS, "missing"))?)
-            .map_err(|e| bpf_err(MAP_ENDPOINTS, e))
+        HashMap::try_from(
+            self.ebpf
+                .map_mut(MAP_ENDPOINTS)
+                .ok_or_else(|| bpf_err(MAP_ENDPOINTS, "missing"))?,
+        )
+        .map_err(|e| bpf_err(MAP_ENDPOINTS, e))
     }
 
     fn subnets(&mut self) -> Result<LpmTrie<&mut MapData, SubnetKey, NetworkInfo>> {
-        LpmTrie::try_from(self.ebpf.map_mut(MAP_SUBNETS).ok_or_else(|| bpf_err(MAP_SUBNETS, "missing"))?)
-            .map_err(|e| bpf_err(MAP_SUBNETS, e))
+        LpmTrie::try_from(
+            self.ebpf
+                .map_mut(MAP_SUBNETS)
+                .ok_or_else(|| bpf_err(MAP_SUBNETS, "missing"))?,
+        )
+        .map_err(|e| bpf_err(MAP_SUBNETS, e))
     }
 
-    pub fn set_endpoint(&mut self, ifindex: u32, net_num: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
-        let ep = Endpoint { net_id: net_num, ipv4: ip.octets(), mac, _pad: [0; 2] };
-        self.endpoints()?.insert(ifindex, ep, 0).map_err(|e| bpf_err(format!("insert endpoint {ifindex}"), e))
+    pub fn set_endpoint(
+        &mut self,
+        ifindex: u32,
+        net_num: u32,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+    ) -> Result<()> {
+        let ep = Endpoint {
+            net_id: net_num,
+            ipv4: ip.octets(),
+            mac,
+            _pad: [0; 2],
+        };
+        self.endpoints()?
+            .insert(ifindex, ep, 0)
+            .map_err(|e| bpf_err(format!("insert endpoint {ifindex}"), e))
     }
 
     pub fn remove_endpoint(&mut self, ifindex: u32) {
@@ -154,10 +203,21 @@ impl Datapath {
         Ok(self.endpoints()?.keys().filter_map(|k| k.ok()).collect())
     }
 
-    pub fn set_subnet(&mut self, subnet: Ipv4Network, net_num: u32, gateway: Ipv4Addr) -> Result<()> {
+    pub fn set_subnet(
+        &mut self,
+        subnet: Ipv4Network,
+        net_num: u32,
+        gateway: Ipv4Addr,
+    ) -> Result<()> {
         let key = Key::new(subnet.prefix() as u32, subnet.network().octets());
-        let info = NetworkInfo { net_id: net_num, gateway: gateway.octets(), flags: 0 };
-        self.subnets()?.insert(&key, info, 0).map_err(|e| bpf_err(format!("insert subnet {subnet}"), e))
+        let info = NetworkInfo {
+            net_id: net_num,
+            gateway: gateway.octets(),
+            flags: 0,
+        };
+        self.subnets()?
+            .insert(&key, info, 0)
+            .map_err(|e| bpf_err(format!("insert subnet {subnet}"), e))
     }
 
     pub fn remove_subnet(&mut self, subnet: Ipv4Network) {
@@ -178,14 +238,21 @@ impl Datapath {
 
     /// Sums the per-CPU counters for every (reason, direction).
     pub fn metrics(&self) -> Result<Vec<MetricRow>> {
-        let map: PerCpuArray<&MapData, Counter> =
-            PerCpuArray::try_from(self.ebpf.map(MAP_METRICS).ok_or_else(|| bpf_err(MAP_METRICS, "missing"))?)
-                .map_err(|e| bpf_err(MAP_METRICS, e))?;
+        let map: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(
+            self.ebpf
+                .map(MAP_METRICS)
+                .ok_or_else(|| bpf_err(MAP_METRICS, "missing"))?,
+        )
+        .map_err(|e| bpf_err(MAP_METRICS, e))?;
         let mut rows = Vec::new();
         for reason in DropReason::ALL {
             for dir in Direction::ALL {
-                let values = map.get(&metric_index(reason, dir), 0).map_err(|e| bpf_err(MAP_METRICS, e))?;
-                let (packets, bytes) = values.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
+                let values = map
+                    .get(&metric_index(reason, dir), 0)
+                    .map_err(|e| bpf_err(MAP_METRICS, e))?;
+                let (packets, bytes) = values
+                    .iter()
+                    .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
                 rows.push(MetricRow {
                     reason: reason.name().to_string(),
                     direction: dir.name().to_string(),

@@ -81,7 +81,13 @@ fn lock_dp(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
 }
 
 impl Engine {
-    pub fn new(paths: Paths, uplink: Option<String>, store: Store, host: Netlink, dp: Datapath) -> Arc<Self> {
+    pub fn new(
+        paths: Paths,
+        uplink: Option<String>,
+        store: Store,
+        host: Netlink,
+        dp: Datapath,
+    ) -> Arc<Self> {
         Arc::new(Engine {
             paths,
             uplink,
@@ -129,7 +135,11 @@ impl Engine {
         }
         for (name, driver) in [("host", DRIVER_HOST), ("none", DRIVER_NULL)] {
             if state.network(name).is_none() {
-                let req = NetworkCreate { name: name.into(), driver: driver.into(), ..Default::default() };
+                let req = NetworkCreate {
+                    name: name.into(),
+                    driver: driver.into(),
+                    ..Default::default()
+                };
                 self.create_network_inner(req, true).await?;
             }
         }
@@ -149,7 +159,11 @@ impl Engine {
         if state.network(&req.name).is_some_and(|n| n.name == req.name) {
             return Err(Error::NetworkExists(req.name));
         }
-        let driver = if req.driver.is_empty() { DRIVER_BRIDGE.to_string() } else { req.driver.clone() };
+        let driver = if req.driver.is_empty() {
+            DRIVER_BRIDGE.to_string()
+        } else {
+            req.driver.clone()
+        };
         match driver.as_str() {
             DRIVER_BRIDGE | DRIVER_MACVLAN => {}
             DRIVER_HOST | DRIVER_NULL if predefined => {}
@@ -165,15 +179,30 @@ impl Engine {
         let mut options = req.options.clone();
         let device = match driver.as_str() {
             DRIVER_BRIDGE => {
-                let dev = options.get(opt::BRIDGE_NAME).cloned().unwrap_or_else(|| names::bridge_name(&id));
+                let dev = options
+                    .get(opt::BRIDGE_NAME)
+                    .cloned()
+                    .unwrap_or_else(|| names::bridge_name(&id));
                 if !names::valid_ifname(&dev) {
-                    return Err(Error::invalid(opt::BRIDGE_NAME, &dev, "not a valid interface name (1-15 characters)"));
+                    return Err(Error::invalid(
+                        opt::BRIDGE_NAME,
+                        &dev,
+                        "not a valid interface name (1-15 characters)",
+                    ));
                 }
-                if state.networks.iter().any(|n| n.is_bridge() && n.device.as_deref() == Some(&dev)) {
-                    return Err(Error::Conflict(format!("bridge device {dev} is used by another network")));
+                if state
+                    .networks
+                    .iter()
+                    .any(|n| n.is_bridge() && n.device.as_deref() == Some(&dev))
+                {
+                    return Err(Error::Conflict(format!(
+                        "bridge device {dev} is used by another network"
+                    )));
                 }
                 if !predefined && self.host.link_index(&dev).await?.is_some() {
-                    return Err(Error::Conflict(format!("an interface named {dev} already exists on the host")));
+                    return Err(Error::Conflict(format!(
+                        "an interface named {dev} already exists on the host"
+                    )));
                 }
                 Some(dev)
             }
@@ -181,10 +210,15 @@ impl Engine {
             _ => None,
         };
         for key in [opt::ENABLE_ICC, opt::ENABLE_IP_MASQUERADE] {
-            if let Some(v) = options.get(key) {
-                if v != "true" && v != "false" {
-                    return Err(Error::invalid("option", format!("{key}={v}"), "must be true or false"));
-                }
+            if let Some(v) = options.get(key)
+                && v != "true"
+                && v != "false"
+            {
+                return Err(Error::invalid(
+                    "option",
+                    format!("{key}={v}"),
+                    "must be true or false",
+                ));
             }
         }
         let ipam = if driver == DRIVER_BRIDGE || driver == DRIVER_MACVLAN {
@@ -199,7 +233,9 @@ impl Engine {
             None
         };
         if driver == DRIVER_MACVLAN {
-            options.entry(opt::MACVLAN_MODE.into()).or_insert_with(|| "bridge".into());
+            options
+                .entry(opt::MACVLAN_MODE.into())
+                .or_insert_with(|| "bridge".into());
         }
         let net = Network {
             id: id.clone(),
@@ -214,9 +250,11 @@ impl Engine {
             device,
             predefined,
         };
-        drivers::create_network(&self.host, &net).await.inspect_err(|_| {
-            // A half-made bridge must not survive.
-        })?;
+        drivers::create_network(&self.host, &net)
+            .await
+            .inspect_err(|_| {
+                // A half-made bridge must not survive.
+            })?;
         let undo = async {
             let _ = drivers::delete_network(&self.host, &net).await;
             if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
@@ -241,10 +279,14 @@ impl Engine {
 
     /// "Check, don't assume": ask the kernel for an ipvlan link and report what it says.
     async fn ipvlan_unsupported(&self, parent: Option<&String>) -> Error {
-        let probe = self.host.probe_link_kind("ipvlan", parent.map(String::as_str).unwrap_or("lo")).await;
+        let probe = self
+            .host
+            .probe_link_kind("ipvlan", parent.map(String::as_str).unwrap_or("lo"))
+            .await;
         match probe {
             Ok(false) => Error::Unsupported(
-                "driver ipvlan is not available: this kernel lacks ipvlan support (CONFIG_IPVLAN)".into(),
+                "driver ipvlan is not available: this kernel lacks ipvlan support (CONFIG_IPVLAN)"
+                    .into(),
             ),
             _ => Error::Unsupported("driver ipvlan is not implemented by dataplane yet".into()),
         }
@@ -253,12 +295,18 @@ impl Engine {
     pub async fn remove_network(&self, id_or_name: &str) -> Result<String> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let net = state.network(id_or_name).ok_or_else(|| Error::NetworkNotFound(id_or_name.to_string()))?.clone();
+        let net = state
+            .network(id_or_name)
+            .ok_or_else(|| Error::NetworkNotFound(id_or_name.to_string()))?
+            .clone();
         if net.predefined {
             return Err(Error::PredefinedNetwork(net.name));
         }
         if state.endpoints_of_network(&net.id).next().is_some() {
-            return Err(Error::NetworkInUse { name: net.name, id: net.id });
+            return Err(Error::NetworkInUse {
+                name: net.name,
+                id: net.id,
+            });
         }
         let tx = self.store.begin()?;
         tx.del_network(&net.id)?;
@@ -276,7 +324,9 @@ impl Engine {
         let state = self.store.state()?;
         let mut removed = Vec::new();
         for n in state.networks.iter().filter(|n| !n.predefined) {
-            if state.endpoints_of_network(&n.id).next().is_none() && self.remove_network(&n.id).await.is_ok() {
+            if state.endpoints_of_network(&n.id).next().is_none()
+                && self.remove_network(&n.id).await.is_ok()
+            {
                 removed.push(n.name.clone());
             }
         }
@@ -295,10 +345,9 @@ impl Engine {
         aliases: &[String],
         tx: &crate::store::Tx,
     ) -> Result<Endpoint> {
-        let ipam = net
-            .ipam
-            .as_ref()
-            .ok_or_else(|| Error::Unsupported(format!("network {} has no address pool", net.name)))?;
+        let ipam = net.ipam.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!("network {} has no address pool", net.name))
+        })?;
         if net.driver == DRIVER_MACVLAN && net.device.is_none() {
             return Err(Error::Unsupported(format!(
                 "network {} is an --internal macvlan network without parent: it cannot have endpoints",
@@ -308,14 +357,22 @@ impl Engine {
         let used: HashSet<Ipv4Addr> = state.endpoints_of_network(&net.id).map(|e| e.ip).collect();
         let ip = match ip {
             Some(s) if !s.is_empty() => {
-                let ip: Ipv4Addr = s.parse().map_err(|_| Error::invalid("ip", s, "not an IPv4 address"))?;
+                let ip: Ipv4Addr = s
+                    .parse()
+                    .map_err(|_| Error::invalid("ip", s, "not an IPv4 address"))?;
                 ipam::check_requested(ipam, ip, &used, &net.name)?;
                 ip
             }
             _ => ipam::allocate(ipam, &used, &net.name)?,
         };
-        let taken: HashSet<String> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ifname.clone()).collect();
-        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();
+        let taken: HashSet<String> = state
+            .endpoints_of_sandbox(&sb.id)
+            .map(|e| e.ifname.clone())
+            .collect();
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !taken.contains(n))
+            .unwrap_or_default();
         let first = taken.is_empty();
         let ep = Endpoint {
             id: names::new_id(),
@@ -338,7 +395,9 @@ impl Engine {
 
     /// Puts a bridge endpoint into the BPF endpoint table and attaches the veth program.
     fn program_endpoint(&self, net: &Network, ep: &Endpoint, host_index: u32) -> Result<()> {
-        let Some(host_if) = &ep.host_ifname else { return Ok(()) };
+        let Some(host_if) = &ep.host_ifname else {
+            return Ok(());
+        };
         let mut dp = lock_dp(&self.dp);
         dp.set_endpoint(host_index, net.num, ep.ip, ep.mac)?;
         if let Err(e) = dp.attach_veth(host_if) {
@@ -358,11 +417,23 @@ impl Engine {
         drivers::detach(&self.host, net, ep, netns).await
     }
 
-    pub async fn connect(&self, net_ref: &str, sb_ref: &str, ip: Option<&str>, aliases: &[String]) -> Result<()> {
+    pub async fn connect(
+        &self,
+        net_ref: &str,
+        sb_ref: &str,
+        ip: Option<&str>,
+        aliases: &[String],
+    ) -> Result<()> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let net = state.network(net_ref).ok_or_else(|| Error::NetworkNotFound(net_ref.to_string()))?.clone();
-        let sb = state.sandbox(sb_ref).ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?.clone();
+        let net = state
+            .network(net_ref)
+            .ok_or_else(|| Error::NetworkNotFound(net_ref.to_string()))?
+            .clone();
+        let sb = state
+            .sandbox(sb_ref)
+            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
+            .clone();
         match &sb.mode {
             NetworkMode::Host => return Err(Error::HostNetworkConnect),
             NetworkMode::None => {
@@ -381,16 +452,26 @@ impl Engine {
         if !net.has_endpoints() {
             return Err(Error::HostNetworkConnect);
         }
-        if state.endpoints.iter().any(|e| e.sandbox_id == sb.id && e.network_id == net.id) {
-            return Err(Error::AlreadyConnected { sandbox: sb.name, network: net.name });
+        if state
+            .endpoints
+            .iter()
+            .any(|e| e.sandbox_id == sb.id && e.network_id == net.id)
+        {
+            return Err(Error::AlreadyConnected {
+                sandbox: sb.name,
+                network: net.name,
+            });
         }
         if !aliases.is_empty() && net.name == "bridge" {
             return Err(Error::Conflict(
-                "network-scoped alias is supported only for containers in user defined networks".into(),
+                "network-scoped alias is supported only for containers in user defined networks"
+                    .into(),
             ));
         }
         let tx = self.store.begin()?;
-        let ep = self.add_endpoint(&state, &net, &sb, ip, aliases, &tx).await?;
+        let ep = self
+            .add_endpoint(&state, &net, &sb, ip, aliases, &tx)
+            .await?;
         if let Err(e) = tx.commit() {
             let _ = self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await;
             return Err(e);
@@ -402,8 +483,14 @@ impl Engine {
     pub async fn disconnect(&self, net_ref: &str, sb_ref: &str) -> Result<()> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let net = state.network(net_ref).ok_or_else(|| Error::NetworkNotFound(net_ref.to_string()))?.clone();
-        let sb = state.sandbox(sb_ref).ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?.clone();
+        let net = state
+            .network(net_ref)
+            .ok_or_else(|| Error::NetworkNotFound(net_ref.to_string()))?
+            .clone();
+        let sb = state
+            .sandbox(sb_ref)
+            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
+            .clone();
         if sb.mode == NetworkMode::Host || net.driver == DRIVER_HOST {
             return Err(Error::HostNetworkConnect);
         }
@@ -411,11 +498,15 @@ impl Engine {
             .endpoints
             .iter()
             .find(|e| e.sandbox_id == sb.id && e.network_id == net.id)
-            .ok_or_else(|| Error::NotConnected { sandbox: sb.name.clone(), network: net.name.clone() })?
+            .ok_or_else(|| Error::NotConnected {
+                sandbox: sb.name.clone(),
+                network: net.name.clone(),
+            })?
             .clone();
         let tx = self.store.begin()?;
         tx.del_endpoint(&ep)?;
-        self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await?;
+        self.remove_endpoint(&net, &ep, Path::new(&sb.netns))
+            .await?;
         tx.commit()?;
         tracing::info!(network = %net.name, sandbox = %sb.name, "disconnected");
         Ok(())
@@ -441,12 +532,29 @@ impl Engine {
             _ => format!("sandbox_{}", &id[..8]),
         };
         let mut warnings = Vec::new();
-        let ports = req.publish.iter().map(|p| ports::parse_publish(p)).collect::<Result<Vec<_>>>()?;
-        let expose = req.expose.iter().map(|p| ports::parse_expose(p)).collect::<Result<Vec<_>>>()?.concat();
-        if let Some(h) = &req.hostname {
-            if h.is_empty() || h.len() > 63 || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.') {
-                return Err(Error::invalid("hostname", h, "must be 1-63 characters of [a-zA-Z0-9.-]"));
-            }
+        let ports = req
+            .publish
+            .iter()
+            .map(|p| ports::parse_publish(p))
+            .collect::<Result<Vec<_>>>()?;
+        let expose = req
+            .expose
+            .iter()
+            .map(|p| ports::parse_expose(p))
+            .collect::<Result<Vec<_>>>()?
+            .concat();
+        if let Some(h) = &req.hostname
+            && (h.is_empty()
+                || h.len() > 63
+                || !h
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+        {
+            return Err(Error::invalid(
+                "hostname",
+                h,
+                "must be 1-63 characters of [a-zA-Z0-9.-]",
+            ));
         }
         let (mode, net) = match req.network.as_str() {
             "" | "default" => (NetworkMode::Networks, state.network("bridge").cloned()),
@@ -454,11 +562,15 @@ impl Engine {
             "none" => (NetworkMode::None, None),
             other if other.starts_with("container:") => {
                 let target = &other["container:".len()..];
-                let t = state.sandbox(target).ok_or_else(|| Error::SandboxNotFound(target.to_string()))?;
+                let t = state
+                    .sandbox(target)
+                    .ok_or_else(|| Error::SandboxNotFound(target.to_string()))?;
                 (NetworkMode::Container(t.id.clone()), None)
             }
             other => {
-                let n = state.network(other).ok_or_else(|| Error::NetworkNotFound(other.to_string()))?;
+                let n = state
+                    .network(other)
+                    .ok_or_else(|| Error::NetworkNotFound(other.to_string()))?;
                 match n.driver.as_str() {
                     DRIVER_HOST => (NetworkMode::Host, None),
                     DRIVER_NULL => (NetworkMode::None, None),
@@ -467,14 +579,15 @@ impl Engine {
             }
         };
         match &mode {
-            NetworkMode::Host => {
-                if !ports.is_empty() || req.publish_all {
-                    warnings.push("Published ports are discarded when using host network mode".to_string());
-                }
+            NetworkMode::Host if (!ports.is_empty() || req.publish_all) => {
+                warnings
+                    .push("Published ports are discarded when using host network mode".to_string());
             }
             NetworkMode::Container(_) => {
                 if !ports.is_empty() || req.publish_all {
-                    return Err(Error::Conflict("port publishing and the container type network mode".into()));
+                    return Err(Error::Conflict(
+                        "port publishing and the container type network mode".into(),
+                    ));
                 }
                 if req.hostname.is_some() {
                     return Err(Error::Conflict("hostname and the network mode".into()));
@@ -485,28 +598,44 @@ impl Engine {
         let user_defined = net.as_ref().is_some_and(|n| !n.predefined);
         if !req.aliases.is_empty() && !user_defined {
             return Err(Error::Conflict(
-                "network-scoped alias is supported only for containers in user defined networks".into(),
+                "network-scoped alias is supported only for containers in user defined networks"
+                    .into(),
             ));
         }
         if req.ip.as_deref().is_some_and(|s| !s.is_empty()) && !user_defined {
-            return Err(Error::Conflict("user specified IP address is supported on user defined networks only".into()));
+            return Err(Error::Conflict(
+                "user specified IP address is supported on user defined networks only".into(),
+            ));
         }
         let (netns_path, owns) = match (&mode, &req.netns_path) {
             (NetworkMode::Container(t), _) => {
-                let t = state.sandboxes.iter().find(|s| &s.id == t).map(|s| s.netns.clone()).unwrap_or_default();
+                let t = state
+                    .sandboxes
+                    .iter()
+                    .find(|s| &s.id == t)
+                    .map(|s| s.netns.clone())
+                    .unwrap_or_default();
                 (PathBuf::from(t), false)
             }
             (NetworkMode::Host, _) => (self.paths.host_netns_file(), false),
             (_, Some(p)) if !p.is_empty() => {
                 let p = PathBuf::from(p);
                 if !netns::is_pinned(&p) && !p.starts_with("/proc") {
-                    return Err(Error::invalid("netns", p.display(), "not a network namespace file"));
+                    return Err(Error::invalid(
+                        "netns",
+                        p.display(),
+                        "not a network namespace file",
+                    ));
                 }
                 (p, false)
             }
             _ => (self.paths.netns_file(&id), true),
         };
-        let ports = if mode == NetworkMode::Host { Vec::new() } else { ports };
+        let ports = if mode == NetworkMode::Host {
+            Vec::new()
+        } else {
+            ports
+        };
         let sb = Sandbox {
             id: id.clone(),
             name,
@@ -537,7 +666,10 @@ impl Engine {
             let tx = self.store.begin()?;
             tx.put_sandbox(&sb)?;
             let ep = match &net {
-                Some(n) => Some(self.add_endpoint(&state, n, &sb, req.ip.as_deref(), &req.aliases, &tx).await?),
+                Some(n) => Some(
+                    self.add_endpoint(&state, n, &sb, req.ip.as_deref(), &req.aliases, &tx)
+                        .await?,
+                ),
                 None => None,
             };
             if let Err(e) = tx.commit() {
@@ -563,17 +695,31 @@ impl Engine {
     pub async fn start(self: &Arc<Self>, sb_ref: &str) -> Result<()> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let mut sb = state.sandbox(sb_ref).ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?.clone();
-        if sb.state == SandboxState::Running && sb.pid.is_some_and(|p| process::alive(p, sb.pid_start)) {
+        let mut sb = state
+            .sandbox(sb_ref)
+            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
+            .clone();
+        if sb.state == SandboxState::Running
+            && sb.pid.is_some_and(|p| process::alive(p, sb.pid_start))
+        {
             return Ok(());
         }
         if sb.cmd.is_empty() {
-            return Err(Error::invalid("command", &sb.name, "this sandbox has no command to start"));
+            return Err(Error::invalid(
+                "command",
+                &sb.name,
+                "this sandbox has no command to start",
+            ));
         }
         if let NetworkMode::Container(t) = &sb.mode {
-            let running = state.sandboxes.iter().any(|s| &s.id == t && s.state == SandboxState::Running);
+            let running = state
+                .sandboxes
+                .iter()
+                .any(|s| &s.id == t && s.state == SandboxState::Running);
             if !netns::is_pinned(Path::new(&sb.netns)) && !running {
-                return Err(Error::Conflict(format!("cannot join network of a non running container: {t}")));
+                return Err(Error::Conflict(format!(
+                    "cannot join network of a non running container: {t}"
+                )));
             }
         }
         let dir = self.paths.sandbox_dir(&sb.id);
@@ -581,8 +727,10 @@ impl Engine {
         let resolv = dir.join("resolv.conf");
         let hosts = dir.join("hosts");
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        std::fs::write(&resolv, host_resolv).map_err(|e| Error::io("write", resolv.display(), e))?;
-        let mut h = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        std::fs::write(&resolv, host_resolv)
+            .map_err(|e| Error::io("write", resolv.display(), e))?;
+        let mut h =
+            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         for ep in state.endpoints_of_sandbox(&sb.id) {
             h.push_str(&format!("{}\t{}\n", ep.ip, sb.hostname));
         }
@@ -608,17 +756,22 @@ impl Engine {
             return Err(e);
         }
         let (tx_exit, _) = watch::channel(None);
-        self.exits.lock().unwrap_or_else(|p| p.into_inner()).insert(sb.id.clone(), tx_exit.clone());
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(sb.id.clone(), tx_exit.clone());
         let engine = Arc::clone(self);
         let id = sb.id.clone();
         tokio::spawn(async move {
             let status = tokio::task::spawn_blocking(move || child.wait()).await;
             let code = match status {
-                Ok(Ok(s)) => s.code().unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
+                Ok(Ok(s)) => s.code().unwrap_or_else(|| {
+                    128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
+                }),
                 _ => -1,
             };
             engine.on_exit(&id, pid, code).await;
-            let _ = tx_exit.send(Some(code));
+            tx_exit.send_replace(Some(code));
         });
         tracing::info!(sandbox = %sb.name, pid, "started");
         Ok(())
@@ -627,34 +780,44 @@ impl Engine {
     async fn on_exit(self: &Arc<Self>, id: &str, pid: u32, code: i32) {
         let auto_remove = {
             let _g = self.lock.lock().await;
-            let Ok(state) = self.store.state() else { return };
-            let Some(mut sb) = state.sandbox(id).cloned() else { return };
+            let Ok(state) = self.store.state() else {
+                return;
+            };
+            let Some(mut sb) = state.sandbox(id).cloned() else {
+                return;
+            };
             if sb.pid != Some(pid) {
                 return;
             }
             sb.state = SandboxState::Exited(code);
             sb.pid = None;
             sb.pid_start = None;
-            if let Ok(tx) = self.store.begin() {
-                if tx.put_sandbox(&sb).is_ok() {
-                    let _ = tx.commit();
-                }
+            if let Ok(tx) = self.store.begin()
+                && tx.put_sandbox(&sb).is_ok()
+            {
+                let _ = tx.commit();
             }
             tracing::info!(sandbox = %sb.name, code, "exited");
             sb.auto_remove
         };
-        if auto_remove {
-            if let Err(e) = self.remove_sandbox(id, true).await {
-                tracing::warn!(sandbox = id, error = %e, "auto-remove failed");
-            }
+        if auto_remove && let Err(e) = self.remove_sandbox(id, true).await {
+            tracing::warn!(sandbox = id, error = %e, "auto-remove failed");
         }
     }
 
     /// Waits for the sandbox's process to exit; returns its exit code.
     pub async fn wait(&self, sb_ref: &str) -> Result<i32> {
         let state = self.store.state()?;
-        let sb = state.sandbox(sb_ref).ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?.clone();
-        let rx = self.exits.lock().unwrap_or_else(|p| p.into_inner()).get(&sb.id).map(|t| t.subscribe());
+        let sb = state
+            .sandbox(sb_ref)
+            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
+            .clone();
+        let rx = self
+            .exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&sb.id)
+            .map(|t| t.subscribe());
         if let Some(mut rx) = rx {
             loop {
                 if let Some(code) = *rx.borrow() {
@@ -673,7 +836,9 @@ impl Engine {
                 Some(s) => match (&s.state, s.pid) {
                     (SandboxState::Exited(c), _) => return Ok(*c),
                     (SandboxState::Created, _) => return Ok(0),
-                    (SandboxState::Running, Some(p)) if !process::alive(p, s.pid_start) => return Ok(0),
+                    (SandboxState::Running, Some(p)) if !process::alive(p, s.pid_start) => {
+                        return Ok(0);
+                    }
                     _ => tokio::time::sleep(Duration::from_millis(100)).await,
                 },
             }
@@ -682,28 +847,34 @@ impl Engine {
 
     pub async fn stop(&self, sb_ref: &str) -> Result<()> {
         let state = self.store.state()?;
-        let sb = state.sandbox(sb_ref).ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?.clone();
+        let sb = state
+            .sandbox(sb_ref)
+            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
+            .clone();
         if let Some(pid) = sb.pid {
             process::stop(pid, sb.pid_start, STOP_GRACE).await;
         }
         // The reaper records the exit of our own children; after a restart we do.
         let _g = self.lock.lock().await;
-        if let Some(mut cur) = self.store.state()?.sandbox(&sb.id).cloned() {
-            if cur.state == SandboxState::Running {
-                cur.state = SandboxState::Exited(143);
-                cur.pid = None;
-                cur.pid_start = None;
-                let tx = self.store.begin()?;
-                tx.put_sandbox(&cur)?;
-                tx.commit()?;
-            }
+        if let Some(mut cur) = self.store.state()?.sandbox(&sb.id).cloned()
+            && cur.state == SandboxState::Running
+        {
+            cur.state = SandboxState::Exited(143);
+            cur.pid = None;
+            cur.pid_start = None;
+            let tx = self.store.begin()?;
+            tx.put_sandbox(&cur)?;
+            tx.commit()?;
         }
         Ok(())
     }
 
     pub async fn remove_sandbox(&self, sb_ref: &str, force: bool) -> Result<String> {
         let state = self.store.state()?;
-        let sb = state.sandbox(sb_ref).ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?.clone();
+        let sb = state
+            .sandbox(sb_ref)
+            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
+            .clone();
         let running = sb.pid.is_some_and(|p| process::alive(p, sb.pid_start));
         if running && !force {
             return Err(Error::SandboxRunning(sb.name));
@@ -713,17 +884,19 @@ impl Engine {
         }
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let Some(sb) = state.sandbox(&sb.id).cloned() else { return Ok(sb.id) };
+        let Some(sb) = state.sandbox(&sb.id).cloned() else {
+            return Ok(sb.id);
+        };
         let tx = self.store.begin()?;
         let netns_path = PathBuf::from(&sb.netns);
         let mut first_err = None;
         for ep in state.endpoints_of_sandbox(&sb.id) {
             tx.del_endpoint(ep)?;
-            if let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id) {
-                if let Err(e) = self.remove_endpoint(net, ep, &netns_path).await {
-                    tracing::warn!(sandbox = %sb.name, error = %e, "endpoint cleanup");
-                    first_err.get_or_insert(e);
-                }
+            if let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id)
+                && let Err(e) = self.remove_endpoint(net, ep, &netns_path).await
+            {
+                tracing::warn!(sandbox = %sb.name, error = %e, "endpoint cleanup");
+                first_err.get_or_insert(e);
             }
         }
         if sb.owns_netns {
@@ -732,7 +905,10 @@ impl Engine {
         let _ = std::fs::remove_dir_all(self.paths.sandbox_dir(&sb.id));
         tx.del_sandbox(&sb.id)?;
         tx.commit()?;
-        self.exits.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
+        self.exits
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&sb.id);
         tracing::info!(sandbox = %sb.name, "removed");
         Ok(sb.id)
     }
@@ -740,7 +916,9 @@ impl Engine {
     /// The live state of a sandbox (a recorded Running whose process is gone reads Exited).
     pub fn effective_state(sb: &Sandbox) -> SandboxState {
         match (&sb.state, sb.pid) {
-            (SandboxState::Running, Some(p)) if !process::alive(p, sb.pid_start) => SandboxState::Exited(0),
+            (SandboxState::Running, Some(p)) if !process::alive(p, sb.pid_start) => {
+                SandboxState::Exited(0)
+            }
             (s, _) => s.clone(),
         }
     }
@@ -780,13 +958,18 @@ impl Engine {
             }
             let eps: Vec<&Endpoint> = state.endpoints_of_sandbox(&sb.id).collect();
             for ep in eps {
-                let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id) else { continue };
+                let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id) else {
+                    continue;
+                };
                 if let Some(h) = &ep.host_ifname {
                     known_ifs.insert(h.clone());
                 }
                 let present = match &ep.host_ifname {
                     Some(h) => self.host.link_index(h).await?,
-                    None => Netlink::in_netns(&path)?.link_index(&ep.ifname).await?.map(|_| 0),
+                    None => Netlink::in_netns(&path)?
+                        .link_index(&ep.ifname)
+                        .await?
+                        .map(|_| 0),
                 };
                 let hidx = match present {
                     Some(i) => i,

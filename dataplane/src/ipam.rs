@@ -26,14 +26,19 @@ fn parse_net(what: &'static str, s: &str) -> Result<Ipv4Network> {
         return Err(Error::invalid(
             what,
             s,
-            format!("host bits are set; did you mean {}/{}?", net.network(), net.prefix()),
+            format!(
+                "host bits are set; did you mean {}/{}?",
+                net.network(),
+                net.prefix()
+            ),
         ));
     }
     Ok(net)
 }
 
 fn parse_ip(what: &'static str, s: &str) -> Result<Ipv4Addr> {
-    s.parse().map_err(|_| Error::invalid(what, s, "not an IPv4 address"))
+    s.parse()
+        .map_err(|_| Error::invalid(what, s, "not an IPv4 address"))
 }
 
 /// Default pools Docker picks automatic subnets from.
@@ -50,10 +55,17 @@ pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> 
         Some(s) => {
             let net = parse_net("subnet", s)?;
             if net.prefix() > 30 {
-                return Err(Error::invalid("subnet", s, "prefix must be /30 or shorter to hold a gateway and an endpoint"));
+                return Err(Error::invalid(
+                    "subnet",
+                    s,
+                    "prefix must be /30 or shorter to hold a gateway and an endpoint",
+                ));
             }
             if let Some((_, other)) = taken.iter().find(|(t, _)| t.overlaps(net)) {
-                return Err(Error::SubnetOverlap { subnet: s.clone(), other: other.clone() });
+                return Err(Error::SubnetOverlap {
+                    subnet: s.clone(),
+                    other: other.clone(),
+                });
             }
             net
         }
@@ -74,7 +86,11 @@ pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> 
         Some(r) => {
             let range = parse_net("ip-range", r)?;
             if !(subnet.contains(range.network()) && subnet.contains(range.broadcast())) {
-                return Err(Error::invalid("ip-range", r, format!("not inside subnet {subnet}")));
+                return Err(Error::invalid(
+                    "ip-range",
+                    r,
+                    format!("not inside subnet {subnet}"),
+                ));
             }
             Some(range)
         }
@@ -94,7 +110,12 @@ pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> 
         check_host_address("aux-address", subnet, ip)?;
         aux.insert(name.clone(), ip);
     }
-    Ok(Ipam { subnet, ip_range, gateway, aux })
+    Ok(Ipam {
+        subnet,
+        ip_range,
+        gateway,
+        aux,
+    })
 }
 
 fn first_host(net: Ipv4Network) -> Ipv4Addr {
@@ -103,10 +124,18 @@ fn first_host(net: Ipv4Network) -> Ipv4Addr {
 
 fn check_host_address(what: &'static str, subnet: Ipv4Network, ip: Ipv4Addr) -> Result<()> {
     if !subnet.contains(ip) {
-        return Err(Error::invalid(what, ip, format!("not inside subnet {subnet}")));
+        return Err(Error::invalid(
+            what,
+            ip,
+            format!("not inside subnet {subnet}"),
+        ));
     }
     if ip == subnet.network() || ip == subnet.broadcast() {
-        return Err(Error::invalid(what, ip, format!("is the network or broadcast address of {subnet}")));
+        return Err(Error::invalid(
+            what,
+            ip,
+            format!("is the network or broadcast address of {subnet}"),
+        ));
     }
     Ok(())
 }
@@ -121,12 +150,24 @@ fn reserved(ipam: &Ipam) -> HashSet<Ipv4Addr> {
 }
 
 /// Checks a user-requested address (`--ip`).
-pub fn check_requested(ipam: &Ipam, ip: Ipv4Addr, used: &HashSet<Ipv4Addr>, network: &str) -> Result<()> {
+pub fn check_requested(
+    ipam: &Ipam,
+    ip: Ipv4Addr,
+    used: &HashSet<Ipv4Addr>,
+    network: &str,
+) -> Result<()> {
     if !ipam.subnet.contains(ip) {
-        return Err(Error::invalid("ip", ip, format!("not inside subnet {} of network {network}", ipam.subnet)));
+        return Err(Error::invalid(
+            "ip",
+            ip,
+            format!("not inside subnet {} of network {network}", ipam.subnet),
+        ));
     }
     if reserved(ipam).contains(&ip) || used.contains(&ip) {
-        return Err(Error::AddressInUse { ip, network: network.to_string() });
+        return Err(Error::AddressInUse {
+            ip,
+            network: network.to_string(),
+        });
     }
     Ok(())
 }
@@ -140,7 +181,9 @@ pub fn allocate(ipam: &Ipam, used: &HashSet<Ipv4Addr>, network: &str) -> Result<
     (start..=end)
         .map(Ipv4Addr::from)
         .find(|ip| !reserved.contains(ip) && !used.contains(ip))
-        .ok_or_else(|| Error::PoolExhausted { network: network.to_string() })
+        .ok_or_else(|| Error::PoolExhausted {
+            network: network.to_string(),
+        })
 }
 
 #[cfg(test)]
@@ -148,7 +191,10 @@ mod tests {
     use super::*;
 
     fn req(subnet: &str) -> IpamRequest {
-        IpamRequest { subnet: Some(subnet.into()), ..Default::default() }
+        IpamRequest {
+            subnet: Some(subnet.into()),
+            ..Default::default()
+        }
     }
 
     #[test]
@@ -166,11 +212,26 @@ mod tests {
         assert!(e.to_string().contains("overlaps network other"), "{e}");
         let mut r = req("10.2.0.0/24");
         r.gateway = Some("10.3.0.1".into());
-        assert!(plan(&r, &[]).expect_err("gw").to_string().contains("not inside subnet"));
+        assert!(
+            plan(&r, &[])
+                .expect_err("gw")
+                .to_string()
+                .contains("not inside subnet")
+        );
         let mut r = req("10.2.0.0/24");
         r.ip_range = Some("10.2.1.0/25".into());
-        assert!(plan(&r, &[]).expect_err("range").to_string().contains("not inside subnet"));
-        assert!(plan(&req("10.2.0.1/24"), &[]).expect_err("host bits").to_string().contains("host bits"));
+        assert!(
+            plan(&r, &[])
+                .expect_err("range")
+                .to_string()
+                .contains("not inside subnet")
+        );
+        assert!(
+            plan(&req("10.2.0.1/24"), &[])
+                .expect_err("host bits")
+                .to_string()
+                .contains("host bits")
+        );
         assert!(plan(&req("banana"), &[]).is_err());
     }
 
@@ -183,11 +244,17 @@ mod tests {
         let a = allocate(&ipam, &used, "n").expect("first");
         assert_eq!(a, Ipv4Addr::new(10, 9, 0, 3));
         used.insert(a);
-        assert_eq!(allocate(&ipam, &used, "n").expect("second"), Ipv4Addr::new(10, 9, 0, 4));
+        assert_eq!(
+            allocate(&ipam, &used, "n").expect("second"),
+            Ipv4Addr::new(10, 9, 0, 4)
+        );
         for i in 4..=6 {
             used.insert(Ipv4Addr::new(10, 9, 0, i));
         }
-        assert!(matches!(allocate(&ipam, &used, "n"), Err(Error::PoolExhausted { .. })));
+        assert!(matches!(
+            allocate(&ipam, &used, "n"),
+            Err(Error::PoolExhausted { .. })
+        ));
         assert!(check_requested(&ipam, Ipv4Addr::new(10, 9, 0, 1), &used, "n").is_err());
         assert!(check_requested(&ipam, Ipv4Addr::new(10, 8, 0, 9), &used, "n").is_err());
     }

@@ -5,7 +5,7 @@
 
 use std::fs::File;
 use std::os::fd::AsFd;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use nix::mount::{MntFlags, MsFlags, mount, umount2};
 use nix::sched::{CloneFlags, setns, unshare};
@@ -21,7 +21,8 @@ where
     let file = File::open(path).map_err(|e| Error::io("open netns", path.display(), e))?;
     let shown = path.display().to_string();
     std::thread::spawn(move || -> Result<R> {
-        setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns", &shown, e))?;
+        setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::sys("setns", &shown, e))?;
         Ok(f())
     })
     .join()
@@ -36,7 +37,8 @@ pub fn create(path: &Path) -> Result<()> {
     File::create(path).map_err(|e| Error::io("create netns file", path.display(), e))?;
     let target = path.to_path_buf();
     let res = std::thread::spawn(move || -> Result<()> {
-        unshare(CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("unshare(CLONE_NEWNET)", target.display(), e))?;
+        unshare(CloneFlags::CLONE_NEWNET)
+            .map_err(|e| Error::sys("unshare(CLONE_NEWNET)", target.display(), e))?;
         bind_thread_netns(&target)
     })
     .join()
@@ -48,10 +50,10 @@ pub fn create(path: &Path) -> Result<()> {
 }
 
 /// Bind-mounts the calling thread's network namespace onto `target`.
-fn bind_thread_netns(target: &PathBuf) -> Result<()> {
+fn bind_thread_netns(target: &Path) -> Result<()> {
     mount(
         Some(Path::new("/proc/thread-self/ns/net")),
-        target.as_path(),
+        target,
         None::<&str>,
         MsFlags::MS_BIND,
         None::<&str>,
@@ -68,20 +70,23 @@ pub fn pin_current(path: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create dir", dir.display(), e))?;
     }
     File::create(path).map_err(|e| Error::io("create netns file", path.display(), e))?;
-    bind_thread_netns(&path.to_path_buf())
+    bind_thread_netns(path)
 }
 
 /// Whether `path` is a live namespace bind mount.
 pub fn is_pinned(path: &Path) -> bool {
     // nsfs magic: the file is a namespace only while the bind mount exists.
     const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 as i64 == NSFS_MAGIC).unwrap_or(false)
+    nix::sys::statfs::statfs(path)
+        .map(|s| s.filesystem_type().0 == NSFS_MAGIC)
+        .unwrap_or(false)
 }
 
 /// Unmounts and deletes a namespace file. Missing files are not an error.
 pub fn remove(path: &Path) -> Result<()> {
     if is_pinned(path) {
-        umount2(path, MntFlags::MNT_DETACH).map_err(|e| Error::sys("unmount netns", path.display(), e))?;
+        umount2(path, MntFlags::MNT_DETACH)
+            .map_err(|e| Error::sys("unmount netns", path.display(), e))?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),

@@ -15,10 +15,15 @@ static COUNTER: AtomicU32 = AtomicU32::new(0);
 pub fn require_privileges() {
     let uid = euid();
     if uid != 0 {
-        panic!("these end-to-end tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF); run them with `cargo xtask test` as root (euid is {uid})");
+        panic!(
+            "these end-to-end tests need root (CAP_NET_ADMIN, CAP_SYS_ADMIN, CAP_BPF); run them with `cargo xtask test` as root (euid is {uid})"
+        );
     }
     if !Path::new(&bin()).exists() {
-        panic!("dataplane binary {} is missing: run the tests through `cargo xtask test`", bin());
+        panic!(
+            "dataplane binary {} is missing: run the tests through `cargo xtask test`",
+            bin()
+        );
     }
 }
 
@@ -35,33 +40,90 @@ fn euid() -> u32 {
 /// Path of the dataplane binary under test.
 pub fn bin() -> String {
     std::env::var("DATAPLANE_BIN").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/dataplane").display().to_string()
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("../target/release/dataplane")
+            .display()
+            .to_string()
     })
+}
+
+/// Longest any single command of a test may take.
+pub const COMMAND_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Runs `cmd` to completion, killing it (and failing the test) after
+/// [`COMMAND_TIMEOUT`], so a hang never stalls the suite.
+pub fn output_bounded(cmd: &mut Command) -> Output {
+    use std::sync::Arc;
+    use std::sync::atomic::AtomicBool;
+    let shown = format!("{cmd:?}");
+    let child = cmd
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("cannot run {shown}: {e}"));
+    let pid = child.id().to_string();
+    let done = Arc::new(AtomicBool::new(false));
+    let timed_out = Arc::new(AtomicBool::new(false));
+    let (d, t) = (Arc::clone(&done), Arc::clone(&timed_out));
+    // A watchdog kills the command if it outlives the limit; the pipes are
+    // drained by wait_with_output meanwhile, so large outputs cannot block it.
+    std::thread::spawn(move || {
+        let deadline = Instant::now() + COMMAND_TIMEOUT;
+        while Instant::now() < deadline {
+            if d.load(Ordering::SeqCst) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        if !d.load(Ordering::SeqCst) {
+            t.store(true, Ordering::SeqCst);
+            let _ = Command::new("kill").args(["-9", &pid]).status();
+        }
+    });
+    let out = child
+        .wait_with_output()
+        .unwrap_or_else(|e| panic!("collecting output of {shown}: {e}"));
+    done.store(true, Ordering::SeqCst);
+    assert!(
+        !timed_out.load(Ordering::SeqCst),
+        "{shown} did not finish within {COMMAND_TIMEOUT:?}; output: {}",
+        text(&out)
+    );
+    out
 }
 
 /// Runs a command; returns its output (never panics on a non-zero exit).
 pub fn sh(args: &[&str]) -> Output {
-    Command::new(args[0])
-        .args(&args[1..])
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {args:?}: {e}"))
+    output_bounded(Command::new(args[0]).args(&args[1..]).stdin(Stdio::null()))
 }
 
 /// Runs a command that must succeed; returns stdout.
 pub fn sh_ok(args: &[&str]) -> String {
     let o = sh(args);
-    assert!(o.status.success(), "{args:?} failed: {}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(
+        o.status.success(),
+        "{args:?} failed: {}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    );
     String::from_utf8_lossy(&o.stdout).into_owned()
 }
 
 pub fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
 }
 
 /// A unique short tag for namespace and interface names.
 pub fn unique(tag: &str) -> String {
-    format!("{tag}{}x{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::SeqCst))
+    format!(
+        "{tag}{}x{}",
+        std::process::id() % 100_000,
+        COUNTER.fetch_add(1, Ordering::SeqCst)
+    )
 }
 
 /// A plain namespace (an "external" client or a LAN segment), deleted on drop.
@@ -113,9 +175,27 @@ impl Host {
     pub fn with_external(tag: &str) -> (Host, Netns) {
         let ext = Netns::new("x");
         let mut host = Host::new(tag, &ext, None, "192.0.2.1/24");
-        sh_ok(&["ip", "-n", &ext.name, "addr", "add", "192.0.2.2/24", "dev", "ext0"]);
+        sh_ok(&[
+            "ip",
+            "-n",
+            &ext.name,
+            "addr",
+            "add",
+            "192.0.2.2/24",
+            "dev",
+            "ext0",
+        ]);
         sh_ok(&["ip", "-n", &ext.name, "link", "set", "ext0", "up"]);
-        sh_ok(&["ip", "-n", &host.ns.name, "route", "add", "default", "via", "192.0.2.2"]);
+        sh_ok(&[
+            "ip",
+            "-n",
+            &host.ns.name,
+            "route",
+            "add",
+            "default",
+            "via",
+            "192.0.2.2",
+        ]);
         host.start();
         (host, ext)
     }
@@ -130,9 +210,21 @@ impl Host {
             None => "ext0".to_string(),
         };
         let tmp = unique("u");
-        sh_ok(&["ip", "link", "add", &tmp, "netns", &ns.name, "type", "veth", "peer", "name", &far, "netns", &peer.name]);
+        sh_ok(&[
+            "ip", "link", "add", &tmp, "netns", &ns.name, "type", "veth", "peer", "name", &far,
+            "netns", &peer.name,
+        ]);
         sh_ok(&["ip", "-n", &ns.name, "link", "set", &tmp, "name", UPLINK]);
-        sh_ok(&["ip", "-n", &ns.name, "addr", "add", uplink_addr, "dev", UPLINK]);
+        sh_ok(&[
+            "ip",
+            "-n",
+            &ns.name,
+            "addr",
+            "add",
+            uplink_addr,
+            "dev",
+            UPLINK,
+        ]);
         sh_ok(&["ip", "-n", &ns.name, "link", "set", UPLINK, "up"]);
         if let Some(br) = bridge {
             sh_ok(&["ip", "-n", &peer.name, "link", "set", &far, "master", br]);
@@ -143,7 +235,13 @@ impl Host {
         std::fs::create_dir_all(&dir).expect("test dir");
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/dataplane-test-{}", ns.name));
         let socket = dir.join("dataplane.sock");
-        Host { ns, dir, bpffs, socket, daemon: None }
+        Host {
+            ns,
+            dir,
+            bpffs,
+            socket,
+            daemon: None,
+        }
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -184,7 +282,11 @@ impl Host {
             if let Some(Some(status)) = self.daemon.as_mut().map(|c| c.try_wait().ok().flatten()) {
                 panic!("daemon exited with {status}: {}", self.daemon_log());
             }
-            assert!(Instant::now() < deadline, "daemon did not answer within 20 s: {}", self.daemon_log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not answer within 20 s: {}",
+                self.daemon_log()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -203,26 +305,34 @@ impl Host {
 
     /// Runs the CLI against this host's daemon.
     pub fn dp(&self, args: &[&str]) -> Output {
-        Command::new(bin())
-            .arg("--socket")
-            .arg(&self.socket)
-            .args(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run dataplane CLI")
+        output_bounded(
+            Command::new(bin())
+                .arg("--socket")
+                .arg(&self.socket)
+                .args(args)
+                .stdin(Stdio::null()),
+        )
     }
 
     /// Runs the CLI; it must succeed; returns stdout.
     pub fn dp_ok(&self, args: &[&str]) -> String {
         let o = self.dp(args);
-        assert!(o.status.success(), "dataplane {args:?} failed: {}", text(&o));
+        assert!(
+            o.status.success(),
+            "dataplane {args:?} failed: {}",
+            text(&o)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// Runs the CLI; it must fail; returns stderr+stdout.
     pub fn dp_err(&self, args: &[&str]) -> String {
         let o = self.dp(args);
-        assert!(!o.status.success(), "dataplane {args:?} should have failed: {}", text(&o));
+        assert!(
+            !o.status.success(),
+            "dataplane {args:?} should have failed: {}",
+            text(&o)
+        );
         text(&o)
     }
 
@@ -234,7 +344,9 @@ impl Host {
     }
 
     pub fn ping(&self, from: &str, ip: &str) -> bool {
-        self.exec(from, &["ping", "-c", "1", "-W", "2", ip]).status.success()
+        self.exec(from, &["ping", "-c", "1", "-W", "2", ip])
+            .status
+            .success()
     }
 
     /// Runs a command in the host namespace.
@@ -244,7 +356,8 @@ impl Host {
 
     /// Names of the links in the host namespace.
     pub fn links(&self) -> Vec<String> {
-        let out = String::from_utf8_lossy(&self.run(&["ip", "-o", "link", "show"]).stdout).into_owned();
+        let out =
+            String::from_utf8_lossy(&self.run(&["ip", "-o", "link", "show"]).stdout).into_owned();
         let mut v: Vec<String> = out
             .lines()
             .filter_map(|l| l.split(": ").nth(1))
@@ -256,7 +369,8 @@ impl Host {
 
     /// `inspect NAME` as JSON.
     pub fn inspect(&self, name: &str) -> serde_json::Value {
-        let v: serde_json::Value = serde_json::from_str(&self.dp_ok(&["inspect", name])).expect("inspect json");
+        let v: serde_json::Value =
+            serde_json::from_str(&self.dp_ok(&["inspect", name])).expect("inspect json");
         v[0].clone()
     }
 
@@ -270,7 +384,8 @@ impl Host {
 
     /// Packets counted for a drop reason (both directions).
     pub fn drops(&self, reason: &str) -> u64 {
-        let rows: serde_json::Value = serde_json::from_str(&self.dp_ok(&["stats", "--format", "json"])).expect("stats json");
+        let rows: serde_json::Value =
+            serde_json::from_str(&self.dp_ok(&["stats", "--format", "json"])).expect("stats json");
         rows.as_array()
             .expect("rows")
             .iter()
@@ -281,12 +396,17 @@ impl Host {
 
     /// Sandbox names in the store.
     pub fn sandbox_names(&self) -> Vec<String> {
-        let v: serde_json::Value = serde_json::from_str(&self.dp_ok(&["ps", "-a", "--format", "json"])).expect("ps json");
+        let v: serde_json::Value =
+            serde_json::from_str(&self.dp_ok(&["ps", "-a", "--format", "json"])).expect("ps json");
         let mut names: Vec<String> = v
             .as_array()
             .expect("list")
             .iter()
-            .filter_map(|s| s["Names"][0].as_str().map(|n| n.trim_start_matches('/').to_string()))
+            .filter_map(|s| {
+                s["Names"][0]
+                    .as_str()
+                    .map(|n| n.trim_start_matches('/').to_string())
+            })
             .collect();
         names.sort();
         names
@@ -295,14 +415,23 @@ impl Host {
     /// Network names in the store.
     pub fn network_names(&self) -> Vec<String> {
         let v: serde_json::Value =
-            serde_json::from_str(&self.dp_ok(&["network", "ls", "--format", "json"])).expect("ls json");
-        v.as_array().expect("list").iter().filter_map(|n| n["Name"].as_str().map(String::from)).collect()
+            serde_json::from_str(&self.dp_ok(&["network", "ls", "--format", "json"]))
+                .expect("ls json");
+        v.as_array()
+            .expect("list")
+            .iter()
+            .filter_map(|n| n["Name"].as_str().map(String::from))
+            .collect()
     }
 
     /// Files in the state dir's netns directory (one per live sandbox namespace, plus `default`).
     pub fn netns_files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.state_dir().join("netns"))
-            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
+            .map(|d| {
+                d.filter_map(|e| e.ok())
+                    .map(|e| e.file_name().to_string_lossy().into_owned())
+                    .collect()
+            })
             .unwrap_or_default();
         v.sort();
         v
@@ -313,7 +442,10 @@ impl Drop for Host {
     fn drop(&mut self) {
         if self.daemon.is_some() {
             // Stop every sandbox process so nothing keeps a namespace alive.
-            for name in std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sandbox_names())).unwrap_or_default() {
+            for name in
+                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sandbox_names()))
+                    .unwrap_or_default()
+            {
                 let _ = self.dp(&["rm", "-f", &name]);
             }
         }

@@ -8,9 +8,36 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
     let (mut h, _ext) = Host::with_external("rst");
     h.dp_ok(&["network", "create", "--subnet", "10.71.0.0/24", "red"]);
     h.dp_ok(&["network", "create", "--subnet", "10.72.0.0/24", "blue"]);
-    h.dp_ok(&["run", "-d", "--name", "r1", "--network", "red", "sleep", "600"]);
-    h.dp_ok(&["run", "-d", "--name", "r2", "--network", "red", "sleep", "600"]);
-    h.dp_ok(&["run", "-d", "--name", "b1", "--network", "blue", "sleep", "600"]);
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r1",
+        "--network",
+        "red",
+        "sleep",
+        "600",
+    ]);
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r2",
+        "--network",
+        "red",
+        "sleep",
+        "600",
+    ]);
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "b1",
+        "--network",
+        "blue",
+        "sleep",
+        "600",
+    ]);
     let nets_before = h.network_names();
     let ps_before = h.dp_ok(&["ps", "-a", "--format", "json"]);
     let r2_ip = h.ip_of("r2", "red");
@@ -19,32 +46,78 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
         .expect("host veth")
         .to_string();
     let pid_r1 = h.inspect("r1")["State"]["Pid"].as_u64().expect("pid");
-    let r1_netns = format!("--net={}", h.inspect("r1")["NetworkSettings"]["SandboxKey"].as_str().expect("key"));
+    let r1_netns = format!(
+        "--net={}",
+        h.inspect("r1")["NetworkSettings"]["SandboxKey"]
+            .as_str()
+            .expect("key")
+    );
 
     h.kill_daemon();
     // Enforcement is pinned: isolation holds and same-network traffic flows with no daemon.
-    let ping = |target: &str| dataplane_tests::sh(&["nsenter", &r1_netns, "ping", "-c", "1", "-W", "2", target]).status.success();
+    let ping = |target: &str| {
+        dataplane_tests::sh(&["nsenter", &r1_netns, "ping", "-c", "1", "-W", "2", target])
+            .status
+            .success()
+    };
     assert!(ping(&r2_ip), "same network broke while the daemon was down");
-    assert!(!ping("10.72.0.2"), "isolation stopped while the daemon was down");
+    assert!(
+        !ping("10.72.0.2"),
+        "isolation stopped while the daemon was down"
+    );
     // Damage the kernel state while the daemon is away.
     assert!(h.run(&["ip", "link", "del", &r2_veth]).status.success());
-    assert!(h.run(&["ip", "link", "add", "vethdead0", "type", "veth", "peer", "name", "vethdead1"]).status.success());
-    assert!(h.run(&["ip", "link", "add", "br-0123456789ab", "type", "bridge"]).status.success());
+    assert!(
+        h.run(&[
+            "ip",
+            "link",
+            "add",
+            "vethdead0",
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "vethdead1"
+        ])
+        .status
+        .success()
+    );
+    assert!(
+        h.run(&["ip", "link", "add", "br-0123456789ab", "type", "bridge"])
+            .status
+            .success()
+    );
 
     h.start();
     assert_eq!(h.network_names(), nets_before);
     let ps_after = h.dp_ok(&["ps", "-a", "--format", "json"]);
     assert_eq!(ps_before, ps_after, "ps changed across the restart");
-    assert_eq!(h.inspect("r1")["State"]["Pid"].as_u64(), Some(pid_r1), "sandbox process was restarted");
+    assert_eq!(
+        h.inspect("r1")["State"]["Pid"].as_u64(),
+        Some(pid_r1),
+        "sandbox process was restarted"
+    );
     assert_eq!(h.ip_of("r2", "red"), r2_ip);
-    assert!(h.links().contains(&r2_veth), "lost veth was not recreated: {:?}", h.links());
+    assert!(
+        h.links().contains(&r2_veth),
+        "lost veth was not recreated: {:?}",
+        h.links()
+    );
     assert!(h.ping("r1", &r2_ip), "connectivity not restored");
     let links = h.links();
-    assert!(!links.iter().any(|l| l.starts_with("vethdead") || l == "br-0123456789ab"), "strays kept: {links:?}");
+    assert!(
+        !links
+            .iter()
+            .any(|l| l.starts_with("vethdead") || l == "br-0123456789ab"),
+        "strays kept: {links:?}"
+    );
     let before = h.drops("POLICY_NETWORK_ISOLATION");
     assert!(!h.ping("r1", "10.72.0.2"));
     assert!(h.drops("POLICY_NETWORK_ISOLATION") > before);
     // The daemon still manages what it had: stop/rm work on pre-restart sandboxes.
     h.dp_ok(&["rm", "-f", "r1"]);
-    assert!(dataplane_tests::process_ended(pid_r1), "rm -f left the process running");
+    assert!(
+        dataplane_tests::process_ended(pid_r1),
+        "rm -f left the process running"
+    );
 }

@@ -35,6 +35,8 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
+    /// Formatting and clippy (-D warnings) over the host and BPF crates.
+    Lint,
     /// Build and install the binary and the systemd unit.
     Install {
         /// Installation prefix for the binary.
@@ -44,7 +46,10 @@ enum Cmd {
 }
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
 }
 
 /// Runs a command, failing with its name when it fails.
@@ -61,7 +66,15 @@ fn build_ebpf() -> anyhow::Result<()> {
     let root = root();
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root.join("dataplane-ebpf"))
-        .args(["+nightly", "build", "-Z", "build-std=core", "--target", "bpfel-unknown-none", "--release"])
+        .args([
+            "+nightly",
+            "build",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "--release",
+        ])
         .arg("--target-dir")
         .arg(root.join("target/bpf"))
         // The outer cargo's toolchain choice and flags are for the host crates.
@@ -74,10 +87,44 @@ fn build_ebpf() -> anyhow::Result<()> {
     run(&mut cmd).context("building the BPF programs")
 }
 
+fn lint() -> anyhow::Result<()> {
+    let root = root();
+    run(Command::new("cargo")
+        .current_dir(&root)
+        .args(["fmt", "--all", "--check"]))
+    .context("code is not formatted: run `cargo fmt --all`")?;
+    run(Command::new("cargo").current_dir(&root).args([
+        "clippy",
+        "--workspace",
+        "--all-targets",
+        "--",
+        "-D",
+        "warnings",
+    ]))?;
+    run(Command::new("cargo")
+        .current_dir(root.join("dataplane-ebpf"))
+        .args([
+            "+nightly",
+            "clippy",
+            "-Z",
+            "build-std=core",
+            "--target",
+            "bpfel-unknown-none",
+            "--release",
+        ])
+        .arg("--target-dir")
+        .arg(root.join("target/bpf"))
+        .args(["--", "-D", "warnings"])
+        .env_remove("RUSTUP_TOOLCHAIN")
+        .env("PATH", setup::path_with_cargo_bin()))
+}
+
 fn build() -> anyhow::Result<()> {
     build_ebpf()?;
-    run(Command::new("cargo").current_dir(root()).args(["build", "--release", "-p", "dataplane"]))
-        .context("building dataplane")
+    run(Command::new("cargo")
+        .current_dir(root())
+        .args(["build", "--release", "-p", "dataplane"]))
+    .context("building dataplane")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -95,9 +142,13 @@ fn main() -> anyhow::Result<()> {
             let err = Command::new(bin).arg("daemon").args(args).exec();
             Err(err).context("starting the daemon")
         }
+        Cmd::Lint => lint(),
         Cmd::Test { args } => {
             setup::setup()?;
             build()?;
+            if args.is_empty() {
+                lint()?;
+            }
             let root = root();
             run(Command::new("cargo")
                 .current_dir(&root)
@@ -112,15 +163,27 @@ fn main() -> anyhow::Result<()> {
             let root = root();
             let bin_dir = prefix.join("bin");
             std::fs::create_dir_all(&bin_dir)?;
-            std::fs::copy(root.join("target/release/dataplane"), bin_dir.join("dataplane"))
-                .context("installing the binary")?;
-            let unit = std::fs::read_to_string(root.join("dataplane/dataplane.service"))?
-                .replace("/usr/local/bin/dataplane", &bin_dir.join("dataplane").display().to_string());
-            std::fs::write("/etc/systemd/system/dataplane.service", unit).context("installing the unit")?;
-            if Command::new("systemctl").arg("daemon-reload").status().is_ok_and(|s| s.success()) {
+            std::fs::copy(
+                root.join("target/release/dataplane"),
+                bin_dir.join("dataplane"),
+            )
+            .context("installing the binary")?;
+            let unit = std::fs::read_to_string(root.join("dataplane/dataplane.service"))?.replace(
+                "/usr/local/bin/dataplane",
+                &bin_dir.join("dataplane").display().to_string(),
+            );
+            std::fs::write("/etc/systemd/system/dataplane.service", unit)
+                .context("installing the unit")?;
+            if Command::new("systemctl")
+                .arg("daemon-reload")
+                .status()
+                .is_ok_and(|s| s.success())
+            {
                 println!("installed; start it with: systemctl enable --now dataplane");
             } else {
-                println!("installed /etc/systemd/system/dataplane.service (systemd is not running here)");
+                println!(
+                    "installed /etc/systemd/system/dataplane.service (systemd is not running here)"
+                );
             }
             Ok(())
         }

@@ -21,11 +21,18 @@ type AppState = State<Arc<Engine>>;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (status, Json(ErrorBody { message: self.to_string() })).into_response()
+        (
+            status,
+            Json(ErrorBody {
+                message: self.to_string(),
+            }),
+        )
+            .into_response()
     }
 }
 
@@ -38,7 +45,10 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/networks", get(list_networks))
         .route("/networks/create", post(create_network))
         .route("/networks/prune", post(prune_networks))
-        .route("/networks/{id}", get(inspect_network).delete(remove_network))
+        .route(
+            "/networks/{id}",
+            get(inspect_network).delete(remove_network),
+        )
         .route("/networks/{id}/connect", post(connect))
         .route("/networks/{id}/disconnect", post(disconnect))
         .route("/containers/json", get(list_sandboxes))
@@ -57,18 +67,17 @@ pub fn router(engine: Arc<Engine>) -> Router {
 /// Strips Docker's `/v1.NN` prefix before routing.
 pub fn strip_version(mut req: Request) -> Request {
     let path = req.uri().path();
-    if let Some(rest) = path.strip_prefix("/v1.") {
-        if let Some(i) = rest.find('/') {
-            if rest[..i].chars().all(|c| c.is_ascii_digit()) {
-                let new_path = rest[i..].to_string();
-                let pq = match req.uri().query() {
-                    Some(q) => format!("{new_path}?{q}"),
-                    None => new_path,
-                };
-                if let Ok(uri) = pq.parse::<Uri>() {
-                    *req.uri_mut() = uri;
-                }
-            }
+    if let Some(rest) = path.strip_prefix("/v1.")
+        && let Some(i) = rest.find('/')
+        && rest[..i].chars().all(|c| c.is_ascii_digit())
+    {
+        let new_path = rest[i..].to_string();
+        let pq = match req.uri().query() {
+            Some(q) => format!("{new_path}?{q}"),
+            None => new_path,
+        };
+        if let Ok(uri) = pq.parse::<Uri>() {
+            *req.uri_mut() = uri;
         }
     }
     req
@@ -109,12 +118,17 @@ struct ListQuery {
 fn parse_filters(raw: &Option<String>) -> BTreeMap<String, Vec<String>> {
     let mut out = BTreeMap::new();
     let Some(raw) = raw else { return out };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(raw) else { return out };
+    let Ok(v) = serde_json::from_str::<serde_json::Value>(raw) else {
+        return out;
+    };
     if let Some(obj) = v.as_object() {
         for (k, val) in obj {
             let vals: Vec<String> = match val {
                 serde_json::Value::Object(m) => m.keys().cloned().collect(),
-                serde_json::Value::Array(a) => a.iter().filter_map(|x| x.as_str().map(String::from)).collect(),
+                serde_json::Value::Array(a) => a
+                    .iter()
+                    .filter_map(|x| x.as_str().map(String::from))
+                    .collect(),
                 _ => vec![],
             };
             out.insert(k.clone(), vals);
@@ -123,15 +137,30 @@ fn parse_filters(raw: &Option<String>) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-async fn list_networks(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Json<Vec<NetworkResource>>> {
+async fn list_networks(
+    State(e): AppState,
+    Query(q): Query<ListQuery>,
+) -> Res<Json<Vec<NetworkResource>>> {
     let state = e.state()?;
     let filters = parse_filters(&q.filters);
     let mut nets: Vec<_> = state
         .networks
         .iter()
-        .filter(|n| filters.get("name").is_none_or(|v| v.iter().any(|x| n.name.contains(x.as_str()))))
-        .filter(|n| filters.get("id").is_none_or(|v| v.iter().any(|x| n.id.starts_with(x.as_str()))))
-        .filter(|n| filters.get("driver").is_none_or(|v| v.iter().any(|x| &n.driver == x)))
+        .filter(|n| {
+            filters
+                .get("name")
+                .is_none_or(|v| v.iter().any(|x| n.name.contains(x.as_str())))
+        })
+        .filter(|n| {
+            filters
+                .get("id")
+                .is_none_or(|v| v.iter().any(|x| n.id.starts_with(x.as_str())))
+        })
+        .filter(|n| {
+            filters
+                .get("driver")
+                .is_none_or(|v| v.iter().any(|x| &n.driver == x))
+        })
         .map(|n| network_resource(&state, n))
         .collect();
     nets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -144,17 +173,28 @@ async fn inspect_network(State(e): AppState, Path(id): Path<String>) -> Res<Json
     Ok(Json(network_resource(&state, n)))
 }
 
-async fn create_network(State(e): AppState, Json(req): Json<NetworkCreateRequest>) -> Res<(StatusCode, Json<NetworkCreateResponse>)> {
+async fn create_network(
+    State(e): AppState,
+    Json(req): Json<NetworkCreateRequest>,
+) -> Res<(StatusCode, Json<NetworkCreateResponse>)> {
     if req.enable_ipv6 == Some(true) {
-        return Err(Error::Unsupported("IPv6 networks are not supported yet".into()));
+        return Err(Error::Unsupported(
+            "IPv6 networks are not supported yet".into(),
+        ));
     }
     let ipam = req.ipam.unwrap_or_default();
     let configs = ipam.config.unwrap_or_default();
     if configs.len() > 1 {
-        return Err(Error::Unsupported("only one IPAM config (one IPv4 subnet) per network is supported".into()));
+        return Err(Error::Unsupported(
+            "only one IPAM config (one IPv4 subnet) per network is supported".into(),
+        ));
     }
     if !ipam.driver.is_empty() && ipam.driver != "default" {
-        return Err(Error::invalid("IPAM driver", &ipam.driver, "only the default IPAM driver is supported"));
+        return Err(Error::invalid(
+            "IPAM driver",
+            &ipam.driver,
+            "only the default IPAM driver is supported",
+        ));
     }
     let ipam_req = configs
         .into_iter()
@@ -176,7 +216,13 @@ async fn create_network(State(e): AppState, Json(req): Json<NetworkCreateRequest
             labels: req.labels.unwrap_or_default(),
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(NetworkCreateResponse { id, warning: String::new() })))
+    Ok((
+        StatusCode::CREATED,
+        Json(NetworkCreateResponse {
+            id,
+            warning: String::new(),
+        }),
+    ))
 }
 
 async fn remove_network(State(e): AppState, Path(id): Path<String>) -> Res<StatusCode> {
@@ -189,19 +235,39 @@ async fn prune_networks(State(e): AppState) -> Res<Json<serde_json::Value>> {
     Ok(Json(serde_json::json!({ "NetworksDeleted": removed })))
 }
 
-async fn connect(State(e): AppState, Path(id): Path<String>, Json(req): Json<ConnectRequest>) -> Res<StatusCode> {
+async fn connect(
+    State(e): AppState,
+    Path(id): Path<String>,
+    Json(req): Json<ConnectRequest>,
+) -> Res<StatusCode> {
     let cfg = req.endpoint_config.unwrap_or_default();
-    let ip = cfg.ipam_config.map(|c| c.ipv4_address).filter(|s| !s.is_empty());
-    e.connect(&id, &req.container, ip.as_deref(), &cfg.aliases.unwrap_or_default()).await?;
+    let ip = cfg
+        .ipam_config
+        .map(|c| c.ipv4_address)
+        .filter(|s| !s.is_empty());
+    e.connect(
+        &id,
+        &req.container,
+        ip.as_deref(),
+        &cfg.aliases.unwrap_or_default(),
+    )
+    .await?;
     Ok(StatusCode::OK)
 }
 
-async fn disconnect(State(e): AppState, Path(id): Path<String>, Json(req): Json<DisconnectRequest>) -> Res<StatusCode> {
+async fn disconnect(
+    State(e): AppState,
+    Path(id): Path<String>,
+    Json(req): Json<DisconnectRequest>,
+) -> Res<StatusCode> {
     e.disconnect(&id, &req.container).await?;
     Ok(StatusCode::OK)
 }
 
-async fn list_sandboxes(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Json<Vec<SandboxSummary>>> {
+async fn list_sandboxes(
+    State(e): AppState,
+    Query(q): Query<ListQuery>,
+) -> Res<Json<Vec<SandboxSummary>>> {
     let state = e.state()?;
     let all = matches!(q.all.as_deref(), Some("1" | "true"));
     let mut out: Vec<_> = state
@@ -239,10 +305,19 @@ async fn create_sandbox(
             auto_remove: req.auto_remove,
         })
         .await?;
-    Ok((StatusCode::CREATED, Json(SandboxCreateResponse { id: created.id, warnings: created.warnings })))
+    Ok((
+        StatusCode::CREATED,
+        Json(SandboxCreateResponse {
+            id: created.id,
+            warnings: created.warnings,
+        }),
+    ))
 }
 
-async fn inspect_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<Json<serde_json::Value>> {
+async fn inspect_sandbox(
+    State(e): AppState,
+    Path(id): Path<String>,
+) -> Res<Json<serde_json::Value>> {
     let state = e.state()?;
     let sb = state.sandbox(&id).ok_or(Error::SandboxNotFound(id))?;
     Ok(Json(sandbox_inspect(&state, sb)))
@@ -259,7 +334,9 @@ async fn stop_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<StatusC
 }
 
 async fn wait_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<Json<WaitResponse>> {
-    Ok(Json(WaitResponse { status_code: e.wait(&id).await? }))
+    Ok(Json(WaitResponse {
+        status_code: e.wait(&id).await?,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -267,7 +344,11 @@ struct ForceQuery {
     force: Option<String>,
 }
 
-async fn remove_sandbox(State(e): AppState, Path(id): Path<String>, Query(q): Query<ForceQuery>) -> Res<StatusCode> {
+async fn remove_sandbox(
+    State(e): AppState,
+    Path(id): Path<String>,
+    Query(q): Query<ForceQuery>,
+) -> Res<StatusCode> {
     let force = matches!(q.force.as_deref(), Some("1" | "true"));
     e.remove_sandbox(&id, force).await?;
     Ok(StatusCode::NO_CONTENT)

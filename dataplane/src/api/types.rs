@@ -126,7 +126,11 @@ pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
             subnet: i.subnet.to_string(),
             ip_range: i.ip_range.map(|r| r.to_string()).unwrap_or_default(),
             gateway: i.gateway.to_string(),
-            auxiliary_addresses: i.aux.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
+            auxiliary_addresses: i
+                .aux
+                .iter()
+                .map(|(k, v)| (k.clone(), v.to_string()))
+                .collect(),
         }]
     });
     let containers = state
@@ -154,7 +158,11 @@ pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
         driver: n.driver.clone(),
         enable_ipv4: true,
         enable_ipv6: false,
-        ipam: Ipam { driver: "default".into(), options: Some(BTreeMap::new()), config: Some(config.unwrap_or_default()) },
+        ipam: Ipam {
+            driver: "default".into(),
+            options: Some(BTreeMap::new()),
+            config: Some(config.unwrap_or_default()),
+        },
         internal: n.internal,
         attachable: false,
         ingress: false,
@@ -255,7 +263,9 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
     let (st, _, running, code) = state_words(sb);
     let mut networks = serde_json::Map::new();
     for e in state.endpoints_of_sandbox(&sb.id) {
-        let Some(n) = state.networks.iter().find(|n| n.id == e.network_id) else { continue };
+        let Some(n) = state.networks.iter().find(|n| n.id == e.network_id) else {
+            continue;
+        };
         let ipam = n.ipam.as_ref();
         networks.insert(
             n.name.clone(),
@@ -272,8 +282,11 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
             }),
         );
     }
-    let exposed: serde_json::Map<String, serde_json::Value> =
-        sb.expose.iter().map(|p| (p.clone(), serde_json::json!({}))).collect();
+    let exposed: serde_json::Map<String, serde_json::Value> = sb
+        .expose
+        .iter()
+        .map(|p| (p.clone(), serde_json::json!({})))
+        .collect();
     let bindings: Vec<serde_json::Value> = sb
         .ports
         .iter()

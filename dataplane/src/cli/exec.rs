@@ -35,19 +35,32 @@ pub fn run(socket: &Path, a: &ExecArgs) -> ExitCode {
 
 fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
     let info: serde_json::Value = {
-        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()?;
         let client = Client::new(socket.to_path_buf());
         rt.block_on(client.get(&format!("/containers/{}/json", enc(&a.name))))?
     };
-    let netns = info["NetworkSettings"]["SandboxKey"].as_str().unwrap_or_default().to_string();
+    let netns = info["NetworkSettings"]["SandboxKey"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
     let pid = info["State"]["Pid"].as_u64().unwrap_or(0);
-    let net = File::open(&netns).map_err(|e| anyhow::anyhow!("opening network namespace {netns}: {e}"))?;
+    let net = File::open(&netns)
+        .map_err(|e| anyhow::anyhow!("opening network namespace {netns}: {e}"))?;
     // Join the process's UTS and mount namespaces too, when it runs.
     let extra: Vec<(File, CloneFlags)> = if pid > 0 {
-        [("uts", CloneFlags::CLONE_NEWUTS), ("mnt", CloneFlags::CLONE_NEWNS)]
-            .into_iter()
-            .filter_map(|(n, f)| File::open(format!("/proc/{pid}/ns/{n}")).ok().map(|file| (file, f)))
-            .collect()
+        [
+            ("uts", CloneFlags::CLONE_NEWUTS),
+            ("mnt", CloneFlags::CLONE_NEWNS),
+        ]
+        .into_iter()
+        .filter_map(|(n, f)| {
+            File::open(format!("/proc/{pid}/ns/{n}"))
+                .ok()
+                .map(|file| (file, f))
+        })
+        .collect()
     } else {
         Vec::new()
     };
@@ -63,9 +76,11 @@ fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
             Ok(())
         });
     }
-    let status = cmd.status().map_err(|e| anyhow::anyhow!("exec {}: {e}", a.command[0]))?;
-    let code = status
-        .code()
-        .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
+    let status = cmd
+        .status()
+        .map_err(|e| anyhow::anyhow!("exec {}: {e}", a.command[0]))?;
+    let code = status.code().unwrap_or_else(|| {
+        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
+    });
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }

@@ -12,7 +12,9 @@ use crate::api::types::*;
 #[derive(Subcommand)]
 pub enum NetworkCmd {
     /// Create a network.
-    #[command(after_help = "Examples:\n  dataplane network create mybridge\n  dataplane network create --subnet 172.30.0.0/24 --ip-range 172.30.0.128/25 --gateway 172.30.0.1 mynet\n  dataplane network create -d macvlan --subnet 192.168.50.0/24 -o parent=eth0 lan")]
+    #[command(
+        after_help = "Examples:\n  dataplane network create mybridge\n  dataplane network create --subnet 172.30.0.0/24 --ip-range 172.30.0.128/25 --gateway 172.30.0.1 mynet\n  dataplane network create -d macvlan --subnet 192.168.50.0/24 -o parent=eth0 lan"
+    )]
     Create {
         /// Driver: bridge or macvlan.
         #[arg(short, long, default_value = "bridge")]
@@ -83,8 +85,22 @@ pub enum NetworkCmd {
 
 pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        NetworkCmd::Create { driver, subnet, ip_range, gateway, aux_address, internal, opt, label, name } => {
-            let config = if subnet.is_some() || ip_range.is_some() || gateway.is_some() || !aux_address.is_empty() {
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            ip_range,
+            gateway,
+            aux_address,
+            internal,
+            opt,
+            label,
+            name,
+        } => {
+            let config = if subnet.is_some()
+                || ip_range.is_some()
+                || gateway.is_some()
+                || !aux_address.is_empty()
+            {
                 vec![IpamConfig {
                     subnet: subnet.unwrap_or_default(),
                     ip_range: ip_range.unwrap_or_default(),
@@ -97,7 +113,11 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             let req = NetworkCreateRequest {
                 name,
                 driver,
-                ipam: Some(Ipam { driver: "default".into(), options: None, config: Some(config) }),
+                ipam: Some(Ipam {
+                    driver: "default".into(),
+                    options: None,
+                    config: Some(config),
+                }),
                 internal,
                 enable_ipv6: None,
                 options: Some(opt.into_iter().collect::<BTreeMap<_, _>>()),
@@ -115,7 +135,14 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             } else if format == "table" {
                 let rows: Vec<Vec<String>> = nets
                     .iter()
-                    .map(|n| vec![n.id[..12].to_string(), n.name.clone(), n.driver.clone(), n.scope.clone()])
+                    .map(|n| {
+                        vec![
+                            n.id[..12].to_string(),
+                            n.name.clone(),
+                            n.driver.clone(),
+                            n.scope.clone(),
+                        ]
+                    })
                     .collect();
                 print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
             } else {
@@ -125,7 +152,11 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
         NetworkCmd::Inspect { names } => {
             let mut out = Vec::new();
             for n in &names {
-                out.push(client.get::<serde_json::Value>(&format!("/networks/{}", enc(n))).await?);
+                out.push(
+                    client
+                        .get::<serde_json::Value>(&format!("/networks/{}", enc(n)))
+                        .await?,
+                );
             }
             println!("{}", serde_json::to_string_pretty(&out)?);
         }
@@ -145,14 +176,22 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             }
         }
         NetworkCmd::Prune { .. } => {
-            let v: serde_json::Value = client.post("/networks/prune", &serde_json::json!({})).await?;
-            let deleted: Vec<String> = serde_json::from_value(v["NetworksDeleted"].clone()).unwrap_or_default();
+            let v: serde_json::Value = client
+                .post("/networks/prune", &serde_json::json!({}))
+                .await?;
+            let deleted: Vec<String> =
+                serde_json::from_value(v["NetworksDeleted"].clone()).unwrap_or_default();
             if !deleted.is_empty() {
                 println!("Deleted Networks:");
                 deleted.iter().for_each(|n| println!("{n}"));
             }
         }
-        NetworkCmd::Connect { ip, alias, network, container } => {
+        NetworkCmd::Connect {
+            ip,
+            alias,
+            network,
+            container,
+        } => {
             let req = ConnectRequest {
                 container,
                 endpoint_config: Some(EndpointConfig {
@@ -160,11 +199,19 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
                     aliases: Some(alias),
                 }),
             };
-            let _: serde_json::Value = client.post(&format!("/networks/{}/connect", enc(&network)), &req).await?;
+            let _: serde_json::Value = client
+                .post(&format!("/networks/{}/connect", enc(&network)), &req)
+                .await?;
         }
-        NetworkCmd::Disconnect { force, network, container } => {
+        NetworkCmd::Disconnect {
+            force,
+            network,
+            container,
+        } => {
             let req = DisconnectRequest { container, force };
-            let _: serde_json::Value = client.post(&format!("/networks/{}/disconnect", enc(&network)), &req).await?;
+            let _: serde_json::Value = client
+                .post(&format!("/networks/{}/disconnect", enc(&network)), &req)
+                .await?;
         }
     }
     Ok(ExitCode::SUCCESS)

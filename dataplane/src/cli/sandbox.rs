@@ -10,7 +10,10 @@ use crate::api::client::{Client, enc};
 use crate::api::types::*;
 
 #[derive(Args)]
-#[command(disable_help_flag = true, after_help = "Examples:\n  dataplane run -d --name web --network mybridge --network-alias forever sleep infinity\n  dataplane run --rm --network none ip addr\n  dataplane create --name adopted --netns /run/netns/foo")]
+#[command(
+    disable_help_flag = true,
+    after_help = "Examples:\n  dataplane run -d --name web --network mybridge --network-alias forever sleep infinity\n  dataplane run --rm --network none ip addr\n  dataplane create --name adopted --netns /run/netns/foo"
+)]
 pub struct RunArgs {
     /// Print help (`-h` is --hostname, as in Docker).
     #[arg(long, action = clap::ArgAction::Help)]
@@ -53,7 +56,9 @@ pub struct RunArgs {
 
 pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<ExitCode> {
     if start && a.command.is_empty() {
-        anyhow::bail!("\"dataplane run\" requires a COMMAND (use \"dataplane create\" for a sandbox without a process)");
+        anyhow::bail!(
+            "\"dataplane run\" requires a COMMAND (use \"dataplane create\" for a sandbox without a process)"
+        );
     }
     let req = SandboxCreateRequest {
         hostname: a.hostname,
@@ -80,8 +85,13 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
         println!("{}", created.id);
         return Ok(ExitCode::SUCCESS);
     }
-    if let Err(e) = client.post_empty(&format!("/containers/{}/start", created.id)).await {
-        let _ = client.delete(&format!("/containers/{}?force=true", created.id)).await;
+    if let Err(e) = client
+        .post_empty(&format!("/containers/{}/start", created.id))
+        .await
+    {
+        let _ = client
+            .delete(&format!("/containers/{}?force=true", created.id))
+            .await;
         return Err(e);
     }
     if a.detach {
@@ -105,14 +115,18 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
     };
     print_new(client, &id, printed).await;
     if a.rm {
-        client.delete(&format!("/containers/{id}?force=true")).await?;
+        client
+            .delete(&format!("/containers/{id}?force=true"))
+            .await?;
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 async fn print_new(client: &Client, id: &str, printed: usize) -> usize {
     use std::io::Write;
-    let Ok(text) = client.get_text(&format!("/containers/{id}/logs")).await else { return printed };
+    let Ok(text) = client.get_text(&format!("/containers/{id}/logs")).await else {
+        return printed;
+    };
     if text.len() > printed {
         print!("{}", &text[printed..]);
         let _ = std::io::stdout().flush();
@@ -126,7 +140,10 @@ pub async fn each(client: &Client, names: &[String], action: &str) -> anyhow::Re
     }
     let mut failed = false;
     for n in names {
-        match client.post_empty(&format!("/containers/{}/{action}", enc(n))).await {
+        match client
+            .post_empty(&format!("/containers/{}/{action}", enc(n)))
+            .await
+        {
             Ok(()) => println!("{n}"),
             Err(e) => {
                 eprintln!("{e:#}");
@@ -134,7 +151,11 @@ pub async fn each(client: &Client, names: &[String], action: &str) -> anyhow::Re
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub async fn rm(client: &Client, names: &[String], force: bool) -> anyhow::Result<ExitCode> {
@@ -149,7 +170,11 @@ pub async fn rm(client: &Client, names: &[String], force: bool) -> anyhow::Resul
             }
         }
     }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(if failed {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    })
 }
 
 pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<ExitCode> {
@@ -165,11 +190,17 @@ pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<Exit
                         format!("\"{}\"", s.command.chars().take(20).collect::<String>()),
                         s.status.clone(),
                         s.network_mode.clone(),
-                        s.names.first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
+                        s.names
+                            .first()
+                            .map(|n| n.trim_start_matches('/').to_string())
+                            .unwrap_or_default(),
                     ]
                 })
                 .collect();
-            print_table(&["CONTAINER ID", "COMMAND", "STATUS", "NETWORK", "NAMES"], &rows);
+            print_table(
+                &["CONTAINER ID", "COMMAND", "STATUS", "NETWORK", "NAMES"],
+                &rows,
+            );
         }
         other => anyhow::bail!("--format {other:?}: use table or json"),
     }
@@ -179,14 +210,23 @@ pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<Exit
 pub async fn inspect(client: &Client, names: &[String]) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
     for n in names {
-        out.push(client.get::<serde_json::Value>(&format!("/containers/{}/json", enc(n))).await?);
+        out.push(
+            client
+                .get::<serde_json::Value>(&format!("/containers/{}/json", enc(n)))
+                .await?,
+        );
     }
     println!("{}", serde_json::to_string_pretty(&out)?);
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn logs(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
-    print!("{}", client.get_text(&format!("/containers/{}/logs", enc(name))).await?);
+    print!(
+        "{}",
+        client
+            .get_text(&format!("/containers/{}/logs", enc(name)))
+            .await?
+    );
     Ok(ExitCode::SUCCESS)
 }
 
@@ -194,6 +234,8 @@ pub async fn logs(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
 /// then nothing is published and, like Docker for a sandbox without
 /// published ports, this prints nothing.
 pub async fn port(client: &Client, name: &str, _port: Option<&str>) -> anyhow::Result<ExitCode> {
-    let _: serde_json::Value = client.get(&format!("/containers/{}/json", enc(name))).await?;
+    let _: serde_json::Value = client
+        .get(&format!("/containers/{}/json", enc(name)))
+        .await?;
     Ok(ExitCode::SUCCESS)
 }

@@ -13,7 +13,14 @@ pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
             &["REASON", "DIRECTION", "PACKETS", "BYTES"],
             &rows
                 .iter()
-                .map(|r| vec![r.reason.clone(), r.direction.clone(), r.packets.to_string(), r.bytes.to_string()])
+                .map(|r| {
+                    vec![
+                        r.reason.clone(),
+                        r.direction.clone(),
+                        r.packets.to_string(),
+                        r.bytes.to_string(),
+                    ]
+                })
                 .collect::<Vec<_>>(),
         ),
         other => anyhow::bail!("--format {other:?}: use table or json"),

@@ -10,7 +10,9 @@ use crate::names;
 use crate::netlink::Netlink;
 
 fn device(net: &Network) -> Result<&str> {
-    net.device.as_deref().ok_or_else(|| Error::Unsupported(format!("bridge network {} has no device", net.name)))
+    net.device
+        .as_deref()
+        .ok_or_else(|| Error::Unsupported(format!("bridge network {} has no device", net.name)))
 }
 
 /// Creates (or completes) the bridge: device, gateway address, up.
@@ -21,7 +23,8 @@ pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
         None => host.create_bridge(name).await?,
     };
     if let Some(ipam) = &net.ipam {
-        host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
+        host.add_address(idx, ipam.gateway, ipam.subnet.prefix())
+            .await?;
     }
     host.set_up(idx).await
 }
@@ -30,7 +33,13 @@ pub async fn delete_network(host: &Netlink, net: &Network) -> Result<()> {
     host.delete_by_name(device(net)?).await
 }
 
-pub async fn attach(host: &Netlink, net: &Network, ep: &Endpoint, netns: &Path, default_route: bool) -> Result<u32> {
+pub async fn attach(
+    host: &Netlink,
+    net: &Network,
+    ep: &Endpoint,
+    netns: &Path,
+    default_route: bool,
+) -> Result<u32> {
     let bridge = host.require_index(device(net)?).await?;
     let host_name = ep
         .host_ifname

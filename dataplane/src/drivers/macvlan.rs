@@ -12,12 +12,21 @@ use crate::netlink::Netlink;
 
 /// Parses `-o macvlan_mode=`.
 pub fn mode(net: &Network) -> Result<MacVlanMode> {
-    match net.options.get(opt::MACVLAN_MODE).map(String::as_str).unwrap_or("bridge") {
+    match net
+        .options
+        .get(opt::MACVLAN_MODE)
+        .map(String::as_str)
+        .unwrap_or("bridge")
+    {
         "bridge" => Ok(MacVlanMode::Bridge),
         "vepa" => Ok(MacVlanMode::Vepa),
         "private" => Ok(MacVlanMode::Private),
         "passthru" => Ok(MacVlanMode::Passthrough),
-        other => Err(Error::invalid("macvlan_mode", other, "must be bridge, vepa, private or passthru")),
+        other => Err(Error::invalid(
+            "macvlan_mode",
+            other,
+            "must be bridge, vepa, private or passthru",
+        )),
     }
 }
 
@@ -29,36 +38,57 @@ pub async fn check_parent(host: &Netlink, net: &Network) -> Result<()> {
         return if net.internal {
             Ok(())
         } else {
-            Err(Error::invalid("macvlan options", "", "-o parent=IFACE is required (unless --internal)"))
+            Err(Error::invalid(
+                "macvlan options",
+                "",
+                "-o parent=IFACE is required (unless --internal)",
+            ))
         };
     };
-    if let Some((base, vid)) = parent.split_once('.') {
-        if vid.parse::<u16>().is_ok() && host.link_index(parent).await?.is_none() {
-            if host.link_index(base).await?.is_none() {
-                return Err(Error::invalid("parent", parent, format!("no interface {base} on the host to put VLAN {vid} on")));
-            }
-            return Err(if host.probe_link_kind("vlan", base).await? {
-                Error::Unsupported(format!(
-                    "parent {parent} is an 802.1q sub-interface: creating it is not implemented yet; create it yourself and pass it as parent"
-                ))
-            } else {
-                Error::Unsupported(format!(
-                    "parent {parent} is an 802.1q sub-interface, but this kernel has no 802.1q VLAN support (CONFIG_VLAN_8021Q)"
-                ))
-            });
+    if let Some((base, vid)) = parent.split_once('.')
+        && vid.parse::<u16>().is_ok()
+        && host.link_index(parent).await?.is_none()
+    {
+        if host.link_index(base).await?.is_none() {
+            return Err(Error::invalid(
+                "parent",
+                parent,
+                format!("no interface {base} on the host to put VLAN {vid} on"),
+            ));
         }
+        return Err(if host.probe_link_kind("vlan", base).await? {
+            Error::Unsupported(format!(
+                "parent {parent} is an 802.1q sub-interface: creating it is not implemented yet; create it yourself and pass it as parent"
+            ))
+        } else {
+            Error::Unsupported(format!(
+                "parent {parent} is an 802.1q sub-interface, but this kernel has no 802.1q VLAN support (CONFIG_VLAN_8021Q)"
+            ))
+        });
     }
     if host.link_index(parent).await?.is_none() {
-        return Err(Error::invalid("parent", parent, "no such network interface on the host"));
+        return Err(Error::invalid(
+            "parent",
+            parent,
+            "no such network interface on the host",
+        ));
     }
     Ok(())
 }
 
-pub async fn attach(host: &Netlink, net: &Network, ep: &Endpoint, netns: &Path, default_route: bool) -> Result<u32> {
-    let parent = net
-        .device
-        .as_deref()
-        .ok_or_else(|| Error::Unsupported(format!("macvlan network {} is --internal without parent: no endpoints", net.name)))?;
+pub async fn attach(
+    host: &Netlink,
+    net: &Network,
+    ep: &Endpoint,
+    netns: &Path,
+    default_route: bool,
+) -> Result<u32> {
+    let parent = net.device.as_deref().ok_or_else(|| {
+        Error::Unsupported(format!(
+            "macvlan network {} is --internal without parent: no endpoints",
+            net.name
+        ))
+    })?;
     let pidx = host.require_index(parent).await?;
     let tmp = names::macvlan_name();
     let idx = host.create_macvlan(&tmp, pidx, mode(net)?).await?;

@@ -32,11 +32,19 @@ pub async fn delete_network(host: &Netlink, net: &Network) -> Result<()> {
 
 /// Plugs an endpoint into the sandbox namespace at `netns`. Returns the
 /// ifindex of the host-side interface (bridge) or 0.
-pub async fn attach(host: &Netlink, net: &Network, ep: &Endpoint, netns: &Path, default_route: bool) -> Result<u32> {
+pub async fn attach(
+    host: &Netlink,
+    net: &Network,
+    ep: &Endpoint,
+    netns: &Path,
+    default_route: bool,
+) -> Result<u32> {
     match net.driver.as_str() {
         DRIVER_BRIDGE => bridge::attach(host, net, ep, netns, default_route).await,
         DRIVER_MACVLAN => macvlan::attach(host, net, ep, netns, default_route).await,
-        other => Err(Error::Unsupported(format!("driver {other} has no endpoints"))),
+        other => Err(Error::Unsupported(format!(
+            "driver {other} has no endpoints"
+        ))),
     }
 }
 
@@ -58,7 +66,10 @@ pub(crate) async fn configure_in_sandbox(
     ep: &Endpoint,
     default_route: bool,
 ) -> Result<()> {
-    let ipam = net.ipam.as_ref().ok_or_else(|| Error::Unsupported(format!("network {} has no IPAM", net.name)))?;
+    let ipam = net
+        .ipam
+        .as_ref()
+        .ok_or_else(|| Error::Unsupported(format!("network {} has no IPAM", net.name)))?;
     let nl = Netlink::in_netns(netns)?;
     let idx = nl.require_index(tmp_name).await?;
     nl.rename(idx, &ep.ifname).await?;
