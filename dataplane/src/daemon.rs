@@ -17,6 +17,9 @@ use crate::netlink::Netlink;
 use crate::paths::Paths;
 use crate::store::Store;
 
+/// How long open API connections may finish after SIGINT/SIGTERM.
+const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 pub struct Options {
     pub paths: Paths,
     pub uplink: Option<String>,
@@ -70,10 +73,21 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
     let app = tower::util::MapRequestLayer::new(server::strip_version)
         .layer(server::router(Arc::clone(&engine)));
-    axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(shutdown())
-        .await
-        .context("serving the API")?;
+    let stopping = Arc::new(tokio::sync::Notify::new());
+    let notify = Arc::clone(&stopping);
+    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
+        .with_graceful_shutdown(async move {
+            shutdown().await;
+            notify.notify_one();
+        });
+    // Long-polling clients (`run` waiting for its command) must not hold the daemon up.
+    tokio::select! {
+        r = server => r.context("serving the API")?,
+        _ = async {
+            stopping.notified().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => tracing::warn!("clients still connected after {SHUTDOWN_GRACE:?}; stopping anyway"),
+    }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&paths.socket);
     tracing::info!("dataplane daemon stopped; BPF enforcement stays pinned");

@@ -295,10 +295,7 @@ impl Engine {
     pub async fn remove_network(&self, id_or_name: &str) -> Result<String> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let net = state
-            .network(id_or_name)
-            .ok_or_else(|| Error::NetworkNotFound(id_or_name.to_string()))?
-            .clone();
+        let net = state.require_network(id_or_name)?.clone();
         if net.predefined {
             return Err(Error::PredefinedNetwork(net.name));
         }
@@ -426,14 +423,8 @@ impl Engine {
     ) -> Result<()> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let net = state
-            .network(net_ref)
-            .ok_or_else(|| Error::NetworkNotFound(net_ref.to_string()))?
-            .clone();
-        let sb = state
-            .sandbox(sb_ref)
-            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
-            .clone();
+        let net = state.require_network(net_ref)?.clone();
+        let sb = state.require_sandbox(sb_ref)?.clone();
         match &sb.mode {
             NetworkMode::Host => return Err(Error::HostNetworkConnect),
             NetworkMode::None => {
@@ -483,14 +474,8 @@ impl Engine {
     pub async fn disconnect(&self, net_ref: &str, sb_ref: &str) -> Result<()> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let net = state
-            .network(net_ref)
-            .ok_or_else(|| Error::NetworkNotFound(net_ref.to_string()))?
-            .clone();
-        let sb = state
-            .sandbox(sb_ref)
-            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
-            .clone();
+        let net = state.require_network(net_ref)?.clone();
+        let sb = state.require_sandbox(sb_ref)?.clone();
         if sb.mode == NetworkMode::Host || net.driver == DRIVER_HOST {
             return Err(Error::HostNetworkConnect);
         }
@@ -562,15 +547,11 @@ impl Engine {
             "none" => (NetworkMode::None, None),
             other if other.starts_with("container:") => {
                 let target = &other["container:".len()..];
-                let t = state
-                    .sandbox(target)
-                    .ok_or_else(|| Error::SandboxNotFound(target.to_string()))?;
+                let t = state.require_sandbox(target)?;
                 (NetworkMode::Container(t.id.clone()), None)
             }
             other => {
-                let n = state
-                    .network(other)
-                    .ok_or_else(|| Error::NetworkNotFound(other.to_string()))?;
+                let n = state.require_network(other)?;
                 match n.driver.as_str() {
                     DRIVER_HOST => (NetworkMode::Host, None),
                     DRIVER_NULL => (NetworkMode::None, None),
@@ -695,10 +676,7 @@ impl Engine {
     pub async fn start(self: &Arc<Self>, sb_ref: &str) -> Result<()> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let mut sb = state
-            .sandbox(sb_ref)
-            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
-            .clone();
+        let mut sb = state.require_sandbox(sb_ref)?.clone();
         if sb.state == SandboxState::Running
             && sb.pid.is_some_and(|p| process::alive(p, sb.pid_start))
         {
@@ -808,10 +786,7 @@ impl Engine {
     /// Waits for the sandbox's process to exit; returns its exit code.
     pub async fn wait(&self, sb_ref: &str) -> Result<i32> {
         let state = self.store.state()?;
-        let sb = state
-            .sandbox(sb_ref)
-            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
-            .clone();
+        let sb = state.require_sandbox(sb_ref)?.clone();
         let rx = self
             .exits
             .lock()
@@ -847,10 +822,7 @@ impl Engine {
 
     pub async fn stop(&self, sb_ref: &str) -> Result<()> {
         let state = self.store.state()?;
-        let sb = state
-            .sandbox(sb_ref)
-            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
-            .clone();
+        let sb = state.require_sandbox(sb_ref)?.clone();
         if let Some(pid) = sb.pid {
             process::stop(pid, sb.pid_start, STOP_GRACE).await;
         }
@@ -871,10 +843,7 @@ impl Engine {
 
     pub async fn remove_sandbox(&self, sb_ref: &str, force: bool) -> Result<String> {
         let state = self.store.state()?;
-        let sb = state
-            .sandbox(sb_ref)
-            .ok_or_else(|| Error::SandboxNotFound(sb_ref.to_string()))?
-            .clone();
+        let sb = state.require_sandbox(sb_ref)?.clone();
         let running = sb.pid.is_some_and(|p| process::alive(p, sb.pid_start));
         if running && !force {
             return Err(Error::SandboxRunning(sb.name));
@@ -972,7 +941,15 @@ impl Engine {
                         .map(|_| 0),
                 };
                 let hidx = match present {
-                    Some(i) => i,
+                    Some(i) => {
+                        // A recreated bridge has lost its ports: plug the veth back in.
+                        if let (true, Some(dev)) = (net.is_bridge(), &net.device) {
+                            if let Some(br) = self.host.link_index(dev).await? {
+                                self.host.set_master(i, br).await?;
+                            }
+                        }
+                        i
+                    }
                     None => {
                         tracing::warn!(sandbox = %sb.name, network = %net.name, "endpoint interface missing; recreating it");
                         if let Ok(nl) = Netlink::in_netns(&path) {

@@ -70,6 +70,18 @@ impl State {
                 }
             })
     }
+    /// Like [`State::network`], with Docker's "not found" error.
+    pub fn require_network(&self, id_or_name: &str) -> Result<&Network> {
+        self.network(id_or_name)
+            .ok_or_else(|| Error::NetworkNotFound(id_or_name.to_string()))
+    }
+
+    /// Like [`State::sandbox`], with Docker's "No such container" error.
+    pub fn require_sandbox(&self, id_or_name: &str) -> Result<&Sandbox> {
+        self.sandbox(id_or_name)
+            .ok_or_else(|| Error::SandboxNotFound(id_or_name.to_string()))
+    }
+
     pub fn endpoints_of_network<'a>(
         &'a self,
         network_id: &'a str,

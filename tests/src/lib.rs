@@ -250,6 +250,11 @@ impl Host {
 
     /// Starts the daemon inside the host namespace and waits until it answers.
     pub fn start(&mut self) {
+        self.start_with_env(&[]);
+    }
+
+    /// Starts the daemon with extra environment variables.
+    pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -267,6 +272,7 @@ impl Host {
             .arg(&self.bpffs)
             .arg("--log-level")
             .arg("debug")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -289,6 +295,25 @@ impl Host {
             );
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Sends `signal` (e.g. "INT") to the daemon and waits for it to exit;
+    /// returns whether it exited successfully.
+    pub fn signal_daemon(&mut self, signal: &str) -> bool {
+        let Some(mut c) = self.daemon.take() else {
+            return false;
+        };
+        let _ = sh(&["kill", &format!("-{signal}"), &c.id().to_string()]);
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = c.try_wait() {
+                return status.success();
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = c.kill();
+        let _ = c.wait();
+        false
     }
 
     /// kill -9 the daemon (sandboxes, interfaces and pinned BPF stay).

@@ -53,6 +53,10 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
             .expect("key")
     );
 
+    let blue: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["network", "inspect", "blue"])).expect("json");
+    let blue_bridge = format!("br-{}", &blue[0]["Id"].as_str().expect("id")[..12]);
+
     h.kill_daemon();
     // Enforcement is pinned: isolation holds and same-network traffic flows with no daemon.
     let ping = |target: &str| {
@@ -66,6 +70,7 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
         "isolation stopped while the daemon was down"
     );
     // Damage the kernel state while the daemon is away.
+    assert!(h.run(&["ip", "link", "del", &blue_bridge]).status.success());
     assert!(h.run(&["ip", "link", "del", &r2_veth]).status.success());
     assert!(
         h.run(&[
@@ -104,6 +109,14 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
         h.links()
     );
     assert!(h.ping("r1", &r2_ip), "connectivity not restored");
+    assert!(
+        h.links().contains(&blue_bridge),
+        "lost bridge was not recreated"
+    );
+    assert!(
+        h.ping("b1", "10.72.0.1"),
+        "recreated bridge lost its port or address"
+    );
     let links = h.links();
     assert!(
         !links
@@ -120,4 +133,53 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
         dataplane_tests::process_ended(pid_r1),
         "rm -f left the process running"
     );
+}
+
+#[test]
+fn daemon_tells_systemd_it_is_ready_and_stops_cleanly_on_ctrl_c() {
+    let ext = dataplane_tests::Netns::new("x");
+    let mut h = Host::new("ntf", &ext, None, "192.0.2.1/24");
+    let notify_path = h.dir.join("notify.sock");
+    let sock = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+        .expect("timeout");
+    h.start_with_env(&[("NOTIFY_SOCKET", notify_path.to_str().expect("utf-8 path"))]);
+    let mut buf = [0u8; 256];
+    let n = sock
+        .recv(&mut buf)
+        .expect("no sd_notify message from the daemon");
+    assert!(
+        String::from_utf8_lossy(&buf[..n]).contains("READY=1"),
+        "{:?}",
+        String::from_utf8_lossy(&buf[..n])
+    );
+    // A foreground `run` long-polls the daemon; Ctrl-C must still stop it promptly.
+    h.dp_ok(&["run", "-d", "--name", "s", "sleep", "300"]);
+    let mut waiter = std::process::Command::new(dataplane_tests::bin())
+        .arg("--socket")
+        .arg(&h.socket)
+        .args(["run", "--name", "fg", "sleep", "300"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("foreground run");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert!(
+        h.signal_daemon("INT"),
+        "daemon did not exit cleanly on SIGINT: {}",
+        h.daemon_log()
+    );
+    let _ = waiter.kill();
+    let _ = waiter.wait();
+    assert!(!h.socket.exists(), "socket left behind");
+    // The sandbox outlives the daemon and is there when it comes back.
+    h.start();
+    assert!(
+        h.dp_ok(&["ps"]).contains(" s\n") || h.dp_ok(&["ps"]).lines().any(|l| l.ends_with(" s"))
+    );
+}
+
+fn tail(log: &str) -> String {
+    let lines: Vec<&str> = log.lines().collect();
+    lines[lines.len().saturating_sub(15)..].join("\n")
 }
