@@ -8,9 +8,9 @@ use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::Key;
 use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray};
-use aya::programs::SchedClassifier;
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{TcAttachOptions, TcAttachType};
+use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use dataplane_common::{
     Counter, Direction, DropReason, Endpoint, MAP_ENDPOINTS, MAP_METRICS, MAP_SUBNETS, NetworkInfo,
@@ -234,6 +234,28 @@ impl Datapath {
             .filter_map(|k| k.ok())
             .filter_map(|k| Ipv4Network::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8).ok())
             .collect())
+    }
+
+    /// Runs `packet` (an Ethernet frame) through the veth program without
+    /// sending it anywhere (BPF_PROG_TEST_RUN); the skb arrives on `lo`
+    /// (ifindex 1). Returns the program's tcx verdict (-1 next, 2 drop).
+    pub fn dry_run_veth(&self, packet: &[u8]) -> Result<i32> {
+        let prog: &SchedClassifier = self
+            .ebpf
+            .program(PROG_VETH_INGRESS)
+            .ok_or_else(|| bpf_err(PROG_VETH_INGRESS, "missing"))?
+            .try_into()
+            .map_err(|e| bpf_err(PROG_VETH_INGRESS, e))?;
+        let mut out = vec![0u8; packet.len() + 256];
+        let opts = TestRunOptions {
+            data_in: Some(packet),
+            data_out: Some(&mut out),
+            ..TestRunOptions::new()
+        };
+        let res = prog
+            .test_run(opts)
+            .map_err(|e| bpf_err("BPF_PROG_TEST_RUN", format!("{e:?}")))?;
+        Ok(res.return_value as i32)
     }
 
     /// Sums the per-CPU counters for every (reason, direction).
