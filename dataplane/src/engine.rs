@@ -222,12 +222,18 @@ impl Engine {
             }
         }
         let ipam = if driver == DRIVER_BRIDGE || driver == DRIVER_MACVLAN {
-            let taken: Vec<_> = state
+            let mut taken: Vec<_> = state
                 .networks
                 .iter()
                 .filter(|n| n.is_bridge() || driver == DRIVER_BRIDGE)
                 .filter_map(|n| n.ipam.as_ref().map(|i| (i.subnet, n.name.clone())))
                 .collect();
+            if req.ipam.subnet.is_none() {
+                // An automatic subnet must not shadow a network the host already routes to.
+                for r in self.host.ipv4_route_prefixes().await? {
+                    taken.push((r, format!("host route {r}")));
+                }
+            }
             Some(ipam::plan(&req.ipam, &taken)?)
         } else {
             None

@@ -149,3 +149,29 @@ fn networks_are_isolated_in_bpf_and_drops_are_counted() {
     );
     let _ = text;
 }
+
+#[test]
+fn automatic_subnets_avoid_taken_ones_and_host_routes() {
+    let (h, _ext) = Host::with_external("auto");
+    // The host already routes 172.18.0.0/16 elsewhere: the first free pool is 172.19.
+    assert!(
+        h.run(&["ip", "route", "add", "172.18.0.0/16", "via", "192.0.2.2"])
+            .status
+            .success()
+    );
+    h.dp_ok(&["network", "create", "a1"]);
+    h.dp_ok(&["network", "create", "a2"]);
+    let subnet = |n: &str| {
+        let v: serde_json::Value =
+            serde_json::from_str(&h.dp_ok(&["network", "inspect", n])).expect("json");
+        v[0]["IPAM"]["Config"][0]["Subnet"]
+            .as_str()
+            .expect("subnet")
+            .to_string()
+    };
+    assert_eq!(subnet("a1"), "172.19.0.0/16");
+    assert_eq!(subnet("a2"), "172.20.0.0/16");
+    h.dp_ok(&["network", "rm", "a1"]);
+    h.dp_ok(&["network", "create", "a3"]);
+    assert_eq!(subnet("a3"), "172.19.0.0/16", "a freed subnet is reused");
+}
