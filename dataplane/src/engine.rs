@@ -924,6 +924,14 @@ impl Engine {
         let mut live_indexes = HashSet::new();
         for sb in &state.sandboxes {
             let path = PathBuf::from(&sb.netns);
+            let live_pid = sb.pid.filter(|p| process::alive(*p, sb.pid_start));
+            if sb.owns_netns && !netns::is_pinned(&path) && live_pid.is_some() {
+                // The mount holding it went away (e.g. the previous daemon ran in
+                // a private mount namespace) but the process still holds it.
+                let src = PathBuf::from(format!("/proc/{}/ns/net", live_pid.unwrap_or_default()));
+                tracing::info!(sandbox = %sb.name, "re-pinning the namespace of the running process");
+                netns::pin_from(&path, &src)?;
+            }
             if sb.owns_netns && !netns::is_pinned(&path) {
                 tracing::warn!(sandbox = %sb.name, "network namespace was lost; recreating it");
                 netns::create(&path)?;

@@ -61,6 +61,23 @@ fn bind_thread_netns(target: &Path) -> Result<()> {
     .map_err(|e| Error::sys("bind-mount netns", target.display(), e))
 }
 
+/// Pins an existing namespace (e.g. `/proc/PID/ns/net` of a sandbox process
+/// that outlived the mount holding its namespace) at `path`.
+pub fn pin_from(path: &Path, source: &Path) -> Result<()> {
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| Error::io("create dir", dir.display(), e))?;
+    }
+    File::create(path).map_err(|e| Error::io("create netns file", path.display(), e))?;
+    mount(
+        Some(source),
+        path,
+        None::<&str>,
+        MsFlags::MS_BIND,
+        None::<&str>,
+    )
+    .map_err(|e| Error::sys("bind-mount netns", path.display(), e))
+}
+
 /// Pins the daemon's own network namespace at `path` (the SandboxKey of host-mode sandboxes).
 pub fn pin_current(path: &Path) -> Result<()> {
     if is_pinned(path) {

@@ -255,13 +255,29 @@ impl Host {
 
     /// Starts the daemon with extra environment variables.
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.ns.path()))
+            .envs(env.iter().copied());
+        self.launch(cmd);
+    }
+
+    /// Starts the daemon the way the README's multi-instance example does,
+    /// `ip netns exec HOST dataplane daemon …`, which also gives it a private
+    /// mount namespace (and its own bpffs instance).
+    pub fn start_with_ip_netns_exec(&mut self) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &self.ns.name]);
+        self.launch(cmd);
+    }
+
+    /// Runs `launcher … dataplane daemon …` and waits until the API answers.
+    fn launch(&mut self, mut launcher: Command) {
         let log = std::fs::File::options()
             .create(true)
             .append(true)
             .open(self.dir.join("daemon.log"))
             .expect("daemon log");
-        let child = Command::new("nsenter")
-            .arg(format!("--net={}", self.ns.path()))
+        let child = launcher
             .arg(bin())
             .arg("--socket")
             .arg(&self.socket)
@@ -272,7 +288,6 @@ impl Host {
             .arg(&self.bpffs)
             .arg("--log-level")
             .arg("debug")
-            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)

@@ -183,3 +183,37 @@ fn tail(log: &str) -> String {
     let lines: Vec<&str> = log.lines().collect();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
+
+#[test]
+fn daemon_in_ip_netns_exec_survives_kill_9() {
+    let ext = dataplane_tests::Netns::new("x");
+    let mut h = Host::new("ipx", &ext, None, "192.0.2.1/24");
+    h.start_with_ip_netns_exec();
+    h.dp_ok(&["network", "create", "--subnet", "10.73.0.0/24", "n"]);
+    h.dp_ok(&["run", "-d", "--name", "a", "--network", "n", "sleep", "600"]);
+    h.dp_ok(&["create", "--name", "b", "--network", "n"]);
+    let b_ip = h.ip_of("b", "n");
+    // Its namespace files are mounts in the daemon's private mount namespace;
+    // exec still reaches them, with and without a process.
+    assert!(h.ping("a", &b_ip), "a cannot reach b");
+    assert!(
+        h.exec("b", &["ip", "-o", "addr", "show", "eth0"])
+            .status
+            .success()
+    );
+
+    h.kill_daemon();
+    h.start_with_ip_netns_exec();
+    let log = h.daemon_log();
+    assert!(log.contains("re-pinning the namespace of the running process"), "{}", tail(&log));
+    assert!(log.contains("network namespace was lost; recreating it"), "{}", tail(&log));
+    assert_eq!(h.ip_of("b", "n"), b_ip);
+    assert!(
+        h.ping("a", &b_ip),
+        "connectivity not restored after restart"
+    );
+    assert!(
+        h.ping("b", "10.73.0.1"),
+        "b's recreated endpoint does not work"
+    );
+}

@@ -28,6 +28,22 @@ impl Client {
         Client { socket }
     }
 
+    /// PID of the daemon behind the socket (SO_PEERCRED).
+    pub async fn daemon_pid(&self) -> anyhow::Result<u32> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .with_context(|| {
+                format!(
+                    "cannot reach the dataplane daemon at {}",
+                    self.socket.display()
+                )
+            })?;
+        let cred = stream.peer_cred()?;
+        cred.pid()
+            .and_then(|p| u32::try_from(p).ok())
+            .context("the socket did not tell the daemon's pid")
+    }
+
     /// Sends a request; returns the status and the body.
     pub async fn raw(
         &self,
