@@ -626,7 +626,14 @@ impl Engine {
         let sb = Sandbox {
             id: id.clone(),
             name,
-            hostname: req.hostname.clone().unwrap_or_else(|| id[..12].to_string()),
+            hostname: match (&req.hostname, &mode) {
+                (Some(h), _) => h.clone(),
+                // Docker: host-mode containers carry the host's name.
+                (None, NetworkMode::Host) => nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_else(|_| id[..12].to_string()),
+                (None, _) => id[..12].to_string(),
+            },
             created: now(),
             mode: mode.clone(),
             netns: netns_path.display().to_string(),

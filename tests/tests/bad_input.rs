@@ -178,6 +178,34 @@ fn bad_networks_are_refused_and_leave_nothing() {
         ],
         "must be true or false",
     );
+    refused(
+        &h,
+        &[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "--subnet",
+            "10.63.0.0/24",
+            "-o",
+            &format!("parent={UPLINK}"),
+            "-o",
+            "macvlan_mode=sideways",
+            "mvm",
+        ],
+        "must be bridge, vepa, private or passthru",
+    );
+    refused(
+        &h,
+        &[
+            "network",
+            "create",
+            "-o",
+            "com.docker.network.bridge.name=way-too-long-bridge-name",
+            "long",
+        ],
+        "not a valid interface name",
+    );
     refused(&h, &["network", "rm", "nosuch"], "not found");
     refused(&h, &["network", "rm", "bridge"], "pre-defined");
     refused(&h, &["network", "inspect", "nosuch"], "not found");

@@ -175,3 +175,50 @@ fn automatic_subnets_avoid_taken_ones_and_host_routes() {
     h.dp_ok(&["network", "create", "a3"]);
     assert_eq!(subnet("a3"), "172.19.0.0/16", "a freed subnet is reused");
 }
+
+#[test]
+fn bridge_name_option_names_the_device() {
+    let (h, _ext) = Host::with_external("brn");
+    h.dp_ok(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.name=mybr0",
+        "--subnet",
+        "10.88.0.0/24",
+        "named",
+    ]);
+    let addr = String::from_utf8_lossy(&h.run(&["ip", "-br", "addr", "show", "mybr0"]).stdout)
+        .into_owned();
+    assert!(addr.contains("10.88.0.1/24"), "{addr}");
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "s",
+        "--network",
+        "named",
+        "sleep",
+        "300",
+    ]);
+    let ports = String::from_utf8_lossy(
+        &h.run(&["ip", "-o", "link", "show", "master", "mybr0"])
+            .stdout,
+    )
+    .into_owned();
+    assert!(ports.contains("veth"), "{ports}");
+    let err = h.dp_err(&[
+        "network",
+        "create",
+        "-o",
+        "com.docker.network.bridge.name=mybr0",
+        "again",
+    ]);
+    assert!(err.contains("used by another network"), "{err}");
+    h.dp_ok(&["rm", "-f", "s"]);
+    h.dp_ok(&["network", "rm", "named"]);
+    assert!(
+        !h.links().contains(&"mybr0".to_string()),
+        "bridge not deleted with its network"
+    );
+}

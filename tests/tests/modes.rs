@@ -246,6 +246,32 @@ fn run_exec_logs_stop_rm() {
         hosts.contains(&format!("{}\tmyhost", h.ip_of("bg", "bridge"))),
         "{hosts}"
     );
+    // resolv.conf is the sandbox's own copy of the host's.
+    let resolv =
+        String::from_utf8_lossy(&h.exec("bg", &["cat", "/etc/resolv.conf"]).stdout).into_owned();
+    assert_eq!(
+        resolv,
+        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
+    );
+    let mounts = String::from_utf8_lossy(&h.exec("bg", &["cat", "/proc/self/mountinfo"]).stdout)
+        .into_owned();
+    assert!(
+        mounts.contains("/etc/resolv.conf") && mounts.contains("/etc/hosts"),
+        "{mounts}"
+    );
+    let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    assert!(
+        !host_hosts.contains("myhost"),
+        "the sandbox's /etc/hosts leaked to the host"
+    );
+    // inspect --format with Docker's field paths.
+    let key = h.dp_ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "bg"]);
+    assert_eq!(
+        key.trim(),
+        h.inspect("bg")["NetworkSettings"]["SandboxKey"]
+            .as_str()
+            .unwrap_or_default()
+    );
     // exec passes the exit code and stdin through.
     assert_eq!(h.exec("bg", &["sh", "-c", "exit 3"]).status.code(), Some(3));
     let mut child = std::process::Command::new(dataplane_tests::bin())

@@ -205,8 +205,16 @@ fn daemon_in_ip_netns_exec_survives_kill_9() {
     h.kill_daemon();
     h.start_with_ip_netns_exec();
     let log = h.daemon_log();
-    assert!(log.contains("re-pinning the namespace of the running process"), "{}", tail(&log));
-    assert!(log.contains("network namespace was lost; recreating it"), "{}", tail(&log));
+    assert!(
+        log.contains("re-pinning the namespace of the running process"),
+        "{}",
+        tail(&log)
+    );
+    assert!(
+        log.contains("network namespace was lost; recreating it"),
+        "{}",
+        tail(&log)
+    );
     assert_eq!(h.ip_of("b", "n"), b_ip);
     assert!(
         h.ping("a", &b_ip),

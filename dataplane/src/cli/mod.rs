@@ -1,6 +1,7 @@
 //! The `dataplane` command line. Thin: parse, call the API, print.
 
 mod exec;
+mod format;
 mod network;
 mod sandbox;
 mod stats;
@@ -62,6 +63,9 @@ enum Command {
     },
     /// Show a sandbox as JSON.
     Inspect {
+        /// json, or a template such as '{{.NetworkSettings.SandboxKey}}'.
+        #[arg(short, long, default_value = "json")]
+        format: String,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -153,12 +157,24 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stop { names } => sandbox::each(&client, &names, "stop").await,
         Command::Rm { force, names } => sandbox::rm(&client, &names, force).await,
         Command::Ps { all, format } => sandbox::ps(&client, all, &format).await,
-        Command::Inspect { names } => sandbox::inspect(&client, &names).await,
+        Command::Inspect { format, names } => sandbox::inspect(&client, &names, &format).await,
         Command::Logs { name } => sandbox::logs(&client, &name).await,
         Command::Port { name, port } => sandbox::port(&client, &name, port.as_deref()).await,
         Command::Stats { format } => stats::run(&client, &format).await,
         Command::Exec(_) => unreachable!("handled before the runtime starts"),
     }
+}
+
+/// Prints inspect results: a JSON array, or one rendered template per object.
+pub(crate) fn print_inspect(items: &[serde_json::Value], format: &str) -> anyhow::Result<()> {
+    if format == "json" {
+        println!("{}", serde_json::to_string_pretty(items)?);
+    } else {
+        for v in items {
+            println!("{}", format::render(format, v)?);
+        }
+    }
+    Ok(())
 }
 
 /// Parses `K=V` (labels, options, aux addresses).

@@ -50,6 +50,9 @@ pub enum NetworkCmd {
     },
     /// Show networks as JSON.
     Inspect {
+        /// json, or a template such as '{{.IPAM.Config}}'.
+        #[arg(short, long, default_value = "json")]
+        format: String,
         #[arg(required = true)]
         names: Vec<String>,
     },
@@ -149,7 +152,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
                 anyhow::bail!("--format {format:?}: use table or json");
             }
         }
-        NetworkCmd::Inspect { names } => {
+        NetworkCmd::Inspect { format, names } => {
             let mut out = Vec::new();
             for n in &names {
                 out.push(
@@ -158,7 +161,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
                         .await?,
                 );
             }
-            println!("{}", serde_json::to_string_pretty(&out)?);
+            super::print_inspect(&out, &format)?;
         }
         NetworkCmd::Rm { names } => {
             let mut failed = false;

@@ -207,7 +207,7 @@ pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<Exit
     Ok(ExitCode::SUCCESS)
 }
 
-pub async fn inspect(client: &Client, names: &[String]) -> anyhow::Result<ExitCode> {
+pub async fn inspect(client: &Client, names: &[String], format: &str) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
     for n in names {
         out.push(
@@ -216,7 +216,7 @@ pub async fn inspect(client: &Client, names: &[String]) -> anyhow::Result<ExitCo
                 .await?,
         );
     }
-    println!("{}", serde_json::to_string_pretty(&out)?);
+    super::print_inspect(&out, format)?;
     Ok(ExitCode::SUCCESS)
 }
 
