@@ -75,6 +75,8 @@ pub enum Error {
     Store(String),
     #[error("bpf: {0}")]
     Bpf(String),
+    #[error("internal error: {0}")]
+    Internal(String),
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

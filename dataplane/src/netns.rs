@@ -26,7 +26,7 @@ where
         Ok(f())
     })
     .join()
-    .map_err(|_| Error::Store("netns worker thread panicked".into()))?
+    .map_err(|_| Error::Internal("netns worker thread panicked".into()))?
 }
 
 /// Creates a new, empty network namespace kept alive by a bind mount on `path`.
@@ -42,7 +42,7 @@ pub fn create(path: &Path) -> Result<()> {
         bind_thread_netns(&target)
     })
     .join()
-    .map_err(|_| Error::Store("netns worker thread panicked".into()))?;
+    .map_err(|_| Error::Internal("netns worker thread panicked".into()))?;
     if res.is_err() {
         let _ = std::fs::remove_file(path);
     }

@@ -87,6 +87,44 @@ fn build_ebpf() -> anyhow::Result<()> {
     run(&mut cmd).context("building the BPF programs")
 }
 
+/// Runs `cargo test`, passing its output through, and closes with one
+/// summary line over every test binary (`N passed, N failed`).
+fn test(cmd: &mut Command) -> anyhow::Result<()> {
+    use std::io::{BufRead, BufReader};
+    let mut child = cmd
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("starting cargo test")?;
+    let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
+    if let Some(out) = child.stdout.take() {
+        for line in BufReader::new(out).lines() {
+            let line = line?;
+            println!("{line}");
+            if let Some(rest) = line.strip_prefix("test result: ") {
+                for part in rest.split(['.', ';']).map(str::trim) {
+                    let mut words = part.split_whitespace();
+                    if let (Some(n), Some(what)) = (words.next(), words.next()) {
+                        let n: u64 = n.parse().unwrap_or(0);
+                        match what {
+                            "passed" => passed += n,
+                            "failed" => failed += n,
+                            "ignored" => ignored += n,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+    }
+    let status = child.wait()?;
+    println!();
+    println!("{passed} passed, {failed} failed, {ignored} skipped");
+    if !status.success() {
+        bail!("cargo test failed with {status}");
+    }
+    Ok(())
+}
+
 fn lint() -> anyhow::Result<()> {
     let root = root();
     run(Command::new("cargo")
@@ -150,12 +188,14 @@ fn main() -> anyhow::Result<()> {
                 lint()?;
             }
             let root = root();
-            run(Command::new("cargo")
-                .current_dir(&root)
-                .args(["test", "--release", "--workspace"])
-                .args(&args)
-                .env("DATAPLANE_BIN", root.join("target/release/dataplane"))
-                .env("DATAPLANE_PRIVILEGED_TESTS", "1"))
+            test(
+                Command::new("cargo")
+                    .current_dir(&root)
+                    .args(["test", "--release", "--workspace"])
+                    .args(&args)
+                    .env("DATAPLANE_BIN", root.join("target/release/dataplane"))
+                    .env("DATAPLANE_PRIVILEGED_TESTS", "1"),
+            )
         }
         Cmd::Install { prefix } => {
             setup::setup()?;

@@ -1,0 +1,188 @@
+//! Endpoints: planning, plugging and programming one attachment; connect and disconnect.
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::path::Path;
+
+use super::*;
+use crate::drivers;
+use crate::error::{Error, Result};
+use crate::ipam;
+use crate::names;
+use crate::store::State;
+
+impl Engine {
+    /// Plans, plugs and records one endpoint. On error nothing is left.
+    pub(super) async fn add_endpoint(
+        &self,
+        state: &State,
+        net: &Network,
+        sb: &Sandbox,
+        ip: Option<&str>,
+        aliases: &[String],
+        tx: &crate::store::Tx,
+    ) -> Result<Endpoint> {
+        let ipam = net.ipam.as_ref().ok_or_else(|| {
+            Error::Unsupported(format!("network {} has no address pool", net.name))
+        })?;
+        if net.driver == DRIVER_MACVLAN && net.device.is_none() {
+            return Err(Error::Unsupported(format!(
+                "network {} is an --internal macvlan network without parent: it cannot have endpoints",
+                net.name
+            )));
+        }
+        let used: HashSet<Ipv4Addr> = state.endpoints_of_network(&net.id).map(|e| e.ip).collect();
+        let ip = match ip {
+            Some(s) if !s.is_empty() => {
+                let ip: Ipv4Addr = s
+                    .parse()
+                    .map_err(|_| Error::invalid("ip", s, "not an IPv4 address"))?;
+                ipam::check_requested(ipam, ip, &used, &net.name)?;
+                ip
+            }
+            _ => ipam::allocate(ipam, &used, &net.name)?,
+        };
+        let taken: HashSet<String> = state
+            .endpoints_of_sandbox(&sb.id)
+            .map(|e| e.ifname.clone())
+            .collect();
+        let ifname = (0..)
+            .map(|i| format!("eth{i}"))
+            .find(|n| !taken.contains(n))
+            .unwrap_or_default();
+        let first = taken.is_empty();
+        let ep = Endpoint {
+            id: names::new_id(),
+            network_id: net.id.clone(),
+            sandbox_id: sb.id.clone(),
+            ifname,
+            host_ifname: net.is_bridge().then(names::host_veth_name),
+            ip,
+            mac: names::mac_for_ip(ip),
+            aliases: aliases.to_vec(),
+        };
+        tx.put_endpoint(&ep, &net.name)?;
+        let hidx = drivers::attach(&self.host, net, &ep, Path::new(&sb.netns), first).await?;
+        if let Err(e) = self.program_endpoint(net, &ep, hidx) {
+            let _ = drivers::detach(&self.host, net, &ep, Path::new(&sb.netns)).await;
+            return Err(e);
+        }
+        Ok(ep)
+    }
+
+    /// Puts a bridge endpoint into the BPF endpoint table and attaches the veth program.
+    pub(super) fn program_endpoint(
+        &self,
+        net: &Network,
+        ep: &Endpoint,
+        host_index: u32,
+    ) -> Result<()> {
+        let Some(host_if) = &ep.host_ifname else {
+            return Ok(());
+        };
+        let mut dp = lock_dp(&self.dp);
+        dp.set_endpoint(host_index, net.num, ep.ip, ep.mac)?;
+        if let Err(e) = dp.attach_veth(host_if) {
+            dp.remove_endpoint(host_index);
+            return Err(e);
+        }
+        Ok(())
+    }
+
+    pub(super) async fn remove_endpoint(
+        &self,
+        net: &Network,
+        ep: &Endpoint,
+        netns: &Path,
+    ) -> Result<()> {
+        if let Some(host_if) = &ep.host_ifname {
+            if let Some(idx) = self.host.link_index(host_if).await? {
+                lock_dp(&self.dp).remove_endpoint(idx);
+            }
+            lock_dp(&self.dp).detach_veth(host_if);
+        }
+        drivers::detach(&self.host, net, ep, netns).await
+    }
+
+    pub async fn connect(
+        &self,
+        net_ref: &str,
+        sb_ref: &str,
+        ip: Option<&str>,
+        aliases: &[String],
+    ) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let state = self.store.state()?;
+        let net = state.require_network(net_ref)?.clone();
+        let sb = state.require_sandbox(sb_ref)?.clone();
+        match &sb.mode {
+            NetworkMode::Host => return Err(Error::HostNetworkConnect),
+            NetworkMode::None => {
+                return Err(Error::Conflict(format!(
+                    "container {} uses --network none and cannot be connected to a network",
+                    sb.name
+                )));
+            }
+            NetworkMode::Container(_) => {
+                return Err(Error::Conflict(
+                    "container sharing network namespace with another container or host cannot be connected to any other network".into(),
+                ));
+            }
+            NetworkMode::Networks => {}
+        }
+        if !net.has_endpoints() {
+            return Err(Error::HostNetworkConnect);
+        }
+        if state
+            .endpoints
+            .iter()
+            .any(|e| e.sandbox_id == sb.id && e.network_id == net.id)
+        {
+            return Err(Error::AlreadyConnected {
+                sandbox: sb.name,
+                network: net.name,
+            });
+        }
+        if !aliases.is_empty() && net.name == "bridge" {
+            return Err(Error::Conflict(
+                "network-scoped alias is supported only for containers in user defined networks"
+                    .into(),
+            ));
+        }
+        let tx = self.store.begin()?;
+        let ep = self
+            .add_endpoint(&state, &net, &sb, ip, aliases, &tx)
+            .await?;
+        if let Err(e) = tx.commit() {
+            let _ = self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await;
+            return Err(e);
+        }
+        tracing::info!(network = %net.name, sandbox = %sb.name, ip = %ep.ip, "connected");
+        Ok(())
+    }
+
+    pub async fn disconnect(&self, net_ref: &str, sb_ref: &str) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let state = self.store.state()?;
+        let net = state.require_network(net_ref)?.clone();
+        let sb = state.require_sandbox(sb_ref)?.clone();
+        if sb.mode == NetworkMode::Host || net.driver == DRIVER_HOST {
+            return Err(Error::HostNetworkConnect);
+        }
+        let ep = state
+            .endpoints
+            .iter()
+            .find(|e| e.sandbox_id == sb.id && e.network_id == net.id)
+            .ok_or_else(|| Error::NotConnected {
+                sandbox: sb.name.clone(),
+                network: net.name.clone(),
+            })?
+            .clone();
+        let tx = self.store.begin()?;
+        tx.del_endpoint(&ep)?;
+        self.remove_endpoint(&net, &ep, Path::new(&sb.netns))
+            .await?;
+        tx.commit()?;
+        tracing::info!(network = %net.name, sandbox = %sb.name, "disconnected");
+        Ok(())
+    }
+}

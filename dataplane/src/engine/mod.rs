@@ -1,0 +1,107 @@
+//! The controller: every mutation of networks, sandboxes and endpoints. Each
+//! one validates first, then changes the kernel, then commits one store
+//! transaction; if any step fails, what was done is undone, so a failed
+//! request leaves no interface, map entry or record behind.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::bpf::{Datapath, MetricRow};
+use crate::error::Result;
+use crate::ipam::IpamRequest;
+use crate::model::*;
+use crate::netlink::Netlink;
+use crate::paths::Paths;
+use crate::store::{State, Store};
+
+mod endpoint;
+mod network;
+mod reconcile;
+mod sandbox;
+
+/// `network create` as requested.
+#[derive(Clone, Debug, Default)]
+pub struct NetworkCreate {
+    pub name: String,
+    pub driver: String,
+    pub ipam: IpamRequest,
+    pub internal: bool,
+    pub options: BTreeMap<String, String>,
+    pub labels: BTreeMap<String, String>,
+}
+
+/// `create` / `run` as requested.
+#[derive(Clone, Debug, Default)]
+pub struct SandboxCreate {
+    pub name: Option<String>,
+    pub hostname: Option<String>,
+    /// NET | host | none | container:NAME; empty means the default `bridge`.
+    pub network: String,
+    pub aliases: Vec<String>,
+    pub ip: Option<String>,
+    pub publish: Vec<String>,
+    pub publish_all: bool,
+    pub expose: Vec<String>,
+    pub cmd: Vec<String>,
+    pub netns_path: Option<String>,
+    pub auto_remove: bool,
+}
+
+pub struct Created {
+    pub id: String,
+    pub warnings: Vec<String>,
+}
+
+pub const DEFAULT_BRIDGE_DEVICE: &str = "dp0";
+const STOP_GRACE: Duration = Duration::from_secs(10);
+
+pub struct Engine {
+    pub paths: Paths,
+    pub uplink: Option<String>,
+    store: Store,
+    host: Netlink,
+    dp: Mutex<Datapath>,
+    /// Serialises mutations (one writer at a time, like the store).
+    lock: tokio::sync::Mutex<()>,
+    /// Exit codes of processes this daemon started, for `wait`.
+    exits: Mutex<HashMap<String, watch::Sender<Option<i32>>>>,
+}
+
+fn now() -> String {
+    chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
+}
+
+fn lock_dp(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
+    dp.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+impl Engine {
+    pub fn new(
+        paths: Paths,
+        uplink: Option<String>,
+        store: Store,
+        host: Netlink,
+        dp: Datapath,
+    ) -> Arc<Self> {
+        Arc::new(Engine {
+            paths,
+            uplink,
+            store,
+            host,
+            dp: Mutex::new(dp),
+            lock: tokio::sync::Mutex::new(()),
+            exits: Mutex::new(HashMap::new()),
+        })
+    }
+
+    pub fn state(&self) -> Result<State> {
+        self.store.state()
+    }
+
+    pub fn metrics(&self) -> Result<Vec<MetricRow>> {
+        lock_dp(&self.dp).metrics()
+    }
+}

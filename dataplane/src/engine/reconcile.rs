@@ -1,0 +1,130 @@
+//! Start-up reconciliation of the kernel to the store.
+use std::collections::HashSet;
+use std::path::PathBuf;
+
+use super::*;
+use crate::drivers;
+use crate::error::Result;
+use crate::names;
+use crate::netlink::Netlink;
+use crate::netns;
+use crate::process;
+
+impl Engine {
+    /// Makes the kernel match the store: bridges, addresses, namespaces,
+    /// veths, BPF entries and links; removes our interfaces the store does
+    /// not know. Reports (and keeps going past) individual failures.
+    pub async fn reconcile(&self) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let state = self.store.state()?;
+        netns::pin_current(&self.paths.host_netns_file())?;
+        let mut known_ifs: HashSet<String> = HashSet::new();
+        let mut subnets = HashSet::new();
+        for net in &state.networks {
+            if let Err(e) = drivers::create_network(&self.host, net).await {
+                tracing::warn!(network = %net.name, error = %e, "reconcile network");
+            }
+            if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
+                subnets.insert(ipam.subnet);
+                lock_dp(&self.dp).set_subnet(ipam.subnet, net.num, ipam.gateway)?;
+            }
+            if let (true, Some(dev)) = (net.is_bridge(), &net.device) {
+                known_ifs.insert(dev.clone());
+            }
+        }
+        let mut live_indexes = HashSet::new();
+        for sb in &state.sandboxes {
+            let path = PathBuf::from(&sb.netns);
+            let live_pid = sb.pid.filter(|p| process::alive(*p, sb.pid_start));
+            if sb.owns_netns && !netns::is_pinned(&path) && live_pid.is_some() {
+                // The mount holding it went away (e.g. the previous daemon ran in
+                // a private mount namespace) but the process still holds it.
+                let src = PathBuf::from(format!("/proc/{}/ns/net", live_pid.unwrap_or_default()));
+                tracing::info!(sandbox = %sb.name, "re-pinning the namespace of the running process");
+                netns::pin_from(&path, &src)?;
+            }
+            if sb.owns_netns && !netns::is_pinned(&path) {
+                tracing::warn!(sandbox = %sb.name, "network namespace was lost; recreating it");
+                netns::create(&path)?;
+                let nl = Netlink::in_netns(&path)?;
+                let lo = nl.require_index("lo").await?;
+                nl.set_up(lo).await?;
+            }
+            let eps: Vec<&Endpoint> = state.endpoints_of_sandbox(&sb.id).collect();
+            for ep in eps {
+                let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id) else {
+                    continue;
+                };
+                if let Some(h) = &ep.host_ifname {
+                    known_ifs.insert(h.clone());
+                }
+                let present = match &ep.host_ifname {
+                    Some(h) => self.host.link_index(h).await?,
+                    None => Netlink::in_netns(&path)?
+                        .link_index(&ep.ifname)
+                        .await?
+                        .map(|_| 0),
+                };
+                let hidx = match present {
+                    Some(i) => {
+                        // A recreated bridge has lost its ports: plug the veth back in.
+                        if let (true, Some(dev)) = (net.is_bridge(), &net.device)
+                            && let Some(br) = self.host.link_index(dev).await?
+                        {
+                            self.host.set_master(i, br).await?;
+                        }
+                        i
+                    }
+                    None => {
+                        tracing::warn!(sandbox = %sb.name, network = %net.name, "endpoint interface missing; recreating it");
+                        if let Ok(nl) = Netlink::in_netns(&path) {
+                            let _ = nl.delete_by_name(&ep.ifname).await;
+                        }
+                        if let Some(h) = &ep.host_ifname {
+                            lock_dp(&self.dp).detach_veth(h);
+                        }
+                        let first = ep.ifname == "eth0";
+                        match drivers::attach(&self.host, net, ep, &path, first).await {
+                            Ok(i) => i,
+                            Err(e) => {
+                                tracing::warn!(sandbox = %sb.name, error = %e, "recreate endpoint");
+                                continue;
+                            }
+                        }
+                    }
+                };
+                if ep.host_ifname.is_some() {
+                    live_indexes.insert(hidx);
+                    if let Err(e) = self.program_endpoint(net, ep, hidx) {
+                        tracing::warn!(sandbox = %sb.name, error = %e, "program endpoint");
+                    }
+                }
+            }
+        }
+        // Interfaces with our prefixes that the store does not know.
+        for (idx, name, _) in self.host.links().await? {
+            let ours = names::OWNED_PREFIXES.iter().any(|p| name.starts_with(p));
+            if ours && !known_ifs.contains(&name) {
+                tracing::info!(interface = %name, "removing interface unknown to the store");
+                let _ = self.host.delete(idx).await;
+            }
+        }
+        let mut dp = lock_dp(&self.dp);
+        for name in dp.pinned_links() {
+            if !known_ifs.contains(&name) {
+                dp.detach_veth(&name);
+            }
+        }
+        for idx in dp.endpoint_indexes()? {
+            if !live_indexes.contains(&idx) {
+                dp.remove_endpoint(idx);
+            }
+        }
+        for s in dp.subnet_keys()? {
+            if !subnets.contains(&s) {
+                dp.remove_subnet(s);
+            }
+        }
+        Ok(())
+    }
+}
