@@ -44,8 +44,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                 .links()
                 .await?
                 .into_iter()
-                .find(|(i, _, _)| *i == idx)
-                .map(|(_, n, _)| n),
+                .find(|l| l.index == idx)
+                .map(|l| l.name),
             None => None,
         },
     };

@@ -12,6 +12,20 @@ use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, RouteMess
 use crate::error::{Error, Result};
 use crate::netns;
 
+/// Interface alias (IFLA_IFALIAS) marking the links the daemon made, so
+/// reconcile never deletes a `br-*`/`veth*` that belongs to someone else
+/// (Docker uses the same names).
+pub const OWNER_ALIAS: &str = "dataplane";
+
+/// One link as listed by [`Netlink::links`].
+#[derive(Clone, Debug)]
+pub struct LinkInfo {
+    pub index: u32,
+    pub name: String,
+    pub kind: String,
+    pub alias: String,
+}
+
 /// A netlink handle bound to one network namespace.
 #[derive(Clone)]
 pub struct Netlink {
@@ -76,8 +90,8 @@ impl Netlink {
             .ok_or_else(|| Error::invalid("interface", name, "no such network interface"))
     }
 
-    /// All links as (index, name, kind).
-    pub async fn links(&self) -> Result<Vec<(u32, String, String)>> {
+    /// All links.
+    pub async fn links(&self) -> Result<Vec<LinkInfo>> {
         let msgs: Vec<LinkMessage> = self
             .handle
             .link()
@@ -89,22 +103,27 @@ impl Netlink {
         Ok(msgs
             .into_iter()
             .map(|m| {
-                let mut name = String::new();
-                let mut kind = String::new();
+                let mut l = LinkInfo {
+                    index: m.header.index,
+                    name: String::new(),
+                    kind: String::new(),
+                    alias: String::new(),
+                };
                 for a in &m.attributes {
                     match a {
-                        LinkAttribute::IfName(n) => name = n.clone(),
+                        LinkAttribute::IfName(n) => l.name = n.clone(),
+                        LinkAttribute::IfAlias(n) => l.alias = n.clone(),
                         LinkAttribute::LinkInfo(infos) => {
                             for i in infos {
                                 if let rtnetlink::packet_route::link::LinkInfo::Kind(k) = i {
-                                    kind = k.to_string();
+                                    l.kind = k.to_string();
                                 }
                             }
                         }
                         _ => {}
                     }
                 }
-                (m.header.index, name, kind)
+                l
             })
             .collect())
     }
@@ -116,7 +135,12 @@ impl Netlink {
             .execute()
             .await
             .map_err(nl("create bridge", name))?;
-        self.require_index(name).await
+        let idx = self.require_index(name).await?;
+        if let Err(e) = self.mark_ours(idx).await {
+            let _ = self.delete(idx).await;
+            return Err(e);
+        }
+        Ok(idx)
     }
 
     pub async fn create_veth(&self, name: &str, peer: &str) -> Result<(u32, u32)> {
@@ -126,6 +150,12 @@ impl Netlink {
             .execute()
             .await
             .map_err(nl("create veth", name))?;
+        if let Some(idx) = self.link_index(name).await?
+            && let Err(e) = self.mark_ours(idx).await
+        {
+            let _ = self.delete(idx).await;
+            return Err(e);
+        }
         Ok((
             self.require_index(name).await?,
             self.require_index(peer).await?,
@@ -149,6 +179,17 @@ impl Netlink {
             .execute()
             .await
             .map_err(nl(what, index))
+    }
+
+    /// Sets [`OWNER_ALIAS`] (the kernel ignores IFLA_IFALIAS in RTM_NEWLINK,
+    /// so this is a second request right after creation).
+    async fn mark_ours(&self, index: u32) -> Result<()> {
+        self.set(
+            "set alias",
+            index,
+            LinkUnspec::new_with_index(index).alias(OWNER_ALIAS).build(),
+        )
+        .await
     }
 
     pub async fn set_master(&self, index: u32, master: u32) -> Result<()> {

@@ -85,6 +85,16 @@ fn sandboxes_on_one_network_reach_each_other_and_the_gateway() {
         "{ports}"
     );
     assert_eq!(net[0]["Containers"].as_object().map(|m| m.len()), Some(2));
+    // Both carry our alias, which is how reconcile tells ours from Docker's.
+    let veth = ports
+        .lines()
+        .find_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string());
+    for dev in [bridge.clone(), veth.expect("a veth")] {
+        let d = String::from_utf8_lossy(&h.run(&["ip", "-d", "link", "show", &dev]).stdout)
+            .into_owned();
+        assert!(d.contains("alias dataplane"), "{dev} lacks our alias: {d}");
+    }
 }
 
 #[test]

@@ -72,26 +72,17 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
     // Damage the kernel state while the daemon is away.
     assert!(h.run(&["ip", "link", "del", &blue_bridge]).status.success());
     assert!(h.run(&["ip", "link", "del", &r2_veth]).status.success());
-    assert!(
-        h.run(&[
-            "ip",
-            "link",
-            "add",
-            "vethdead0",
-            "type",
-            "veth",
-            "peer",
-            "name",
-            "vethdead1"
-        ])
-        .status
-        .success()
-    );
-    assert!(
-        h.run(&["ip", "link", "add", "br-0123456789ab", "type", "bridge"])
-            .status
-            .success()
-    );
+    // Leftovers of ours (marked with our alias), and a Docker-style veth that is not ours.
+    for cmd in [
+        "ip link add vethdead0 type veth peer name vethdead1",
+        "ip link set vethdead0 alias dataplane",
+        "ip link add br-0123456789ab type bridge",
+        "ip link set br-0123456789ab alias dataplane",
+        "ip link add vethf00d123 type veth peer name vethf00d124",
+    ] {
+        let args: Vec<&str> = cmd.split(' ').collect();
+        assert!(h.run(&args).status.success(), "{cmd}");
+    }
 
     h.start();
     assert_eq!(h.network_names(), nets_before);
@@ -123,6 +114,10 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
             .iter()
             .any(|l| l.starts_with("vethdead") || l == "br-0123456789ab"),
         "strays kept: {links:?}"
+    );
+    assert!(
+        links.contains(&"vethf00d123".to_string()),
+        "deleted a veth that is not ours: {links:?}"
     );
     let before = h.drops("POLICY_NETWORK_ISOLATION");
     assert!(!h.ping("r1", "10.72.0.2"));

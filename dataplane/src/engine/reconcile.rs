@@ -101,12 +101,17 @@ impl Engine {
                 }
             }
         }
-        // Interfaces with our prefixes that the store does not know.
-        for (idx, name, _) in self.host.links().await? {
-            let ours = names::OWNED_PREFIXES.iter().any(|p| name.starts_with(p));
-            if ours && !known_ifs.contains(&name) {
-                tracing::info!(interface = %name, "removing interface unknown to the store");
-                let _ = self.host.delete(idx).await;
+        // Interfaces we made (our prefixes and our alias) that the store does not know.
+        for link in self.host.links().await? {
+            let prefixed = names::OWNED_PREFIXES
+                .iter()
+                .any(|p| link.name.starts_with(p));
+            if prefixed
+                && link.alias == crate::netlink::OWNER_ALIAS
+                && !known_ifs.contains(&link.name)
+            {
+                tracing::info!(interface = %link.name, "removing interface unknown to the store");
+                let _ = self.host.delete(link.index).await;
             }
         }
         let mut dp = lock_dp(&self.dp);
