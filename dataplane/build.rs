@@ -2,8 +2,8 @@
 use std::path::Path;
 
 fn main() {
-    let obj = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("../target/bpf/bpfel-unknown-none/release/dataplane");
+    let obj =
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/bpf/bpfel-unknown-none/release/dataplane");
     println!("cargo:rerun-if-changed={}", obj.display());
     if !obj.exists() {
         panic!(

@@ -10,6 +10,18 @@ pub const MAP_SUBNETS: &str = "DP_SUBNETS";
 /// Per-CPU packet/byte counters indexed by [`crate::metric_index`].
 pub const MAP_METRICS: &str = "DP_METRICS";
 
+/// Published ports: [`ServiceKey`] → [`Backend`].
+pub const MAP_SERVICES: &str = "DP_SERVICES";
+/// Connection tracking (LRU): [`CtKey`] → [`CtEntry`], one entry per direction.
+pub const MAP_CT: &str = "DP_CT";
+/// The host's own addresses on its uplink (`[u8; 4]` → `u32` ifindex): where
+/// ports published on 0.0.0.0 answer.
+pub const MAP_HOST_IPS: &str = "DP_HOST_IPS";
+
+pub const MAX_SERVICES: u32 = 65_536;
+pub const MAX_CT: u32 = 262_144;
+pub const MAX_HOST_IPS: u32 = 64;
+
 /// Maximum number of endpoints (host-side veths) one daemon programs.
 pub const MAX_ENDPOINTS: u32 = 16_384;
 /// Maximum number of bridge networks.
@@ -44,6 +56,81 @@ pub struct NetworkInfo {
 }
 const _: () = assert!(core::mem::size_of::<NetworkInfo>() == 12);
 
+/// IP protocol numbers used in keys.
+pub const PROTO_TCP: u8 = 6;
+pub const PROTO_UDP: u8 = 17;
+
+/// A published port: host address (0.0.0.0 = every host address), port
+/// (network byte order) and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey {
+    pub addr: [u8; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey>() == 8);
+
+/// Where a published port leads: the sandbox address and port, and the
+/// host-side veth whose peer is the sandbox's interface.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend {
+    pub addr: [u8; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: u16,
+    /// ifindex of the host-side veth (redirect_peer target).
+    pub ifindex: u32,
+    /// MAC of the sandbox interface.
+    pub mac: [u8; 6],
+    pub _pad2: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<Backend>() == 20);
+
+/// A connection-tracking key: the packet's 5-tuple as it arrives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey {
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
+
+/// Direction of a conntrack entry.
+pub const CT_DIR_DNAT: u32 = 0;
+pub const CT_DIR_REPLY: u32 = 1;
+
+/// What to do with packets of a tracked flow.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry {
+    /// [`CT_DIR_DNAT`]: rewrite the destination to `addr:port`;
+    /// [`CT_DIR_REPLY`]: rewrite the source to `addr:port`.
+    pub dir: u32,
+    pub addr: [u8; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: u16,
+    /// Where to send the rewritten packet: the backend's host-side veth
+    /// (redirect to its peer) or the uplink (redirect with neighbour lookup).
+    pub ifindex: u32,
+    /// Destination MAC for peer redirects.
+    pub mac: [u8; 6],
+    pub _pad2: [u8; 2],
+    /// bpf_ktime_get_ns() of the last packet.
+    pub last_seen: u64,
+}
+const _: () = assert!(core::mem::size_of::<CtEntry>() == 32);
+
 /// Key of the subnet LPM trie (the data part; the prefix length is separate).
 pub type SubnetKey = [u8; 4];
 
@@ -53,6 +140,10 @@ mod pod {
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::NetworkInfo {}
     unsafe impl aya::Pod for super::Counter {}
+    unsafe impl aya::Pod for super::ServiceKey {}
+    unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for super::CtKey {}
+    unsafe impl aya::Pod for super::CtEntry {}
 }
 
 pub use crate::metrics::Counter;

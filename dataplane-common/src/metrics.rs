@@ -13,10 +13,20 @@ pub enum DropReason {
     InvalidPacket = 2,
     /// Packet arrived on an interface the endpoint table does not know.
     UnknownEndpoint = 3,
+    /// Not a drop: destination NAT to a published port's sandbox.
+    NatPublished = 4,
+    /// Not a drop: reply of a published-port flow, source restored.
+    NatReply = 5,
+    /// Conntrack table full: a new published-port flow could not be tracked.
+    CtInsertFailed = 6,
+    /// A checksum or header rewrite failed.
+    NatRewriteFailed = 7,
+    /// The redirect helper refused the target interface.
+    RedirectFailed = 8,
 }
 
 /// Number of [`DropReason`] values (the metrics array is sized from it).
-pub const DROP_REASON_COUNT: u32 = 4;
+pub const DROP_REASON_COUNT: u32 = 9;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -25,6 +35,11 @@ impl DropReason {
         DropReason::PolicyNetworkIsolation,
         DropReason::InvalidPacket,
         DropReason::UnknownEndpoint,
+        DropReason::NatPublished,
+        DropReason::NatReply,
+        DropReason::CtInsertFailed,
+        DropReason::NatRewriteFailed,
+        DropReason::RedirectFailed,
     ];
 
     /// Stable, user-facing name (shown by `dataplane stats`).
@@ -34,7 +49,19 @@ impl DropReason {
             DropReason::PolicyNetworkIsolation => "POLICY_NETWORK_ISOLATION",
             DropReason::InvalidPacket => "INVALID_PACKET",
             DropReason::UnknownEndpoint => "UNKNOWN_ENDPOINT",
+            DropReason::NatPublished => "NAT_PUBLISHED",
+            DropReason::NatReply => "NAT_REPLY",
+            DropReason::CtInsertFailed => "CT_INSERT_FAILED",
+            DropReason::NatRewriteFailed => "NAT_REWRITE_FAILED",
+            DropReason::RedirectFailed => "REDIRECT_FAILED",
         }
+    }
+}
+
+impl DropReason {
+    /// Whether the packet went on (a verdict, not a drop).
+    pub const fn is_pass(self) -> bool {
+        matches!(self, DropReason::Forwarded | DropReason::NatPublished | DropReason::NatReply)
     }
 }
 
@@ -44,15 +71,14 @@ impl DropReason {
 pub enum Direction {
     /// Leaving the sandbox (tcx ingress on its host-side veth).
     FromSandbox = 0,
-    /// Going to the sandbox.
+    /// Going to the sandbox (e.g. tcx ingress on the uplink).
     ToSandbox = 1,
 }
 
 pub const DIRECTION_COUNT: u32 = 2;
 
 impl Direction {
-    pub const ALL: [Direction; DIRECTION_COUNT as usize] =
-        [Direction::FromSandbox, Direction::ToSandbox];
+    pub const ALL: [Direction; DIRECTION_COUNT as usize] = [Direction::FromSandbox, Direction::ToSandbox];
 
     pub const fn name(self) -> &'static str {
         match self {

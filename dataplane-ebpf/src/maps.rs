@@ -4,10 +4,11 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, PerCpuArray},
+    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use dataplane_common::{
-    Counter, Endpoint, MAX_ENDPOINTS, MAX_SUBNETS, METRICS_LEN, NetworkInfo, SubnetKey,
+    Backend, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
+    MAX_SUBNETS, METRICS_LEN, NetworkInfo, ServiceKey, SubnetKey,
 };
 
 /// Flag for LPM tries: the kernel requires BPF_F_NO_PREALLOC.
@@ -17,8 +18,16 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 #[map(name = "DP_SUBNETS")]
-pub static SUBNETS: LpmTrie<SubnetKey, NetworkInfo> =
-    LpmTrie::pinned(MAX_SUBNETS, BPF_F_NO_PREALLOC);
+pub static SUBNETS: LpmTrie<SubnetKey, NetworkInfo> = LpmTrie::pinned(MAX_SUBNETS, BPF_F_NO_PREALLOC);
 
 #[map(name = "DP_METRICS")]
 pub static METRICS: PerCpuArray<Counter> = PerCpuArray::pinned(METRICS_LEN, 0);
+
+#[map(name = "DP_SERVICES")]
+pub static SERVICES: HashMap<ServiceKey, Backend> = HashMap::pinned(MAX_SERVICES, 0);
+
+#[map(name = "DP_HOST_IPS")]
+pub static HOST_IPS: HashMap<[u8; 4], u32> = HashMap::pinned(MAX_HOST_IPS, 0);
+
+#[map(name = "DP_CT")]
+pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CT, 0);

@@ -1,17 +1,13 @@
-//! Isolation between bridge networks (tcx ingress on host-side veths).
+//! Isolation between bridge networks, judged on packets leaving a sandbox.
 //!
 //! Maps: `DP_ENDPOINTS` (which network the sending sandbox is on),
-//! `DP_SUBNETS` (which network owns the destination), `DP_METRICS`.
+//! `DP_SUBNETS` (which network owns the destination).
 //! A packet from a sandbox to an address inside another bridge network's
 //! subnet is dropped, except to that network's gateway (a host address, as
-//! Docker allows). Everything else continues to the next program / the stack.
+//! Docker allows).
 
-use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    maps::lpm_trie::Key,
-    programs::TcContext,
-};
-use dataplane_common::{Direction, DropReason};
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
+use dataplane_common::DropReason;
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -19,28 +15,11 @@ use network_types::{
 
 use crate::{
     maps::{ENDPOINTS, SUBNETS},
-    metrics::count,
     packet::ptr_at,
 };
 
-/// tcx verdict: let the next program (or the stack) decide.
-const NEXT: i32 = TC_ACT_UNSPEC;
-const DROP: i32 = TC_ACT_SHOT;
-
 #[inline(always)]
-pub fn veth_ingress(ctx: &TcContext) -> i32 {
-    let dir = Direction::FromSandbox;
-    let len = ctx.len();
-    let reason = check_isolation(ctx);
-    count(reason, dir, len);
-    match reason {
-        DropReason::Forwarded => NEXT,
-        _ => DROP,
-    }
-}
-
-#[inline(always)]
-fn check_isolation(ctx: &TcContext) -> DropReason {
+pub fn check_isolation(ctx: &TcContext) -> DropReason {
     let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else {
         return DropReason::InvalidPacket;
     };

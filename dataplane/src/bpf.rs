@@ -13,8 +13,8 @@ use aya::programs::tc::{TcAttachOptions, TcAttachType};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use dataplane_common::{
-    Counter, Direction, DropReason, Endpoint, MAP_ENDPOINTS, MAP_METRICS, MAP_SUBNETS, NetworkInfo,
-    SubnetKey, metric_index,
+    Backend, Counter, CtEntry, CtKey, Direction, DropReason, Endpoint, MAP_CT, MAP_ENDPOINTS, MAP_HOST_IPS,
+    MAP_METRICS, MAP_SERVICES, MAP_SUBNETS, NetworkInfo, ServiceKey, SubnetKey, metric_index,
 };
 use ipnetwork::Ipv4Network;
 
@@ -28,6 +28,8 @@ static OBJECT: &[u8] = include_bytes_aligned!(concat!(
 
 /// Program on the host side of every sandbox veth (tcx ingress).
 pub const PROG_VETH_INGRESS: &str = "dp_veth_ingress";
+/// Program on the uplink (tcx ingress): published ports.
+pub const PROG_UPLINK_INGRESS: &str = "dp_uplink_ingress";
 
 fn bpf_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
     Error::Bpf(format!("{what}: {e}"))
@@ -52,21 +54,13 @@ pub struct Datapath {
 fn ensure_bpffs(dir: &Path) -> Result<()> {
     const BPF_FS_MAGIC: i64 = 0xcafe_4a11;
     let on_bpffs = |p: &Path| {
-        nix::sys::statfs::statfs(p)
-            .map(|s| s.filesystem_type().0 == BPF_FS_MAGIC)
-            .unwrap_or(false)
+        nix::sys::statfs::statfs(p).map(|s| s.filesystem_type().0 == BPF_FS_MAGIC).unwrap_or(false)
     };
     let parent = dir.parent().unwrap_or(Path::new("/"));
     if !on_bpffs(parent) && !on_bpffs(dir) {
         if parent == Path::new("/sys/fs/bpf") {
-            nix::mount::mount(
-                Some("bpffs"),
-                parent,
-                Some("bpf"),
-                nix::mount::MsFlags::empty(),
-                None::<&str>,
-            )
-            .map_err(|e| Error::sys("mount bpffs", parent.display(), e))?;
+            nix::mount::mount(Some("bpffs"), parent, Some("bpf"), nix::mount::MsFlags::empty(), None::<&str>)
+                .map_err(|e| Error::sys("mount bpffs", parent.display(), e))?;
         } else {
             return Err(Error::invalid(
                 "bpffs dir",
@@ -75,8 +69,7 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
             ));
         }
     }
-    std::fs::create_dir_all(dir.join("links"))
-        .map_err(|e| Error::io("create dir", dir.display(), e))
+    std::fs::create_dir_all(dir.join("links")).map_err(|e| Error::io("create dir", dir.display(), e))
 }
 
 impl Datapath {
@@ -87,21 +80,16 @@ impl Datapath {
             .default_map_pin_directory(bpffs)
             .load(OBJECT)
             .map_err(|e| bpf_err("load object", e))?;
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(PROG_VETH_INGRESS)
-            .ok_or_else(|| bpf_err(PROG_VETH_INGRESS, "missing from object"))?
-            .try_into()
-            .map_err(|e| bpf_err(PROG_VETH_INGRESS, e))?;
-        prog.load().map_err(|e| {
-            bpf_err(
-                format!("load {PROG_VETH_INGRESS} (needs CAP_BPF and a kernel with tcx)"),
-                e,
-            )
-        })?;
-        Ok(Datapath {
-            ebpf,
-            links_dir: bpffs.join("links"),
-        })
+        for name in [PROG_VETH_INGRESS, PROG_UPLINK_INGRESS] {
+            let prog: &mut SchedClassifier = ebpf
+                .program_mut(name)
+                .ok_or_else(|| bpf_err(name, "missing from object"))?
+                .try_into()
+                .map_err(|e| bpf_err(name, e))?;
+            prog.load()
+                .map_err(|e| bpf_err(format!("load {name} (needs CAP_BPF and a kernel with tcx)"), e))?;
+        }
+        Ok(Datapath { ebpf, links_dir: bpffs.join("links") })
     }
 
     fn link_pin(&self, ifname: &str) -> PathBuf {
@@ -111,6 +99,15 @@ impl Datapath {
     /// Attaches the veth program at tcx ingress of `ifname` and pins the link.
     /// Idempotent: an existing live pin is kept.
     pub fn attach_veth(&mut self, ifname: &str) -> Result<()> {
+        self.attach(PROG_VETH_INGRESS, ifname)
+    }
+
+    /// Attaches the uplink program (published ports) at tcx ingress of `ifname`.
+    pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
+        self.attach(PROG_UPLINK_INGRESS, ifname)
+    }
+
+    fn attach(&mut self, prog_name: &str, ifname: &str) -> Result<()> {
         let pin = self.link_pin(ifname);
         if pin.exists() {
             if PinnedLink::from_pin(&pin).is_ok() {
@@ -120,23 +117,20 @@ impl Datapath {
         }
         let prog: &mut SchedClassifier = self
             .ebpf
-            .program_mut(PROG_VETH_INGRESS)
-            .ok_or_else(|| bpf_err(PROG_VETH_INGRESS, "missing"))?
+            .program_mut(prog_name)
+            .ok_or_else(|| bpf_err(prog_name, "missing"))?
             .try_into()
-            .map_err(|e| bpf_err(PROG_VETH_INGRESS, e))?;
+            .map_err(|e| bpf_err(prog_name, e))?;
         let id = prog
             .attach_with_options(
                 ifname,
                 TcAttachType::Ingress,
                 TcAttachOptions::TcxOrder(LinkOrder::default()),
             )
-            .map_err(|e| bpf_err(format!("attach tcx ingress on {ifname}"), e))?;
+            .map_err(|e| bpf_err(format!("attach {prog_name} at tcx ingress of {ifname}"), e))?;
         let link = prog.take_link(id).map_err(|e| bpf_err("take link", e))?;
-        let fd: FdLink = link
-            .try_into()
-            .map_err(|e| bpf_err(format!("tcx link on {ifname}"), e))?;
-        fd.pin(&pin)
-            .map_err(|e| bpf_err(format!("pin link {}", pin.display()), e))?;
+        let fd: FdLink = link.try_into().map_err(|e| bpf_err(format!("tcx link on {ifname}"), e))?;
+        fd.pin(&pin).map_err(|e| bpf_err(format!("pin link {}", pin.display()), e))?;
         Ok(())
     }
 
@@ -148,48 +142,23 @@ impl Datapath {
     /// Names of interfaces that have a pinned link.
     pub fn pinned_links(&self) -> Vec<String> {
         std::fs::read_dir(&self.links_dir)
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default()
     }
 
     fn endpoints(&mut self) -> Result<HashMap<&mut MapData, u32, Endpoint>> {
-        HashMap::try_from(
-            self.ebpf
-                .map_mut(MAP_ENDPOINTS)
-                .ok_or_else(|| bpf_err(MAP_ENDPOINTS, "missing"))?,
-        )
-        .map_err(|e| bpf_err(MAP_ENDPOINTS, e))
+        HashMap::try_from(self.ebpf.map_mut(MAP_ENDPOINTS).ok_or_else(|| bpf_err(MAP_ENDPOINTS, "missing"))?)
+            .map_err(|e| bpf_err(MAP_ENDPOINTS, e))
     }
 
     fn subnets(&mut self) -> Result<LpmTrie<&mut MapData, SubnetKey, NetworkInfo>> {
-        LpmTrie::try_from(
-            self.ebpf
-                .map_mut(MAP_SUBNETS)
-                .ok_or_else(|| bpf_err(MAP_SUBNETS, "missing"))?,
-        )
-        .map_err(|e| bpf_err(MAP_SUBNETS, e))
+        LpmTrie::try_from(self.ebpf.map_mut(MAP_SUBNETS).ok_or_else(|| bpf_err(MAP_SUBNETS, "missing"))?)
+            .map_err(|e| bpf_err(MAP_SUBNETS, e))
     }
 
-    pub fn set_endpoint(
-        &mut self,
-        ifindex: u32,
-        net_num: u32,
-        ip: Ipv4Addr,
-        mac: [u8; 6],
-    ) -> Result<()> {
-        let ep = Endpoint {
-            net_id: net_num,
-            ipv4: ip.octets(),
-            mac,
-            _pad: [0; 2],
-        };
-        self.endpoints()?
-            .insert(ifindex, ep, 0)
-            .map_err(|e| bpf_err(format!("insert endpoint {ifindex}"), e))
+    pub fn set_endpoint(&mut self, ifindex: u32, net_num: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+        let ep = Endpoint { net_id: net_num, ipv4: ip.octets(), mac, _pad: [0; 2] };
+        self.endpoints()?.insert(ifindex, ep, 0).map_err(|e| bpf_err(format!("insert endpoint {ifindex}"), e))
     }
 
     pub fn remove_endpoint(&mut self, ifindex: u32) {
@@ -203,21 +172,10 @@ impl Datapath {
         Ok(self.endpoints()?.keys().filter_map(|k| k.ok()).collect())
     }
 
-    pub fn set_subnet(
-        &mut self,
-        subnet: Ipv4Network,
-        net_num: u32,
-        gateway: Ipv4Addr,
-    ) -> Result<()> {
+    pub fn set_subnet(&mut self, subnet: Ipv4Network, net_num: u32, gateway: Ipv4Addr) -> Result<()> {
         let key = Key::new(subnet.prefix() as u32, subnet.network().octets());
-        let info = NetworkInfo {
-            net_id: net_num,
-            gateway: gateway.octets(),
-            flags: 0,
-        };
-        self.subnets()?
-            .insert(&key, info, 0)
-            .map_err(|e| bpf_err(format!("insert subnet {subnet}"), e))
+        let info = NetworkInfo { net_id: net_num, gateway: gateway.octets(), flags: 0 };
+        self.subnets()?.insert(&key, info, 0).map_err(|e| bpf_err(format!("insert subnet {subnet}"), e))
     }
 
     pub fn remove_subnet(&mut self, subnet: Ipv4Network) {
@@ -247,34 +205,100 @@ impl Datapath {
             .try_into()
             .map_err(|e| bpf_err(PROG_VETH_INGRESS, e))?;
         let mut out = vec![0u8; packet.len() + 256];
-        let opts = TestRunOptions {
-            data_in: Some(packet),
-            data_out: Some(&mut out),
-            ..TestRunOptions::new()
-        };
-        let res = prog
-            .test_run(opts)
-            .map_err(|e| bpf_err("BPF_PROG_TEST_RUN", format!("{e:?}")))?;
+        let opts =
+            TestRunOptions { data_in: Some(packet), data_out: Some(&mut out), ..TestRunOptions::new() };
+        let res = prog.test_run(opts).map_err(|e| bpf_err("BPF_PROG_TEST_RUN", format!("{e:?}")))?;
         Ok(res.return_value as i32)
+    }
+
+    fn services(&mut self) -> Result<HashMap<&mut MapData, ServiceKey, Backend>> {
+        HashMap::try_from(self.ebpf.map_mut(MAP_SERVICES).ok_or_else(|| bpf_err(MAP_SERVICES, "missing"))?)
+            .map_err(|e| bpf_err(MAP_SERVICES, e))
+    }
+
+    fn ct(&mut self) -> Result<HashMap<&mut MapData, CtKey, CtEntry>> {
+        HashMap::try_from(self.ebpf.map_mut(MAP_CT).ok_or_else(|| bpf_err(MAP_CT, "missing"))?)
+            .map_err(|e| bpf_err(MAP_CT, e))
+    }
+
+    fn host_ips(&mut self) -> Result<HashMap<&mut MapData, [u8; 4], u32>> {
+        HashMap::try_from(self.ebpf.map_mut(MAP_HOST_IPS).ok_or_else(|| bpf_err(MAP_HOST_IPS, "missing"))?)
+            .map_err(|e| bpf_err(MAP_HOST_IPS, e))
+    }
+
+    /// Replaces the set of host addresses on which 0.0.0.0 publications answer.
+    pub fn set_host_ips(&mut self, ips: &[(Ipv4Addr, u32)]) -> Result<()> {
+        let mut m = self.host_ips()?;
+        let old: Vec<[u8; 4]> = m.keys().filter_map(|k| k.ok()).collect();
+        for k in old {
+            if !ips.iter().any(|(ip, _)| ip.octets() == k) {
+                let _ = m.remove(&k);
+            }
+        }
+        for (ip, idx) in ips {
+            m.insert(ip.octets(), idx, 0).map_err(|e| bpf_err(format!("insert host ip {ip}"), e))?;
+        }
+        Ok(())
+    }
+
+    /// Installs published ports, all or none.
+    pub fn set_services(&mut self, entries: &[(ServiceKey, Backend)]) -> Result<()> {
+        let mut m = self.services()?;
+        for (i, (k, b)) in entries.iter().enumerate() {
+            if let Err(e) = m.insert(k, b, 0) {
+                for (k, _) in &entries[..i] {
+                    let _ = m.remove(k);
+                }
+                return Err(bpf_err("insert published port", e));
+            }
+        }
+        Ok(())
+    }
+
+    pub fn remove_services(&mut self, keys: &[ServiceKey]) {
+        if let Ok(mut m) = self.services() {
+            for k in keys {
+                let _ = m.remove(k);
+            }
+        }
+    }
+
+    pub fn service_keys(&mut self) -> Result<Vec<ServiceKey>> {
+        Ok(self.services()?.keys().filter_map(|k| k.ok()).collect())
+    }
+
+    /// Every conntrack entry.
+    pub fn ct_entries(&mut self) -> Result<Vec<(CtKey, CtEntry)>> {
+        Ok(self.ct()?.iter().filter_map(|r| r.ok()).collect())
+    }
+
+    /// Removes conntrack entries that involve `addr` (either key end or the
+    /// NAT target); returns how many.
+    pub fn ct_flush_addr(&mut self, addr: Ipv4Addr) -> Result<usize> {
+        let a = addr.octets();
+        let mut m = self.ct()?;
+        let doomed: Vec<CtKey> = m
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(k, v)| k.saddr == a || k.daddr == a || v.addr == a)
+            .map(|(k, _)| k)
+            .collect();
+        for k in &doomed {
+            let _ = m.remove(k);
+        }
+        Ok(doomed.len())
     }
 
     /// Sums the per-CPU counters for every (reason, direction).
     pub fn metrics(&self) -> Result<Vec<MetricRow>> {
-        let map: PerCpuArray<&MapData, Counter> = PerCpuArray::try_from(
-            self.ebpf
-                .map(MAP_METRICS)
-                .ok_or_else(|| bpf_err(MAP_METRICS, "missing"))?,
-        )
-        .map_err(|e| bpf_err(MAP_METRICS, e))?;
+        let map: PerCpuArray<&MapData, Counter> =
+            PerCpuArray::try_from(self.ebpf.map(MAP_METRICS).ok_or_else(|| bpf_err(MAP_METRICS, "missing"))?)
+                .map_err(|e| bpf_err(MAP_METRICS, e))?;
         let mut rows = Vec::new();
         for reason in DropReason::ALL {
             for dir in Direction::ALL {
-                let values = map
-                    .get(&metric_index(reason, dir), 0)
-                    .map_err(|e| bpf_err(MAP_METRICS, e))?;
-                let (packets, bytes) = values
-                    .iter()
-                    .fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
+                let values = map.get(&metric_index(reason, dir), 0).map_err(|e| bpf_err(MAP_METRICS, e))?;
+                let (packets, bytes) = values.iter().fold((0, 0), |(p, b), c| (p + c.packets, b + c.bytes));
                 rows.push(MetricRow {
                     reason: reason.name().to_string(),
                     direction: dir.name().to_string(),

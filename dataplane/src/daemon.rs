@@ -34,32 +34,19 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let host = Netlink::current()?;
     let uplink = match opts.uplink {
         Some(u) => {
-            host.require_index(&u)
-                .await
-                .with_context(|| format!("--uplink {u}"))?;
+            host.require_index(&u).await.with_context(|| format!("--uplink {u}"))?;
             Some(u)
         }
         None => match host.default_route_interface().await? {
-            Some(idx) => host
-                .links()
-                .await?
-                .into_iter()
-                .find(|l| l.index == idx)
-                .map(|l| l.name),
+            Some(idx) => host.links().await?.into_iter().find(|l| l.index == idx).map(|l| l.name),
             None => None,
         },
     };
     let dp = Datapath::load(&paths.bpffs).context("loading BPF programs")?;
     let store = Store::open(&paths.db()).context("opening the store")?;
     let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp);
-    engine
-        .ensure_predefined()
-        .await
-        .context("creating predefined networks")?;
-    engine
-        .reconcile()
-        .await
-        .context("reconciling the kernel to the store")?;
+    engine.ensure_predefined().await.context("creating predefined networks")?;
+    engine.reconcile().await.context("reconciling the kernel to the store")?;
 
     if let Some(dir) = paths.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
@@ -71,15 +58,16 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(socket = %paths.socket.display(), uplink = ?uplink, "dataplane daemon ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
-    let app = tower::util::MapRequestLayer::new(server::strip_version)
-        .layer(server::router(Arc::clone(&engine)));
+    let app =
+        tower::util::MapRequestLayer::new(server::strip_version).layer(server::router(Arc::clone(&engine)));
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = Arc::clone(&stopping);
-    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app))
-        .with_graceful_shutdown(async move {
+    let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(
+        async move {
             shutdown().await;
             notify.notify_one();
-        });
+        },
+    );
     // Long-polling clients (`run` waiting for its command) must not hold the daemon up.
     tokio::select! {
         r = server => r.context("serving the API")?,
@@ -96,10 +84,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
 
 async fn shutdown() {
     use tokio::signal::unix::{SignalKind, signal};
-    let (Ok(mut term), Ok(mut int)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-    ) else {
+    let (Ok(mut term), Ok(mut int)) = (signal(SignalKind::terminate()), signal(SignalKind::interrupt()))
+    else {
         return std::future::pending().await;
     };
     tokio::select! {

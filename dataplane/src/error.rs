@@ -16,11 +16,7 @@ pub enum Error {
     #[error("invalid name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     InvalidName { name: String },
     #[error("invalid {what} {value:?}: {reason}")]
-    InvalidInput {
-        what: &'static str,
-        value: String,
-        reason: String,
-    },
+    InvalidInput { what: &'static str, value: String, reason: String },
     #[error("plugin \"{0}\" not found: supported drivers are bridge and macvlan")]
     UnknownDriver(String),
     #[error(
@@ -29,9 +25,7 @@ pub enum Error {
     SubnetOverlap { subnet: String, other: String },
     #[error("no free address in network {network}")]
     PoolExhausted { network: String },
-    #[error(
-        "no free subnet left in 172.18.0.0/16..172.31.0.0/16 and 192.168.0.0/20..: pass --subnet"
-    )]
+    #[error("no free subnet left in 172.18.0.0/16..172.31.0.0/16 and 192.168.0.0/20..: pass --subnet")]
     NoFreeSubnet,
     #[error("Address already in use: {ip} in network {network}")]
     AddressInUse { ip: Ipv4Addr, network: String },
@@ -54,23 +48,11 @@ pub enum Error {
     #[error("{0}")]
     Unsupported(String),
     #[error("netlink: {op} {target}: {source}")]
-    Netlink {
-        op: &'static str,
-        target: String,
-        source: rtnetlink::Error,
-    },
+    Netlink { op: &'static str, target: String, source: rtnetlink::Error },
     #[error("{op} {target}: {source}")]
-    Io {
-        op: &'static str,
-        target: String,
-        source: std::io::Error,
-    },
+    Io { op: &'static str, target: String, source: std::io::Error },
     #[error("{op} {target}: {source}")]
-    Sys {
-        op: &'static str,
-        target: String,
-        source: nix::Error,
-    },
+    Sys { op: &'static str, target: String, source: nix::Error },
     #[error("store: {0}")]
     Store(String),
     #[error("bpf: {0}")]
@@ -108,26 +90,14 @@ impl Error {
     }
 
     pub fn invalid(what: &'static str, value: impl ToString, reason: impl ToString) -> Self {
-        Error::InvalidInput {
-            what,
-            value: value.to_string(),
-            reason: reason.to_string(),
-        }
+        Error::InvalidInput { what, value: value.to_string(), reason: reason.to_string() }
     }
 
     pub fn io(op: &'static str, target: impl std::fmt::Display, source: std::io::Error) -> Self {
-        Error::Io {
-            op,
-            target: target.to_string(),
-            source,
-        }
+        Error::Io { op, target: target.to_string(), source }
     }
 
     pub fn sys(op: &'static str, target: impl std::fmt::Display, source: nix::Error) -> Self {
-        Error::Sys {
-            op,
-            target: target.to_string(),
-            source,
-        }
+        Error::Sys { op, target: target.to_string(), source }
     }
 }

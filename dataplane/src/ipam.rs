@@ -19,26 +19,20 @@ pub struct IpamRequest {
 }
 
 fn parse_net(what: &'static str, s: &str) -> Result<Ipv4Network> {
-    let net: Ipv4Network = s
-        .parse()
-        .map_err(|e| Error::invalid(what, s, format!("not an IPv4 CIDR ({e})")))?;
+    let net: Ipv4Network =
+        s.parse().map_err(|e| Error::invalid(what, s, format!("not an IPv4 CIDR ({e})")))?;
     if net.network() != net.ip() {
         return Err(Error::invalid(
             what,
             s,
-            format!(
-                "host bits are set; did you mean {}/{}?",
-                net.network(),
-                net.prefix()
-            ),
+            format!("host bits are set; did you mean {}/{}?", net.network(), net.prefix()),
         ));
     }
     Ok(net)
 }
 
 fn parse_ip(what: &'static str, s: &str) -> Result<Ipv4Addr> {
-    s.parse()
-        .map_err(|_| Error::invalid(what, s, "not an IPv4 address"))
+    s.parse().map_err(|_| Error::invalid(what, s, "not an IPv4 address"))
 }
 
 /// Default pools Docker picks automatic subnets from.
@@ -62,10 +56,7 @@ pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> 
                 ));
             }
             if let Some((_, other)) = taken.iter().find(|(t, _)| t.overlaps(net)) {
-                return Err(Error::SubnetOverlap {
-                    subnet: s.clone(),
-                    other: other.clone(),
-                });
+                return Err(Error::SubnetOverlap { subnet: s.clone(), other: other.clone() });
             }
             net
         }
@@ -77,20 +68,14 @@ pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> 
                     "--ip-range, --gateway and --aux-address need --subnet",
                 ));
             }
-            default_pools()
-                .find(|p| !taken.iter().any(|(t, _)| t.overlaps(*p)))
-                .ok_or(Error::NoFreeSubnet)?
+            default_pools().find(|p| !taken.iter().any(|(t, _)| t.overlaps(*p))).ok_or(Error::NoFreeSubnet)?
         }
     };
     let ip_range = match &req.ip_range {
         Some(r) => {
             let range = parse_net("ip-range", r)?;
             if !(subnet.contains(range.network()) && subnet.contains(range.broadcast())) {
-                return Err(Error::invalid(
-                    "ip-range",
-                    r,
-                    format!("not inside subnet {subnet}"),
-                ));
+                return Err(Error::invalid("ip-range", r, format!("not inside subnet {subnet}")));
             }
             Some(range)
         }
@@ -110,12 +95,7 @@ pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> 
         check_host_address("aux-address", subnet, ip)?;
         aux.insert(name.clone(), ip);
     }
-    Ok(Ipam {
-        subnet,
-        ip_range,
-        gateway,
-        aux,
-    })
+    Ok(Ipam { subnet, ip_range, gateway, aux })
 }
 
 fn first_host(net: Ipv4Network) -> Ipv4Addr {
@@ -124,18 +104,10 @@ fn first_host(net: Ipv4Network) -> Ipv4Addr {
 
 fn check_host_address(what: &'static str, subnet: Ipv4Network, ip: Ipv4Addr) -> Result<()> {
     if !subnet.contains(ip) {
-        return Err(Error::invalid(
-            what,
-            ip,
-            format!("not inside subnet {subnet}"),
-        ));
+        return Err(Error::invalid(what, ip, format!("not inside subnet {subnet}")));
     }
     if ip == subnet.network() || ip == subnet.broadcast() {
-        return Err(Error::invalid(
-            what,
-            ip,
-            format!("is the network or broadcast address of {subnet}"),
-        ));
+        return Err(Error::invalid(what, ip, format!("is the network or broadcast address of {subnet}")));
     }
     Ok(())
 }
@@ -150,12 +122,7 @@ fn reserved(ipam: &Ipam) -> HashSet<Ipv4Addr> {
 }
 
 /// Checks a user-requested address (`--ip`).
-pub fn check_requested(
-    ipam: &Ipam,
-    ip: Ipv4Addr,
-    used: &HashSet<Ipv4Addr>,
-    network: &str,
-) -> Result<()> {
+pub fn check_requested(ipam: &Ipam, ip: Ipv4Addr, used: &HashSet<Ipv4Addr>, network: &str) -> Result<()> {
     if !ipam.subnet.contains(ip) {
         return Err(Error::invalid(
             "ip",
@@ -164,10 +131,7 @@ pub fn check_requested(
         ));
     }
     if reserved(ipam).contains(&ip) || used.contains(&ip) {
-        return Err(Error::AddressInUse {
-            ip,
-            network: network.to_string(),
-        });
+        return Err(Error::AddressInUse { ip, network: network.to_string() });
     }
     Ok(())
 }
@@ -181,9 +145,7 @@ pub fn allocate(ipam: &Ipam, used: &HashSet<Ipv4Addr>, network: &str) -> Result<
     (start..=end)
         .map(Ipv4Addr::from)
         .find(|ip| !reserved.contains(ip) && !used.contains(ip))
-        .ok_or_else(|| Error::PoolExhausted {
-            network: network.to_string(),
-        })
+        .ok_or_else(|| Error::PoolExhausted { network: network.to_string() })
 }
 
 #[cfg(test)]
@@ -191,10 +153,7 @@ mod tests {
     use super::*;
 
     fn req(subnet: &str) -> IpamRequest {
-        IpamRequest {
-            subnet: Some(subnet.into()),
-            ..Default::default()
-        }
+        IpamRequest { subnet: Some(subnet.into()), ..Default::default() }
     }
 
     #[test]
@@ -212,26 +171,11 @@ mod tests {
         assert!(e.to_string().contains("overlaps network other"), "{e}");
         let mut r = req("10.2.0.0/24");
         r.gateway = Some("10.3.0.1".into());
-        assert!(
-            plan(&r, &[])
-                .expect_err("gw")
-                .to_string()
-                .contains("not inside subnet")
-        );
+        assert!(plan(&r, &[]).expect_err("gw").to_string().contains("not inside subnet"));
         let mut r = req("10.2.0.0/24");
         r.ip_range = Some("10.2.1.0/25".into());
-        assert!(
-            plan(&r, &[])
-                .expect_err("range")
-                .to_string()
-                .contains("not inside subnet")
-        );
-        assert!(
-            plan(&req("10.2.0.1/24"), &[])
-                .expect_err("host bits")
-                .to_string()
-                .contains("host bits")
-        );
+        assert!(plan(&r, &[]).expect_err("range").to_string().contains("not inside subnet"));
+        assert!(plan(&req("10.2.0.1/24"), &[]).expect_err("host bits").to_string().contains("host bits"));
         assert!(plan(&req("banana"), &[]).is_err());
     }
 
@@ -244,17 +188,11 @@ mod tests {
         let a = allocate(&ipam, &used, "n").expect("first");
         assert_eq!(a, Ipv4Addr::new(10, 9, 0, 3));
         used.insert(a);
-        assert_eq!(
-            allocate(&ipam, &used, "n").expect("second"),
-            Ipv4Addr::new(10, 9, 0, 4)
-        );
+        assert_eq!(allocate(&ipam, &used, "n").expect("second"), Ipv4Addr::new(10, 9, 0, 4));
         for i in 4..=6 {
             used.insert(Ipv4Addr::new(10, 9, 0, i));
         }
-        assert!(matches!(
-            allocate(&ipam, &used, "n"),
-            Err(Error::PoolExhausted { .. })
-        ));
+        assert!(matches!(allocate(&ipam, &used, "n"), Err(Error::PoolExhausted { .. })));
         assert!(check_requested(&ipam, Ipv4Addr::new(10, 9, 0, 1), &used, "n").is_err());
         assert!(check_requested(&ipam, Ipv4Addr::new(10, 8, 0, 9), &used, "n").is_err());
     }

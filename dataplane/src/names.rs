@@ -24,9 +24,7 @@ pub fn valid_ifname(name: &str) -> bool {
         && name.len() <= 15
         && name != "."
         && name != ".."
-        && !name
-            .chars()
-            .any(|c| c == '/' || c == ':' || c.is_whitespace())
+        && !name.chars().any(|c| c == '/' || c == ':' || c.is_whitespace())
 }
 
 /// Host-side veth name: `veth` + 7 hex digits.
@@ -58,10 +56,7 @@ pub fn mac_for_ip(ip: std::net::Ipv4Addr) -> [u8; 6] {
 }
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
-    mac.iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
+    mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
 }
 
 /// Interface name prefixes the daemon owns; reconcile removes unknown ones.
@@ -88,11 +83,7 @@ mod tests {
         assert!(valid_ifname(&peer_veth_name(&v)));
         assert_eq!(bridge_name(&new_id()).len(), 15);
         assert_eq!(
-            format_mac(&mac_for_ip(
-                "172.17.0.2"
-                    .parse()
-                    .unwrap_or(std::net::Ipv4Addr::LOCALHOST)
-            )),
+            format_mac(&mac_for_ip("172.17.0.2".parse().unwrap_or(std::net::Ipv4Addr::LOCALHOST))),
             "02:42:ac:11:00:02"
         );
     }

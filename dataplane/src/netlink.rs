@@ -33,11 +33,7 @@ pub struct Netlink {
 }
 
 fn nl(op: &'static str, target: impl std::fmt::Display) -> impl FnOnce(rtnetlink::Error) -> Error {
-    move |source| Error::Netlink {
-        op,
-        target: target.to_string(),
-        source,
-    }
+    move |source| Error::Netlink { op, target: target.to_string(), source }
 }
 
 /// Whether a netlink error is "no such device / object".
@@ -51,8 +47,8 @@ const fn libc_enodev() -> i32 {
 impl Netlink {
     /// A handle in the calling thread's namespace. Needs a tokio runtime.
     pub fn current() -> Result<Self> {
-        let (conn, handle, _) = rtnetlink::new_connection()
-            .map_err(|e| Error::io("open netlink socket", "current netns", e))?;
+        let (conn, handle, _) =
+            rtnetlink::new_connection().map_err(|e| Error::io("open netlink socket", "current netns", e))?;
         tokio::spawn(conn);
         Ok(Netlink { handle })
     }
@@ -70,12 +66,7 @@ impl Netlink {
     }
 
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
-        let mut s = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_string())
-            .execute();
+        let mut s = self.handle.link().get().match_name(name.to_string()).execute();
         match s.try_next().await {
             Ok(Some(m)) => Ok(Some(m.header.index)),
             Ok(None) => Ok(None),
@@ -92,14 +83,8 @@ impl Netlink {
 
     /// All links.
     pub async fn links(&self) -> Result<Vec<LinkInfo>> {
-        let msgs: Vec<LinkMessage> = self
-            .handle
-            .link()
-            .get()
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list links", "all"))?;
+        let msgs: Vec<LinkMessage> =
+            self.handle.link().get().execute().try_collect().await.map_err(nl("list links", "all"))?;
         Ok(msgs
             .into_iter()
             .map(|m| {
@@ -156,10 +141,7 @@ impl Netlink {
             let _ = self.delete(idx).await;
             return Err(e);
         }
-        Ok((
-            self.require_index(name).await?,
-            self.require_index(peer).await?,
-        ))
+        Ok((self.require_index(name).await?, self.require_index(peer).await?))
     }
 
     pub async fn create_macvlan(&self, name: &str, parent: u32, mode: MacVlanMode) -> Result<u32> {
@@ -173,77 +155,36 @@ impl Netlink {
     }
 
     async fn set(&self, what: &'static str, index: u32, msg: LinkMessage) -> Result<()> {
-        self.handle
-            .link()
-            .set(msg)
-            .execute()
-            .await
-            .map_err(nl(what, index))
+        self.handle.link().set(msg).execute().await.map_err(nl(what, index))
     }
 
     /// Sets [`OWNER_ALIAS`] (the kernel ignores IFLA_IFALIAS in RTM_NEWLINK,
     /// so this is a second request right after creation).
     async fn mark_ours(&self, index: u32) -> Result<()> {
-        self.set(
-            "set alias",
-            index,
-            LinkUnspec::new_with_index(index).alias(OWNER_ALIAS).build(),
-        )
-        .await
+        self.set("set alias", index, LinkUnspec::new_with_index(index).alias(OWNER_ALIAS).build()).await
     }
 
     pub async fn set_master(&self, index: u32, master: u32) -> Result<()> {
-        self.set(
-            "set master",
-            index,
-            LinkUnspec::new_with_index(index).controller(master).build(),
-        )
-        .await
+        self.set("set master", index, LinkUnspec::new_with_index(index).controller(master).build()).await
     }
 
     pub async fn set_up(&self, index: u32) -> Result<()> {
-        self.set(
-            "set up",
-            index,
-            LinkUnspec::new_with_index(index).up().build(),
-        )
-        .await
+        self.set("set up", index, LinkUnspec::new_with_index(index).up().build()).await
     }
 
     pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
-        self.set(
-            "set mac",
-            index,
-            LinkUnspec::new_with_index(index)
-                .address(mac.to_vec())
-                .build(),
-        )
-        .await
+        self.set("set mac", index, LinkUnspec::new_with_index(index).address(mac.to_vec()).build()).await
     }
 
     pub async fn rename(&self, index: u32, name: &str) -> Result<()> {
-        self.set(
-            "rename",
-            index,
-            LinkUnspec::new_with_index(index)
-                .name(name.to_string())
-                .build(),
-        )
-        .await
+        self.set("rename", index, LinkUnspec::new_with_index(index).name(name.to_string()).build()).await
     }
 
     /// Moves a link into the namespace at `netns`.
     pub async fn move_to(&self, index: u32, netns: &Path) -> Result<()> {
-        let f =
-            std::fs::File::open(netns).map_err(|e| Error::io("open netns", netns.display(), e))?;
-        self.set(
-            "move to netns",
-            index,
-            LinkUnspec::new_with_index(index)
-                .setns_by_fd(f.as_raw_fd())
-                .build(),
-        )
-        .await
+        let f = std::fs::File::open(netns).map_err(|e| Error::io("open netns", netns.display(), e))?;
+        self.set("move to netns", index, LinkUnspec::new_with_index(index).setns_by_fd(f.as_raw_fd()).build())
+            .await
     }
 
     pub async fn delete(&self, index: u32) -> Result<()> {
@@ -263,13 +204,7 @@ impl Netlink {
 
     /// Adds `ip/prefix` to a link; an existing identical address is fine.
     pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
-        match self
-            .handle
-            .address()
-            .add(index, ip.into(), prefix)
-            .execute()
-            .await
-        {
+        match self.handle.address().add(index, ip.into(), prefix).execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -17 => Ok(()),
             Err(e) => Err(nl("add address", format!("{ip}/{prefix} on {index}"))(e)),
@@ -277,10 +212,7 @@ impl Netlink {
     }
 
     pub async fn add_default_route(&self, gateway: Ipv4Addr, index: u32) -> Result<()> {
-        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(gateway)
-            .output_interface(index)
-            .build();
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build();
         match self.handle.route().add(msg).execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -17 => Ok(()),
@@ -325,15 +257,12 @@ impl Netlink {
             .await
             .map_err(nl("list routes", "ipv4"))?;
         use rtnetlink::packet_route::route::RouteAttribute;
-        Ok(routes
-            .iter()
-            .filter(|r| r.header.destination_prefix_length == 0)
-            .find_map(|r| {
-                r.attributes.iter().find_map(|a| match a {
-                    RouteAttribute::Oif(i) => Some(*i),
-                    _ => None,
-                })
-            }))
+        Ok(routes.iter().filter(|r| r.header.destination_prefix_length == 0).find_map(|r| {
+            r.attributes.iter().find_map(|a| match a {
+                RouteAttribute::Oif(i) => Some(*i),
+                _ => None,
+            })
+        }))
     }
 }
 
@@ -347,14 +276,11 @@ impl Netlink {
         let name = "dpprobe0";
         let msg = match kind {
             "ipvlan" => {
-                rtnetlink::LinkIpVlan::new(name, lo, rtnetlink::packet_route::link::IpVlanMode::L2)
-                    .build()
+                rtnetlink::LinkIpVlan::new(name, lo, rtnetlink::packet_route::link::IpVlanMode::L2).build()
             }
             "vlan" => rtnetlink::LinkVlan::new(name, lo, 4094).build(),
             other => {
-                return Err(Error::Unsupported(format!(
-                    "cannot probe link kind {other}"
-                )));
+                return Err(Error::Unsupported(format!("cannot probe link kind {other}")));
             }
         };
         match self.handle.link().add(msg).execute().await {

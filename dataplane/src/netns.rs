@@ -21,8 +21,7 @@ where
     let file = File::open(path).map_err(|e| Error::io("open netns", path.display(), e))?;
     let shown = path.display().to_string();
     std::thread::spawn(move || -> Result<R> {
-        setns(file.as_fd(), CloneFlags::CLONE_NEWNET)
-            .map_err(|e| Error::sys("setns", &shown, e))?;
+        setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns", &shown, e))?;
         Ok(f())
     })
     .join()
@@ -51,14 +50,8 @@ pub fn create(path: &Path) -> Result<()> {
 
 /// Bind-mounts the calling thread's network namespace onto `target`.
 fn bind_thread_netns(target: &Path) -> Result<()> {
-    mount(
-        Some(Path::new("/proc/thread-self/ns/net")),
-        target,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| Error::sys("bind-mount netns", target.display(), e))
+    mount(Some(Path::new("/proc/thread-self/ns/net")), target, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| Error::sys("bind-mount netns", target.display(), e))
 }
 
 /// Pins an existing namespace (e.g. `/proc/PID/ns/net` of a sandbox process
@@ -68,14 +61,8 @@ pub fn pin_from(path: &Path, source: &Path) -> Result<()> {
         std::fs::create_dir_all(dir).map_err(|e| Error::io("create dir", dir.display(), e))?;
     }
     File::create(path).map_err(|e| Error::io("create netns file", path.display(), e))?;
-    mount(
-        Some(source),
-        path,
-        None::<&str>,
-        MsFlags::MS_BIND,
-        None::<&str>,
-    )
-    .map_err(|e| Error::sys("bind-mount netns", path.display(), e))
+    mount(Some(source), path, None::<&str>, MsFlags::MS_BIND, None::<&str>)
+        .map_err(|e| Error::sys("bind-mount netns", path.display(), e))
 }
 
 /// Pins the daemon's own network namespace at `path` (the SandboxKey of host-mode sandboxes).
@@ -94,16 +81,13 @@ pub fn pin_current(path: &Path) -> Result<()> {
 pub fn is_pinned(path: &Path) -> bool {
     // nsfs magic: the file is a namespace only while the bind mount exists.
     const NSFS_MAGIC: i64 = 0x6e73_6673;
-    nix::sys::statfs::statfs(path)
-        .map(|s| s.filesystem_type().0 == NSFS_MAGIC)
-        .unwrap_or(false)
+    nix::sys::statfs::statfs(path).map(|s| s.filesystem_type().0 == NSFS_MAGIC).unwrap_or(false)
 }
 
 /// Unmounts and deletes a namespace file. Missing files are not an error.
 pub fn remove(path: &Path) -> Result<()> {
     if is_pinned(path) {
-        umount2(path, MntFlags::MNT_DETACH)
-            .map_err(|e| Error::sys("unmount netns", path.display(), e))?;
+        umount2(path, MntFlags::MNT_DETACH).map_err(|e| Error::sys("unmount netns", path.display(), e))?;
     }
     match std::fs::remove_file(path) {
         Ok(()) => Ok(()),

@@ -8,27 +8,15 @@ fn parse_range(what: &'static str, spec: &str, s: &str) -> Result<(u16, u16)> {
     let one = |p: &str| -> Result<u16> {
         match p.parse::<u32>() {
             Ok(n) if (1..=65535).contains(&n) => Ok(n as u16),
-            Ok(n) => Err(Error::invalid(
-                what,
-                spec,
-                format!("port {n} is out of range 1-65535"),
-            )),
-            Err(_) => Err(Error::invalid(
-                what,
-                spec,
-                format!("{p:?} is not a port number"),
-            )),
+            Ok(n) => Err(Error::invalid(what, spec, format!("port {n} is out of range 1-65535"))),
+            Err(_) => Err(Error::invalid(what, spec, format!("{p:?} is not a port number"))),
         }
     };
     match s.split_once('-') {
         Some((a, b)) => {
             let (a, b) = (one(a)?, one(b)?);
             if a > b {
-                return Err(Error::invalid(
-                    what,
-                    spec,
-                    format!("range {a}-{b} is reversed"),
-                ));
+                return Err(Error::invalid(what, spec, format!("range {a}-{b} is reversed")));
             }
             Ok((a, b))
         }
@@ -43,11 +31,7 @@ fn split_proto<'a>(what: &'static str, spec: &'a str) -> Result<(&'a str, String
     match spec.rsplit_once('/') {
         Some((rest, proto)) => match proto {
             "tcp" | "udp" | "sctp" => Ok((rest, proto.to_string())),
-            _ => Err(Error::invalid(
-                what,
-                spec,
-                format!("unknown protocol {proto:?} (tcp, udp or sctp)"),
-            )),
+            _ => Err(Error::invalid(what, spec, format!("unknown protocol {proto:?} (tcp, udp or sctp)"))),
         },
         None => Ok((spec, "tcp".to_string())),
     }
@@ -58,12 +42,11 @@ pub fn parse_publish(spec: &str) -> Result<PortSpec> {
     const W: &str = "port spec";
     let (body, proto) = split_proto(W, spec)?;
     let (host_ip, rest) = if let Some(stripped) = body.strip_prefix('[') {
-        let (ip, rest) = stripped.split_once("]:").ok_or_else(|| {
-            Error::invalid(W, spec, "IPv6 host address must be [ADDR]:HPORT:CPORT")
-        })?;
-        let _: std::net::Ipv6Addr = ip
-            .parse()
-            .map_err(|_| Error::invalid(W, spec, format!("{ip:?} is not an IPv6 address")))?;
+        let (ip, rest) = stripped
+            .split_once("]:")
+            .ok_or_else(|| Error::invalid(W, spec, "IPv6 host address must be [ADDR]:HPORT:CPORT"))?;
+        let _: std::net::Ipv6Addr =
+            ip.parse().map_err(|_| Error::invalid(W, spec, format!("{ip:?} is not an IPv6 address")))?;
         (ip.to_string(), rest)
     } else {
         let parts: Vec<&str> = body.split(':').collect();
@@ -72,9 +55,9 @@ pub fn parse_publish(spec: &str) -> Result<PortSpec> {
             3 => {
                 let ip = parts[0];
                 if !ip.is_empty() {
-                    let _: std::net::IpAddr = ip.parse().map_err(|_| {
-                        Error::invalid(W, spec, format!("{ip:?} is not an IP address"))
-                    })?;
+                    let _: std::net::IpAddr = ip
+                        .parse()
+                        .map_err(|_| Error::invalid(W, spec, format!("{ip:?} is not an IP address")))?;
                 }
                 (ip.to_string(), &body[ip.len() + 1..])
             }
@@ -89,17 +72,9 @@ pub fn parse_publish(spec: &str) -> Result<PortSpec> {
         return Err(Error::invalid(W, spec, "container port is missing"));
     }
     let (cs, ce) = parse_range(W, spec, cport)?;
-    let (hs, he) = if hport.is_empty() {
-        (0, 0)
-    } else {
-        parse_range(W, spec, hport)?
-    };
+    let (hs, he) = if hport.is_empty() { (0, 0) } else { parse_range(W, spec, hport)? };
     if hs != 0 && (he - hs) != (ce - cs) && ce != cs {
-        return Err(Error::invalid(
-            W,
-            spec,
-            "host and container port ranges differ in size",
-        ));
+        return Err(Error::invalid(W, spec, "host and container port ranges differ in size"));
     }
     Ok(PortSpec {
         host_ip,
@@ -125,52 +100,23 @@ mod tests {
     #[test]
     fn docker_forms_parse() {
         let p = parse_publish("8080:80").expect("simple");
-        assert_eq!(
-            (p.host_port_start, p.container_port_start, p.proto.as_str()),
-            (8080, 80, "tcp")
-        );
+        assert_eq!((p.host_port_start, p.container_port_start, p.proto.as_str()), (8080, 80, "tcp"));
         let p = parse_publish("127.0.0.1::53/udp").expect("ip, no host port");
-        assert_eq!(
-            (p.host_ip.as_str(), p.host_port_start, p.proto.as_str()),
-            ("127.0.0.1", 0, "udp")
-        );
+        assert_eq!((p.host_ip.as_str(), p.host_port_start, p.proto.as_str()), ("127.0.0.1", 0, "udp"));
         let p = parse_publish("8000-8010:80-90").expect("range");
         assert_eq!((p.host_port_end, p.container_port_end), (8010, 90));
         let p = parse_publish("[::1]:8080:80").expect("v6");
         assert_eq!(p.host_ip, "::1");
         assert_eq!(parse_publish("80").expect("bare").host_port_start, 0);
-        assert_eq!(
-            parse_expose("80-81/udp").expect("expose"),
-            vec!["80/udp", "81/udp"]
-        );
+        assert_eq!(parse_expose("80-81/udp").expect("expose"), vec!["80/udp", "81/udp"]);
     }
 
     #[test]
     fn malformed_specs_name_the_problem() {
-        assert!(
-            parse_publish("70000:80")
-                .expect_err("range")
-                .to_string()
-                .contains("out of range")
-        );
-        assert!(
-            parse_publish("80:")
-                .expect_err("missing")
-                .to_string()
-                .contains("container port is missing")
-        );
-        assert!(
-            parse_publish("abc")
-                .expect_err("abc")
-                .to_string()
-                .contains("not a port number")
-        );
-        assert!(
-            parse_publish("80/icmp")
-                .expect_err("proto")
-                .to_string()
-                .contains("unknown protocol")
-        );
+        assert!(parse_publish("70000:80").expect_err("range").to_string().contains("out of range"));
+        assert!(parse_publish("80:").expect_err("missing").to_string().contains("container port is missing"));
+        assert!(parse_publish("abc").expect_err("abc").to_string().contains("not a port number"));
+        assert!(parse_publish("80/icmp").expect_err("proto").to_string().contains("unknown protocol"));
         assert!(parse_publish("1:2:3:4").is_err());
     }
 }

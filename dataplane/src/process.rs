@@ -29,18 +29,13 @@ pub struct Launch {
 
 /// Spawns the process; returns the child (the caller reaps it).
 pub fn spawn(l: &Launch) -> Result<Child> {
-    let program = l
-        .cmd
-        .first()
-        .ok_or_else(|| Error::invalid("command", "", "empty command"))?;
+    let program = l.cmd.first().ok_or_else(|| Error::invalid("command", "", "empty command"))?;
     let log = File::options()
         .create(true)
         .append(true)
         .open(&l.log)
         .map_err(|e| Error::io("open log", l.log.display(), e))?;
-    let log2 = log
-        .try_clone()
-        .map_err(|e| Error::io("dup log", l.log.display(), e))?;
+    let log2 = log.try_clone().map_err(|e| Error::io("dup log", l.log.display(), e))?;
     let netns = match &l.netns {
         Some(p) => Some(File::open(p).map_err(|e| Error::io("open netns", p.display(), e))?),
         None => None,
@@ -49,18 +44,13 @@ pub fn spawn(l: &Launch) -> Result<Child> {
         return Err(Error::invalid("hostname", &l.hostname, "contains NUL"));
     }
     let hostname = std::ffi::OsString::from(l.hostname.clone());
-    let mounts: Vec<(PathBuf, &'static str)> = [
-        (l.resolv_conf.clone(), "/etc/resolv.conf"),
-        (l.hosts.clone(), "/etc/hosts"),
-    ]
-    .into_iter()
-    .filter(|(_, target)| Path::new(target).exists())
-    .collect();
+    let mounts: Vec<(PathBuf, &'static str)> =
+        [(l.resolv_conf.clone(), "/etc/resolv.conf"), (l.hosts.clone(), "/etc/hosts")]
+            .into_iter()
+            .filter(|(_, target)| Path::new(target).exists())
+            .collect();
     let mut cmd = Command::new(program);
-    cmd.args(&l.cmd[1..])
-        .stdin(Stdio::null())
-        .stdout(Stdio::from(log))
-        .stderr(Stdio::from(log2));
+    cmd.args(&l.cmd[1..]).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
     // SAFETY: the closure runs in the forked child before exec; it only makes
     // system calls on data prepared above (no allocation, no locks).
     unsafe {
@@ -71,28 +61,15 @@ pub fn spawn(l: &Launch) -> Result<Child> {
             unshare(CloneFlags::CLONE_NEWUTS | CloneFlags::CLONE_NEWNS)?;
             nix::unistd::sethostname(&hostname)?;
             // Keep our mounts from propagating back to the host.
-            mount(
-                None::<&str>,
-                "/",
-                None::<&str>,
-                MsFlags::MS_REC | MsFlags::MS_PRIVATE,
-                None::<&str>,
-            )?;
+            mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
             for (src, target) in &mounts {
-                mount(
-                    Some(src.as_path()),
-                    *target,
-                    None::<&str>,
-                    MsFlags::MS_BIND,
-                    None::<&str>,
-                )?;
+                mount(Some(src.as_path()), *target, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
             }
             nix::unistd::setsid()?;
             Ok(())
         });
     }
-    cmd.spawn()
-        .map_err(|e| Error::io("start process", program, e))
+    cmd.spawn().map_err(|e| Error::io("start process", program, e))
 }
 
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).

@@ -46,10 +46,7 @@ impl State {
             .find(|n| n.id == id_or_name)
             .or_else(|| self.networks.iter().find(|n| n.name == id_or_name))
             .or_else(|| {
-                let mut m = self
-                    .networks
-                    .iter()
-                    .filter(|n| n.id.starts_with(id_or_name));
+                let mut m = self.networks.iter().filter(|n| n.id.starts_with(id_or_name));
                 match (m.next(), m.next()) {
                     (Some(n), None) if !id_or_name.is_empty() => Some(n),
                     _ => None,
@@ -72,31 +69,19 @@ impl State {
     }
     /// Like [`State::network`], with Docker's "not found" error.
     pub fn require_network(&self, id_or_name: &str) -> Result<&Network> {
-        self.network(id_or_name)
-            .ok_or_else(|| Error::NetworkNotFound(id_or_name.to_string()))
+        self.network(id_or_name).ok_or_else(|| Error::NetworkNotFound(id_or_name.to_string()))
     }
 
     /// Like [`State::sandbox`], with Docker's "No such container" error.
     pub fn require_sandbox(&self, id_or_name: &str) -> Result<&Sandbox> {
-        self.sandbox(id_or_name)
-            .ok_or_else(|| Error::SandboxNotFound(id_or_name.to_string()))
+        self.sandbox(id_or_name).ok_or_else(|| Error::SandboxNotFound(id_or_name.to_string()))
     }
 
-    pub fn endpoints_of_network<'a>(
-        &'a self,
-        network_id: &'a str,
-    ) -> impl Iterator<Item = &'a Endpoint> {
-        self.endpoints
-            .iter()
-            .filter(move |e| e.network_id == network_id)
+    pub fn endpoints_of_network<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a Endpoint> {
+        self.endpoints.iter().filter(move |e| e.network_id == network_id)
     }
-    pub fn endpoints_of_sandbox<'a>(
-        &'a self,
-        sandbox_id: &'a str,
-    ) -> impl Iterator<Item = &'a Endpoint> {
-        self.endpoints
-            .iter()
-            .filter(move |e| e.sandbox_id == sandbox_id)
+    pub fn endpoints_of_sandbox<'a>(&'a self, sandbox_id: &'a str) -> impl Iterator<Item = &'a Endpoint> {
+        self.endpoints.iter().filter(move |e| e.sandbox_id == sandbox_id)
     }
 }
 
@@ -111,8 +96,7 @@ pub struct Tx {
 
 impl Store {
     pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path)
-            .map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
+        let db = Database::create(path).map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
         // Make sure every table exists so reads never fail on a fresh store.
         let tx = db.begin_write().map_err(store_err)?;
         for t in [NETWORKS, SANDBOXES, ENDPOINTS, ALLOCATIONS] {
@@ -132,9 +116,7 @@ impl Store {
     }
 
     pub fn begin(&self) -> Result<Tx> {
-        Ok(Tx {
-            tx: self.db.begin_write().map_err(store_err)?,
-        })
+        Ok(Tx { tx: self.db.begin_write().map_err(store_err)? })
     }
 }
 
@@ -157,19 +139,11 @@ fn read_all<T: DeserializeOwned>(
 impl Tx {
     fn put<T: Serialize>(&self, t: TableDefinition<&str, &str>, key: &str, v: &T) -> Result<()> {
         let json = serde_json::to_string(v).map_err(store_err)?;
-        self.tx
-            .open_table(t)
-            .map_err(store_err)?
-            .insert(key, json.as_str())
-            .map_err(store_err)?;
+        self.tx.open_table(t).map_err(store_err)?.insert(key, json.as_str()).map_err(store_err)?;
         Ok(())
     }
     fn del(&self, t: TableDefinition<&str, &str>, key: &str) -> Result<()> {
-        self.tx
-            .open_table(t)
-            .map_err(store_err)?
-            .remove(key)
-            .map_err(store_err)?;
+        self.tx.open_table(t).map_err(store_err)?.remove(key).map_err(store_err)?;
         Ok(())
     }
 
@@ -196,14 +170,9 @@ impl Tx {
             if let Some(owner) = allocs.get(akey.as_str()).map_err(store_err)?
                 && owner.value() != key
             {
-                return Err(Error::AddressInUse {
-                    ip: e.ip,
-                    network: network_name.to_string(),
-                });
+                return Err(Error::AddressInUse { ip: e.ip, network: network_name.to_string() });
             }
-            allocs
-                .insert(akey.as_str(), key.as_str())
-                .map_err(store_err)?;
+            allocs.insert(akey.as_str(), key.as_str()).map_err(store_err)?;
         }
         self.put(ENDPOINTS, &key, e)
     }
@@ -249,9 +218,7 @@ mod tests {
         assert!(store.state().expect("state").endpoints.is_empty());
         let tx = store.begin().expect("begin");
         tx.put_endpoint(&ep("a", "10.0.0.2"), "n").expect("put");
-        let err = tx
-            .put_endpoint(&ep("b", "10.0.0.2"), "n")
-            .expect_err("duplicate address");
+        let err = tx.put_endpoint(&ep("b", "10.0.0.2"), "n").expect_err("duplicate address");
         assert!(matches!(err, Error::AddressInUse { .. }), "{err}");
         tx.commit().expect("commit");
         assert_eq!(store.state().expect("state").endpoints.len(), 1);

@@ -29,94 +29,44 @@ impl Drop for Pins {
 }
 
 fn drops(dp: &Datapath, reason: &str) -> u64 {
-    dp.metrics()
-        .expect("metrics")
-        .iter()
-        .filter(|r| r.reason == reason)
-        .map(|r| r.packets)
-        .sum()
+    dp.metrics().expect("metrics").iter().filter(|r| r.reason == reason).map(|r| r.packets).sum()
 }
 
 #[test]
 fn isolation_verdicts_on_crafted_packets() {
     assert!(
-        std::process::Command::new("id")
-            .arg("-u")
-            .output()
-            .is_ok_and(|o| o.stdout == b"0\n"),
+        std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n"),
         "this test loads BPF programs: run it as root (cargo xtask test)"
     );
-    let pins = Pins(std::path::PathBuf::from(format!(
-        "/sys/fs/bpf/dataplane-unit-{}",
-        std::process::id()
-    )));
+    let pins = Pins(std::path::PathBuf::from(format!("/sys/fs/bpf/dataplane-unit-{}", std::process::id())));
     let mut dp = Datapath::load(&pins.0).expect("load BPF (needs root, bpffs, a kernel with tcx)");
-    dp.set_subnet(
-        "10.1.0.0/24".parse().expect("net"),
-        1,
-        Ipv4Addr::new(10, 1, 0, 1),
-    )
-    .expect("subnet 1");
-    dp.set_subnet(
-        "10.2.0.0/24".parse().expect("net"),
-        2,
-        Ipv4Addr::new(10, 2, 0, 1),
-    )
-    .expect("subnet 2");
+    dp.set_subnet("10.1.0.0/24".parse().expect("net"), 1, Ipv4Addr::new(10, 1, 0, 1)).expect("subnet 1");
+    dp.set_subnet("10.2.0.0/24".parse().expect("net"), 2, Ipv4Addr::new(10, 2, 0, 1)).expect("subnet 2");
 
     // Not an endpoint yet: nothing is judged.
-    assert_eq!(
-        dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2]))
-            .expect("run"),
-        NEXT
-    );
+    assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2])).expect("run"), NEXT);
 
-    dp.set_endpoint(LO, 1, Ipv4Addr::new(10, 1, 0, 2), [2, 0x42, 10, 1, 0, 2])
-        .expect("endpoint");
+    dp.set_endpoint(LO, 1, Ipv4Addr::new(10, 1, 0, 2), [2, 0x42, 10, 1, 0, 2]).expect("endpoint");
     let before = drops(&dp, "POLICY_NETWORK_ISOLATION");
+    assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2])).expect("run"), DROP, "other network");
+    assert_eq!(drops(&dp, "POLICY_NETWORK_ISOLATION"), before + 1, "drop not counted");
+    assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 1, 0, 3])).expect("run"), NEXT, "same network");
     assert_eq!(
-        dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2]))
-            .expect("run"),
-        DROP,
-        "other network"
-    );
-    assert_eq!(
-        drops(&dp, "POLICY_NETWORK_ISOLATION"),
-        before + 1,
-        "drop not counted"
-    );
-    assert_eq!(
-        dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 1, 0, 3]))
-            .expect("run"),
-        NEXT,
-        "same network"
-    );
-    assert_eq!(
-        dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 1]))
-            .expect("run"),
+        dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 1])).expect("run"),
         NEXT,
         "other gateway is the host"
     );
     assert_eq!(
-        dp.dry_run_veth(&frame([10, 1, 0, 2], [192, 0, 2, 9]))
-            .expect("run"),
+        dp.dry_run_veth(&frame([10, 1, 0, 2], [192, 0, 2, 9])).expect("run"),
         NEXT,
         "outside every network"
     );
     let mut arp = frame([10, 1, 0, 2], [10, 2, 0, 2]);
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
-    assert_eq!(
-        dp.dry_run_veth(&arp).expect("run"),
-        NEXT,
-        "non-IP is not judged here"
-    );
+    assert_eq!(dp.dry_run_veth(&arp).expect("run"), NEXT, "non-IP is not judged here");
     // (A truncated IPv4 header, counted as INVALID_PACKET, cannot be fed
     // through BPF_PROG_TEST_RUN: the kernel refuses such an skb with EINVAL.)
     // Removing the other network's subnet lifts the drop.
     dp.remove_subnet("10.2.0.0/24".parse().expect("net"));
-    assert_eq!(
-        dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2]))
-            .expect("run"),
-        NEXT
-    );
+    assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2])).expect("run"), NEXT);
 }

@@ -20,10 +20,7 @@ pub fn require_privileges() {
         );
     }
     if !Path::new(&bin()).exists() {
-        panic!(
-            "dataplane binary {} is missing: run the tests through `cargo xtask test`",
-            bin()
-        );
+        panic!("dataplane binary {} is missing: run the tests through `cargo xtask test`", bin());
     }
 }
 
@@ -40,10 +37,7 @@ fn euid() -> u32 {
 /// Path of the dataplane binary under test.
 pub fn bin() -> String {
     std::env::var("DATAPLANE_BIN").unwrap_or_else(|_| {
-        Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../target/release/dataplane")
-            .display()
-            .to_string()
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/dataplane").display().to_string()
     })
 }
 
@@ -80,9 +74,7 @@ pub fn output_bounded(cmd: &mut Command) -> Output {
             let _ = Command::new("kill").args(["-9", &pid]).status();
         }
     });
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("collecting output of {shown}: {e}"));
+    let out = child.wait_with_output().unwrap_or_else(|e| panic!("collecting output of {shown}: {e}"));
     done.store(true, Ordering::SeqCst);
     assert!(
         !timed_out.load(Ordering::SeqCst),
@@ -110,20 +102,12 @@ pub fn sh_ok(args: &[&str]) -> String {
 }
 
 pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
 /// A unique short tag for namespace and interface names.
 pub fn unique(tag: &str) -> String {
-    format!(
-        "{tag}{}x{}",
-        std::process::id() % 100_000,
-        COUNTER.fetch_add(1, Ordering::SeqCst)
-    )
+    format!("{tag}{}x{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::SeqCst))
 }
 
 /// A plain namespace (an "external" client or a LAN segment), deleted on drop.
@@ -175,27 +159,9 @@ impl Host {
     pub fn with_external(tag: &str) -> (Host, Netns) {
         let ext = Netns::new("x");
         let mut host = Host::new(tag, &ext, None, "192.0.2.1/24");
-        sh_ok(&[
-            "ip",
-            "-n",
-            &ext.name,
-            "addr",
-            "add",
-            "192.0.2.2/24",
-            "dev",
-            "ext0",
-        ]);
+        sh_ok(&["ip", "-n", &ext.name, "addr", "add", "192.0.2.2/24", "dev", "ext0"]);
         sh_ok(&["ip", "-n", &ext.name, "link", "set", "ext0", "up"]);
-        sh_ok(&[
-            "ip",
-            "-n",
-            &host.ns.name,
-            "route",
-            "add",
-            "default",
-            "via",
-            "192.0.2.2",
-        ]);
+        sh_ok(&["ip", "-n", &host.ns.name, "route", "add", "default", "via", "192.0.2.2"]);
         host.start();
         (host, ext)
     }
@@ -211,20 +177,11 @@ impl Host {
         };
         let tmp = unique("u");
         sh_ok(&[
-            "ip", "link", "add", &tmp, "netns", &ns.name, "type", "veth", "peer", "name", &far,
-            "netns", &peer.name,
+            "ip", "link", "add", &tmp, "netns", &ns.name, "type", "veth", "peer", "name", &far, "netns",
+            &peer.name,
         ]);
         sh_ok(&["ip", "-n", &ns.name, "link", "set", &tmp, "name", UPLINK]);
-        sh_ok(&[
-            "ip",
-            "-n",
-            &ns.name,
-            "addr",
-            "add",
-            uplink_addr,
-            "dev",
-            UPLINK,
-        ]);
+        sh_ok(&["ip", "-n", &ns.name, "addr", "add", uplink_addr, "dev", UPLINK]);
         sh_ok(&["ip", "-n", &ns.name, "link", "set", UPLINK, "up"]);
         if let Some(br) = bridge {
             sh_ok(&["ip", "-n", &peer.name, "link", "set", &far, "master", br]);
@@ -235,13 +192,7 @@ impl Host {
         std::fs::create_dir_all(&dir).expect("test dir");
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/dataplane-test-{}", ns.name));
         let socket = dir.join("dataplane.sock");
-        Host {
-            ns,
-            dir,
-            bpffs,
-            socket,
-            daemon: None,
-        }
+        Host { ns, dir, bpffs, socket, daemon: None }
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -256,8 +207,7 @@ impl Host {
     /// Starts the daemon with extra environment variables.
     pub fn start_with_env(&mut self, env: &[(&str, &str)]) {
         let mut cmd = Command::new("nsenter");
-        cmd.arg(format!("--net={}", self.ns.path()))
-            .envs(env.iter().copied());
+        cmd.arg(format!("--net={}", self.ns.path())).envs(env.iter().copied());
         self.launch(cmd);
     }
 
@@ -303,11 +253,7 @@ impl Host {
             if let Some(Some(status)) = self.daemon.as_mut().map(|c| c.try_wait().ok().flatten()) {
                 panic!("daemon exited with {status}: {}", self.daemon_log());
             }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not answer within 20 s: {}",
-                self.daemon_log()
-            );
+            assert!(Instant::now() < deadline, "daemon did not answer within 20 s: {}", self.daemon_log());
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -345,34 +291,20 @@ impl Host {
 
     /// Runs the CLI against this host's daemon.
     pub fn dp(&self, args: &[&str]) -> Output {
-        output_bounded(
-            Command::new(bin())
-                .arg("--socket")
-                .arg(&self.socket)
-                .args(args)
-                .stdin(Stdio::null()),
-        )
+        output_bounded(Command::new(bin()).arg("--socket").arg(&self.socket).args(args).stdin(Stdio::null()))
     }
 
     /// Runs the CLI; it must succeed; returns stdout.
     pub fn dp_ok(&self, args: &[&str]) -> String {
         let o = self.dp(args);
-        assert!(
-            o.status.success(),
-            "dataplane {args:?} failed: {}",
-            text(&o)
-        );
+        assert!(o.status.success(), "dataplane {args:?} failed: {}", text(&o));
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
     /// Runs the CLI; it must fail; returns stderr+stdout.
     pub fn dp_err(&self, args: &[&str]) -> String {
         let o = self.dp(args);
-        assert!(
-            !o.status.success(),
-            "dataplane {args:?} should have failed: {}",
-            text(&o)
-        );
+        assert!(!o.status.success(), "dataplane {args:?} should have failed: {}", text(&o));
         text(&o)
     }
 
@@ -384,9 +316,7 @@ impl Host {
     }
 
     pub fn ping(&self, from: &str, ip: &str) -> bool {
-        self.exec(from, &["ping", "-c", "1", "-W", "2", ip])
-            .status
-            .success()
+        self.exec(from, &["ping", "-c", "1", "-W", "2", ip]).status.success()
     }
 
     /// Runs a command in the host namespace.
@@ -396,8 +326,7 @@ impl Host {
 
     /// Names of the links in the host namespace.
     pub fn links(&self) -> Vec<String> {
-        let out =
-            String::from_utf8_lossy(&self.run(&["ip", "-o", "link", "show"]).stdout).into_owned();
+        let out = String::from_utf8_lossy(&self.run(&["ip", "-o", "link", "show"]).stdout).into_owned();
         let mut v: Vec<String> = out
             .lines()
             .filter_map(|l| l.split(": ").nth(1))
@@ -442,11 +371,7 @@ impl Host {
             .as_array()
             .expect("list")
             .iter()
-            .filter_map(|s| {
-                s["Names"][0]
-                    .as_str()
-                    .map(|n| n.trim_start_matches('/').to_string())
-            })
+            .filter_map(|s| s["Names"][0].as_str().map(|n| n.trim_start_matches('/').to_string()))
             .collect();
         names.sort();
         names
@@ -455,23 +380,14 @@ impl Host {
     /// Network names in the store.
     pub fn network_names(&self) -> Vec<String> {
         let v: serde_json::Value =
-            serde_json::from_str(&self.dp_ok(&["network", "ls", "--format", "json"]))
-                .expect("ls json");
-        v.as_array()
-            .expect("list")
-            .iter()
-            .filter_map(|n| n["Name"].as_str().map(String::from))
-            .collect()
+            serde_json::from_str(&self.dp_ok(&["network", "ls", "--format", "json"])).expect("ls json");
+        v.as_array().expect("list").iter().filter_map(|n| n["Name"].as_str().map(String::from)).collect()
     }
 
     /// Files in the state dir's netns directory (one per live sandbox namespace, plus `default`).
     pub fn netns_files(&self) -> Vec<String> {
         let mut v: Vec<String> = std::fs::read_dir(self.state_dir().join("netns"))
-            .map(|d| {
-                d.filter_map(|e| e.ok())
-                    .map(|e| e.file_name().to_string_lossy().into_owned())
-                    .collect()
-            })
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
             .unwrap_or_default();
         v.sort();
         v
@@ -482,9 +398,8 @@ impl Drop for Host {
     fn drop(&mut self) {
         if self.daemon.is_some() {
             // Stop every sandbox process so nothing keeps a namespace alive.
-            for name in
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sandbox_names()))
-                    .unwrap_or_default()
+            for name in std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.sandbox_names()))
+                .unwrap_or_default()
             {
                 let _ = self.dp(&["rm", "-f", &name]);
             }

@@ -15,11 +15,7 @@ struct Snapshot {
 
 fn snapshot(h: &Host) -> Snapshot {
     let mut pinned: Vec<String> = std::fs::read_dir(h.bpffs.join("links"))
-        .map(|d| {
-            d.filter_map(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned())
-                .collect()
-        })
+        .map(|d| d.filter_map(|e| e.ok()).map(|e| e.file_name().to_string_lossy().into_owned()).collect())
         .unwrap_or_default();
     pinned.sort();
     let mut networks = h.network_names();
@@ -37,108 +33,43 @@ fn snapshot(h: &Host) -> Snapshot {
 fn refused(h: &Host, args: &[&str], expect: &str) {
     let before = snapshot(h);
     let err = h.dp_err(args);
-    assert!(
-        err.contains(expect),
-        "dataplane {args:?}: expected {expect:?} in {err:?}"
-    );
-    assert_eq!(
-        before,
-        snapshot(h),
-        "dataplane {args:?} left something behind"
-    );
+    assert!(err.contains(expect), "dataplane {args:?}: expected {expect:?} in {err:?}");
+    assert_eq!(before, snapshot(h), "dataplane {args:?} left something behind");
 }
 
 #[test]
 fn bad_networks_are_refused_and_leave_nothing() {
     let (h, _ext) = Host::with_external("badn");
     h.dp_ok(&["network", "create", "--subnet", "10.60.0.0/16", "taken"]);
+    refused(&h, &["network", "create", "--subnet", "10.60.1.0/24", "ovl"], "overlaps network taken");
     refused(
         &h,
-        &["network", "create", "--subnet", "10.60.1.0/24", "ovl"],
-        "overlaps network taken",
-    );
-    refused(
-        &h,
-        &[
-            "network",
-            "create",
-            "--subnet",
-            "10.61.0.0/24",
-            "--gateway",
-            "10.62.0.1",
-            "g",
-        ],
+        &["network", "create", "--subnet", "10.61.0.0/24", "--gateway", "10.62.0.1", "g"],
         "not inside subnet",
     );
     refused(
         &h,
-        &[
-            "network",
-            "create",
-            "--subnet",
-            "10.61.0.0/24",
-            "--ip-range",
-            "10.61.1.0/25",
-            "r",
-        ],
+        &["network", "create", "--subnet", "10.61.0.0/24", "--ip-range", "10.61.1.0/25", "r"],
         "not inside subnet",
     );
     refused(
         &h,
-        &[
-            "network",
-            "create",
-            "--subnet",
-            "10.61.0.0/24",
-            "--aux-address",
-            "x=10.9.9.9",
-            "a",
-        ],
+        &["network", "create", "--subnet", "10.61.0.0/24", "--aux-address", "x=10.9.9.9", "a"],
         "not inside subnet",
     );
-    refused(
-        &h,
-        &["network", "create", "--subnet", "10.61.0.0/33", "bad"],
-        "not an IPv4 CIDR",
-    );
+    refused(&h, &["network", "create", "--subnet", "10.61.0.0/33", "bad"], "not an IPv4 CIDR");
     refused(&h, &["network", "create", "taken"], "already exists");
     refused(&h, &["network", "create", "bad/name"], "invalid name");
+    refused(&h, &["network", "create", "-d", "overlay", "ov"], "plugin \"overlay\" not found");
+    refused(&h, &["network", "create", "-d", "ipvlan", "iv"], "lacks ipvlan");
     refused(
         &h,
-        &["network", "create", "-d", "overlay", "ov"],
-        "plugin \"overlay\" not found",
-    );
-    refused(
-        &h,
-        &["network", "create", "-d", "ipvlan", "iv"],
-        "lacks ipvlan",
-    );
-    refused(
-        &h,
-        &[
-            "network",
-            "create",
-            "-d",
-            "macvlan",
-            "--subnet",
-            "10.63.0.0/24",
-            "mvn",
-        ],
+        &["network", "create", "-d", "macvlan", "--subnet", "10.63.0.0/24", "mvn"],
         "parent=IFACE is required",
     );
     refused(
         &h,
-        &[
-            "network",
-            "create",
-            "-d",
-            "macvlan",
-            "--subnet",
-            "10.63.0.0/24",
-            "-o",
-            "parent=nosuch0",
-            "mvn",
-        ],
+        &["network", "create", "-d", "macvlan", "--subnet", "10.63.0.0/24", "-o", "parent=nosuch0", "mvn"],
         "no such network interface",
     );
     refused(
@@ -158,24 +89,12 @@ fn bad_networks_are_refused_and_leave_nothing() {
     );
     refused(
         &h,
-        &[
-            "network",
-            "create",
-            "-o",
-            &format!("com.docker.network.bridge.name={UPLINK}"),
-            "clash",
-        ],
+        &["network", "create", "-o", &format!("com.docker.network.bridge.name={UPLINK}"), "clash"],
         "already exists on the host",
     );
     refused(
         &h,
-        &[
-            "network",
-            "create",
-            "-o",
-            "com.docker.network.bridge.enable_icc=maybe",
-            "icc",
-        ],
+        &["network", "create", "-o", "com.docker.network.bridge.enable_icc=maybe", "icc"],
         "must be true or false",
     );
     refused(
@@ -197,29 +116,14 @@ fn bad_networks_are_refused_and_leave_nothing() {
     );
     refused(
         &h,
-        &[
-            "network",
-            "create",
-            "-o",
-            "com.docker.network.bridge.name=way-too-long-bridge-name",
-            "long",
-        ],
+        &["network", "create", "-o", "com.docker.network.bridge.name=way-too-long-bridge-name", "long"],
         "not a valid interface name",
     );
     refused(&h, &["network", "rm", "nosuch"], "not found");
     refused(&h, &["network", "rm", "bridge"], "pre-defined");
     refused(&h, &["network", "inspect", "nosuch"], "not found");
     // Removing a network that still has endpoints.
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "user",
-        "--network",
-        "taken",
-        "sleep",
-        "300",
-    ]);
+    h.dp_ok(&["run", "-d", "--name", "user", "--network", "taken", "sleep", "300"]);
     refused(&h, &["network", "rm", "taken"], "active endpoints");
 }
 
@@ -227,146 +131,36 @@ fn bad_networks_are_refused_and_leave_nothing() {
 fn bad_sandboxes_are_refused_and_leave_nothing() {
     let (h, _ext) = Host::with_external("bads");
     h.dp_ok(&["network", "create", "--subnet", "10.64.0.0/24", "n"]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "first",
-        "--network",
-        "n",
-        "--ip",
-        "10.64.0.10",
-        "sleep",
-        "300",
-    ]);
+    h.dp_ok(&["run", "-d", "--name", "first", "--network", "n", "--ip", "10.64.0.10", "sleep", "300"]);
+    refused(&h, &["run", "-d", "--network", "n", "--ip", "10.65.0.5", "sleep", "1"], "not inside subnet");
     refused(
         &h,
-        &[
-            "run",
-            "-d",
-            "--network",
-            "n",
-            "--ip",
-            "10.65.0.5",
-            "sleep",
-            "1",
-        ],
-        "not inside subnet",
-    );
-    refused(
-        &h,
-        &[
-            "run",
-            "-d",
-            "--network",
-            "n",
-            "--ip",
-            "10.64.0.10",
-            "sleep",
-            "1",
-        ],
+        &["run", "-d", "--network", "n", "--ip", "10.64.0.10", "sleep", "1"],
         "Address already in use",
     );
     refused(
         &h,
-        &[
-            "run",
-            "-d",
-            "--network",
-            "n",
-            "--ip",
-            "10.64.0.1",
-            "sleep",
-            "1",
-        ],
+        &["run", "-d", "--network", "n", "--ip", "10.64.0.1", "sleep", "1"],
         "Address already in use",
     );
-    refused(
-        &h,
-        &[
-            "run",
-            "-d",
-            "--network",
-            "n",
-            "--ip",
-            "banana",
-            "sleep",
-            "1",
-        ],
-        "not an IPv4 address",
-    );
-    refused(
-        &h,
-        &["run", "-d", "--ip", "172.17.0.9", "sleep", "1"],
-        "user defined networks",
-    );
-    refused(
-        &h,
-        &["run", "-d", "--name", "first", "sleep", "1"],
-        "already in use",
-    );
-    refused(
-        &h,
-        &["run", "-d", "--name", "-bad", "sleep", "1"],
-        "invalid name",
-    );
-    refused(
-        &h,
-        &["run", "-d", "--network", "nosuch", "sleep", "1"],
-        "network nosuch not found",
-    );
-    refused(
-        &h,
-        &["run", "-d", "-p", "70000:80", "sleep", "1"],
-        "out of range",
-    );
-    refused(
-        &h,
-        &["run", "-d", "-p", "80:", "sleep", "1"],
-        "container port is missing",
-    );
-    refused(
-        &h,
-        &["run", "-d", "-p", "abc", "sleep", "1"],
-        "not a port number",
-    );
-    refused(
-        &h,
-        &["run", "-d", "--expose", "80/icmp", "sleep", "1"],
-        "unknown protocol",
-    );
-    refused(
-        &h,
-        &["run", "-d", "--network-alias", "x", "sleep", "1"],
-        "user defined networks",
-    );
-    refused(
-        &h,
-        &["run", "-d", "--name", "nocmd", "/no/such/program"],
-        "start process",
-    );
+    refused(&h, &["run", "-d", "--network", "n", "--ip", "banana", "sleep", "1"], "not an IPv4 address");
+    refused(&h, &["run", "-d", "--ip", "172.17.0.9", "sleep", "1"], "user defined networks");
+    refused(&h, &["run", "-d", "--name", "first", "sleep", "1"], "already in use");
+    refused(&h, &["run", "-d", "--name", "-bad", "sleep", "1"], "invalid name");
+    refused(&h, &["run", "-d", "--network", "nosuch", "sleep", "1"], "network nosuch not found");
+    refused(&h, &["run", "-d", "-p", "70000:80", "sleep", "1"], "out of range");
+    refused(&h, &["run", "-d", "-p", "80:", "sleep", "1"], "container port is missing");
+    refused(&h, &["run", "-d", "-p", "abc", "sleep", "1"], "not a port number");
+    refused(&h, &["run", "-d", "--expose", "80/icmp", "sleep", "1"], "unknown protocol");
+    refused(&h, &["run", "-d", "--network-alias", "x", "sleep", "1"], "user defined networks");
+    refused(&h, &["run", "-d", "--name", "nocmd", "/no/such/program"], "start process");
     refused(&h, &["run", "-d"], "requires a COMMAND");
     refused(&h, &["rm", "nosuch"], "No such container");
     refused(&h, &["inspect", "nosuch"], "No such container");
-    refused(
-        &h,
-        &["network", "connect", "n", "nosuch"],
-        "No such container",
-    );
+    refused(&h, &["network", "connect", "n", "nosuch"], "No such container");
     refused(&h, &["network", "connect", "nosuch", "first"], "not found");
     refused(&h, &["network", "connect", "host", "first"], "host network");
     refused(&h, &["network", "connect", "none", "first"], "host network");
-    refused(
-        &h,
-        &[
-            "network",
-            "connect",
-            "--ip",
-            "10.64.0.10",
-            "bridge",
-            "first",
-        ],
-        "not inside subnet",
-    );
+    refused(&h, &["network", "connect", "--ip", "10.64.0.10", "bridge", "first"], "not inside subnet");
     refused(&h, &["exec", "nosuch", "true"], "No such container");
 }

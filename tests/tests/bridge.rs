@@ -15,12 +15,8 @@ fn default_networks_exist_with_docker_names() {
     assert_eq!(cfg["Subnet"], "172.17.0.0/16");
     assert_eq!(cfg["Gateway"], "172.17.0.1");
     assert_eq!(inspect[0]["Driver"], "bridge");
-    let addr =
-        String::from_utf8_lossy(&h.run(&["ip", "-br", "addr", "show", "dp0"]).stdout).into_owned();
-    assert!(
-        addr.contains("172.17.0.1/16"),
-        "dp0 should carry the gateway: {addr}"
-    );
+    let addr = String::from_utf8_lossy(&h.run(&["ip", "-br", "addr", "show", "dp0"]).stdout).into_owned();
+    assert!(addr.contains("172.17.0.1/16"), "dp0 should carry the gateway: {addr}");
 }
 
 #[test]
@@ -34,56 +30,26 @@ fn sandboxes_on_one_network_reach_each_other_and_the_gateway() {
     assert!(h.ping("a", &b_ip), "a cannot ping b on the default bridge");
     // User network with a fixed subnet; addresses handed out in order.
     h.dp_ok(&["network", "create", "--subnet", "10.77.0.0/24", "mynet"]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "c",
-        "--network",
-        "mynet",
-        "sleep",
-        "300",
-    ]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "d",
-        "--network",
-        "mynet",
-        "--ip",
-        "10.77.0.50",
-        "sleep",
-        "300",
-    ]);
+    h.dp_ok(&["run", "-d", "--name", "c", "--network", "mynet", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "d", "--network", "mynet", "--ip", "10.77.0.50", "sleep", "300"]);
     assert_eq!(h.ip_of("c", "mynet"), "10.77.0.2");
     assert_eq!(h.ip_of("d", "mynet"), "10.77.0.50");
     assert!(h.ping("c", "10.77.0.50"));
     assert!(h.ping("c", "10.77.0.1"), "gateway unreachable");
     // The sandbox side is eth0 with Docker's MAC, a default route, and lo up.
-    let addr = String::from_utf8_lossy(&h.exec("c", &["ip", "-o", "link", "show", "eth0"]).stdout)
-        .into_owned();
+    let addr =
+        String::from_utf8_lossy(&h.exec("c", &["ip", "-o", "link", "show", "eth0"]).stdout).into_owned();
     assert!(addr.contains("02:42:0a:4d:00:02"), "{addr}");
     let routes = String::from_utf8_lossy(&h.exec("c", &["ip", "route"]).stdout).into_owned();
-    assert!(
-        routes.contains("default via 10.77.0.1 dev eth0"),
-        "{routes}"
-    );
+    assert!(routes.contains("default via 10.77.0.1 dev eth0"), "{routes}");
     // Host side: veth<7 hex> enslaved to br-<12 hex>.
     let net: serde_json::Value =
         serde_json::from_str(&h.dp_ok(&["network", "inspect", "mynet"])).expect("json");
     let id = net[0]["Id"].as_str().expect("id");
     let bridge = format!("br-{}", &id[..12]);
-    let ports = String::from_utf8_lossy(
-        &h.run(&["ip", "-o", "link", "show", "master", &bridge])
-            .stdout,
-    )
-    .into_owned();
-    assert_eq!(
-        ports.lines().filter(|l| l.contains(": veth")).count(),
-        2,
-        "{ports}"
-    );
+    let ports =
+        String::from_utf8_lossy(&h.run(&["ip", "-o", "link", "show", "master", &bridge]).stdout).into_owned();
+    assert_eq!(ports.lines().filter(|l| l.contains(": veth")).count(), 2, "{ports}");
     assert_eq!(net[0]["Containers"].as_object().map(|m| m.len()), Some(2));
     // Both carry our alias, which is how reconcile tells ours from Docker's.
     let veth = ports
@@ -91,8 +57,7 @@ fn sandboxes_on_one_network_reach_each_other_and_the_gateway() {
         .find_map(|l| l.split(": ").nth(1))
         .map(|n| n.split('@').next().unwrap_or(n).to_string());
     for dev in [bridge.clone(), veth.expect("a veth")] {
-        let d = String::from_utf8_lossy(&h.run(&["ip", "-d", "link", "show", &dev]).stdout)
-            .into_owned();
+        let d = String::from_utf8_lossy(&h.run(&["ip", "-d", "link", "show", &dev]).stdout).into_owned();
         assert!(d.contains("alias dataplane"), "{dev} lacks our alias: {d}");
     }
 }
@@ -102,61 +67,26 @@ fn networks_are_isolated_in_bpf_and_drops_are_counted() {
     let (h, _ext) = Host::with_external("iso");
     h.dp_ok(&["network", "create", "--subnet", "10.81.0.0/24", "red"]);
     h.dp_ok(&["network", "create", "--subnet", "10.82.0.0/24", "blue"]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "r1",
-        "--network",
-        "red",
-        "sleep",
-        "300",
-    ]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "r2",
-        "--network",
-        "red",
-        "sleep",
-        "300",
-    ]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "b1",
-        "--network",
-        "blue",
-        "sleep",
-        "300",
-    ]);
+    h.dp_ok(&["run", "-d", "--name", "r1", "--network", "red", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "r2", "--network", "red", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "b1", "--network", "blue", "sleep", "300"]);
     // The host routes between its bridges (ip_forward is on): only BPF stands between them.
-    let fwd = String::from_utf8_lossy(&h.run(&["sysctl", "-n", "net.ipv4.ip_forward"]).stdout)
-        .trim()
-        .to_string();
+    let fwd =
+        String::from_utf8_lossy(&h.run(&["sysctl", "-n", "net.ipv4.ip_forward"]).stdout).trim().to_string();
     assert_eq!(fwd, "1");
     assert!(h.ping("r1", "10.81.0.3"), "same network must work");
     let before = h.drops("POLICY_NETWORK_ISOLATION");
     assert!(!h.ping("r1", "10.82.0.2"), "red reached blue");
     assert!(!h.ping("b1", "10.81.0.2"), "blue reached red");
     let after = h.drops("POLICY_NETWORK_ISOLATION");
-    assert!(
-        after >= before + 2,
-        "isolation drops not counted: {before} -> {after}"
-    );
+    assert!(after >= before + 2, "isolation drops not counted: {before} -> {after}");
     // Both directions of `stats` name the reason.
     let stats = h.dp_ok(&["stats"]);
     assert!(stats.contains("POLICY_NETWORK_ISOLATION"), "{stats}");
     // Another network's gateway is a host address: reachable, as in Docker.
     assert!(h.ping("r1", "10.82.0.1"));
     // And the host itself still reaches both.
-    assert!(
-        h.run(&["ping", "-c", "1", "-W", "2", "10.82.0.2"])
-            .status
-            .success()
-    );
+    assert!(h.run(&["ping", "-c", "1", "-W", "2", "10.82.0.2"]).status.success());
     let _ = text;
 }
 
@@ -164,20 +94,12 @@ fn networks_are_isolated_in_bpf_and_drops_are_counted() {
 fn automatic_subnets_avoid_taken_ones_and_host_routes() {
     let (h, _ext) = Host::with_external("auto");
     // The host already routes 172.18.0.0/16 elsewhere: the first free pool is 172.19.
-    assert!(
-        h.run(&["ip", "route", "add", "172.18.0.0/16", "via", "192.0.2.2"])
-            .status
-            .success()
-    );
+    assert!(h.run(&["ip", "route", "add", "172.18.0.0/16", "via", "192.0.2.2"]).status.success());
     h.dp_ok(&["network", "create", "a1"]);
     h.dp_ok(&["network", "create", "a2"]);
     let subnet = |n: &str| {
-        let v: serde_json::Value =
-            serde_json::from_str(&h.dp_ok(&["network", "inspect", n])).expect("json");
-        v[0]["IPAM"]["Config"][0]["Subnet"]
-            .as_str()
-            .expect("subnet")
-            .to_string()
+        let v: serde_json::Value = serde_json::from_str(&h.dp_ok(&["network", "inspect", n])).expect("json");
+        v[0]["IPAM"]["Config"][0]["Subnet"].as_str().expect("subnet").to_string()
     };
     assert_eq!(subnet("a1"), "172.19.0.0/16");
     assert_eq!(subnet("a2"), "172.20.0.0/16");
@@ -198,37 +120,15 @@ fn bridge_name_option_names_the_device() {
         "10.88.0.0/24",
         "named",
     ]);
-    let addr = String::from_utf8_lossy(&h.run(&["ip", "-br", "addr", "show", "mybr0"]).stdout)
-        .into_owned();
+    let addr = String::from_utf8_lossy(&h.run(&["ip", "-br", "addr", "show", "mybr0"]).stdout).into_owned();
     assert!(addr.contains("10.88.0.1/24"), "{addr}");
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "s",
-        "--network",
-        "named",
-        "sleep",
-        "300",
-    ]);
-    let ports = String::from_utf8_lossy(
-        &h.run(&["ip", "-o", "link", "show", "master", "mybr0"])
-            .stdout,
-    )
-    .into_owned();
+    h.dp_ok(&["run", "-d", "--name", "s", "--network", "named", "sleep", "300"]);
+    let ports =
+        String::from_utf8_lossy(&h.run(&["ip", "-o", "link", "show", "master", "mybr0"]).stdout).into_owned();
     assert!(ports.contains("veth"), "{ports}");
-    let err = h.dp_err(&[
-        "network",
-        "create",
-        "-o",
-        "com.docker.network.bridge.name=mybr0",
-        "again",
-    ]);
+    let err = h.dp_err(&["network", "create", "-o", "com.docker.network.bridge.name=mybr0", "again"]);
     assert!(err.contains("used by another network"), "{err}");
     h.dp_ok(&["rm", "-f", "s"]);
     h.dp_ok(&["network", "rm", "named"]);
-    assert!(
-        !h.links().contains(&"mybr0".to_string()),
-        "bridge not deleted with its network"
-    );
+    assert!(!h.links().contains(&"mybr0".to_string()), "bridge not deleted with its network");
 }

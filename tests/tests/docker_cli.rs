@@ -24,58 +24,27 @@ fn docker_network_commands_work_against_dataplane() {
     let (h, _ext) = Host::with_external("dk");
     let ls = docker_ok(&h, &["network", "ls"]);
     let header = ls.lines().next().unwrap_or_default();
-    assert!(
-        header.starts_with("NETWORK ID") && header.contains("NAME") && header.contains("DRIVER"),
-        "{ls}"
-    );
+    assert!(header.starts_with("NETWORK ID") && header.contains("NAME") && header.contains("DRIVER"), "{ls}");
     for (name, driver) in [("bridge", "bridge"), ("host", "host"), ("none", "null")] {
-        assert!(
-            ls.lines().any(|l| l.contains(name) && l.contains(driver)),
-            "{name} missing: {ls}"
-        );
+        assert!(ls.lines().any(|l| l.contains(name) && l.contains(driver)), "{name} missing: {ls}");
     }
-    let id = docker_ok(
-        &h,
-        &[
-            "network",
-            "create",
-            "--subnet",
-            "10.66.0.0/24",
-            "--label",
-            "team=net",
-            "dk1",
-        ],
-    );
+    let id = docker_ok(&h, &["network", "create", "--subnet", "10.66.0.0/24", "--label", "team=net", "dk1"]);
     assert_eq!(id.trim().len(), 64, "{id}");
     let inspect: serde_json::Value =
         serde_json::from_str(&docker_ok(&h, &["network", "inspect", "dk1"])).expect("json");
     assert_eq!(inspect[0]["IPAM"]["Config"][0]["Subnet"], "10.66.0.0/24");
     assert_eq!(inspect[0]["Labels"]["team"], "net");
-    let fmt = docker_ok(
-        &h,
-        &["network", "inspect", "-f", "{{.Driver}} {{.Scope}}", "dk1"],
-    );
+    let fmt = docker_ok(&h, &["network", "inspect", "-f", "{{.Driver}} {{.Scope}}", "dk1"]);
     assert_eq!(fmt.trim(), "bridge local");
-    assert!(
-        docker_ok(&h, &["network", "ls", "--filter", "name=dk1", "-q"])
-            .trim()
-            .len()
-            == 12
-    );
+    assert!(docker_ok(&h, &["network", "ls", "--filter", "name=dk1", "-q"]).trim().len() == 12);
 
     h.dp_ok(&["run", "-d", "--name", "web", "sleep", "300"]);
-    docker_ok(
-        &h,
-        &["network", "connect", "--ip", "10.66.0.20", "dk1", "web"],
-    );
+    docker_ok(&h, &["network", "connect", "--ip", "10.66.0.20", "dk1", "web"]);
     assert_eq!(h.ip_of("web", "dk1"), "10.66.0.20");
     let inspect: serde_json::Value =
         serde_json::from_str(&docker_ok(&h, &["network", "inspect", "dk1"])).expect("json");
     let containers = inspect[0]["Containers"].as_object().expect("containers");
-    assert_eq!(
-        containers.values().next().map(|c| c["Name"].clone()),
-        Some("web".into())
-    );
+    assert_eq!(containers.values().next().map(|c| c["Name"].clone()), Some("web".into()));
     let err = text(&docker(&h, &["network", "rm", "dk1"]));
     assert!(err.contains("active endpoints"), "{err}");
     docker_ok(&h, &["network", "disconnect", "dk1", "web"]);

@@ -4,8 +4,7 @@
 use dataplane_tests::{Host, UPLINK, text};
 
 fn links_in(h: &Host, name: &str) -> Vec<String> {
-    let out =
-        String::from_utf8_lossy(&h.exec(name, &["ip", "-o", "link", "show"]).stdout).into_owned();
+    let out = String::from_utf8_lossy(&h.exec(name, &["ip", "-o", "link", "show"]).stdout).into_owned();
     out.lines()
         .filter_map(|l| l.split(": ").nth(1))
         .map(|n| n.split('@').next().unwrap_or(n).to_string())
@@ -15,25 +14,11 @@ fn links_in(h: &Host, name: &str) -> Vec<String> {
 #[test]
 fn none_has_only_loopback() {
     let (h, _ext) = Host::with_external("none");
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "n",
-        "--network",
-        "none",
-        "sleep",
-        "300",
-    ]);
+    h.dp_ok(&["run", "-d", "--name", "n", "--network", "none", "sleep", "300"]);
     assert_eq!(links_in(&h, "n"), ["lo"]);
-    let lo = String::from_utf8_lossy(&h.exec("n", &["ip", "-br", "addr", "show", "lo"]).stdout)
-        .into_owned();
+    let lo = String::from_utf8_lossy(&h.exec("n", &["ip", "-br", "addr", "show", "lo"]).stdout).into_owned();
     assert!(lo.contains("127.0.0.1/8"), "lo must be up: {lo}");
-    assert!(
-        h.inspect("n")["NetworkSettings"]["Networks"]
-            .as_object()
-            .is_some_and(|m| m.is_empty())
-    );
+    assert!(h.inspect("n")["NetworkSettings"]["Networks"].as_object().is_some_and(|m| m.is_empty()));
     let err = h.dp_err(&["network", "connect", "bridge", "n"]);
     assert!(err.contains("--network none"), "{err}");
 }
@@ -42,23 +27,12 @@ fn none_has_only_loopback() {
 fn container_mode_shares_ip_and_mac() {
     let (h, _ext) = Host::with_external("ctr");
     h.dp_ok(&["run", "-d", "--name", "owner", "sleep", "300"]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "guest",
-        "--network",
-        "container:owner",
-        "sleep",
-        "300",
-    ]);
+    h.dp_ok(&["run", "-d", "--name", "guest", "--network", "container:owner", "sleep", "300"]);
     let show = |n: &str| {
-        String::from_utf8_lossy(&h.exec(n, &["ip", "-o", "addr", "show", "eth0"]).stdout)
-            .into_owned()
+        String::from_utf8_lossy(&h.exec(n, &["ip", "-o", "addr", "show", "eth0"]).stdout).into_owned()
     };
     let mac = |n: &str| {
-        String::from_utf8_lossy(&h.exec(n, &["cat", "/sys/class/net/eth0/address"]).stdout)
-            .into_owned()
+        String::from_utf8_lossy(&h.exec(n, &["cat", "/sys/class/net/eth0/address"]).stdout).into_owned()
     };
     assert_eq!(show("owner"), show("guest"));
     assert!(show("guest").contains(&h.ip_of("owner", "bridge")));
@@ -69,62 +43,24 @@ fn container_mode_shares_ip_and_mac() {
     );
     // Docker refuses these with container: networking.
     assert!(
-        h.dp_err(&[
-            "run",
-            "-d",
-            "--network",
-            "container:owner",
-            "-p",
-            "80:80",
-            "true"
-        ])
-        .contains("conflicting options")
+        h.dp_err(&["run", "-d", "--network", "container:owner", "-p", "80:80", "true"])
+            .contains("conflicting options")
     );
     assert!(
-        h.dp_err(&[
-            "run",
-            "-d",
-            "--network",
-            "container:owner",
-            "-h",
-            "x",
-            "true"
-        ])
-        .contains("conflicting options")
+        h.dp_err(&["run", "-d", "--network", "container:owner", "-h", "x", "true"])
+            .contains("conflicting options")
     );
     assert!(
-        h.dp_err(&[
-            "run",
-            "-d",
-            "--network",
-            "container:owner",
-            "--network-alias",
-            "x",
-            "true"
-        ])
-        .contains("alias")
+        h.dp_err(&["run", "-d", "--network", "container:owner", "--network-alias", "x", "true"])
+            .contains("alias")
     );
-    assert!(
-        h.dp_err(&["run", "-d", "--network", "container:nosuch", "true"])
-            .contains("No such container")
-    );
+    assert!(h.dp_err(&["run", "-d", "--network", "container:nosuch", "true"]).contains("No such container"));
 }
 
 #[test]
 fn host_mode_sees_the_hosts_interfaces_and_discards_ports() {
     let (h, _ext) = Host::with_external("host");
-    let o = h.dp(&[
-        "run",
-        "-d",
-        "--name",
-        "hm",
-        "--network",
-        "host",
-        "-p",
-        "8080:80",
-        "sleep",
-        "300",
-    ]);
+    let o = h.dp(&["run", "-d", "--name", "hm", "--network", "host", "-p", "8080:80", "sleep", "300"]);
     assert!(o.status.success(), "{}", text(&o));
     assert!(
         String::from_utf8_lossy(&o.stderr)
@@ -133,17 +69,9 @@ fn host_mode_sees_the_hosts_interfaces_and_discards_ports() {
         text(&o)
     );
     let links = links_in(&h, "hm");
-    assert!(
-        links.iter().any(|l| l == UPLINK),
-        "host mode should see {UPLINK}: {links:?}"
-    );
+    assert!(links.iter().any(|l| l == UPLINK), "host mode should see {UPLINK}: {links:?}");
     assert!(links.iter().any(|l| l == "dp0"), "{links:?}");
-    assert_eq!(
-        h.inspect("hm")["HostConfig"]["PortBindings"]
-            .as_array()
-            .map(Vec::len),
-        Some(0)
-    );
+    assert_eq!(h.inspect("hm")["HostConfig"]["PortBindings"].as_array().map(Vec::len), Some(0));
     let err = h.dp_err(&["network", "connect", "bridge", "hm"]);
     assert!(err.contains("host network"), "{err}");
     let err = h.dp_err(&["network", "disconnect", "host", "hm"]);
@@ -155,123 +83,45 @@ fn connect_and_disconnect_hot_plug_interfaces() {
     let (h, _ext) = Host::with_external("plug");
     h.dp_ok(&["network", "create", "--subnet", "10.91.0.0/24", "front"]);
     h.dp_ok(&["network", "create", "--subnet", "10.92.0.0/24", "back"]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "app",
-        "--network",
-        "front",
-        "sleep",
-        "300",
-    ]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "db",
-        "--network",
-        "back",
-        "sleep",
-        "300",
-    ]);
+    h.dp_ok(&["run", "-d", "--name", "app", "--network", "front", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "db", "--network", "back", "sleep", "300"]);
     assert!(!h.ping("app", "10.92.0.2"), "isolated before connect");
-    h.dp_ok(&[
-        "network",
-        "connect",
-        "--ip",
-        "10.92.0.9",
-        "--alias",
-        "api",
-        "back",
-        "app",
-    ]);
+    h.dp_ok(&["network", "connect", "--ip", "10.92.0.9", "--alias", "api", "back", "app"]);
     assert_eq!(links_in(&h, "app"), ["lo", "eth0", "eth1"]);
     assert_eq!(h.ip_of("app", "back"), "10.92.0.9");
-    assert_eq!(
-        h.inspect("app")["NetworkSettings"]["Networks"]["back"]["Aliases"][0],
-        "api"
-    );
+    assert_eq!(h.inspect("app")["NetworkSettings"]["Networks"]["back"]["Aliases"][0], "api");
     assert!(h.ping("db", "10.92.0.9"), "db cannot reach app on back");
-    assert!(
-        h.dp_err(&["network", "connect", "back", "app"])
-            .contains("already exists")
-    );
+    assert!(h.dp_err(&["network", "connect", "back", "app"]).contains("already exists"));
     h.dp_ok(&["network", "disconnect", "back", "app"]);
     assert_eq!(links_in(&h, "app"), ["lo", "eth0"]);
     assert!(!h.ping("db", "10.92.0.9"));
-    assert!(
-        h.dp_err(&["network", "disconnect", "back", "app"])
-            .contains("not connected")
-    );
+    assert!(h.dp_err(&["network", "disconnect", "back", "app"]).contains("not connected"));
 }
 
 #[test]
 fn run_exec_logs_stop_rm() {
     let (h, _ext) = Host::with_external("life");
     // Foreground run: output and exit code come back.
-    let o = h.dp(&[
-        "run",
-        "--rm",
-        "--name",
-        "fg",
-        "sh",
-        "-c",
-        "echo hello-from-sandbox; exit 7",
-    ]);
+    let o = h.dp(&["run", "--rm", "--name", "fg", "sh", "-c", "echo hello-from-sandbox; exit 7"]);
     assert_eq!(o.status.code(), Some(7), "{}", text(&o));
     assert!(String::from_utf8_lossy(&o.stdout).contains("hello-from-sandbox"));
-    assert!(
-        !h.sandbox_names().contains(&"fg".to_string()),
-        "--rm left the sandbox"
-    );
+    assert!(!h.sandbox_names().contains(&"fg".to_string()), "--rm left the sandbox");
     // Detached run with hostname; the sandbox has its own /etc/hosts and hostname.
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "bg",
-        "-h",
-        "myhost",
-        "sh",
-        "-c",
-        "echo started; hostname; sleep 300",
-    ]);
-    let hn = String::from_utf8_lossy(&h.exec("bg", &["hostname"]).stdout)
-        .trim()
-        .to_string();
+    h.dp_ok(&["run", "-d", "--name", "bg", "-h", "myhost", "sh", "-c", "echo started; hostname; sleep 300"]);
+    let hn = String::from_utf8_lossy(&h.exec("bg", &["hostname"]).stdout).trim().to_string();
     assert_eq!(hn, "myhost");
     let hosts = String::from_utf8_lossy(&h.exec("bg", &["cat", "/etc/hosts"]).stdout).into_owned();
-    assert!(
-        hosts.contains(&format!("{}\tmyhost", h.ip_of("bg", "bridge"))),
-        "{hosts}"
-    );
+    assert!(hosts.contains(&format!("{}\tmyhost", h.ip_of("bg", "bridge"))), "{hosts}");
     // resolv.conf is the sandbox's own copy of the host's.
-    let resolv =
-        String::from_utf8_lossy(&h.exec("bg", &["cat", "/etc/resolv.conf"]).stdout).into_owned();
-    assert_eq!(
-        resolv,
-        std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default()
-    );
-    let mounts = String::from_utf8_lossy(&h.exec("bg", &["cat", "/proc/self/mountinfo"]).stdout)
-        .into_owned();
-    assert!(
-        mounts.contains("/etc/resolv.conf") && mounts.contains("/etc/hosts"),
-        "{mounts}"
-    );
+    let resolv = String::from_utf8_lossy(&h.exec("bg", &["cat", "/etc/resolv.conf"]).stdout).into_owned();
+    assert_eq!(resolv, std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    let mounts = String::from_utf8_lossy(&h.exec("bg", &["cat", "/proc/self/mountinfo"]).stdout).into_owned();
+    assert!(mounts.contains("/etc/resolv.conf") && mounts.contains("/etc/hosts"), "{mounts}");
     let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
-    assert!(
-        !host_hosts.contains("myhost"),
-        "the sandbox's /etc/hosts leaked to the host"
-    );
+    assert!(!host_hosts.contains("myhost"), "the sandbox's /etc/hosts leaked to the host");
     // inspect --format with Docker's field paths.
     let key = h.dp_ok(&["inspect", "-f", "{{.NetworkSettings.SandboxKey}}", "bg"]);
-    assert_eq!(
-        key.trim(),
-        h.inspect("bg")["NetworkSettings"]["SandboxKey"]
-            .as_str()
-            .unwrap_or_default()
-    );
+    assert_eq!(key.trim(), h.inspect("bg")["NetworkSettings"]["SandboxKey"].as_str().unwrap_or_default());
     // exec passes the exit code and stdin through.
     assert_eq!(h.exec("bg", &["sh", "-c", "exit 3"]).status.code(), Some(3));
     let mut child = std::process::Command::new(dataplane_tests::bin())
@@ -284,12 +134,7 @@ fn run_exec_logs_stop_rm() {
         .expect("spawn exec");
     {
         use std::io::Write;
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(b"piped-input")
-            .expect("write");
+        child.stdin.take().expect("stdin").write_all(b"piped-input").expect("write");
     }
     let out = child.wait_with_output().expect("exec output");
     assert_eq!(String::from_utf8_lossy(&out.stdout), "piped-input");
@@ -305,10 +150,7 @@ fn run_exec_logs_stop_rm() {
     assert!(h.dp_err(&["rm", "bg"]).contains("Stop the container"));
     let pid = h.inspect("bg")["State"]["Pid"].as_u64().expect("pid");
     h.dp_ok(&["stop", "bg"]);
-    assert!(
-        dataplane_tests::process_ended(pid),
-        "process still alive after stop"
-    );
+    assert!(dataplane_tests::process_ended(pid), "process still alive after stop");
     let ps = h.dp_ok(&["ps", "-a"]);
     assert!(ps.contains("Exited"), "{ps}");
     assert!(!h.dp_ok(&["ps"]).contains("bg"));
@@ -330,12 +172,8 @@ fn create_adopts_an_existing_namespace() {
     let ns = dataplane_tests::Netns::new("adopted");
     h.dp_ok(&["create", "--name", "ad", "--netns", &ns.path()]);
     assert_eq!(h.inspect("ad")["NetworkSettings"]["SandboxKey"], ns.path());
-    let links =
-        String::from_utf8_lossy(&ns.run(&["ip", "-o", "addr", "show", "eth0"]).stdout).into_owned();
-    assert!(
-        links.contains("172.17.0."),
-        "adopted namespace got no eth0: {links}"
-    );
+    let links = String::from_utf8_lossy(&ns.run(&["ip", "-o", "addr", "show", "eth0"]).stdout).into_owned();
+    assert!(links.contains("172.17.0."), "adopted namespace got no eth0: {links}");
     h.dp_ok(&["rm", "ad"]);
     // The namespace is the runtime's: still there, without our interface.
     assert!(std::path::Path::new(&ns.path()).exists());

@@ -8,36 +8,9 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
     let (mut h, _ext) = Host::with_external("rst");
     h.dp_ok(&["network", "create", "--subnet", "10.71.0.0/24", "red"]);
     h.dp_ok(&["network", "create", "--subnet", "10.72.0.0/24", "blue"]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "r1",
-        "--network",
-        "red",
-        "sleep",
-        "600",
-    ]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "r2",
-        "--network",
-        "red",
-        "sleep",
-        "600",
-    ]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "b1",
-        "--network",
-        "blue",
-        "sleep",
-        "600",
-    ]);
+    h.dp_ok(&["run", "-d", "--name", "r1", "--network", "red", "sleep", "600"]);
+    h.dp_ok(&["run", "-d", "--name", "r2", "--network", "red", "sleep", "600"]);
+    h.dp_ok(&["run", "-d", "--name", "b1", "--network", "blue", "sleep", "600"]);
     let nets_before = h.network_names();
     let ps_before = h.dp_ok(&["ps", "-a", "--format", "json"]);
     let r2_ip = h.ip_of("r2", "red");
@@ -46,12 +19,8 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
         .expect("host veth")
         .to_string();
     let pid_r1 = h.inspect("r1")["State"]["Pid"].as_u64().expect("pid");
-    let r1_netns = format!(
-        "--net={}",
-        h.inspect("r1")["NetworkSettings"]["SandboxKey"]
-            .as_str()
-            .expect("key")
-    );
+    let r1_netns =
+        format!("--net={}", h.inspect("r1")["NetworkSettings"]["SandboxKey"].as_str().expect("key"));
 
     let blue: serde_json::Value =
         serde_json::from_str(&h.dp_ok(&["network", "inspect", "blue"])).expect("json");
@@ -60,15 +29,10 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
     h.kill_daemon();
     // Enforcement is pinned: isolation holds and same-network traffic flows with no daemon.
     let ping = |target: &str| {
-        dataplane_tests::sh(&["nsenter", &r1_netns, "ping", "-c", "1", "-W", "2", target])
-            .status
-            .success()
+        dataplane_tests::sh(&["nsenter", &r1_netns, "ping", "-c", "1", "-W", "2", target]).status.success()
     };
     assert!(ping(&r2_ip), "same network broke while the daemon was down");
-    assert!(
-        !ping("10.72.0.2"),
-        "isolation stopped while the daemon was down"
-    );
+    assert!(!ping("10.72.0.2"), "isolation stopped while the daemon was down");
     // Damage the kernel state while the daemon is away.
     assert!(h.run(&["ip", "link", "del", &blue_bridge]).status.success());
     assert!(h.run(&["ip", "link", "del", &r2_veth]).status.success());
@@ -88,46 +52,24 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
     assert_eq!(h.network_names(), nets_before);
     let ps_after = h.dp_ok(&["ps", "-a", "--format", "json"]);
     assert_eq!(ps_before, ps_after, "ps changed across the restart");
-    assert_eq!(
-        h.inspect("r1")["State"]["Pid"].as_u64(),
-        Some(pid_r1),
-        "sandbox process was restarted"
-    );
+    assert_eq!(h.inspect("r1")["State"]["Pid"].as_u64(), Some(pid_r1), "sandbox process was restarted");
     assert_eq!(h.ip_of("r2", "red"), r2_ip);
-    assert!(
-        h.links().contains(&r2_veth),
-        "lost veth was not recreated: {:?}",
-        h.links()
-    );
+    assert!(h.links().contains(&r2_veth), "lost veth was not recreated: {:?}", h.links());
     assert!(h.ping("r1", &r2_ip), "connectivity not restored");
-    assert!(
-        h.links().contains(&blue_bridge),
-        "lost bridge was not recreated"
-    );
-    assert!(
-        h.ping("b1", "10.72.0.1"),
-        "recreated bridge lost its port or address"
-    );
+    assert!(h.links().contains(&blue_bridge), "lost bridge was not recreated");
+    assert!(h.ping("b1", "10.72.0.1"), "recreated bridge lost its port or address");
     let links = h.links();
     assert!(
-        !links
-            .iter()
-            .any(|l| l.starts_with("vethdead") || l == "br-0123456789ab"),
+        !links.iter().any(|l| l.starts_with("vethdead") || l == "br-0123456789ab"),
         "strays kept: {links:?}"
     );
-    assert!(
-        links.contains(&"vethf00d123".to_string()),
-        "deleted a veth that is not ours: {links:?}"
-    );
+    assert!(links.contains(&"vethf00d123".to_string()), "deleted a veth that is not ours: {links:?}");
     let before = h.drops("POLICY_NETWORK_ISOLATION");
     assert!(!h.ping("r1", "10.72.0.2"));
     assert!(h.drops("POLICY_NETWORK_ISOLATION") > before);
     // The daemon still manages what it had: stop/rm work on pre-restart sandboxes.
     h.dp_ok(&["rm", "-f", "r1"]);
-    assert!(
-        dataplane_tests::process_ended(pid_r1),
-        "rm -f left the process running"
-    );
+    assert!(dataplane_tests::process_ended(pid_r1), "rm -f left the process running");
 }
 
 #[test]
@@ -136,13 +78,10 @@ fn daemon_tells_systemd_it_is_ready_and_stops_cleanly_on_ctrl_c() {
     let mut h = Host::new("ntf", &ext, None, "192.0.2.1/24");
     let notify_path = h.dir.join("notify.sock");
     let sock = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(20)))
-        .expect("timeout");
+    sock.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
     h.start_with_env(&[("NOTIFY_SOCKET", notify_path.to_str().expect("utf-8 path"))]);
     let mut buf = [0u8; 256];
-    let n = sock
-        .recv(&mut buf)
-        .expect("no sd_notify message from the daemon");
+    let n = sock.recv(&mut buf).expect("no sd_notify message from the daemon");
     assert!(
         String::from_utf8_lossy(&buf[..n]).contains("READY=1"),
         "{:?}",
@@ -159,19 +98,13 @@ fn daemon_tells_systemd_it_is_ready_and_stops_cleanly_on_ctrl_c() {
         .spawn()
         .expect("foreground run");
     std::thread::sleep(std::time::Duration::from_millis(500));
-    assert!(
-        h.signal_daemon("INT"),
-        "daemon did not exit cleanly on SIGINT: {}",
-        h.daemon_log()
-    );
+    assert!(h.signal_daemon("INT"), "daemon did not exit cleanly on SIGINT: {}", h.daemon_log());
     let _ = waiter.kill();
     let _ = waiter.wait();
     assert!(!h.socket.exists(), "socket left behind");
     // The sandbox outlives the daemon and is there when it comes back.
     h.start();
-    assert!(
-        h.dp_ok(&["ps"]).contains(" s\n") || h.dp_ok(&["ps"]).lines().any(|l| l.ends_with(" s"))
-    );
+    assert!(h.dp_ok(&["ps"]).contains(" s\n") || h.dp_ok(&["ps"]).lines().any(|l| l.ends_with(" s")));
 }
 
 fn tail(log: &str) -> String {
@@ -191,32 +124,14 @@ fn daemon_in_ip_netns_exec_survives_kill_9() {
     // Its namespace files are mounts in the daemon's private mount namespace;
     // exec still reaches them, with and without a process.
     assert!(h.ping("a", &b_ip), "a cannot reach b");
-    assert!(
-        h.exec("b", &["ip", "-o", "addr", "show", "eth0"])
-            .status
-            .success()
-    );
+    assert!(h.exec("b", &["ip", "-o", "addr", "show", "eth0"]).status.success());
 
     h.kill_daemon();
     h.start_with_ip_netns_exec();
     let log = h.daemon_log();
-    assert!(
-        log.contains("re-pinning the namespace of the running process"),
-        "{}",
-        tail(&log)
-    );
-    assert!(
-        log.contains("network namespace was lost; recreating it"),
-        "{}",
-        tail(&log)
-    );
+    assert!(log.contains("re-pinning the namespace of the running process"), "{}", tail(&log));
+    assert!(log.contains("network namespace was lost; recreating it"), "{}", tail(&log));
     assert_eq!(h.ip_of("b", "n"), b_ip);
-    assert!(
-        h.ping("a", &b_ip),
-        "connectivity not restored after restart"
-    );
-    assert!(
-        h.ping("b", "10.73.0.1"),
-        "b's recreated endpoint does not work"
-    );
+    assert!(h.ping("a", &b_ip), "connectivity not restored after restart");
+    assert!(h.ping("b", "10.73.0.1"), "b's recreated endpoint does not work");
 }

@@ -46,10 +46,7 @@ enum Cmd {
 }
 
 pub fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_default()
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().map(Path::to_path_buf).unwrap_or_default()
 }
 
 /// Runs a command, failing with its name when it fails.
@@ -66,15 +63,7 @@ fn build_ebpf() -> anyhow::Result<()> {
     let root = root();
     let mut cmd = Command::new("cargo");
     cmd.current_dir(root.join("dataplane-ebpf"))
-        .args([
-            "+nightly",
-            "build",
-            "-Z",
-            "build-std=core",
-            "--target",
-            "bpfel-unknown-none",
-            "--release",
-        ])
+        .args(["+nightly", "build", "-Z", "build-std=core", "--target", "bpfel-unknown-none", "--release"])
         .arg("--target-dir")
         .arg(root.join("target/bpf"))
         // The outer cargo's toolchain choice and flags are for the host crates.
@@ -91,10 +80,7 @@ fn build_ebpf() -> anyhow::Result<()> {
 /// summary line over every test binary (`N passed, N failed`).
 fn test(cmd: &mut Command) -> anyhow::Result<()> {
     use std::io::{BufRead, BufReader};
-    let mut child = cmd
-        .stdout(std::process::Stdio::piped())
-        .spawn()
-        .context("starting cargo test")?;
+    let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().context("starting cargo test")?;
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
     if let Some(out) = child.stdout.take() {
         for line in BufReader::new(out).lines() {
@@ -127,10 +113,8 @@ fn test(cmd: &mut Command) -> anyhow::Result<()> {
 
 fn lint() -> anyhow::Result<()> {
     let root = root();
-    run(Command::new("cargo")
-        .current_dir(&root)
-        .args(["fmt", "--all", "--check"]))
-    .context("code is not formatted: run `cargo fmt --all`")?;
+    run(Command::new("cargo").current_dir(&root).args(["fmt", "--all", "--check"]))
+        .context("code is not formatted: run `cargo fmt --all`")?;
     run(Command::new("cargo").current_dir(&root).args([
         "clippy",
         "--workspace",
@@ -141,15 +125,7 @@ fn lint() -> anyhow::Result<()> {
     ]))?;
     run(Command::new("cargo")
         .current_dir(root.join("dataplane-ebpf"))
-        .args([
-            "+nightly",
-            "clippy",
-            "-Z",
-            "build-std=core",
-            "--target",
-            "bpfel-unknown-none",
-            "--release",
-        ])
+        .args(["+nightly", "clippy", "-Z", "build-std=core", "--target", "bpfel-unknown-none", "--release"])
         .arg("--target-dir")
         .arg(root.join("target/bpf"))
         .args(["--", "-D", "warnings"])
@@ -159,10 +135,8 @@ fn lint() -> anyhow::Result<()> {
 
 fn build() -> anyhow::Result<()> {
     build_ebpf()?;
-    run(Command::new("cargo")
-        .current_dir(root())
-        .args(["build", "--release", "-p", "dataplane"]))
-    .context("building dataplane")
+    run(Command::new("cargo").current_dir(root()).args(["build", "--release", "-p", "dataplane"]))
+        .context("building dataplane")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -203,27 +177,15 @@ fn main() -> anyhow::Result<()> {
             let root = root();
             let bin_dir = prefix.join("bin");
             std::fs::create_dir_all(&bin_dir)?;
-            std::fs::copy(
-                root.join("target/release/dataplane"),
-                bin_dir.join("dataplane"),
-            )
-            .context("installing the binary")?;
-            let unit = std::fs::read_to_string(root.join("dataplane/dataplane.service"))?.replace(
-                "/usr/local/bin/dataplane",
-                &bin_dir.join("dataplane").display().to_string(),
-            );
-            std::fs::write("/etc/systemd/system/dataplane.service", unit)
-                .context("installing the unit")?;
-            if Command::new("systemctl")
-                .arg("daemon-reload")
-                .status()
-                .is_ok_and(|s| s.success())
-            {
+            std::fs::copy(root.join("target/release/dataplane"), bin_dir.join("dataplane"))
+                .context("installing the binary")?;
+            let unit = std::fs::read_to_string(root.join("dataplane/dataplane.service"))?
+                .replace("/usr/local/bin/dataplane", &bin_dir.join("dataplane").display().to_string());
+            std::fs::write("/etc/systemd/system/dataplane.service", unit).context("installing the unit")?;
+            if Command::new("systemctl").arg("daemon-reload").status().is_ok_and(|s| s.success()) {
                 println!("installed; start it with: systemctl enable --now dataplane");
             } else {
-                println!(
-                    "installed /etc/systemd/system/dataplane.service (systemd is not running here)"
-                );
+                println!("installed /etc/systemd/system/dataplane.service (systemd is not running here)");
             }
             Ok(())
         }

@@ -26,18 +26,12 @@ const PACKAGES: &[&str] = &[
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo")
-        })
+        .unwrap_or_else(|| PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cargo"))
 }
 
 pub fn path_with_cargo_bin() -> String {
     let bin = cargo_home().join("bin");
-    format!(
-        "{}:{}",
-        bin.display(),
-        std::env::var("PATH").unwrap_or_default()
-    )
+    format!("{}:{}", bin.display(), std::env::var("PATH").unwrap_or_default())
 }
 
 fn installed(pkg: &str) -> bool {
@@ -53,9 +47,7 @@ fn apt_packages() -> anyhow::Result<()> {
         return Ok(());
     }
     println!("setup: installing {}", missing.join(" "));
-    run(Command::new("apt-get")
-        .args(["update", "-q"])
-        .env("DEBIAN_FRONTEND", "noninteractive"))?;
+    run(Command::new("apt-get").args(["update", "-q"]).env("DEBIAN_FRONTEND", "noninteractive"))?;
     run(Command::new("apt-get")
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
@@ -66,10 +58,7 @@ fn rust_src() -> anyhow::Result<()> {
     let out = Command::new("rustup")
         .args(["component", "list", "--installed", "--toolchain", "nightly"])
         .output()?;
-    if String::from_utf8_lossy(&out.stdout)
-        .lines()
-        .any(|l| l.starts_with("rust-src"))
-    {
+    if String::from_utf8_lossy(&out.stdout).lines().any(|l| l.starts_with("rust-src")) {
         return Ok(());
     }
     println!("setup: adding rust-src to the nightly toolchain");
@@ -79,11 +68,7 @@ fn rust_src() -> anyhow::Result<()> {
 /// bpf-linker built against the libLLVM shipped inside the stable toolchain.
 fn bpf_linker() -> anyhow::Result<()> {
     let linker = cargo_home().join("bin/bpf-linker");
-    if Command::new(&linker)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
+    if Command::new(&linker).arg("--version").output().is_ok_and(|o| o.status.success()) {
         return Ok(());
     }
     let out = Command::new("rustc")
@@ -95,49 +80,25 @@ fn bpf_linker() -> anyhow::Result<()> {
         .context("reading the toolchain's lib dir")?
         .filter_map(|e| e.ok())
         .map(|e| e.path())
-        .find(|p| {
-            p.file_name()
-                .is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so."))
-        })
+        .find(|p| p.file_name().is_some_and(|n| n.to_string_lossy().starts_with("libLLVM.so.")))
         .context("no libLLVM.so.* in the stable toolchain")?;
     // A prefix dir whose lib/ has libLLVM.so (for the build) and the soname (for the runpath).
     let prefix = cargo_home().join("dataplane-llvm");
     let prefix_lib = prefix.join("lib");
     std::fs::create_dir_all(&prefix_lib)?;
-    for name in [
-        "libLLVM.so".into(),
-        lib.file_name().map(|n| n.to_owned()).unwrap_or_default(),
-    ] {
+    for name in ["libLLVM.so".into(), lib.file_name().map(|n| n.to_owned()).unwrap_or_default()] {
         let link = prefix_lib.join(name);
         let _ = std::fs::remove_file(&link);
-        std::os::unix::fs::symlink(&lib, &link)
-            .with_context(|| format!("linking {}", link.display()))?;
+        std::os::unix::fs::symlink(&lib, &link).with_context(|| format!("linking {}", link.display()))?;
     }
     println!("setup: building bpf-linker against {}", lib.display());
     run(Command::new("cargo")
-        .args([
-            "+stable",
-            "install",
-            "bpf-linker",
-            "--no-default-features",
-            "--features",
-            "llvm-22",
-        ])
+        .args(["+stable", "install", "bpf-linker", "--no-default-features", "--features", "llvm-22"])
         .env_remove("RUSTUP_TOOLCHAIN")
         .env("LLVM_PREFIX", &prefix)
-        .env(
-            "RUSTFLAGS",
-            format!("-C link-args=-Wl,-rpath,{}", prefix_lib.display()),
-        ))?;
-    if !Command::new(&linker)
-        .arg("--version")
-        .output()
-        .is_ok_and(|o| o.status.success())
-    {
-        bail!(
-            "bpf-linker was built but does not run: check {}",
-            prefix_lib.display()
-        );
+        .env("RUSTFLAGS", format!("-C link-args=-Wl,-rpath,{}", prefix_lib.display())))?;
+    if !Command::new(&linker).arg("--version").output().is_ok_and(|o| o.status.success()) {
+        bail!("bpf-linker was built but does not run: check {}", prefix_lib.display());
     }
     Ok(())
 }

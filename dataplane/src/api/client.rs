@@ -32,33 +32,20 @@ impl Client {
     pub async fn daemon_pid(&self) -> anyhow::Result<u32> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
-            .with_context(|| {
-                format!(
-                    "cannot reach the dataplane daemon at {}",
-                    self.socket.display()
-                )
-            })?;
+            .with_context(|| format!("cannot reach the dataplane daemon at {}", self.socket.display()))?;
         let cred = stream.peer_cred()?;
-        cred.pid()
-            .and_then(|p| u32::try_from(p).ok())
-            .context("the socket did not tell the daemon's pid")
+        cred.pid().and_then(|p| u32::try_from(p).ok()).context("the socket did not tell the daemon's pid")
     }
 
     /// Sends a request; returns the status and the body.
-    pub async fn raw(
-        &self,
-        method: &str,
-        path: &str,
-        body: Option<Vec<u8>>,
-    ) -> anyhow::Result<(u16, Bytes)> {
+    pub async fn raw(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<(u16, Bytes)> {
         let stream = tokio::net::UnixStream::connect(&self.socket).await.with_context(|| {
             format!(
                 "cannot reach the dataplane daemon at {} (is it running? set --socket or DATAPLANE_SOCKET)",
                 self.socket.display()
             )
         })?;
-        let (mut sender, conn) =
-            hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
         tokio::spawn(conn);
         let req = hyper::Request::builder()
             .method(method)
@@ -92,14 +79,8 @@ impl Client {
         Ok(String::from_utf8_lossy(&self.call("GET", path, None).await?).into_owned())
     }
 
-    pub async fn post<B: Serialize, T: DeserializeOwned>(
-        &self,
-        path: &str,
-        body: &B,
-    ) -> anyhow::Result<T> {
-        let b = self
-            .call("POST", path, Some(serde_json::to_vec(body)?))
-            .await?;
+    pub async fn post<B: Serialize, T: DeserializeOwned>(&self, path: &str, body: &B) -> anyhow::Result<T> {
+        let b = self.call("POST", path, Some(serde_json::to_vec(body)?)).await?;
         if b.is_empty() {
             return serde_json::from_slice(b"null").context("empty answer");
         }
@@ -107,9 +88,7 @@ impl Client {
     }
 
     pub async fn post_empty(&self, path: &str) -> anyhow::Result<()> {
-        self.call("POST", path, Some(b"{}".to_vec()))
-            .await
-            .map(|_| ())
+        self.call("POST", path, Some(b"{}".to_vec())).await.map(|_| ())
     }
 
     pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
@@ -121,9 +100,7 @@ impl Client {
 pub fn enc(s: &str) -> String {
     s.bytes()
         .map(|b| match b {
-            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => {
-                (b as char).to_string()
-            }
+            b'A'..=b'Z' | b'a'..=b'z' | b'0'..=b'9' | b'-' | b'_' | b'.' | b'~' => (b as char).to_string(),
             _ => format!("%{b:02X}"),
         })
         .collect()

@@ -21,18 +21,11 @@ type AppState = State<Arc<Engine>>;
 
 impl IntoResponse for Error {
     fn into_response(self) -> Response {
-        let status =
-            StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status = StatusCode::from_u16(self.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         if status.is_server_error() {
             tracing::error!(error = %self, "request failed");
         }
-        (
-            status,
-            Json(ErrorBody {
-                message: self.to_string(),
-            }),
-        )
-            .into_response()
+        (status, Json(ErrorBody { message: self.to_string() })).into_response()
     }
 }
 
@@ -45,10 +38,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/networks", get(list_networks))
         .route("/networks/create", post(create_network))
         .route("/networks/prune", post(prune_networks))
-        .route(
-            "/networks/{id}",
-            get(inspect_network).delete(remove_network),
-        )
+        .route("/networks/{id}", get(inspect_network).delete(remove_network))
         .route("/networks/{id}/connect", post(connect))
         .route("/networks/{id}/disconnect", post(disconnect))
         .route("/containers/json", get(list_sandboxes))
@@ -125,10 +115,9 @@ fn parse_filters(raw: &Option<String>) -> BTreeMap<String, Vec<String>> {
         for (k, val) in obj {
             let vals: Vec<String> = match val {
                 serde_json::Value::Object(m) => m.keys().cloned().collect(),
-                serde_json::Value::Array(a) => a
-                    .iter()
-                    .filter_map(|x| x.as_str().map(String::from))
-                    .collect(),
+                serde_json::Value::Array(a) => {
+                    a.iter().filter_map(|x| x.as_str().map(String::from)).collect()
+                }
                 _ => vec![],
             };
             out.insert(k.clone(), vals);
@@ -137,30 +126,15 @@ fn parse_filters(raw: &Option<String>) -> BTreeMap<String, Vec<String>> {
     out
 }
 
-async fn list_networks(
-    State(e): AppState,
-    Query(q): Query<ListQuery>,
-) -> Res<Json<Vec<NetworkResource>>> {
+async fn list_networks(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Json<Vec<NetworkResource>>> {
     let state = e.state()?;
     let filters = parse_filters(&q.filters);
     let mut nets: Vec<_> = state
         .networks
         .iter()
-        .filter(|n| {
-            filters
-                .get("name")
-                .is_none_or(|v| v.iter().any(|x| n.name.contains(x.as_str())))
-        })
-        .filter(|n| {
-            filters
-                .get("id")
-                .is_none_or(|v| v.iter().any(|x| n.id.starts_with(x.as_str())))
-        })
-        .filter(|n| {
-            filters
-                .get("driver")
-                .is_none_or(|v| v.iter().any(|x| &n.driver == x))
-        })
+        .filter(|n| filters.get("name").is_none_or(|v| v.iter().any(|x| n.name.contains(x.as_str()))))
+        .filter(|n| filters.get("id").is_none_or(|v| v.iter().any(|x| n.id.starts_with(x.as_str()))))
+        .filter(|n| filters.get("driver").is_none_or(|v| v.iter().any(|x| &n.driver == x)))
         .map(|n| network_resource(&state, n))
         .collect();
     nets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -178,9 +152,7 @@ async fn create_network(
     Json(req): Json<NetworkCreateRequest>,
 ) -> Res<(StatusCode, Json<NetworkCreateResponse>)> {
     if req.enable_ipv6 == Some(true) {
-        return Err(Error::Unsupported(
-            "IPv6 networks are not supported yet".into(),
-        ));
+        return Err(Error::Unsupported("IPv6 networks are not supported yet".into()));
     }
     let ipam = req.ipam.unwrap_or_default();
     let configs = ipam.config.unwrap_or_default();
@@ -190,11 +162,7 @@ async fn create_network(
         ));
     }
     if !ipam.driver.is_empty() && ipam.driver != "default" {
-        return Err(Error::invalid(
-            "IPAM driver",
-            &ipam.driver,
-            "only the default IPAM driver is supported",
-        ));
+        return Err(Error::invalid("IPAM driver", &ipam.driver, "only the default IPAM driver is supported"));
     }
     let ipam_req = configs
         .into_iter()
@@ -216,13 +184,7 @@ async fn create_network(
             labels: req.labels.unwrap_or_default(),
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(NetworkCreateResponse {
-            id,
-            warning: String::new(),
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(NetworkCreateResponse { id, warning: String::new() })))
 }
 
 async fn remove_network(State(e): AppState, Path(id): Path<String>) -> Res<StatusCode> {
@@ -241,17 +203,8 @@ async fn connect(
     Json(req): Json<ConnectRequest>,
 ) -> Res<StatusCode> {
     let cfg = req.endpoint_config.unwrap_or_default();
-    let ip = cfg
-        .ipam_config
-        .map(|c| c.ipv4_address)
-        .filter(|s| !s.is_empty());
-    e.connect(
-        &id,
-        &req.container,
-        ip.as_deref(),
-        &cfg.aliases.unwrap_or_default(),
-    )
-    .await?;
+    let ip = cfg.ipam_config.map(|c| c.ipv4_address).filter(|s| !s.is_empty());
+    e.connect(&id, &req.container, ip.as_deref(), &cfg.aliases.unwrap_or_default()).await?;
     Ok(StatusCode::OK)
 }
 
@@ -264,10 +217,7 @@ async fn disconnect(
     Ok(StatusCode::OK)
 }
 
-async fn list_sandboxes(
-    State(e): AppState,
-    Query(q): Query<ListQuery>,
-) -> Res<Json<Vec<SandboxSummary>>> {
+async fn list_sandboxes(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Json<Vec<SandboxSummary>>> {
     let state = e.state()?;
     let all = matches!(q.all.as_deref(), Some("1" | "true"));
     let mut out: Vec<_> = state
@@ -305,19 +255,10 @@ async fn create_sandbox(
             auto_remove: req.auto_remove,
         })
         .await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(SandboxCreateResponse {
-            id: created.id,
-            warnings: created.warnings,
-        }),
-    ))
+    Ok((StatusCode::CREATED, Json(SandboxCreateResponse { id: created.id, warnings: created.warnings })))
 }
 
-async fn inspect_sandbox(
-    State(e): AppState,
-    Path(id): Path<String>,
-) -> Res<Json<serde_json::Value>> {
+async fn inspect_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<Json<serde_json::Value>> {
     let state = e.state()?;
     let sb = state.sandbox(&id).ok_or(Error::SandboxNotFound(id))?;
     Ok(Json(sandbox_inspect(&state, sb)))
@@ -334,9 +275,7 @@ async fn stop_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<StatusC
 }
 
 async fn wait_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<Json<WaitResponse>> {
-    Ok(Json(WaitResponse {
-        status_code: e.wait(&id).await?,
-    }))
+    Ok(Json(WaitResponse { status_code: e.wait(&id).await? }))
 }
 
 #[derive(Deserialize)]

@@ -126,11 +126,7 @@ pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
             subnet: i.subnet.to_string(),
             ip_range: i.ip_range.map(|r| r.to_string()).unwrap_or_default(),
             gateway: i.gateway.to_string(),
-            auxiliary_addresses: i
-                .aux
-                .iter()
-                .map(|(k, v)| (k.clone(), v.to_string()))
-                .collect(),
+            auxiliary_addresses: i.aux.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
         }]
     });
     let containers = state
@@ -282,11 +278,8 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
             }),
         );
     }
-    let exposed: serde_json::Map<String, serde_json::Value> = sb
-        .expose
-        .iter()
-        .map(|p| (p.clone(), serde_json::json!({})))
-        .collect();
+    let exposed: serde_json::Map<String, serde_json::Value> =
+        sb.expose.iter().map(|p| (p.clone(), serde_json::json!({}))).collect();
     let bindings: Vec<serde_json::Value> = sb
         .ports
         .iter()

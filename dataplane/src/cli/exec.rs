@@ -35,36 +35,22 @@ pub fn run(socket: &Path, a: &ExecArgs) -> ExitCode {
 
 fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
     let (info, daemon_pid): (serde_json::Value, u32) = {
-        let rt = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()?;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = Client::new(socket.to_path_buf());
         rt.block_on(async {
-            let info = client
-                .get(&format!("/containers/{}/json", enc(&a.name)))
-                .await?;
+            let info = client.get(&format!("/containers/{}/json", enc(&a.name))).await?;
             anyhow::Ok((info, client.daemon_pid().await?))
         })?
     };
-    let netns = info["NetworkSettings"]["SandboxKey"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
+    let netns = info["NetworkSettings"]["SandboxKey"].as_str().unwrap_or_default().to_string();
     let pid = info["State"]["Pid"].as_u64().unwrap_or(0);
     let net = open_netns(&netns, daemon_pid)?;
     // Join the process's UTS and mount namespaces too, when it runs.
     let extra: Vec<(File, CloneFlags)> = if pid > 0 {
-        [
-            ("uts", CloneFlags::CLONE_NEWUTS),
-            ("mnt", CloneFlags::CLONE_NEWNS),
-        ]
-        .into_iter()
-        .filter_map(|(n, f)| {
-            File::open(format!("/proc/{pid}/ns/{n}"))
-                .ok()
-                .map(|file| (file, f))
-        })
-        .collect()
+        [("uts", CloneFlags::CLONE_NEWUTS), ("mnt", CloneFlags::CLONE_NEWNS)]
+            .into_iter()
+            .filter_map(|(n, f)| File::open(format!("/proc/{pid}/ns/{n}")).ok().map(|file| (file, f)))
+            .collect()
     } else {
         Vec::new()
     };
@@ -80,12 +66,10 @@ fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
             Ok(())
         });
     }
-    let status = cmd
-        .status()
-        .map_err(|e| anyhow::anyhow!("exec {}: {e}", a.command[0]))?;
-    let code = status.code().unwrap_or_else(|| {
-        128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0)
-    });
+    let status = cmd.status().map_err(|e| anyhow::anyhow!("exec {}: {e}", a.command[0]))?;
+    let code = status
+        .code()
+        .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&status).unwrap_or(0));
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
@@ -94,11 +78,9 @@ fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
 /// the file is reached through the daemon's own view, /proc/PID/root.
 fn open_netns(path: &str, daemon_pid: u32) -> anyhow::Result<File> {
     if crate::netns::is_pinned(Path::new(path)) {
-        return File::open(path)
-            .map_err(|e| anyhow::anyhow!("opening network namespace {path}: {e}"));
+        return File::open(path).map_err(|e| anyhow::anyhow!("opening network namespace {path}: {e}"));
     }
     let via_daemon = format!("/proc/{daemon_pid}/root{path}");
-    File::open(&via_daemon).map_err(|e| {
-        anyhow::anyhow!("opening network namespace {path} (also as {via_daemon}): {e}")
-    })
+    File::open(&via_daemon)
+        .map_err(|e| anyhow::anyhow!("opening network namespace {path} (also as {via_daemon}): {e}"))
 }

@@ -58,21 +58,10 @@ mod tests {
     #[test]
     fn field_paths_and_json() {
         let v = serde_json::json!({"Name": "/web", "NetworkSettings": {"Networks": {"n": {"IPAddress": "10.0.0.2"}}}, "Labels": {"a": "b"}});
-        assert_eq!(
-            render("{{.NetworkSettings.Networks.n.IPAddress}}", &v).expect("path"),
-            "10.0.0.2"
-        );
+        assert_eq!(render("{{.NetworkSettings.Networks.n.IPAddress}}", &v).expect("path"), "10.0.0.2");
         assert_eq!(render("name={{ .Name }}", &v).expect("spaces"), "name=/web");
-        assert_eq!(
-            render("{{json .Labels}}", &v).expect("json"),
-            r#"{"a":"b"}"#
-        );
+        assert_eq!(render("{{json .Labels}}", &v).expect("json"), r#"{"a":"b"}"#);
         assert!(render("{{range .X}}", &v).is_err());
-        assert!(
-            render("{{.Nope}}", &v)
-                .expect_err("missing")
-                .to_string()
-                .contains("no field")
-        );
+        assert!(render("{{.Nope}}", &v).expect_err("missing").to_string().contains("no field"));
     }
 }

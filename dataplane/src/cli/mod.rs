@@ -106,10 +106,7 @@ pub fn main() -> ExitCode {
     if let Command::Exec(args) = &cli.command {
         return exec::run(&cli.socket, args);
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-    {
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dataplane: cannot start the runtime: {e}");
@@ -134,20 +131,9 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Daemon(a) => {
             let filter = tracing_subscriber::EnvFilter::try_new(&a.log_level)
                 .map_err(|e| anyhow::anyhow!("--log-level {}: {e}", a.log_level))?;
-            tracing_subscriber::fmt()
-                .with_env_filter(filter)
-                .with_writer(std::io::stderr)
-                .init();
-            let paths = Paths {
-                socket: cli.socket,
-                state_dir: a.state_dir,
-                bpffs: a.bpffs,
-            };
-            crate::daemon::run(crate::daemon::Options {
-                paths,
-                uplink: a.uplink,
-            })
-            .await?;
+            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+            let paths = Paths { socket: cli.socket, state_dir: a.state_dir, bpffs: a.bpffs };
+            crate::daemon::run(crate::daemon::Options { paths, uplink: a.uplink }).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Network(cmd) => network::run(&client, cmd).await,

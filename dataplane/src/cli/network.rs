@@ -88,39 +88,22 @@ pub enum NetworkCmd {
 
 pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        NetworkCmd::Create {
-            driver,
-            subnet,
-            ip_range,
-            gateway,
-            aux_address,
-            internal,
-            opt,
-            label,
-            name,
-        } => {
-            let config = if subnet.is_some()
-                || ip_range.is_some()
-                || gateway.is_some()
-                || !aux_address.is_empty()
-            {
-                vec![IpamConfig {
-                    subnet: subnet.unwrap_or_default(),
-                    ip_range: ip_range.unwrap_or_default(),
-                    gateway: gateway.unwrap_or_default(),
-                    auxiliary_addresses: aux_address.into_iter().collect(),
-                }]
-            } else {
-                vec![]
-            };
+        NetworkCmd::Create { driver, subnet, ip_range, gateway, aux_address, internal, opt, label, name } => {
+            let config =
+                if subnet.is_some() || ip_range.is_some() || gateway.is_some() || !aux_address.is_empty() {
+                    vec![IpamConfig {
+                        subnet: subnet.unwrap_or_default(),
+                        ip_range: ip_range.unwrap_or_default(),
+                        gateway: gateway.unwrap_or_default(),
+                        auxiliary_addresses: aux_address.into_iter().collect(),
+                    }]
+                } else {
+                    vec![]
+                };
             let req = NetworkCreateRequest {
                 name,
                 driver,
-                ipam: Some(Ipam {
-                    driver: "default".into(),
-                    options: None,
-                    config: Some(config),
-                }),
+                ipam: Some(Ipam { driver: "default".into(), options: None, config: Some(config) }),
                 internal,
                 enable_ipv6: None,
                 options: Some(opt.into_iter().collect::<BTreeMap<_, _>>()),
@@ -138,14 +121,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             } else if format == "table" {
                 let rows: Vec<Vec<String>> = nets
                     .iter()
-                    .map(|n| {
-                        vec![
-                            n.id[..12].to_string(),
-                            n.name.clone(),
-                            n.driver.clone(),
-                            n.scope.clone(),
-                        ]
-                    })
+                    .map(|n| vec![n.id[..12].to_string(), n.name.clone(), n.driver.clone(), n.scope.clone()])
                     .collect();
                 print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
             } else {
@@ -155,11 +131,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
         NetworkCmd::Inspect { format, names } => {
             let mut out = Vec::new();
             for n in &names {
-                out.push(
-                    client
-                        .get::<serde_json::Value>(&format!("/networks/{}", enc(n)))
-                        .await?,
-                );
+                out.push(client.get::<serde_json::Value>(&format!("/networks/{}", enc(n))).await?);
             }
             super::print_inspect(&out, &format)?;
         }
@@ -179,9 +151,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             }
         }
         NetworkCmd::Prune { .. } => {
-            let v: serde_json::Value = client
-                .post("/networks/prune", &serde_json::json!({}))
-                .await?;
+            let v: serde_json::Value = client.post("/networks/prune", &serde_json::json!({})).await?;
             let deleted: Vec<String> =
                 serde_json::from_value(v["NetworksDeleted"].clone()).unwrap_or_default();
             if !deleted.is_empty() {
@@ -189,12 +159,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
                 deleted.iter().for_each(|n| println!("{n}"));
             }
         }
-        NetworkCmd::Connect {
-            ip,
-            alias,
-            network,
-            container,
-        } => {
+        NetworkCmd::Connect { ip, alias, network, container } => {
             let req = ConnectRequest {
                 container,
                 endpoint_config: Some(EndpointConfig {
@@ -202,19 +167,13 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
                     aliases: Some(alias),
                 }),
             };
-            let _: serde_json::Value = client
-                .post(&format!("/networks/{}/connect", enc(&network)), &req)
-                .await?;
+            let _: serde_json::Value =
+                client.post(&format!("/networks/{}/connect", enc(&network)), &req).await?;
         }
-        NetworkCmd::Disconnect {
-            force,
-            network,
-            container,
-        } => {
+        NetworkCmd::Disconnect { force, network, container } => {
             let req = DisconnectRequest { container, force };
-            let _: serde_json::Value = client
-                .post(&format!("/networks/{}/disconnect", enc(&network)), &req)
-                .await?;
+            let _: serde_json::Value =
+                client.post(&format!("/networks/{}/disconnect", enc(&network)), &req).await?;
         }
     }
     Ok(ExitCode::SUCCESS)

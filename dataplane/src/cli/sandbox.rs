@@ -85,13 +85,8 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
         println!("{}", created.id);
         return Ok(ExitCode::SUCCESS);
     }
-    if let Err(e) = client
-        .post_empty(&format!("/containers/{}/start", created.id))
-        .await
-    {
-        let _ = client
-            .delete(&format!("/containers/{}?force=true", created.id))
-            .await;
+    if let Err(e) = client.post_empty(&format!("/containers/{}/start", created.id)).await {
+        let _ = client.delete(&format!("/containers/{}?force=true", created.id)).await;
         return Err(e);
     }
     if a.detach {
@@ -115,9 +110,7 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
     };
     print_new(client, &id, printed).await;
     if a.rm {
-        client
-            .delete(&format!("/containers/{id}?force=true"))
-            .await?;
+        client.delete(&format!("/containers/{id}?force=true")).await?;
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
@@ -140,10 +133,7 @@ pub async fn each(client: &Client, names: &[String], action: &str) -> anyhow::Re
     }
     let mut failed = false;
     for n in names {
-        match client
-            .post_empty(&format!("/containers/{}/{action}", enc(n)))
-            .await
-        {
+        match client.post_empty(&format!("/containers/{}/{action}", enc(n))).await {
             Ok(()) => println!("{n}"),
             Err(e) => {
                 eprintln!("{e:#}");
@@ -151,11 +141,7 @@ pub async fn each(client: &Client, names: &[String], action: &str) -> anyhow::Re
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 pub async fn rm(client: &Client, names: &[String], force: bool) -> anyhow::Result<ExitCode> {
@@ -170,11 +156,7 @@ pub async fn rm(client: &Client, names: &[String], force: bool) -> anyhow::Resul
             }
         }
     }
-    Ok(if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
-    })
+    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
 }
 
 pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<ExitCode> {
@@ -190,17 +172,11 @@ pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<Exit
                         format!("\"{}\"", s.command.chars().take(20).collect::<String>()),
                         s.status.clone(),
                         s.network_mode.clone(),
-                        s.names
-                            .first()
-                            .map(|n| n.trim_start_matches('/').to_string())
-                            .unwrap_or_default(),
+                        s.names.first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),
                     ]
                 })
                 .collect();
-            print_table(
-                &["CONTAINER ID", "COMMAND", "STATUS", "NETWORK", "NAMES"],
-                &rows,
-            );
+            print_table(&["CONTAINER ID", "COMMAND", "STATUS", "NETWORK", "NAMES"], &rows);
         }
         other => anyhow::bail!("--format {other:?}: use table or json"),
     }
@@ -210,23 +186,14 @@ pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<Exit
 pub async fn inspect(client: &Client, names: &[String], format: &str) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
     for n in names {
-        out.push(
-            client
-                .get::<serde_json::Value>(&format!("/containers/{}/json", enc(n)))
-                .await?,
-        );
+        out.push(client.get::<serde_json::Value>(&format!("/containers/{}/json", enc(n))).await?);
     }
     super::print_inspect(&out, format)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn logs(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
-    print!(
-        "{}",
-        client
-            .get_text(&format!("/containers/{}/logs", enc(name)))
-            .await?
-    );
+    print!("{}", client.get_text(&format!("/containers/{}/logs", enc(name))).await?);
     Ok(ExitCode::SUCCESS)
 }
 
@@ -234,8 +201,6 @@ pub async fn logs(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
 /// then nothing is published and, like Docker for a sandbox without
 /// published ports, this prints nothing.
 pub async fn port(client: &Client, name: &str, _port: Option<&str>) -> anyhow::Result<ExitCode> {
-    let _: serde_json::Value = client
-        .get(&format!("/containers/{}/json", enc(name)))
-        .await?;
+    let _: serde_json::Value = client.get(&format!("/containers/{}/json", enc(name))).await?;
     Ok(ExitCode::SUCCESS)
 }

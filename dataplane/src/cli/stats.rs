@@ -14,12 +14,7 @@ pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
             &rows
                 .iter()
                 .map(|r| {
-                    vec![
-                        r.reason.clone(),
-                        r.direction.clone(),
-                        r.packets.to_string(),
-                        r.bytes.to_string(),
-                    ]
+                    vec![r.reason.clone(), r.direction.clone(), r.packets.to_string(), r.bytes.to_string()]
                 })
                 .collect::<Vec<_>>(),
         ),

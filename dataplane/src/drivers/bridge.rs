@@ -23,8 +23,7 @@ pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
         None => host.create_bridge(name).await?,
     };
     if let Some(ipam) = &net.ipam {
-        host.add_address(idx, ipam.gateway, ipam.subnet.prefix())
-            .await?;
+        host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
     }
     host.set_up(idx).await
 }

@@ -12,21 +12,12 @@ use crate::netlink::Netlink;
 
 /// Parses `-o macvlan_mode=`.
 pub fn mode(net: &Network) -> Result<MacVlanMode> {
-    match net
-        .options
-        .get(opt::MACVLAN_MODE)
-        .map(String::as_str)
-        .unwrap_or("bridge")
-    {
+    match net.options.get(opt::MACVLAN_MODE).map(String::as_str).unwrap_or("bridge") {
         "bridge" => Ok(MacVlanMode::Bridge),
         "vepa" => Ok(MacVlanMode::Vepa),
         "private" => Ok(MacVlanMode::Private),
         "passthru" => Ok(MacVlanMode::Passthrough),
-        other => Err(Error::invalid(
-            "macvlan_mode",
-            other,
-            "must be bridge, vepa, private or passthru",
-        )),
+        other => Err(Error::invalid("macvlan_mode", other, "must be bridge, vepa, private or passthru")),
     }
 }
 
@@ -38,11 +29,7 @@ pub async fn check_parent(host: &Netlink, net: &Network) -> Result<()> {
         return if net.internal {
             Ok(())
         } else {
-            Err(Error::invalid(
-                "macvlan options",
-                "",
-                "-o parent=IFACE is required (unless --internal)",
-            ))
+            Err(Error::invalid("macvlan options", "", "-o parent=IFACE is required (unless --internal)"))
         };
     };
     if let Some((base, vid)) = parent.split_once('.')
@@ -67,11 +54,7 @@ pub async fn check_parent(host: &Netlink, net: &Network) -> Result<()> {
         });
     }
     if host.link_index(parent).await?.is_none() {
-        return Err(Error::invalid(
-            "parent",
-            parent,
-            "no such network interface on the host",
-        ));
+        return Err(Error::invalid("parent", parent, "no such network interface on the host"));
     }
     Ok(())
 }
@@ -84,10 +67,7 @@ pub async fn attach(
     default_route: bool,
 ) -> Result<u32> {
     let parent = net.device.as_deref().ok_or_else(|| {
-        Error::Unsupported(format!(
-            "macvlan network {} is --internal without parent: no endpoints",
-            net.name
-        ))
+        Error::Unsupported(format!("macvlan network {} is --internal without parent: no endpoints", net.name))
     })?;
     let pidx = host.require_index(parent).await?;
     let tmp = names::macvlan_name();

@@ -42,9 +42,7 @@ pub async fn attach(
     match net.driver.as_str() {
         DRIVER_BRIDGE => bridge::attach(host, net, ep, netns, default_route).await,
         DRIVER_MACVLAN => macvlan::attach(host, net, ep, netns, default_route).await,
-        other => Err(Error::Unsupported(format!(
-            "driver {other} has no endpoints"
-        ))),
+        other => Err(Error::Unsupported(format!("driver {other} has no endpoints"))),
     }
 }
 
@@ -66,10 +64,8 @@ pub(crate) async fn configure_in_sandbox(
     ep: &Endpoint,
     default_route: bool,
 ) -> Result<()> {
-    let ipam = net
-        .ipam
-        .as_ref()
-        .ok_or_else(|| Error::Unsupported(format!("network {} has no IPAM", net.name)))?;
+    let ipam =
+        net.ipam.as_ref().ok_or_else(|| Error::Unsupported(format!("network {} has no IPAM", net.name)))?;
     let nl = Netlink::in_netns(netns)?;
     let idx = nl.require_index(tmp_name).await?;
     nl.rename(idx, &ep.ifname).await?;

@@ -21,9 +21,10 @@ impl Engine {
         aliases: &[String],
         tx: &crate::store::Tx,
     ) -> Result<Endpoint> {
-        let ipam = net.ipam.as_ref().ok_or_else(|| {
-            Error::Unsupported(format!("network {} has no address pool", net.name))
-        })?;
+        let ipam = net
+            .ipam
+            .as_ref()
+            .ok_or_else(|| Error::Unsupported(format!("network {} has no address pool", net.name)))?;
         if net.driver == DRIVER_MACVLAN && net.device.is_none() {
             return Err(Error::Unsupported(format!(
                 "network {} is an --internal macvlan network without parent: it cannot have endpoints",
@@ -33,22 +34,14 @@ impl Engine {
         let used: HashSet<Ipv4Addr> = state.endpoints_of_network(&net.id).map(|e| e.ip).collect();
         let ip = match ip {
             Some(s) if !s.is_empty() => {
-                let ip: Ipv4Addr = s
-                    .parse()
-                    .map_err(|_| Error::invalid("ip", s, "not an IPv4 address"))?;
+                let ip: Ipv4Addr = s.parse().map_err(|_| Error::invalid("ip", s, "not an IPv4 address"))?;
                 ipam::check_requested(ipam, ip, &used, &net.name)?;
                 ip
             }
             _ => ipam::allocate(ipam, &used, &net.name)?,
         };
-        let taken: HashSet<String> = state
-            .endpoints_of_sandbox(&sb.id)
-            .map(|e| e.ifname.clone())
-            .collect();
-        let ifname = (0..)
-            .map(|i| format!("eth{i}"))
-            .find(|n| !taken.contains(n))
-            .unwrap_or_default();
+        let taken: HashSet<String> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ifname.clone()).collect();
+        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();
         let first = taken.is_empty();
         let ep = Endpoint {
             id: names::new_id(),
@@ -70,12 +63,7 @@ impl Engine {
     }
 
     /// Puts a bridge endpoint into the BPF endpoint table and attaches the veth program.
-    pub(super) fn program_endpoint(
-        &self,
-        net: &Network,
-        ep: &Endpoint,
-        host_index: u32,
-    ) -> Result<()> {
+    pub(super) fn program_endpoint(&self, net: &Network, ep: &Endpoint, host_index: u32) -> Result<()> {
         let Some(host_if) = &ep.host_ifname else {
             return Ok(());
         };
@@ -88,12 +76,7 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) async fn remove_endpoint(
-        &self,
-        net: &Network,
-        ep: &Endpoint,
-        netns: &Path,
-    ) -> Result<()> {
+    pub(super) async fn remove_endpoint(&self, net: &Network, ep: &Endpoint, netns: &Path) -> Result<()> {
         if let Some(host_if) = &ep.host_ifname {
             if let Some(idx) = self.host.link_index(host_if).await? {
                 lock_dp(&self.dp).remove_endpoint(idx);
@@ -132,26 +115,16 @@ impl Engine {
         if !net.has_endpoints() {
             return Err(Error::HostNetworkConnect);
         }
-        if state
-            .endpoints
-            .iter()
-            .any(|e| e.sandbox_id == sb.id && e.network_id == net.id)
-        {
-            return Err(Error::AlreadyConnected {
-                sandbox: sb.name,
-                network: net.name,
-            });
+        if state.endpoints.iter().any(|e| e.sandbox_id == sb.id && e.network_id == net.id) {
+            return Err(Error::AlreadyConnected { sandbox: sb.name, network: net.name });
         }
         if !aliases.is_empty() && net.name == "bridge" {
             return Err(Error::Conflict(
-                "network-scoped alias is supported only for containers in user defined networks"
-                    .into(),
+                "network-scoped alias is supported only for containers in user defined networks".into(),
             ));
         }
         let tx = self.store.begin()?;
-        let ep = self
-            .add_endpoint(&state, &net, &sb, ip, aliases, &tx)
-            .await?;
+        let ep = self.add_endpoint(&state, &net, &sb, ip, aliases, &tx).await?;
         if let Err(e) = tx.commit() {
             let _ = self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await;
             return Err(e);
@@ -172,15 +145,11 @@ impl Engine {
             .endpoints
             .iter()
             .find(|e| e.sandbox_id == sb.id && e.network_id == net.id)
-            .ok_or_else(|| Error::NotConnected {
-                sandbox: sb.name.clone(),
-                network: net.name.clone(),
-            })?
+            .ok_or_else(|| Error::NotConnected { sandbox: sb.name.clone(), network: net.name.clone() })?
             .clone();
         let tx = self.store.begin()?;
         tx.del_endpoint(&ep)?;
-        self.remove_endpoint(&net, &ep, Path::new(&sb.netns))
-            .await?;
+        self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await?;
         tx.commit()?;
         tracing::info!(network = %net.name, sandbox = %sb.name, "disconnected");
         Ok(())

@@ -79,13 +79,7 @@ fn lock_dp(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
 }
 
 impl Engine {
-    pub fn new(
-        paths: Paths,
-        uplink: Option<String>,
-        store: Store,
-        host: Netlink,
-        dp: Datapath,
-    ) -> Arc<Self> {
+    pub fn new(paths: Paths, uplink: Option<String>, store: Store, host: Netlink, dp: Datapath) -> Arc<Self> {
         Arc::new(Engine {
             paths,
             uplink,

@@ -34,11 +34,7 @@ impl Engine {
         }
         for (name, driver) in [("host", DRIVER_HOST), ("none", DRIVER_NULL)] {
             if state.network(name).is_none() {
-                let req = NetworkCreate {
-                    name: name.into(),
-                    driver: driver.into(),
-                    ..Default::default()
-                };
+                let req = NetworkCreate { name: name.into(), driver: driver.into(), ..Default::default() };
                 self.create_network_inner(req, true).await?;
             }
         }
@@ -58,11 +54,7 @@ impl Engine {
         if state.network(&req.name).is_some_and(|n| n.name == req.name) {
             return Err(Error::NetworkExists(req.name));
         }
-        let driver = if req.driver.is_empty() {
-            DRIVER_BRIDGE.to_string()
-        } else {
-            req.driver.clone()
-        };
+        let driver = if req.driver.is_empty() { DRIVER_BRIDGE.to_string() } else { req.driver.clone() };
         match driver.as_str() {
             DRIVER_BRIDGE | DRIVER_MACVLAN => {}
             DRIVER_HOST | DRIVER_NULL if predefined => {}
@@ -78,10 +70,7 @@ impl Engine {
         let mut options = req.options.clone();
         let device = match driver.as_str() {
             DRIVER_BRIDGE => {
-                let dev = options
-                    .get(opt::BRIDGE_NAME)
-                    .cloned()
-                    .unwrap_or_else(|| names::bridge_name(&id));
+                let dev = options.get(opt::BRIDGE_NAME).cloned().unwrap_or_else(|| names::bridge_name(&id));
                 if !names::valid_ifname(&dev) {
                     return Err(Error::invalid(
                         opt::BRIDGE_NAME,
@@ -89,14 +78,8 @@ impl Engine {
                         "not a valid interface name (1-15 characters)",
                     ));
                 }
-                if state
-                    .networks
-                    .iter()
-                    .any(|n| n.is_bridge() && n.device.as_deref() == Some(&dev))
-                {
-                    return Err(Error::Conflict(format!(
-                        "bridge device {dev} is used by another network"
-                    )));
+                if state.networks.iter().any(|n| n.is_bridge() && n.device.as_deref() == Some(&dev)) {
+                    return Err(Error::Conflict(format!("bridge device {dev} is used by another network")));
                 }
                 if !predefined && self.host.link_index(&dev).await?.is_some() {
                     return Err(Error::Conflict(format!(
@@ -113,11 +96,7 @@ impl Engine {
                 && v != "true"
                 && v != "false"
             {
-                return Err(Error::invalid(
-                    "option",
-                    format!("{key}={v}"),
-                    "must be true or false",
-                ));
+                return Err(Error::invalid("option", format!("{key}={v}"), "must be true or false"));
             }
         }
         let ipam = if driver == DRIVER_BRIDGE || driver == DRIVER_MACVLAN {
@@ -138,9 +117,7 @@ impl Engine {
             None
         };
         if driver == DRIVER_MACVLAN {
-            options
-                .entry(opt::MACVLAN_MODE.into())
-                .or_insert_with(|| "bridge".into());
+            options.entry(opt::MACVLAN_MODE.into()).or_insert_with(|| "bridge".into());
         }
         let net = Network {
             id: id.clone(),
@@ -155,11 +132,9 @@ impl Engine {
             device,
             predefined,
         };
-        drivers::create_network(&self.host, &net)
-            .await
-            .inspect_err(|_| {
-                // A half-made bridge must not survive.
-            })?;
+        drivers::create_network(&self.host, &net).await.inspect_err(|_| {
+            // A half-made bridge must not survive.
+        })?;
         let undo = async {
             let _ = drivers::delete_network(&self.host, &net).await;
             if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
@@ -184,14 +159,10 @@ impl Engine {
 
     /// "Check, don't assume": ask the kernel for an ipvlan link and report what it says.
     async fn ipvlan_unsupported(&self, parent: Option<&String>) -> Error {
-        let probe = self
-            .host
-            .probe_link_kind("ipvlan", parent.map(String::as_str).unwrap_or("lo"))
-            .await;
+        let probe = self.host.probe_link_kind("ipvlan", parent.map(String::as_str).unwrap_or("lo")).await;
         match probe {
             Ok(false) => Error::Unsupported(
-                "driver ipvlan is not available: this kernel lacks ipvlan support (CONFIG_IPVLAN)"
-                    .into(),
+                "driver ipvlan is not available: this kernel lacks ipvlan support (CONFIG_IPVLAN)".into(),
             ),
             _ => Error::Unsupported("driver ipvlan is not implemented by dataplane yet".into()),
         }
@@ -205,10 +176,7 @@ impl Engine {
             return Err(Error::PredefinedNetwork(net.name));
         }
         if state.endpoints_of_network(&net.id).next().is_some() {
-            return Err(Error::NetworkInUse {
-                name: net.name,
-                id: net.id,
-            });
+            return Err(Error::NetworkInUse { name: net.name, id: net.id });
         }
         let tx = self.store.begin()?;
         tx.del_network(&net.id)?;
@@ -226,8 +194,7 @@ impl Engine {
         let state = self.store.state()?;
         let mut removed = Vec::new();
         for n in state.networks.iter().filter(|n| !n.predefined) {
-            if state.endpoints_of_network(&n.id).next().is_none()
-                && self.remove_network(&n.id).await.is_ok()
+            if state.endpoints_of_network(&n.id).next().is_none() && self.remove_network(&n.id).await.is_ok()
             {
                 removed.push(n.name.clone());
             }

@@ -60,10 +60,7 @@ impl Engine {
                 }
                 let present = match &ep.host_ifname {
                     Some(h) => self.host.link_index(h).await?,
-                    None => Netlink::in_netns(&path)?
-                        .link_index(&ep.ifname)
-                        .await?
-                        .map(|_| 0),
+                    None => Netlink::in_netns(&path)?.link_index(&ep.ifname).await?.map(|_| 0),
                 };
                 let hidx = match present {
                     Some(i) => {
@@ -103,13 +100,8 @@ impl Engine {
         }
         // Interfaces we made (our prefixes and our alias) that the store does not know.
         for link in self.host.links().await? {
-            let prefixed = names::OWNED_PREFIXES
-                .iter()
-                .any(|p| link.name.starts_with(p));
-            if prefixed
-                && link.alias == crate::netlink::OWNER_ALIAS
-                && !known_ifs.contains(&link.name)
-            {
+            let prefixed = names::OWNED_PREFIXES.iter().any(|p| link.name.starts_with(p));
+            if prefixed && link.alias == crate::netlink::OWNER_ALIAS && !known_ifs.contains(&link.name) {
                 tracing::info!(interface = %link.name, "removing interface unknown to the store");
                 let _ = self.host.delete(link.index).await;
             }

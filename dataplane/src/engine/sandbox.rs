@@ -32,29 +32,14 @@ impl Engine {
             _ => format!("sandbox_{}", &id[..8]),
         };
         let mut warnings = Vec::new();
-        let ports = req
-            .publish
-            .iter()
-            .map(|p| ports::parse_publish(p))
-            .collect::<Result<Vec<_>>>()?;
-        let expose = req
-            .expose
-            .iter()
-            .map(|p| ports::parse_expose(p))
-            .collect::<Result<Vec<_>>>()?
-            .concat();
+        let ports = req.publish.iter().map(|p| ports::parse_publish(p)).collect::<Result<Vec<_>>>()?;
+        let expose = req.expose.iter().map(|p| ports::parse_expose(p)).collect::<Result<Vec<_>>>()?.concat();
         if let Some(h) = &req.hostname
             && (h.is_empty()
                 || h.len() > 63
-                || !h
-                    .chars()
-                    .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+                || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
         {
-            return Err(Error::invalid(
-                "hostname",
-                h,
-                "must be 1-63 characters of [a-zA-Z0-9.-]",
-            ));
+            return Err(Error::invalid("hostname", h, "must be 1-63 characters of [a-zA-Z0-9.-]"));
         }
         let (mode, net) = match req.network.as_str() {
             "" | "default" => (NetworkMode::Networks, state.network("bridge").cloned()),
@@ -76,8 +61,7 @@ impl Engine {
         };
         match &mode {
             NetworkMode::Host if (!ports.is_empty() || req.publish_all) => {
-                warnings
-                    .push("Published ports are discarded when using host network mode".to_string());
+                warnings.push("Published ports are discarded when using host network mode".to_string());
             }
             NetworkMode::Container(_) => {
                 if !ports.is_empty() || req.publish_all {
@@ -94,8 +78,7 @@ impl Engine {
         let user_defined = net.as_ref().is_some_and(|n| !n.predefined);
         if !req.aliases.is_empty() && !user_defined {
             return Err(Error::Conflict(
-                "network-scoped alias is supported only for containers in user defined networks"
-                    .into(),
+                "network-scoped alias is supported only for containers in user defined networks".into(),
             ));
         }
         if req.ip.as_deref().is_some_and(|s| !s.is_empty()) && !user_defined {
@@ -105,33 +88,21 @@ impl Engine {
         }
         let (netns_path, owns) = match (&mode, &req.netns_path) {
             (NetworkMode::Container(t), _) => {
-                let t = state
-                    .sandboxes
-                    .iter()
-                    .find(|s| &s.id == t)
-                    .map(|s| s.netns.clone())
-                    .unwrap_or_default();
+                let t =
+                    state.sandboxes.iter().find(|s| &s.id == t).map(|s| s.netns.clone()).unwrap_or_default();
                 (PathBuf::from(t), false)
             }
             (NetworkMode::Host, _) => (self.paths.host_netns_file(), false),
             (_, Some(p)) if !p.is_empty() => {
                 let p = PathBuf::from(p);
                 if !netns::is_pinned(&p) && !p.starts_with("/proc") {
-                    return Err(Error::invalid(
-                        "netns",
-                        p.display(),
-                        "not a network namespace file",
-                    ));
+                    return Err(Error::invalid("netns", p.display(), "not a network namespace file"));
                 }
                 (p, false)
             }
             _ => (self.paths.netns_file(&id), true),
         };
-        let ports = if mode == NetworkMode::Host {
-            Vec::new()
-        } else {
-            ports
-        };
+        let ports = if mode == NetworkMode::Host { Vec::new() } else { ports };
         let sb = Sandbox {
             id: id.clone(),
             name,
@@ -169,10 +140,9 @@ impl Engine {
             let tx = self.store.begin()?;
             tx.put_sandbox(&sb)?;
             let ep = match &net {
-                Some(n) => Some(
-                    self.add_endpoint(&state, n, &sb, req.ip.as_deref(), &req.aliases, &tx)
-                        .await?,
-                ),
+                Some(n) => {
+                    Some(self.add_endpoint(&state, n, &sb, req.ip.as_deref(), &req.aliases, &tx).await?)
+                }
                 None => None,
             };
             if let Err(e) = tx.commit() {
@@ -199,27 +169,16 @@ impl Engine {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
         let mut sb = state.require_sandbox(sb_ref)?.clone();
-        if sb.state == SandboxState::Running
-            && sb.pid.is_some_and(|p| process::alive(p, sb.pid_start))
-        {
+        if sb.state == SandboxState::Running && sb.pid.is_some_and(|p| process::alive(p, sb.pid_start)) {
             return Ok(());
         }
         if sb.cmd.is_empty() {
-            return Err(Error::invalid(
-                "command",
-                &sb.name,
-                "this sandbox has no command to start",
-            ));
+            return Err(Error::invalid("command", &sb.name, "this sandbox has no command to start"));
         }
         if let NetworkMode::Container(t) = &sb.mode {
-            let running = state
-                .sandboxes
-                .iter()
-                .any(|s| &s.id == t && s.state == SandboxState::Running);
+            let running = state.sandboxes.iter().any(|s| &s.id == t && s.state == SandboxState::Running);
             if !netns::is_pinned(Path::new(&sb.netns)) && !running {
-                return Err(Error::Conflict(format!(
-                    "cannot join network of a non running container: {t}"
-                )));
+                return Err(Error::Conflict(format!("cannot join network of a non running container: {t}")));
             }
         }
         let dir = self.paths.sandbox_dir(&sb.id);
@@ -227,10 +186,8 @@ impl Engine {
         let resolv = dir.join("resolv.conf");
         let hosts = dir.join("hosts");
         let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        std::fs::write(&resolv, host_resolv)
-            .map_err(|e| Error::io("write", resolv.display(), e))?;
-        let mut h =
-            String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+        std::fs::write(&resolv, host_resolv).map_err(|e| Error::io("write", resolv.display(), e))?;
+        let mut h = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         for ep in state.endpoints_of_sandbox(&sb.id) {
             h.push_str(&format!("{}\t{}\n", ep.ip, sb.hostname));
         }
@@ -256,18 +213,15 @@ impl Engine {
             return Err(e);
         }
         let (tx_exit, _) = watch::channel(None);
-        self.exits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(sb.id.clone(), tx_exit.clone());
+        self.exits.lock().unwrap_or_else(|p| p.into_inner()).insert(sb.id.clone(), tx_exit.clone());
         let engine = Arc::clone(self);
         let id = sb.id.clone();
         tokio::spawn(async move {
             let status = tokio::task::spawn_blocking(move || child.wait()).await;
             let code = match status {
-                Ok(Ok(s)) => s.code().unwrap_or_else(|| {
-                    128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)
-                }),
+                Ok(Ok(s)) => s
+                    .code()
+                    .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
                 _ => -1,
             };
             engine.on_exit(&id, pid, code).await;
@@ -309,12 +263,7 @@ impl Engine {
     pub async fn wait(&self, sb_ref: &str) -> Result<i32> {
         let state = self.store.state()?;
         let sb = state.require_sandbox(sb_ref)?.clone();
-        let rx = self
-            .exits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .get(&sb.id)
-            .map(|t| t.subscribe());
+        let rx = self.exits.lock().unwrap_or_else(|p| p.into_inner()).get(&sb.id).map(|t| t.subscribe());
         if let Some(mut rx) = rx {
             loop {
                 if let Some(code) = *rx.borrow() {
@@ -396,10 +345,7 @@ impl Engine {
         let _ = std::fs::remove_dir_all(self.paths.sandbox_dir(&sb.id));
         tx.del_sandbox(&sb.id)?;
         tx.commit()?;
-        self.exits
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .remove(&sb.id);
+        self.exits.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
         tracing::info!(sandbox = %sb.name, "removed");
         Ok(sb.id)
     }
@@ -407,9 +353,7 @@ impl Engine {
     /// The live state of a sandbox (a recorded Running whose process is gone reads Exited).
     pub fn effective_state(sb: &Sandbox) -> SandboxState {
         match (&sb.state, sb.pid) {
-            (SandboxState::Running, Some(p)) if !process::alive(p, sb.pid_start) => {
-                SandboxState::Exited(0)
-            }
+            (SandboxState::Running, Some(p)) if !process::alive(p, sb.pid_start) => SandboxState::Exited(0),
             (s, _) => s.clone(),
         }
     }

@@ -1,0 +1,67 @@
+//! Header parsing shared by the programs: the IPv4 TCP/UDP 5-tuple.
+
+use aya_ebpf::programs::TcContext;
+use dataplane_common::{PROTO_TCP, PROTO_UDP};
+use network_types::{
+    eth::{EthHdr, EtherType},
+    ip::Ipv4Hdr,
+};
+
+use crate::packet::ptr_at;
+
+/// Offsets of IPv4 header fields from the start of the frame.
+pub const IP_OFF: usize = EthHdr::LEN;
+pub const IP_CSUM_OFF: usize = IP_OFF + 10;
+pub const IP_SRC_OFF: usize = IP_OFF + 12;
+pub const IP_DST_OFF: usize = IP_OFF + 16;
+
+/// An IPv4 TCP or UDP packet (not a non-first fragment).
+#[derive(Clone, Copy)]
+pub struct Flow {
+    pub proto: u8,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    /// Network byte order, as on the wire.
+    pub sport: u16,
+    pub dport: u16,
+    /// Offset of the TCP/UDP header.
+    pub l4_off: usize,
+}
+
+impl Flow {
+    /// Offset of the L4 checksum.
+    #[inline(always)]
+    pub fn csum_off(&self) -> usize {
+        if self.proto == PROTO_TCP { self.l4_off + 16 } else { self.l4_off + 6 }
+    }
+}
+
+/// Parses the frame; `None` for anything that is not IPv4 TCP/UDP with ports.
+#[inline(always)]
+pub fn l4_flow(ctx: &TcContext) -> Option<Flow> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
+        return None;
+    }
+    let ip = ptr_at::<Ipv4Hdr>(ctx, IP_OFF)?;
+    // SAFETY: ptr_at checked the bounds.
+    let (vihl, proto, frags, saddr, daddr) =
+        unsafe { ((*ip).vihl, (*ip).proto, (*ip).frags, (*ip).src_addr, (*ip).dst_addr) };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    // Fragments after the first carry no ports.
+    if u16::from_be_bytes(frags) & 0x1fff != 0 {
+        return None;
+    }
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if ihl < Ipv4Hdr::LEN {
+        return None;
+    }
+    let l4_off = IP_OFF + ihl;
+    let ports = ptr_at::<[u16; 2]>(ctx, l4_off)?;
+    // SAFETY: ptr_at checked the bounds.
+    let [sport, dport] = unsafe { *ports };
+    Some(Flow { proto, saddr, daddr, sport, dport, l4_off })
+}

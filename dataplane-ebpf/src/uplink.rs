@@ -1,0 +1,71 @@
+//! tcx ingress on the uplink: packets for published ports are DNATed to
+//! their sandbox and redirected straight into it (`bpf_redirect_peer`),
+//! skipping the bridge and the host stack. Everything else goes on.
+//!
+//! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_CT`, `DP_METRICS`.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
+    helpers::bpf_redirect_peer,
+    programs::TcContext,
+};
+use dataplane_common::{CT_DIR_DNAT, CtEntry, Direction, DropReason};
+
+use crate::{
+    conntrack,
+    metrics::count,
+    nat::{self, End},
+    parse, service,
+};
+
+const NEXT: i32 = TC_ACT_UNSPEC;
+const DROP: i32 = TC_ACT_SHOT;
+
+#[inline(always)]
+pub fn ingress(ctx: &TcContext) -> i32 {
+    let Some(flow) = parse::l4_flow(ctx) else {
+        return NEXT;
+    };
+    let target = match conntrack::lookup(&flow, CT_DIR_DNAT) {
+        Some(e) => e,
+        None => {
+            let Some(b) = service::lookup(&flow) else {
+                return NEXT;
+            };
+            let e = CtEntry {
+                dir: CT_DIR_DNAT,
+                addr: b.addr,
+                port: b.port,
+                _pad: 0,
+                ifindex: b.ifindex,
+                mac: b.mac,
+                _pad2: [0; 2],
+                last_seen: 0,
+            };
+            // SAFETY: the skb pointer is valid for this program run.
+            let uplink = unsafe { (*ctx.skb.skb).ifindex };
+            if conntrack::track_dnat(&flow, &e, uplink).is_err() {
+                return verdict(ctx, DropReason::CtInsertFailed);
+            }
+            e
+        }
+    };
+    if nat::rewrite(ctx, &flow, End::Destination, target.addr, target.port).is_err()
+        || nat::set_macs(ctx, target.mac).is_err()
+    {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    count(DropReason::NatPublished, Direction::ToSandbox, ctx.len());
+    // SAFETY: plain helper call; the kernel checks the ifindex.
+    let ret = unsafe { bpf_redirect_peer(target.ifindex, 0) };
+    if ret < 0 {
+        return verdict(ctx, DropReason::RedirectFailed);
+    }
+    ret as i32
+}
+
+#[inline(always)]
+fn verdict(ctx: &TcContext, reason: DropReason) -> i32 {
+    count(reason, Direction::ToSandbox, ctx.len());
+    if reason.is_pass() { NEXT } else { DROP }
+}
