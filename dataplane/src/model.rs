@@ -102,6 +102,20 @@ pub struct Sandbox {
     pub expose: Vec<String>,
     pub publish_all: bool,
     pub auto_remove: bool,
+    /// Published ports as allocated (host port chosen, ranges expanded).
+    #[serde(default)]
+    pub bindings: Vec<PortBinding>,
+}
+
+/// One published port, resolved: host address and port → container port.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
+pub struct PortBinding {
+    /// IPv4 host address; 0.0.0.0 means every address of the host.
+    pub host_ip: Ipv4Addr,
+    pub host_port: u16,
+    pub container_port: u16,
+    /// tcp or udp.
+    pub proto: String,
 }
 
 /// A sandbox's attachment to a network.

@@ -246,6 +246,28 @@ impl Netlink {
             .collect())
     }
 
+    /// IPv4 addresses on link `index`.
+    pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        let msgs: Vec<_> = self
+            .handle
+            .address()
+            .get()
+            .set_link_index_filter(index)
+            .execute()
+            .try_collect()
+            .await
+            .map_err(nl("list addresses", index))?;
+        Ok(msgs
+            .iter()
+            .flat_map(|m| m.attributes.iter())
+            .filter_map(|a| match a {
+                AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some(*ip),
+                _ => None,
+            })
+            .collect())
+    }
+
     /// Interface of the IPv4 default route, if any.
     pub async fn default_route_interface(&self) -> Result<Option<u32>> {
         let routes: Vec<_> = self

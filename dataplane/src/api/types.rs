@@ -254,6 +254,26 @@ pub fn sandbox_summary(state: &State, sb: &Sandbox) -> SandboxSummary {
     }
 }
 
+/// Docker's `NetworkSettings.Ports`: `"80/tcp": [{"HostIp", "HostPort"}]`,
+/// and `null` for ports only exposed.
+fn published_ports(sb: &Sandbox) -> serde_json::Value {
+    let mut ports = serde_json::Map::new();
+    for e in &sb.expose {
+        ports.insert(e.clone(), serde_json::Value::Null);
+    }
+    for b in &sb.bindings {
+        let key = format!("{}/{}", b.container_port, b.proto);
+        let entry = serde_json::json!({"HostIp": b.host_ip.to_string(), "HostPort": b.host_port.to_string()});
+        match ports.get_mut(&key) {
+            Some(serde_json::Value::Array(list)) => list.push(entry),
+            _ => {
+                ports.insert(key, serde_json::Value::Array(vec![entry]));
+            }
+        }
+    }
+    serde_json::Value::Object(ports)
+}
+
 /// `inspect` of a sandbox, Docker-like.
 pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
     let (st, _, running, code) = state_words(sb);
@@ -308,7 +328,7 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
         },
         "NetworkSettings": {
             "SandboxKey": sb.netns,
-            "Ports": {},
+            "Ports": published_ports(sb),
             "Networks": networks,
         },
     })

@@ -197,10 +197,36 @@ pub async fn logs(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-/// Published ports are set up by the NAT datapath (a later issue); until
-/// then nothing is published and, like Docker for a sandbox without
-/// published ports, this prints nothing.
-pub async fn port(client: &Client, name: &str, _port: Option<&str>) -> anyhow::Result<ExitCode> {
-    let _: serde_json::Value = client.get(&format!("/containers/{}/json", enc(name))).await?;
+/// Prints published ports as Docker does: `80/tcp -> 0.0.0.0:8080`, or
+/// with a PORT[/PROTO] argument just the host addresses.
+pub async fn port(client: &Client, name: &str, filter: Option<&str>) -> anyhow::Result<ExitCode> {
+    let v: serde_json::Value = client.get(&format!("/containers/{}/json", enc(name))).await?;
+    let mut lines = Vec::new();
+    let want = filter.map(|f| if f.contains('/') { f.to_string() } else { format!("{f}/tcp") });
+    if let Some(ports) = v["NetworkSettings"]["Ports"].as_object() {
+        let mut keys: Vec<&String> = ports.keys().collect();
+        keys.sort_by_key(|k| {
+            (k.split('/').next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0), k.to_string())
+        });
+        for k in keys {
+            if want.as_ref().is_some_and(|w| w != k) {
+                continue;
+            }
+            for b in ports[k].as_array().into_iter().flatten() {
+                let addr = format!(
+                    "{}:{}",
+                    b["HostIp"].as_str().unwrap_or(""),
+                    b["HostPort"].as_str().unwrap_or("")
+                );
+                lines.push(if want.is_some() { addr } else { format!("{k} -> {addr}") });
+            }
+        }
+    }
+    if let (Some(w), true) = (&want, lines.is_empty()) {
+        anyhow::bail!("Error: No public port '{w}' published for {name}");
+    }
+    for l in lines {
+        println!("{l}");
+    }
     Ok(ExitCode::SUCCESS)
 }

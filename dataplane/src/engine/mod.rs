@@ -19,6 +19,7 @@ use crate::store::{State, Store};
 
 mod endpoint;
 mod network;
+mod publish;
 mod reconcile;
 mod sandbox;
 
@@ -68,6 +69,9 @@ pub struct Engine {
     lock: tokio::sync::Mutex<()>,
     /// Exit codes of processes this daemon started, for `wait`.
     exits: Mutex<HashMap<String, watch::Sender<Option<i32>>>>,
+    /// Sockets holding published host ports, per sandbox id, so that no
+    /// process on the host can take them.
+    reservations: Mutex<HashMap<String, Vec<std::os::fd::OwnedFd>>>,
 }
 
 fn now() -> String {
@@ -88,6 +92,7 @@ impl Engine {
             dp: Mutex::new(dp),
             lock: tokio::sync::Mutex::new(()),
             exits: Mutex::new(HashMap::new()),
+            reservations: Mutex::new(HashMap::new()),
         })
     }
 

@@ -106,6 +106,11 @@ impl Engine {
                 let _ = self.host.delete(link.index).await;
             }
         }
+        self.reconcile_publications(&state).await?;
+        if let Some(up) = &self.uplink {
+            known_ifs.insert(up.clone());
+            self.program_uplink(up).await?;
+        }
         let mut dp = lock_dp(&self.dp);
         for name in dp.pinned_links() {
             if !known_ifs.contains(&name) {

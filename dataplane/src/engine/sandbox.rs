@@ -1,4 +1,5 @@
 //! Sandboxes: create, start (with the reaper), wait, stop, remove.
+use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -103,7 +104,7 @@ impl Engine {
             _ => (self.paths.netns_file(&id), true),
         };
         let ports = if mode == NetworkMode::Host { Vec::new() } else { ports };
-        let sb = Sandbox {
+        let mut sb = Sandbox {
             id: id.clone(),
             name,
             hostname: match (&req.hostname, &mode) {
@@ -126,6 +127,7 @@ impl Engine {
             expose,
             publish_all: req.publish_all && mode != NetworkMode::Host,
             auto_remove: req.auto_remove,
+            bindings: Vec::new(),
         };
         // Kernel side: namespace, loopback, endpoint.
         if owns {
@@ -138,27 +140,40 @@ impl Engine {
                 nl.set_up(lo).await?;
             }
             let tx = self.store.begin()?;
-            tx.put_sandbox(&sb)?;
             let ep = match &net {
                 Some(n) => {
                     Some(self.add_endpoint(&state, n, &sb, req.ip.as_deref(), &req.aliases, &tx).await?)
                 }
                 None => None,
             };
-            if let Err(e) = tx.commit() {
+            let undo_endpoint = async {
                 if let (Some(n), Some(ep)) = (&net, &ep) {
                     let _ = self.remove_endpoint(n, ep, &netns_path).await;
                 }
+            };
+            let published = match self.publish(&state, &mut sb, ep.as_ref(), net.as_ref()).await {
+                Ok(w) => w,
+                Err(e) => {
+                    undo_endpoint.await;
+                    return Err(e);
+                }
+            };
+            if let Err(e) = tx.put_sandbox(&sb).and_then(|()| tx.commit()) {
+                self.unpublish(&sb, &[]);
+                undo_endpoint.await;
                 return Err(e);
             }
-            Ok(())
+            Ok(published)
         }
         .await;
-        if let Err(e) = res {
-            if owns {
-                let _ = netns::remove(&netns_path);
+        match res {
+            Ok(w) => warnings.extend(w),
+            Err(e) => {
+                if owns {
+                    let _ = netns::remove(&netns_path);
+                }
+                return Err(e);
             }
-            return Err(e);
         }
         tracing::info!(sandbox = %sb.name, id = %sb.short_id(), "sandbox created");
         Ok(Created { id, warnings })
@@ -329,6 +344,8 @@ impl Engine {
         };
         let tx = self.store.begin()?;
         let netns_path = PathBuf::from(&sb.netns);
+        let addrs: Vec<Ipv4Addr> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ip).collect();
+        self.unpublish(&sb, &addrs);
         let mut first_err = None;
         for ep in state.endpoints_of_sandbox(&sb.id) {
             tx.del_endpoint(ep)?;

@@ -1,0 +1,293 @@
+//! Publishing ports: expanding `-p`/`-P` into bindings, choosing free host
+//! ports, reserving them with bound sockets (so no host process can take
+//! them), and programming them into the BPF services map, all or nothing.
+
+use std::collections::HashSet;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::OwnedFd;
+
+use dataplane_common::{Backend, PROTO_TCP, PROTO_UDP, ServiceKey};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, socket};
+
+use super::*;
+use crate::error::{Error, Result};
+
+/// Docker's fallback when the kernel's range cannot be read.
+const EPHEMERAL_FALLBACK: (u16, u16) = (32768, 60999);
+
+fn proto_number(proto: &str) -> Result<u8> {
+    match proto {
+        "tcp" => Ok(PROTO_TCP),
+        "udp" => Ok(PROTO_UDP),
+        "sctp" => Err(Error::Unsupported(
+            "publishing SCTP ports is not supported yet (its CRC32c checksum cannot be updated incrementally in BPF)"
+                .into(),
+        )),
+        other => Err(Error::invalid("protocol", other, "must be tcp or udp")),
+    }
+}
+
+/// The host's ephemeral port range (net.ipv4.ip_local_port_range).
+fn ephemeral_range() -> (u16, u16) {
+    std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| {
+            let mut it = s.split_whitespace().filter_map(|x| x.parse::<u16>().ok());
+            Some((it.next()?, it.next()?))
+        })
+        .unwrap_or(EPHEMERAL_FALLBACK)
+}
+
+/// Holds `ip:port/proto` with a bound (not listening) socket.
+fn reserve(b: &PortBinding) -> Result<OwnedFd> {
+    let ty = if b.proto == "udp" { SockType::Datagram } else { SockType::Stream };
+    let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| Error::sys("socket", "port reservation", e))?;
+    let addr = SockaddrIn::from(SocketAddrV4::new(b.host_ip, b.host_port));
+    use std::os::fd::AsRawFd;
+    bind(fd.as_raw_fd(), &addr).map_err(|e| {
+        Error::Conflict(format!(
+            "cannot publish {}:{}/{}: {} on the host",
+            b.host_ip,
+            b.host_port,
+            b.proto,
+            if e == nix::Error::EADDRINUSE {
+                "the port is already in use".to_string()
+            } else {
+                e.to_string()
+            }
+        ))
+    })?;
+    Ok(fd)
+}
+
+fn overlaps(a: &PortBinding, b: &PortBinding) -> bool {
+    a.proto == b.proto
+        && a.host_port == b.host_port
+        && (a.host_ip == b.host_ip || a.host_ip.is_unspecified() || b.host_ip.is_unspecified())
+}
+
+impl Engine {
+    /// Expands and allocates the sandbox's publications, reserving each host
+    /// port as it goes. On error every reservation made here is released.
+    pub(super) fn plan_bindings(
+        &self,
+        state: &State,
+        sb: &Sandbox,
+    ) -> Result<(Vec<PortBinding>, Vec<OwnedFd>)> {
+        let taken: Vec<PortBinding> = state
+            .sandboxes
+            .iter()
+            .filter(|s| s.id != sb.id)
+            .flat_map(|s| s.bindings.iter().cloned())
+            .collect();
+        let mut out: Vec<PortBinding> = Vec::new();
+        let mut fds = Vec::new();
+        let (eph_lo, eph_hi) = ephemeral_range();
+        // Claims one binding: conflict check against other sandboxes and this
+        // one, then the host itself (by binding).
+        let claim = |b: PortBinding, out: &mut Vec<PortBinding>, fds: &mut Vec<OwnedFd>| -> Result<()> {
+            if taken.iter().chain(out.iter()).any(|t| overlaps(t, &b)) {
+                return Err(Error::Conflict(format!(
+                    "Bind for {}:{} failed: port is already allocated",
+                    b.host_ip, b.host_port
+                )));
+            }
+            fds.push(reserve(&b)?);
+            out.push(b);
+            Ok(())
+        };
+        // Tries each candidate host port until one is free.
+        let claim_any = |ip: Ipv4Addr,
+                         candidates: &mut dyn Iterator<Item = u16>,
+                         cport: u16,
+                         proto: &str,
+                         out: &mut Vec<PortBinding>,
+                         fds: &mut Vec<OwnedFd>|
+         -> Result<()> {
+            for hp in candidates {
+                let b = PortBinding {
+                    host_ip: ip,
+                    host_port: hp,
+                    container_port: cport,
+                    proto: proto.to_string(),
+                };
+                if claim(b, out, fds).is_ok() {
+                    return Ok(());
+                }
+            }
+            Err(Error::Conflict(format!("no free host port for {cport}/{proto} on {ip}")))
+        };
+        for spec in &sb.ports {
+            proto_number(&spec.proto)?;
+            let ip: Ipv4Addr = if spec.host_ip.is_empty() {
+                Ipv4Addr::UNSPECIFIED
+            } else {
+                spec.host_ip.parse().map_err(|_| {
+                    Error::Unsupported(format!(
+                        "publishing on IPv6 host address {} is not supported yet",
+                        spec.host_ip
+                    ))
+                })?
+            };
+            let cports = spec.container_port_start..=spec.container_port_end;
+            let ncont = spec.container_port_end - spec.container_port_start;
+            let nhost = spec.host_port_end.saturating_sub(spec.host_port_start);
+            if spec.host_port_start == 0 {
+                for cp in cports {
+                    claim_any(ip, &mut (eph_lo..=eph_hi), cp, &spec.proto, &mut out, &mut fds)?;
+                }
+            } else if ncont == nhost {
+                for (i, cp) in cports.enumerate() {
+                    let b = PortBinding {
+                        host_ip: ip,
+                        host_port: spec.host_port_start + i as u16,
+                        container_port: cp,
+                        proto: spec.proto.clone(),
+                    };
+                    claim(b, &mut out, &mut fds)?;
+                }
+            } else {
+                // One container port, any free port of the host range.
+                let mut range = spec.host_port_start..=spec.host_port_end;
+                claim_any(ip, &mut range, spec.container_port_start, &spec.proto, &mut out, &mut fds)?;
+            }
+        }
+        if sb.publish_all {
+            for e in &sb.expose {
+                let (port, proto) = e.split_once('/').unwrap_or((e.as_str(), "tcp"));
+                let cp: u16 = port.parse().map_err(|_| Error::invalid("expose", e, "not a port"))?;
+                proto_number(proto)?;
+                if out.iter().any(|b| b.container_port == cp && b.proto == proto) {
+                    continue;
+                }
+                claim_any(Ipv4Addr::UNSPECIFIED, &mut (eph_lo..=eph_hi), cp, proto, &mut out, &mut fds)?;
+            }
+        }
+        Ok((out, fds))
+    }
+
+    /// BPF service entries for `bindings`, leading to endpoint `ep`.
+    pub(super) async fn service_entries(
+        &self,
+        bindings: &[PortBinding],
+        ep: &Endpoint,
+    ) -> Result<Vec<(ServiceKey, Backend)>> {
+        let Some(host_if) = &ep.host_ifname else { return Ok(Vec::new()) };
+        let ifindex = self.host.require_index(host_if).await?;
+        bindings
+            .iter()
+            .map(|b| {
+                Ok((
+                    ServiceKey {
+                        addr: b.host_ip.octets(),
+                        port: b.host_port.to_be(),
+                        proto: proto_number(&b.proto)?,
+                        _pad: 0,
+                    },
+                    Backend {
+                        addr: ep.ip.octets(),
+                        port: b.container_port.to_be(),
+                        _pad: 0,
+                        ifindex,
+                        mac: ep.mac,
+                        _pad2: [0; 2],
+                    },
+                ))
+            })
+            .collect()
+    }
+
+    /// Allocates, reserves and programs the sandbox's published ports
+    /// through its first bridge endpoint. Returns warnings (ports that are
+    /// stored but not reachable). All or nothing.
+    pub(super) async fn publish(
+        &self,
+        state: &State,
+        sb: &mut Sandbox,
+        ep: Option<&Endpoint>,
+        net: Option<&Network>,
+    ) -> Result<Vec<String>> {
+        if sb.ports.is_empty() && !sb.publish_all {
+            return Ok(Vec::new());
+        }
+        let mut warnings = Vec::new();
+        let (bindings, fds) = self.plan_bindings(state, sb)?;
+        match (ep, net) {
+            (Some(ep), Some(net)) if net.is_bridge() && !net.internal => {
+                let entries = self.service_entries(&bindings, ep).await?;
+                lock_dp(&self.dp).set_services(&entries)?;
+            }
+            (_, Some(net)) if net.internal => {
+                warnings.push(format!("ports are not published: network {} is --internal", net.name))
+            }
+            _ => warnings.push("ports are not published: the sandbox has no bridge network".into()),
+        }
+        self.reservations.lock().unwrap_or_else(|p| p.into_inner()).insert(sb.id.clone(), fds);
+        sb.bindings = bindings;
+        Ok(warnings)
+    }
+
+    /// Removes the sandbox's services, releases its ports and forgets its
+    /// connections.
+    pub(super) fn unpublish(&self, sb: &Sandbox, addrs: &[Ipv4Addr]) {
+        let keys: Vec<ServiceKey> = sb
+            .bindings
+            .iter()
+            .filter_map(|b| {
+                Some(ServiceKey {
+                    addr: b.host_ip.octets(),
+                    port: b.host_port.to_be(),
+                    proto: proto_number(&b.proto).ok()?,
+                    _pad: 0,
+                })
+            })
+            .collect();
+        let mut dp = lock_dp(&self.dp);
+        dp.remove_services(&keys);
+        for a in addrs {
+            let _ = dp.ct_flush_addr(*a);
+        }
+        drop(dp);
+        self.reservations.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
+    }
+
+    /// Attaches the published-port program to the uplink and tells BPF the
+    /// uplink's addresses (where 0.0.0.0 publications answer).
+    pub(super) async fn program_uplink(&self, uplink: &str) -> Result<()> {
+        let idx = self.host.require_index(uplink).await?;
+        let ips: Vec<(Ipv4Addr, u32)> =
+            self.host.ipv4_addresses(idx).await?.into_iter().map(|ip| (ip, idx)).collect();
+        let mut dp = lock_dp(&self.dp);
+        dp.set_host_ips(&ips)?;
+        dp.attach_uplink(uplink)
+    }
+
+    /// After a restart: reserve every stored binding again and program the
+    /// services map to match the store exactly.
+    pub(super) async fn reconcile_publications(&self, state: &State) -> Result<()> {
+        let mut desired = Vec::new();
+        for sb in state.sandboxes.iter().filter(|s| !s.bindings.is_empty()) {
+            let mut fds = Vec::new();
+            for b in &sb.bindings {
+                match reserve(b) {
+                    Ok(fd) => fds.push(fd),
+                    Err(e) => tracing::warn!(sandbox = %sb.name, error = %e, "port reservation"),
+                }
+            }
+            self.reservations.lock().unwrap_or_else(|p| p.into_inner()).insert(sb.id.clone(), fds);
+            let first = state
+                .endpoints_of_sandbox(&sb.id)
+                .filter_map(|e| state.networks.iter().find(|n| n.id == e.network_id).map(|n| (e, n)))
+                .find(|(e, n)| n.is_bridge() && !n.internal && e.ifname == "eth0");
+            if let Some((ep, _)) = first {
+                desired.extend(self.service_entries(&sb.bindings, ep).await?);
+            }
+        }
+        let mut dp = lock_dp(&self.dp);
+        let keep: HashSet<ServiceKey> = desired.iter().map(|(k, _)| *k).collect();
+        let stale: Vec<ServiceKey> = dp.service_keys()?.into_iter().filter(|k| !keep.contains(k)).collect();
+        dp.remove_services(&stale);
+        dp.set_services(&desired)
+    }
+}

@@ -1,0 +1,161 @@
+//! Published ports (`-p`): an external client reaches a sandbox through the
+//! host's uplink address, the sandbox sees the client's real address, and
+//! the mapping, conflicts and clean-up behave as Docker's do.
+
+use dataplane_tests::{Host, Netns, sh, text};
+
+/// A TCP server in sandbox `name` on `port` that answers each connection
+/// with the peer address it sees.
+fn tcp_peer_echo(h: &Host, name: &str, port: u16, extra: &[&str]) {
+    let listen = format!("TCP-LISTEN:{port},fork,reuseaddr");
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["socat", &listen, "SYSTEM:echo peer=$SOCAT_PEERADDR"]);
+    h.dp_ok(&args);
+    wait_listening(h, name, port, "tcp");
+}
+
+fn wait_listening(h: &Host, name: &str, port: u16, proto: &str) {
+    let flag = if proto == "udp" { "-uln" } else { "-tln" };
+    for _ in 0..100 {
+        let ss = String::from_utf8_lossy(&h.exec(name, &["ss", flag]).stdout).into_owned();
+        if ss.contains(&format!(":{port} ")) {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{name} never listened on {port}/{proto}");
+}
+
+/// Connects from `from` to `addr` over TCP and returns what the server said.
+fn tcp_ask(from: &Netns, addr: &str) -> std::process::Output {
+    from.run(&["socat", "-t", "3", "-T", "3", "-", &format!("TCP:{addr},connect-timeout=3")])
+}
+
+#[test]
+fn external_client_reaches_published_tcp_and_udp_ports_with_its_own_address() {
+    let (h, ext) = Host::with_external("pub");
+    h.dp_ok(&["network", "create", "--subnet", "10.93.0.0/24", "web"]);
+    tcp_peer_echo(&h, "srv", 80, &["--network", "web", "-p", "8080:80"]);
+    let o = tcp_ask(&ext, "192.0.2.1:8080");
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout).trim(),
+        "peer=192.0.2.2",
+        "the sandbox must see the client's address"
+    );
+
+    // UDP request/response through a published port.
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dns",
+        "--network",
+        "web",
+        "-p",
+        "5353:53/udp",
+        "socat",
+        "UDP-RECVFROM:53,fork",
+        "SYSTEM:echo udp-peer=$SOCAT_PEERADDR",
+    ]);
+    wait_listening(&h, "dns", 53, "udp");
+    let o = ext.run(&["sh", "-c", "echo q | socat -t 3 -T 3 - UDP:192.0.2.1:5353"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "udp-peer=192.0.2.2", "{}", text(&o));
+
+    // Docker's `port` output and inspect's Ports.
+    assert_eq!(h.dp_ok(&["port", "srv"]), "80/tcp -> 0.0.0.0:8080\n");
+    assert_eq!(h.dp_ok(&["port", "srv", "80"]), "0.0.0.0:8080\n");
+    assert_eq!(h.dp_ok(&["port", "dns"]), "53/udp -> 0.0.0.0:5353\n");
+    let ports = h.inspect("srv")["NetworkSettings"]["Ports"].clone();
+    assert_eq!(ports["80/tcp"][0]["HostPort"], "8080");
+    let stats = h.dp_ok(&["stats"]);
+    assert!(stats.contains("NAT_PUBLISHED") && stats.contains("NAT_REPLY"), "{stats}");
+    assert!(h.drops("NAT_PUBLISHED") >= 2 && h.drops("NAT_REPLY") >= 2, "{stats}");
+
+    // No iptables/nftables rule and no proxy process were involved.
+    let nft = String::from_utf8_lossy(&h.run(&["nft", "list", "ruleset"]).stdout).into_owned();
+    assert!(!nft.contains("8080"), "nftables has our port: {nft}");
+
+    // rm unpublishes: the port answers no more.
+    h.dp_ok(&["rm", "-f", "srv"]);
+    assert!(!tcp_ask(&ext, "192.0.2.1:8080").status.success(), "port still answers after rm");
+}
+
+#[test]
+fn free_ports_ranges_and_expose() {
+    let (h, ext) = Host::with_external("rng");
+    // -p CPORT picks a free host port; -P publishes every --expose port.
+    tcp_peer_echo(&h, "a", 80, &["-p", "80", "--expose", "81", "-P"]);
+    let ports = h.dp_ok(&["port", "a"]);
+    let hp = ports
+        .lines()
+        .find(|l| l.starts_with("80/tcp"))
+        .and_then(|l| l.rsplit(':').next())
+        .expect("80/tcp mapped");
+    let hp: u16 = hp.trim().parse().expect("host port");
+    assert!(hp >= 1024, "{ports}");
+    assert!(ports.contains("81/tcp -> 0.0.0.0:"), "{ports}");
+    let o = tcp_ask(&ext, &format!("192.0.2.1:{hp}"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "peer=192.0.2.2", "{}", text(&o));
+    // 1:1 ranges.
+    h.dp_ok(&["run", "-d", "--name", "r", "-p", "8000-8002:90-92", "sleep", "300"]);
+    assert_eq!(
+        h.dp_ok(&["port", "r"]),
+        "90/tcp -> 0.0.0.0:8000\n91/tcp -> 0.0.0.0:8001\n92/tcp -> 0.0.0.0:8002\n"
+    );
+    // One container port, any free port of a host range (8000 is taken).
+    h.dp_ok(&["run", "-d", "--name", "any", "-p", "8000-8010:80", "sleep", "300"]);
+    assert_eq!(h.dp_ok(&["port", "any"]), "80/tcp -> 0.0.0.0:8003\n");
+    // A port only exposed is not reachable from outside.
+    tcp_peer_echo(&h, "exp", 7000, &["--expose", "7000"]);
+    assert!(!tcp_ask(&ext, "192.0.2.1:7000").status.success(), "exposed-only port answered");
+    assert_eq!(h.inspect("exp")["NetworkSettings"]["Ports"]["7000/tcp"], serde_json::Value::Null);
+}
+
+#[test]
+fn conflicts_are_refused_and_leave_nothing() {
+    let (h, _ext) = Host::with_external("cfl");
+    h.dp_ok(&["run", "-d", "--name", "first", "-p", "8080:80", "sleep", "300"]);
+    let before = (h.sandbox_names(), h.links(), h.netns_files());
+    let err = h.dp_err(&["run", "-d", "--name", "second", "-p", "8080:80", "sleep", "300"]);
+    assert!(err.contains("port is already allocated"), "{err}");
+    // A port held by a process on the host is refused too.
+    let mut holder = std::process::Command::new("nsenter")
+        .arg(format!("--net={}", h.ns.path()))
+        .args(["socat", "TCP-LISTEN:9090,reuseaddr", "-"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("holder");
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let err = h.dp_err(&["run", "-d", "--name", "third", "-p", "9090:80", "sleep", "300"]);
+    let _ = holder.kill();
+    let _ = holder.wait();
+    assert!(err.contains("already in use"), "{err}");
+    // Nothing half-made: no sandbox, veth or namespace for the refused ones.
+    assert_eq!(before, (h.sandbox_names(), h.links(), h.netns_files()));
+    // And a published port is held: a host process cannot take it.
+    let o = h.run(&["socat", "-T", "1", "TCP-LISTEN:8080", "-"]);
+    assert!(!o.status.success() && text(&o).contains("Address already in use"), "{}", text(&o));
+    // Unsupported forms say so.
+    assert!(h.dp_err(&["run", "-d", "-p", "8081:80/sctp", "true"]).contains("SCTP"));
+    assert!(h.dp_err(&["run", "-d", "-p", "[::1]:8082:80", "true"]).contains("IPv6"));
+    let _ = sh;
+}
+
+#[test]
+fn published_ports_survive_a_daemon_restart() {
+    let (mut h, ext) = Host::with_external("prs");
+    tcp_peer_echo(&h, "s", 80, &["-p", "8080:80"]);
+    h.kill_daemon();
+    // Pinned maps and links keep serving while the daemon is down.
+    let o = tcp_ask(&ext, "192.0.2.1:8080");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "peer=192.0.2.2", "{}", text(&o));
+    h.start();
+    let o = tcp_ask(&ext, "192.0.2.1:8080");
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "peer=192.0.2.2", "{}", text(&o));
+    assert_eq!(h.dp_ok(&["port", "s"]), "80/tcp -> 0.0.0.0:8080\n");
+    // The reservation is taken again after the restart.
+    let o = h.run(&["socat", "-T", "1", "TCP-LISTEN:8080", "-"]);
+    assert!(text(&o).contains("Address already in use"), "{}", text(&o));
+}
