@@ -17,6 +17,8 @@ pub const MAP_CT: &str = "DP_CT";
 /// The host's own addresses on its uplink (`[u8; 4]` → `u32` ifindex): where
 /// ports published on 0.0.0.0 answer.
 pub const MAP_HOST_IPS: &str = "DP_HOST_IPS";
+/// One [`Config`] at index 0.
+pub const MAP_CONFIG: &str = "DP_CONFIG";
 
 pub const MAX_SERVICES: u32 = 65_536;
 pub const MAX_CT: u32 = 262_144;
@@ -39,8 +41,30 @@ pub struct Endpoint {
     /// MAC address of the sandbox side.
     pub mac: [u8; 6],
     pub _pad: [u8; 2],
+    /// `NET_FLAG_*` of the endpoint's network.
+    pub flags: u32,
 }
-const _: () = assert!(core::mem::size_of::<Endpoint>() == 16);
+const _: () = assert!(core::mem::size_of::<Endpoint>() == 20);
+
+/// The network is `--internal`: nothing leaves it.
+pub const NET_FLAG_INTERNAL: u32 = 1;
+/// `com.docker.network.bridge.enable_ip_masquerade=false`: egress is routed, not SNATed.
+pub const NET_FLAG_NO_MASQUERADE: u32 = 2;
+
+/// Daemon-wide datapath settings, one entry at index 0 of `DP_CONFIG`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// ifindex of the uplink (0: none; no egress NAT).
+    pub uplink_ifindex: u32,
+    /// Address egress traffic is SNATed to.
+    pub uplink_ip: [u8; 4],
+    /// First and last port SNAT may allocate (host byte order).
+    pub snat_port_min: u16,
+    pub snat_port_max: u16,
+    pub _pad: u32,
+}
+const _: () = assert!(core::mem::size_of::<Config>() == 16);
 
 /// Value of the subnet LPM trie: which network owns a prefix.
 #[repr(C)]
@@ -57,6 +81,7 @@ pub struct NetworkInfo {
 const _: () = assert!(core::mem::size_of::<NetworkInfo>() == 12);
 
 /// IP protocol numbers used in keys.
+pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
 
@@ -108,6 +133,15 @@ const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 /// Direction of a conntrack entry.
 pub const CT_DIR_DNAT: u32 = 0;
 pub const CT_DIR_REPLY: u32 = 1;
+/// Egress from a sandbox: rewrite the source to the uplink address:port.
+pub const CT_DIR_SNAT: u32 = 2;
+/// Reply to egress: rewrite the destination back to the sandbox.
+pub const CT_DIR_SNAT_REPLY: u32 = 3;
+
+/// Whether entries of `dir` rewrite the destination (else the source).
+pub const fn ct_rewrites_destination(dir: u32) -> bool {
+    dir == CT_DIR_DNAT || dir == CT_DIR_SNAT_REPLY
+}
 
 /// What to do with packets of a tracked flow.
 #[repr(C)]
@@ -144,6 +178,7 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::Config {}
 }
 
 pub use crate::metrics::Counter;

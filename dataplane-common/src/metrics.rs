@@ -23,10 +23,18 @@ pub enum DropReason {
     NatRewriteFailed = 7,
     /// The redirect helper refused the target interface.
     RedirectFailed = 8,
+    /// Not a drop: egress SNAT to the uplink address.
+    NatEgress = 9,
+    /// Not a drop: reply to egress, destination restored.
+    NatEgressReply = 10,
+    /// Traffic leaving an `--internal` network.
+    PolicyInternal = 11,
+    /// No free SNAT port for a new egress flow.
+    NatPortExhausted = 12,
 }
 
 /// Number of [`DropReason`] values (the metrics array is sized from it).
-pub const DROP_REASON_COUNT: u32 = 9;
+pub const DROP_REASON_COUNT: u32 = 13;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -40,6 +48,10 @@ impl DropReason {
         DropReason::CtInsertFailed,
         DropReason::NatRewriteFailed,
         DropReason::RedirectFailed,
+        DropReason::NatEgress,
+        DropReason::NatEgressReply,
+        DropReason::PolicyInternal,
+        DropReason::NatPortExhausted,
     ];
 
     /// Stable, user-facing name (shown by `dataplane stats`).
@@ -54,6 +66,10 @@ impl DropReason {
             DropReason::CtInsertFailed => "CT_INSERT_FAILED",
             DropReason::NatRewriteFailed => "NAT_REWRITE_FAILED",
             DropReason::RedirectFailed => "REDIRECT_FAILED",
+            DropReason::NatEgress => "NAT_EGRESS",
+            DropReason::NatEgressReply => "NAT_EGRESS_REPLY",
+            DropReason::PolicyInternal => "POLICY_INTERNAL",
+            DropReason::NatPortExhausted => "NAT_PORT_EXHAUSTED",
         }
     }
 }
@@ -61,7 +77,14 @@ impl DropReason {
 impl DropReason {
     /// Whether the packet went on (a verdict, not a drop).
     pub const fn is_pass(self) -> bool {
-        matches!(self, DropReason::Forwarded | DropReason::NatPublished | DropReason::NatReply)
+        matches!(
+            self,
+            DropReason::Forwarded
+                | DropReason::NatPublished
+                | DropReason::NatReply
+                | DropReason::NatEgress
+                | DropReason::NatEgressReply
+        )
     }
 }
 

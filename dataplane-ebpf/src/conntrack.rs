@@ -1,10 +1,15 @@
-//! Connection tracking for published ports: one LRU entry per direction,
-//! inserted both or neither.
+//! Connection tracking shared by DNAT (published ports) and SNAT (egress):
+//! one LRU entry per direction, inserted both or neither.
 
-use aya_ebpf::helpers::bpf_ktime_get_ns;
-use dataplane_common::{CT_DIR_DNAT, CT_DIR_REPLY, CtEntry, CtKey};
+use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use dataplane_common::{CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CtEntry, CtKey};
 
 use crate::{maps::CT, parse::Flow};
+
+/// Map update flag: fail if the key exists (claims a SNAT port atomically).
+const BPF_NOEXIST: u64 = 1;
+/// How many random SNAT ports to try when the original one is taken.
+const SNAT_TRIES: u32 = 16;
 
 #[inline(always)]
 pub fn key(flow: &Flow) -> CtKey {
@@ -18,18 +23,20 @@ pub fn key(flow: &Flow) -> CtKey {
     }
 }
 
-/// The entry for this packet in direction `dir`, refreshed.
+/// The entry for this packet (any direction), refreshed.
 #[inline(always)]
-pub fn lookup(flow: &Flow, dir: u32) -> Option<CtEntry> {
+pub fn lookup(flow: &Flow) -> Option<CtEntry> {
     let e = CT.get_ptr_mut(key(flow))?;
     // SAFETY: pointer into the map value, valid for this program run.
     unsafe {
-        if (*e).dir != dir {
-            return None;
-        }
         (*e).last_seen = bpf_ktime_get_ns();
         Some(*e)
     }
+}
+
+#[inline(always)]
+fn entry(dir: u32, addr: [u8; 4], port: u16, ifindex: u32, mac: [u8; 6], now: u64) -> CtEntry {
+    CtEntry { dir, addr, port, _pad: 0, ifindex, mac, _pad2: [0; 2], last_seen: now }
 }
 
 /// Tracks a new DNAT flow: `flow` arrives for `dnat`; replies come back from
@@ -46,23 +53,60 @@ pub fn track_dnat(flow: &Flow, dnat: &CtEntry, reply_ifindex: u32) -> Result<(),
         proto: flow.proto,
         _pad: [0; 3],
     };
-    let reply = CtEntry {
-        dir: CT_DIR_REPLY,
-        addr: flow.daddr,
-        port: flow.dport,
-        _pad: 0,
-        ifindex: reply_ifindex,
-        mac: [0; 6],
-        _pad2: [0; 2],
-        last_seen: now,
-    };
-    CT.insert(reverse, reply, 0)?;
-    let mut fwd = *dnat;
-    fwd.dir = CT_DIR_DNAT;
-    fwd.last_seen = now;
+    CT.insert(reverse, entry(CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, [0; 6], now), 0)?;
+    let fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now);
     if let Err(e) = CT.insert(key(flow), fwd, 0) {
         let _ = CT.remove(reverse);
         return Err(e);
     }
     Ok(())
+}
+
+/// Tracks a new egress flow from a sandbox (behind host-side veth
+/// `veth_ifindex`, MAC `mac`): picks a source port on `nat_addr` — the
+/// original one when free, else random ones in `[min, max]` — and inserts
+/// both entries. Returns the SNAT entry.
+#[inline(always)]
+pub fn track_snat(
+    flow: &Flow,
+    nat_addr: [u8; 4],
+    min: u16,
+    max: u16,
+    uplink: u32,
+    veth_ifindex: u32,
+    mac: [u8; 6],
+) -> Result<CtEntry, i32> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let back = entry(CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac, now);
+    let span = (max as u32).saturating_sub(min as u32) + 1;
+    let mut port = flow.sport;
+    for i in 0..SNAT_TRIES {
+        if i > 0 {
+            let r = unsafe { bpf_get_prandom_u32() } % span;
+            port = ((min as u32 + r) as u16).to_be();
+        }
+        let reverse = CtKey {
+            saddr: flow.daddr,
+            daddr: nat_addr,
+            sport: flow.dport,
+            dport: port,
+            proto: flow.proto,
+            _pad: [0; 3],
+        };
+        // ICMP echo replies carry the identifier in both "port" fields.
+        let reverse = if flow.proto == dataplane_common::PROTO_ICMP {
+            CtKey { sport: port, ..reverse }
+        } else {
+            reverse
+        };
+        if CT.insert(reverse, back, BPF_NOEXIST).is_ok() {
+            let fwd = entry(CT_DIR_SNAT, nat_addr, port, uplink, [0; 6], now);
+            if let Err(e) = CT.insert(key(flow), fwd, 0) {
+                let _ = CT.remove(reverse);
+                return Err(e);
+            }
+            return Ok(fwd);
+        }
+    }
+    Err(-1)
 }

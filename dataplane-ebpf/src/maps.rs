@@ -4,10 +4,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
 };
 use dataplane_common::{
-    Backend, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
+    Backend, Config, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
     MAX_SUBNETS, METRICS_LEN, NetworkInfo, ServiceKey, SubnetKey,
 };
 
@@ -31,3 +31,6 @@ pub static HOST_IPS: HashMap<[u8; 4], u32> = HashMap::pinned(MAX_HOST_IPS, 0);
 
 #[map(name = "DP_CT")]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CT, 0);
+
+#[map(name = "DP_CONFIG")]
+pub static CONFIG: Array<Config> = Array::pinned(1, 0);

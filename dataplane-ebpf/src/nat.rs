@@ -6,7 +6,7 @@ use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::TcContext,
 };
-use dataplane_common::PROTO_UDP;
+use dataplane_common::{PROTO_ICMP, PROTO_UDP};
 
 use crate::parse::{Flow, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF};
 
@@ -20,16 +20,21 @@ pub enum End {
 /// Rewrites the source or destination address and port of `flow`.
 #[inline(always)]
 pub fn rewrite(ctx: &TcContext, flow: &Flow, end: End, addr: [u8; 4], port: u16) -> Result<(), i64> {
+    let icmp = flow.proto == PROTO_ICMP;
     let (old_addr, old_port, addr_off, port_off) = match end {
         End::Source => (flow.saddr, flow.sport, IP_SRC_OFF, flow.l4_off),
         End::Destination => (flow.daddr, flow.dport, IP_DST_OFF, flow.l4_off + 2),
     };
+    // ICMP echo: the "port" is the identifier, and its checksum has no pseudo-header.
+    let port_off = if icmp { flow.l4_off + 4 } else { port_off };
     let mangled = if flow.proto == PROTO_UDP { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
     let csum = flow.csum_off();
     let from = u32::from_ne_bytes(old_addr) as u64;
     let to = u32::from_ne_bytes(addr) as u64;
     if from != to {
-        ctx.l4_csum_replace(csum, from, to, BPF_F_PSEUDO_HDR as u64 | mangled | 4)?;
+        if !icmp {
+            ctx.l4_csum_replace(csum, from, to, BPF_F_PSEUDO_HDR as u64 | mangled | 4)?;
+        }
         ctx.l3_csum_replace(IP_CSUM_OFF, from, to, 4)?;
         ctx.store(addr_off, &addr, 0)?;
     }

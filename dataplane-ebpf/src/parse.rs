@@ -1,7 +1,7 @@
 //! Header parsing shared by the programs: the IPv4 TCP/UDP 5-tuple.
 
 use aya_ebpf::programs::TcContext;
-use dataplane_common::{PROTO_TCP, PROTO_UDP};
+use dataplane_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -15,7 +15,12 @@ pub const IP_CSUM_OFF: usize = IP_OFF + 10;
 pub const IP_SRC_OFF: usize = IP_OFF + 12;
 pub const IP_DST_OFF: usize = IP_OFF + 16;
 
-/// An IPv4 TCP or UDP packet (not a non-first fragment).
+/// ICMP echo request and reply types.
+const ICMP_ECHO_REPLY: u8 = 0;
+const ICMP_ECHO_REQUEST: u8 = 8;
+
+/// An IPv4 TCP or UDP packet, or ICMP echo (not a non-first fragment).
+/// For ICMP echo both "ports" are the echo identifier.
 #[derive(Clone, Copy)]
 pub struct Flow {
     pub proto: u8,
@@ -32,7 +37,11 @@ impl Flow {
     /// Offset of the L4 checksum.
     #[inline(always)]
     pub fn csum_off(&self) -> usize {
-        if self.proto == PROTO_TCP { self.l4_off + 16 } else { self.l4_off + 6 }
+        match self.proto {
+            PROTO_TCP => self.l4_off + 16,
+            PROTO_UDP => self.l4_off + 6,
+            _ => self.l4_off + 2,
+        }
     }
 }
 
@@ -48,7 +57,7 @@ pub fn l4_flow(ctx: &TcContext) -> Option<Flow> {
     // SAFETY: ptr_at checked the bounds.
     let (vihl, proto, frags, saddr, daddr) =
         unsafe { ((*ip).vihl, (*ip).proto, (*ip).frags, (*ip).src_addr, (*ip).dst_addr) };
-    if proto != PROTO_TCP && proto != PROTO_UDP {
+    if proto != PROTO_TCP && proto != PROTO_UDP && proto != PROTO_ICMP {
         return None;
     }
     // Fragments after the first carry no ports.
@@ -60,6 +69,16 @@ pub fn l4_flow(ctx: &TcContext) -> Option<Flow> {
         return None;
     }
     let l4_off = IP_OFF + ihl;
+    if proto == PROTO_ICMP {
+        let hdr = ptr_at::<[u8; 8]>(ctx, l4_off)?;
+        // SAFETY: ptr_at checked the bounds.
+        let h = unsafe { *hdr };
+        if h[0] != ICMP_ECHO_REQUEST && h[0] != ICMP_ECHO_REPLY {
+            return None;
+        }
+        let id = u16::from_ne_bytes([h[4], h[5]]);
+        return Some(Flow { proto, saddr, daddr, sport: id, dport: id, l4_off });
+    }
     let ports = ptr_at::<[u16; 2]>(ctx, l4_off)?;
     // SAFETY: ptr_at checked the bounds.
     let [sport, dport] = unsafe { *ports };

@@ -1,6 +1,8 @@
 //! tcx ingress on the uplink: packets for published ports are DNATed to
-//! their sandbox and redirected straight into it (`bpf_redirect_peer`),
-//! skipping the bridge and the host stack. Everything else goes on.
+//! their sandbox, and replies to egress flows get their sandbox destination
+//! back; both are redirected straight into the sandbox
+//! (`bpf_redirect_peer`), skipping the bridge and the host stack.
+//! Everything else goes on.
 //!
 //! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_CT`, `DP_METRICS`.
 
@@ -9,7 +11,7 @@ use aya_ebpf::{
     helpers::bpf_redirect_peer,
     programs::TcContext,
 };
-use dataplane_common::{CT_DIR_DNAT, CtEntry, Direction, DropReason};
+use dataplane_common::{CT_DIR_DNAT, CT_DIR_SNAT_REPLY, CtEntry, Direction, DropReason};
 
 use crate::{
     conntrack,
@@ -23,15 +25,13 @@ const DROP: i32 = TC_ACT_SHOT;
 
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
-    let Some(flow) = parse::l4_flow(ctx) else {
-        return NEXT;
-    };
-    let target = match conntrack::lookup(&flow, CT_DIR_DNAT) {
-        Some(e) => e,
+    let Some(flow) = parse::l4_flow(ctx) else { return NEXT };
+    let (target, reason) = match conntrack::lookup(&flow) {
+        Some(e) if e.dir == CT_DIR_DNAT => (e, DropReason::NatPublished),
+        Some(e) if e.dir == CT_DIR_SNAT_REPLY => (e, DropReason::NatEgressReply),
+        Some(_) => return NEXT,
         None => {
-            let Some(b) = service::lookup(&flow) else {
-                return NEXT;
-            };
+            let Some(b) = service::lookup(&flow) else { return NEXT };
             let e = CtEntry {
                 dir: CT_DIR_DNAT,
                 addr: b.addr,
@@ -47,7 +47,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
             if conntrack::track_dnat(&flow, &e, uplink).is_err() {
                 return verdict(ctx, DropReason::CtInsertFailed);
             }
-            e
+            (e, DropReason::NatPublished)
         }
     };
     if nat::rewrite(ctx, &flow, End::Destination, target.addr, target.port).is_err()
@@ -55,7 +55,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
-    count(DropReason::NatPublished, Direction::ToSandbox, ctx.len());
+    count(reason, Direction::ToSandbox, ctx.len());
     // SAFETY: plain helper call; the kernel checks the ifindex.
     let ret = unsafe { bpf_redirect_peer(target.ifindex, 0) };
     if ret < 0 {

@@ -13,8 +13,9 @@ use aya::programs::tc::{TcAttachOptions, TcAttachType};
 use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use dataplane_common::{
-    Backend, Counter, CtEntry, CtKey, Direction, DropReason, Endpoint, MAP_CT, MAP_ENDPOINTS, MAP_HOST_IPS,
-    MAP_METRICS, MAP_SERVICES, MAP_SUBNETS, NetworkInfo, ServiceKey, SubnetKey, metric_index,
+    Backend, Config, Counter, CtEntry, CtKey, Direction, DropReason, Endpoint, MAP_CONFIG, MAP_CT,
+    MAP_ENDPOINTS, MAP_HOST_IPS, MAP_METRICS, MAP_SERVICES, MAP_SUBNETS, NetworkInfo, ServiceKey, SubnetKey,
+    metric_index,
 };
 use ipnetwork::Ipv4Network;
 
@@ -156,8 +157,15 @@ impl Datapath {
             .map_err(|e| bpf_err(MAP_SUBNETS, e))
     }
 
-    pub fn set_endpoint(&mut self, ifindex: u32, net_num: u32, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
-        let ep = Endpoint { net_id: net_num, ipv4: ip.octets(), mac, _pad: [0; 2] };
+    pub fn set_endpoint(
+        &mut self,
+        ifindex: u32,
+        net_num: u32,
+        ip: Ipv4Addr,
+        mac: [u8; 6],
+        flags: u32,
+    ) -> Result<()> {
+        let ep = Endpoint { net_id: net_num, ipv4: ip.octets(), mac, _pad: [0; 2], flags };
         self.endpoints()?.insert(ifindex, ep, 0).map_err(|e| bpf_err(format!("insert endpoint {ifindex}"), e))
     }
 
@@ -224,6 +232,15 @@ impl Datapath {
     fn host_ips(&mut self) -> Result<HashMap<&mut MapData, [u8; 4], u32>> {
         HashMap::try_from(self.ebpf.map_mut(MAP_HOST_IPS).ok_or_else(|| bpf_err(MAP_HOST_IPS, "missing"))?)
             .map_err(|e| bpf_err(MAP_HOST_IPS, e))
+    }
+
+    /// Sets the uplink egress is SNATed through (ifindex 0: no egress NAT).
+    pub fn set_config(&mut self, cfg: Config) -> Result<()> {
+        let mut m: aya::maps::Array<&mut MapData, Config> = aya::maps::Array::try_from(
+            self.ebpf.map_mut(MAP_CONFIG).ok_or_else(|| bpf_err(MAP_CONFIG, "missing"))?,
+        )
+        .map_err(|e| bpf_err(MAP_CONFIG, e))?;
+        m.set(0, cfg, 0).map_err(|e| bpf_err(MAP_CONFIG, e))
     }
 
     /// Replaces the set of host addresses on which 0.0.0.0 publications answer.

@@ -140,6 +140,18 @@ impl Network {
     pub fn is_bridge(&self) -> bool {
         self.driver == DRIVER_BRIDGE
     }
+    /// `NET_FLAG_*` bits the datapath enforces for this network's endpoints.
+    pub fn datapath_flags(&self) -> u32 {
+        let mut f = 0;
+        if self.internal {
+            f |= dataplane_common::NET_FLAG_INTERNAL;
+        }
+        if self.options.get(opt::ENABLE_IP_MASQUERADE).is_some_and(|v| v == "false") {
+            f |= dataplane_common::NET_FLAG_NO_MASQUERADE;
+        }
+        f
+    }
+
     /// Networks whose sandboxes get endpoints (and so support connect).
     pub fn has_endpoints(&self) -> bool {
         self.driver == DRIVER_BRIDGE || self.driver == DRIVER_MACVLAN

@@ -46,7 +46,7 @@ fn isolation_verdicts_on_crafted_packets() {
     // Not an endpoint yet: nothing is judged.
     assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2])).expect("run"), NEXT);
 
-    dp.set_endpoint(LO, 1, Ipv4Addr::new(10, 1, 0, 2), [2, 0x42, 10, 1, 0, 2]).expect("endpoint");
+    dp.set_endpoint(LO, 1, Ipv4Addr::new(10, 1, 0, 2), [2, 0x42, 10, 1, 0, 2], 0).expect("endpoint");
     let before = drops(&dp, "POLICY_NETWORK_ISOLATION");
     assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2])).expect("run"), DROP, "other network");
     assert_eq!(drops(&dp, "POLICY_NETWORK_ISOLATION"), before + 1, "drop not counted");

@@ -68,7 +68,7 @@ impl Engine {
             return Ok(());
         };
         let mut dp = lock_dp(&self.dp);
-        dp.set_endpoint(host_index, net.num, ep.ip, ep.mac)?;
+        dp.set_endpoint(host_index, net.num, ep.ip, ep.mac, net.datapath_flags())?;
         if let Err(e) = dp.attach_veth(host_if) {
             dp.remove_endpoint(host_index);
             return Err(e);

@@ -12,6 +12,10 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, sock
 use super::*;
 use crate::error::{Error, Result};
 
+/// Ports egress SNAT picks from when a sandbox's own source port is taken:
+/// above the usual host ephemeral range, to keep clear of host sockets.
+const SNAT_PORTS: (u16, u16) = (61000, 65535);
+
 /// Docker's fallback when the kernel's range cannot be read.
 const EPHEMERAL_FALLBACK: (u16, u16) = (32768, 60999);
 
@@ -260,6 +264,14 @@ impl Engine {
             self.host.ipv4_addresses(idx).await?.into_iter().map(|ip| (ip, idx)).collect();
         let mut dp = lock_dp(&self.dp);
         dp.set_host_ips(&ips)?;
+        let cfg = dataplane_common::Config {
+            uplink_ifindex: idx,
+            uplink_ip: ips.first().map(|(ip, _)| ip.octets()).unwrap_or_default(),
+            snat_port_min: SNAT_PORTS.0,
+            snat_port_max: SNAT_PORTS.1,
+            _pad: 0,
+        };
+        dp.set_config(if ips.is_empty() { dataplane_common::Config::default() } else { cfg })?;
         dp.attach_uplink(uplink)
     }
 
