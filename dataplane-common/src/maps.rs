@@ -138,6 +138,13 @@ pub const CT_DIR_SNAT: u32 = 2;
 /// Reply to egress: rewrite the destination back to the sandbox.
 pub const CT_DIR_SNAT_REPLY: u32 = 3;
 
+/// TCP states tracked per entry; each has its own idle timeout.
+pub const CT_STATE_NONE: u16 = 0;
+pub const CT_STATE_SYN: u16 = 1;
+pub const CT_STATE_ESTABLISHED: u16 = 2;
+pub const CT_STATE_FIN: u16 = 3;
+pub const CT_STATE_CLOSE: u16 = 4;
+
 /// Whether entries of `dir` rewrite the destination (else the source).
 pub const fn ct_rewrites_destination(dir: u32) -> bool {
     dir == CT_DIR_DNAT || dir == CT_DIR_SNAT_REPLY
@@ -153,7 +160,8 @@ pub struct CtEntry {
     pub addr: [u8; 4],
     /// Network byte order.
     pub port: u16,
-    pub _pad: u16,
+    /// TCP state (`CT_STATE_*`), 0 for UDP and ICMP.
+    pub state: u16,
     /// Where to send the rewritten packet: the backend's host-side veth
     /// (redirect to its peer) or the uplink (redirect with neighbour lookup).
     pub ifindex: u32,

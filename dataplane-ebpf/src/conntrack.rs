@@ -2,7 +2,10 @@
 //! one LRU entry per direction, inserted both or neither.
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
-use dataplane_common::{CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CtEntry, CtKey};
+use dataplane_common::{
+    CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_STATE_CLOSE, CT_STATE_ESTABLISHED,
+    CT_STATE_FIN, CT_STATE_NONE, CT_STATE_SYN, CtEntry, CtKey, PROTO_TCP,
+};
 
 use crate::{maps::CT, parse::Flow};
 
@@ -23,20 +26,53 @@ pub fn key(flow: &Flow) -> CtKey {
     }
 }
 
-/// The entry for this packet (any direction), refreshed.
+/// TCP flags.
+const FIN: u8 = 0x01;
+const SYN: u8 = 0x02;
+const RST: u8 = 0x04;
+const ACK: u8 = 0x10;
+
+/// The TCP state after a packet with `flags` (SYN → ESTABLISHED on the
+/// first ACK without SYN; FIN and RST move forward, never back).
+#[inline(always)]
+fn next_state(state: u16, flags: u8) -> u16 {
+    if flags & RST != 0 {
+        CT_STATE_CLOSE
+    } else if flags & FIN != 0 {
+        if state < CT_STATE_FIN { CT_STATE_FIN } else { state }
+    } else if state <= CT_STATE_SYN && flags & ACK != 0 && flags & SYN == 0 {
+        CT_STATE_ESTABLISHED
+    } else if state == CT_STATE_NONE {
+        CT_STATE_SYN
+    } else {
+        state
+    }
+}
+
+/// The entry for this packet (any direction), refreshed and, for TCP,
+/// moved along the state machine.
 #[inline(always)]
 pub fn lookup(flow: &Flow) -> Option<CtEntry> {
     let e = CT.get_ptr_mut(key(flow))?;
     // SAFETY: pointer into the map value, valid for this program run.
     unsafe {
         (*e).last_seen = bpf_ktime_get_ns();
+        if flow.proto == PROTO_TCP {
+            (*e).state = next_state((*e).state, flow.tcp_flags);
+        }
         Some(*e)
     }
 }
 
+/// Initial state of a new entry.
 #[inline(always)]
-fn entry(dir: u32, addr: [u8; 4], port: u16, ifindex: u32, mac: [u8; 6], now: u64) -> CtEntry {
-    CtEntry { dir, addr, port, _pad: 0, ifindex, mac, _pad2: [0; 2], last_seen: now }
+fn initial_state(flow: &Flow) -> u16 {
+    if flow.proto == PROTO_TCP { next_state(CT_STATE_NONE, flow.tcp_flags) } else { CT_STATE_NONE }
+}
+
+#[inline(always)]
+fn entry(dir: u32, addr: [u8; 4], port: u16, ifindex: u32, mac: [u8; 6], now: u64, state: u16) -> CtEntry {
+    CtEntry { dir, addr, port, state, ifindex, mac, _pad2: [0; 2], last_seen: now }
 }
 
 /// Tracks a new DNAT flow: `flow` arrives for `dnat`; replies come back from
@@ -53,8 +89,12 @@ pub fn track_dnat(flow: &Flow, dnat: &CtEntry, reply_ifindex: u32) -> Result<(),
         proto: flow.proto,
         _pad: [0; 3],
     };
-    CT.insert(reverse, entry(CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, [0; 6], now), 0)?;
-    let fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now);
+    CT.insert(
+        reverse,
+        entry(CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, [0; 6], now, initial_state(flow)),
+        0,
+    )?;
+    let fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now, initial_state(flow));
     if let Err(e) = CT.insert(key(flow), fwd, 0) {
         let _ = CT.remove(reverse);
         return Err(e);
@@ -77,7 +117,7 @@ pub fn track_snat(
     mac: [u8; 6],
 ) -> Result<CtEntry, i32> {
     let now = unsafe { bpf_ktime_get_ns() };
-    let back = entry(CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac, now);
+    let back = entry(CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac, now, initial_state(flow));
     let span = (max as u32).saturating_sub(min as u32) + 1;
     let mut port = flow.sport;
     for i in 0..SNAT_TRIES {
@@ -100,7 +140,7 @@ pub fn track_snat(
             reverse
         };
         if CT.insert(reverse, back, BPF_NOEXIST).is_ok() {
-            let fwd = entry(CT_DIR_SNAT, nat_addr, port, uplink, [0; 6], now);
+            let fwd = entry(CT_DIR_SNAT, nat_addr, port, uplink, [0; 6], now, initial_state(flow));
             if let Err(e) = CT.insert(key(flow), fwd, 0) {
                 let _ = CT.remove(reverse);
                 return Err(e);

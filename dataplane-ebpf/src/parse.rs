@@ -31,6 +31,8 @@ pub struct Flow {
     pub dport: u16,
     /// Offset of the TCP/UDP header.
     pub l4_off: usize,
+    /// TCP flags (0 for UDP and ICMP).
+    pub tcp_flags: u8,
 }
 
 impl Flow {
@@ -77,10 +79,17 @@ pub fn l4_flow(ctx: &TcContext) -> Option<Flow> {
             return None;
         }
         let id = u16::from_ne_bytes([h[4], h[5]]);
-        return Some(Flow { proto, saddr, daddr, sport: id, dport: id, l4_off });
+        return Some(Flow { proto, saddr, daddr, sport: id, dport: id, l4_off, tcp_flags: 0 });
     }
     let ports = ptr_at::<[u16; 2]>(ctx, l4_off)?;
     // SAFETY: ptr_at checked the bounds.
     let [sport, dport] = unsafe { *ports };
-    Some(Flow { proto, saddr, daddr, sport, dport, l4_off })
+    let tcp_flags = if proto == PROTO_TCP {
+        let f = ptr_at::<u8>(ctx, l4_off + 13)?;
+        // SAFETY: ptr_at checked the bounds.
+        unsafe { *f }
+    } else {
+        0
+    };
+    Some(Flow { proto, saddr, daddr, sport, dport, l4_off, tcp_flags })
 }

@@ -36,7 +36,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
                 dir: CT_DIR_DNAT,
                 addr: b.addr,
                 port: b.port,
-                _pad: 0,
+                state: 0,
                 ifindex: b.ifindex,
                 mac: b.mac,
                 _pad2: [0; 2],

@@ -289,6 +289,22 @@ impl Datapath {
         Ok(self.ct()?.iter().filter_map(|r| r.ok()).collect())
     }
 
+    /// Removes the given conntrack entries.
+    pub fn ct_remove(&mut self, keys: &[CtKey]) -> Result<()> {
+        let mut m = self.ct()?;
+        for k in keys {
+            let _ = m.remove(k);
+        }
+        Ok(())
+    }
+
+    /// Removes every conntrack entry; returns how many there were.
+    pub fn ct_flush(&mut self) -> Result<usize> {
+        let keys: Vec<CtKey> = self.ct()?.keys().filter_map(|k| k.ok()).collect();
+        self.ct_remove(&keys)?;
+        Ok(keys.len())
+    }
+
     /// Removes conntrack entries that involve `addr` (either key end or the
     /// NAT target); returns how many.
     pub fn ct_flush_addr(&mut self, addr: Ipv4Addr) -> Result<usize> {

@@ -17,12 +17,16 @@ use crate::netlink::Netlink;
 use crate::paths::Paths;
 use crate::store::Store;
 
+/// How often idle conntrack entries are collected.
+const CT_GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
+
 /// How long open API connections may finish after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 
 pub struct Options {
     pub paths: Paths,
     pub uplink: Option<String>,
+    pub ct_timeouts: crate::conntrack::Timeouts,
 }
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
@@ -44,9 +48,23 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let dp = Datapath::load(&paths.bpffs).context("loading BPF programs")?;
     let store = Store::open(&paths.db()).context("opening the store")?;
-    let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp);
+    let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp, opts.ct_timeouts);
     engine.ensure_predefined().await.context("creating predefined networks")?;
     engine.reconcile().await.context("reconciling the kernel to the store")?;
+
+    // Expire idle flows (LRU eviction only handles pressure).
+    let gc = Arc::clone(&engine);
+    tokio::spawn(async move {
+        let mut tick = tokio::time::interval(CT_GC_INTERVAL);
+        loop {
+            tick.tick().await;
+            match gc.ct_gc() {
+                Ok(0) => {}
+                Ok(n) => tracing::debug!(expired = n, "conntrack gc"),
+                Err(e) => tracing::warn!(error = %e, "conntrack gc"),
+            }
+        }
+    });
 
     if let Some(dir) = paths.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

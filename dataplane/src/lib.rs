@@ -8,6 +8,7 @@
 pub mod api;
 pub mod bpf;
 pub mod cli;
+pub mod conntrack;
 pub mod daemon;
 pub mod drivers;
 pub mod engine;

@@ -148,6 +148,8 @@ pub struct Host {
     pub dir: PathBuf,
     pub bpffs: PathBuf,
     pub socket: PathBuf,
+    /// Extra `dataplane daemon` flags used by every (re)start.
+    pub daemon_args: Vec<String>,
     daemon: Option<Child>,
 }
 
@@ -157,8 +159,14 @@ impl Host {
     /// A host whose uplink leads to a fresh "external" namespace (`ext0`,
     /// 192.0.2.2/24), which is also its default gateway.
     pub fn with_external(tag: &str) -> (Host, Netns) {
+        Self::with_external_args(tag, &[])
+    }
+
+    /// Like [`Host::with_external`], with extra daemon flags.
+    pub fn with_external_args(tag: &str, daemon_args: &[&str]) -> (Host, Netns) {
         let ext = Netns::new("x");
         let mut host = Host::new(tag, &ext, None, "192.0.2.1/24");
+        host.daemon_args = daemon_args.iter().map(|a| a.to_string()).collect();
         sh_ok(&["ip", "-n", &ext.name, "addr", "add", "192.0.2.2/24", "dev", "ext0"]);
         sh_ok(&["ip", "-n", &ext.name, "link", "set", "ext0", "up"]);
         sh_ok(&["ip", "-n", &host.ns.name, "route", "add", "default", "via", "192.0.2.2"]);
@@ -192,7 +200,7 @@ impl Host {
         std::fs::create_dir_all(&dir).expect("test dir");
         let bpffs = PathBuf::from(format!("/sys/fs/bpf/dataplane-test-{}", ns.name));
         let socket = dir.join("dataplane.sock");
-        Host { ns, dir, bpffs, socket, daemon: None }
+        Host { ns, dir, bpffs, socket, daemon_args: Vec::new(), daemon: None }
     }
 
     pub fn state_dir(&self) -> PathBuf {
@@ -238,6 +246,7 @@ impl Host {
             .arg(&self.bpffs)
             .arg("--log-level")
             .arg("debug")
+            .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
             .stderr(log)
@@ -355,7 +364,8 @@ impl Host {
     pub fn drops(&self, reason: &str) -> u64 {
         let rows: serde_json::Value =
             serde_json::from_str(&self.dp_ok(&["stats", "--format", "json"])).expect("stats json");
-        rows.as_array()
+        rows["Metrics"]
+            .as_array()
             .expect("rows")
             .iter()
             .filter(|r| r["reason"] == reason)

@@ -159,3 +159,60 @@ fn published_ports_survive_a_daemon_restart() {
     let o = h.run(&["socat", "-T", "1", "TCP-LISTEN:8080", "-"]);
     assert!(text(&o).contains("Address already in use"), "{}", text(&o));
 }
+
+fn ct(h: &Host) -> Vec<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["ct", "list", "--format", "json"])).expect("ct json");
+    v.as_array().cloned().unwrap_or_default()
+}
+
+#[test]
+fn conntrack_lists_expires_and_is_flushed_with_the_sandbox() {
+    let (h, ext) = Host::with_external_args("ct", &["--ct-udp-timeout", "2"]);
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u",
+        "-p",
+        "5353:53/udp",
+        "socat",
+        "UDP-RECVFROM:53,fork",
+        "SYSTEM:echo udp-peer=$SOCAT_PEERADDR",
+    ]);
+    wait_listening(&h, "u", 53, "udp");
+    tcp_peer_echo(&h, "t", 80, &["-p", "8080:80"]);
+    let o = ext.run(&["sh", "-c", "echo q | socat -t 3 -T 3 - UDP:192.0.2.1:5353,sourceport=41000"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "udp-peer=192.0.2.2", "{}", text(&o));
+    let rows = ct(&h);
+    let udp: Vec<_> = rows.iter().filter(|r| r["Proto"] == "udp").collect();
+    assert_eq!(udp.len(), 2, "one entry per direction: {rows:?}");
+    assert!(
+        udp.iter().any(|r| r["Source"] == "192.0.2.2:41000"
+            && r["Nat"].as_str().is_some_and(|n| n.starts_with("dnat to 172.17.0.2:53"))),
+        "{udp:?}"
+    );
+    let table = h.dp_ok(&["ct", "list"]);
+    assert!(table.starts_with("PROTO") && table.contains("reply from 192.0.2.1:5353"), "{table}");
+    // UDP flows expire after the (shortened) idle timeout; GC runs every 5 s.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while ct(&h).iter().any(|r| r["Proto"] == "udp") && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(500));
+    }
+    assert!(!ct(&h).iter().any(|r| r["Proto"] == "udp"), "udp flow never expired");
+    let stats: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["stats", "--format", "json"])).expect("json");
+    assert!(stats["Conntrack"]["Expired"].as_u64().unwrap_or(0) >= 2, "{stats}");
+    // A TCP flow; rm of its sandbox forgets it.
+    let o = tcp_ask(&ext, "192.0.2.1:8080");
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(ct(&h).iter().any(|r| r["Proto"] == "tcp"));
+    h.dp_ok(&["rm", "-f", "t"]);
+    assert!(!ct(&h).iter().any(|r| r["Proto"] == "tcp"), "rm left conntrack entries");
+    // ct flush empties the table.
+    let o = ext.run(&["sh", "-c", "echo q | socat -t 3 -T 3 - UDP:192.0.2.1:5353"]);
+    assert!(o.status.success());
+    assert!(!ct(&h).is_empty());
+    assert!(h.dp_ok(&["ct", "flush"]).contains("flushed"));
+    assert!(ct(&h).is_empty());
+}

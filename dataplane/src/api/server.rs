@@ -50,6 +50,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/containers/{id}/logs", get(logs))
         .route("/containers/{id}", delete(remove_sandbox))
         .route("/dataplane/stats", get(stats))
+        .route("/dataplane/conntrack", get(ct_list))
+        .route("/dataplane/conntrack/flush", post(ct_flush))
         .with_state(engine)
         .layer(axum::middleware::map_response(add_headers))
 }
@@ -299,6 +301,14 @@ async fn logs(State(e): AppState, Path(id): Path<String>) -> Res<String> {
     Ok(std::fs::read_to_string(e.paths.log_file(&sb.id)).unwrap_or_default())
 }
 
-async fn stats(State(e): AppState) -> Res<Json<Vec<crate::bpf::MetricRow>>> {
-    Ok(Json(e.metrics()?))
+async fn stats(State(e): AppState) -> Res<Json<Stats>> {
+    Ok(Json(Stats { metrics: e.metrics()?, conntrack: e.ct_summary()? }))
+}
+
+async fn ct_list(State(e): AppState) -> Res<Json<Vec<crate::conntrack::CtRow>>> {
+    Ok(Json(e.ct_rows()?))
+}
+
+async fn ct_flush(State(e): AppState) -> Res<Json<serde_json::Value>> {
+    Ok(Json(serde_json::json!({ "Flushed": e.ct_flush()? })))
 }

@@ -338,3 +338,21 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
 pub struct ErrorBody {
     pub message: String,
 }
+
+/// Conntrack gauges in `dataplane stats`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct CtSummary {
+    pub entries: u64,
+    pub capacity: u64,
+    /// Entries removed by garbage collection since the daemon started.
+    pub expired: u64,
+}
+
+/// `GET /dataplane/stats`.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct Stats {
+    pub metrics: Vec<crate::bpf::MetricRow>,
+    pub conntrack: CtSummary,
+}

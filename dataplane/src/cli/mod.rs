@@ -1,5 +1,6 @@
 //! The `dataplane` command line. Thin: parse, call the API, print.
 
+mod ct;
 mod exec;
 mod format;
 mod network;
@@ -75,6 +76,9 @@ enum Command {
     Port { name: String, port: Option<String> },
     /// Run a command inside a sandbox's namespaces.
     Exec(exec::ExecArgs),
+    /// Connection tracking: list or flush the flows the datapath tracks.
+    #[command(subcommand)]
+    Ct(ct::CtCmd),
     /// Datapath counters (packets and bytes by verdict and direction).
     Stats {
         /// Output format: table or json.
@@ -98,6 +102,12 @@ struct DaemonArgs {
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log_level: String,
+    /// Idle timeout of UDP flows, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    ct_udp_timeout: u64,
+    /// Idle timeout of established TCP flows, in seconds.
+    #[arg(long, default_value_t = 86400, value_parser = clap::value_parser!(u64).range(1..))]
+    ct_tcp_timeout: u64,
 }
 
 pub fn main() -> ExitCode {
@@ -133,7 +143,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 .map_err(|e| anyhow::anyhow!("--log-level {}: {e}", a.log_level))?;
             tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
             let paths = Paths { socket: cli.socket, state_dir: a.state_dir, bpffs: a.bpffs };
-            crate::daemon::run(crate::daemon::Options { paths, uplink: a.uplink }).await?;
+            let ct_timeouts = crate::conntrack::Timeouts {
+                tcp_established: std::time::Duration::from_secs(a.ct_tcp_timeout),
+                udp: std::time::Duration::from_secs(a.ct_udp_timeout),
+            };
+            crate::daemon::run(crate::daemon::Options { paths, uplink: a.uplink, ct_timeouts }).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Network(cmd) => network::run(&client, cmd).await,
@@ -147,6 +161,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Logs { name } => sandbox::logs(&client, &name).await,
         Command::Port { name, port } => sandbox::port(&client, &name, port.as_deref()).await,
         Command::Stats { format } => stats::run(&client, &format).await,
+        Command::Ct(cmd) => ct::run(&client, cmd).await,
         Command::Exec(_) => unreachable!("handled before the runtime starts"),
     }
 }

@@ -3,21 +3,31 @@
 use std::process::ExitCode;
 
 use crate::api::client::Client;
-use crate::bpf::MetricRow;
+use crate::api::types::Stats;
 
 pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
-    let rows: Vec<MetricRow> = client.get("/dataplane/stats").await?;
+    let stats: Stats = client.get("/dataplane/stats").await?;
+    let rows = &stats.metrics;
     match format {
-        "json" => println!("{}", serde_json::to_string_pretty(&rows)?),
-        "table" => super::print_table(
-            &["REASON", "DIRECTION", "PACKETS", "BYTES"],
-            &rows
-                .iter()
-                .map(|r| {
-                    vec![r.reason.clone(), r.direction.clone(), r.packets.to_string(), r.bytes.to_string()]
-                })
-                .collect::<Vec<_>>(),
-        ),
+        "json" => println!("{}", serde_json::to_string_pretty(&stats)?),
+        "table" => {
+            super::print_table(
+                &["REASON", "DIRECTION", "PACKETS", "BYTES"],
+                &rows
+                    .iter()
+                    .map(|r| {
+                        vec![
+                            r.reason.clone(),
+                            r.direction.clone(),
+                            r.packets.to_string(),
+                            r.bytes.to_string(),
+                        ]
+                    })
+                    .collect::<Vec<_>>(),
+            );
+            let c = &stats.conntrack;
+            println!("\nCONNTRACK   {} / {} entries, {} expired", c.entries, c.capacity, c.expired);
+        }
         other => anyhow::bail!("--format {other:?}: use table or json"),
     }
     Ok(ExitCode::SUCCESS)

@@ -72,6 +72,9 @@ pub struct Engine {
     /// Sockets holding published host ports, per sandbox id, so that no
     /// process on the host can take them.
     reservations: Mutex<HashMap<String, Vec<std::os::fd::OwnedFd>>>,
+    /// Conntrack entries removed by garbage collection since start.
+    ct_expired: std::sync::atomic::AtomicU64,
+    pub ct_timeouts: crate::conntrack::Timeouts,
 }
 
 fn now() -> String {
@@ -83,7 +86,14 @@ fn lock_dp(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
 }
 
 impl Engine {
-    pub fn new(paths: Paths, uplink: Option<String>, store: Store, host: Netlink, dp: Datapath) -> Arc<Self> {
+    pub fn new(
+        paths: Paths,
+        uplink: Option<String>,
+        store: Store,
+        host: Netlink,
+        dp: Datapath,
+        ct_timeouts: crate::conntrack::Timeouts,
+    ) -> Arc<Self> {
         Arc::new(Engine {
             paths,
             uplink,
@@ -93,6 +103,8 @@ impl Engine {
             lock: tokio::sync::Mutex::new(()),
             exits: Mutex::new(HashMap::new()),
             reservations: Mutex::new(HashMap::new()),
+            ct_expired: std::sync::atomic::AtomicU64::new(0),
+            ct_timeouts,
         })
     }
 
@@ -102,5 +114,38 @@ impl Engine {
 
     pub fn metrics(&self) -> Result<Vec<MetricRow>> {
         lock_dp(&self.dp).metrics()
+    }
+
+    /// Removes flows idle past their timeout; returns how many entries went.
+    pub fn ct_gc(&self) -> Result<usize> {
+        let mut dp = lock_dp(&self.dp);
+        let doomed =
+            crate::conntrack::expired(&dp.ct_entries()?, crate::conntrack::now_ns(), &self.ct_timeouts);
+        dp.ct_remove(&doomed)?;
+        self.ct_expired.fetch_add(doomed.len() as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(doomed.len())
+    }
+
+    pub fn ct_rows(&self) -> Result<Vec<crate::conntrack::CtRow>> {
+        let now = crate::conntrack::now_ns();
+        let mut rows: Vec<_> =
+            lock_dp(&self.dp).ct_entries()?.iter().map(|(k, e)| crate::conntrack::row(k, e, now)).collect();
+        rows.sort_by(|a, b| {
+            (&a.proto, &a.source, &a.destination).cmp(&(&b.proto, &b.source, &b.destination))
+        });
+        Ok(rows)
+    }
+
+    pub fn ct_flush(&self) -> Result<usize> {
+        lock_dp(&self.dp).ct_flush()
+    }
+
+    /// Conntrack pressure: entries, capacity, expired since start.
+    pub fn ct_summary(&self) -> Result<crate::api::types::CtSummary> {
+        Ok(crate::api::types::CtSummary {
+            entries: lock_dp(&self.dp).ct_entries()?.len() as u64,
+            capacity: dataplane_common::MAX_CT as u64,
+            expired: self.ct_expired.load(std::sync::atomic::Ordering::Relaxed),
+        })
     }
 }

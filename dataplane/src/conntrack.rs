@@ -1,0 +1,185 @@
+//! Userspace side of BPF connection tracking: idle timeouts per protocol and
+//! TCP state, garbage collection of expired flows (both directions
+//! together), and the rows `dataplane ct list` shows.
+
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+use dataplane_common::{
+    CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_STATE_CLOSE, CT_STATE_ESTABLISHED,
+    CT_STATE_FIN, CT_STATE_SYN, CtEntry, CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ct_rewrites_destination,
+};
+use serde::{Deserialize, Serialize};
+
+/// Idle timeouts (documented in the README).
+pub const TCP_SYN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const TCP_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
+pub const TCP_FIN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const TCP_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+pub const UDP_TIMEOUT: Duration = Duration::from_secs(60);
+pub const ICMP_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Idle timeouts in force (the daemon's `--ct-*-timeout` flags set two of them).
+#[derive(Clone, Copy, Debug)]
+pub struct Timeouts {
+    pub tcp_established: Duration,
+    pub udp: Duration,
+}
+
+impl Default for Timeouts {
+    fn default() -> Self {
+        Timeouts { tcp_established: TCP_ESTABLISHED_TIMEOUT, udp: UDP_TIMEOUT }
+    }
+}
+
+impl Timeouts {
+    /// How long a flow in `state` may stay idle.
+    pub fn of(&self, proto: u8, state: u16) -> Duration {
+        match (proto, state) {
+            (PROTO_TCP, CT_STATE_ESTABLISHED) => self.tcp_established,
+            (PROTO_TCP, CT_STATE_FIN) => TCP_FIN_TIMEOUT,
+            (PROTO_TCP, CT_STATE_CLOSE) => TCP_CLOSE_TIMEOUT,
+            (PROTO_TCP, _) => TCP_SYN_TIMEOUT,
+            (PROTO_UDP, _) => self.udp,
+            _ => ICMP_TIMEOUT,
+        }
+    }
+}
+
+/// The key of the other direction of the flow `(k, e)` belongs to.
+pub fn partner(k: &CtKey, e: &CtEntry) -> CtKey {
+    if ct_rewrites_destination(e.dir) {
+        // Packets k.saddr → e (after DNAT) come back as e → k.saddr.
+        CtKey { saddr: e.addr, daddr: k.saddr, sport: e.port, dport: k.sport, proto: k.proto, _pad: [0; 3] }
+    } else {
+        // Packets leave as e → k.daddr; they come back as k.daddr → e.
+        CtKey { saddr: k.daddr, daddr: e.addr, sport: k.dport, dport: e.port, proto: k.proto, _pad: [0; 3] }
+    }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of bpf_ktime_get_ns().
+pub fn now_ns() -> u64 {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(0)
+}
+
+/// Keys of flows idle past their timeout, both directions of each.
+pub fn expired(entries: &[(CtKey, CtEntry)], now: u64, t: &Timeouts) -> Vec<CtKey> {
+    let index: std::collections::HashMap<CtKey, &CtEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
+    let mut out = Vec::new();
+    for (k, e) in entries {
+        let p = index.get(&partner(k, e));
+        let last = p.map_or(e.last_seen, |p| p.last_seen.max(e.last_seen));
+        let state = p.map_or(e.state, |p| p.state.max(e.state));
+        if now.saturating_sub(last) > t.of(k.proto, state).as_nanos() as u64 {
+            out.push(*k);
+        }
+    }
+    out
+}
+
+/// One row of `dataplane ct list`.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct CtRow {
+    pub proto: String,
+    pub source: String,
+    pub destination: String,
+    /// What happens to packets of this direction.
+    pub nat: String,
+    pub state: String,
+    pub idle_seconds: u64,
+}
+
+fn proto_name(p: u8) -> String {
+    match p {
+        PROTO_TCP => "tcp".into(),
+        PROTO_UDP => "udp".into(),
+        PROTO_ICMP => "icmp".into(),
+        other => other.to_string(),
+    }
+}
+
+pub fn row(k: &CtKey, e: &CtEntry, now: u64) -> CtRow {
+    let ep = |a: [u8; 4], p: u16| format!("{}:{}", Ipv4Addr::from(a), u16::from_be(p));
+    let nat = match e.dir {
+        CT_DIR_DNAT => format!("dnat to {}", ep(e.addr, e.port)),
+        CT_DIR_REPLY => format!("reply from {}", ep(e.addr, e.port)),
+        CT_DIR_SNAT => format!("snat to {}", ep(e.addr, e.port)),
+        CT_DIR_SNAT_REPLY => format!("reply to {}", ep(e.addr, e.port)),
+        other => format!("dir {other}"),
+    };
+    let state = match (k.proto, e.state) {
+        (PROTO_TCP, CT_STATE_SYN) => "SYN",
+        (PROTO_TCP, CT_STATE_ESTABLISHED) => "ESTABLISHED",
+        (PROTO_TCP, CT_STATE_FIN) => "FIN",
+        (PROTO_TCP, CT_STATE_CLOSE) => "CLOSE",
+        _ => "-",
+    };
+    CtRow {
+        proto: proto_name(k.proto),
+        source: ep(k.saddr, k.sport),
+        destination: ep(k.daddr, k.dport),
+        nat,
+        state: state.into(),
+        idle_seconds: now.saturating_sub(e.last_seen) / 1_000_000_000,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn k(s: [u8; 4], sp: u16, d: [u8; 4], dp: u16) -> CtKey {
+        CtKey { saddr: s, daddr: d, sport: sp.to_be(), dport: dp.to_be(), proto: PROTO_UDP, _pad: [0; 3] }
+    }
+
+    fn e(dir: u32, a: [u8; 4], p: u16, seen: u64) -> CtEntry {
+        CtEntry {
+            dir,
+            addr: a,
+            port: p.to_be(),
+            state: 0,
+            ifindex: 0,
+            mac: [0; 6],
+            _pad2: [0; 2],
+            last_seen: seen,
+        }
+    }
+
+    #[test]
+    fn partners_pair_up_both_ways() {
+        let client = [192, 0, 2, 2];
+        let host = [192, 0, 2, 1];
+        let sb = [10, 0, 0, 2];
+        // Published port: client → host:8080 DNAT to sb:80; reply sb:80 → client.
+        let fwd = (k(client, 5000, host, 8080), e(CT_DIR_DNAT, sb, 80, 0));
+        let rev = (k(sb, 80, client, 5000), e(CT_DIR_REPLY, host, 8080, 0));
+        assert_eq!(partner(&fwd.0, &fwd.1), rev.0);
+        assert_eq!(partner(&rev.0, &rev.1), fwd.0);
+        // Egress: sb:4000 → remote:53 SNAT to host:4000; reply remote:53 → host:4000.
+        let remote = [198, 51, 100, 1];
+        let out = (k(sb, 4000, remote, 53), e(CT_DIR_SNAT, host, 4000, 0));
+        let back = (k(remote, 53, host, 4000), e(CT_DIR_SNAT_REPLY, sb, 4000, 0));
+        assert_eq!(partner(&out.0, &out.1), back.0);
+        assert_eq!(partner(&back.0, &back.1), out.0);
+    }
+
+    #[test]
+    fn a_flow_expires_only_when_both_directions_are_idle() {
+        let s = 1_000_000_000u64;
+        let client = [192, 0, 2, 2];
+        let host = [192, 0, 2, 1];
+        let sb = [10, 0, 0, 2];
+        let fwd = (k(client, 5000, host, 8080), e(CT_DIR_DNAT, sb, 80, 100 * s));
+        let rev = (k(sb, 80, client, 5000), e(CT_DIR_REPLY, host, 8080, 10 * s));
+        let entries = vec![fwd, rev];
+        // 100 s: the forward direction was seen 0 s ago; nothing expires.
+        let t = Timeouts::default();
+        assert!(expired(&entries, 100 * s, &t).is_empty());
+        // UDP times out 60 s after the last packet of either direction.
+        assert_eq!(expired(&entries, 161 * s, &t).len(), 2);
+        assert!(expired(&entries, 159 * s, &t).is_empty());
+    }
+}
