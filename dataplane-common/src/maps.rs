@@ -138,6 +138,11 @@ pub const CT_DIR_SNAT: u32 = 2;
 /// Reply to egress: rewrite the destination back to the sandbox.
 pub const CT_DIR_SNAT_REPLY: u32 = 3;
 
+/// Hairpin of a sandbox to its own published port: the forward direction
+/// also gets its source set to the network's gateway, the reply its
+/// destination set back to the sandbox.
+pub const CT_FLAG_HAIRPIN_SELF: u16 = 1;
+
 /// TCP states tracked per entry; each has its own idle timeout.
 pub const CT_STATE_NONE: u16 = 0;
 pub const CT_STATE_SYN: u16 = 1;
@@ -167,7 +172,8 @@ pub struct CtEntry {
     pub ifindex: u32,
     /// Destination MAC for peer redirects.
     pub mac: [u8; 6],
-    pub _pad2: [u8; 2],
+    /// `CT_FLAG_*`.
+    pub flags: u16,
     /// bpf_ktime_get_ns() of the last packet.
     pub last_seen: u64,
 }

@@ -3,8 +3,8 @@
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use dataplane_common::{
-    CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_STATE_CLOSE, CT_STATE_ESTABLISHED,
-    CT_STATE_FIN, CT_STATE_NONE, CT_STATE_SYN, CtEntry, CtKey, PROTO_TCP,
+    CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_STATE_CLOSE,
+    CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_NONE, CT_STATE_SYN, CtEntry, CtKey, PROTO_TCP,
 };
 
 use crate::{maps::CT, parse::Flow};
@@ -72,7 +72,46 @@ fn initial_state(flow: &Flow) -> u16 {
 
 #[inline(always)]
 fn entry(dir: u32, addr: [u8; 4], port: u16, ifindex: u32, mac: [u8; 6], now: u64, state: u16) -> CtEntry {
-    CtEntry { dir, addr, port, state, ifindex, mac, _pad2: [0; 2], last_seen: now }
+    CtEntry { dir, addr, port, state, ifindex, mac, flags: 0, last_seen: now }
+}
+
+/// Tracks a hairpin flow: a sandbox (behind veth `client_ifindex`, MAC
+/// `client_mac`) reaching a published port of a sandbox on this host.
+/// When the backend is the client itself, its source is rewritten to
+/// `gateway` (so the sandbox does not receive a packet from itself) and
+/// the reply is keyed on that address. Both entries or neither.
+#[inline(always)]
+pub fn track_hairpin(
+    flow: &Flow,
+    dnat: &CtEntry,
+    client_ifindex: u32,
+    client_mac: [u8; 6],
+    gateway: Option<[u8; 4]>,
+) -> Result<CtEntry, i32> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let state = initial_state(flow);
+    let (reply_to, flags) = match gateway {
+        Some(gw) => (gw, CT_FLAG_HAIRPIN_SELF),
+        None => (flow.saddr, 0),
+    };
+    let reverse = CtKey {
+        saddr: dnat.addr,
+        daddr: reply_to,
+        sport: dnat.port,
+        dport: flow.sport,
+        proto: flow.proto,
+        _pad: [0; 3],
+    };
+    let mut back = entry(CT_DIR_REPLY, flow.daddr, flow.dport, client_ifindex, client_mac, now, state);
+    back.flags = flags;
+    CT.insert(reverse, back, 0)?;
+    let mut fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now, state);
+    fwd.flags = flags;
+    if let Err(e) = CT.insert(key(flow), fwd, 0) {
+        let _ = CT.remove(reverse);
+        return Err(e);
+    }
+    Ok(fwd)
 }
 
 /// Tracks a new DNAT flow: `flow` arrives for `dnat`; replies come back from

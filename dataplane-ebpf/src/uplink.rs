@@ -39,7 +39,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
                 state: 0,
                 ifindex: b.ifindex,
                 mac: b.mac,
-                _pad2: [0; 2],
+                flags: 0,
                 last_seen: 0,
             };
             // SAFETY: the skb pointer is valid for this program run.

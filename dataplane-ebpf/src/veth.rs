@@ -1,20 +1,22 @@
 //! tcx ingress on every host-side veth (packets leaving a sandbox):
-//! isolation between networks, then NAT for tracked flows — replies of
-//! published ports (source restored) and egress (source SNATed to the
-//! uplink address) — sent straight out of the uplink with
-//! `bpf_redirect_neigh`. Traffic to other networks, the host and the
-//! gateway goes on to the stack.
+//! tracked flows first (replies of published ports, egress SNAT, hairpin),
+//! then isolation between networks for new flows, then new hairpin flows
+//! (a published port reached through a host address, DNATed here and
+//! redirected into the backend with `bpf_redirect_peer`) and new egress
+//! (SNAT to the uplink address, out with `bpf_redirect_neigh`). Traffic to
+//! other networks, the host and the gateway goes on to the stack.
 //!
 //! Maps: `DP_ENDPOINTS`, `DP_SUBNETS`, `DP_HOST_IPS`, `DP_CONFIG`, `DP_CT`, `DP_METRICS`.
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    helpers::bpf_redirect_neigh,
+    helpers::{bpf_redirect_neigh, bpf_redirect_peer},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
 use dataplane_common::{
-    CT_DIR_REPLY, CT_DIR_SNAT, Direction, DropReason, NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE,
+    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, Direction, DropReason,
+    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE,
 };
 
 use crate::{
@@ -23,7 +25,7 @@ use crate::{
     metrics::count,
     nat::{self, End},
     parse::{self, Flow},
-    policy,
+    policy, service,
 };
 
 const NEXT: i32 = TC_ACT_UNSPEC;
@@ -31,22 +33,116 @@ const DROP: i32 = TC_ACT_SHOT;
 
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
+    let flow = parse::l4_flow(ctx);
+    // Tracked flows were allowed when they started (a reply may cross
+    // networks: a published port reached through a host address).
+    if let Some(f) = &flow {
+        match conntrack::lookup(f) {
+            Some(ct) if ct.dir == CT_DIR_REPLY => return reply(ctx, f, &ct),
+            Some(ct) if ct.dir == CT_DIR_SNAT => {
+                return send_out(ctx, f, ct.addr, ct.port, ct.ifindex, DropReason::NatEgress);
+            }
+            Some(ct) if ct.dir == CT_DIR_DNAT => return hairpin_forward(ctx, f, &ct),
+            _ => {}
+        }
+    }
     let reason = policy::check_isolation(ctx);
     if !reason.is_pass() {
         return verdict(ctx, reason);
     }
-    let Some(flow) = parse::l4_flow(ctx) else {
+    let Some(flow) = flow else {
         return verdict(ctx, DropReason::Forwarded);
     };
-    match conntrack::lookup(&flow) {
-        Some(ct) if ct.dir == CT_DIR_REPLY => {
-            send_out(ctx, &flow, ct.addr, ct.port, ct.ifindex, DropReason::NatReply)
-        }
-        Some(ct) if ct.dir == CT_DIR_SNAT => {
-            send_out(ctx, &flow, ct.addr, ct.port, ct.ifindex, DropReason::NatEgress)
-        }
-        _ => egress(ctx, &flow),
+    match service::lookup(&flow) {
+        Some(b) => new_hairpin(ctx, &flow, &b),
+        None => egress(ctx, &flow),
     }
+}
+
+/// A sandbox reaches a published port (of another sandbox or its own)
+/// through a host address: DNAT it here, as the uplink would.
+#[inline(always)]
+fn new_hairpin(ctx: &TcContext, flow: &Flow, b: &Backend) -> i32 {
+    // SAFETY: the skb pointer is valid for this program run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: map lookups return values valid for this program run.
+    let Some(me) = (unsafe { ENDPOINTS.get(ifindex) }) else {
+        return verdict(ctx, DropReason::Forwarded);
+    };
+    let gateway = if b.addr == flow.saddr {
+        match SUBNETS.get(Key::new(32, flow.saddr)) {
+            Some(n) => Some(n.gateway),
+            None => return verdict(ctx, DropReason::Forwarded),
+        }
+    } else {
+        None
+    };
+    let dnat = CtEntry {
+        dir: CT_DIR_DNAT,
+        addr: b.addr,
+        port: b.port,
+        state: 0,
+        ifindex: b.ifindex,
+        mac: b.mac,
+        flags: 0,
+        last_seen: 0,
+    };
+    match conntrack::track_hairpin(flow, &dnat, ifindex, me.mac, gateway) {
+        Ok(ct) => hairpin_forward(ctx, flow, &ct),
+        Err(_) => verdict(ctx, DropReason::CtInsertFailed),
+    }
+}
+
+/// Forward direction of a hairpin flow: DNAT (and, to itself, SNAT to the
+/// gateway), then straight into the backend sandbox.
+#[inline(always)]
+fn hairpin_forward(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> i32 {
+    if nat::rewrite(ctx, flow, End::Destination, ct.addr, ct.port).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    if ct.flags & CT_FLAG_HAIRPIN_SELF != 0 {
+        let Some(n) = SUBNETS.get(Key::new(32, flow.saddr)) else {
+            return verdict(ctx, DropReason::NatRewriteFailed);
+        };
+        if nat::rewrite(ctx, flow, End::Source, n.gateway, flow.sport).is_err() {
+            return verdict(ctx, DropReason::NatRewriteFailed);
+        }
+    }
+    into_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatPublished)
+}
+
+/// Reply of a published-port flow: source restored; back to a sandbox
+/// (hairpin) or out of the uplink.
+#[inline(always)]
+fn reply(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> i32 {
+    if ct.mac == [0; 6] {
+        return send_out(ctx, flow, ct.addr, ct.port, ct.ifindex, DropReason::NatReply);
+    }
+    if nat::rewrite(ctx, flow, End::Source, ct.addr, ct.port).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    // To itself: the reply went to the gateway; give it back its own address.
+    if ct.flags & CT_FLAG_HAIRPIN_SELF != 0
+        && nat::rewrite(ctx, flow, End::Destination, flow.saddr, flow.dport).is_err()
+    {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    into_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatReply)
+}
+
+/// Sets the MACs and redirects to the peer of host-side veth `ifindex`.
+#[inline(always)]
+fn into_sandbox(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: DropReason) -> i32 {
+    if nat::set_macs(ctx, mac).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    count(reason, Direction::FromSandbox, ctx.len());
+    // SAFETY: plain helper call; the kernel checks the ifindex.
+    let ret = unsafe { bpf_redirect_peer(ifindex, 0) };
+    if ret < 0 {
+        return verdict(ctx, DropReason::RedirectFailed);
+    }
+    ret as i32
 }
 
 /// A new flow from a sandbox: SNAT it if it leaves the host.

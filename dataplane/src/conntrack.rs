@@ -143,7 +143,7 @@ mod tests {
             state: 0,
             ifindex: 0,
             mac: [0; 6],
-            _pad2: [0; 2],
+            flags: 0,
             last_seen: seen,
         }
     }

@@ -216,3 +216,35 @@ fn conntrack_lists_expires_and_is_flushed_with_the_sandbox() {
     assert!(h.dp_ok(&["ct", "flush"]).contains("flushed"));
     assert!(ct(&h).is_empty());
 }
+
+#[test]
+fn hairpin_reaches_other_sandboxes_and_itself() {
+    let (h, _ext) = Host::with_external("hp");
+    h.dp_ok(&["network", "create", "--subnet", "10.97.0.0/24", "web"]);
+    tcp_peer_echo(&h, "srv", 80, &["--network", "web", "-p", "8080:80"]);
+    h.dp_ok(&["run", "-d", "--name", "cli", "sleep", "300"]);
+    let ask = |from: &str, target: &str| {
+        let o =
+            h.exec(from, &["socat", "-t", "3", "-T", "3", "-", &format!("TCP:{target},connect-timeout=3")]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    // Another sandbox (even on another network) through the host's address: its own address is kept.
+    let cli_ip = h.ip_of("cli", "bridge");
+    assert_eq!(ask("cli", "192.0.2.1:8080"), format!("peer={cli_ip}"));
+    // Through a gateway address too (every host address answers for 0.0.0.0).
+    assert_eq!(ask("cli", "172.17.0.1:8080"), format!("peer={cli_ip}"));
+    // The sandbox reaching its own published port: it sees the gateway, as with Docker.
+    assert_eq!(ask("srv", "192.0.2.1:8080"), "peer=10.97.0.1");
+    // A large transfer over the hairpin path arrives intact.
+    let blob = format!("/tmp/dp-hairpin-blob-{}", h.ns.name);
+    let serve = format!(
+        "head -c 20000000 /dev/urandom > {blob} && sha256sum < {blob} > {blob}.sum && socat TCP-LISTEN:9000,reuseaddr,fork OPEN:{blob},rdonly"
+    );
+    h.dp_ok(&["run", "-d", "--name", "blob", "-p", "9000:9000", "sh", "-c", &serve]);
+    wait_listening(&h, "blob", 9000, "tcp");
+    let want = std::fs::read_to_string(format!("{blob}.sum")).unwrap_or_default().trim().to_string();
+    let got = h.exec("cli", &["sh", "-c", "socat -T 10 -u TCP:192.0.2.1:9000 - | sha256sum"]);
+    let _ = std::fs::remove_file(&blob);
+    let _ = std::fs::remove_file(format!("{blob}.sum"));
+    assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), want, "{}", text(&got));
+}

@@ -153,6 +153,9 @@ impl Engine {
             undo.await;
             return Err(e);
         }
+        if let Err(e) = self.refresh_host_ips(&self.store.state()?).await {
+            tracing::warn!(error = %e, "refreshing host addresses");
+        }
         tracing::info!(network = %net.name, id = %net.short_id(), driver = %net.driver, "network created");
         Ok(id)
     }
@@ -185,6 +188,9 @@ impl Engine {
             lock_dp(&self.dp).remove_subnet(ipam.subnet);
         }
         tx.commit()?;
+        if let Err(e) = self.refresh_host_ips(&self.store.state()?).await {
+            tracing::warn!(error = %e, "refreshing host addresses");
+        }
         tracing::info!(network = %net.name, "network removed");
         Ok(net.id)
     }

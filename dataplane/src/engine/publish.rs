@@ -256,23 +256,43 @@ impl Engine {
         self.reservations.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
     }
 
-    /// Attaches the published-port program to the uplink and tells BPF the
-    /// uplink's addresses (where 0.0.0.0 publications answer).
+    /// Attaches the published-port program to the uplink and points egress
+    /// SNAT at the uplink's address.
     pub(super) async fn program_uplink(&self, uplink: &str) -> Result<()> {
         let idx = self.host.require_index(uplink).await?;
-        let ips: Vec<(Ipv4Addr, u32)> =
-            self.host.ipv4_addresses(idx).await?.into_iter().map(|ip| (ip, idx)).collect();
+        let first = self.host.ipv4_addresses(idx).await?.first().copied();
         let mut dp = lock_dp(&self.dp);
-        dp.set_host_ips(&ips)?;
-        let cfg = dataplane_common::Config {
-            uplink_ifindex: idx,
-            uplink_ip: ips.first().map(|(ip, _)| ip.octets()).unwrap_or_default(),
-            snat_port_min: SNAT_PORTS.0,
-            snat_port_max: SNAT_PORTS.1,
-            _pad: 0,
+        let cfg = match first {
+            Some(ip) => dataplane_common::Config {
+                uplink_ifindex: idx,
+                uplink_ip: ip.octets(),
+                snat_port_min: SNAT_PORTS.0,
+                snat_port_max: SNAT_PORTS.1,
+                _pad: 0,
+            },
+            None => dataplane_common::Config::default(),
         };
-        dp.set_config(if ips.is_empty() { dataplane_common::Config::default() } else { cfg })?;
+        dp.set_config(cfg)?;
         dp.attach_uplink(uplink)
+    }
+
+    /// Tells BPF the host's own addresses, where ports published on 0.0.0.0
+    /// answer: the uplink's, and every bridge network's gateway.
+    pub(super) async fn refresh_host_ips(&self, state: &State) -> Result<()> {
+        let mut ips = Vec::new();
+        if let Some(up) = &self.uplink
+            && let Some(idx) = self.host.link_index(up).await?
+        {
+            ips.extend(self.host.ipv4_addresses(idx).await?.into_iter().map(|ip| (ip, idx)));
+        }
+        for n in state.networks.iter().filter(|n| n.is_bridge()) {
+            if let (Some(ipam), Some(dev)) = (&n.ipam, &n.device)
+                && let Some(idx) = self.host.link_index(dev).await?
+            {
+                ips.push((ipam.gateway, idx));
+            }
+        }
+        lock_dp(&self.dp).set_host_ips(&ips)
     }
 
     /// After a restart: reserve every stored binding again and program the

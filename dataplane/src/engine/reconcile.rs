@@ -111,6 +111,7 @@ impl Engine {
             known_ifs.insert(up.clone());
             self.program_uplink(up).await?;
         }
+        self.refresh_host_ips(&state).await?;
         let mut dp = lock_dp(&self.dp);
         for name in dp.pinned_links() {
             if !known_ifs.contains(&name) {
