@@ -63,8 +63,40 @@ pub struct Config {
     pub snat_port_min: u16,
     pub snat_port_max: u16,
     pub _pad: u32,
+    /// Network-namespace cookie of the daemon: the socket hooks act only
+    /// on sockets of this namespace (0: they act on none).
+    pub netns_cookie: u64,
 }
-const _: () = assert!(core::mem::size_of::<Config>() == 16);
+const _: () = assert!(core::mem::size_of::<Config>() == 24);
+
+/// Socket-hook translations: which service a socket asked for before its
+/// destination was rewritten to a backend (for getpeername and recvmsg).
+pub const MAP_SOCK_NAT: &str = "DP_SOCK_NAT";
+pub const MAX_SOCK_NAT: u32 = 65_536;
+
+/// A socket (by cookie) and the backend it was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockNatKey {
+    pub cookie: u64,
+    pub addr: [u8; 4],
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockNatKey>() == 16);
+
+/// What the application asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockNatOrig {
+    pub addr: [u8; 4],
+    /// Network byte order.
+    pub port: u16,
+    /// 1 when the application used IPv6 ::1 (restored as such).
+    pub v6_loopback: u16,
+}
+const _: () = assert!(core::mem::size_of::<SockNatOrig>() == 8);
 
 /// Value of the subnet LPM trie: which network owns a prefix.
 #[repr(C)]
@@ -193,6 +225,8 @@ mod pod {
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::Config {}
+    unsafe impl aya::Pod for super::SockNatKey {}
+    unsafe impl aya::Pod for super::SockNatOrig {}
 }
 
 pub use crate::metrics::Counter;

@@ -4,6 +4,8 @@
 //! - `dp_veth_ingress` — tcx ingress on every host-side veth (packets leaving
 //!   a sandbox): isolation (`policy`), published-port replies (`veth`).
 //! - `dp_uplink_ingress` — tcx ingress on the uplink: published ports (`uplink`).
+//! - `dp_connect4/6`, `dp_sendmsg4/6`, `dp_getpeername4/6`, `dp_recvmsg4/6` —
+//!   cgroup-v2 socket hooks: host processes reach published ports (`sock`).
 #![no_std]
 #![no_main]
 
@@ -15,10 +17,14 @@ mod packet;
 mod parse;
 mod policy;
 mod service;
+mod sock;
 mod uplink;
 mod veth;
 
-use aya_ebpf::{macros::classifier, programs::TcContext};
+use aya_ebpf::{
+    macros::{cgroup_sock_addr, classifier},
+    programs::{SockAddrContext, TcContext},
+};
 
 #[classifier]
 pub fn dp_veth_ingress(ctx: TcContext) -> i32 {
@@ -28,6 +34,46 @@ pub fn dp_veth_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn dp_uplink_ingress(ctx: TcContext) -> i32 {
     uplink::ingress(&ctx)
+}
+
+#[cgroup_sock_addr(connect4)]
+pub fn dp_connect4(ctx: SockAddrContext) -> i32 {
+    sock::to_backend4(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg4)]
+pub fn dp_sendmsg4(ctx: SockAddrContext) -> i32 {
+    sock::to_backend4(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername4)]
+pub fn dp_getpeername4(ctx: SockAddrContext) -> i32 {
+    sock::from_backend4(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg4)]
+pub fn dp_recvmsg4(ctx: SockAddrContext) -> i32 {
+    sock::from_backend4(&ctx)
+}
+
+#[cgroup_sock_addr(connect6)]
+pub fn dp_connect6(ctx: SockAddrContext) -> i32 {
+    sock::to_backend6(&ctx)
+}
+
+#[cgroup_sock_addr(sendmsg6)]
+pub fn dp_sendmsg6(ctx: SockAddrContext) -> i32 {
+    sock::to_backend6(&ctx)
+}
+
+#[cgroup_sock_addr(getpeername6)]
+pub fn dp_getpeername6(ctx: SockAddrContext) -> i32 {
+    sock::from_backend6(&ctx)
+}
+
+#[cgroup_sock_addr(recvmsg6)]
+pub fn dp_recvmsg6(ctx: SockAddrContext) -> i32 {
+    sock::from_backend6(&ctx)
 }
 
 #[cfg(not(test))]

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     Backend, Config, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
-    MAX_SUBNETS, METRICS_LEN, NetworkInfo, ServiceKey, SubnetKey,
+    MAX_SOCK_NAT, MAX_SUBNETS, METRICS_LEN, NetworkInfo, ServiceKey, SockNatKey, SockNatOrig, SubnetKey,
 };
 
 /// Flag for LPM tries: the kernel requires BPF_F_NO_PREALLOC.
@@ -34,3 +34,6 @@ pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CT, 0);
 
 #[map(name = "DP_CONFIG")]
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);
+
+#[map(name = "DP_SOCK_NAT")]
+pub static SOCK_NAT: LruHashMap<SockNatKey, SockNatOrig> = LruHashMap::pinned(MAX_SOCK_NAT, 0);

@@ -10,7 +10,7 @@ use aya::maps::lpm_trie::Key;
 use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray};
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{TcAttachOptions, TcAttachType};
-use aya::programs::{SchedClassifier, TestRun, TestRunOptions};
+use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use dataplane_common::{
     Backend, Config, Counter, CtEntry, CtKey, Direction, DropReason, Endpoint, MAP_CONFIG, MAP_CT,
@@ -31,9 +31,28 @@ static OBJECT: &[u8] = include_bytes_aligned!(concat!(
 pub const PROG_VETH_INGRESS: &str = "dp_veth_ingress";
 /// Program on the uplink (tcx ingress): published ports.
 pub const PROG_UPLINK_INGRESS: &str = "dp_uplink_ingress";
+/// cgroup-v2 socket hooks (host processes → published ports).
+pub const SOCK_PROGRAMS: [&str; 8] = [
+    "dp_connect4",
+    "dp_sendmsg4",
+    "dp_getpeername4",
+    "dp_recvmsg4",
+    "dp_connect6",
+    "dp_sendmsg6",
+    "dp_getpeername6",
+    "dp_recvmsg6",
+];
+/// Prefix of the pin names of cgroup links (interface links use the interface name).
+pub const CGROUP_LINK_PREFIX: &str = "cgroup_";
 
 fn bpf_err(what: impl std::fmt::Display, e: impl std::fmt::Display) -> Error {
     Error::Bpf(format!("{what}: {e}"))
+}
+
+/// Pin file name for an interface's link: bpffs refuses names with '.'
+/// (which interface names such as `eth0.50` may have).
+pub fn pin_name(ifname: &str) -> String {
+    ifname.replace('.', "_")
 }
 
 /// One counter row of `dataplane stats`.
@@ -90,11 +109,19 @@ impl Datapath {
             prog.load()
                 .map_err(|e| bpf_err(format!("load {name} (needs CAP_BPF and a kernel with tcx)"), e))?;
         }
+        for name in SOCK_PROGRAMS {
+            let prog: &mut CgroupSockAddr = ebpf
+                .program_mut(name)
+                .ok_or_else(|| bpf_err(name, "missing from object"))?
+                .try_into()
+                .map_err(|e| bpf_err(name, e))?;
+            prog.load().map_err(|e| bpf_err(format!("load {name} (needs cgroup-v2 socket hooks)"), e))?;
+        }
         Ok(Datapath { ebpf, links_dir: bpffs.join("links") })
     }
 
     fn link_pin(&self, ifname: &str) -> PathBuf {
-        self.links_dir.join(ifname)
+        self.links_dir.join(pin_name(ifname))
     }
 
     /// Attaches the veth program at tcx ingress of `ifname` and pins the link.
@@ -106,6 +133,38 @@ impl Datapath {
     /// Attaches the uplink program (published ports) at tcx ingress of `ifname`.
     pub fn attach_uplink(&mut self, ifname: &str) -> Result<()> {
         self.attach(PROG_UPLINK_INGRESS, ifname)
+    }
+
+    /// Attaches the socket hooks to the cgroup-v2 directory `cgroup` as
+    /// links (so other daemons' hooks coexist) and pins them.
+    pub fn attach_socket_hooks(&mut self, cgroup: &Path) -> Result<()> {
+        for name in SOCK_PROGRAMS {
+            let pin = self.links_dir.join(format!("{CGROUP_LINK_PREFIX}{name}"));
+            if pin.exists() {
+                if PinnedLink::from_pin(&pin).is_ok() {
+                    continue;
+                }
+                let _ = std::fs::remove_file(&pin);
+            }
+            let dir =
+                std::fs::File::open(cgroup).map_err(|e| Error::io("open cgroup", cgroup.display(), e))?;
+            let prog: &mut CgroupSockAddr = self
+                .ebpf
+                .program_mut(name)
+                .ok_or_else(|| bpf_err(name, "missing"))?
+                .try_into()
+                .map_err(|e| bpf_err(name, e))?;
+            // Attached as a bpf_link (kernel >= 5.7): links always coexist with
+            // other programs on the cgroup, and the kernel refuses attach flags
+            // with them, so the mode here is the default.
+            let id = prog
+                .attach(&dir, CgroupAttachMode::Single)
+                .map_err(|e| bpf_err(format!("attach {name} to cgroup {}", cgroup.display()), e))?;
+            let link = prog.take_link(id).map_err(|e| bpf_err("take link", e))?;
+            let fd: FdLink = link.try_into().map_err(|e| bpf_err(format!("cgroup link {name}"), e))?;
+            fd.pin(&pin).map_err(|e| bpf_err(format!("pin link {}", pin.display()), e))?;
+        }
+        Ok(())
     }
 
     fn attach(&mut self, prog_name: &str, ifname: &str) -> Result<()> {

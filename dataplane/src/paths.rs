@@ -15,6 +15,42 @@ pub struct Paths {
     pub socket: PathBuf,
     pub state_dir: PathBuf,
     pub bpffs: PathBuf,
+    /// cgroup-v2 directory the socket hooks attach to.
+    pub cgroup: PathBuf,
+}
+
+const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
+const SYSFS_MAGIC: i64 = 0x6265_6572;
+
+fn fs_type(p: &Path) -> Option<i64> {
+    nix::sys::statfs::statfs(p).ok().map(|s| s.filesystem_type().0)
+}
+
+/// The cgroup-v2 root: /sys/fs/cgroup on unified hosts, the hybrid layout's
+/// /sys/fs/cgroup/unified otherwise. A daemon started with `ip netns exec`
+/// sees a fresh sysfs with nothing mounted under it: there it mounts
+/// cgroup2 on /sys/fs/cgroup, in its private mount namespace.
+pub fn default_cgroup() -> std::io::Result<PathBuf> {
+    let root = Path::new("/sys/fs/cgroup");
+    for p in [root.to_path_buf(), root.join("unified")] {
+        if fs_type(&p) == Some(CGROUP2_SUPER_MAGIC) {
+            return Ok(p);
+        }
+    }
+    if fs_type(root) == Some(SYSFS_MAGIC) {
+        nix::mount::mount(
+            Some("cgroup2"),
+            root,
+            Some("cgroup2"),
+            nix::mount::MsFlags::empty(),
+            None::<&str>,
+        )?;
+        return Ok(root.to_path_buf());
+    }
+    Err(std::io::Error::new(
+        std::io::ErrorKind::NotFound,
+        "no cgroup-v2 hierarchy at /sys/fs/cgroup or /sys/fs/cgroup/unified: mount one or pass --cgroup",
+    ))
 }
 
 impl Paths {

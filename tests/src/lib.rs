@@ -260,9 +260,13 @@ impl Host {
                 return;
             }
             if let Some(Some(status)) = self.daemon.as_mut().map(|c| c.try_wait().ok().flatten()) {
-                panic!("daemon exited with {status}: {}", self.daemon_log());
+                panic!("daemon exited with {status}: {}", self.daemon_log_tail());
             }
-            assert!(Instant::now() < deadline, "daemon did not answer within 20 s: {}", self.daemon_log());
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not answer within 20 s: {}",
+                self.daemon_log_tail()
+            );
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -296,6 +300,13 @@ impl Host {
 
     pub fn daemon_log(&self) -> String {
         std::fs::read_to_string(self.dir.join("daemon.log")).unwrap_or_default()
+    }
+
+    /// The last lines of the daemon's log (for failure messages).
+    pub fn daemon_log_tail(&self) -> String {
+        let log = self.daemon_log();
+        let lines: Vec<&str> = log.lines().collect();
+        lines[lines.len().saturating_sub(20)..].join("\n")
     }
 
     /// Runs the CLI against this host's daemon.

@@ -248,3 +248,52 @@ fn hairpin_reaches_other_sandboxes_and_itself() {
     let _ = std::fs::remove_file(format!("{blob}.sum"));
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), want, "{}", text(&got));
 }
+
+#[test]
+fn host_processes_reach_published_ports_without_a_proxy() {
+    let (h, ext) = Host::with_external("loc");
+    tcp_peer_echo(&h, "srv", 80, &["-p", "8080:80"]);
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u",
+        "-p",
+        "5353:53/udp",
+        "socat",
+        "UDP-RECVFROM:53,fork",
+        "SYSTEM:echo udp-peer=$SOCAT_PEERADDR",
+    ]);
+    wait_listening(&h, "u", 53, "udp");
+    let gw = "peer=172.17.0.1";
+    for target in ["TCP:127.0.0.1:8080", "TCP:192.0.2.1:8080", "TCP:127.0.0.9:8080", "TCP6:[::1]:8080"] {
+        let o = h.run(&["socat", "-t", "3", "-T", "3", "-", &format!("{target},connect-timeout=3")]);
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), gw, "{target}: {}", text(&o));
+    }
+    // The application sees the address it asked for, not the sandbox's.
+    let py = r#"
+import socket
+s = socket.create_connection(("127.0.0.1", 8080), timeout=3)
+print(s.getpeername())
+s6 = socket.create_connection(("::1", 8080), timeout=3)
+print(s6.getpeername()[:2])
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(3)
+u.sendto(b"q", ("127.0.0.1", 5353))
+data, peer = u.recvfrom(100)
+print(peer, data.decode().strip())
+"#;
+    let o = h.run(&["python3", "-c", py]);
+    assert_eq!(
+        String::from_utf8_lossy(&o.stdout),
+        "('127.0.0.1', 8080)\n('::1', 8080)\n('127.0.0.1', 5353) udp-peer=172.17.0.1\n",
+        "{}",
+        text(&o)
+    );
+    // Other network namespaces are untouched: their 127.0.0.1:8080 is their own.
+    let o = ext.run(&["socat", "-T", "2", "-", "TCP:127.0.0.1:8080,connect-timeout=2"]);
+    assert!(!o.status.success(), "the hook acted outside the daemon's namespace: {}", text(&o));
+    // No proxy: nothing listens on the published port in the host namespace.
+    let ss = String::from_utf8_lossy(&h.run(&["ss", "-tlnp"]).stdout).into_owned();
+    assert!(!ss.contains(":8080"), "{ss}");
+}

@@ -96,6 +96,9 @@ struct DaemonArgs {
     /// bpffs directory for pinned maps and links.
     #[arg(long, default_value = paths::DEFAULT_BPFFS)]
     bpffs: PathBuf,
+    /// cgroup-v2 directory for the socket hooks (default: the cgroup-v2 root).
+    #[arg(long)]
+    cgroup: Option<PathBuf>,
     /// Uplink interface (default: the interface of the default route).
     #[arg(long)]
     uplink: Option<String>,
@@ -142,7 +145,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let filter = tracing_subscriber::EnvFilter::try_new(&a.log_level)
                 .map_err(|e| anyhow::anyhow!("--log-level {}: {e}", a.log_level))?;
             tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-            let paths = Paths { socket: cli.socket, state_dir: a.state_dir, bpffs: a.bpffs };
+            let cgroup = match a.cgroup {
+                Some(c) => c,
+                None => {
+                    paths::default_cgroup().map_err(|e| anyhow::anyhow!("finding the cgroup-v2 root: {e}"))?
+                }
+            };
+            let paths = Paths { socket: cli.socket, state_dir: a.state_dir, bpffs: a.bpffs, cgroup };
             let ct_timeouts = crate::conntrack::Timeouts {
                 tcp_established: std::time::Duration::from_secs(a.ct_tcp_timeout),
                 udp: std::time::Duration::from_secs(a.ct_udp_timeout),

@@ -12,6 +12,33 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, sock
 use super::*;
 use crate::error::{Error, Result};
 
+/// The cookie of the daemon's network namespace (SO_NETNS_COOKIE).
+fn netns_cookie() -> Result<u64> {
+    use std::os::fd::AsRawFd;
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| Error::sys("socket", "netns cookie", e))?;
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            sock.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_NETNS_COOKIE,
+            (&mut cookie as *mut u64).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(Error::io(
+            "getsockopt(SO_NETNS_COOKIE)",
+            "daemon netns",
+            std::io::Error::last_os_error(),
+        ));
+    }
+    Ok(cookie)
+}
+
 /// Ports egress SNAT picks from when a sandbox's own source port is taken:
 /// above the usual host ephemeral range, to keep clear of host sockets.
 const SNAT_PORTS: (u16, u16) = (61000, 65535);
@@ -256,24 +283,29 @@ impl Engine {
         self.reservations.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
     }
 
-    /// Attaches the published-port program to the uplink and points egress
-    /// SNAT at the uplink's address.
-    pub(super) async fn program_uplink(&self, uplink: &str) -> Result<()> {
-        let idx = self.host.require_index(uplink).await?;
-        let first = self.host.ipv4_addresses(idx).await?.first().copied();
-        let mut dp = lock_dp(&self.dp);
-        let cfg = match first {
-            Some(ip) => dataplane_common::Config {
-                uplink_ifindex: idx,
-                uplink_ip: ip.octets(),
-                snat_port_min: SNAT_PORTS.0,
-                snat_port_max: SNAT_PORTS.1,
-                _pad: 0,
-            },
-            None => dataplane_common::Config::default(),
+    /// Writes the datapath config (uplink for egress SNAT, the daemon's
+    /// netns cookie for the socket hooks) and attaches the uplink program.
+    pub(super) async fn program_config(&self) -> Result<()> {
+        let mut cfg = dataplane_common::Config { netns_cookie: netns_cookie()?, ..Default::default() };
+        let uplink = match &self.uplink {
+            Some(up) => {
+                let idx = self.host.require_index(up).await?;
+                if let Some(ip) = self.host.ipv4_addresses(idx).await?.first() {
+                    cfg.uplink_ifindex = idx;
+                    cfg.uplink_ip = ip.octets();
+                    cfg.snat_port_min = SNAT_PORTS.0;
+                    cfg.snat_port_max = SNAT_PORTS.1;
+                }
+                Some(up)
+            }
+            None => None,
         };
+        let mut dp = lock_dp(&self.dp);
         dp.set_config(cfg)?;
-        dp.attach_uplink(uplink)
+        if let Some(up) = uplink {
+            dp.attach_uplink(up)?;
+        }
+        Ok(())
     }
 
     /// Tells BPF the host's own addresses, where ports published on 0.0.0.0

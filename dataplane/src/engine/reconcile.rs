@@ -109,12 +109,14 @@ impl Engine {
         self.reconcile_publications(&state).await?;
         if let Some(up) = &self.uplink {
             known_ifs.insert(up.clone());
-            self.program_uplink(up).await?;
         }
+        self.program_config().await?;
+        lock_dp(&self.dp).attach_socket_hooks(&self.paths.cgroup)?;
         self.refresh_host_ips(&state).await?;
         let mut dp = lock_dp(&self.dp);
         for name in dp.pinned_links() {
-            if !known_ifs.contains(&name) {
+            let known = known_ifs.iter().any(|k| crate::bpf::pin_name(k) == name);
+            if !known && !name.starts_with(crate::bpf::CGROUP_LINK_PREFIX) {
                 dp.detach_veth(&name);
             }
         }

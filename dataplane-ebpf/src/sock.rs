@@ -1,0 +1,179 @@
+//! cgroup-v2 socket hooks: processes of the daemon's own network namespace
+//! reach published ports on 127.0.0.1, [::1] and the host's addresses with
+//! their destination rewritten once, at connect/sendmsg time — no proxy, no
+//! per-packet NAT. getpeername/recvmsg show the application the address it
+//! asked for. Sockets of any other namespace (other daemons, sandboxes) are
+//! left alone: the netns cookie must match `DP_CONFIG`.
+//!
+//! Maps: `DP_CONFIG`, `DP_SERVICES`, `DP_HOST_IPS`, `DP_SOCK_NAT`.
+
+use aya_ebpf::{
+    EbpfContext,
+    helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
+    programs::SockAddrContext,
+};
+use dataplane_common::{Backend, PROTO_TCP, PROTO_UDP, ServiceKey, SockNatKey, SockNatOrig};
+
+use crate::maps::{CONFIG, HOST_IPS, SERVICES, SOCK_NAT};
+
+/// Return value that lets the operation go on.
+const ALLOW: i32 = 1;
+const SOCK_STREAM: u32 = 1;
+const SOCK_DGRAM: u32 = 2;
+/// ::ffff:0:0/96 prefix word, network byte order.
+const V4_MAPPED: u32 = 0x0000_ffffu32.to_be();
+const LOOPBACK6_LAST: u32 = 1u32.to_be();
+
+/// Whether this socket belongs to the daemon's namespace.
+#[inline(always)]
+fn ours(ctx: &SockAddrContext) -> bool {
+    let Some(cfg) = CONFIG.get(0) else { return false };
+    // SAFETY: plain helper call on the program's context.
+    cfg.netns_cookie != 0 && unsafe { bpf_get_netns_cookie(ctx.as_ptr()) } == cfg.netns_cookie
+}
+
+#[inline(always)]
+fn proto(ctx: &SockAddrContext) -> Option<u8> {
+    // SAFETY: the context pointer is valid for this program run.
+    match unsafe { (*ctx.sock_addr).type_ } {
+        SOCK_STREAM => Some(PROTO_TCP),
+        SOCK_DGRAM => Some(PROTO_UDP),
+        _ => None,
+    }
+}
+
+/// The backend of a port published on `addr:port` as seen from the host:
+/// exact address first, then 0.0.0.0 for loopback and the host's addresses.
+#[inline(always)]
+fn service(addr: [u8; 4], port: u16, proto: u8) -> Option<Backend> {
+    let mut key = ServiceKey { addr, port, proto, _pad: 0 };
+    // SAFETY: map lookups return values valid for this program run.
+    if let Some(b) = unsafe { SERVICES.get(key) } {
+        return Some(*b);
+    }
+    if addr[0] != 127 && unsafe { HOST_IPS.get(addr) }.is_none() {
+        return None;
+    }
+    key.addr = [0; 4];
+    unsafe { SERVICES.get(key) }.copied()
+}
+
+/// Records what the socket asked for, keyed by the backend it now goes to.
+#[inline(always)]
+fn remember(ctx: &SockAddrContext, b: &Backend, orig: SockNatOrig) {
+    // SAFETY: plain helper call on the program's context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = SockNatKey { cookie, addr: b.addr, port: b.port, _pad: 0 };
+    let _ = SOCK_NAT.insert(key, orig, 0);
+}
+
+#[inline(always)]
+fn recall(ctx: &SockAddrContext, addr: [u8; 4], port: u16) -> Option<SockNatOrig> {
+    // SAFETY: plain helper call on the program's context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let key = SockNatKey { cookie, addr, port, _pad: 0 };
+    // SAFETY: map lookups return values valid for this program run.
+    unsafe { SOCK_NAT.get(key) }.copied()
+}
+
+/// connect4 / sendmsg4: rewrite a published destination to its backend.
+#[inline(always)]
+pub fn to_backend4(ctx: &SockAddrContext) -> i32 {
+    if !ours(ctx) {
+        return ALLOW;
+    }
+    let Some(proto) = proto(ctx) else { return ALLOW };
+    let sa = ctx.sock_addr;
+    // SAFETY: the context pointer is valid for this program run.
+    let (ip, port) = unsafe { ((*sa).user_ip4, (*sa).user_port as u16) };
+    let addr = ip.to_ne_bytes();
+    let Some(b) = service(addr, port, proto) else { return ALLOW };
+    remember(ctx, &b, SockNatOrig { addr, port, v6_loopback: 0 });
+    // SAFETY: user_ip4/user_port are writable in these hooks.
+    unsafe {
+        (*sa).user_ip4 = u32::from_ne_bytes(b.addr);
+        (*sa).user_port = b.port as u32;
+    }
+    ALLOW
+}
+
+/// getpeername4 / recvmsg4: show the address the application asked for.
+#[inline(always)]
+pub fn from_backend4(ctx: &SockAddrContext) -> i32 {
+    if !ours(ctx) {
+        return ALLOW;
+    }
+    let sa = ctx.sock_addr;
+    // SAFETY: the context pointer is valid for this program run.
+    let (ip, port) = unsafe { ((*sa).user_ip4, (*sa).user_port as u16) };
+    if let Some(o) = recall(ctx, ip.to_ne_bytes(), port) {
+        // SAFETY: user_ip4/user_port are writable in these hooks.
+        unsafe {
+            (*sa).user_ip4 = u32::from_ne_bytes(o.addr);
+            (*sa).user_port = o.port as u32;
+        }
+    }
+    ALLOW
+}
+
+/// connect6 / sendmsg6: [::1] and v4-mapped host addresses reach published
+/// ports too (the backend as a v4-mapped address on a dual-stack socket).
+#[inline(always)]
+pub fn to_backend6(ctx: &SockAddrContext) -> i32 {
+    if !ours(ctx) {
+        return ALLOW;
+    }
+    let Some(proto) = proto(ctx) else { return ALLOW };
+    let sa = ctx.sock_addr;
+    // SAFETY: the context pointer is valid for this program run.
+    let (w0, w1, w2, w3, port) = unsafe {
+        ((*sa).user_ip6[0], (*sa).user_ip6[1], (*sa).user_ip6[2], (*sa).user_ip6[3], (*sa).user_port as u16)
+    };
+    let (addr, v6_loopback) = if w0 == 0 && w1 == 0 && w2 == 0 && w3 == LOOPBACK6_LAST {
+        ([127, 0, 0, 1], 1)
+    } else if w0 == 0 && w1 == 0 && w2 == V4_MAPPED {
+        (w3.to_ne_bytes(), 0)
+    } else {
+        return ALLOW;
+    };
+    let Some(b) = service(addr, port, proto) else { return ALLOW };
+    remember(ctx, &b, SockNatOrig { addr, port, v6_loopback });
+    // SAFETY: user_ip6/user_port are writable (as 32-bit words) in these hooks.
+    unsafe {
+        (*sa).user_ip6[0] = 0;
+        (*sa).user_ip6[1] = 0;
+        (*sa).user_ip6[2] = V4_MAPPED;
+        (*sa).user_ip6[3] = u32::from_ne_bytes(b.addr);
+        (*sa).user_port = b.port as u32;
+    }
+    ALLOW
+}
+
+/// getpeername6 / recvmsg6.
+#[inline(always)]
+pub fn from_backend6(ctx: &SockAddrContext) -> i32 {
+    if !ours(ctx) {
+        return ALLOW;
+    }
+    let sa = ctx.sock_addr;
+    // SAFETY: the context pointer is valid for this program run.
+    let (w0, w1, w2, w3, port) = unsafe {
+        ((*sa).user_ip6[0], (*sa).user_ip6[1], (*sa).user_ip6[2], (*sa).user_ip6[3], (*sa).user_port as u16)
+    };
+    if !(w0 == 0 && w1 == 0 && w2 == V4_MAPPED) {
+        return ALLOW;
+    }
+    if let Some(o) = recall(ctx, w3.to_ne_bytes(), port) {
+        // SAFETY: user_ip6/user_port are writable (as 32-bit words) in these hooks.
+        unsafe {
+            if o.v6_loopback != 0 {
+                (*sa).user_ip6[2] = 0;
+                (*sa).user_ip6[3] = LOOPBACK6_LAST;
+            } else {
+                (*sa).user_ip6[3] = u32::from_ne_bytes(o.addr);
+            }
+            (*sa).user_port = o.port as u32;
+        }
+    }
+    ALLOW
+}
