@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{PROTO_ICMP, PROTO_UDP};
 
-use crate::parse::{Flow, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF};
+use crate::parse::{Flow, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IcmpError};
 
 /// Which end of the flow to rewrite.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -52,5 +52,35 @@ pub fn set_macs(ctx: &TcContext, dst: [u8; 6]) -> Result<(), i64> {
     ctx.store(0, &dst, 0)?;
     // The bridge's MAC is not known here; the sandbox does not check it.
     ctx.store(6, &[0x02u8, 0x42, 0, 0, 0, 1], 0)?;
+    Ok(())
+}
+
+/// Translates an ICMP error about an egress flow back to the sandbox: the
+/// outer destination and the embedded packet's source (address and port)
+/// become the sandbox's, with the outer IP, embedded IP and ICMP checksums
+/// updated incrementally.
+#[inline(always)]
+pub fn rewrite_icmp_error(ctx: &TcContext, e: &IcmpError, addr: [u8; 4], port: u16) -> Result<(), i64> {
+    let icmp_csum = e.icmp_off + 2;
+    let to = u32::from_ne_bytes(addr) as u64;
+    // Outer destination (the ICMP checksum does not cover the outer header).
+    let outer_from = u32::from_ne_bytes(e.outer_daddr) as u64;
+    ctx.l3_csum_replace(IP_CSUM_OFF, outer_from, to, 4)?;
+    ctx.store(IP_DST_OFF, &addr, 0)?;
+    // Embedded source address: its header checksum, then the ICMP checksum
+    // over both changed fields.
+    let inner_from = u32::from_ne_bytes(e.inner.saddr) as u64;
+    let inner_csum_off = e.inner_ip_off + 10;
+    let old_csum: u16 = ctx.load(inner_csum_off)?;
+    ctx.l3_csum_replace(inner_csum_off, inner_from, to, 4)?;
+    let new_csum: u16 = ctx.load(inner_csum_off)?;
+    ctx.store(e.inner_ip_off + 12, &addr, 0)?;
+    ctx.l4_csum_replace(icmp_csum, inner_from, to, 4)?;
+    ctx.l4_csum_replace(icmp_csum, old_csum as u64, new_csum as u64, 2)?;
+    // Embedded source port.
+    if e.inner.sport != port {
+        ctx.store(e.inner_l4_off, &port, 0)?;
+        ctx.l4_csum_replace(icmp_csum, e.inner.sport as u64, port as u64, 2)?;
+    }
     Ok(())
 }

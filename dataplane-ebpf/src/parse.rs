@@ -93,3 +93,79 @@ pub fn l4_flow(ctx: &TcContext) -> Option<Flow> {
     };
     Some(Flow { proto, saddr, daddr, sport, dport, l4_off, tcp_flags })
 }
+
+/// ICMP error types that carry the offending packet.
+const ICMP_DEST_UNREACH: u8 = 3;
+const ICMP_TIME_EXCEEDED: u8 = 11;
+
+/// An ICMP error (destination unreachable, time exceeded) about a TCP/UDP
+/// packet: the outer header and the embedded (offending) packet's tuple.
+#[derive(Clone, Copy)]
+pub struct IcmpError {
+    pub outer_daddr: [u8; 4],
+    /// Offset of the ICMP header.
+    pub icmp_off: usize,
+    /// Offset of the embedded IPv4 header.
+    pub inner_ip_off: usize,
+    /// Offset of the embedded TCP/UDP header.
+    pub inner_l4_off: usize,
+    pub inner: Flow,
+}
+
+/// Parses an ICMP error whose embedded packet is TCP or UDP.
+#[inline(always)]
+pub fn icmp_error(ctx: &TcContext) -> Option<IcmpError> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
+        return None;
+    }
+    let ip = ptr_at::<Ipv4Hdr>(ctx, IP_OFF)?;
+    // SAFETY: ptr_at checked the bounds.
+    let (vihl, proto, daddr) = unsafe { ((*ip).vihl, (*ip).proto, (*ip).dst_addr) };
+    if proto != PROTO_ICMP {
+        return None;
+    }
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if ihl < Ipv4Hdr::LEN {
+        return None;
+    }
+    let icmp_off = IP_OFF + ihl;
+    let icmp = ptr_at::<[u8; 8]>(ctx, icmp_off)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ty = unsafe { (*icmp)[0] };
+    if ty != ICMP_DEST_UNREACH && ty != ICMP_TIME_EXCEEDED {
+        return None;
+    }
+    let inner_ip_off = icmp_off + 8;
+    let inner = ptr_at::<Ipv4Hdr>(ctx, inner_ip_off)?;
+    // SAFETY: ptr_at checked the bounds.
+    let (ivihl, iproto, isaddr, idaddr) =
+        unsafe { ((*inner).vihl, (*inner).proto, (*inner).src_addr, (*inner).dst_addr) };
+    if iproto != PROTO_TCP && iproto != PROTO_UDP {
+        return None;
+    }
+    let iihl = ((ivihl & 0x0f) as usize) * 4;
+    if iihl < Ipv4Hdr::LEN {
+        return None;
+    }
+    let inner_l4_off = inner_ip_off + iihl;
+    let ports = ptr_at::<[u16; 2]>(ctx, inner_l4_off)?;
+    // SAFETY: ptr_at checked the bounds.
+    let [sport, dport] = unsafe { *ports };
+    Some(IcmpError {
+        outer_daddr: daddr,
+        icmp_off,
+        inner_ip_off,
+        inner_l4_off,
+        inner: Flow {
+            proto: iproto,
+            saddr: isaddr,
+            daddr: idaddr,
+            sport,
+            dport,
+            l4_off: inner_l4_off,
+            tcp_flags: 0,
+        },
+    })
+}

@@ -17,7 +17,8 @@ use crate::{
     conntrack,
     metrics::count,
     nat::{self, End},
-    parse, service,
+    parse::{self, Flow},
+    service,
 };
 
 const NEXT: i32 = TC_ACT_UNSPEC;
@@ -25,7 +26,7 @@ const DROP: i32 = TC_ACT_SHOT;
 
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
-    let Some(flow) = parse::l4_flow(ctx) else { return NEXT };
+    let Some(flow) = parse::l4_flow(ctx) else { return icmp_error(ctx) };
     let (target, reason) = match conntrack::lookup(&flow) {
         Some(e) if e.dir == CT_DIR_DNAT => (e, DropReason::NatPublished),
         Some(e) if e.dir == CT_DIR_SNAT_REPLY => (e, DropReason::NatEgressReply),
@@ -58,6 +59,35 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     count(reason, Direction::ToSandbox, ctx.len());
     // SAFETY: plain helper call; the kernel checks the ifindex.
     let ret = unsafe { bpf_redirect_peer(target.ifindex, 0) };
+    if ret < 0 {
+        return verdict(ctx, DropReason::RedirectFailed);
+    }
+    ret as i32
+}
+
+/// An ICMP error about an egress flow (port unreachable, fragmentation
+/// needed, time exceeded): translated back and handed to the sandbox.
+#[inline(always)]
+fn icmp_error(ctx: &TcContext) -> i32 {
+    let Some(e) = parse::icmp_error(ctx) else { return NEXT };
+    // The embedded packet is one we sent; its reply direction is tracked.
+    let reply = Flow {
+        saddr: e.inner.daddr,
+        daddr: e.inner.saddr,
+        sport: e.inner.dport,
+        dport: e.inner.sport,
+        ..e.inner
+    };
+    let Some(ct) = conntrack::lookup(&reply) else { return NEXT };
+    if ct.dir != CT_DIR_SNAT_REPLY {
+        return NEXT;
+    }
+    if nat::rewrite_icmp_error(ctx, &e, ct.addr, ct.port).is_err() || nat::set_macs(ctx, ct.mac).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    count(DropReason::NatEgressReply, Direction::ToSandbox, ctx.len());
+    // SAFETY: plain helper call; the kernel checks the ifindex.
+    let ret = unsafe { bpf_redirect_peer(ct.ifindex, 0) };
     if ret < 0 {
         return verdict(ctx, DropReason::RedirectFailed);
     }

@@ -134,3 +134,27 @@ fn internal_networks_do_not_leave_and_masquerade_can_be_off() {
     assert!(ext.run(&["ip", "route", "add", "10.96.0.0/24", "via", "192.0.2.1"]).status.success());
     assert_eq!(ask(&h, "p", "TCP:192.0.2.2:7000,sourceport=41000"), "peer=10.96.0.2/41000");
 }
+
+#[test]
+fn icmp_errors_reach_the_sandbox_through_snat() {
+    let (h, _ext) = Host::with_external("icmperr");
+    h.dp_ok(&["run", "-d", "--name", "c", "sleep", "300"]);
+    // Nothing listens on 192.0.2.2:9/udp: the outside answers "port
+    // unreachable" to the uplink address; the sandbox's socket must see it.
+    let py = r#"
+import socket
+u = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+u.settimeout(3)
+u.connect(("192.0.2.2", 9))
+u.send(b"x")
+try:
+    u.recv(10)
+    print("no error")
+except ConnectionRefusedError:
+    print("refused")
+except socket.timeout:
+    print("timeout")
+"#;
+    let o = h.exec("c", &["python3", "-c", py]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "refused", "{}", text(&o));
+}
