@@ -116,6 +116,17 @@ pub struct PortBinding {
     pub container_port: u16,
     /// tcp or udp.
     pub proto: String,
+    /// Published as `[::1]` (kept as 127.0.0.1 in the datapath, where the
+    /// socket hooks map ::1).
+    #[serde(default)]
+    pub v6_loopback: bool,
+}
+
+impl PortBinding {
+    /// The host address as the user wrote it.
+    pub fn host_ip_text(&self) -> String {
+        if self.v6_loopback { "::1".to_string() } else { self.host_ip.to_string() }
+    }
 }
 
 /// A sandbox's attachment to a network.

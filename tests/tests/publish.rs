@@ -139,7 +139,7 @@ fn conflicts_are_refused_and_leave_nothing() {
     assert!(!o.status.success() && text(&o).contains("Address already in use"), "{}", text(&o));
     // Unsupported forms say so.
     assert!(h.dp_err(&["run", "-d", "-p", "8081:80/sctp", "true"]).contains("SCTP"));
-    assert!(h.dp_err(&["run", "-d", "-p", "[::1]:8082:80", "true"]).contains("IPv6"));
+    assert!(h.dp_err(&["run", "-d", "-p", "[2001:db8::1]:8082:80", "true"]).contains("IPv6"));
     let _ = sh;
 }
 
@@ -290,6 +290,11 @@ print(peer, data.decode().strip())
         "{}",
         text(&o)
     );
+    // Published on [::1] only.
+    tcp_peer_echo(&h, "six", 81, &["-p", "[::1]:8081:81"]);
+    assert_eq!(h.dp_ok(&["port", "six"]), "81/tcp -> [::1]:8081\n");
+    let o = h.run(&["socat", "-t", "3", "-T", "3", "-", "TCP6:[::1]:8081,connect-timeout=3"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), gw, "{}", text(&o));
     // Other network namespaces are untouched: their 127.0.0.1:8080 is their own.
     let o = ext.run(&["socat", "-T", "2", "-", "TCP:127.0.0.1:8080,connect-timeout=2"]);
     assert!(!o.status.success(), "the hook acted outside the daemon's namespace: {}", text(&o));

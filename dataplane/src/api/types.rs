@@ -263,7 +263,7 @@ fn published_ports(sb: &Sandbox) -> serde_json::Value {
     }
     for b in &sb.bindings {
         let key = format!("{}/{}", b.container_port, b.proto);
-        let entry = serde_json::json!({"HostIp": b.host_ip.to_string(), "HostPort": b.host_port.to_string()});
+        let entry = serde_json::json!({"HostIp": b.host_ip_text(), "HostPort": b.host_port.to_string()});
         match ports.get_mut(&key) {
             Some(serde_json::Value::Array(list)) => list.push(entry),
             _ => {

@@ -213,11 +213,9 @@ pub async fn port(client: &Client, name: &str, filter: Option<&str>) -> anyhow::
                 continue;
             }
             for b in ports[k].as_array().into_iter().flatten() {
-                let addr = format!(
-                    "{}:{}",
-                    b["HostIp"].as_str().unwrap_or(""),
-                    b["HostPort"].as_str().unwrap_or("")
-                );
+                let ip = b["HostIp"].as_str().unwrap_or("");
+                let ip = if ip.contains(':') { format!("[{ip}]") } else { ip.to_string() };
+                let addr = format!("{ip}:{}", b["HostPort"].as_str().unwrap_or(""));
                 lines.push(if want.is_some() { addr } else { format!("{k} -> {addr}") });
             }
         }

@@ -142,6 +142,7 @@ impl Engine {
                     host_port: hp,
                     container_port: cport,
                     proto: proto.to_string(),
+                    v6_loopback: false,
                 };
                 if claim(b, out, fds).is_ok() {
                     return Ok(());
@@ -151,16 +152,21 @@ impl Engine {
         };
         for spec in &sb.ports {
             proto_number(&spec.proto)?;
-            let ip: Ipv4Addr = if spec.host_ip.is_empty() {
-                Ipv4Addr::UNSPECIFIED
-            } else {
-                spec.host_ip.parse().map_err(|_| {
-                    Error::Unsupported(format!(
-                        "publishing on IPv6 host address {} is not supported yet",
-                        spec.host_ip
-                    ))
-                })?
+            // IPv6 host addresses: `::` is every address (as 0.0.0.0 is);
+            // `::1` is served through the socket hooks' ::1 → 127.0.0.1 mapping.
+            let (ip, v6_loopback): (Ipv4Addr, bool) = match spec.host_ip.as_str() {
+                "" | "::" => (Ipv4Addr::UNSPECIFIED, false),
+                "::1" => (Ipv4Addr::LOCALHOST, true),
+                other => (
+                    other.parse().map_err(|_| {
+                        Error::Unsupported(format!(
+                            "publishing on IPv6 host address {other} is not supported yet (only :: and ::1)"
+                        ))
+                    })?,
+                    false,
+                ),
             };
+            let first_new = out.len();
             let cports = spec.container_port_start..=spec.container_port_end;
             let ncont = spec.container_port_end - spec.container_port_start;
             let nhost = spec.host_port_end.saturating_sub(spec.host_port_start);
@@ -175,6 +181,7 @@ impl Engine {
                         host_port: spec.host_port_start + i as u16,
                         container_port: cp,
                         proto: spec.proto.clone(),
+                        v6_loopback: false,
                     };
                     claim(b, &mut out, &mut fds)?;
                 }
@@ -182,6 +189,9 @@ impl Engine {
                 // One container port, any free port of the host range.
                 let mut range = spec.host_port_start..=spec.host_port_end;
                 claim_any(ip, &mut range, spec.container_port_start, &spec.proto, &mut out, &mut fds)?;
+            }
+            for b in &mut out[first_new..] {
+                b.v6_loopback = v6_loopback;
             }
         }
         if sb.publish_all {
