@@ -16,6 +16,7 @@ mod nat;
 mod packet;
 mod parse;
 mod policy;
+mod redirect;
 mod service;
 mod sock;
 mod uplink;

@@ -6,23 +6,17 @@
 //!
 //! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_CT`, `DP_METRICS`.
 
-use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    helpers::bpf_redirect_peer,
-    programs::TcContext,
-};
+use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use dataplane_common::{CT_DIR_DNAT, CT_DIR_SNAT_REPLY, CtEntry, Direction, DropReason};
 
 use crate::{
     conntrack,
-    metrics::count,
     nat::{self, End},
     parse::{self, Flow},
-    service,
+    redirect, service,
 };
 
 const NEXT: i32 = TC_ACT_UNSPEC;
-const DROP: i32 = TC_ACT_SHOT;
 
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
@@ -51,18 +45,10 @@ pub fn ingress(ctx: &TcContext) -> i32 {
             (e, DropReason::NatPublished)
         }
     };
-    if nat::rewrite(ctx, &flow, End::Destination, target.addr, target.port).is_err()
-        || nat::set_macs(ctx, target.mac).is_err()
-    {
+    if nat::rewrite(ctx, &flow, End::Destination, target.addr, target.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
-    count(reason, Direction::ToSandbox, ctx.len());
-    // SAFETY: plain helper call; the kernel checks the ifindex.
-    let ret = unsafe { bpf_redirect_peer(target.ifindex, 0) };
-    if ret < 0 {
-        return verdict(ctx, DropReason::RedirectFailed);
-    }
-    ret as i32
+    redirect::to_sandbox(ctx, target.ifindex, target.mac, reason, Direction::ToSandbox)
 }
 
 /// An ICMP error about an egress flow (port unreachable, fragmentation
@@ -82,20 +68,13 @@ fn icmp_error(ctx: &TcContext) -> i32 {
     if ct.dir != CT_DIR_SNAT_REPLY {
         return NEXT;
     }
-    if nat::rewrite_icmp_error(ctx, &e, ct.addr, ct.port).is_err() || nat::set_macs(ctx, ct.mac).is_err() {
+    if nat::rewrite_icmp_error(ctx, &e, ct.addr, ct.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
-    count(DropReason::NatEgressReply, Direction::ToSandbox, ctx.len());
-    // SAFETY: plain helper call; the kernel checks the ifindex.
-    let ret = unsafe { bpf_redirect_peer(ct.ifindex, 0) };
-    if ret < 0 {
-        return verdict(ctx, DropReason::RedirectFailed);
-    }
-    ret as i32
+    redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatEgressReply, Direction::ToSandbox)
 }
 
 #[inline(always)]
 fn verdict(ctx: &TcContext, reason: DropReason) -> i32 {
-    count(reason, Direction::ToSandbox, ctx.len());
-    if reason.is_pass() { NEXT } else { DROP }
+    redirect::verdict(ctx, reason, Direction::ToSandbox)
 }

@@ -8,12 +8,7 @@
 //!
 //! Maps: `DP_ENDPOINTS`, `DP_SUBNETS`, `DP_HOST_IPS`, `DP_CONFIG`, `DP_CT`, `DP_METRICS`.
 
-use aya_ebpf::{
-    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    helpers::{bpf_redirect_neigh, bpf_redirect_peer},
-    maps::lpm_trie::Key,
-    programs::TcContext,
-};
+use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
     Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, Direction, DropReason,
     NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE,
@@ -22,14 +17,10 @@ use dataplane_common::{
 use crate::{
     conntrack,
     maps::{CONFIG, ENDPOINTS, HOST_IPS, SUBNETS},
-    metrics::count,
     nat::{self, End},
     parse::{self, Flow},
-    policy, service,
+    policy, redirect, service,
 };
-
-const NEXT: i32 = TC_ACT_UNSPEC;
-const DROP: i32 = TC_ACT_SHOT;
 
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
@@ -130,19 +121,10 @@ fn reply(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> i32 {
     into_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatReply)
 }
 
-/// Sets the MACs and redirects to the peer of host-side veth `ifindex`.
+/// Redirects to the peer of host-side veth `ifindex`.
 #[inline(always)]
 fn into_sandbox(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: DropReason) -> i32 {
-    if nat::set_macs(ctx, mac).is_err() {
-        return verdict(ctx, DropReason::NatRewriteFailed);
-    }
-    count(reason, Direction::FromSandbox, ctx.len());
-    // SAFETY: plain helper call; the kernel checks the ifindex.
-    let ret = unsafe { bpf_redirect_peer(ifindex, 0) };
-    if ret < 0 {
-        return verdict(ctx, DropReason::RedirectFailed);
-    }
-    ret as i32
+    redirect::to_sandbox(ctx, ifindex, mac, reason, Direction::FromSandbox)
 }
 
 /// A new flow from a sandbox: SNAT it if it leaves the host.
@@ -182,17 +164,10 @@ fn send_out(ctx: &TcContext, flow: &Flow, addr: [u8; 4], port: u16, ifindex: u32
     if nat::rewrite(ctx, flow, End::Source, addr, port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
-    count(reason, Direction::FromSandbox, ctx.len());
-    // SAFETY: plain helper call; no neighbour parameters (FIB lookup in the kernel).
-    let ret = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
-    if ret < 0 {
-        return verdict(ctx, DropReason::RedirectFailed);
-    }
-    ret as i32
+    redirect::out_of(ctx, ifindex, reason, Direction::FromSandbox)
 }
 
 #[inline(always)]
 fn verdict(ctx: &TcContext, reason: DropReason) -> i32 {
-    count(reason, Direction::FromSandbox, ctx.len());
-    if reason.is_pass() { NEXT } else { DROP }
+    redirect::verdict(ctx, reason, Direction::FromSandbox)
 }

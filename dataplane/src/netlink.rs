@@ -220,18 +220,22 @@ impl Netlink {
         }
     }
 
-    /// Destination prefixes of every non-default IPv4 route in the main table
-    /// (connected subnets included): what automatic subnets must avoid.
-    pub async fn ipv4_route_prefixes(&self) -> Result<Vec<ipnetwork::Ipv4Network>> {
-        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-        let routes: Vec<_> = self
-            .handle
+    /// Every IPv4 route.
+    async fn ipv4_routes(&self) -> Result<Vec<rtnetlink::packet_route::route::RouteMessage>> {
+        self.handle
             .route()
             .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
             .execute()
             .try_collect()
             .await
-            .map_err(nl("list routes", "ipv4"))?;
+            .map_err(nl("list routes", "ipv4"))
+    }
+
+    /// Destination prefixes of every non-default IPv4 route in the main table
+    /// (connected subnets included): what automatic subnets must avoid.
+    pub async fn ipv4_route_prefixes(&self) -> Result<Vec<ipnetwork::Ipv4Network>> {
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+        let routes = self.ipv4_routes().await?;
         Ok(routes
             .iter()
             .filter(|r| r.header.destination_prefix_length > 0 && r.header.table == 254)
@@ -270,14 +274,7 @@ impl Netlink {
 
     /// Interface of the IPv4 default route, if any.
     pub async fn default_route_interface(&self) -> Result<Option<u32>> {
-        let routes: Vec<_> = self
-            .handle
-            .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
-            .execute()
-            .try_collect()
-            .await
-            .map_err(nl("list routes", "ipv4"))?;
+        let routes = self.ipv4_routes().await?;
         use rtnetlink::packet_route::route::RouteAttribute;
         Ok(routes.iter().filter(|r| r.header.destination_prefix_length == 0).find_map(|r| {
             r.attributes.iter().find_map(|a| match a {

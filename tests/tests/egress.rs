@@ -47,8 +47,17 @@ impl Drop for PeerEcho {
 }
 
 fn ask(h: &Host, from: &str, target: &str) -> String {
-    let o = h.exec(from, &["sh", "-c", &format!("echo q | socat -t 3 -T 3 - {target}")]);
-    String::from_utf8_lossy(&o.stdout).trim().to_string()
+    // UDP may lose a datagram under load: retry like any UDP client (bounded).
+    let tries = if target.starts_with("UDP") { 3 } else { 1 };
+    let mut answer = String::new();
+    for _ in 0..tries {
+        let o = h.exec(from, &["sh", "-c", &format!("echo q | socat -t 3 -T 3 - {target}")]);
+        answer = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if !answer.is_empty() {
+            break;
+        }
+    }
+    answer
 }
 
 #[test]

@@ -1,0 +1,49 @@
+//! Verdicts and redirects, each counted under its reason and direction.
+
+use aya_ebpf::{
+    bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
+    helpers::{bpf_redirect_neigh, bpf_redirect_peer},
+    programs::TcContext,
+};
+use dataplane_common::{Direction, DropReason};
+
+use crate::{metrics::count, nat};
+
+/// tcx: let the next program (or the stack) decide.
+const NEXT: i32 = TC_ACT_UNSPEC;
+const DROP: i32 = TC_ACT_SHOT;
+
+/// Counts the packet; passes reasons go on, the others are dropped.
+#[inline(always)]
+pub fn verdict(ctx: &TcContext, reason: DropReason, dir: Direction) -> i32 {
+    count(reason, dir, ctx.len());
+    if reason.is_pass() { NEXT } else { DROP }
+}
+
+/// Into the sandbox behind host-side veth `ifindex` (its peer), with the
+/// sandbox's MAC as destination.
+#[inline(always)]
+pub fn to_sandbox(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: DropReason, dir: Direction) -> i32 {
+    if nat::set_macs(ctx, mac).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed, dir);
+    }
+    count(reason, dir, ctx.len());
+    // SAFETY: plain helper call; the kernel checks the ifindex.
+    let ret = unsafe { bpf_redirect_peer(ifindex, 0) };
+    if ret < 0 {
+        return verdict(ctx, DropReason::RedirectFailed, dir);
+    }
+    ret as i32
+}
+
+/// Out of `ifindex`, the kernel resolving the next hop (FIB + neighbour).
+#[inline(always)]
+pub fn out_of(ctx: &TcContext, ifindex: u32, reason: DropReason, dir: Direction) -> i32 {
+    count(reason, dir, ctx.len());
+    // SAFETY: plain helper call; no neighbour parameters (FIB lookup in the kernel).
+    let ret = unsafe { bpf_redirect_neigh(ifindex, core::ptr::null_mut(), 0, 0) };
+    if ret < 0 {
+        return verdict(ctx, DropReason::RedirectFailed, dir);
+    }
+    ret as i32
+}
