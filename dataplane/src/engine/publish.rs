@@ -50,12 +50,25 @@ fn proto_number(proto: &str) -> Result<u8> {
     match proto {
         "tcp" => Ok(PROTO_TCP),
         "udp" => Ok(PROTO_UDP),
-        "sctp" => Err(Error::Unsupported(
+        "sctp" => Err(Error::Unsupported(if kernel_has_sctp() {
             "publishing SCTP ports is not supported yet (its CRC32c checksum cannot be updated incrementally in BPF)"
-                .into(),
-        )),
+                .into()
+        } else {
+            "publishing SCTP ports is not possible: this kernel has no SCTP support".into()
+        })),
         other => Err(Error::invalid("protocol", other, "must be tcp or udp")),
     }
+}
+
+/// Whether the kernel can make SCTP sockets (asked, not assumed).
+fn kernel_has_sctp() -> bool {
+    socket(
+        AddressFamily::Inet,
+        SockType::Stream,
+        SockFlag::SOCK_CLOEXEC,
+        nix::sys::socket::SockProtocol::Sctp,
+    )
+    .is_ok()
 }
 
 /// The host's ephemeral port range (net.ipv4.ip_local_port_range).
