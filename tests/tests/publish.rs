@@ -235,6 +235,28 @@ fn hairpin_reaches_other_sandboxes_and_itself() {
     assert_eq!(ask("cli", "172.17.0.1:8080"), format!("peer={cli_ip}"));
     // The sandbox reaching its own published port: it sees the gateway, as with Docker.
     assert_eq!(ask("srv", "192.0.2.1:8080"), "peer=10.97.0.1");
+    // UDP over the hairpin path.
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "u",
+        "-p",
+        "5353:53/udp",
+        "socat",
+        "UDP-RECVFROM:53,fork",
+        "SYSTEM:echo udp-peer=$SOCAT_PEERADDR",
+    ]);
+    wait_listening(&h, "u", 53, "udp");
+    let mut udp = String::new();
+    for _ in 0..3 {
+        let o = h.exec("cli", &["sh", "-c", "echo q | socat -t 3 -T 3 - UDP:192.0.2.1:5353"]);
+        udp = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if !udp.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(udp, format!("udp-peer={cli_ip}"));
     // A large transfer over the hairpin path arrives intact.
     let blob = format!("/tmp/dp-hairpin-blob-{}", h.ns.name);
     let serve = format!(
