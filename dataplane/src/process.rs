@@ -89,18 +89,25 @@ pub fn alive(pid: u32, started: Option<u64>) -> bool {
     !zombie && (started.is_none() || start_time(pid) == started)
 }
 
-/// SIGTERM, then SIGKILL after `grace`; returns once the process is gone.
+/// SIGTERM, then SIGKILL after `grace`, to the sandbox's whole process
+/// group (the process is a session and group leader: what it started in
+/// the background goes too, as when Docker stops a container); returns once
+/// the leader is gone.
 pub async fn stop(pid: u32, started: Option<u64>, grace: std::time::Duration) {
     use nix::sys::signal::{Signal, kill};
     use nix::unistd::Pid;
     if !alive(pid, started) {
         return;
     }
-    let _ = kill(Pid::from_raw(pid as i32), Signal::SIGTERM);
+    // Negative pid: the process group.
+    let group = Pid::from_raw(-(pid as i32));
+    let _ = kill(group, Signal::SIGTERM);
     let deadline = tokio::time::Instant::now() + grace;
     while alive(pid, started) && tokio::time::Instant::now() < deadline {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
     }
+    // Stragglers of the group get no grace once the leader is gone or late.
+    let _ = kill(group, Signal::SIGKILL);
     if alive(pid, started) {
         let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
         for _ in 0..100 {

@@ -179,3 +179,34 @@ fn create_adopts_an_existing_namespace() {
     assert!(std::path::Path::new(&ns.path()).exists());
     assert!(!ns.run(&["ip", "link", "show", "eth0"]).status.success());
 }
+
+#[test]
+fn stop_and_rm_end_everything_the_sandbox_started() {
+    let (h, _ext) = Host::with_external("grp");
+    h.dp_ok(&["run", "-d", "--name", "g", "sh", "-c", "sleep 311 & exec sleep 312"]);
+    let pid = h.inspect("g")["State"]["Pid"].as_u64().expect("pid");
+    let child = |pat: &str| {
+        String::from_utf8_lossy(&dataplane_tests::sh(&["pgrep", "-f", "-g", &pid.to_string(), pat]).stdout)
+            .trim()
+            .to_string()
+    };
+    let mut bg = String::new();
+    for _ in 0..50 {
+        bg = child("sleep 311");
+        if !bg.is_empty() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    let bg: u64 = bg.lines().next().and_then(|l| l.parse().ok()).expect("background child");
+    h.dp_ok(&["rm", "-f", "g"]);
+    assert!(dataplane_tests::process_ended(pid), "leader survived rm -f");
+    // SIGKILL is delivered asynchronously: give it a bounded moment.
+    for _ in 0..40 {
+        if dataplane_tests::process_ended(bg) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert!(dataplane_tests::process_ended(bg), "background child survived rm -f");
+}

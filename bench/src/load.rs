@@ -1,0 +1,78 @@
+//! The small load tools the harness runs inside namespaces: a TCP echo
+//! server, a request/response latency client (one connection, 1-byte
+//! messages) and a new-connection-rate client (one request per connection).
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+/// Echoes every byte back, one thread per connection, until killed.
+pub fn serve(port: u16) -> anyhow::Result<()> {
+    let l = TcpListener::bind(("0.0.0.0", port))?;
+    for c in l.incoming() {
+        let Ok(mut c) = c else { continue };
+        std::thread::spawn(move || {
+            let _ = c.set_nodelay(true);
+            let mut buf = [0u8; 64];
+            while let Ok(n) = c.read(&mut buf) {
+                if n == 0 || c.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+        });
+    }
+    Ok(())
+}
+
+#[derive(Serialize)]
+pub struct Rr {
+    pub p50_us: f64,
+    pub p99_us: f64,
+    pub transactions: u64,
+}
+
+/// Request/response over one connection for `secs` seconds.
+pub fn rr(addr: &str, secs: f64) -> anyhow::Result<Rr> {
+    let mut c = TcpStream::connect(addr)?;
+    c.set_nodelay(true)?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    let mut lat = Vec::new();
+    let end = Instant::now() + Duration::from_secs_f64(secs);
+    let mut b = [0u8; 1];
+    while Instant::now() < end {
+        let t = Instant::now();
+        c.write_all(b"x")?;
+        c.read_exact(&mut b)?;
+        lat.push(t.elapsed().as_nanos() as f64 / 1000.0);
+    }
+    lat.sort_by(|a, b| a.total_cmp(b));
+    let pct = |p: f64| lat.get(((lat.len() as f64 - 1.0) * p) as usize).copied().unwrap_or(0.0);
+    Ok(Rr { p50_us: pct(0.5), p99_us: pct(0.99), transactions: lat.len() as u64 })
+}
+
+#[derive(Serialize)]
+pub struct Conns {
+    pub per_second: f64,
+    pub failed: u64,
+}
+
+/// New connections, one 1-byte request/response each, for `secs` seconds.
+pub fn conns(addr: &str, secs: f64) -> anyhow::Result<Conns> {
+    let start = Instant::now();
+    let end = start + Duration::from_secs_f64(secs);
+    let (mut ok, mut failed) = (0u64, 0u64);
+    let mut b = [0u8; 1];
+    while Instant::now() < end {
+        let r = (|| -> std::io::Result<()> {
+            let mut c = TcpStream::connect(addr)?;
+            c.set_read_timeout(Some(Duration::from_secs(2)))?;
+            c.write_all(b"x")?;
+            c.read_exact(&mut b)?;
+            Ok(())
+        })();
+        if r.is_ok() { ok += 1 } else { failed += 1 }
+    }
+    Ok(Conns { per_second: ok as f64 / start.elapsed().as_secs_f64(), failed })
+}
