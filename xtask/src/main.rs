@@ -37,6 +37,12 @@ enum Cmd {
     },
     /// Formatting and clippy (-D warnings) over the host and BPF crates.
     Lint,
+    /// Setup, build, and run the benchmark harness (as root); writes target/bench/report.{json,md}.
+    Bench {
+        /// Extra arguments for `dataplane-bench run` (e.g. --quick, --rounds 7).
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<String>,
+    },
     /// Build and install the binary and the systemd unit.
     Install {
         /// Installation prefix for the binary.
@@ -76,9 +82,16 @@ fn build_ebpf() -> anyhow::Result<()> {
     run(&mut cmd).context("building the BPF programs")
 }
 
-/// Runs `cargo test`, passing its output through, and closes with one
-/// summary line over every test binary (`N passed, N failed`).
-fn test(cmd: &mut Command) -> anyhow::Result<()> {
+/// Totals over every test binary.
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+    success: bool,
+}
+
+/// Runs `cargo test`, passing its output through, and adds up the results.
+fn test(cmd: &mut Command) -> anyhow::Result<Totals> {
     use std::io::{BufRead, BufReader};
     let mut child = cmd.stdout(std::process::Stdio::piped()).spawn().context("starting cargo test")?;
     let (mut passed, mut failed, mut ignored) = (0u64, 0u64, 0u64);
@@ -103,12 +116,7 @@ fn test(cmd: &mut Command) -> anyhow::Result<()> {
         }
     }
     let status = child.wait()?;
-    println!();
-    println!("{passed} passed, {failed} failed, {ignored} skipped");
-    if !status.success() {
-        bail!("cargo test failed with {status}");
-    }
-    Ok(())
+    Ok(Totals { passed, failed, ignored, success: status.success() })
 }
 
 fn lint() -> anyhow::Result<()> {
@@ -135,8 +143,26 @@ fn lint() -> anyhow::Result<()> {
 
 fn build() -> anyhow::Result<()> {
     build_ebpf()?;
-    run(Command::new("cargo").current_dir(root()).args(["build", "--release", "-p", "dataplane"]))
-        .context("building dataplane")
+    run(Command::new("cargo").current_dir(root()).args([
+        "build",
+        "--release",
+        "-p",
+        "dataplane",
+        "-p",
+        "dataplane-bench",
+    ]))
+    .context("building dataplane")
+}
+
+/// Runs the benchmark harness from the project root.
+fn bench(args: &[String]) -> anyhow::Result<()> {
+    let root = root();
+    run(Command::new(root.join("target/release/dataplane-bench"))
+        .current_dir(&root)
+        .arg("run")
+        .args(args)
+        .env("DATAPLANE_BIN", root.join("target/release/dataplane")))
+    .context("running the benchmark harness")
 }
 
 fn main() -> anyhow::Result<()> {
@@ -155,6 +181,11 @@ fn main() -> anyhow::Result<()> {
             Err(err).context("starting the daemon")
         }
         Cmd::Lint => lint(),
+        Cmd::Bench { args } => {
+            setup::setup()?;
+            build()?;
+            bench(&args)
+        }
         Cmd::Test { args } => {
             setup::setup()?;
             build()?;
@@ -162,14 +193,35 @@ fn main() -> anyhow::Result<()> {
                 lint()?;
             }
             let root = root();
-            test(
+            let mut t = test(
                 Command::new("cargo")
                     .current_dir(&root)
                     .args(["test", "--release", "--workspace"])
                     .args(&args)
                     .env("DATAPLANE_BIN", root.join("target/release/dataplane"))
                     .env("DATAPLANE_PRIVILEGED_TESTS", "1"),
-            )
+            )?;
+            if args.is_empty() {
+                // The harness end to end, as a smoke test: it must produce the report.
+                let quick = ["--quick".to_string(), "--out".to_string(), "target/bench/quick".to_string()];
+                match bench(&quick).and_then(|()| {
+                    std::fs::metadata(root.join("target/bench/quick/report.json"))
+                        .context("the harness wrote no report")
+                }) {
+                    Ok(_) => t.passed += 1,
+                    Err(e) => {
+                        eprintln!("bench smoke test: {e:#}");
+                        t.failed += 1;
+                        t.success = false;
+                    }
+                }
+            }
+            println!();
+            println!("{} passed, {} failed, {} skipped", t.passed, t.failed, t.ignored);
+            if !t.success {
+                bail!("tests failed");
+            }
+            Ok(())
         }
         Cmd::Install { prefix } => {
             setup::setup()?;
