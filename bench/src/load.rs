@@ -58,21 +58,40 @@ pub struct Conns {
     pub failed: u64,
 }
 
-/// New connections, one 1-byte request/response each, for `secs` seconds.
+/// Client threads opening connections at once (a sequential client would
+/// only measure round-trip latency).
+pub const CONN_THREADS: usize = 8;
+
+/// New connections, one 1-byte request/response each, from
+/// [`CONN_THREADS`] threads for `secs` seconds.
 pub fn conns(addr: &str, secs: f64) -> anyhow::Result<Conns> {
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
+    let workers: Vec<_> = (0..CONN_THREADS)
+        .map(|_| {
+            let addr = addr.to_string();
+            std::thread::spawn(move || {
+                let (mut ok, mut failed) = (0u64, 0u64);
+                let mut b = [0u8; 1];
+                while Instant::now() < end {
+                    let r = (|| -> std::io::Result<()> {
+                        let mut c = TcpStream::connect(&addr)?;
+                        c.set_read_timeout(Some(Duration::from_secs(2)))?;
+                        c.write_all(b"x")?;
+                        c.read_exact(&mut b)?;
+                        Ok(())
+                    })();
+                    if r.is_ok() { ok += 1 } else { failed += 1 }
+                }
+                (ok, failed)
+            })
+        })
+        .collect();
     let (mut ok, mut failed) = (0u64, 0u64);
-    let mut b = [0u8; 1];
-    while Instant::now() < end {
-        let r = (|| -> std::io::Result<()> {
-            let mut c = TcpStream::connect(addr)?;
-            c.set_read_timeout(Some(Duration::from_secs(2)))?;
-            c.write_all(b"x")?;
-            c.read_exact(&mut b)?;
-            Ok(())
-        })();
-        if r.is_ok() { ok += 1 } else { failed += 1 }
+    for w in workers {
+        let (o, f) = w.join().map_err(|_| anyhow::anyhow!("a client thread panicked"))?;
+        ok += o;
+        failed += f;
     }
     Ok(Conns { per_second: ok as f64 / start.elapsed().as_secs_f64(), failed })
 }
