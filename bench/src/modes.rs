@@ -65,6 +65,14 @@ fn wait_listening(ns: &str, ports: &[u16]) {
     panic!("servers in {ns} never listened on {ports:?}");
 }
 
+/// Lets the client namespace open connections back to back: TIME_WAIT
+/// reuse and a wide port range (otherwise the connection-rate test measures
+/// port exhaustion, not the datapath).
+fn tune_client(ns: &str) {
+    sh_ok(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
+    sh_ok(&["ip", "netns", "exec", ns, "sysctl", "-qw", "net.ipv4.ip_local_port_range=1024 65000"]);
+}
+
 /// A plain veth pair client ↔ server: no bridge, no NAT. The limit.
 pub fn bare() -> Mode {
     let client = Netns::new("bc");
@@ -90,6 +98,7 @@ pub fn bare() -> Mode {
     sh_ok(&["ip", "-n", &server.name, "addr", "add", "10.250.0.2/24", "dev", "eth0"]);
     sh_ok(&["ip", "-n", &server.name, "link", "set", "eth0", "up"]);
     let servers = servers_in(&server.name);
+    tune_client(&client.name);
     Mode {
         name: "bare",
         client: client.name.clone(),
@@ -190,6 +199,7 @@ pub fn docker_iptables() -> Mode {
     let rules = docker_rules(&[(IPERF_PORT, "tcp"), (IPERF_PORT, "udp"), (ECHO_PORT, "tcp")], 0);
     load_rules(&host.name, &rules);
     let servers = servers_in(&server.name);
+    tune_client(&ext.name);
     Mode {
         name: "docker-iptables",
         client: ext.name.clone(),

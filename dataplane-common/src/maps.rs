@@ -21,7 +21,7 @@ pub const MAP_HOST_IPS: &str = "DP_HOST_IPS";
 pub const MAP_CONFIG: &str = "DP_CONFIG";
 
 pub const MAX_SERVICES: u32 = 65_536;
-pub const MAX_CT: u32 = 262_144;
+pub const MAX_CT: u32 = 524_288;
 pub const MAX_HOST_IPS: u32 = 64;
 
 /// Maximum number of endpoints (host-side veths) one daemon programs.

@@ -14,7 +14,7 @@ use serde::{Deserialize, Serialize};
 /// Idle timeouts (documented in the README).
 pub const TCP_SYN_TIMEOUT: Duration = Duration::from_secs(120);
 pub const TCP_ESTABLISHED_TIMEOUT: Duration = Duration::from_secs(24 * 3600);
-pub const TCP_FIN_TIMEOUT: Duration = Duration::from_secs(120);
+pub const TCP_FIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TCP_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const UDP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const ICMP_TIMEOUT: Duration = Duration::from_secs(30);
