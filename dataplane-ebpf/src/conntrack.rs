@@ -3,7 +3,7 @@
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use dataplane_common::{
-    CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_STATE_CLOSE,
+    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_STATE_CLOSE,
     CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_NONE, CT_STATE_SYN, CtEntry, CtKey, PROTO_TCP,
 };
 
@@ -68,6 +68,21 @@ pub fn lookup(flow: &Flow) -> Option<CtEntry> {
 #[inline(always)]
 fn initial_state(flow: &Flow) -> u16 {
     if flow.proto == PROTO_TCP { next_state(CT_STATE_NONE, flow.tcp_flags) } else { CT_STATE_NONE }
+}
+
+/// The DNAT entry leading to a published port's backend.
+#[inline(always)]
+pub fn dnat_entry(b: &Backend) -> CtEntry {
+    CtEntry {
+        dir: CT_DIR_DNAT,
+        addr: b.addr,
+        port: b.port,
+        state: 0,
+        ifindex: b.ifindex,
+        mac: b.mac,
+        flags: 0,
+        last_seen: 0,
+    }
 }
 
 #[inline(always)]

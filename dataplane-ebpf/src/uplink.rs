@@ -7,7 +7,7 @@
 //! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_CT`, `DP_METRICS`.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
-use dataplane_common::{CT_DIR_DNAT, CT_DIR_SNAT_REPLY, CtEntry, Direction, DropReason};
+use dataplane_common::{CT_DIR_DNAT, CT_DIR_SNAT_REPLY, Direction, DropReason};
 
 use crate::{
     conntrack,
@@ -27,16 +27,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         Some(_) => return NEXT,
         None => {
             let Some(b) = service::lookup(&flow) else { return NEXT };
-            let e = CtEntry {
-                dir: CT_DIR_DNAT,
-                addr: b.addr,
-                port: b.port,
-                state: 0,
-                ifindex: b.ifindex,
-                mac: b.mac,
-                flags: 0,
-                last_seen: 0,
-            };
+            let e = conntrack::dnat_entry(&b);
             // SAFETY: the skb pointer is valid for this program run.
             let uplink = unsafe { (*ctx.skb.skb).ifindex };
             if conntrack::track_dnat(&flow, &e, uplink).is_err() {

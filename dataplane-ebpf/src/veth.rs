@@ -68,16 +68,7 @@ fn new_hairpin(ctx: &TcContext, flow: &Flow, b: &Backend) -> i32 {
     } else {
         None
     };
-    let dnat = CtEntry {
-        dir: CT_DIR_DNAT,
-        addr: b.addr,
-        port: b.port,
-        state: 0,
-        ifindex: b.ifindex,
-        mac: b.mac,
-        flags: 0,
-        last_seen: 0,
-    };
+    let dnat = conntrack::dnat_entry(b);
     match conntrack::track_hairpin(flow, &dnat, ifindex, me.mac, gateway) {
         Ok(ct) => hairpin_forward(ctx, flow, &ct),
         Err(_) => verdict(ctx, DropReason::CtInsertFailed),

@@ -15,6 +15,17 @@ fn tcp_peer_echo(h: &Host, name: &str, port: u16, extra: &[&str]) {
     wait_listening(h, name, port, "tcp");
 }
 
+/// A UDP server in sandbox `name` on `port` answering each datagram with the
+/// peer address it sees.
+fn udp_peer_echo(h: &Host, name: &str, port: u16, extra: &[&str]) {
+    let listen = format!("UDP-RECVFROM:{port},fork");
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["socat", &listen, "SYSTEM:echo udp-peer=$SOCAT_PEERADDR"]);
+    h.dp_ok(&args);
+    wait_listening(h, name, port, "udp");
+}
+
 fn wait_listening(h: &Host, name: &str, port: u16, proto: &str) {
     let flag = if proto == "udp" { "-uln" } else { "-tln" };
     for _ in 0..100 {
@@ -46,20 +57,7 @@ fn external_client_reaches_published_tcp_and_udp_ports_with_its_own_address() {
     );
 
     // UDP request/response through a published port.
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "dns",
-        "--network",
-        "web",
-        "-p",
-        "5353:53/udp",
-        "socat",
-        "UDP-RECVFROM:53,fork",
-        "SYSTEM:echo udp-peer=$SOCAT_PEERADDR",
-    ]);
-    wait_listening(&h, "dns", 53, "udp");
+    udp_peer_echo(&h, "dns", 53, &["--network", "web", "-p", "5353:53/udp"]);
     let o = ext.run(&["sh", "-c", "echo q | socat -t 3 -T 3 - UDP:192.0.2.1:5353"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "udp-peer=192.0.2.2", "{}", text(&o));
 
@@ -169,18 +167,7 @@ fn ct(h: &Host) -> Vec<serde_json::Value> {
 #[test]
 fn conntrack_lists_expires_and_is_flushed_with_the_sandbox() {
     let (h, ext) = Host::with_external_args("ct", &["--ct-udp-timeout", "2"]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "u",
-        "-p",
-        "5353:53/udp",
-        "socat",
-        "UDP-RECVFROM:53,fork",
-        "SYSTEM:echo udp-peer=$SOCAT_PEERADDR",
-    ]);
-    wait_listening(&h, "u", 53, "udp");
+    udp_peer_echo(&h, "u", 53, &["-p", "5353:53/udp"]);
     tcp_peer_echo(&h, "t", 80, &["-p", "8080:80"]);
     let o = ext.run(&["sh", "-c", "echo q | socat -t 3 -T 3 - UDP:192.0.2.1:5353,sourceport=41000"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "udp-peer=192.0.2.2", "{}", text(&o));
@@ -236,18 +223,7 @@ fn hairpin_reaches_other_sandboxes_and_itself() {
     // The sandbox reaching its own published port: it sees the gateway, as with Docker.
     assert_eq!(ask("srv", "192.0.2.1:8080"), "peer=10.97.0.1");
     // UDP over the hairpin path.
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "u",
-        "-p",
-        "5353:53/udp",
-        "socat",
-        "UDP-RECVFROM:53,fork",
-        "SYSTEM:echo udp-peer=$SOCAT_PEERADDR",
-    ]);
-    wait_listening(&h, "u", 53, "udp");
+    udp_peer_echo(&h, "u", 53, &["-p", "5353:53/udp"]);
     let mut udp = String::new();
     for _ in 0..3 {
         let o = h.exec("cli", &["sh", "-c", "echo q | socat -t 3 -T 3 - UDP:192.0.2.1:5353"]);
@@ -275,18 +251,7 @@ fn hairpin_reaches_other_sandboxes_and_itself() {
 fn host_processes_reach_published_ports_without_a_proxy() {
     let (h, ext) = Host::with_external("loc");
     tcp_peer_echo(&h, "srv", 80, &["-p", "8080:80"]);
-    h.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "u",
-        "-p",
-        "5353:53/udp",
-        "socat",
-        "UDP-RECVFROM:53,fork",
-        "SYSTEM:echo udp-peer=$SOCAT_PEERADDR",
-    ]);
-    wait_listening(&h, "u", 53, "udp");
+    udp_peer_echo(&h, "u", 53, &["-p", "5353:53/udp"]);
     let gw = "peer=172.17.0.1";
     for target in ["TCP:127.0.0.1:8080", "TCP:192.0.2.1:8080", "TCP:127.0.0.9:8080", "TCP6:[::1]:8080"] {
         let o = h.run(&["socat", "-t", "3", "-T", "3", "-", &format!("{target},connect-timeout=3")]);
