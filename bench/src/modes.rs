@@ -110,7 +110,8 @@ pub fn bare() -> Mode {
 
 /// Ours: a daemon in a host namespace, the server in a sandbox with `-p`.
 pub fn dataplane() -> Mode {
-    let (h, ext) = Host::with_external("bench");
+    // Logging as deployed (info), not the test harness's debug level.
+    let (h, ext) = Host::with_external_args("bench", &["--log-level", "info"]);
     let p = IPERF_PORT.to_string();
     let e = ECHO_PORT.to_string();
     let cmd = format!("iperf3 -s -p {p} & exec {} serve {e}", bench_bin());

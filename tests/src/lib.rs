@@ -244,8 +244,12 @@ impl Host {
             .arg(self.state_dir())
             .arg("--bpffs")
             .arg(&self.bpffs)
-            .arg("--log-level")
-            .arg("debug")
+            // Debug logs help a failing test; daemon_args may override the level.
+            .args(if self.daemon_args.iter().any(|a| a == "--log-level") {
+                &[][..]
+            } else {
+                &["--log-level", "debug"][..]
+            })
             .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))
