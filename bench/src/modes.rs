@@ -78,21 +78,7 @@ pub fn bare() -> Mode {
     let client = Netns::new("bc");
     let server = Netns::new("bs");
     let a = dataplane_tests::unique("ba");
-    sh_ok(&[
-        "ip",
-        "link",
-        "add",
-        &a,
-        "netns",
-        &client.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &server.name,
-    ]);
+    dataplane_tests::veth_pair(&a, &client.name, "eth0", &server.name);
     sh_ok(&["ip", "-n", &client.name, "addr", "add", "10.250.0.1/24", "dev", &a]);
     sh_ok(&["ip", "-n", &client.name, "link", "set", &a, "up"]);
     sh_ok(&["ip", "-n", &server.name, "addr", "add", "10.250.0.2/24", "dev", "eth0"]);
@@ -157,10 +143,7 @@ pub fn docker_iptables() -> Mode {
     let host = Netns::new("dh");
     let server = Netns::new("ds");
     let up = dataplane_tests::unique("du");
-    sh_ok(&[
-        "ip", "link", "add", &up, "netns", &host.name, "type", "veth", "peer", "name", "ext0", "netns",
-        &ext.name,
-    ]);
+    dataplane_tests::veth_pair(&up, &host.name, "ext0", &ext.name);
     let hrun = |args: &[&str]| {
         let mut full = vec!["ip", "netns", "exec", &host.name];
         full.extend_from_slice(args);
@@ -175,21 +158,7 @@ pub fn docker_iptables() -> Mode {
     hrun(&["ip", "addr", "add", "172.31.0.1/24", "dev", "br0"]);
     hrun(&["ip", "link", "set", "br0", "up"]);
     let v = dataplane_tests::unique("dv");
-    sh_ok(&[
-        "ip",
-        "link",
-        "add",
-        &v,
-        "netns",
-        &host.name,
-        "type",
-        "veth",
-        "peer",
-        "name",
-        "eth0",
-        "netns",
-        &server.name,
-    ]);
+    dataplane_tests::veth_pair(&v, &host.name, "eth0", &server.name);
     hrun(&["ip", "link", "set", &v, "master", "br0"]);
     hrun(&["ip", "link", "set", &v, "up"]);
     sh_ok(&["ip", "-n", &server.name, "addr", "add", "172.31.0.2/24", "dev", "eth0"]);

@@ -105,6 +105,11 @@ pub fn text(o: &Output) -> String {
     format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
 }
 
+/// Creates a veth pair with end `a` in namespace `ns_a` and end `b` in `ns_b`.
+pub fn veth_pair(a: &str, ns_a: &str, b: &str, ns_b: &str) {
+    sh_ok(&["ip", "link", "add", a, "netns", ns_a, "type", "veth", "peer", "name", b, "netns", ns_b]);
+}
+
 /// A unique short tag for namespace and interface names.
 pub fn unique(tag: &str) -> String {
     format!("{tag}{}x{}", std::process::id() % 100_000, COUNTER.fetch_add(1, Ordering::SeqCst))
@@ -184,10 +189,7 @@ impl Host {
             None => "ext0".to_string(),
         };
         let tmp = unique("u");
-        sh_ok(&[
-            "ip", "link", "add", &tmp, "netns", &ns.name, "type", "veth", "peer", "name", &far, "netns",
-            &peer.name,
-        ]);
+        veth_pair(&tmp, &ns.name, &far, &peer.name);
         sh_ok(&["ip", "-n", &ns.name, "link", "set", &tmp, "name", UPLINK]);
         sh_ok(&["ip", "-n", &ns.name, "addr", "add", uplink_addr, "dev", UPLINK]);
         sh_ok(&["ip", "-n", &ns.name, "link", "set", UPLINK, "up"]);
