@@ -65,17 +65,17 @@ pub const CONN_THREADS: usize = 8;
 /// New connections, one 1-byte request/response each, from
 /// [`CONN_THREADS`] threads for `secs` seconds.
 pub fn conns(addr: &str, secs: f64) -> anyhow::Result<Conns> {
+    let addr: std::net::SocketAddr = addr.parse()?;
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let workers: Vec<_> = (0..CONN_THREADS)
         .map(|_| {
-            let addr = addr.to_string();
             std::thread::spawn(move || {
                 let (mut ok, mut failed) = (0u64, 0u64);
                 let mut b = [0u8; 1];
                 while Instant::now() < end {
                     let r = (|| -> std::io::Result<()> {
-                        let mut c = TcpStream::connect(&addr)?;
+                        let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
                         c.set_read_timeout(Some(Duration::from_secs(2)))?;
                         c.write_all(b"x")?;
                         c.read_exact(&mut b)?;

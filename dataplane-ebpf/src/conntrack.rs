@@ -33,11 +33,16 @@ const RST: u8 = 0x04;
 const ACK: u8 = 0x10;
 
 /// The TCP state after a packet with `flags` (SYN → ESTABLISHED on the
-/// first ACK without SYN; FIN and RST move forward, never back).
+/// first ACK without SYN; FIN and RST move forward, never back, except
+/// that a SYN on a closing tuple starts it over: clients reuse ports
+/// (TIME_WAIT reuse), and the new connection must not inherit the old
+/// one's short closing timeout).
 #[inline(always)]
 fn next_state(state: u16, flags: u8) -> u16 {
     if flags & RST != 0 {
         CT_STATE_CLOSE
+    } else if flags & SYN != 0 && state >= CT_STATE_FIN {
+        CT_STATE_SYN
     } else if flags & FIN != 0 {
         if state < CT_STATE_FIN { CT_STATE_FIN } else { state }
     } else if state <= CT_STATE_SYN && flags & ACK != 0 && flags & SYN == 0 {
@@ -47,6 +52,15 @@ fn next_state(state: u16, flags: u8) -> u16 {
     } else {
         state
     }
+}
+
+/// Whether `flow` is a TCP client opening a connection (SYN without ACK).
+/// Such a packet is a new flow even when its tuple is still tracked: the
+/// client reused a port, and the old entries (or what is left of them
+/// after a half-done expiry) must not steer it.
+#[inline(always)]
+pub fn opens(flow: &Flow) -> bool {
+    flow.proto == PROTO_TCP && flow.tcp_flags & (SYN | ACK) == SYN
 }
 
 /// The entry for this packet (any direction), refreshed and, for TCP,

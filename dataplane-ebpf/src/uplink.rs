@@ -21,12 +21,16 @@ const NEXT: i32 = TC_ACT_UNSPEC;
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
     let Some(flow) = parse::l4_flow(ctx) else { return icmp_error(ctx) };
-    let (target, reason) = match conntrack::lookup(&flow) {
+    // A connection opening to a published port is tracked anew (both
+    // entries rewritten), whatever is left of an earlier one on its tuple.
+    let fresh = if conntrack::opens(&flow) { service::lookup(&flow) } else { None };
+    let tracked = if fresh.is_some() { None } else { conntrack::lookup(&flow) };
+    let (target, reason) = match tracked {
         Some(e) if e.dir == CT_DIR_DNAT => (e, DropReason::NatPublished),
         Some(e) if e.dir == CT_DIR_SNAT_REPLY => (e, DropReason::NatEgressReply),
         Some(_) => return NEXT,
         None => {
-            let Some(b) = service::lookup(&flow) else { return NEXT };
+            let Some(b) = fresh.or_else(|| service::lookup(&flow)) else { return NEXT };
             let e = conntrack::dnat_entry(&b);
             // SAFETY: the skb pointer is valid for this program run.
             let uplink = unsafe { (*ctx.skb.skb).ifindex };

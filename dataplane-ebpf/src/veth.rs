@@ -33,7 +33,9 @@ pub fn ingress(ctx: &TcContext) -> i32 {
             Some(ct) if ct.dir == CT_DIR_SNAT => {
                 return send_out(ctx, f, ct.addr, ct.port, ct.ifindex, DropReason::NatEgress);
             }
-            Some(ct) if ct.dir == CT_DIR_DNAT => return hairpin_forward(ctx, f, &ct),
+            // A connection opening on a tuple still tracked as hairpin is
+            // a new flow (port reuse): checked and tracked anew below.
+            Some(ct) if ct.dir == CT_DIR_DNAT && !conntrack::opens(f) => return hairpin_forward(ctx, f, &ct),
             _ => {}
         }
     }

@@ -357,6 +357,31 @@ impl Datapath {
         Ok(())
     }
 
+    /// Removes those of `keys` for which `still(key, entry, partner entry)`
+    /// holds when read again now; returns how many went.
+    pub fn ct_remove_if(
+        &mut self,
+        keys: &[CtKey],
+        still: impl Fn(&CtKey, &CtEntry, Option<&CtEntry>) -> bool,
+    ) -> Result<usize> {
+        let mut m = self.ct()?;
+        let mut removed = 0;
+        for k in keys {
+            let Ok(e) = m.get(k, 0) else { continue };
+            let p = m.get(&crate::conntrack::partner(k, &e), 0).ok();
+            if !still(k, &e, p.as_ref()) {
+                continue;
+            }
+            // Both directions together: a half-expired flow would send its
+            // next packets down the wrong path.
+            removed += usize::from(m.remove(k).is_ok());
+            if p.is_some() {
+                removed += usize::from(m.remove(&crate::conntrack::partner(k, &e)).is_ok());
+            }
+        }
+        Ok(removed)
+    }
+
     /// Removes every conntrack entry; returns how many there were.
     pub fn ct_flush(&mut self) -> Result<usize> {
         let keys: Vec<CtKey> = self.ct()?.keys().filter_map(|k| k.ok()).collect();

@@ -64,19 +64,22 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether the direction `(k, e)` of a flow, whose other direction is
+/// `p` (if still there), has been idle past its timeout.
+pub fn idle(k: &CtKey, e: &CtEntry, p: Option<&CtEntry>, now: u64, t: &Timeouts) -> bool {
+    let last = p.map_or(e.last_seen, |p| p.last_seen.max(e.last_seen));
+    let state = p.map_or(e.state, |p| p.state.max(e.state));
+    now.saturating_sub(last) > t.of(k.proto, state).as_nanos() as u64
+}
+
 /// Keys of flows idle past their timeout, both directions of each.
 pub fn expired(entries: &[(CtKey, CtEntry)], now: u64, t: &Timeouts) -> Vec<CtKey> {
     let index: std::collections::HashMap<CtKey, &CtEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
-    let mut out = Vec::new();
-    for (k, e) in entries {
-        let p = index.get(&partner(k, e));
-        let last = p.map_or(e.last_seen, |p| p.last_seen.max(e.last_seen));
-        let state = p.map_or(e.state, |p| p.state.max(e.state));
-        if now.saturating_sub(last) > t.of(k.proto, state).as_nanos() as u64 {
-            out.push(*k);
-        }
-    }
-    out
+    entries
+        .iter()
+        .filter(|(k, e)| idle(k, e, index.get(&partner(k, e)).copied(), now, t))
+        .map(|(k, _)| *k)
+        .collect()
 }
 
 /// One row of `dataplane ct list`.

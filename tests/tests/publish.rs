@@ -204,6 +204,58 @@ fn conntrack_lists_expires_and_is_flushed_with_the_sandbox() {
     assert!(ct(&h).is_empty());
 }
 
+/// Clients reuse source ports (TIME_WAIT reuse): a connection opening on a
+/// tuple still tracked as closing is a new flow, with a new flow's state
+/// and timeout, not the old one's.
+#[test]
+fn a_reused_client_port_starts_a_fresh_flow() {
+    let (h, ext) = Host::with_external("reuse");
+    // Answers with the peer address, then waits for the client to hang up.
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "-p",
+        "8080:80",
+        "socat",
+        "TCP-LISTEN:80,fork,reuseaddr",
+        "SYSTEM:echo peer=$SOCAT_PEERADDR; cat >/dev/null",
+    ]);
+    wait_listening(&h, "srv", 80, "tcp");
+    let client = "TCP:192.0.2.1:8080,sourceport=42000,reuseaddr,connect-timeout=3";
+    let o = ext.run(&["sh", "-c", &format!("echo q | socat -t 3 -T 3 - {client}")]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "peer=192.0.2.2", "{}", text(&o));
+    let mine = |rows: &[serde_json::Value]| -> Vec<String> {
+        rows.iter()
+            .filter(|r| {
+                r["Proto"] == "tcp"
+                    && (r["Source"] == "192.0.2.2:42000" || r["Destination"] == "192.0.2.2:42000")
+            })
+            .map(|r| r["State"].as_str().unwrap_or_default().to_string())
+            .collect()
+    };
+    let closing = mine(&ct(&h));
+    assert!(closing.len() == 2 && closing.iter().all(|s| s == "FIN" || s == "CLOSE"), "{closing:?}");
+    // The client's TIME_WAIT may be reused after a second.
+    ext.run(&["sysctl", "-qw", "net.ipv4.tcp_tw_reuse=1"]);
+    std::thread::sleep(std::time::Duration::from_millis(1500));
+    let (ns, script) = (ext.name.clone(), format!("sleep 6 | socat -t 8 -T 10 - {client}"));
+    let second = std::thread::spawn(move || sh(&["ip", "netns", "exec", &ns, "sh", "-c", &script]));
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+    let mut states = Vec::new();
+    while std::time::Instant::now() < deadline {
+        states = mine(&ct(&h));
+        if states.len() == 2 && states.iter().all(|s| s == "ESTABLISHED") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    let out = second.join().expect("second client");
+    assert_eq!(states, ["ESTABLISHED", "ESTABLISHED"], "the reopened flow kept the old state");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "peer=192.0.2.2", "{}", text(&out));
+}
+
 #[test]
 fn hairpin_reaches_other_sandboxes_and_itself() {
     let (h, _ext) = Host::with_external("hp");

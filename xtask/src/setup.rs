@@ -23,6 +23,22 @@ const PACKAGES: &[&str] = &[
     "nftables",
 ];
 
+/// The benchmark's peers (issue: all install from Debian). Installed with
+/// service starts refused, so docker.io's postinst never starts a dockerd
+/// on the machine: the harness runs its own, inside namespaces.
+const PEER_PACKAGES: &[&str] = &[
+    "netavark",
+    "aardvark-dns",
+    "containernetworking-plugins",
+    "sockperf",
+    "busybox-static",
+    "conntrack",
+    "docker.io",
+];
+
+/// `policy-rc.d` that refuses every service start while peers install.
+const POLICY_RC_D: &str = "/usr/sbin/policy-rc.d";
+
 fn cargo_home() -> PathBuf {
     std::env::var_os("CARGO_HOME")
         .map(PathBuf::from)
@@ -41,8 +57,8 @@ fn installed(pkg: &str) -> bool {
         .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).contains("install ok installed"))
 }
 
-fn apt_packages() -> anyhow::Result<()> {
-    let missing: Vec<&str> = PACKAGES.iter().copied().filter(|p| !installed(p)).collect();
+fn apt_packages(packages: &[&str]) -> anyhow::Result<()> {
+    let missing: Vec<&str> = packages.iter().copied().filter(|p| !installed(p)).collect();
     if missing.is_empty() {
         return Ok(());
     }
@@ -52,6 +68,27 @@ fn apt_packages() -> anyhow::Result<()> {
         .args(["install", "-y", "-q", "--no-install-recommends"])
         .args(&missing)
         .env("DEBIAN_FRONTEND", "noninteractive"))
+}
+
+/// The benchmark peers, with no service started by their install scripts.
+pub fn peers() -> anyhow::Result<()> {
+    if PEER_PACKAGES.iter().all(|p| installed(p)) {
+        return Ok(());
+    }
+    let ours = !std::path::Path::new(POLICY_RC_D).exists();
+    if ours {
+        std::fs::write(POLICY_RC_D, "#!/bin/sh\nexit 101\n")
+            .and_then(|()| {
+                use std::os::unix::fs::PermissionsExt;
+                std::fs::set_permissions(POLICY_RC_D, std::fs::Permissions::from_mode(0o755))
+            })
+            .with_context(|| format!("writing {POLICY_RC_D}"))?;
+    }
+    let r = apt_packages(PEER_PACKAGES);
+    if ours {
+        let _ = std::fs::remove_file(POLICY_RC_D);
+    }
+    r
 }
 
 fn rust_src() -> anyhow::Result<()> {
@@ -104,7 +141,8 @@ fn bpf_linker() -> anyhow::Result<()> {
 }
 
 pub fn setup() -> anyhow::Result<()> {
-    apt_packages().context("installing Debian packages")?;
+    apt_packages(PACKAGES).context("installing Debian packages")?;
+    peers().context("installing the benchmark peers")?;
     rust_src().context("adding rust-src")?;
     bpf_linker().context("installing bpf-linker")?;
     Ok(())

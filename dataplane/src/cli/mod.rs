@@ -115,6 +115,14 @@ struct DaemonArgs {
 
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
+    // `dataplane ps | head` ends quietly, like other Unix tools (Rust
+    // ignores SIGPIPE, which turns a closed pipe into a panic on print).
+    if !matches!(cli.command, Command::Daemon(_)) {
+        // SAFETY: restoring the default disposition, before any thread starts.
+        let _ = unsafe {
+            nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
+        };
+    }
     // `exec` must not start threads before it forks into the sandbox.
     if let Command::Exec(args) = &cli.command {
         return exec::run(&cli.socket, args);

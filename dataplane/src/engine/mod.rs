@@ -119,11 +119,17 @@ impl Engine {
     /// Removes flows idle past their timeout; returns how many entries went.
     pub fn ct_gc(&self) -> Result<usize> {
         let mut dp = lock_dp(&self.dp);
-        let doomed =
-            crate::conntrack::expired(&dp.ct_entries()?, crate::conntrack::now_ns(), &self.ct_timeouts);
-        dp.ct_remove(&doomed)?;
-        self.ct_expired.fetch_add(doomed.len() as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(doomed.len())
+        let now = crate::conntrack::now_ns();
+        let doomed = crate::conntrack::expired(&dp.ct_entries()?, now, &self.ct_timeouts);
+        // The walk took a while: a client may have reused a tuple since
+        // (TIME_WAIT reuse), so each entry is checked again, with its
+        // partner, right before it goes.
+        let timeouts = self.ct_timeouts;
+        let removed = dp.ct_remove_if(&doomed, |k, e, p| {
+            crate::conntrack::idle(k, e, p, crate::conntrack::now_ns(), &timeouts)
+        })?;
+        self.ct_expired.fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
+        Ok(removed)
     }
 
     pub fn ct_rows(&self) -> Result<Vec<crate::conntrack::CtRow>> {
