@@ -1,6 +1,7 @@
 //! The small load tools the harness runs inside namespaces: a TCP echo
 //! server, a request/response latency client (one connection, 1-byte
-//! messages) and a new-connection-rate client (one request per connection).
+//! messages), a new-connection-rate client (one request per connection) and
+//! a question the server answers with the client address it sees.
 
 use std::io::{Read, Write};
 use std::net::{TcpListener, TcpStream};
@@ -16,6 +17,15 @@ pub fn serve(port: u16) -> anyhow::Result<()> {
         std::thread::spawn(move || {
             let _ = c.set_nodelay(true);
             let mut buf = [0u8; 64];
+            // "?" asks who the server sees as the client.
+            if c.peek(&mut buf[..1]).is_ok_and(|n| n == 1) && buf[0] == b'?' {
+                let _ = c.read(&mut buf[..1]);
+                let peer = c.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                let _ = writeln!(c, "{peer}");
+                let _ = c.shutdown(std::net::Shutdown::Write);
+                let _ = c.read(&mut buf);
+                return;
+            }
             while let Ok(n) = c.read(&mut buf) {
                 if n == 0 || c.write_all(&buf[..n]).is_err() {
                     break;
@@ -94,4 +104,14 @@ pub fn conns(addr: &str, secs: f64) -> anyhow::Result<Conns> {
         failed += f;
     }
     Ok(Conns { per_second: ok as f64 / start.elapsed().as_secs_f64(), failed })
+}
+
+/// The client address the echo server sees for a connection from here.
+pub fn peer(addr: &str) -> anyhow::Result<String> {
+    let mut c = TcpStream::connect(addr)?;
+    c.set_read_timeout(Some(Duration::from_secs(5)))?;
+    c.write_all(b"?")?;
+    let mut s = String::new();
+    c.read_to_string(&mut s)?;
+    Ok(s.trim().to_string())
 }

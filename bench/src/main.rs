@@ -1,20 +1,23 @@
 //! `dataplane-bench`: measures dataplane and its peers on the same
-//! topology, interleaved in rounds, and writes `report.json` and
-//! `report.md`. Run it through `cargo xtask bench [--quick]` (as root).
+//! topology, interleaved in rounds, and writes `report.json`, `report.md`
+//! and SVG plots. Run it through `cargo xtask bench [--quick]` (as root).
 //! Speeds are reported as ratios, never asserted.
 
 mod load;
+mod measure;
 mod modes;
+mod plot;
+mod report;
 
 use std::collections::BTreeMap;
+use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::process::Command;
 
-use anyhow::Context;
 use clap::{Parser, Subcommand};
-use serde::Serialize;
+use serde_json::{Value, json};
 
-use modes::{ECHO_PORT, IPERF_PORT, Mode};
+use modes::{ECHO_PORT, EXTRA_PORT_BASE, Mode, PortMap, Serve};
 
 #[derive(Parser)]
 #[command(name = "dataplane-bench", about = "dataplane side by side with iptables-based peers")]
@@ -26,21 +29,8 @@ struct Cli {
 #[derive(Subcommand)]
 enum Cmd {
     /// Build every mode, measure in interleaved rounds, write the report.
-    Run {
-        /// 1 s per measurement and 1 round: a smoke test of the harness.
-        #[arg(long)]
-        quick: bool,
-        /// Rounds (each mode measured once per round).
-        #[arg(long, default_value_t = 5)]
-        rounds: u32,
-        /// Seconds per measurement.
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
-        /// Output directory.
-        #[arg(long, default_value = "target/bench")]
-        out: PathBuf,
-    },
-    /// TCP echo server (runs inside the server namespace).
+    Run(RunArgs),
+    /// TCP echo server (runs inside a server namespace).
     Serve { port: u16 },
     /// Request/response latency over one connection; prints JSON.
     Rr {
@@ -54,106 +44,86 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
+    /// Prints the client address the echo server at ADDR sees.
+    Peer { addr: String },
 }
 
-/// What is measured: name, unit, and whether higher is better.
-const METRICS: [(&str, &str, bool); 6] = [
-    ("tcp_1_stream", "Gbit/s", true),
-    ("tcp_4_streams", "Gbit/s", true),
-    ("udp_64b", "kpps", true),
-    ("rr_p50", "µs", false),
-    ("rr_p99", "µs", false),
-    ("new_connections", "conn/s", true),
+#[derive(clap::Args)]
+struct RunArgs {
+    /// 1 s per measurement, 1 round, 100-port scaling: a smoke test of the harness.
+    #[arg(long)]
+    quick: bool,
+    /// Rounds (each mode measured once per round).
+    #[arg(long, default_value_t = 5)]
+    rounds: u32,
+    /// Seconds per measurement.
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+    /// Only these modes (comma-separated), e.g. dataplane,bare.
+    #[arg(long, value_delimiter = ',')]
+    modes: Vec<String>,
+    /// Skip a scaling step for a mode whose publishing would take longer than this (seconds, estimated).
+    #[arg(long, default_value_t = 300.0)]
+    publish_limit: f64,
+    /// Output directory.
+    #[arg(long, default_value = "target/bench")]
+    out: PathBuf,
+}
+
+type Builder = fn() -> anyhow::Result<Mode>;
+
+const BUILDERS: [(&str, Builder); 7] = [
+    ("dataplane", modes::dataplane),
+    ("bare", modes::bare),
+    ("docker-iptables", modes::docker_iptables),
+    ("netavark", modes::netavark),
+    ("cni", modes::cni),
+    ("dataplane-localhost", modes::dataplane_localhost),
+    ("docker-proxy", modes::docker_proxy),
 ];
 
-#[derive(Serialize)]
-struct Stat {
-    unit: &'static str,
-    higher_is_better: bool,
-    samples: Vec<f64>,
-    median: f64,
-    min: f64,
-    max: f64,
+/// Host ports of the containers the scaling runs measure, one per step.
+const PROBE_PORT_BASE: u16 = 8000;
+/// Host ports the control-plane runs publish.
+const CONTROL_PORT_BASE: u16 = 40000;
+
+/// The one progress line (rewritten in place on a terminal).
+struct Progress {
+    done: usize,
+    total: usize,
+    tty: bool,
 }
 
-fn stat(unit: &'static str, higher_is_better: bool, mut samples: Vec<f64>) -> Stat {
-    samples.sort_by(|a, b| a.total_cmp(b));
-    let median = if samples.is_empty() {
-        0.0
-    } else if samples.len() % 2 == 1 {
-        samples[samples.len() / 2]
-    } else {
-        (samples[samples.len() / 2 - 1] + samples[samples.len() / 2]) / 2.0
-    };
-    Stat {
-        unit,
-        higher_is_better,
-        min: samples.first().copied().unwrap_or(0.0),
-        max: samples.last().copied().unwrap_or(0.0),
-        median,
-        samples,
+impl Progress {
+    fn step(&mut self, what: &str) {
+        self.done += 1;
+        let line = format!("bench [{:>3}/{}] {what}", self.done.min(self.total), self.total);
+        if self.tty {
+            eprint!("\r\x1b[K{line}");
+        } else {
+            eprintln!("{line}");
+        }
     }
-}
 
-fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
-    let mut full = vec!["ip", "netns", "exec", ns];
-    full.extend_from_slice(args);
-    dataplane_tests::sh(&full)
-}
-
-fn iperf(m: &Mode, secs: f64, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
-    let t = format!("{secs}");
-    let port = IPERF_PORT.to_string();
-    let mut args = vec!["iperf3", "-c", &m.addr, "-p", &port, "-t", &t, "-J"];
-    args.extend_from_slice(extra);
-    let o = in_ns(&m.client, &args);
-    let v: serde_json::Value = serde_json::from_slice(&o.stdout)
-        .with_context(|| format!("iperf3 in {}: {}", m.name, dataplane_tests::text(&o)))?;
-    if let Some(e) = v.get("error") {
-        anyhow::bail!("iperf3 in {}: {e}", m.name);
+    fn finish(&self) {
+        if self.tty {
+            eprintln!();
+        }
     }
-    Ok(v)
-}
-
-fn tool(m: &Mode, what: &str, secs: f64) -> anyhow::Result<serde_json::Value> {
-    let bin = std::env::current_exe()?.display().to_string();
-    let addr = format!("{}:{ECHO_PORT}", m.addr);
-    let o = in_ns(&m.client, &[&bin, what, &addr, "--seconds", &secs.to_string()]);
-    serde_json::from_slice(&o.stdout)
-        .with_context(|| format!("{what} in {}: {}", m.name, dataplane_tests::text(&o)))
-}
-
-/// One sample of every metric for mode `m`.
-fn measure(m: &Mode, secs: f64) -> anyhow::Result<Vec<(&'static str, f64)>> {
-    let gbps =
-        |v: &serde_json::Value| v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9;
-    let tcp1 = gbps(&iperf(m, secs, &[])?);
-    let tcp4 = gbps(&iperf(m, secs, &["-P", "4"])?);
-    let udp = iperf(m, secs, &["-u", "-l", "64", "-b", "0"])?;
-    let sum = &udp["end"]["sum"];
-    let received = sum["packets"].as_f64().unwrap_or(0.0) - sum["lost_packets"].as_f64().unwrap_or(0.0);
-    let kpps = received / sum["seconds"].as_f64().unwrap_or(secs).max(0.001) / 1000.0;
-    let rr = tool(m, "rr", secs)?;
-    let conns = tool(m, "conns", secs)?;
-    Ok(vec![
-        ("tcp_1_stream", tcp1),
-        ("tcp_4_streams", tcp4),
-        ("udp_64b", kpps),
-        ("rr_p50", rr["p50_us"].as_f64().unwrap_or(0.0)),
-        ("rr_p99", rr["p99_us"].as_f64().unwrap_or(0.0)),
-        ("new_connections", conns["per_second"].as_f64().unwrap_or(0.0)),
-    ])
 }
 
 fn first_line(args: &[&str]) -> String {
     Command::new(args[0])
         .args(&args[1..])
         .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).lines().next().unwrap_or_default().to_string())
+        .map(|o| {
+            let out = if o.stdout.is_empty() { o.stderr } else { o.stdout };
+            String::from_utf8_lossy(&out).lines().next().unwrap_or_default().trim().to_string()
+        })
         .unwrap_or_default()
 }
 
-fn machine() -> serde_json::Value {
+fn machine() -> Value {
     let cpu = std::fs::read_to_string("/proc/cpuinfo")
         .unwrap_or_default()
         .lines()
@@ -162,7 +132,7 @@ fn machine() -> serde_json::Value {
         .unwrap_or_default()
         .trim()
         .to_string();
-    serde_json::json!({
+    json!({
         "kernel": first_line(&["uname", "-r"]),
         "cpu": cpu,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
@@ -170,142 +140,285 @@ fn machine() -> serde_json::Value {
         "tools": {
             "iperf3": first_line(&["iperf3", "--version"]),
             "iptables": first_line(&["iptables", "--version"]),
+            "netavark": first_line(&[modes::netavark_bin(), "--version"]),
+            "cni-plugins": first_line(&["dpkg-query", "-W", "-f=${Version}", "containernetworking-plugins"]),
+            "docker-proxy": first_line(&["dpkg-query", "-W", "-f=${Version}", "docker.io"]),
             "dataplane": first_line(&[&dataplane_tests::bin(), "--version"]),
         },
     })
 }
 
-fn run(quick: bool, rounds: u32, seconds: f64, out: PathBuf) -> anyhow::Result<()> {
-    dataplane_tests::require_privileges();
-    let (rounds, seconds) = if quick { (1, 1.0) } else { (rounds.max(1), seconds) };
-    // Build every mode; a peer that cannot run is reported, not dropped.
-    let mut modes: Vec<Mode> = Vec::new();
-    let mut unavailable = BTreeMap::new();
-    type Builder = fn() -> Mode;
-    let builders: [(&str, Builder); 3] =
-        [("dataplane", modes::dataplane), ("bare", modes::bare), ("docker-iptables", modes::docker_iptables)];
-    for (name, build) in builders {
-        eprintln!("bench: setting up {name}");
-        match std::panic::catch_unwind(build) {
-            Ok(m) => modes.push(m),
-            Err(e) => {
-                let why = e
-                    .downcast_ref::<String>()
-                    .cloned()
-                    .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
-                    .unwrap_or_default();
-                unavailable.insert(name.to_string(), why);
-            }
-        }
-    }
-    let mut samples: BTreeMap<(String, &'static str), Vec<f64>> = BTreeMap::new();
-    for round in 1..=rounds {
-        for m in &modes {
-            eprintln!("bench: round {round}/{rounds}: {} ({seconds} s per measurement)", m.name);
-            match measure(m, seconds) {
-                Ok(values) => {
-                    for (metric, v) in values {
-                        samples.entry((m.name.to_string(), metric)).or_default().push(v);
-                    }
-                }
-                Err(e) => {
-                    unavailable.insert(m.name.to_string(), format!("{e:#}"));
-                }
-            }
-        }
-    }
-    // Aggregate.
-    let mut results: BTreeMap<String, BTreeMap<&'static str, Stat>> = BTreeMap::new();
+fn aggregate(samples: BTreeMap<(String, &'static str), Vec<f64>>) -> Value {
+    let mut results: BTreeMap<String, BTreeMap<&'static str, report::Stat>> = BTreeMap::new();
     for ((mode, metric), v) in samples {
-        let (_, unit, hib) =
-            METRICS.iter().find(|(n, _, _)| *n == metric).copied().unwrap_or((metric, "", true));
-        results.entry(mode).or_default().insert(metric, stat(unit, hib, v));
+        results.entry(mode).or_default().insert(metric, report::stat(metric, v));
     }
-    let mut ratios = BTreeMap::new();
-    if let Some(ours) = results.get("dataplane") {
-        for (peer, theirs) in results.iter().filter(|(p, _)| p.as_str() != "dataplane") {
-            let r: BTreeMap<&str, f64> = ours
-                .iter()
-                .filter_map(|(k, s)| {
-                    theirs.get(k).filter(|t| t.median > 0.0).map(|t| (*k, s.median / t.median))
-                })
-                .collect();
-            ratios.insert(format!("dataplane/{peer}"), r);
-        }
-    }
-    let report = serde_json::json!({
-        "machine": machine(),
-        "quick": quick,
-        "rounds": rounds,
-        "seconds_per_measurement": seconds,
-        "modes": results,
-        "unavailable": unavailable,
-        "ratios": ratios,
-    });
-    std::fs::create_dir_all(&out)?;
-    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
-    let md = markdown(&report);
-    std::fs::write(out.join("report.md"), &md)?;
-    println!("{md}");
-    println!("bench: wrote {}", out.join("report.json").display());
-    drop(modes);
-    Ok(())
+    serde_json::to_value(results).unwrap_or_default()
 }
 
-fn markdown(r: &serde_json::Value) -> String {
-    let mut s = String::new();
-    let m = &r["machine"];
-    s.push_str(&format!(
-        "Benchmark ({}; {} rounds × {} s): kernel {}, {} × {}\n\n",
-        m["date"].as_str().unwrap_or(""),
-        r["rounds"],
-        r["seconds_per_measurement"],
-        m["kernel"].as_str().unwrap_or(""),
-        m["cores"],
-        m["cpu"].as_str().unwrap_or("")
-    ));
-    let modes: Vec<&String> = r["modes"].as_object().map(|o| o.keys().collect()).unwrap_or_default();
-    s.push_str("| metric |");
-    for mode in &modes {
-        s.push_str(&format!(" {mode} |"));
+struct Run {
+    args: RunArgs,
+    rounds: u32,
+    seconds: f64,
+    progress: Progress,
+    unavailable: BTreeMap<String, String>,
+}
+
+impl Run {
+    fn wanted(&self, name: &str) -> bool {
+        self.args.modes.is_empty() || self.args.modes.iter().any(|m| m == name)
     }
-    for peer in r["ratios"].as_object().map(|o| o.keys().cloned().collect::<Vec<_>>()).unwrap_or_default() {
-        s.push_str(&format!(" {peer} |"));
-    }
-    s.push('\n');
-    let cols = modes.len() + r["ratios"].as_object().map(|o| o.len()).unwrap_or(0);
-    s.push_str(&format!("|---|{}\n", "---|".repeat(cols)));
-    for (metric, unit, hib) in METRICS {
-        s.push_str(&format!(
-            "| {metric} ({unit}, {}) |",
-            if hib { "higher is better" } else { "lower is better" }
-        ));
-        for mode in &modes {
-            let st = &r["modes"][mode.as_str()][metric];
-            s.push_str(&format!(
-                " {:.2} ({:.2}–{:.2}) |",
-                st["median"].as_f64().unwrap_or(0.0),
-                st["min"].as_f64().unwrap_or(0.0),
-                st["max"].as_f64().unwrap_or(0.0)
-            ));
+
+    /// Builds every wanted mode; one that cannot run is reported, not dropped.
+    fn build(&mut self) -> Vec<Mode> {
+        let mut out = Vec::new();
+        for (name, build) in BUILDERS {
+            if !self.wanted(name) {
+                continue;
+            }
+            self.progress.step(&format!("setting up {name}"));
+            match build() {
+                Ok(m) => out.push(m),
+                Err(e) => {
+                    self.unavailable.insert(name.to_string(), format!("{e:#}"));
+                }
+            }
         }
-        for (_, ratio) in r["ratios"].as_object().into_iter().flatten() {
-            s.push_str(&format!(" {:.3} |", ratio[metric].as_f64().unwrap_or(0.0)));
-        }
-        s.push('\n');
+        out
     }
-    if let Some(u) = r["unavailable"].as_object().filter(|u| !u.is_empty()) {
-        s.push_str("\nNot measured:\n");
-        for (mode, why) in u {
-            s.push_str(&format!("- {mode}: {}\n", why.as_str().unwrap_or("")));
+
+    /// Every data-path metric of every mode, interleaved in rounds.
+    fn datapath(&mut self, modes: &[Mode]) -> Value {
+        // A short untimed pass first: the first connections through a
+        // fresh topology (neighbour resolution, cold caches) are not its speed.
+        for m in modes {
+            self.progress.step(&format!("warming up {}", m.name));
+            if let Err(e) = measure::latency_and_rate(m, ECHO_PORT, 0.5) {
+                self.unavailable.insert(m.name.to_string(), format!("{e:#}"));
+            }
+        }
+        let mut samples: BTreeMap<(String, &'static str), Vec<f64>> = BTreeMap::new();
+        for round in 1..=self.rounds {
+            for m in modes {
+                if self.unavailable.contains_key(m.name) {
+                    continue;
+                }
+                self.progress.step(&format!("round {round}/{}: {}", self.rounds, m.name));
+                match measure::datapath(m, self.seconds) {
+                    Ok(values) => {
+                        for (metric, v) in values {
+                            samples.entry((m.name.to_string(), metric)).or_default().push(v);
+                        }
+                    }
+                    Err(e) => {
+                        self.unavailable.insert(m.name.to_string(), format!("{e:#}"));
+                    }
+                }
+            }
+        }
+        aggregate(samples)
+    }
+
+    /// Latency and connection rate to a container published after 0, 1,000
+    /// and 10,000 other ports (100 with --quick), per mode.
+    fn scaling(&mut self, modes: &mut [Mode], datapath: &Value) -> Value {
+        let steps: &[u16] = if self.args.quick { &[100] } else { &[1000, 10000] };
+        let mut out: BTreeMap<String, Vec<Value>> = BTreeMap::new();
+        let mut installed: BTreeMap<String, (u16, f64)> = BTreeMap::new();
+        for m in modes.iter().filter(|m| m.system.is_some() && report::EXTERNAL.contains(&m.name)) {
+            let zero = json!({
+                "published_ports": 0,
+                "rr_p50": datapath[m.name]["rr_p50"],
+                "new_connections": datapath[m.name]["new_connections"],
+            });
+            out.entry(m.name.to_string()).or_default().push(zero);
+            installed.insert(m.name.to_string(), (0, 0.0));
+        }
+        for (k, &step) in steps.iter().enumerate() {
+            let probe = PROBE_PORT_BASE + k as u16;
+            let mut ready = Vec::new();
+            for (i, m) in modes.iter_mut().enumerate() {
+                let Some((have, secs_per_port)) = installed.get(m.name).copied() else { continue };
+                let Some(system) = m.system.as_mut() else { continue };
+                let add = step - have;
+                let estimate = secs_per_port * f64::from(add);
+                let key = format!("{} with {step} ports", m.name);
+                if estimate > self.args.publish_limit {
+                    self.unavailable.insert(
+                        key,
+                        format!(
+                            "publishing {add} more ports would take about {estimate:.0} s \
+                             ({secs_per_port:.3} s per port so far; limit --publish-limit {:.0} s)",
+                            self.args.publish_limit
+                        ),
+                    );
+                    installed.remove(m.name);
+                    continue;
+                }
+                self.progress.step(&format!("scaling: publishing {add} more ports on {}", m.name));
+                let r = system
+                    .container(&modes::extra_ports(EXTRA_PORT_BASE + have, add), Serve::Nothing)
+                    .and_then(|secs| {
+                        let p = PortMap { host: probe, container: ECHO_PORT, proto: "tcp" };
+                        system.container(&[p], Serve::Echo).map(|_| secs)
+                    });
+                match r {
+                    Ok(secs) => {
+                        installed.insert(m.name.to_string(), (step, secs / f64::from(add)));
+                        ready.push((i, secs));
+                    }
+                    Err(e) => {
+                        self.unavailable.insert(key, format!("{e:#}"));
+                        installed.remove(m.name);
+                    }
+                }
+            }
+            let mut samples: BTreeMap<(String, &'static str), Vec<f64>> = BTreeMap::new();
+            for round in 1..=self.rounds {
+                for &(i, _) in &ready {
+                    let m = &modes[i];
+                    self.progress
+                        .step(&format!("scaling {step} ports, round {round}/{}: {}", self.rounds, m.name));
+                    match measure::latency_and_rate(m, probe, self.seconds) {
+                        Ok(values) => {
+                            for (metric, v) in values {
+                                samples.entry((m.name.to_string(), metric)).or_default().push(v);
+                            }
+                        }
+                        Err(e) => {
+                            self.unavailable
+                                .insert(format!("{} with {step} ports", m.name), format!("{e:#}"));
+                        }
+                    }
+                }
+            }
+            let stats = aggregate(samples);
+            for &(i, secs) in &ready {
+                let m = &modes[i];
+                if stats[m.name].is_null() {
+                    continue;
+                }
+                let rules = m.system.as_ref().map(|s| modes::iptables_rules(&s.host_ns())).unwrap_or(0);
+                out.entry(m.name.to_string()).or_default().push(json!({
+                    "published_ports": step,
+                    "rr_p50": stats[m.name]["rr_p50"],
+                    "new_connections": stats[m.name]["new_connections"],
+                    "publish_seconds": secs,
+                    "iptables_rules": rules,
+                }));
+            }
+        }
+        serde_json::to_value(out).unwrap_or_default()
+    }
+
+    /// Seconds to start a container with N published ports, on a fresh
+    /// instance of each system.
+    fn control_plane(&mut self) -> Value {
+        let ns: &[u16] = if self.args.quick { &[1, 100] } else { &[1, 100, 1000] };
+        let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
+        for (name, build) in BUILDERS {
+            if !report::EXTERNAL.contains(&name) || name == "bare" || !self.wanted(name) {
+                continue;
+            }
+            if self.unavailable.contains_key(name) {
+                continue;
+            }
+            self.progress.step(&format!("control plane: {name}"));
+            let mut m = match build() {
+                Ok(m) => m,
+                Err(e) => {
+                    self.unavailable.insert(format!("{name} control plane"), format!("{e:#}"));
+                    continue;
+                }
+            };
+            let Some(system) = m.system.as_mut() else { continue };
+            let mut next = CONTROL_PORT_BASE;
+            for &n in ns {
+                match system.container(&modes::extra_ports(next, n), Serve::Nothing) {
+                    Ok(secs) => {
+                        out.entry(name.to_string()).or_default().insert(n.to_string(), secs);
+                    }
+                    Err(e) => {
+                        self.unavailable.insert(format!("{name} publishing {n} ports"), format!("{e:#}"));
+                    }
+                }
+                next += n;
+            }
+        }
+        serde_json::to_value(out).unwrap_or_default()
+    }
+}
+
+fn run(args: RunArgs) -> anyhow::Result<()> {
+    dataplane_tests::require_privileges();
+    let (rounds, seconds) = if args.quick { (1, 1.0) } else { (args.rounds.max(1), args.seconds) };
+    let wanted =
+        BUILDERS.iter().filter(|(n, _)| args.modes.is_empty() || args.modes.iter().any(|m| m == n)).count();
+    let steps = if args.quick { 1 } else { 2 };
+    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 1;
+    let mut r = Run {
+        args,
+        rounds,
+        seconds,
+        progress: Progress { done: 0, total, tty: std::io::stderr().is_terminal() },
+        unavailable: BTreeMap::new(),
+    };
+    let mut modes = r.build();
+    let datapath = r.datapath(&modes);
+    let mut seen = BTreeMap::new();
+    for m in &modes {
+        match measure::address_seen(m) {
+            Ok(a) => {
+                seen.insert(m.name.to_string(), a);
+            }
+            Err(e) => {
+                r.unavailable.insert(format!("{} client address", m.name), format!("{e:#}"));
+            }
         }
     }
-    s
+    let scaling = r.scaling(&mut modes, &datapath);
+    drop(modes);
+    let control = r.control_plane();
+    let memory = if r.wanted("dataplane") {
+        r.progress.step("memory: 100 sandboxes");
+        modes::memory(100).unwrap_or_else(|e| {
+            r.unavailable.insert("dataplane memory".into(), format!("{e:#}"));
+            Value::Null
+        })
+    } else {
+        Value::Null
+    };
+    r.progress.finish();
+    let mut ratios = report::ratios(&datapath, "dataplane", &report::EXTERNAL[1..]);
+    ratios.extend(report::ratios(&datapath, "dataplane-localhost", &["docker-proxy"]));
+    let mut report = json!({
+        "machine": machine(),
+        "quick": r.args.quick,
+        "rounds": rounds,
+        "seconds_per_measurement": seconds,
+        "modes": datapath,
+        "client_address_seen": seen,
+        "scaling": scaling,
+        "control_plane": control,
+        "memory": memory,
+        "unavailable": r.unavailable,
+        "ratios": ratios,
+    });
+    report["goals"] = Value::Array(report::goals(&report));
+    let out = &r.args.out;
+    std::fs::create_dir_all(out)?;
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
+    let md = report::markdown(&report);
+    std::fs::write(out.join("report.md"), &md)?;
+    let plots = plot::all(&report, out)?;
+    println!("{md}");
+    println!("bench: wrote {} and {}", out.join("report.json").display(), plots.join(", "));
+    Ok(())
 }
 
 fn main() -> anyhow::Result<()> {
     match Cli::parse().cmd {
-        Cmd::Run { quick, rounds, seconds, out } => run(quick, rounds, seconds, out),
+        Cmd::Run(args) => run(args),
         Cmd::Serve { port } => load::serve(port),
         Cmd::Rr { addr, seconds } => {
             println!("{}", serde_json::to_string(&load::rr(&addr, seconds)?)?);
@@ -313,6 +426,10 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Conns { addr, seconds } => {
             println!("{}", serde_json::to_string(&load::conns(&addr, seconds)?)?);
+            Ok(())
+        }
+        Cmd::Peer { addr } => {
+            println!("{}", load::peer(&addr)?);
             Ok(())
         }
     }

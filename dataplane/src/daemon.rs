@@ -29,8 +29,21 @@ pub struct Options {
     pub ct_timeouts: crate::conntrack::Timeouts,
 }
 
+/// Each published port holds a socket (the port's reservation): the soft
+/// open-file limit goes up to the hard one, as Docker's daemon does.
+fn raise_fd_limit() {
+    use nix::sys::resource::{Resource, getrlimit, setrlimit};
+    if let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE)
+        && soft < hard
+        && let Err(e) = setrlimit(Resource::RLIMIT_NOFILE, hard, hard)
+    {
+        tracing::warn!(error = %e, soft, hard, "cannot raise the open-file limit");
+    }
+}
+
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let paths = opts.paths;
+    raise_fd_limit();
     std::fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("creating state dir {}", paths.state_dir.display()))?;
     // Forwarding between bridges and to the uplink is ours to route; isolation is enforced in BPF.

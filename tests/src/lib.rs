@@ -205,6 +205,11 @@ impl Host {
         Host { ns, dir, bpffs, socket, daemon_args: Vec::new(), daemon: None }
     }
 
+    /// The daemon's process id, while it runs.
+    pub fn daemon_pid(&self) -> Option<u32> {
+        self.daemon.as_ref().map(Child::id)
+    }
+
     pub fn state_dir(&self) -> PathBuf {
         self.dir.join("state")
     }

@@ -1,0 +1,265 @@
+//! Aggregation (median, min–max), ratios against the peers, the goals the
+//! issue sets, and the Markdown rendering of `report.json`.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+use serde_json::{Value, json};
+
+/// What is measured on the data path: name, unit, higher is better.
+pub const METRICS: [(&str, &str, bool); 8] = [
+    ("tcp_1_stream", "Gbit/s", true),
+    ("tcp_4_streams", "Gbit/s", true),
+    ("cpu_s_per_gb", "CPU-s/GB", false),
+    ("udp_64b", "kpps", true),
+    ("udp_64b_loss", "%", false),
+    ("rr_p50", "µs", false),
+    ("rr_p99", "µs", false),
+    ("new_connections", "conn/s", true),
+];
+
+/// Modes whose client is outside the host, and the localhost pair.
+pub const EXTERNAL: [&str; 5] = ["dataplane", "bare", "docker-iptables", "netavark", "cni"];
+pub const LOCALHOST: [&str; 2] = ["dataplane-localhost", "docker-proxy"];
+/// The iptables-based peers (the goals compare against the best of them).
+pub const IPTABLES_PEERS: [&str; 3] = ["docker-iptables", "netavark", "cni"];
+
+#[derive(Serialize, Clone, Debug)]
+pub struct Stat {
+    pub unit: &'static str,
+    pub higher_is_better: bool,
+    pub samples: Vec<f64>,
+    pub median: f64,
+    pub min: f64,
+    pub max: f64,
+}
+
+pub fn unit_of(metric: &str) -> (&'static str, bool) {
+    METRICS.iter().find(|(n, _, _)| *n == metric).map(|(_, u, h)| (*u, *h)).unwrap_or(("", true))
+}
+
+pub fn stat(metric: &str, mut samples: Vec<f64>) -> Stat {
+    let (unit, higher_is_better) = unit_of(metric);
+    samples.sort_by(|a, b| a.total_cmp(b));
+    let n = samples.len();
+    let median = match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => samples[n / 2],
+        _ => (samples[n / 2 - 1] + samples[n / 2]) / 2.0,
+    };
+    Stat {
+        unit,
+        higher_is_better,
+        min: samples.first().copied().unwrap_or(0.0),
+        max: samples.last().copied().unwrap_or(0.0),
+        median,
+        samples,
+    }
+}
+
+/// `ours/peer` of the medians of every metric both have.
+pub fn ratios(results: &Value, ours: &str, peers: &[&str]) -> BTreeMap<String, BTreeMap<String, f64>> {
+    let mut out = BTreeMap::new();
+    let Some(o) = results.get(ours).and_then(Value::as_object) else { return out };
+    for peer in peers {
+        let Some(t) = results.get(*peer).and_then(Value::as_object) else { continue };
+        let r: BTreeMap<String, f64> = o
+            .iter()
+            .filter_map(|(k, s)| {
+                let theirs = t.get(k)?["median"].as_f64().filter(|m| *m > 0.0)?;
+                Some((k.clone(), s["median"].as_f64()? / theirs))
+            })
+            .collect();
+        out.insert(format!("{ours}/{peer}"), r);
+    }
+    out
+}
+
+fn median(r: &Value, mode: &str, metric: &str) -> Option<f64> {
+    r["modes"][mode][metric]["median"].as_f64()
+}
+
+/// The best iptables peer's median for `metric` (highest or lowest).
+fn best_peer(r: &Value, metric: &str) -> Option<f64> {
+    let (_, hib) = unit_of(metric);
+    let v = IPTABLES_PEERS.iter().filter_map(|p| median(r, p, metric));
+    if hib { v.reduce(f64::max) } else { v.reduce(f64::min) }
+}
+
+/// The issue's goals, each with the measured ratio and whether it is met.
+pub fn goals(r: &Value) -> Vec<Value> {
+    let mut out = Vec::new();
+    let mut goal = |what: &str, value: Option<f64>, target: f64, at_least: bool| {
+        let met = value.map(|v| if at_least { v >= target } else { v <= target });
+        out.push(json!({ "goal": what, "value": value, "target": target, "at_least": at_least, "met": met }));
+    };
+    let ratio = |a: Option<f64>, b: Option<f64>| match (a, b) {
+        (Some(a), Some(b)) if b > 0.0 => Some(a / b),
+        _ => None,
+    };
+    let ours = |m: &str| median(r, "dataplane", m);
+    goal("TCP 1 stream ÷ bare", ratio(ours("tcp_1_stream"), median(r, "bare", "tcp_1_stream")), 0.98, true);
+    goal("RR p50 ÷ bare", ratio(ours("rr_p50"), median(r, "bare", "rr_p50")), 1.03, false);
+    goal("UDP 64 B ÷ bare", ratio(ours("udp_64b"), median(r, "bare", "udp_64b")), 0.9, true);
+    goal("UDP 64 B ÷ best iptables peer", ratio(ours("udp_64b"), best_peer(r, "udp_64b")), 1.4, true);
+    goal(
+        "new connections ÷ best iptables peer",
+        ratio(ours("new_connections"), best_peer(r, "new_connections")),
+        1.5,
+        true,
+    );
+    let scaled = r["scaling"]["dataplane"].as_array().and_then(|steps| {
+        let last = steps.last()?;
+        let first = steps.first()?;
+        ratio(last["new_connections"]["median"].as_f64(), first["new_connections"]["median"].as_f64())
+    });
+    goal("new connections, most published ports ÷ none", scaled, 0.95, true);
+    let publish_1000 = r["control_plane"]["dataplane"]["1000"].as_f64();
+    goal("seconds to publish 1,000 ports", publish_1000, 0.2, false);
+    let local = |m: &str| ratio(median(r, "dataplane-localhost", m), median(r, "docker-proxy", m));
+    goal("localhost TCP ÷ docker-proxy", local("tcp_1_stream"), 1.2, true);
+    goal("localhost RR p50 ÷ docker-proxy", local("rr_p50"), 0.65, false);
+    goal("localhost UDP 64 B ÷ docker-proxy", local("udp_64b"), 3.0, true);
+    out
+}
+
+fn f(v: &Value) -> String {
+    match v.as_f64() {
+        Some(x) if x >= 100.0 => format!("{x:.0}"),
+        Some(x) if x >= 10.0 => format!("{x:.1}"),
+        Some(x) => format!("{x:.2}"),
+        None => "–".into(),
+    }
+}
+
+fn cell(s: &Value) -> String {
+    if s.is_null() {
+        return "–".into();
+    }
+    format!("{} ({}–{})", f(&s["median"]), f(&s["min"]), f(&s["max"]))
+}
+
+fn table(s: &mut String, r: &Value, modes: &[&str], ratio_keys: &[String]) {
+    let present: Vec<&str> = modes.iter().copied().filter(|m| !r["modes"][*m].is_null()).collect();
+    s.push_str("| metric |");
+    for m in &present {
+        s.push_str(&format!(" {m} |"));
+    }
+    for k in ratio_keys {
+        s.push_str(&format!(" {k} |"));
+    }
+    s.push_str(&format!("\n|---|{}\n", "---|".repeat(present.len() + ratio_keys.len())));
+    for (metric, unit, hib) in METRICS {
+        s.push_str(&format!("| {metric} ({unit}, {}) |", if hib { "↑" } else { "↓" }));
+        for m in &present {
+            s.push_str(&format!(" {} |", cell(&r["modes"][*m][metric])));
+        }
+        for k in ratio_keys {
+            s.push_str(&format!(" {} |", f(&r["ratios"][k][metric])));
+        }
+        s.push('\n');
+    }
+}
+
+pub fn markdown(r: &Value) -> String {
+    let mut s = String::new();
+    let m = &r["machine"];
+    s.push_str(&format!(
+        "Benchmark of {} ({} rounds × {} s per measurement, medians with min–max): kernel {}, {} × {}\n\n",
+        m["date"].as_str().unwrap_or(""),
+        r["rounds"],
+        r["seconds_per_measurement"],
+        m["kernel"].as_str().unwrap_or(""),
+        m["cores"],
+        m["cpu"].as_str().unwrap_or("")
+    ));
+    s.push_str("**Published port, client outside the host** (↑ higher is better, ↓ lower is better)\n\n");
+    let ext_ratios: Vec<String> = r["ratios"]
+        .as_object()
+        .map(|o| o.keys().filter(|k| k.starts_with("dataplane/")).cloned().collect())
+        .unwrap_or_default();
+    table(&mut s, r, &EXTERNAL, &ext_ratios);
+    s.push_str("\n**Localhost: host process → 127.0.0.1:published port**\n\n");
+    table(&mut s, r, &LOCALHOST, &["dataplane-localhost/docker-proxy".to_string()]);
+    if let Some(seen) = r["client_address_seen"].as_object().filter(|o| !o.is_empty()) {
+        s.push_str("\nClient address the server sees: ");
+        let parts: Vec<String> =
+            seen.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?"))).collect();
+        s.push_str(&parts.join(", "));
+        s.push('\n');
+    }
+    if let Some(sc) = r["scaling"].as_object().filter(|o| !o.is_empty()) {
+        s.push_str(
+            "\n**Scaling: a container published after N other ports** (RR p50 µs ↓, new connections/s ↑)\n\n",
+        );
+        s.push_str("| mode | published ports | rr_p50 | new_connections |\n|---|---|---|---|\n");
+        for (mode, steps) in sc {
+            for st in steps.as_array().into_iter().flatten() {
+                s.push_str(&format!(
+                    "| {mode} | {} | {} | {} |\n",
+                    st["published_ports"],
+                    cell(&st["rr_p50"]),
+                    cell(&st["new_connections"])
+                ));
+            }
+        }
+    }
+    if let Some(cp) = r["control_plane"].as_object().filter(|o| !o.is_empty()) {
+        let ns: Vec<String> = cp
+            .values()
+            .filter_map(Value::as_object)
+            .flat_map(|o| o.keys().cloned())
+            .collect::<std::collections::BTreeSet<_>>()
+            .into_iter()
+            .collect();
+        let mut ns: Vec<String> = ns;
+        ns.sort_by_key(|n| n.parse::<u32>().unwrap_or(0));
+        s.push_str(
+            "\n**Control plane: seconds to start a container with N published ports** (↓)\n\n| mode |",
+        );
+        for n in &ns {
+            s.push_str(&format!(" N = {n} |"));
+        }
+        s.push_str(&format!("\n|---|{}\n", "---|".repeat(ns.len())));
+        for (mode, v) in cp {
+            s.push_str(&format!("| {mode} |"));
+            for n in &ns {
+                s.push_str(&format!(" {} |", f(&v[n.as_str()])));
+            }
+            s.push('\n');
+        }
+    }
+    if let Some(mem) = r["memory"].as_object().filter(|o| !o.is_empty()) {
+        s.push_str(&format!(
+            "\n**Daemon memory**: {} MiB resident idle, {} MiB with {} sandboxes (created in {} s)\n",
+            f(&mem["rss_mib_idle"]),
+            f(&mem["rss_mib_loaded"]),
+            mem["sandboxes"],
+            f(&mem["seconds_to_create"])
+        ));
+    }
+    if let Some(g) = r["goals"].as_array() {
+        s.push_str("\n**Goals**\n\n| goal | target | measured | met |\n|---|---|---|---|\n");
+        for x in g {
+            let cmp = if x["at_least"].as_bool().unwrap_or(true) { "≥" } else { "≤" };
+            let met = match x["met"].as_bool() {
+                Some(true) => "yes",
+                Some(false) => "**no**",
+                None => "not measured",
+            };
+            s.push_str(&format!(
+                "| {} | {cmp} {} | {} | {met} |\n",
+                x["goal"].as_str().unwrap_or(""),
+                f(&x["target"]),
+                f(&x["value"])
+            ));
+        }
+    }
+    if let Some(u) = r["unavailable"].as_object().filter(|u| !u.is_empty()) {
+        s.push_str("\n**Not measured**\n\n");
+        for (what, why) in u {
+            s.push_str(&format!("- {what}: {}\n", why.as_str().unwrap_or("")));
+        }
+    }
+    s
+}
