@@ -72,12 +72,13 @@ struct RunArgs {
 
 type Builder = fn() -> anyhow::Result<Mode>;
 
-const BUILDERS: [(&str, Builder); 7] = [
+const BUILDERS: [(&str, Builder); 8] = [
     ("dataplane", modes::dataplane),
     ("bare", modes::bare),
     ("docker-iptables", modes::docker_iptables),
     ("netavark", modes::netavark),
     ("cni", modes::cni),
+    ("docker", modes::docker),
     ("dataplane-localhost", modes::dataplane_localhost),
     ("docker-proxy", modes::docker_proxy),
 ];
@@ -142,7 +143,7 @@ fn machine() -> Value {
             "iptables": first_line(&["iptables", "--version"]),
             "netavark": first_line(&[modes::netavark_bin(), "--version"]),
             "cni-plugins": first_line(&["dpkg-query", "-W", "-f=${Version}", "containernetworking-plugins"]),
-            "docker-proxy": first_line(&["dpkg-query", "-W", "-f=${Version}", "docker.io"]),
+            "docker": first_line(&["dpkg-query", "-W", "-f=${Version}", "docker.io"]),
             "dataplane": first_line(&[&dataplane_tests::bin(), "--version"]),
         },
     })

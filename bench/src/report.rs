@@ -19,10 +19,10 @@ pub const METRICS: [(&str, &str, bool); 8] = [
 ];
 
 /// Modes whose client is outside the host, and the localhost pair.
-pub const EXTERNAL: [&str; 5] = ["dataplane", "bare", "docker-iptables", "netavark", "cni"];
+pub const EXTERNAL: [&str; 6] = ["dataplane", "bare", "docker-iptables", "netavark", "cni", "docker"];
 pub const LOCALHOST: [&str; 2] = ["dataplane-localhost", "docker-proxy"];
 /// The iptables-based peers (the goals compare against the best of them).
-pub const IPTABLES_PEERS: [&str; 3] = ["docker-iptables", "netavark", "cni"];
+pub const IPTABLES_PEERS: [&str; 4] = ["docker-iptables", "netavark", "cni", "docker"];
 
 #[derive(Serialize, Clone, Debug)]
 pub struct Stat {
@@ -179,8 +179,10 @@ pub fn markdown(r: &Value) -> String {
         .map(|o| o.keys().filter(|k| k.starts_with("dataplane/")).cloned().collect())
         .unwrap_or_default();
     table(&mut s, r, &EXTERNAL, &ext_ratios);
-    s.push_str("\n**Localhost: host process → 127.0.0.1:published port**\n\n");
-    table(&mut s, r, &LOCALHOST, &["dataplane-localhost/docker-proxy".to_string()]);
+    if LOCALHOST.iter().any(|m| !r["modes"][*m].is_null()) {
+        s.push_str("\n**Localhost: host process → 127.0.0.1:published port**\n\n");
+        table(&mut s, r, &LOCALHOST, &["dataplane-localhost/docker-proxy".to_string()]);
+    }
     if let Some(seen) = r["client_address_seen"].as_object().filter(|o| !o.is_empty()) {
         s.push_str("\nClient address the server sees: ");
         let parts: Vec<String> =

@@ -7,6 +7,7 @@
 
 mod bare;
 mod cni;
+mod docker;
 mod iptables;
 mod netavark;
 mod ours;
@@ -19,6 +20,7 @@ use dataplane_tests::{Netns, sh};
 
 pub use bare::bare;
 pub use cni::cni;
+pub use docker::docker;
 pub use iptables::{docker_iptables, docker_proxy};
 pub use netavark::netavark;
 pub use ours::{dataplane, dataplane_localhost, memory};
@@ -55,7 +57,11 @@ pub enum Serve {
 impl Serve {
     /// The shell command a container runs for this.
     pub fn command(self) -> String {
-        let bench = bench_bin();
+        self.command_with(&bench_bin())
+    }
+
+    /// The same, with the harness binary at `bench`.
+    pub fn command_with(self, bench: &str) -> String {
         match self {
             Serve::Nothing => "exec sleep infinity".into(),
             Serve::Echo => format!("exec {bench} serve {ECHO_PORT}"),
