@@ -377,19 +377,6 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             }
         }
     }
-    let scaling = r.scaling(&mut modes, &datapath);
-    drop(modes);
-    let control = r.control_plane();
-    let memory = if r.wanted("dataplane") {
-        r.progress.step("memory: 100 sandboxes");
-        modes::memory(100).unwrap_or_else(|e| {
-            r.unavailable.insert("dataplane memory".into(), format!("{e:#}"));
-            Value::Null
-        })
-    } else {
-        Value::Null
-    };
-    r.progress.finish();
     let mut ratios = report::ratios(&datapath, "dataplane", &report::EXTERNAL[1..]);
     ratios.extend(report::ratios(&datapath, "dataplane-localhost", &["docker-proxy"]));
     let mut report = json!({
@@ -399,21 +386,60 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         "seconds_per_measurement": seconds,
         "modes": datapath,
         "client_address_seen": seen,
-        "scaling": scaling,
-        "control_plane": control,
-        "memory": memory,
-        "unavailable": r.unavailable,
         "ratios": ratios,
     });
-    report["goals"] = Value::Array(report::goals(&report));
+    // Saved after every phase: a later failure never loses what was measured.
+    save(&mut report, &r)?;
+    report["scaling"] = guarded(&mut r, "scaling", |r| {
+        let v = r.scaling(&mut modes, &report["modes"]);
+        drop(modes);
+        v
+    });
+    save(&mut report, &r)?;
+    report["control_plane"] = guarded(&mut r, "control plane", Run::control_plane);
+    save(&mut report, &r)?;
+    if r.wanted("dataplane") {
+        r.progress.step("memory: 100 sandboxes");
+        report["memory"] = guarded(&mut r, "memory", |r| {
+            modes::memory(100).unwrap_or_else(|e| {
+                r.unavailable.insert("dataplane memory".into(), format!("{e:#}"));
+                Value::Null
+            })
+        });
+    }
+    r.progress.finish();
+    save(&mut report, &r)?;
+    println!("{}", report::markdown(&report));
+    println!("bench: wrote {}", r.args.out.display());
+    Ok(())
+}
+
+/// Runs one phase; a panic in it (a teardown that hangs, say) is reported
+/// as the phase not measured instead of ending the run.
+fn guarded(r: &mut Run, phase: &str, f: impl FnOnce(&mut Run) -> Value) -> Value {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| f(r))) {
+        Ok(v) => v,
+        Err(e) => {
+            let why = e
+                .downcast_ref::<String>()
+                .cloned()
+                .or_else(|| e.downcast_ref::<&str>().map(|s| s.to_string()))
+                .unwrap_or_default();
+            r.unavailable.insert(phase.to_string(), format!("the phase failed: {why}"));
+            Value::Null
+        }
+    }
+}
+
+/// Writes report.json, report.md and the plots as they stand.
+fn save(report: &mut Value, r: &Run) -> anyhow::Result<()> {
+    report["unavailable"] = serde_json::to_value(&r.unavailable)?;
+    report["goals"] = Value::Array(report::goals(report));
     let out = &r.args.out;
     std::fs::create_dir_all(out)?;
-    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&report)?)?;
-    let md = report::markdown(&report);
-    std::fs::write(out.join("report.md"), &md)?;
-    let plots = plot::all(&report, out)?;
-    println!("{md}");
-    println!("bench: wrote {} and {}", out.join("report.json").display(), plots.join(", "));
+    std::fs::write(out.join("report.json"), serde_json::to_string_pretty(report)?)?;
+    std::fs::write(out.join("report.md"), report::markdown(report))?;
+    plot::all(report, out)?;
     Ok(())
 }
 
