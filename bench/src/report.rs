@@ -252,8 +252,8 @@ pub fn markdown(r: &Value) -> String {
             s.push_str(&format!(
                 "| {} | {cmp} {} | {} | {met} |\n",
                 x["goal"].as_str().unwrap_or(""),
-                f(&x["target"]),
-                f(&x["value"])
+                x["target"],
+                x["value"].as_f64().map_or("–".to_string(), |v| format!("{v:.3}"))
             ));
         }
     }

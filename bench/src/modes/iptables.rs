@@ -36,6 +36,7 @@ pub fn docker_proxy() -> anyhow::Result<Mode> {
     let mut rules = DockerRules::new("dp")?;
     rules.container(&main_ports(), Serve::All)?;
     let hostns = rules.host.host.name.clone();
+    super::tune_client(&hostns)?;
     let mut proxies = Procs::default();
     for p in main_ports() {
         // docker-proxy reports readiness on fd 3 and then closes it: it

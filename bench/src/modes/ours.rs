@@ -33,6 +33,7 @@ pub fn dataplane() -> anyhow::Result<Mode> {
 pub fn dataplane_localhost() -> anyhow::Result<Mode> {
     let (ours, ext) = start()?;
     let client = ours.host.ns.name.clone();
+    super::tune_client(&client)?;
     Ok(Mode::new("dataplane-localhost", &client, "127.0.0.1").with_system(Box::new(ours)).keep(ext))
 }
 
