@@ -265,3 +265,42 @@ pub fn markdown(r: &Value) -> String {
     }
     s
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn medians_of_odd_and_even_sample_counts() {
+        let s = stat("tcp_1_stream", vec![3.0, 1.0, 2.0]);
+        assert_eq!((s.median, s.min, s.max, s.unit), (2.0, 1.0, 3.0, "Gbit/s"));
+        assert_eq!(stat("rr_p50", vec![4.0, 1.0, 2.0, 3.0]).median, 2.5);
+        assert!(!stat("rr_p50", vec![1.0]).higher_is_better);
+    }
+
+    #[test]
+    fn ratios_and_goals_compare_medians() {
+        let modes = json!({
+            "dataplane": { "udp_64b": { "median": 180.0 }, "rr_p50": { "median": 70.0 } },
+            "bare": { "udp_64b": { "median": 200.0 }, "rr_p50": { "median": 70.0 } },
+            "netavark": { "udp_64b": { "median": 100.0 } },
+            "cni": { "udp_64b": { "median": 120.0 } },
+        });
+        let r = ratios(&modes, "dataplane", &["bare", "netavark", "docker"]);
+        assert_eq!(r["dataplane/bare"]["udp_64b"], 0.9);
+        assert_eq!(r["dataplane/netavark"]["udp_64b"], 1.8);
+        assert!(!r["dataplane/netavark"].contains_key("rr_p50"), "a metric the peer lacks has no ratio");
+        assert!(!r.contains_key("dataplane/docker"), "a peer not measured has no ratios");
+        let report = json!({ "modes": modes });
+        let g = goals(&report);
+        let find = |name: &str| g.iter().find(|x| x["goal"] == name).cloned().unwrap_or_default();
+        // 180 / max(100, 120) = 1.5 against the best iptables peer.
+        assert_eq!(find("UDP 64 B ÷ best iptables peer")["value"], 1.5);
+        assert_eq!(find("UDP 64 B ÷ best iptables peer")["met"], true);
+        assert_eq!(find("RR p50 ÷ bare")["met"], true);
+        assert!(
+            find("localhost TCP ÷ docker-proxy")["met"].is_null(),
+            "not measured is neither met nor missed"
+        );
+    }
+}
