@@ -50,6 +50,9 @@ const _: () = assert!(core::mem::size_of::<Endpoint>() == 20);
 pub const NET_FLAG_INTERNAL: u32 = 1;
 /// `com.docker.network.bridge.enable_ip_masquerade=false`: egress is routed, not SNATed.
 pub const NET_FLAG_NO_MASQUERADE: u32 = 2;
+/// `com.docker.network.bridge.enable_icc=false`: sandboxes of the network
+/// cannot reach each other directly (published ports through the host can).
+pub const NET_FLAG_NO_ICC: u32 = 4;
 
 /// Daemon-wide datapath settings, one entry at index 0 of `DP_CONFIG`.
 #[repr(C)]

@@ -31,10 +31,12 @@ pub enum DropReason {
     PolicyInternal = 11,
     /// No free SNAT port for a new egress flow.
     NatPortExhausted = 12,
+    /// Sandbox to sandbox on a network with `enable_icc=false`.
+    PolicyIcc = 13,
 }
 
 /// Number of [`DropReason`] values (the metrics array is sized from it).
-pub const DROP_REASON_COUNT: u32 = 13;
+pub const DROP_REASON_COUNT: u32 = 14;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -52,6 +54,7 @@ impl DropReason {
         DropReason::NatEgressReply,
         DropReason::PolicyInternal,
         DropReason::NatPortExhausted,
+        DropReason::PolicyIcc,
     ];
 
     /// Stable, user-facing name (shown by `dataplane stats`).
@@ -70,6 +73,7 @@ impl DropReason {
             DropReason::NatEgressReply => "NAT_EGRESS_REPLY",
             DropReason::PolicyInternal => "POLICY_INTERNAL",
             DropReason::NatPortExhausted => "NAT_PORT_EXHAUSTED",
+            DropReason::PolicyIcc => "POLICY_ICC",
         }
     }
 }

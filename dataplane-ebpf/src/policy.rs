@@ -7,7 +7,7 @@
 //! Docker allows).
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
-use dataplane_common::DropReason;
+use dataplane_common::{DropReason, NET_FLAG_NO_ICC};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -41,8 +41,15 @@ pub fn check_isolation(ctx: &TcContext) -> DropReason {
     let Some(target) = SUBNETS.get(Key::new(32, dst)) else {
         return DropReason::Forwarded;
     };
-    if target.net_id == me.net_id || target.gateway == dst {
+    // The gateway is a host address: reachable from every network.
+    if target.gateway == dst {
         return DropReason::Forwarded;
     }
-    DropReason::PolicyNetworkIsolation
+    if target.net_id != me.net_id {
+        return DropReason::PolicyNetworkIsolation;
+    }
+    if me.flags & NET_FLAG_NO_ICC != 0 {
+        return DropReason::PolicyIcc;
+    }
+    DropReason::Forwarded
 }

@@ -160,6 +160,9 @@ impl Network {
         if self.options.get(opt::ENABLE_IP_MASQUERADE).is_some_and(|v| v == "false") {
             f |= dataplane_common::NET_FLAG_NO_MASQUERADE;
         }
+        if self.options.get(opt::ENABLE_ICC).is_some_and(|v| v == "false") {
+            f |= dataplane_common::NET_FLAG_NO_ICC;
+        }
         f
     }
 

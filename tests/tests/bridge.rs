@@ -90,6 +90,61 @@ fn networks_are_isolated_in_bpf_and_drops_are_counted() {
     let _ = text;
 }
 
+/// `-o com.docker.network.bridge.enable_icc=false`: sandboxes of that
+/// network cannot reach each other (dropped in BPF, counted), while the
+/// gateway, published ports through the host and other networks' own
+/// traffic are untouched.
+#[test]
+fn icc_false_keeps_sandboxes_of_a_network_apart() {
+    let (h, _ext) = Host::with_external("icc");
+    h.dp_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.83.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "quiet",
+    ]);
+    h.dp_ok(&["network", "create", "--subnet", "10.84.0.0/24", "chatty"]);
+    h.dp_ok(&["run", "-d", "--name", "q1", "--network", "quiet", "sleep", "300"]);
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "q2",
+        "--network",
+        "quiet",
+        "-p",
+        "8080:80",
+        "socat",
+        "TCP-LISTEN:80,fork,reuseaddr",
+        "SYSTEM:echo hello",
+    ]);
+    h.dp_ok(&["run", "-d", "--name", "c1", "--network", "chatty", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "c2", "--network", "chatty", "sleep", "300"]);
+    let before = h.drops("POLICY_ICC");
+    assert!(!h.ping("q1", "10.83.0.3"), "q1 reached q2 on an icc=false network");
+    assert!(!h.ping("q2", "10.83.0.2"), "q2 reached q1 on an icc=false network");
+    assert!(h.drops("POLICY_ICC") >= before + 2, "icc drops not counted");
+    assert!(h.ping("q1", "10.83.0.1"), "the gateway must stay reachable");
+    assert!(h.ping("c1", "10.84.0.3"), "a network with icc on is untouched");
+    // A published port through the host still works between them.
+    let mut said = String::new();
+    for _ in 0..50 {
+        let o = h.exec("q1", &["socat", "-t", "2", "-T", "2", "-", "TCP:192.0.2.1:8080,connect-timeout=2"]);
+        said = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if said == "hello" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(said, "hello", "published port through the host from the same icc=false network");
+    let inspect: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["network", "inspect", "quiet"])).expect("json");
+    assert_eq!(inspect[0]["Options"]["com.docker.network.bridge.enable_icc"], "false");
+}
+
 #[test]
 fn automatic_subnets_avoid_taken_ones_and_host_routes() {
     let (h, _ext) = Host::with_external("auto");
