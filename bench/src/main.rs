@@ -255,11 +255,11 @@ impl Run {
                     continue;
                 }
                 self.progress.step(&format!("scaling: publishing {add} more ports on {}", m.name));
-                let extra = |system: &mut Box<dyn modes::System>| match add {
+                let extra = match add {
                     0 => Ok(0.0),
                     _ => system.container(&modes::extra_ports(EXTRA_PORT_BASE + have, add), Serve::Nothing),
                 };
-                let r = extra(system).and_then(|secs| {
+                let r = extra.and_then(|secs| {
                     let p = PortMap { host: probe, container: ECHO_PORT, proto: "tcp" };
                     system.container(&[p], Serve::Echo).map(|_| secs)
                 });

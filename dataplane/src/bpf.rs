@@ -368,7 +368,8 @@ impl Datapath {
         let mut removed = 0;
         for k in keys {
             let Ok(e) = m.get(k, 0) else { continue };
-            let p = m.get(&crate::conntrack::partner(k, &e), 0).ok();
+            let pk = crate::conntrack::partner(k, &e);
+            let p = m.get(&pk, 0).ok();
             if !still(k, &e, p.as_ref()) {
                 continue;
             }
@@ -376,7 +377,7 @@ impl Datapath {
             // next packets down the wrong path.
             removed += usize::from(m.remove(k).is_ok());
             if p.is_some() {
-                removed += usize::from(m.remove(&crate::conntrack::partner(k, &e)).is_ok());
+                removed += usize::from(m.remove(&pk).is_ok());
             }
         }
         Ok(removed)
