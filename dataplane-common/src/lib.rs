@@ -4,8 +4,10 @@
 //! `aya::Pod` impls).
 #![no_std]
 
+pub mod lb;
 pub mod maps;
 pub mod metrics;
 
+pub use lb::*;
 pub use maps::*;
 pub use metrics::*;

@@ -225,6 +225,8 @@ mod pod {
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::Backend {}
+    unsafe impl aya::Pod for crate::lb::LbTable {}
+    unsafe impl aya::Pod for crate::lb::LbStatKey {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
     unsafe impl aya::Pod for super::Config {}

@@ -33,10 +33,14 @@ pub enum DropReason {
     NatPortExhausted = 12,
     /// Sandbox to sandbox on a network with `enable_icc=false`.
     PolicyIcc = 13,
+    /// A new flow to a virtual IP whose alias has no live backend.
+    LbNoBackend = 14,
+    /// A new flow to a virtual IP, sent to the backend its Maglev slot names.
+    LbForwarded = 15,
 }
 
 /// Number of [`DropReason`] values (the metrics array is sized from it).
-pub const DROP_REASON_COUNT: u32 = 14;
+pub const DROP_REASON_COUNT: u32 = 16;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -55,6 +59,8 @@ impl DropReason {
         DropReason::PolicyInternal,
         DropReason::NatPortExhausted,
         DropReason::PolicyIcc,
+        DropReason::LbNoBackend,
+        DropReason::LbForwarded,
     ];
 
     /// Stable, user-facing name (shown by `dataplane stats`).
@@ -74,6 +80,8 @@ impl DropReason {
             DropReason::PolicyInternal => "POLICY_INTERNAL",
             DropReason::NatPortExhausted => "NAT_PORT_EXHAUSTED",
             DropReason::PolicyIcc => "POLICY_ICC",
+            DropReason::LbNoBackend => "LB_NO_BACKEND",
+            DropReason::LbForwarded => "LB_FORWARDED",
         }
     }
 }
@@ -88,6 +96,7 @@ impl DropReason {
                 | DropReason::NatReply
                 | DropReason::NatEgress
                 | DropReason::NatEgressReply
+                | DropReason::LbForwarded
         )
     }
 }

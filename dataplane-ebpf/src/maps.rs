@@ -4,10 +4,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
 };
 use dataplane_common::{
-    Backend, Config, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
+    Backend, Config, LbStatKey, LbTable, MAX_LB, MAX_LB_STATS, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
     MAX_SOCK_NAT, MAX_SUBNETS, METRICS_LEN, NetworkInfo, ServiceKey, SockNatKey, SockNatOrig, SubnetKey,
 };
 
@@ -37,3 +37,9 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 
 #[map(name = "DP_SOCK_NAT")]
 pub static SOCK_NAT: LruHashMap<SockNatKey, SockNatOrig> = LruHashMap::pinned(MAX_SOCK_NAT, 0);
+
+#[map(name = "DP_LB")]
+pub static LB: HashMap<[u8; 4], LbTable> = HashMap::pinned(MAX_LB, BPF_F_NO_PREALLOC);
+
+#[map(name = "DP_LB_STATS")]
+pub static LB_STATS: PerCpuHashMap<LbStatKey, u64> = PerCpuHashMap::pinned(MAX_LB_STATS, 0);

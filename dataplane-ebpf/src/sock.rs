@@ -5,7 +5,7 @@
 //! asked for. Sockets of any other namespace (other daemons, sandboxes) are
 //! left alone: the netns cookie must match `DP_CONFIG`.
 //!
-//! Maps: `DP_CONFIG`, `DP_SERVICES`, `DP_HOST_IPS`, `DP_SOCK_NAT`.
+//! Maps: `DP_CONFIG`, `DP_SERVICES`, `DP_HOST_IPS`, `DP_SOCK_NAT`, `DP_LB`.
 
 use aya_ebpf::{
     EbpfContext,
@@ -87,7 +87,17 @@ pub fn to_backend4(ctx: &SockAddrContext) -> i32 {
     // SAFETY: the context pointer is valid for this program run.
     let (ip, port) = unsafe { ((*sa).user_ip4, (*sa).user_port as u16) };
     let addr = ip.to_ne_bytes();
-    let Some(b) = service(addr, port, proto) else { return ALLOW };
+    // A virtual IP: one backend per socket (its cookie picks the slot).
+    // SAFETY: plain helper call on the program's context.
+    let cookie = unsafe { bpf_get_socket_cookie(ctx.as_ptr()) };
+    let b = match crate::lb::pick(addr, port, (cookie ^ (cookie >> 32)) as u32) {
+        crate::lb::Pick::Backend(b) => b,
+        crate::lb::Pick::NoBackend => return ALLOW,
+        crate::lb::Pick::NotVip => match service(addr, port, proto) {
+            Some(b) => b,
+            None => return ALLOW,
+        },
+    };
     remember(ctx, &b, SockNatOrig { addr, port, v6_loopback: 0 });
     // SAFETY: user_ip4/user_port are writable in these hooks.
     unsafe {

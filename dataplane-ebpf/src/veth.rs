@@ -6,16 +6,16 @@
 //! (SNAT to the uplink address, out with `bpf_redirect_neigh`). Traffic to
 //! other networks, the host and the gateway goes on to the stack.
 //!
-//! Maps: `DP_ENDPOINTS`, `DP_SUBNETS`, `DP_HOST_IPS`, `DP_CONFIG`, `DP_CT`, `DP_METRICS`.
+//! Maps: `DP_ENDPOINTS`, `DP_SUBNETS`, `DP_HOST_IPS`, `DP_CONFIG`, `DP_CT`, `DP_LB`, `DP_METRICS`.
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
     Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, Direction, DropReason,
-    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE,
+    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, PROTO_ICMP,
 };
 
 use crate::{
-    conntrack,
+    conntrack, lb,
     maps::{CONFIG, ENDPOINTS, HOST_IPS, SUBNETS},
     nat::{self, End},
     parse::{self, Flow},
@@ -35,7 +35,9 @@ pub fn ingress(ctx: &TcContext) -> i32 {
             }
             // A connection opening on a tuple still tracked as hairpin is
             // a new flow (port reuse): checked and tracked anew below.
-            Some(ct) if ct.dir == CT_DIR_DNAT && !conntrack::opens(f) => return hairpin_forward(ctx, f, &ct),
+            Some(ct) if ct.dir == CT_DIR_DNAT && !conntrack::opens(f) => {
+                return hairpin_forward(ctx, f, &ct, DropReason::NatPublished);
+            }
             _ => {}
         }
     }
@@ -46,8 +48,17 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     let Some(flow) = flow else {
         return verdict(ctx, DropReason::Forwarded);
     };
+    // A virtual IP: the Maglev slot of the flow names the backend (ICMP
+    // goes on to the host, which holds the VIP and answers pings).
+    if flow.proto != PROTO_ICMP {
+        match lb::pick_flow(&flow) {
+            lb::Pick::Backend(b) => return new_hairpin(ctx, &flow, &b, DropReason::LbForwarded),
+            lb::Pick::NoBackend => return verdict(ctx, DropReason::LbNoBackend),
+            lb::Pick::NotVip => {}
+        }
+    }
     match service::lookup(&flow) {
-        Some(b) => new_hairpin(ctx, &flow, &b),
+        Some(b) => new_hairpin(ctx, &flow, &b, DropReason::NatPublished),
         None => egress(ctx, &flow),
     }
 }
@@ -55,7 +66,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 /// A sandbox reaches a published port (of another sandbox or its own)
 /// through a host address: DNAT it here, as the uplink would.
 #[inline(always)]
-fn new_hairpin(ctx: &TcContext, flow: &Flow, b: &Backend) -> i32 {
+fn new_hairpin(ctx: &TcContext, flow: &Flow, b: &Backend, reason: DropReason) -> i32 {
     // SAFETY: the skb pointer is valid for this program run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: map lookups return values valid for this program run.
@@ -72,7 +83,7 @@ fn new_hairpin(ctx: &TcContext, flow: &Flow, b: &Backend) -> i32 {
     };
     let dnat = conntrack::dnat_entry(b);
     match conntrack::track_hairpin(flow, &dnat, ifindex, me.mac, gateway) {
-        Ok(ct) => hairpin_forward(ctx, flow, &ct),
+        Ok(ct) => hairpin_forward(ctx, flow, &ct, reason),
         Err(_) => verdict(ctx, DropReason::CtInsertFailed),
     }
 }
@@ -80,7 +91,7 @@ fn new_hairpin(ctx: &TcContext, flow: &Flow, b: &Backend) -> i32 {
 /// Forward direction of a hairpin flow: DNAT (and, to itself, SNAT to the
 /// gateway), then straight into the backend sandbox.
 #[inline(always)]
-fn hairpin_forward(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> i32 {
+fn hairpin_forward(ctx: &TcContext, flow: &Flow, ct: &CtEntry, reason: DropReason) -> i32 {
     if nat::rewrite(ctx, flow, End::Destination, ct.addr, ct.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
@@ -92,7 +103,7 @@ fn hairpin_forward(ctx: &TcContext, flow: &Flow, ct: &CtEntry) -> i32 {
             return verdict(ctx, DropReason::NatRewriteFailed);
         }
     }
-    into_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatPublished)
+    into_sandbox(ctx, ct.ifindex, ct.mac, reason)
 }
 
 /// Reply of a published-port flow: source restored; back to a sandbox

@@ -7,15 +7,15 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::Key;
-use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray};
+use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap};
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{TcAttachOptions, TcAttachType};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use dataplane_common::{
-    Backend, Config, Counter, CtEntry, CtKey, Direction, DropReason, Endpoint, MAP_CONFIG, MAP_CT,
-    MAP_ENDPOINTS, MAP_HOST_IPS, MAP_METRICS, MAP_SERVICES, MAP_SUBNETS, NetworkInfo, ServiceKey, SubnetKey,
-    metric_index,
+    Backend, Config, Counter, CtEntry, CtKey, Direction, DropReason, Endpoint, LbStatKey, LbTable,
+    MAP_CONFIG, MAP_CT, MAP_ENDPOINTS, MAP_HOST_IPS, MAP_LB, MAP_LB_STATS, MAP_METRICS, MAP_SERVICES,
+    MAP_SUBNETS, NetworkInfo, ServiceKey, SubnetKey, metric_index,
 };
 use ipnetwork::Ipv4Network;
 
@@ -426,5 +426,49 @@ impl Datapath {
             }
         }
         Ok(rows)
+    }
+
+    fn lb(&mut self) -> Result<HashMap<&mut MapData, [u8; 4], LbTable>> {
+        HashMap::try_from(self.ebpf.map_mut(MAP_LB).ok_or_else(|| bpf_err(MAP_LB, "missing"))?)
+            .map_err(|e| bpf_err(MAP_LB, e))
+    }
+
+    /// Installs (or atomically replaces) the Maglev table of a virtual IP.
+    pub fn set_lb(&mut self, vip: Ipv4Addr, table: &LbTable) -> Result<()> {
+        self.lb()?.insert(vip.octets(), table, 0).map_err(|e| bpf_err(format!("insert VIP {vip}"), e))
+    }
+
+    pub fn remove_lb(&mut self, vip: Ipv4Addr) {
+        if let Ok(mut m) = self.lb() {
+            let _ = m.remove(&vip.octets());
+        }
+        if let Ok(mut m) = self.lb_stats_map() {
+            let doomed: Vec<LbStatKey> =
+                m.keys().filter_map(|k| k.ok()).filter(|k| k.vip == vip.octets()).collect();
+            for k in doomed {
+                let _ = m.remove(&k);
+            }
+        }
+    }
+
+    /// Virtual IPs currently balanced.
+    pub fn lb_vips(&mut self) -> Result<Vec<Ipv4Addr>> {
+        Ok(self.lb()?.keys().filter_map(|k| k.ok()).map(Ipv4Addr::from).collect())
+    }
+
+    fn lb_stats_map(&mut self) -> Result<PerCpuHashMap<&mut MapData, LbStatKey, u64>> {
+        PerCpuHashMap::try_from(
+            self.ebpf.map_mut(MAP_LB_STATS).ok_or_else(|| bpf_err(MAP_LB_STATS, "missing"))?,
+        )
+        .map_err(|e| bpf_err(MAP_LB_STATS, e))
+    }
+
+    /// New flows per (VIP, backend address), summed over CPUs.
+    pub fn lb_stats(&mut self) -> Result<std::collections::HashMap<(Ipv4Addr, Ipv4Addr), u64>> {
+        let m = self.lb_stats_map()?;
+        Ok(m.iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| ((Ipv4Addr::from(k.vip), Ipv4Addr::from(k.backend)), v.iter().sum()))
+            .collect())
     }
 }

@@ -27,6 +27,8 @@ pub struct Options {
     pub paths: Paths,
     pub uplink: Option<String>,
     pub ct_timeouts: crate::conntrack::Timeouts,
+    /// The host's resolv.conf (upstreams of the embedded DNS).
+    pub resolv_conf: std::path::PathBuf,
 }
 
 /// Each published port holds a socket (the port's reservation): the soft
@@ -61,7 +63,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let dp = Datapath::load(&paths.bpffs).context("loading BPF programs")?;
     let store = Store::open(&paths.db()).context("opening the store")?;
-    let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp, opts.ct_timeouts);
+    let engine =
+        Engine::new(paths.clone(), uplink.clone(), store, host, dp, opts.ct_timeouts, opts.resolv_conf);
     engine.ensure_predefined().await.context("creating predefined networks")?;
     engine.reconcile().await.context("reconciling the kernel to the store")?;
 

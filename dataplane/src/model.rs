@@ -21,6 +21,8 @@ pub mod opt {
     pub const MTU: &str = "com.docker.network.driver.mtu";
     pub const PARENT: &str = "parent";
     pub const MACVLAN_MODE: &str = "macvlan_mode";
+    /// `lb=vip`: every network alias gets a virtual IP balanced in BPF.
+    pub const LB: &str = "lb";
 }
 
 /// A network: driver + IPAM config + options.
@@ -41,6 +43,9 @@ pub struct Network {
     pub device: Option<String>,
     /// Created by the daemon itself (bridge, host, none): cannot be removed.
     pub predefined: bool,
+    /// Virtual IPs of the network's aliases (`lb=vip` networks), taken from its subnet.
+    #[serde(default)]
+    pub vips: BTreeMap<String, Ipv4Addr>,
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -164,6 +169,11 @@ impl Network {
             f |= dataplane_common::NET_FLAG_NO_ICC;
         }
         f
+    }
+
+    /// Whether aliases on this network are balanced through virtual IPs.
+    pub fn balances_aliases(&self) -> bool {
+        self.options.get(opt::LB).is_some_and(|v| v == "vip")
     }
 
     /// Networks whose sandboxes get endpoints (and so support connect).

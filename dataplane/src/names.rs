@@ -9,6 +9,17 @@ pub fn new_id() -> String {
 }
 
 /// Docker's rule for network and container names: `[a-zA-Z0-9][a-zA-Z0-9_.-]*`.
+/// A network alias: a DNS name (labels of letters, digits, `-` and `_`).
+pub fn valid_alias(alias: &str) -> bool {
+    !alias.is_empty()
+        && alias.len() <= 253
+        && alias.split('.').all(|l| {
+            !l.is_empty()
+                && l.len() <= 63
+                && l.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_'))
+        })
+}
+
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     match chars.next() {

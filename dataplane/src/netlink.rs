@@ -211,6 +211,28 @@ impl Netlink {
         }
     }
 
+    /// An on-link route to `subnet` through `index`, preferring source `src`
+    /// (what the kernel would add for an address of that prefix).
+    pub async fn add_subnet_route(
+        &self,
+        subnet: ipnetwork::Ipv4Network,
+        index: u32,
+        src: Ipv4Addr,
+    ) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv4Addr>::new()
+            .destination_prefix(subnet.network(), subnet.prefix())
+            .output_interface(index)
+            .pref_source(src)
+            .scope(rtnetlink::packet_route::route::RouteScope::Link)
+            .protocol(rtnetlink::packet_route::route::RouteProtocol::Kernel)
+            .build();
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -17 => Ok(()),
+            Err(e) => Err(nl("add subnet route", subnet)(e)),
+        }
+    }
+
     pub async fn add_default_route(&self, gateway: Ipv4Addr, index: u32) -> Result<()> {
         let msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build();
         match self.handle.route().add(msg).execute().await {

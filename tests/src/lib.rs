@@ -235,8 +235,18 @@ impl Host {
         self.launch(cmd);
     }
 
+    /// The host resolv.conf the test daemons read: its resolver is in the
+    /// external namespace (192.0.2.2), never the machine's own.
+    pub fn resolv_conf(&self) -> PathBuf {
+        self.dir.join("host-resolv.conf")
+    }
+
     /// Runs `launcher … dataplane daemon …` and waits until the API answers.
     fn launch(&mut self, mut launcher: Command) {
+        if !self.resolv_conf().exists() {
+            std::fs::write(self.resolv_conf(), "search test.example\nnameserver 192.0.2.2\n")
+                .expect("resolv.conf");
+        }
         let log = std::fs::File::options()
             .create(true)
             .append(true)
@@ -257,6 +267,8 @@ impl Host {
             } else {
                 &["--log-level", "debug"][..]
             })
+            .arg("--resolv-conf")
+            .arg(self.resolv_conf())
             .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

@@ -21,6 +21,7 @@ const PACKAGES: &[&str] = &[
     "util-linux",
     "iptables",
     "nftables",
+    "dnsmasq-base",
 ];
 
 /// The benchmark's peers (issue: all install from Debian). Installed with

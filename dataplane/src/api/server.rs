@@ -51,6 +51,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/containers/{id}", delete(remove_sandbox))
         .route("/dataplane/stats", get(stats))
         .route("/dataplane/conntrack", get(ct_list))
+        .route("/dataplane/lb", get(lb_list))
         .route("/dataplane/conntrack/flush", post(ct_flush))
         .with_state(engine)
         .layer(axum::middleware::map_response(add_headers))
@@ -307,6 +308,10 @@ async fn stats(State(e): AppState) -> Res<Json<Stats>> {
 
 async fn ct_list(State(e): AppState) -> Res<Json<Vec<crate::conntrack::CtRow>>> {
     Ok(Json(e.ct_rows()?))
+}
+
+async fn lb_list(State(e): AppState) -> Res<Json<Vec<crate::api::types::LbRow>>> {
+    Ok(Json(e.lb_rows()?))
 }
 
 async fn ct_flush(State(e): AppState) -> Res<Json<serde_json::Value>> {

@@ -356,3 +356,24 @@ pub struct Stats {
     pub metrics: Vec<crate::bpf::MetricRow>,
     pub conntrack: CtSummary,
 }
+
+/// `GET /dataplane/lb`: one virtual IP.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LbRow {
+    pub network: String,
+    pub alias: String,
+    pub vip: std::net::Ipv4Addr,
+    pub backends: Vec<LbBackendRow>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct LbBackendRow {
+    pub sandbox: String,
+    pub ip: std::net::Ipv4Addr,
+    /// In the table now (its sandbox runs).
+    pub live: bool,
+    /// New flows sent to it through the VIP since the VIP was made.
+    pub flows: u64,
+}

@@ -3,6 +3,7 @@
 mod ct;
 mod exec;
 mod format;
+mod lb;
 mod network;
 mod sandbox;
 mod stats;
@@ -79,6 +80,9 @@ enum Command {
     /// Connection tracking: list or flush the flows the datapath tracks.
     #[command(subcommand)]
     Ct(ct::CtCmd),
+    /// Alias load balancing: virtual IPs, backends, flows per backend.
+    #[command(subcommand)]
+    Lb(lb::LbCmd),
     /// Datapath counters (packets and bytes by verdict and direction).
     Stats {
         /// Output format: table or json.
@@ -102,6 +106,9 @@ struct DaemonArgs {
     /// Uplink interface (default: the interface of the default route).
     #[arg(long)]
     uplink: Option<String>,
+    /// The host's resolv.conf: where the embedded DNS forwards names it does not own.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    resolv_conf: PathBuf,
     /// Log level (error, warn, info, debug, trace).
     #[arg(long, default_value = "info")]
     log_level: String,
@@ -164,7 +171,13 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 tcp_established: std::time::Duration::from_secs(a.ct_tcp_timeout),
                 udp: std::time::Duration::from_secs(a.ct_udp_timeout),
             };
-            crate::daemon::run(crate::daemon::Options { paths, uplink: a.uplink, ct_timeouts }).await?;
+            crate::daemon::run(crate::daemon::Options {
+                paths,
+                uplink: a.uplink,
+                ct_timeouts,
+                resolv_conf: a.resolv_conf,
+            })
+            .await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Network(cmd) => network::run(&client, cmd).await,
@@ -179,6 +192,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Port { name, port } => sandbox::port(&client, &name, port.as_deref()).await,
         Command::Stats { format } => stats::run(&client, &format).await,
         Command::Ct(cmd) => ct::run(&client, cmd).await,
+        Command::Lb(cmd) => lb::run(&client, cmd).await,
         Command::Exec(_) => unreachable!("handled before the runtime starts"),
     }
 }

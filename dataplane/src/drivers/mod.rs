@@ -70,8 +70,14 @@ pub(crate) async fn configure_in_sandbox(
     let idx = nl.require_index(tmp_name).await?;
     nl.rename(idx, &ep.ifname).await?;
     nl.set_mac(idx, ep.mac).await?;
-    nl.add_address(idx, ep.ip, ipam.subnet.prefix()).await?;
+    // The address is a /32 with an on-link route to the subnet: the same
+    // reachability, but glibc's getaddrinfo (RFC 6724 rule 9, longest
+    // matching prefix) then no longer reorders round-robin DNS answers for
+    // addresses on the sandbox's own subnet, so `ping NAME` follows the
+    // resolver's rotation (as with musl-based images on Docker).
+    nl.add_address(idx, ep.ip, 32).await?;
     nl.set_up(idx).await?;
+    nl.add_subnet_route(ipam.subnet, idx, ep.ip).await?;
     if default_route && !net.internal {
         nl.add_default_route(ipam.gateway, idx).await?;
     }

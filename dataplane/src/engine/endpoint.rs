@@ -31,7 +31,17 @@ impl Engine {
                 net.name
             )));
         }
-        let used: HashSet<Ipv4Addr> = state.endpoints_of_network(&net.id).map(|e| e.ip).collect();
+        if let Some(bad) = aliases.iter().find(|a| !names::valid_alias(a)) {
+            return Err(Error::invalid(
+                "alias",
+                bad,
+                "must be a DNS name: 1-253 characters of [a-zA-Z0-9.-_]",
+            ));
+        }
+        let mut used: HashSet<Ipv4Addr> = state.endpoints_of_network(&net.id).map(|e| e.ip).collect();
+        // Virtual IPs are taken too (they live on the bridge).
+        let endpoint_ips = used.clone();
+        used.extend(net.vips.values().copied());
         let ip = match ip {
             Some(s) if !s.is_empty() => {
                 let ip: Ipv4Addr = s.parse().map_err(|_| Error::invalid("ip", s, "not an IPv4 address"))?;
@@ -54,6 +64,11 @@ impl Engine {
             aliases: aliases.to_vec(),
         };
         tx.put_endpoint(&ep, &net.name)?;
+        let mut in_use = endpoint_ips;
+        in_use.insert(ip);
+        if let Some(with_vips) = Self::plan_vips(net, aliases, &in_use)? {
+            tx.put_network(&with_vips)?;
+        }
         let hidx = drivers::attach(&self.host, net, &ep, Path::new(&sb.netns), first).await?;
         if let Err(e) = self.program_endpoint(net, &ep, hidx) {
             let _ = drivers::detach(&self.host, net, &ep, Path::new(&sb.netns)).await;
@@ -129,6 +144,10 @@ impl Engine {
             let _ = self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await;
             return Err(e);
         }
+        if let Ok(st) = self.store.state() {
+            self.serve_dns(&st, &sb);
+        }
+        self.sync_lb().await;
         tracing::info!(network = %net.name, sandbox = %sb.name, ip = %ep.ip, "connected");
         Ok(())
     }
@@ -151,6 +170,7 @@ impl Engine {
         tx.del_endpoint(&ep)?;
         self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await?;
         tx.commit()?;
+        self.sync_lb().await;
         tracing::info!(network = %net.name, sandbox = %sb.name, "disconnected");
         Ok(())
     }

@@ -18,6 +18,7 @@ use crate::paths::Paths;
 use crate::store::{State, Store};
 
 mod endpoint;
+mod lb;
 mod network;
 mod publish;
 mod reconcile;
@@ -75,6 +76,10 @@ pub struct Engine {
     /// Conntrack entries removed by garbage collection since start.
     ct_expired: std::sync::atomic::AtomicU64,
     pub ct_timeouts: crate::conntrack::Timeouts,
+    /// The embedded resolvers (127.0.0.11 in each sandbox).
+    dns: crate::dns::Dns,
+    /// The host's resolv.conf (upstream resolvers; copied to sandboxes on the default bridge).
+    host_resolv_conf: std::path::PathBuf,
 }
 
 fn now() -> String {
@@ -93,18 +98,47 @@ impl Engine {
         host: Netlink,
         dp: Datapath,
         ct_timeouts: crate::conntrack::Timeouts,
+        host_resolv_conf: std::path::PathBuf,
     ) -> Arc<Self> {
-        Arc::new(Engine {
-            paths,
-            uplink,
-            store,
-            host,
-            dp: Mutex::new(dp),
-            lock: tokio::sync::Mutex::new(()),
-            exits: Mutex::new(HashMap::new()),
-            reservations: Mutex::new(HashMap::new()),
-            ct_expired: std::sync::atomic::AtomicU64::new(0),
-            ct_timeouts,
+        Arc::new_cyclic(|me: &std::sync::Weak<Engine>| {
+            let me = me.clone();
+            let state: crate::dns::StateFn =
+                Arc::new(move || me.upgrade().and_then(|e| e.store.state().ok()));
+            Engine {
+                paths,
+                uplink,
+                store,
+                host,
+                dp: Mutex::new(dp),
+                lock: tokio::sync::Mutex::new(()),
+                exits: Mutex::new(HashMap::new()),
+                reservations: Mutex::new(HashMap::new()),
+                ct_expired: std::sync::atomic::AtomicU64::new(0),
+                ct_timeouts,
+                dns: crate::dns::Dns::new(state, host_resolv_conf.clone()),
+                host_resolv_conf,
+            }
+        })
+    }
+
+    /// Whether a sandbox gets the embedded resolver: it has its own
+    /// namespace and an endpoint on a user-defined network.
+    fn wants_dns(state: &State, sb: &Sandbox) -> bool {
+        sb.mode == NetworkMode::Networks
+            && state
+                .endpoints_of_sandbox(&sb.id)
+                .any(|ep| state.networks.iter().any(|n| n.id == ep.network_id && !n.predefined))
+    }
+
+    /// Starts the sandbox's resolver if it should have one; a failure is a
+    /// warning (the sandbox works, without names).
+    fn serve_dns(&self, state: &State, sb: &Sandbox) -> Option<String> {
+        if !Self::wants_dns(state, sb) {
+            return None;
+        }
+        self.dns.attach(&sb.id, std::path::Path::new(&sb.netns)).err().map(|e| {
+            tracing::warn!(sandbox = %sb.name, error = %e, "embedded DNS not available");
+            format!("embedded DNS not available: {e}")
         })
     }
 

@@ -99,6 +99,22 @@ impl Engine {
                 return Err(Error::invalid("option", format!("{key}={v}"), "must be true or false"));
             }
         }
+        if let Some(v) = options.get(opt::LB) {
+            if v != "vip" {
+                return Err(Error::invalid(
+                    "option",
+                    format!("{}={v}", opt::LB),
+                    "the only balancing mode is vip",
+                ));
+            }
+            if driver != DRIVER_BRIDGE {
+                return Err(Error::invalid(
+                    "option",
+                    format!("{}={v}", opt::LB),
+                    "only bridge networks balance aliases",
+                ));
+            }
+        }
         let ipam = if driver == DRIVER_BRIDGE || driver == DRIVER_MACVLAN {
             let mut taken: Vec<_> = state
                 .networks
@@ -131,6 +147,7 @@ impl Engine {
             labels: req.labels.clone(),
             device,
             predefined,
+            vips: BTreeMap::new(),
         };
         drivers::create_network(&self.host, &net).await.inspect_err(|_| {
             // A half-made bridge must not survive.
@@ -191,6 +208,7 @@ impl Engine {
         if let Err(e) = self.refresh_host_ips(&self.store.state()?).await {
             tracing::warn!(error = %e, "refreshing host addresses");
         }
+        self.sync_lb().await;
         tracing::info!(network = %net.name, "network removed");
         Ok(net.id)
     }

@@ -106,7 +106,11 @@ impl Engine {
                 let _ = self.host.delete(link.index).await;
             }
         }
+        for sb in &state.sandboxes {
+            self.serve_dns(&state, sb);
+        }
         self.reconcile_publications(&state).await?;
+        self.sync_lb().await;
         if let Some(up) = &self.uplink {
             known_ifs.insert(up.clone());
         }

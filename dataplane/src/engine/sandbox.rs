@@ -175,6 +175,10 @@ impl Engine {
                 return Err(e);
             }
         }
+        if let Ok(st) = self.store.state() {
+            warnings.extend(self.serve_dns(&st, &sb));
+        }
+        self.sync_lb().await;
         tracing::info!(sandbox = %sb.name, id = %sb.short_id(), "sandbox created");
         Ok(Created { id, warnings })
     }
@@ -200,8 +204,12 @@ impl Engine {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create dir", dir.display(), e))?;
         let resolv = dir.join("resolv.conf");
         let hosts = dir.join("hosts");
-        let host_resolv = std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default();
-        std::fs::write(&resolv, host_resolv).map_err(|e| Error::io("write", resolv.display(), e))?;
+        let resolv_text = if Self::wants_dns(&state, &sb) {
+            self.dns.sandbox_resolv_conf()
+        } else {
+            std::fs::read_to_string(&self.host_resolv_conf).unwrap_or_default()
+        };
+        std::fs::write(&resolv, resolv_text).map_err(|e| Error::io("write", resolv.display(), e))?;
         let mut h = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         for ep in state.endpoints_of_sandbox(&sb.id) {
             h.push_str(&format!("{}\t{}\n", ep.ip, sb.hostname));
@@ -242,6 +250,7 @@ impl Engine {
             engine.on_exit(&id, pid, code).await;
             tx_exit.send_replace(Some(code));
         });
+        self.sync_lb().await;
         tracing::info!(sandbox = %sb.name, pid, "started");
         Ok(())
     }
@@ -269,6 +278,8 @@ impl Engine {
             tracing::info!(sandbox = %sb.name, code, "exited");
             sb.auto_remove
         };
+        // Its aliases' virtual IPs stop sending it new flows.
+        self.sync_lb().await;
         if auto_remove && let Err(e) = self.remove_sandbox(id, true).await {
             tracing::warn!(sandbox = id, error = %e, "auto-remove failed");
         }
@@ -324,6 +335,7 @@ impl Engine {
             tx.put_sandbox(&cur)?;
             tx.commit()?;
         }
+        self.sync_lb().await;
         Ok(())
     }
 
@@ -356,6 +368,7 @@ impl Engine {
                 first_err.get_or_insert(e);
             }
         }
+        self.dns.detach(&sb.id);
         if sb.owns_netns {
             netns::remove(&netns_path)?;
         }
@@ -363,6 +376,7 @@ impl Engine {
         tx.del_sandbox(&sb.id)?;
         tx.commit()?;
         self.exits.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
+        self.sync_lb().await;
         tracing::info!(sandbox = %sb.name, "removed");
         Ok(sb.id)
     }

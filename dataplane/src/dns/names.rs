@@ -1,0 +1,285 @@
+//! What the embedded resolver knows, computed from one store snapshot for
+//! the sandbox asking: the names of the live sandboxes it shares a
+//! user-defined network with (names, hostnames, aliases, short IDs) and the
+//! reverse names of their addresses. Pure: no sockets, no clock.
+
+use std::net::Ipv4Addr;
+
+use crate::model::{Network, Sandbox, SandboxState};
+use crate::store::State;
+
+/// What a query for a name resolves to.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Found {
+    /// A name we own, with its addresses (in a stable order; may be empty
+    /// when the record type has no data, e.g. AAAA on our IPv4 networks).
+    Addrs(Vec<Ipv4Addr>),
+    /// The name of an address (PTR), `NAME.NETWORK`.
+    Ptr(String),
+    /// Not ours.
+    Unknown,
+}
+
+/// How the asking sandbox sees the names around it.
+pub struct View<'a> {
+    state: &'a State,
+    /// User-defined networks the asker is attached to.
+    networks: Vec<&'a Network>,
+    live: &'a dyn Fn(&Sandbox) -> bool,
+}
+
+/// Whether a sandbox takes part in name resolution: running, or a bare
+/// namespace sandbox with no command (it lives as long as it exists).
+pub fn is_live(sb: &Sandbox, effective: SandboxState) -> bool {
+    match effective {
+        SandboxState::Running => true,
+        SandboxState::Created => sb.cmd.is_empty(),
+        SandboxState::Exited(_) => false,
+    }
+}
+
+/// `name` lowercased, without the trailing dot.
+pub fn normalize(name: &str) -> String {
+    name.trim_end_matches('.').to_ascii_lowercase()
+}
+
+/// The IPv4 address named by an `in-addr.arpa` name.
+pub fn parse_reverse(name: &str) -> Option<Ipv4Addr> {
+    let rest = normalize(name);
+    let octets = rest.strip_suffix(".in-addr.arpa")?;
+    let parts: Vec<u8> = octets.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
+    match parts[..] {
+        [d, c, b, a] => Some(Ipv4Addr::new(a, b, c, d)),
+        _ => None,
+    }
+}
+
+impl<'a> View<'a> {
+    /// The view of sandbox `asker` (its id). `live` says whether a sandbox is up.
+    pub fn new(state: &'a State, asker: &str, live: &'a dyn Fn(&Sandbox) -> bool) -> Self {
+        let networks = state
+            .endpoints_of_sandbox(asker)
+            .filter_map(|ep| state.networks.iter().find(|n| n.id == ep.network_id))
+            .filter(|n| !n.predefined)
+            .collect();
+        View { state, networks, live }
+    }
+
+    /// Whether names the view does not know may be sent upstream: the asker
+    /// has a network that reaches outside (not `--internal`).
+    pub fn may_forward(&self, asker: &str) -> bool {
+        self.state
+            .endpoints_of_sandbox(asker)
+            .filter_map(|ep| self.state.networks.iter().find(|n| n.id == ep.network_id))
+            .any(|n| !n.internal)
+    }
+
+    /// The user-defined networks the asker is on.
+    pub fn networks(&self) -> impl Iterator<Item = &'a Network> + '_ {
+        self.networks.iter().copied()
+    }
+
+    /// Whether `ip` lies in the subnet of one of the asker's networks
+    /// (reverse names there are ours to answer, never forwarded).
+    pub fn in_own_subnet(&self, ip: Ipv4Addr) -> bool {
+        self.networks.iter().any(|n| n.ipam.as_ref().is_some_and(|i| i.subnet.contains(ip)))
+    }
+
+    /// Endpoints on the asker's networks whose sandbox is live, with both.
+    fn neighbours(
+        &self,
+    ) -> impl Iterator<Item = (&'a Network, &'a Sandbox, &'a crate::model::Endpoint)> + '_ {
+        self.networks.iter().flat_map(move |net| {
+            self.state.endpoints_of_network(&net.id).filter_map(move |ep| {
+                let sb = self.state.sandboxes.iter().find(|s| s.id == ep.sandbox_id)?;
+                (self.live)(sb).then_some((*net, sb, ep))
+            })
+        })
+    }
+
+    /// Addresses answering `name` (normalized), in a stable order, or Unknown.
+    pub fn lookup(&self, name: &str) -> Found {
+        let mut addrs: Vec<Ipv4Addr> = Vec::new();
+        let mut known = false;
+        for (_, sb, ep) in self.neighbours() {
+            let hit = sb.name.eq_ignore_ascii_case(name)
+                || sb.hostname.eq_ignore_ascii_case(name)
+                || (name.len() >= 12 && name.len() <= sb.id.len() && sb.id.starts_with(name))
+                || ep.aliases.iter().any(|a| a.eq_ignore_ascii_case(name));
+            if hit {
+                known = true;
+                if !addrs.contains(&ep.ip) {
+                    addrs.push(ep.ip);
+                }
+            }
+        }
+        if !known {
+            return Found::Unknown;
+        }
+        addrs.sort();
+        Found::Addrs(addrs)
+    }
+
+    /// The virtual IP answering alias `name` on one of the asker's `lb=vip`
+    /// networks, while a live sandbox carries that alias there.
+    pub fn vip(&self, name: &str) -> Option<Ipv4Addr> {
+        self.networks.iter().filter(|n| n.balances_aliases()).find_map(|net| {
+            let (alias, vip) = net.vips.iter().find(|(a, _)| a.eq_ignore_ascii_case(name))?;
+            self.state
+                .endpoints_of_network(&net.id)
+                .filter(|ep| ep.aliases.contains(alias))
+                .any(|ep| self.state.sandboxes.iter().any(|sb| sb.id == ep.sandbox_id && (self.live)(sb)))
+                .then_some(*vip)
+        })
+    }
+
+    /// `NAME.NETWORK` of the live sandbox holding `ip` on a shared network.
+    pub fn reverse(&self, ip: Ipv4Addr) -> Found {
+        self.neighbours()
+            .find(|(_, _, ep)| ep.ip == ip)
+            .map(|(net, sb, _)| Found::Ptr(format!("{}.{}", sb.name, net.name)))
+            .unwrap_or(Found::Unknown)
+    }
+}
+
+/// Rotates `v` left by `n` (round robin over successive answers).
+pub fn rotate<T>(mut v: Vec<T>, n: usize) -> Vec<T> {
+    if !v.is_empty() {
+        let k = n % v.len();
+        v.rotate_left(k);
+    }
+    v
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::model::{Endpoint, Ipam, NetworkMode};
+
+    fn net(id: &str, name: &str, internal: bool, predefined: bool) -> Network {
+        Network {
+            id: id.repeat(64 / id.len()),
+            name: name.into(),
+            driver: "bridge".into(),
+            created: String::new(),
+            num: 1,
+            ipam: Some(Ipam {
+                subnet: "10.1.0.0/24".parse().expect("valid literal"),
+                ip_range: None,
+                gateway: "10.1.0.1".parse().expect("valid literal"),
+                aux: BTreeMap::new(),
+            }),
+            internal,
+            options: BTreeMap::new(),
+            labels: BTreeMap::new(),
+            device: None,
+            predefined,
+            vips: BTreeMap::new(),
+        }
+    }
+
+    fn sandbox(id: char, name: &str, cmd: &[&str], state: SandboxState) -> Sandbox {
+        Sandbox {
+            id: id.to_string().repeat(64),
+            name: name.into(),
+            hostname: format!("host-{name}"),
+            created: String::new(),
+            mode: NetworkMode::Networks,
+            netns: String::new(),
+            owns_netns: true,
+            cmd: cmd.iter().map(|s| s.to_string()).collect(),
+            state,
+            pid: None,
+            pid_start: None,
+            ports: vec![],
+            expose: vec![],
+            publish_all: false,
+            auto_remove: false,
+            bindings: vec![],
+        }
+    }
+
+    fn ep(sb: &Sandbox, net: &Network, ip: &str, aliases: &[&str]) -> Endpoint {
+        Endpoint {
+            id: format!("{}{}", sb.id, net.id),
+            network_id: net.id.clone(),
+            sandbox_id: sb.id.clone(),
+            ifname: "eth0".into(),
+            host_ifname: None,
+            ip: ip.parse().expect("valid literal"),
+            mac: [0; 6],
+            aliases: aliases.iter().map(|s| s.to_string()).collect(),
+        }
+    }
+
+    /// a, b, c on `mynet` (b and c alias `forever`, c exited), d on `other`, e on the default bridge.
+    fn state() -> State {
+        let mynet = net("a", "mynet", false, false);
+        let other = net("b", "other", false, false);
+        let bridge = net("c", "bridge", false, true);
+        let a = sandbox('1', "a", &[], SandboxState::Created);
+        let b = sandbox('2', "b", &["sleep"], SandboxState::Running);
+        let c = sandbox('3', "c", &["sleep"], SandboxState::Exited(0));
+        let d = sandbox('4', "d", &[], SandboxState::Created);
+        let e = sandbox('5', "e", &[], SandboxState::Created);
+        let endpoints = vec![
+            ep(&a, &mynet, "10.1.0.2", &[]),
+            ep(&b, &mynet, "10.1.0.3", &["forever"]),
+            ep(&c, &mynet, "10.1.0.4", &["forever"]),
+            ep(&d, &other, "10.2.0.2", &[]),
+            ep(&a, &bridge, "172.17.0.2", &[]),
+            ep(&e, &bridge, "172.17.0.3", &[]),
+        ];
+        State { networks: vec![mynet, other, bridge], sandboxes: vec![a, b, c, d, e], endpoints }
+    }
+
+    fn live(sb: &Sandbox) -> bool {
+        is_live(sb, sb.state.clone())
+    }
+
+    #[test]
+    fn names_hostnames_aliases_and_short_ids_resolve_on_shared_networks() {
+        let st = state();
+        let a = "1".repeat(64);
+        let v = View::new(&st, &a, &live);
+        let b_ip = vec!["10.1.0.3".parse().expect("valid literal")];
+        assert_eq!(v.lookup("b"), Found::Addrs(b_ip.clone()));
+        assert_eq!(v.lookup("host-b"), Found::Addrs(b_ip.clone()));
+        assert_eq!(v.lookup(&"2".repeat(12)), Found::Addrs(b_ip.clone()));
+        assert_eq!(v.lookup("forever"), Found::Addrs(b_ip), "the exited sandbox is not answered");
+        assert_eq!(v.lookup("c"), Found::Unknown, "exited");
+        assert_eq!(v.lookup("d"), Found::Unknown, "another network");
+        assert_eq!(v.lookup("e"), Found::Unknown, "the default bridge has no names");
+        assert_eq!(v.lookup("2"), Found::Unknown, "IDs need 12 characters");
+    }
+
+    #[test]
+    fn reverse_names_are_name_dot_network() {
+        let st = state();
+        let v = View::new(&st, &"1".repeat(64), &live);
+        assert_eq!(parse_reverse("3.0.1.10.in-addr.arpa."), Some("10.1.0.3".parse().expect("valid literal")));
+        assert_eq!(parse_reverse("3.0.1.in-addr.arpa."), None);
+        assert_eq!(v.reverse("10.1.0.3".parse().expect("valid literal")), Found::Ptr("b.mynet".into()));
+        assert_eq!(v.reverse("10.2.0.2".parse().expect("valid literal")), Found::Unknown);
+    }
+
+    #[test]
+    fn only_internal_networks_do_not_forward() {
+        let mut st = state();
+        let a = "1".repeat(64);
+        assert!(View::new(&st, &a, &live).may_forward(&a));
+        for n in &mut st.networks {
+            n.internal = true;
+        }
+        assert!(!View::new(&st, &a, &live).may_forward(&a));
+    }
+
+    #[test]
+    fn rotation_walks_the_list() {
+        assert_eq!(rotate(vec![1, 2, 3], 0), vec![1, 2, 3]);
+        assert_eq!(rotate(vec![1, 2, 3], 4), vec![2, 3, 1]);
+        assert_eq!(rotate(Vec::<u8>::new(), 5), Vec::<u8>::new());
+    }
+}

@@ -1,0 +1,113 @@
+//! Alias load balancing: virtual IPs for the aliases of `lb=vip` networks
+//! (allocated from the network's subnet, held by its bridge so sandboxes
+//! reach them on-link), and their Maglev tables kept in step with the live
+//! sandboxes carrying each alias.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+
+use super::*;
+use crate::api::types::{LbBackendRow, LbRow};
+use crate::error::Result;
+use crate::ipam;
+
+/// Whether a sandbox serves (and is answered for) its names and aliases.
+pub(crate) fn sandbox_live(sb: &Sandbox) -> bool {
+    crate::dns::names::is_live(sb, Engine::effective_state(sb))
+}
+
+impl Engine {
+    /// `net` with a virtual IP for each of `aliases` it has none for yet,
+    /// avoiding `used` (endpoint addresses); None if nothing was added.
+    pub(super) fn plan_vips(
+        net: &Network,
+        aliases: &[String],
+        used: &HashSet<Ipv4Addr>,
+    ) -> Result<Option<Network>> {
+        if !net.balances_aliases() || aliases.iter().all(|a| net.vips.contains_key(a)) {
+            return Ok(None);
+        }
+        let Some(pool) = &net.ipam else { return Ok(None) };
+        let mut net = net.clone();
+        let mut taken: HashSet<Ipv4Addr> = used.iter().copied().chain(net.vips.values().copied()).collect();
+        for a in aliases {
+            if !net.vips.contains_key(a) {
+                let vip = ipam::allocate(pool, &taken, &net.name)?;
+                taken.insert(vip);
+                net.vips.insert(a.clone(), vip);
+            }
+        }
+        Ok(Some(net))
+    }
+
+    /// Recomputes the table of every virtual IP from the store: the live
+    /// sandboxes with that alias on that network. Tables are replaced whole
+    /// (one map update each); established flows keep their backend through
+    /// conntrack. Failures are logged: the previous table stays.
+    pub(super) async fn sync_lb(&self) {
+        let Ok(state) = self.store.state() else { return };
+        let mut want: HashMap<Ipv4Addr, dataplane_common::LbTable> = HashMap::new();
+        for net in state.networks.iter().filter(|n| n.balances_aliases()) {
+            let bridge = match &net.device {
+                Some(d) => self.host.link_index(d).await.ok().flatten(),
+                None => None,
+            };
+            for (alias, vip) in &net.vips {
+                if let Some(b) = bridge
+                    && let Err(e) = self.host.add_address(b, *vip, 32).await
+                {
+                    tracing::warn!(network = %net.name, %vip, error = %e, "cannot put the VIP on the bridge");
+                }
+                let mut backends = Vec::new();
+                for ep in state.endpoints_of_network(&net.id).filter(|e| e.aliases.contains(alias)) {
+                    let live =
+                        state.sandboxes.iter().find(|s| s.id == ep.sandbox_id).is_some_and(sandbox_live);
+                    if let (true, Some(h)) = (live, &ep.host_ifname)
+                        && let Ok(Some(idx)) = self.host.link_index(h).await
+                    {
+                        backends.push((ep.id.clone(), idx));
+                    }
+                }
+                want.insert(*vip, crate::lb::maglev(&backends));
+            }
+        }
+        let mut dp = lock_dp(&self.dp);
+        for (vip, table) in &want {
+            if let Err(e) = dp.set_lb(*vip, table) {
+                tracing::warn!(%vip, error = %e, "cannot program the VIP");
+            }
+        }
+        for vip in dp.lb_vips().unwrap_or_default() {
+            if !want.contains_key(&vip) {
+                dp.remove_lb(vip);
+            }
+        }
+    }
+
+    /// `dataplane lb list`: VIPs, their live backends and new flows per backend.
+    pub fn lb_rows(&self) -> Result<Vec<LbRow>> {
+        let state = self.store.state()?;
+        let stats = lock_dp(&self.dp).lb_stats()?;
+        let mut rows = Vec::new();
+        for net in state.networks.iter().filter(|n| n.balances_aliases()) {
+            for (alias, vip) in &net.vips {
+                let mut backends: Vec<LbBackendRow> = state
+                    .endpoints_of_network(&net.id)
+                    .filter(|e| e.aliases.contains(alias))
+                    .filter_map(|ep| {
+                        let sb = state.sandboxes.iter().find(|s| s.id == ep.sandbox_id)?;
+                        Some(LbBackendRow {
+                            sandbox: sb.name.clone(),
+                            ip: ep.ip,
+                            live: sandbox_live(sb),
+                            flows: stats.get(&(*vip, ep.ip)).copied().unwrap_or(0),
+                        })
+                    })
+                    .collect();
+                backends.sort_by(|a, b| a.sandbox.cmp(&b.sandbox));
+                rows.push(LbRow { network: net.name.clone(), alias: alias.clone(), vip: *vip, backends });
+            }
+        }
+        Ok(rows)
+    }
+}

@@ -1,0 +1,182 @@
+//! The embedded resolver at 127.0.0.11: names, aliases with round robin,
+//! reverse names, scoping to shared networks, forwarding to the host's
+//! resolvers (and not from `--internal` networks).
+
+use std::collections::BTreeSet;
+use std::process::{Child, Command, Stdio};
+
+use dataplane_tests::{Host, Netns, text};
+
+/// `dig +short NAME` (extra flags allowed) from sandbox `from`: the answer lines.
+fn dig(h: &Host, from: &str, args: &[&str]) -> Vec<String> {
+    let mut cmd = vec!["dig", "+short", "+time=2", "+tries=1"];
+    cmd.extend_from_slice(args);
+    let o = h.exec(from, &cmd);
+    assert!(o.status.success(), "dig {args:?} from {from}: {}", text(&o));
+    String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
+}
+
+/// The response code dig reports for `name` from `from` (NOERROR, NXDOMAIN…).
+fn status(h: &Host, from: &str, name: &str) -> String {
+    let o = h.exec(from, &["dig", "+time=2", "+tries=1", name]);
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    out.split("status: ")
+        .nth(1)
+        .and_then(|r| r.split(',').next())
+        .unwrap_or_else(|| panic!("no status from dig {name}: {}", text(&o)))
+        .to_string()
+}
+
+/// ICMP echo requests a sandbox's namespace has received so far.
+fn echoes_received(h: &Host, name: &str) -> u64 {
+    let o = h.exec(name, &["cat", "/proc/net/snmp"]);
+    let snmp = String::from_utf8_lossy(&o.stdout).into_owned();
+    let mut icmp = snmp.lines().filter(|l| l.starts_with("Icmp:"));
+    let (head, vals) = (icmp.next().expect("Icmp header"), icmp.next().expect("Icmp values"));
+    let i = head.split_whitespace().position(|f| f == "InEchos").expect("InEchos");
+    vals.split_whitespace().nth(i).and_then(|v| v.parse().ok()).expect("InEchos value")
+}
+
+#[test]
+fn seeds_alias_demo_round_robins_through_the_embedded_dns() {
+    let (h, _ext) = Host::with_external("dns");
+    h.dp_ok(&["network", "create", "--subnet", "10.91.0.0/24", "mybridge"]);
+    h.dp_ok(&["network", "create", "--subnet", "10.92.0.0/24", "elsewhere"]);
+    for n in ["f1", "f2", "f3"] {
+        h.dp_ok(&[
+            "run",
+            "-d",
+            "--name",
+            n,
+            "--network",
+            "mybridge",
+            "--network-alias",
+            "forever",
+            "sleep",
+            "300",
+        ]);
+    }
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "client",
+        "--hostname",
+        "asker",
+        "--network",
+        "mybridge",
+        "sleep",
+        "300",
+    ]);
+    h.dp_ok(&["run", "-d", "--name", "stranger", "--network", "elsewhere", "sleep", "300"]);
+    let ips: BTreeSet<String> = ["f1", "f2", "f3"].iter().map(|n| h.ip_of(n, "mybridge")).collect();
+
+    let resolv = text(&h.exec("client", &["cat", "/etc/resolv.conf"]));
+    assert!(resolv.contains("nameserver 127.0.0.11"), "{resolv}");
+    assert!(resolv.contains("options ndots:0"), "{resolv}");
+    assert!(resolv.contains("search test.example"), "host search domains are kept: {resolv}");
+
+    // All three addresses, over UDP and TCP, in rotating order.
+    let first = dig(&h, "client", &["forever"]);
+    assert_eq!(first.iter().cloned().collect::<BTreeSet<_>>(), ips, "dig +short forever");
+    assert_eq!(dig(&h, "client", &["+tcp", "forever"]).into_iter().collect::<BTreeSet<_>>(), ips);
+    let heads: BTreeSet<String> = (0..3).map(|_| dig(&h, "client", &["forever"])[0].clone()).collect();
+    assert_eq!(heads, ips, "successive answers should rotate");
+
+    // Six pings by name reach each sandbox twice.
+    let before: Vec<u64> = ["f1", "f2", "f3"].iter().map(|n| echoes_received(&h, n)).collect();
+    for _ in 0..6 {
+        let o = h.exec("client", &["ping", "-c", "1", "-W", "2", "forever"]);
+        assert!(o.status.success(), "ping forever: {}", text(&o));
+    }
+    let got: Vec<u64> =
+        ["f1", "f2", "f3"].iter().zip(&before).map(|(n, b)| echoes_received(&h, n) - b).collect();
+    assert_eq!(got, vec![2, 2, 2], "echo requests received by f1, f2, f3");
+
+    // Names, hostnames, IDs and reverse names.
+    let f1 = h.ip_of("f1", "mybridge");
+    assert_eq!(dig(&h, "client", &["f1"]), vec![f1.clone()]);
+    assert_eq!(dig(&h, "stranger", &["stranger"]).len(), 1, "own name");
+    let client_ip = h.ip_of("client", "mybridge");
+    assert_eq!(dig(&h, "f1", &["asker"]), vec![client_ip], "hostname");
+    let id = h.inspect("f1")["Id"].as_str().expect("id")[..12].to_string();
+    assert_eq!(dig(&h, "client", &[&id]), vec![f1.clone()], "short ID");
+    assert_eq!(dig(&h, "client", &["-x", &f1]), vec!["f1.mybridge.".to_string()]);
+    assert!(dig(&h, "client", &["AAAA", "f1"]).is_empty(), "no IPv6 addresses");
+    assert_eq!(status(&h, "client", "AAAA"), "NXDOMAIN");
+    assert_eq!(status(&h, "client", "nosuchname"), "NXDOMAIN");
+    // Only networks shared with the asker.
+    assert_eq!(status(&h, "stranger", "f1"), "NXDOMAIN");
+    assert_eq!(status(&h, "stranger", "forever"), "NXDOMAIN");
+
+    // Stopped and removed sandboxes leave the answers at once.
+    h.dp_ok(&["stop", "f3"]);
+    assert_eq!(dig(&h, "client", &["forever"]).len(), 2, "after stopping f3");
+    assert_eq!(status(&h, "client", "f3"), "NXDOMAIN");
+    h.dp_ok(&["rm", "-f", "f2"]);
+    assert_eq!(dig(&h, "client", &["forever"]), vec![f1], "after removing f2");
+
+    // `network connect --alias` adds a name on that network.
+    h.dp_ok(&["network", "connect", "--alias", "db", "elsewhere", "client"]);
+    let client_elsewhere = h.ip_of("client", "elsewhere");
+    assert_eq!(dig(&h, "stranger", &["db"]), vec![client_elsewhere.clone()]);
+    assert_eq!(dig(&h, "stranger", &["client"]), vec![client_elsewhere]);
+    assert_eq!(status(&h, "f1", "db"), "NXDOMAIN", "the alias is scoped to its network");
+    let err = h.dp_err(&["network", "connect", "--alias", "bad name!", "mybridge", "stranger"]);
+    assert!(err.contains("alias"), "{err}");
+}
+
+/// dnsmasq answering `outside.example` in the external namespace; killed on drop.
+struct Upstream(Child);
+
+impl Upstream {
+    fn start(ext: &Netns) -> Upstream {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ext.name, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts"])
+            .args(["--bind-interfaces", "--listen-address=192.0.2.2", "--port=53"])
+            .args(["--address=/outside.example/198.51.100.7", "--pid-file="])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        // Wait until it answers.
+        for _ in 0..50 {
+            let o = ext.run(&["dig", "+short", "+time=1", "+tries=1", "@192.0.2.2", "outside.example"]);
+            if String::from_utf8_lossy(&o.stdout).contains("198.51.100.7") {
+                return Upstream(child);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        panic!("dnsmasq did not answer in the external namespace");
+    }
+}
+
+impl Drop for Upstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+#[test]
+fn unknown_names_go_to_the_hosts_resolver_except_from_internal_networks() {
+    let (h, ext) = Host::with_external("fwd");
+    let _up = Upstream::start(&ext);
+    h.dp_ok(&["network", "create", "--subnet", "10.93.0.0/24", "open"]);
+    h.dp_ok(&["network", "create", "--internal", "--subnet", "10.94.0.0/24", "sealed"]);
+    h.dp_ok(&["run", "-d", "--name", "o1", "--network", "open", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "s1", "--network", "sealed", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "s2", "--network", "sealed", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "d1", "sleep", "300"]);
+
+    assert_eq!(dig(&h, "o1", &["outside.example"]), vec!["198.51.100.7"]);
+    assert_eq!(dig(&h, "o1", &["+tcp", "outside.example"]), vec!["198.51.100.7"]);
+    // Internal: names inside the network work, nothing is forwarded.
+    assert_eq!(dig(&h, "s1", &["s2"]), vec![h.ip_of("s2", "sealed")]);
+    assert_eq!(status(&h, "s1", "outside.example"), "NXDOMAIN");
+    // The default bridge has no embedded DNS: the host's resolv.conf is copied.
+    let resolv = text(&h.exec("d1", &["cat", "/etc/resolv.conf"]));
+    assert!(resolv.contains("nameserver 192.0.2.2") && !resolv.contains("127.0.0.11"), "{resolv}");
+    assert_eq!(dig(&h, "d1", &["outside.example"]), vec!["198.51.100.7"]);
+}

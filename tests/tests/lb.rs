@@ -1,0 +1,189 @@
+//! In-kernel alias load balancing: `-o lb=vip` gives each alias a virtual
+//! IP (answered by the embedded DNS) whose new flows are spread by a Maglev
+//! table in BPF; conntrack keeps each flow on its backend.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+use dataplane_tests::{Host, text};
+
+/// Connects `n` times to NAME:80 (resolved once), says a line, reads the
+/// backend's name; prints {"name": count}.
+const CLIENT: &str = r#"
+import collections, json, socket, sys
+addr = socket.gethostbyname(sys.argv[1])
+seen = collections.Counter()
+for _ in range(int(sys.argv[2])):
+    s = socket.create_connection((addr, 80), timeout=5)
+    s.sendall(b"hi\n")
+    seen[s.makefile().readline().strip()] += 1
+    s.close()
+print(json.dumps(seen))
+"#;
+
+/// Holds 60 connections to web:80, asks each once (OUT.first), waits for
+/// OUT.go, asks each again (OUT.second: [first answer, second answer]).
+const HOLDER: &str = r#"
+import json, os, socket, sys, time
+out = sys.argv[1]
+addr = socket.gethostbyname("web")
+conns = []
+for _ in range(60):
+    s = socket.create_connection((addr, 80), timeout=5)
+    s.sendall(b"a\n")
+    f = s.makefile()
+    conns.append((s, f, f.readline().strip()))
+json.dump([n for _, _, n in conns], open(out + ".tmp", "w"))
+os.rename(out + ".tmp", out + ".first")
+deadline = time.time() + 120
+while not os.path.exists(out + ".go") and time.time() < deadline:
+    time.sleep(0.1)
+res = []
+for s, f, n in conns:
+    try:
+        s.sendall(b"b\n")
+        res.append([n, f.readline().strip() or "closed"])
+    except OSError as e:
+        res.append([n, "error: %s" % e])
+json.dump(res, open(out + ".tmp", "w"))
+os.rename(out + ".tmp", out + ".second")
+time.sleep(300)
+"#;
+
+fn counts(h: &Host, script: &Path, n: &str) -> BTreeMap<String, u64> {
+    let o = h.exec("client", &["python3", &script.display().to_string(), "web", n]);
+    assert!(o.status.success(), "client: {}", text(&o));
+    serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("client output {e}: {}", text(&o)))
+}
+
+fn wait_for(path: &Path, what: &str) -> String {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(s) = std::fs::read_to_string(path) {
+            return s;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!("{what}: {} never appeared", path.display());
+}
+
+fn lb_rows(h: &Host) -> serde_json::Value {
+    serde_json::from_str(&h.dp_ok(&["lb", "list", "--format", "json"])).expect("lb json")
+}
+
+#[test]
+fn alias_vip_spreads_connections_evenly_and_a_leaving_backend_breaks_no_other_flow() {
+    let (h, _ext) = Host::with_external("lb");
+    h.dp_ok(&["network", "create", "--subnet", "10.98.0.0/24", "-o", "lb=vip", "lbnet"]);
+    for n in ["w1", "w2", "w3"] {
+        let reply = format!("SYSTEM:while read l; do echo {n}; done");
+        h.dp_ok(&[
+            "run",
+            "-d",
+            "--name",
+            n,
+            "--network",
+            "lbnet",
+            "--network-alias",
+            "web",
+            "socat",
+            "TCP-LISTEN:80,fork,reuseaddr",
+            &reply,
+        ]);
+    }
+    h.dp_ok(&["run", "-d", "--name", "client", "--network", "lbnet", "sleep", "600"]);
+    let client_py = h.dir.join("client.py");
+    std::fs::write(&client_py, CLIENT).expect("client script");
+
+    // DNS answers the alias with one virtual IP, the one `lb list` shows.
+    let o = h.exec("client", &["dig", "+short", "+time=2", "web"]);
+    let vip = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    let rows = lb_rows(&h);
+    assert_eq!(rows[0]["Vip"], vip.as_str(), "dig +short web vs lb list: {rows}");
+    assert_eq!(rows[0]["Backends"].as_array().map(Vec::len), Some(3), "{rows}");
+    for n in ["w1", "w2", "w3"] {
+        assert_ne!(h.ip_of(n, "lbnet"), vip, "the VIP is an address of its own");
+    }
+    // Every backend listening before counting.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while counts(&h, &client_py, "30").len() < 3 {
+        assert!(Instant::now() < deadline, "not all three backends answered");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+
+    // 3,000 short connections: 1,000 ± 10% each.
+    let got = counts(&h, &client_py, "3000");
+    eprintln!("3,000 connections through {vip}: {got:?}");
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ["w1", "w2", "w3"], "{got:?}");
+    for (n, c) in &got {
+        assert!((900..=1100).contains(c), "{n} got {c} of 3000: {got:?}");
+    }
+    let rows = lb_rows(&h);
+    for b in rows[0]["Backends"].as_array().expect("backends") {
+        assert!(b["Flows"].as_u64().unwrap_or(0) >= 900, "per-backend flows counted: {b}");
+    }
+
+    // Long-lived connections, then w3 stops.
+    let holder_py = h.dir.join("holder.py");
+    std::fs::write(&holder_py, HOLDER).expect("holder script");
+    let out = h.dir.join("held");
+    let out_s = out.display().to_string();
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "--network",
+        "lbnet",
+        "python3",
+        &holder_py.display().to_string(),
+        &out_s,
+    ]);
+    let first: Vec<String> =
+        serde_json::from_str(&wait_for(Path::new(&format!("{out_s}.first")), "held connections"))
+            .expect("first");
+    assert!(first.iter().any(|n| n != "w3"), "no held connection on w1/w2: {first:?}");
+    h.dp_ok(&["stop", "w3"]);
+    let rows = lb_rows(&h);
+    let w3 = rows[0]["Backends"].as_array().expect("backends").iter().find(|b| b["Sandbox"] == "w3").cloned();
+    assert_eq!(w3.map(|b| b["Live"].clone()), Some(serde_json::Value::Bool(false)), "{rows}");
+
+    // New connections go to the two left, evenly enough.
+    let after = counts(&h, &client_py, "300");
+    assert_eq!(after.keys().cloned().collect::<Vec<_>>(), ["w1", "w2"], "{after:?}");
+    assert!(after.values().all(|c| *c >= 100), "{after:?}");
+    // Held connections to w1 and w2 still answer, from the same backend.
+    std::fs::write(format!("{out_s}.go"), "").expect("go");
+    let second: Vec<(String, String)> =
+        serde_json::from_str(&wait_for(Path::new(&format!("{out_s}.second")), "second round"))
+            .expect("second");
+    for (before, now) in second.iter().filter(|(b, _)| b != "w3") {
+        assert_eq!(before, now, "a held connection changed or broke: {second:?}");
+    }
+
+    // Host processes reach the VIP too (socket hook), ICMP to the VIP is answered.
+    let o = h.run(&["sh", "-c", &format!("echo x | socat -t 2 -T 3 - TCP:{vip}:80,connect-timeout=3")]);
+    let said = String::from_utf8_lossy(&o.stdout).trim().to_string();
+    assert!(said == "w1" || said == "w2", "host → VIP: {}", text(&o));
+    assert!(h.ping("client", &vip), "the VIP answers ping");
+
+    // The last backend gone: DNS stops answering the alias, new flows are dropped (counted).
+    h.dp_ok(&["stop", "w1", "w2"]);
+    let o = h.exec("client", &["dig", "+short", "+time=2", "web"]);
+    assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "{}", text(&o));
+    let before = h.drops("LB_NO_BACKEND");
+    let o = h.exec("client", &["socat", "-T", "1", "-", &format!("TCP:{vip}:80,connect-timeout=1")]);
+    assert!(!o.status.success(), "connected to a VIP without backends");
+    assert!(h.drops("LB_NO_BACKEND") > before, "no-backend drops counted");
+}
+
+#[test]
+fn lb_option_is_checked() {
+    let (h, _ext) = Host::with_external("lbo");
+    let err = h.dp_err(&["network", "create", "-o", "lb=random", "x1"]);
+    assert!(err.contains("lb=random"), "{err}");
+    let err = h.dp_err(&["network", "create", "-d", "macvlan", "-o", "parent=up0", "-o", "lb=vip", "x2"]);
+    assert!(err.contains("bridge"), "{err}");
+    assert!(!h.network_names().iter().any(|n| n.starts_with('x')));
+}
