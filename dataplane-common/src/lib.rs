@@ -4,10 +4,12 @@
 //! `aya::Pod` impls).
 #![no_std]
 
+pub mod events;
 pub mod lb;
 pub mod maps;
 pub mod metrics;
 
+pub use events::*;
 pub use lb::*;
 pub use maps::*;
 pub use metrics::*;

@@ -226,6 +226,8 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for crate::lb::LbTable {}
+    unsafe impl aya::Pod for crate::events::Event {}
+    unsafe impl aya::Pod for crate::events::EventRate {}
     unsafe impl aya::Pod for crate::lb::LbStatKey {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}

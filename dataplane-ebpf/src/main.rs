@@ -10,6 +10,7 @@
 #![no_main]
 
 mod conntrack;
+mod events;
 mod lb;
 mod maps;
 mod metrics;

@@ -4,10 +4,10 @@
 
 use aya_ebpf::{
     macros::map,
-    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap},
+    maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use dataplane_common::{
-    Backend, Config, LbStatKey, LbTable, MAX_LB, MAX_LB_STATS, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
+    Backend, Config, EVENTS_RING_BYTES, EventRate, LbStatKey, LbTable, MAX_LB, MAX_LB_STATS, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
     MAX_SOCK_NAT, MAX_SUBNETS, METRICS_LEN, NetworkInfo, ServiceKey, SockNatKey, SockNatOrig, SubnetKey,
 };
 
@@ -43,3 +43,12 @@ pub static LB: HashMap<[u8; 4], LbTable> = HashMap::pinned(MAX_LB, BPF_F_NO_PREA
 
 #[map(name = "DP_LB_STATS")]
 pub static LB_STATS: PerCpuHashMap<LbStatKey, u64> = PerCpuHashMap::pinned(MAX_LB_STATS, 0);
+
+#[map(name = "DP_EVENTS")]
+pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
+
+#[map(name = "DP_MONITOR")]
+pub static MONITOR: Array<u32> = Array::pinned(1, 0);
+
+#[map(name = "DP_EVENT_RATE")]
+pub static EVENT_RATE: PerCpuArray<EventRate> = PerCpuArray::pinned(1, 0);

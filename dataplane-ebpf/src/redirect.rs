@@ -17,7 +17,12 @@ const DROP: i32 = TC_ACT_SHOT;
 #[inline(always)]
 pub fn verdict(ctx: &TcContext, reason: DropReason, dir: Direction) -> i32 {
     count(reason, dir, ctx.len());
-    if reason.is_pass() { NEXT } else { DROP }
+    if reason.is_pass() {
+        NEXT
+    } else {
+        crate::events::dropped(ctx, reason, dir);
+        DROP
+    }
 }
 
 /// Into the sandbox behind host-side veth `ifindex` (its peer), with the

@@ -7,15 +7,15 @@ use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
 use aya::maps::lpm_trie::Key;
-use aya::maps::{HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, PerCpuArray, PerCpuHashMap, RingBuf};
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{TcAttachOptions, TcAttachType};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use dataplane_common::{
     Backend, Config, Counter, CtEntry, CtKey, Direction, DropReason, Endpoint, LbStatKey, LbTable,
-    MAP_CONFIG, MAP_CT, MAP_ENDPOINTS, MAP_HOST_IPS, MAP_LB, MAP_LB_STATS, MAP_METRICS, MAP_SERVICES,
-    MAP_SUBNETS, NetworkInfo, ServiceKey, SubnetKey, metric_index,
+    MAP_CONFIG, MAP_CT, MAP_ENDPOINTS, MAP_EVENT_RATE, MAP_EVENTS, MAP_HOST_IPS, MAP_LB, MAP_LB_STATS,
+    MAP_METRICS, MAP_MONITOR, MAP_SERVICES, MAP_SUBNETS, NetworkInfo, ServiceKey, SubnetKey, metric_index,
 };
 use ipnetwork::Ipv4Network;
 
@@ -470,5 +470,28 @@ impl Datapath {
             .filter_map(|r| r.ok())
             .map(|(k, v)| ((Ipv4Addr::from(k.vip), Ipv4Addr::from(k.backend)), v.iter().sum()))
             .collect())
+    }
+
+    /// The drop-event ring buffer, for the daemon's reader task.
+    pub fn take_events(&mut self) -> Result<RingBuf<MapData>> {
+        let map = self.ebpf.take_map(MAP_EVENTS).ok_or_else(|| bpf_err(MAP_EVENTS, "missing"))?;
+        RingBuf::try_from(map).map_err(|e| bpf_err(MAP_EVENTS, e))
+    }
+
+    /// Turns event reporting on (a monitor listens) or off.
+    pub fn set_monitor(&mut self, on: bool) -> Result<()> {
+        let mut m: Array<&mut MapData, u32> =
+            Array::try_from(self.ebpf.map_mut(MAP_MONITOR).ok_or_else(|| bpf_err(MAP_MONITOR, "missing"))?)
+                .map_err(|e| bpf_err(MAP_MONITOR, e))?;
+        m.set(0, u32::from(on), 0).map_err(|e| bpf_err(MAP_MONITOR, e))
+    }
+
+    /// Events the per-CPU budget suppressed, summed over CPUs.
+    pub fn events_suppressed(&self) -> Result<u64> {
+        let m: PerCpuArray<&MapData, dataplane_common::EventRate> = PerCpuArray::try_from(
+            self.ebpf.map(MAP_EVENT_RATE).ok_or_else(|| bpf_err(MAP_EVENT_RATE, "missing"))?,
+        )
+        .map_err(|e| bpf_err(MAP_EVENT_RATE, e))?;
+        Ok(m.get(&0, 0).map_err(|e| bpf_err(MAP_EVENT_RATE, e))?.iter().map(|r| r.suppressed).sum())
     }
 }

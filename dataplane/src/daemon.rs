@@ -67,6 +67,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         Engine::new(paths.clone(), uplink.clone(), store, host, dp, opts.ct_timeouts, opts.resolv_conf);
     engine.ensure_predefined().await.context("creating predefined networks")?;
     engine.reconcile().await.context("reconciling the kernel to the store")?;
+    engine.start_monitor().context("reading drop events")?;
 
     // Expire idle flows (LRU eviction only handles pressure).
     let gc = Arc::clone(&engine);

@@ -17,6 +17,7 @@ pub mod error;
 pub mod ipam;
 pub mod lb;
 pub mod model;
+pub mod monitor;
 pub mod names;
 pub mod netlink;
 pub mod netns;

@@ -140,11 +140,12 @@ impl Upstream {
             .stderr(Stdio::null())
             .spawn()
             .expect("start dnsmasq");
-        // Wait until it answers.
+        // Killed on drop, also when it never answers.
+        let up = Upstream(child);
         for _ in 0..50 {
             let o = ext.run(&["dig", "+short", "+time=1", "+tries=1", "@192.0.2.2", "outside.example"]);
             if String::from_utf8_lossy(&o.stdout).contains("198.51.100.7") {
-                return Upstream(child);
+                return up;
             }
             std::thread::sleep(std::time::Duration::from_millis(100));
         }

@@ -128,6 +128,23 @@ fn internal_networks_do_not_leave_and_masquerade_can_be_off() {
     assert_eq!(ask(&h, "i1", "TCP:192.0.2.2:7000,connect-timeout=2"), "");
     assert!(h.drops("POLICY_INTERNAL") > before);
     let _ = Netns::path;
+    // No publishing from an internal network: a warning, and nothing listens outside.
+    let o = h.dp(&[
+        "run",
+        "-d",
+        "--name",
+        "i3",
+        "--network",
+        "closed",
+        "-p",
+        "8080:80",
+        "socat",
+        "TCP-LISTEN:80,fork,reuseaddr",
+        "SYSTEM:echo hi",
+    ]);
+    assert!(o.status.success() && text(&o).contains("not published"), "{}", text(&o));
+    let o = ext.run(&["socat", "-T", "2", "-", "TCP:192.0.2.1:8080,connect-timeout=2"]);
+    assert!(!String::from_utf8_lossy(&o.stdout).contains("hi"), "published from an internal network");
 
     // Masquerade off: the outside sees the sandbox's own address (routed back by hand).
     h.dp_ok(&[

@@ -59,6 +59,40 @@ impl Client {
         Ok((status, bytes))
     }
 
+    /// GET whose answer is a stream: calls `each` with every complete line
+    /// until the daemon ends it (or `each` returns false).
+    pub async fn get_lines(&self, path: &str, mut each: impl FnMut(&str) -> bool) -> anyhow::Result<()> {
+        let stream = tokio::net::UnixStream::connect(&self.socket)
+            .await
+            .with_context(|| format!("cannot reach the dataplane daemon at {}", self.socket.display()))?;
+        let (mut sender, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream)).await?;
+        tokio::spawn(conn);
+        let req = hyper::Request::builder()
+            .method("GET")
+            .uri(path)
+            .header("Host", "dataplane")
+            .body(Full::new(Bytes::new()))?;
+        let resp = sender.send_request(req).await?;
+        let status = resp.status().as_u16();
+        let mut body = resp.into_body();
+        if !(200..300).contains(&status) {
+            let bytes = body.collect().await?.to_bytes();
+            bail!(ApiError { status, message: String::from_utf8_lossy(&bytes).into_owned() });
+        }
+        let mut pending = Vec::new();
+        while let Some(frame) = body.frame().await {
+            let Ok(data) = frame?.into_data() else { continue };
+            pending.extend_from_slice(&data);
+            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                if !each(String::from_utf8_lossy(&line[..line.len() - 1]).as_ref()) {
+                    return Ok(());
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn call(&self, method: &str, path: &str, body: Option<Vec<u8>>) -> anyhow::Result<Bytes> {
         let (status, bytes) = self.raw(method, path, body).await?;
         if !(200..300).contains(&status) {

@@ -52,6 +52,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/dataplane/stats", get(stats))
         .route("/dataplane/conntrack", get(ct_list))
         .route("/dataplane/lb", get(lb_list))
+        .route("/dataplane/monitor", get(monitor))
         .route("/dataplane/conntrack/flush", post(ct_flush))
         .with_state(engine)
         .layer(axum::middleware::map_response(add_headers))
@@ -312,6 +313,31 @@ async fn ct_list(State(e): AppState) -> Res<Json<Vec<crate::conntrack::CtRow>>> 
 
 async fn lb_list(State(e): AppState) -> Res<Json<Vec<crate::api::types::LbRow>>> {
     Ok(Json(e.lb_rows()?))
+}
+
+/// Drop and policy events as they happen, one JSON object per line, until
+/// the client goes away.
+async fn monitor(State(e): AppState) -> Response {
+    let sub = e.monitor_subscribe();
+    let stream = futures::stream::unfold((sub, e), |(mut sub, e)| async move {
+        loop {
+            match sub.rx.recv().await {
+                Ok(ev) => {
+                    let state = e.state().ok();
+                    let m = crate::monitor::MonitorEvent::from_raw(&ev, state.as_ref());
+                    let mut line = serde_json::to_vec(&m).unwrap_or_default();
+                    line.push(b'\n');
+                    return Some((Ok::<_, std::convert::Infallible>(line), (sub, e)));
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
+                    tracing::debug!(missed = n, "monitor client lagging");
+                }
+                Err(tokio::sync::broadcast::error::RecvError::Closed) => return None,
+            }
+        }
+    });
+    ([(axum::http::header::CONTENT_TYPE, "application/x-ndjson")], axum::body::Body::from_stream(stream))
+        .into_response()
 }
 
 async fn ct_flush(State(e): AppState) -> Res<Json<serde_json::Value>> {

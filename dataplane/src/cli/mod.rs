@@ -4,6 +4,7 @@ mod ct;
 mod exec;
 mod format;
 mod lb;
+mod monitor;
 mod network;
 mod sandbox;
 mod stats;
@@ -80,6 +81,12 @@ enum Command {
     /// Connection tracking: list or flush the flows the datapath tracks.
     #[command(subcommand)]
     Ct(ct::CtCmd),
+    /// Stream drop and policy events live, with reasons and sandbox names.
+    Monitor {
+        /// Output format: text or json (one object per line).
+        #[arg(long, default_value = "text")]
+        format: String,
+    },
     /// Alias load balancing: virtual IPs, backends, flows per backend.
     #[command(subcommand)]
     Lb(lb::LbCmd),
@@ -193,6 +200,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats { format } => stats::run(&client, &format).await,
         Command::Ct(cmd) => ct::run(&client, cmd).await,
         Command::Lb(cmd) => lb::run(&client, cmd).await,
+        Command::Monitor { format } => monitor::run(&client, &format).await,
         Command::Exec(_) => unreachable!("handled before the runtime starts"),
     }
 }

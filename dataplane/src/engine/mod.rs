@@ -80,6 +80,8 @@ pub struct Engine {
     dns: crate::dns::Dns,
     /// The host's resolv.conf (upstream resolvers; copied to sandboxes on the default bridge).
     host_resolv_conf: std::path::PathBuf,
+    /// Drop and policy events for `dataplane monitor`.
+    monitor: Arc<crate::monitor::Monitor>,
 }
 
 fn now() -> String {
@@ -117,6 +119,7 @@ impl Engine {
                 ct_timeouts,
                 dns: crate::dns::Dns::new(state, host_resolv_conf.clone()),
                 host_resolv_conf,
+                monitor: crate::monitor::Monitor::new(),
             }
         })
     }
@@ -144,6 +147,32 @@ impl Engine {
 
     pub fn state(&self) -> Result<State> {
         self.store.state()
+    }
+
+    /// Starts the task reading the datapath's drop events.
+    pub fn start_monitor(&self) -> Result<()> {
+        let ring = lock_dp(&self.dp).take_events()?;
+        lock_dp(&self.dp).set_monitor(false)?;
+        self.monitor
+            .spawn_reader(ring)
+            .map_err(|e| crate::error::Error::io("watch", "the event ring buffer", e))
+    }
+
+    /// A monitor client: events flow (and the datapath reports them) while it lives.
+    pub fn monitor_subscribe(self: &Arc<Self>) -> crate::monitor::Subscription {
+        let me = Arc::downgrade(self);
+        self.monitor.subscribe(Arc::new(move |on| {
+            if let Some(e) = me.upgrade()
+                && let Err(err) = lock_dp(&e.dp).set_monitor(on)
+            {
+                tracing::warn!(error = %err, on, "cannot switch drop events");
+            }
+        }))
+    }
+
+    /// Events the datapath's per-CPU budget suppressed.
+    pub fn events_suppressed(&self) -> Result<u64> {
+        lock_dp(&self.dp).events_suppressed()
     }
 
     pub fn metrics(&self) -> Result<Vec<MetricRow>> {

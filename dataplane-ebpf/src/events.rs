@@ -1,0 +1,55 @@
+//! Drop events for `dataplane monitor`: written only while a monitor
+//! listens, at most `EVENTS_PER_SECOND` per CPU (the rest are counted as
+//! suppressed), into the `DP_EVENTS` ring buffer.
+//!
+//! Maps: `DP_MONITOR`, `DP_EVENT_RATE`, `DP_EVENTS`.
+
+use aya_ebpf::{helpers::bpf_ktime_get_ns, programs::TcContext};
+use dataplane_common::{Direction, DropReason, EVENTS_PER_SECOND, Event};
+
+use crate::{
+    maps::{EVENT_RATE, EVENTS, MONITOR},
+    parse,
+};
+
+const SECOND_NS: u64 = 1_000_000_000;
+
+/// Reports a dropped packet, if a monitor listens and the budget allows.
+#[inline(always)]
+pub fn dropped(ctx: &TcContext, reason: DropReason, dir: Direction) {
+    match MONITOR.get(0) {
+        Some(on) if *on != 0 => {}
+        _ => return,
+    }
+    // SAFETY: plain helper call.
+    let now = unsafe { bpf_ktime_get_ns() };
+    let Some(rate) = EVENT_RATE.get_ptr_mut(0) else { return };
+    // SAFETY: per-CPU cell; only this CPU writes it.
+    unsafe {
+        if now.wrapping_sub((*rate).window_start_ns) >= SECOND_NS {
+            (*rate).window_start_ns = now;
+            (*rate).sent = 0;
+        }
+        if (*rate).sent >= EVENTS_PER_SECOND as u64 {
+            (*rate).suppressed += 1;
+            return;
+        }
+        (*rate).sent += 1;
+    }
+    let mut ev = Event {
+        ts_ns: now,
+        reason: reason as u32,
+        dir: dir as u32,
+        // SAFETY: the skb pointer is valid for this program run.
+        ifindex: unsafe { (*ctx.skb.skb).ifindex },
+        ..Event::default()
+    };
+    if let Some(f) = parse::l4_flow(ctx) {
+        ev.proto = f.proto;
+        ev.saddr = f.saddr;
+        ev.daddr = f.daddr;
+        ev.sport = f.sport;
+        ev.dport = f.dport;
+    }
+    let _ = EVENTS.output::<Event>(&ev, 0);
+}

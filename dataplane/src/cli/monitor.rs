@@ -1,0 +1,30 @@
+//! `dataplane monitor`: drop and policy events, live (like `cilium monitor`).
+
+use std::io::Write;
+use std::process::ExitCode;
+
+use crate::api::client::Client;
+use crate::monitor::MonitorEvent;
+
+pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
+    if format != "text" && format != "json" {
+        anyhow::bail!("--format {format:?}: use text or json");
+    }
+    let json = format == "json";
+    eprintln!("Listening for drop and policy events (Ctrl-C to stop)…");
+    client
+        .get_lines("/dataplane/monitor", |line| {
+            let out = if json {
+                line.to_string()
+            } else {
+                match serde_json::from_str::<MonitorEvent>(line) {
+                    Ok(ev) => ev.line(),
+                    Err(_) => line.to_string(),
+                }
+            };
+            let mut stdout = std::io::stdout().lock();
+            writeln!(stdout, "{out}").and_then(|()| stdout.flush()).is_ok()
+        })
+        .await?;
+    Ok(ExitCode::SUCCESS)
+}

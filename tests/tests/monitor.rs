@@ -1,0 +1,107 @@
+//! `dataplane monitor`: drop and policy events streamed live with reason
+//! names, addresses and sandbox names.
+
+use std::io::{BufRead, BufReader};
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use dataplane_tests::{Host, bin};
+
+/// A running `dataplane monitor --format json`; killed on drop.
+struct Monitor {
+    child: Child,
+    lines: mpsc::Receiver<String>,
+}
+
+impl Monitor {
+    fn start(h: &Host) -> Monitor {
+        let mut child = Command::new(bin())
+            .arg("--socket")
+            .arg(&h.socket)
+            .args(["monitor", "--format", "json"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dataplane monitor");
+        let out = child.stdout.take().expect("stdout");
+        let (tx, lines) = mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(out).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        Monitor { child, lines }
+    }
+
+    /// Waits (bounded) for an event matching `want`, doing `poke` between tries.
+    fn expect(&self, want: impl Fn(&serde_json::Value) -> bool, poke: impl Fn()) -> serde_json::Value {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let mut seen = Vec::new();
+        while Instant::now() < deadline {
+            poke();
+            while let Ok(line) = self.lines.recv_timeout(Duration::from_millis(300)) {
+                let v: serde_json::Value = serde_json::from_str(&line).expect("event json");
+                if want(&v) {
+                    return v;
+                }
+                seen.push(line);
+            }
+        }
+        panic!("no matching event within 20 s; saw {seen:?}");
+    }
+}
+
+impl Drop for Monitor {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn monitor_streams_policy_drops_with_sandbox_names() {
+    let (h, _ext) = Host::with_external("mon");
+    h.dp_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.86.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "quiet",
+    ]);
+    h.dp_ok(&["network", "create", "--subnet", "10.87.0.0/24", "other"]);
+    h.dp_ok(&["run", "-d", "--name", "q1", "--network", "quiet", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "q2", "--network", "quiet", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "o1", "--network", "other", "sleep", "300"]);
+    let q2 = h.ip_of("q2", "quiet");
+    let o1 = h.ip_of("o1", "other");
+    let mon = Monitor::start(&h);
+
+    let ev = mon.expect(
+        |v| v["Reason"] == "POLICY_ICC",
+        || {
+            h.exec("q1", &["ping", "-c", "1", "-W", "1", &q2]);
+        },
+    );
+    assert_eq!(ev["Proto"], "icmp", "{ev}");
+    assert_eq!(ev["Direction"], "egress", "{ev}");
+    assert_eq!(ev["SourceSandbox"], "q1", "{ev}");
+    assert_eq!(ev["DestinationSandbox"], "q2", "{ev}");
+    assert_eq!(ev["Destination"], q2.as_str(), "{ev}");
+
+    // Isolation between networks, with ports.
+    let ev = mon.expect(
+        |v| v["Reason"] == "POLICY_NETWORK_ISOLATION",
+        || {
+            h.exec("q1", &["socat", "-T", "1", "-", &format!("TCP:{o1}:8080,connect-timeout=1")]);
+        },
+    );
+    assert_eq!(ev["Proto"], "tcp", "{ev}");
+    assert_eq!(ev["Destination"], format!("{o1}:8080").as_str(), "{ev}");
+    assert_eq!(ev["DestinationSandbox"], "o1", "{ev}");
+}
