@@ -356,7 +356,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let wanted =
         BUILDERS.iter().filter(|(n, _)| args.modes.is_empty() || args.modes.iter().any(|m| m == n)).count();
     let steps = if args.quick { 2 } else { 3 };
-    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 1;
+    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 2;
     let mut r = Run {
         args,
         rounds,
@@ -399,6 +399,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     report["control_plane"] = guarded(&mut r, "control plane", Run::control_plane);
     save(&mut report, &r)?;
     if r.wanted("dataplane") {
+        r.progress.step("alias load balancing: VIP vs direct");
+        report["alias_lb"] = guarded(&mut r, "alias load balancing", |r| {
+            modes::alias_lb(r.rounds, r.seconds).unwrap_or_else(|e| {
+                r.unavailable.insert("alias load balancing".into(), format!("{e:#}"));
+                Value::Null
+            })
+        });
+        save(&mut report, &r)?;
         r.progress.step("memory: 100 sandboxes");
         report["memory"] = guarded(&mut r, "memory", |r| {
             modes::memory(100).unwrap_or_else(|e| {

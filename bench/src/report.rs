@@ -240,6 +240,23 @@ pub fn markdown(r: &Value) -> String {
             f(&mem["seconds_to_create"])
         ));
     }
+    if let Some(lb) = r["alias_lb"].as_object().filter(|o| !o.is_empty()) {
+        let moved = lb["flows_moved_when_one_leaves"]
+            .as_object()
+            .map(|o| o.iter().map(|(n, v)| format!("{n}: {}%", f(v))).collect::<Vec<_>>().join(", "))
+            .unwrap_or_default();
+        s.push_str(&format!(
+            "\n**Alias load balancing** ({} backends, client sandbox): {} conn/s through the VIP vs {} conn/s to one \
+             backend directly (VIP ÷ direct {}); flows per backend {} (max ÷ min {}); flows of the other backends \
+             moved when one of N leaves: {moved}\n",
+            lb["backends"],
+            f(&lb["via_vip"]["median"]),
+            f(&lb["direct"]["median"]),
+            f(&lb["vip_over_direct"]),
+            lb["flows_per_backend"],
+            f(&lb["max_over_min_flows"]),
+        ));
+    }
     if let Some(g) = r["goals"].as_array() {
         s.push_str("\n**Goals**\n\n| goal | target | measured | met |\n|---|---|---|---|\n");
         for x in g {

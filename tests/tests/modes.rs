@@ -112,9 +112,10 @@ fn run_exec_logs_stop_rm() {
     assert_eq!(hn, "myhost");
     let hosts = String::from_utf8_lossy(&h.exec("bg", &["cat", "/etc/hosts"]).stdout).into_owned();
     assert!(hosts.contains(&format!("{}\tmyhost", h.ip_of("bg", "bridge"))), "{hosts}");
-    // resolv.conf is the sandbox's own copy of the host's.
+    // On the default bridge, resolv.conf is the sandbox's own copy of the host's
+    // (the daemon's --resolv-conf; the tests give it one of their own).
     let resolv = String::from_utf8_lossy(&h.exec("bg", &["cat", "/etc/resolv.conf"]).stdout).into_owned();
-    assert_eq!(resolv, std::fs::read_to_string("/etc/resolv.conf").unwrap_or_default());
+    assert_eq!(resolv, std::fs::read_to_string(h.resolv_conf()).unwrap_or_default());
     let mounts = String::from_utf8_lossy(&h.exec("bg", &["cat", "/proc/self/mountinfo"]).stdout).into_owned();
     assert!(mounts.contains("/etc/resolv.conf") && mounts.contains("/etc/hosts"), "{mounts}");
     let host_hosts = std::fs::read_to_string("/etc/hosts").unwrap_or_default();

@@ -5,6 +5,7 @@
 //! ([`System::container`]), which is what the control-plane and scaling
 //! runs measure.
 
+mod alias_lb;
 mod bare;
 mod cni;
 mod docker;
@@ -18,6 +19,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use dataplane_tests::{Netns, sh};
 
+pub use alias_lb::alias_lb;
 pub use bare::bare;
 pub use cni::cni;
 pub use docker::docker;
