@@ -72,6 +72,23 @@ pub struct Config {
 }
 const _: () = assert!(core::mem::size_of::<Config>() == 24);
 
+/// `DP_DNS`: sandbox netns cookie → the ports the embedded resolver
+/// listens on at 127.0.0.11 in that namespace (the socket hooks send
+/// 127.0.0.11:53 there, so port 53 stays free for the sandbox's own servers).
+pub const MAP_DNS: &str = "DP_DNS";
+pub const MAX_DNS: u32 = 16_384;
+/// 127.0.0.11, network byte order as a u32 read from `user_ip4`.
+pub const RESOLVER_IP: [u8; 4] = [127, 0, 0, 11];
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsPorts {
+    /// Network byte order.
+    pub udp: u16,
+    pub tcp: u16,
+}
+const _: () = assert!(core::mem::size_of::<DnsPorts>() == 4);
+
 /// Socket-hook translations: which service a socket asked for before its
 /// destination was rewritten to a backend (for getpeername and recvmsg).
 pub const MAP_SOCK_NAT: &str = "DP_SOCK_NAT";
@@ -226,6 +243,7 @@ mod pod {
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for crate::lb::LbTable {}
+    unsafe impl aya::Pod for super::DnsPorts {}
     unsafe impl aya::Pod for crate::events::Event {}
     unsafe impl aya::Pod for crate::events::EventRate {}
     unsafe impl aya::Pod for crate::lb::LbStatKey {}

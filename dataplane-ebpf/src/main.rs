@@ -10,6 +10,7 @@
 #![no_main]
 
 mod conntrack;
+mod dns;
 mod events;
 mod lb;
 mod maps;

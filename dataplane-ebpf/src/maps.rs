@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use dataplane_common::{
-    Backend, Config, EVENTS_RING_BYTES, EventRate, LbStatKey, LbTable, MAX_LB, MAX_LB_STATS, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
+    Backend, Config, DnsPorts, EVENTS_RING_BYTES, MAX_DNS, EventRate, LbStatKey, LbTable, MAX_LB, MAX_LB_STATS, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
     MAX_SOCK_NAT, MAX_SUBNETS, METRICS_LEN, NetworkInfo, ServiceKey, SockNatKey, SockNatOrig, SubnetKey,
 };
 
@@ -52,3 +52,6 @@ pub static MONITOR: Array<u32> = Array::pinned(1, 0);
 
 #[map(name = "DP_EVENT_RATE")]
 pub static EVENT_RATE: PerCpuArray<EventRate> = PerCpuArray::pinned(1, 0);
+
+#[map(name = "DP_DNS")]
+pub static DNS: HashMap<u64, DnsPorts> = HashMap::pinned(MAX_DNS, 0);

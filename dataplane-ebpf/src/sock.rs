@@ -3,7 +3,8 @@
 //! their destination rewritten once, at connect/sendmsg time — no proxy, no
 //! per-packet NAT. getpeername/recvmsg show the application the address it
 //! asked for. Sockets of any other namespace (other daemons, sandboxes) are
-//! left alone: the netns cookie must match `DP_CONFIG`.
+//! left alone: the netns cookie must match `DP_CONFIG`, except for the
+//! embedded resolver's address in sandboxes (see `dns`).
 //!
 //! Maps: `DP_CONFIG`, `DP_SERVICES`, `DP_HOST_IPS`, `DP_SOCK_NAT`, `DP_LB`.
 
@@ -79,7 +80,7 @@ fn recall(ctx: &SockAddrContext, addr: [u8; 4], port: u16) -> Option<SockNatOrig
 /// connect4 / sendmsg4: rewrite a published destination to its backend.
 #[inline(always)]
 pub fn to_backend4(ctx: &SockAddrContext) -> i32 {
-    if !ours(ctx) {
+    if crate::dns::to_resolver(ctx) || !ours(ctx) {
         return ALLOW;
     }
     let Some(proto) = proto(ctx) else { return ALLOW };
@@ -110,7 +111,7 @@ pub fn to_backend4(ctx: &SockAddrContext) -> i32 {
 /// getpeername4 / recvmsg4: show the address the application asked for.
 #[inline(always)]
 pub fn from_backend4(ctx: &SockAddrContext) -> i32 {
-    if !ours(ctx) {
+    if crate::dns::from_resolver(ctx) || !ours(ctx) {
         return ALLOW;
     }
     let sa = ctx.sock_addr;

@@ -13,9 +13,10 @@ use aya::programs::tc::{TcAttachOptions, TcAttachType};
 use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TestRun, TestRunOptions};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use dataplane_common::{
-    Backend, Config, Counter, CtEntry, CtKey, Direction, DropReason, Endpoint, LbStatKey, LbTable,
-    MAP_CONFIG, MAP_CT, MAP_ENDPOINTS, MAP_EVENT_RATE, MAP_EVENTS, MAP_HOST_IPS, MAP_LB, MAP_LB_STATS,
-    MAP_METRICS, MAP_MONITOR, MAP_SERVICES, MAP_SUBNETS, NetworkInfo, ServiceKey, SubnetKey, metric_index,
+    Backend, Config, Counter, CtEntry, CtKey, Direction, DnsPorts, DropReason, Endpoint, LbStatKey, LbTable,
+    MAP_CONFIG, MAP_CT, MAP_DNS, MAP_ENDPOINTS, MAP_EVENT_RATE, MAP_EVENTS, MAP_HOST_IPS, MAP_LB,
+    MAP_LB_STATS, MAP_METRICS, MAP_MONITOR, MAP_SERVICES, MAP_SUBNETS, NetworkInfo, ServiceKey, SubnetKey,
+    metric_index,
 };
 use ipnetwork::Ipv4Network;
 
@@ -493,5 +494,29 @@ impl Datapath {
         )
         .map_err(|e| bpf_err(MAP_EVENT_RATE, e))?;
         Ok(m.get(&0, 0).map_err(|e| bpf_err(MAP_EVENT_RATE, e))?.iter().map(|r| r.suppressed).sum())
+    }
+
+    fn dns(&mut self) -> Result<HashMap<&mut MapData, u64, DnsPorts>> {
+        HashMap::try_from(self.ebpf.map_mut(MAP_DNS).ok_or_else(|| bpf_err(MAP_DNS, "missing"))?)
+            .map_err(|e| bpf_err(MAP_DNS, e))
+    }
+
+    /// Sends 127.0.0.11:53 of namespace `cookie` to the resolver's ports (host byte order).
+    pub fn set_dns(&mut self, cookie: u64, udp: u16, tcp: u16) -> Result<()> {
+        let ports = DnsPorts { udp: udp.to_be(), tcp: tcp.to_be() };
+        self.dns()?
+            .insert(cookie, ports, 0)
+            .map_err(|e| bpf_err(format!("insert resolver of netns {cookie}"), e))
+    }
+
+    pub fn remove_dns(&mut self, cookie: u64) {
+        if let Ok(mut m) = self.dns() {
+            let _ = m.remove(&cookie);
+        }
+    }
+
+    /// Namespace cookies with a resolver redirect.
+    pub fn dns_cookies(&mut self) -> Result<Vec<u64>> {
+        Ok(self.dns()?.keys().filter_map(|k| k.ok()).collect())
     }
 }

@@ -27,6 +27,10 @@ fn status(h: &Host, from: &str, name: &str) -> String {
         .to_string()
 }
 
+fn text_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
 /// ICMP echo requests a sandbox's namespace has received so far.
 fn echoes_received(h: &Host, name: &str) -> u64 {
     let o = h.exec(name, &["cat", "/proc/net/snmp"]);
@@ -96,6 +100,9 @@ fn seeds_alias_demo_round_robins_through_the_embedded_dns() {
     // Names, hostnames, IDs and reverse names.
     let f1 = h.ip_of("f1", "mybridge");
     assert_eq!(dig(&h, "client", &["f1"]), vec![f1.clone()]);
+    // container:client shares client's namespace, and so its resolver.
+    h.dp_ok(&["run", "-d", "--name", "guest", "--network", "container:client", "sleep", "300"]);
+    assert_eq!(dig(&h, "guest", &["f1"]), vec![f1.clone()], "from a container:client sandbox");
     assert_eq!(dig(&h, "stranger", &["stranger"]).len(), 1, "own name");
     let client_ip = h.ip_of("client", "mybridge");
     assert_eq!(dig(&h, "f1", &["asker"]), vec![client_ip], "hostname");
@@ -162,7 +169,7 @@ impl Drop for Upstream {
 
 #[test]
 fn unknown_names_go_to_the_hosts_resolver_except_from_internal_networks() {
-    let (h, ext) = Host::with_external("fwd");
+    let (mut h, ext) = Host::with_external("fwd");
     let _up = Upstream::start(&ext);
     h.dp_ok(&["network", "create", "--subnet", "10.93.0.0/24", "open"]);
     h.dp_ok(&["network", "create", "--internal", "--subnet", "10.94.0.0/24", "sealed"]);
@@ -180,4 +187,26 @@ fn unknown_names_go_to_the_hosts_resolver_except_from_internal_networks() {
     let resolv = text(&h.exec("d1", &["cat", "/etc/resolv.conf"]));
     assert!(resolv.contains("nameserver 192.0.2.2") && !resolv.contains("127.0.0.11"), "{resolv}");
     assert_eq!(dig(&h, "d1", &["outside.example"]), vec!["198.51.100.7"]);
+
+    // Port 53 stays the sandbox's: its own DNS server binds 0.0.0.0:53 (UDP
+    // and TCP) next to the embedded resolver, and both answer.
+    h.dp_ok(&["run", "-d", "--name", "own", "--network", "open", "sh", "-c",
+        "socat UDP-LISTEN:53,fork SYSTEM:'echo own-udp' & exec socat TCP-LISTEN:53,fork SYSTEM:'echo own-tcp'"]);
+    let own = h.ip_of("own", "open");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    let mut said = String::new();
+    while std::time::Instant::now() < deadline && said != "own-tcp" {
+        said = text_of(&h.exec("o1", &["socat", "-T", "2", "-", &format!("TCP:{own}:53,connect-timeout=2")]));
+    }
+    assert_eq!(said, "own-tcp");
+    let said = text_of(&h.exec("o1", &["sh", "-c", &format!("echo q | socat -T 2 - UDP:{own}:53")]));
+    assert_eq!(said, "own-udp");
+    assert_eq!(dig(&h, "own", &["o1"]), vec![h.ip_of("o1", "open")]);
+    assert_eq!(dig(&h, "own", &["+tcp", "o1"]), vec![h.ip_of("o1", "open")]);
+
+    // A daemon restart opens the resolvers again.
+    h.kill_daemon();
+    h.start();
+    assert_eq!(dig(&h, "s1", &["s2"]), vec![h.ip_of("s2", "sealed")]);
+    assert_eq!(dig(&h, "o1", &["outside.example"]), vec!["198.51.100.7"]);
 }

@@ -168,8 +168,13 @@ fn alias_vip_spreads_connections_evenly_and_a_leaving_backend_breaks_no_other_fl
     assert!(said == "w1" || said == "w2", "host → VIP: {}", text(&o));
     assert!(h.ping("client", &vip), "the VIP answers ping");
 
+    // Disconnecting a backend takes it out of the table too.
+    h.dp_ok(&["network", "disconnect", "lbnet", "w2"]);
+    let left = counts(&h, &client_py, "60");
+    assert_eq!(left.keys().cloned().collect::<Vec<_>>(), ["w1"], "{left:?}");
+
     // The last backend gone: DNS stops answering the alias, new flows are dropped (counted).
-    h.dp_ok(&["stop", "w1", "w2"]);
+    h.dp_ok(&["stop", "w1"]);
     let o = h.exec("client", &["dig", "+short", "+time=2", "web"]);
     assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "{}", text(&o));
     let before = h.drops("LB_NO_BACKEND");

@@ -104,4 +104,37 @@ fn monitor_streams_policy_drops_with_sandbox_names() {
     assert_eq!(ev["Proto"], "tcp", "{ev}");
     assert_eq!(ev["Destination"], format!("{o1}:8080").as_str(), "{ev}");
     assert_eq!(ev["DestinationSandbox"], "o1", "{ev}");
+
+    // A flood of dropped packets: at most 1,000 events per second per CPU
+    // reach the monitor, the rest are counted as suppressed.
+    let stats = |h: &Host| -> serde_json::Value {
+        serde_json::from_str(&h.dp_ok(&["stats", "--format", "json"])).expect("stats json")
+    };
+    let suppressed_before = stats(&h)["EventsSuppressed"].as_u64().expect("EventsSuppressed");
+    let drops_before = h.drops("POLICY_NETWORK_ISOLATION");
+    while mon.lines.try_recv().is_ok() {}
+    let flood = format!(
+        "import socket, time\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nt = time.time()\n\
+         for i in range(20000):\n    s.sendto(b'x', ('{o1}', 9999))\nprint(time.time() - t)"
+    );
+    let o = h.exec("q1", &["python3", "-c", &flood]);
+    assert!(o.status.success(), "flood: {}", dataplane_tests::text(&o));
+    let secs: f64 = String::from_utf8_lossy(&o.stdout).trim().parse().unwrap_or(1.0);
+    std::thread::sleep(Duration::from_millis(500));
+    let mut reported = 0u64;
+    while let Ok(line) = mon.lines.recv_timeout(Duration::from_millis(300)) {
+        if line.contains("9999") {
+            reported += 1;
+        }
+    }
+    let cpus = std::thread::available_parallelism().map(|n| n.get() as u64).unwrap_or(1);
+    let budget = 1000 * cpus * (secs.ceil() as u64 + 1);
+    assert!(
+        reported > 0 && reported <= budget,
+        "{reported} events for 20,000 drops in {secs:.2} s (budget {budget})"
+    );
+    let suppressed = stats(&h)["EventsSuppressed"].as_u64().expect("EventsSuppressed") - suppressed_before;
+    assert!(suppressed > 0, "20,000 drops in {secs:.2} s, none suppressed ({reported} reported)");
+    let dropped = h.drops("POLICY_NETWORK_ISOLATION") - drops_before;
+    assert!(dropped >= reported + suppressed, "every drop is counted: {dropped} < {reported} + {suppressed}");
 }

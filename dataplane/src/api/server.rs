@@ -304,7 +304,11 @@ async fn logs(State(e): AppState, Path(id): Path<String>) -> Res<String> {
 }
 
 async fn stats(State(e): AppState) -> Res<Json<Stats>> {
-    Ok(Json(Stats { metrics: e.metrics()?, conntrack: e.ct_summary()? }))
+    Ok(Json(Stats {
+        metrics: e.metrics()?,
+        conntrack: e.ct_summary()?,
+        events_suppressed: e.events_suppressed()?,
+    }))
 }
 
 async fn ct_list(State(e): AppState) -> Res<Json<Vec<crate::conntrack::CtRow>>> {

@@ -355,6 +355,9 @@ pub struct CtSummary {
 pub struct Stats {
     pub metrics: Vec<crate::bpf::MetricRow>,
     pub conntrack: CtSummary,
+    /// Drop events the per-CPU budget kept from `dataplane monitor`.
+    #[serde(default)]
+    pub events_suppressed: u64,
 }
 
 /// `GET /dataplane/lb`: one virtual IP.

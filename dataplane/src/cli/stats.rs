@@ -27,6 +27,7 @@ pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
             );
             let c = &stats.conntrack;
             println!("\nCONNTRACK   {} / {} entries, {} expired", c.entries, c.capacity, c.expired);
+            println!("MONITOR     {} events over the per-CPU budget, not reported", stats.events_suppressed);
         }
         other => anyhow::bail!("--format {other:?}: use table or json"),
     }

@@ -1,8 +1,11 @@
 //! The embedded resolver: Docker's 127.0.0.11, without iptables. For each
 //! sandbox on a user-defined network the daemon opens a UDP socket and a TCP
-//! listener on 127.0.0.11:53 *inside the sandbox's namespace* and serves them
-//! with hickory's server. Every query is answered from a fresh store
-//! snapshot, so stopped or removed sandboxes vanish from answers at once.
+//! listener on 127.0.0.11 *inside the sandbox's namespace*, on ports of
+//! their own, and serves them with hickory's server; the cgroup socket hooks
+//! send the sandbox's 127.0.0.11:53 to those ports (`DP_DNS`, keyed by the
+//! namespace's cookie), so port 53 stays free for the sandbox's own servers.
+//! Every query is answered from a fresh store snapshot, so stopped or
+//! removed sandboxes vanish from answers at once.
 //!
 //! - A for an alias of an `lb=vip` network: its virtual IP (balanced in BPF).
 //! - A: sandbox names, hostnames, network aliases and IDs (12+ characters)
@@ -58,7 +61,33 @@ struct Shared {
 /// The resolvers of all sandboxes, one server per sandbox namespace.
 pub struct Dns {
     shared: Arc<Shared>,
-    servers: Mutex<HashMap<String, Server<Handler>>>,
+    servers: Mutex<HashMap<String, (Server<Handler>, Listening)>>,
+}
+
+/// Where a sandbox's resolver listens: its namespace's cookie and the ports
+/// (host byte order) at 127.0.0.11 in it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Listening {
+    pub netns_cookie: u64,
+    pub udp_port: u16,
+    pub tcp_port: u16,
+}
+
+/// The cookie of the network namespace `fd` lives in (SO_NETNS_COOKIE).
+fn netns_cookie(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            fd.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 { Ok(cookie) } else { Err(std::io::Error::last_os_error()) }
 }
 
 fn live(sb: &Sandbox) -> bool {
@@ -86,41 +115,55 @@ impl Dns {
         out
     }
 
-    /// Serves 127.0.0.11:53 (UDP and TCP) inside the namespace at `netns`
-    /// for sandbox `sandbox_id`. Serving twice is a no-op. Must run inside
-    /// the daemon's runtime.
-    pub fn attach(&self, sandbox_id: &str, netns: &Path) -> Result<()> {
+    /// Serves 127.0.0.11 (UDP and TCP, ports of its own) inside the
+    /// namespace at `netns` for sandbox `sandbox_id`; returns where, for the
+    /// socket hooks. Serving twice returns the first. Must run inside the
+    /// daemon's runtime.
+    pub fn attach(&self, sandbox_id: &str, netns: &Path) -> Result<Listening> {
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
-        if servers.contains_key(sandbox_id) {
-            return Ok(());
+        if let Some((_, l)) = servers.get(sandbox_id) {
+            return Ok(*l);
         }
-        let addr = SocketAddr::from((RESOLVER_ADDR, 53));
+        let addr = SocketAddr::from((RESOLVER_ADDR, 0));
         let shown = netns.display().to_string();
-        let (udp, tcp) = crate::netns::run_in(netns, move || -> std::io::Result<_> {
+        let (udp, tcp, cookie) = crate::netns::run_in(netns, move || -> std::io::Result<_> {
             let udp = std::net::UdpSocket::bind(addr)?;
             udp.set_nonblocking(true)?;
             let tcp = std::net::TcpListener::bind(addr)?;
             tcp.set_nonblocking(true)?;
-            Ok((udp, tcp))
+            let cookie = netns_cookie(&udp)?;
+            Ok((udp, tcp, cookie))
         })?
-        .map_err(|e| Error::io("listen on 127.0.0.11:53 in", &shown, e))?;
+        .map_err(|e| Error::io("listen on 127.0.0.11 in", &shown, e))?;
+        let listening = Listening {
+            netns_cookie: cookie,
+            udp_port: udp.local_addr().map_err(|e| Error::io("resolver address in", &shown, e))?.port(),
+            tcp_port: tcp.local_addr().map_err(|e| Error::io("resolver address in", &shown, e))?.port(),
+        };
         let udp = tokio::net::UdpSocket::from_std(udp).map_err(|e| Error::io("register", &shown, e))?;
         let tcp = tokio::net::TcpListener::from_std(tcp).map_err(|e| Error::io("register", &shown, e))?;
         let mut server =
             Server::new(Handler { sandbox: sandbox_id.to_string(), shared: Arc::clone(&self.shared) });
         server.register_socket(udp);
         server.register_listener(tcp, TCP_IDLE, 16);
-        servers.insert(sandbox_id.to_string(), server);
-        tracing::debug!(sandbox = sandbox_id, "resolver listening");
-        Ok(())
+        servers.insert(sandbox_id.to_string(), (server, listening));
+        tracing::debug!(sandbox = sandbox_id, ?listening, "resolver listening");
+        Ok(listening)
     }
 
-    /// Closes the sandbox's resolver sockets (its tasks are aborted).
-    pub fn detach(&self, sandbox_id: &str) {
+    /// Closes the sandbox's resolver sockets (its tasks are aborted);
+    /// returns where it listened.
+    pub fn detach(&self, sandbox_id: &str) -> Option<Listening> {
         let server = self.servers.lock().unwrap_or_else(|p| p.into_inner()).remove(sandbox_id);
-        if let Some(s) = server {
+        server.map(|(s, l)| {
             s.shutdown_token().cancel();
-        }
+            l
+        })
+    }
+
+    /// Namespace cookies of every resolver being served.
+    pub fn cookies(&self) -> Vec<u64> {
+        self.servers.lock().unwrap_or_else(|p| p.into_inner()).values().map(|(_, l)| l.netns_cookie).collect()
     }
 }
 

@@ -139,10 +139,22 @@ impl Engine {
         if !Self::wants_dns(state, sb) {
             return None;
         }
-        self.dns.attach(&sb.id, std::path::Path::new(&sb.netns)).err().map(|e| {
+        let res = self.dns.attach(&sb.id, std::path::Path::new(&sb.netns)).and_then(|l| {
+            lock_dp(&self.dp).set_dns(l.netns_cookie, l.udp_port, l.tcp_port).inspect_err(|_| {
+                self.dns.detach(&sb.id);
+            })
+        });
+        res.err().map(|e| {
             tracing::warn!(sandbox = %sb.name, error = %e, "embedded DNS not available");
             format!("embedded DNS not available: {e}")
         })
+    }
+
+    /// Stops the sandbox's resolver and its socket-hook redirect.
+    fn stop_dns(&self, sandbox_id: &str) {
+        if let Some(l) = self.dns.detach(sandbox_id) {
+            lock_dp(&self.dp).remove_dns(l.netns_cookie);
+        }
     }
 
     pub fn state(&self) -> Result<State> {

@@ -109,6 +109,15 @@ impl Engine {
         for sb in &state.sandboxes {
             self.serve_dns(&state, sb);
         }
+        {
+            let served = self.dns.cookies();
+            let mut dp = lock_dp(&self.dp);
+            for c in dp.dns_cookies()? {
+                if !served.contains(&c) {
+                    dp.remove_dns(c);
+                }
+            }
+        }
         self.reconcile_publications(&state).await?;
         self.sync_lb().await;
         if let Some(up) = &self.uplink {

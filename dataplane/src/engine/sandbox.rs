@@ -204,7 +204,12 @@ impl Engine {
         std::fs::create_dir_all(&dir).map_err(|e| Error::io("create dir", dir.display(), e))?;
         let resolv = dir.join("resolv.conf");
         let hosts = dir.join("hosts");
-        let resolv_text = if Self::wants_dns(&state, &sb) {
+        // container:X shares X's namespace, and so X's resolver.
+        let dns_owner = match &sb.mode {
+            NetworkMode::Container(t) => state.sandboxes.iter().find(|s| &s.id == t).unwrap_or(&sb),
+            _ => &sb,
+        };
+        let resolv_text = if Self::wants_dns(&state, dns_owner) {
             self.dns.sandbox_resolv_conf()
         } else {
             std::fs::read_to_string(&self.host_resolv_conf).unwrap_or_default()
@@ -368,7 +373,7 @@ impl Engine {
                 first_err.get_or_insert(e);
             }
         }
-        self.dns.detach(&sb.id);
+        self.stop_dns(&sb.id);
         if sb.owns_netns {
             netns::remove(&netns_path)?;
         }
