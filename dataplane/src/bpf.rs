@@ -93,10 +93,35 @@ fn ensure_bpffs(dir: &Path) -> Result<()> {
     std::fs::create_dir_all(dir.join("links")).map_err(|e| Error::io("create dir", dir.display(), e))
 }
 
+/// Unpins maps whose shape (key, value, size, flags) differs from the
+/// object's — an upgrade changed them — so the loader makes fresh ones
+/// instead of reusing a map the programs would misread. Returns their names.
+fn drop_incompatible_pins(bpffs: &Path) -> Result<Vec<String>> {
+    let obj = aya_obj::Object::parse(OBJECT).map_err(|e| bpf_err("parse object", e))?;
+    let mut dropped = Vec::new();
+    for (name, m) in &obj.maps {
+        let pin = bpffs.join(name);
+        let Ok(info) = aya::maps::MapInfo::from_pin(&pin) else { continue };
+        let same = info.key_size() == m.key_size()
+            && info.value_size() == m.value_size()
+            && info.max_entries() == m.max_entries()
+            && info.map_flags() == m.map_flags();
+        if !same {
+            std::fs::remove_file(&pin).map_err(|e| Error::io("unpin", pin.display(), e))?;
+            dropped.push(name.clone());
+        }
+    }
+    Ok(dropped)
+}
+
 impl Datapath {
-    /// Loads the object, reusing maps already pinned under `bpffs`.
+    /// Loads the object, reusing maps already pinned under `bpffs` (those
+    /// of the same shape).
     pub fn load(bpffs: &Path) -> Result<Self> {
         ensure_bpffs(bpffs)?;
+        for name in drop_incompatible_pins(bpffs)? {
+            tracing::warn!(map = %name, "the pinned map has another shape (an upgrade): making it anew");
+        }
         let mut ebpf = EbpfLoader::new()
             .default_map_pin_directory(bpffs)
             .load(OBJECT)

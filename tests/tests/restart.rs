@@ -135,3 +135,33 @@ fn daemon_in_ip_netns_exec_survives_kill_9() {
     assert!(h.ping("a", &b_ip), "connectivity not restored after restart");
     assert!(h.ping("b", "10.73.0.1"), "b's recreated endpoint does not work");
 }
+
+#[test]
+fn a_pinned_map_of_another_shape_is_made_anew() {
+    // An older release pinned DP_METRICS with fewer drop reasons.
+    let ext = dataplane_tests::Netns::new("x");
+    let mut h = Host::new("shp", &ext, None, "192.0.2.1/24");
+    std::fs::create_dir_all(&h.bpffs).expect("bpffs dir");
+    let pin = h.bpffs.join("DP_METRICS");
+    let o = dataplane_tests::sh(&[
+        "bpftool",
+        "map",
+        "create",
+        &pin.display().to_string(),
+        "type",
+        "percpu_array",
+        "key",
+        "4",
+        "value",
+        "16",
+        "entries",
+        "28",
+        "name",
+        "DP_METRICS",
+    ]);
+    assert!(o.status.success(), "bpftool map create: {}", dataplane_tests::text(&o));
+    h.start();
+    let stats = h.dp_ok(&["stats"]);
+    assert!(stats.contains("LB_NO_BACKEND"), "every reason is counted again: {stats}");
+    assert!(h.daemon_log().contains("another shape"), "the daemon says why: {}", h.daemon_log_tail());
+}
