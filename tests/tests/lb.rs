@@ -1,6 +1,7 @@
 //! In-kernel alias load balancing: `-o lb=vip` gives each alias a virtual
 //! IP (answered by the embedded DNS) whose new flows are spread by a Maglev
-//! table in BPF; conntrack keeps each flow on its backend.
+//! table in BPF; conntrack keeps each flow on its backend. Backends serve
+//! their own name over HTTP.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -8,43 +9,58 @@ use std::time::{Duration, Instant};
 
 use dataplane_tests::{Host, text};
 
-/// Connects `n` times to NAME:80 (resolved once), says a line, reads the
-/// backend's name; prints {"name": count}.
+/// A backend: HTTP/1.1 (keep-alive) answering every GET with its name.
+const SERVER: &str = r#"
+import http.server, sys
+name = sys.argv[1].encode()
+class Name(http.server.BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", str(len(name)))
+        self.end_headers()
+        self.wfile.write(name)
+    def log_message(self, *args):
+        pass
+http.server.ThreadingHTTPServer(("0.0.0.0", 80), Name).serve_forever()
+"#;
+
+/// `n` short HTTP connections to NAME (resolved once); prints {"name": count}.
 const CLIENT: &str = r#"
-import collections, json, socket, sys
+import collections, http.client, json, socket, sys
 addr = socket.gethostbyname(sys.argv[1])
 seen = collections.Counter()
 for _ in range(int(sys.argv[2])):
-    s = socket.create_connection((addr, 80), timeout=5)
-    s.sendall(b"hi\n")
-    seen[s.makefile().readline().strip()] += 1
-    s.close()
+    c = http.client.HTTPConnection(addr, 80, timeout=5)
+    c.request("GET", "/")
+    seen[c.getresponse().read().decode()] += 1
+    c.close()
 print(json.dumps(seen))
 "#;
 
-/// Holds 60 connections to web:80, asks each once (OUT.first), waits for
-/// OUT.go, asks each again (OUT.second: [first answer, second answer]).
+/// Holds 60 keep-alive HTTP connections to web, asks each once (OUT.first),
+/// waits for OUT.go, asks each again on the same connection (OUT.second:
+/// [first answer, second answer]).
 const HOLDER: &str = r#"
-import json, os, socket, sys, time
+import http.client, json, os, socket, sys, time
 out = sys.argv[1]
 addr = socket.gethostbyname("web")
 conns = []
 for _ in range(60):
-    s = socket.create_connection((addr, 80), timeout=5)
-    s.sendall(b"a\n")
-    f = s.makefile()
-    conns.append((s, f, f.readline().strip()))
-json.dump([n for _, _, n in conns], open(out + ".tmp", "w"))
+    c = http.client.HTTPConnection(addr, 80, timeout=5)
+    c.request("GET", "/")
+    conns.append((c, c.getresponse().read().decode()))
+json.dump([n for _, n in conns], open(out + ".tmp", "w"))
 os.rename(out + ".tmp", out + ".first")
 deadline = time.time() + 120
 while not os.path.exists(out + ".go") and time.time() < deadline:
     time.sleep(0.1)
 res = []
-for s, f, n in conns:
+for c, n in conns:
     try:
-        s.sendall(b"b\n")
-        res.append([n, f.readline().strip() or "closed"])
-    except OSError as e:
+        c.request("GET", "/")
+        res.append([n, c.getresponse().read().decode()])
+    except (OSError, http.client.HTTPException) as e:
         res.append([n, "error: %s" % e])
 json.dump(res, open(out + ".tmp", "w"))
 os.rename(out + ".tmp", out + ".second")
@@ -76,8 +92,10 @@ fn lb_rows(h: &Host) -> serde_json::Value {
 fn alias_vip_spreads_connections_evenly_and_a_leaving_backend_breaks_no_other_flow() {
     let (h, _ext) = Host::with_external("lb");
     h.dp_ok(&["network", "create", "--subnet", "10.98.0.0/24", "-o", "lb=vip", "lbnet"]);
+    let server_py = h.dir.join("server.py");
+    std::fs::write(&server_py, SERVER).expect("server script");
+    let server = server_py.display().to_string();
     for n in ["w1", "w2", "w3"] {
-        let reply = format!("SYSTEM:while read l; do echo {n}; done");
         h.dp_ok(&[
             "run",
             "-d",
@@ -87,9 +105,9 @@ fn alias_vip_spreads_connections_evenly_and_a_leaving_backend_breaks_no_other_fl
             "lbnet",
             "--network-alias",
             "web",
-            "socat",
-            "TCP-LISTEN:80,fork,reuseaddr",
-            &reply,
+            "python3",
+            &server,
+            n,
         ]);
     }
     h.dp_ok(&["run", "-d", "--name", "client", "--network", "lbnet", "sleep", "600"]);
@@ -163,7 +181,7 @@ fn alias_vip_spreads_connections_evenly_and_a_leaving_backend_breaks_no_other_fl
     }
 
     // Host processes reach the VIP too (socket hook), ICMP to the VIP is answered.
-    let o = h.run(&["sh", "-c", &format!("echo x | socat -t 2 -T 3 - TCP:{vip}:80,connect-timeout=3")]);
+    let o = h.run(&["curl", "-s", "--max-time", "3", &format!("http://{vip}/")]);
     let said = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(said == "w1" || said == "w2", "host → VIP: {}", text(&o));
     assert!(h.ping("client", &vip), "the VIP answers ping");
@@ -178,7 +196,7 @@ fn alias_vip_spreads_connections_evenly_and_a_leaving_backend_breaks_no_other_fl
     let o = h.exec("client", &["dig", "+short", "+time=2", "web"]);
     assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "{}", text(&o));
     let before = h.drops("LB_NO_BACKEND");
-    let o = h.exec("client", &["socat", "-T", "1", "-", &format!("TCP:{vip}:80,connect-timeout=1")]);
+    let o = h.exec("client", &["curl", "-s", "--max-time", "2", &format!("http://{vip}/")]);
     assert!(!o.status.success(), "connected to a VIP without backends");
     assert!(h.drops("LB_NO_BACKEND") > before, "no-backend drops counted");
 }

@@ -57,6 +57,16 @@ pub fn alias_lb(rounds: u32, secs: f64) -> anyhow::Result<Value> {
         wait_listening(&["nsenter", &format!("--net={key}")], &[ECHO_PORT])?;
     }
     ok(&["run", "-d", "--name", "client", "--network", "lbbench", "sleep", "infinity"])?;
+    // The client reuses TIME_WAIT ports, as the external client of the other phases does.
+    let key = h.inspect("client")["NetworkSettings"]["SandboxKey"].as_str().unwrap_or_default().to_string();
+    for kv in ["net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000"] {
+        let o = dataplane_tests::sh(&["nsenter", &format!("--net={key}"), "sysctl", "-qw", kv]);
+        anyhow::ensure!(
+            o.status.success(),
+            "sysctl {kv} in the client sandbox: {}",
+            dataplane_tests::text(&o)
+        );
+    }
     let rows: Value = serde_json::from_str(&ok(&["lb", "list", "--format", "json"])?)?;
     let vip = rows[0]["Vip"].as_str().ok_or_else(|| anyhow::anyhow!("no VIP in {rows}"))?.to_string();
     let direct = h.ip_of("b0", "lbbench");
