@@ -78,6 +78,26 @@ pub fn lookup(flow: &Flow) -> Option<CtEntry> {
     }
 }
 
+/// A connection opening directly to `flow.daddr` (not translated): a reply
+/// entry left on the reversed tuple by an earlier translated flow (a VIP or
+/// a hairpin to that backend, from the same client port) would rewrite this
+/// connection's replies, so it goes.
+#[inline(always)]
+pub fn forget_stale_reply(flow: &Flow) {
+    let reverse = CtKey {
+        saddr: flow.daddr,
+        daddr: flow.saddr,
+        sport: flow.dport,
+        dport: flow.sport,
+        proto: flow.proto,
+        _pad: [0; 3],
+    };
+    // SAFETY: map lookups return values valid for this program run.
+    if unsafe { CT.get(reverse) }.is_some_and(|e| e.dir == CT_DIR_REPLY) {
+        let _ = CT.remove(reverse);
+    }
+}
+
 /// Initial state of a new entry.
 #[inline(always)]
 fn initial_state(flow: &Flow) -> u16 {

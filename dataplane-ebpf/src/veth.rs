@@ -136,6 +136,9 @@ fn into_sandbox(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: DropReason)
 fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
     // Our networks, the gateway and the host's own addresses are the stack's business.
     if SUBNETS.get(Key::new(32, flow.daddr)).is_some() || unsafe { HOST_IPS.get(flow.daddr) }.is_some() {
+        if conntrack::opens(flow) {
+            conntrack::forget_stale_reply(flow);
+        }
         return verdict(ctx, DropReason::Forwarded);
     }
     // SAFETY: the skb pointer is valid for this program run.

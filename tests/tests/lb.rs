@@ -210,3 +210,44 @@ fn lb_option_is_checked() {
     assert!(err.contains("bridge"), "{err}");
     assert!(!h.network_names().iter().any(|n| n.starts_with('x')));
 }
+
+#[test]
+fn a_direct_connection_after_a_vip_one_from_the_same_port_works() {
+    let (h, _ext) = Host::with_external("lbd");
+    h.dp_ok(&["network", "create", "--subnet", "10.99.0.0/24", "-o", "lb=vip", "one"]);
+    let server_py = h.dir.join("server.py");
+    std::fs::write(&server_py, SERVER).expect("server script");
+    let server = server_py.display().to_string();
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "w1",
+        "--network",
+        "one",
+        "--network-alias",
+        "web",
+        "python3",
+        &server,
+        "w1",
+    ]);
+    h.dp_ok(&["run", "-d", "--name", "client", "--network", "one", "sleep", "600"]);
+    let vip = lb_rows(&h)[0]["Vip"].as_str().expect("vip").to_string();
+    let w1 = h.ip_of("w1", "one");
+    // The same client port, first through the VIP, then straight to the backend.
+    let get = |addr: &str| {
+        let cmd = format!(
+            "printf 'GET / HTTP/1.0\\r\\n\\r\\n' | socat -t 3 -T 3 - TCP:{addr}:80,sourceport=41000,reuseaddr,connect-timeout=3"
+        );
+        let o = h.exec("client", &["sh", "-c", &cmd]);
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !get(&vip).ends_with("w1") {
+        assert!(Instant::now() < deadline, "w1 never answered through the VIP");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    let direct = get(&w1);
+    assert!(direct.ends_with("w1"), "direct after VIP from port 41000: {direct:?}");
+    assert!(get(&vip).ends_with("w1"), "and through the VIP again");
+}
