@@ -241,10 +241,12 @@ pub fn markdown(r: &Value) -> String {
         ));
     }
     if let Some(lb) = r["alias_lb"].as_object().filter(|o| !o.is_empty()) {
-        let moved = lb["flows_moved_when_one_leaves"]
+        let mut moved: Vec<(u64, String)> = lb["flows_moved_when_one_leaves"]
             .as_object()
-            .map(|o| o.iter().map(|(n, v)| format!("{n}: {}%", f(v))).collect::<Vec<_>>().join(", "))
+            .map(|o| o.iter().map(|(n, v)| (n.parse().unwrap_or(0), format!("{n}: {}%", f(v)))).collect())
             .unwrap_or_default();
+        moved.sort();
+        let moved = moved.into_iter().map(|(_, t)| t).collect::<Vec<_>>().join(", ");
         s.push_str(&format!(
             "\n**Alias load balancing** ({} backends, client sandbox): {} conn/s through the VIP vs {} conn/s to one \
              backend directly (VIP ÷ direct {}); flows per backend {} (max ÷ min {}); flows of the other backends \
