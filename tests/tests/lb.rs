@@ -184,7 +184,9 @@ fn alias_vip_spreads_connections_evenly_and_a_leaving_backend_breaks_no_other_fl
     let o = h.run(&["curl", "-s", "--max-time", "3", &format!("http://{vip}/")]);
     let said = String::from_utf8_lossy(&o.stdout).trim().to_string();
     assert!(said == "w1" || said == "w2", "host → VIP: {}", text(&o));
-    assert!(h.ping("client", &vip), "the VIP answers ping");
+    // (up to three echoes: the suite runs tests side by side on 2 vCPUs)
+    let o = h.exec("client", &["ping", "-c", "3", "-W", "2", &vip]);
+    assert!(o.status.success(), "the VIP answers ping: {}", text(&o));
 
     // Disconnecting a backend takes it out of the table too.
     h.dp_ok(&["network", "disconnect", "lbnet", "w2"]);

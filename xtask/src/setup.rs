@@ -22,6 +22,8 @@ const PACKAGES: &[&str] = &[
     "iptables",
     "nftables",
     "dnsmasq-base",
+    "bpftool",
+    "python3",
 ];
 
 /// The benchmark's peers (issue: all install from Debian). Installed with
