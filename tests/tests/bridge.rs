@@ -187,3 +187,31 @@ fn bridge_name_option_names_the_device() {
     h.dp_ok(&["network", "rm", "named"]);
     assert!(!h.links().contains(&"mybr0".to_string()), "bridge not deleted with its network");
 }
+
+#[test]
+fn the_bridge_keeps_its_mac_as_sandboxes_come_and_go() {
+    // A bridge left alone takes the lowest MAC of its ports; sandboxes that
+    // cached the old one for the gateway would lose it.
+    let (h, _ext) = Host::with_external("brmac");
+    h.dp_ok(&["network", "create", "--subnet", "10.85.0.0/24", "steady"]);
+    let mac = || {
+        let links = text(&h.run(&["ip", "-o", "link", "show", "type", "bridge"]));
+        let line = links
+            .lines()
+            .find(|l| l.contains(": br-"))
+            .unwrap_or_else(|| panic!("no br- bridge: {links}"))
+            .to_string();
+        line.split("link/ether ").nth(1).and_then(|r| r.split(' ').next()).unwrap_or_default().to_string()
+    };
+    assert_eq!(mac(), "02:42:0a:55:00:01");
+    h.dp_ok(&["run", "-d", "--name", "s0", "--network", "steady", "sleep", "300"]);
+    assert!(h.ping("s0", "10.85.0.1"));
+    for i in 1..6 {
+        h.dp_ok(&["run", "-d", "--name", &format!("s{i}"), "--network", "steady", "sleep", "300"]);
+        assert_eq!(mac(), "02:42:0a:55:00:01", "after adding s{i}");
+    }
+    h.dp_ok(&["rm", "-f", "s3", "s4", "s5"]);
+    assert_eq!(mac(), "02:42:0a:55:00:01");
+    // s0's cached neighbour entry for the gateway still works.
+    assert!(h.ping("s0", "10.85.0.1"), "s0 lost the gateway");
+}

@@ -15,7 +15,13 @@ fn device(net: &Network) -> Result<&str> {
         .ok_or_else(|| Error::Unsupported(format!("bridge network {} has no device", net.name)))
 }
 
-/// Creates (or completes) the bridge: device, gateway address, up.
+/// Creates (or completes) the bridge: device, fixed MAC, gateway address, up.
+///
+/// The MAC is set explicitly (`02:42:` + the gateway address, as endpoint
+/// MACs are made): a bridge left to itself takes the lowest MAC of its
+/// ports, so it changes as sandboxes come and go, and sandboxes holding the
+/// old one in their neighbour table (for the gateway or a VIP) would send
+/// frames the host no longer accepts.
 pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
     let name = device(net)?;
     let idx = match host.link_index(name).await? {
@@ -23,6 +29,7 @@ pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
         None => host.create_bridge(name).await?,
     };
     if let Some(ipam) = &net.ipam {
+        host.set_mac(idx, names::mac_for_ip(ipam.gateway)).await?;
         host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
     }
     host.set_up(idx).await
