@@ -74,11 +74,6 @@ impl<'a> View<'a> {
             .any(|n| !n.internal)
     }
 
-    /// The user-defined networks the asker is on.
-    pub fn networks(&self) -> impl Iterator<Item = &'a Network> + '_ {
-        self.networks.iter().copied()
-    }
-
     /// Whether `ip` lies in the subnet of one of the asker's networks
     /// (reverse names there are ours to answer, never forwarded).
     pub fn in_own_subnet(&self, ip: Ipv4Addr) -> bool {
@@ -274,6 +269,22 @@ mod tests {
             n.internal = true;
         }
         assert!(!View::new(&st, &a, &live).may_forward(&a));
+    }
+
+    #[test]
+    fn balanced_aliases_answer_their_vip_while_a_backend_runs() {
+        let mut st = state();
+        let mynet = &mut st.networks[0];
+        mynet.options.insert(crate::model::opt::LB.into(), "vip".into());
+        mynet.vips.insert("forever".into(), "10.1.0.200".parse().expect("valid literal"));
+        let a = "1".repeat(64);
+        let v = View::new(&st, &a, &live);
+        assert_eq!(v.vip("forever"), Some("10.1.0.200".parse().expect("valid literal")));
+        assert_eq!(v.vip("b"), None, "names that are not aliases keep their address");
+        // b (the running one) stops: only the exited c carries the alias.
+        st.sandboxes[1].state = SandboxState::Exited(0);
+        let v = View::new(&st, &a, &live);
+        assert_eq!(v.vip("forever"), None);
     }
 
     #[test]
