@@ -90,7 +90,8 @@ fn netns_cookie(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<u64> {
     if rc == 0 { Ok(cookie) } else { Err(std::io::Error::last_os_error()) }
 }
 
-fn live(sb: &Sandbox) -> bool {
+/// Whether a sandbox is answered for (and balanced to): see [`names::is_live`].
+pub fn live(sb: &Sandbox) -> bool {
     names::is_live(sb, crate::engine::Engine::effective_state(sb))
 }
 

@@ -40,7 +40,6 @@ impl Engine {
         }
         let mut used: HashSet<Ipv4Addr> = state.endpoints_of_network(&net.id).map(|e| e.ip).collect();
         // Virtual IPs are taken too (they live on the bridge).
-        let endpoint_ips = used.clone();
         used.extend(net.vips.values().copied());
         let ip = match ip {
             Some(s) if !s.is_empty() => {
@@ -64,9 +63,8 @@ impl Engine {
             aliases: aliases.to_vec(),
         };
         tx.put_endpoint(&ep, &net.name)?;
-        let mut in_use = endpoint_ips;
-        in_use.insert(ip);
-        if let Some(with_vips) = Self::plan_vips(net, aliases, &in_use)? {
+        used.insert(ip);
+        if let Some(with_vips) = Self::plan_vips(net, aliases, &used)? {
             tx.put_network(&with_vips)?;
         }
         let hidx = drivers::attach(&self.host, net, &ep, Path::new(&sb.netns), first).await?;

@@ -11,14 +11,9 @@ use crate::api::types::{LbBackendRow, LbRow};
 use crate::error::Result;
 use crate::ipam;
 
-/// Whether a sandbox serves (and is answered for) its names and aliases.
-pub(crate) fn sandbox_live(sb: &Sandbox) -> bool {
-    crate::dns::names::is_live(sb, Engine::effective_state(sb))
-}
-
 impl Engine {
     /// `net` with a virtual IP for each of `aliases` it has none for yet,
-    /// avoiding `used` (endpoint addresses); None if nothing was added.
+    /// avoiding `used` (endpoint addresses and VIPs); None if nothing was added.
     pub(super) fn plan_vips(
         net: &Network,
         aliases: &[String],
@@ -29,7 +24,7 @@ impl Engine {
         }
         let Some(pool) = &net.ipam else { return Ok(None) };
         let mut net = net.clone();
-        let mut taken: HashSet<Ipv4Addr> = used.iter().copied().chain(net.vips.values().copied()).collect();
+        let mut taken = used.clone();
         for a in aliases {
             if !net.vips.contains_key(a) {
                 let vip = ipam::allocate(pool, &taken, &net.name)?;
@@ -61,7 +56,7 @@ impl Engine {
                 let mut backends = Vec::new();
                 for ep in state.endpoints_of_network(&net.id).filter(|e| e.aliases.contains(alias)) {
                     let live =
-                        state.sandboxes.iter().find(|s| s.id == ep.sandbox_id).is_some_and(sandbox_live);
+                        state.sandboxes.iter().find(|s| s.id == ep.sandbox_id).is_some_and(crate::dns::live);
                     if let (true, Some(h)) = (live, &ep.host_ifname)
                         && let Ok(Some(idx)) = self.host.link_index(h).await
                     {
@@ -99,7 +94,7 @@ impl Engine {
                         Some(LbBackendRow {
                             sandbox: sb.name.clone(),
                             ip: ep.ip,
-                            live: sandbox_live(sb),
+                            live: crate::dns::live(sb),
                             flows: stats.get(&(*vip, ep.ip)).copied().unwrap_or(0),
                         })
                     })
