@@ -80,6 +80,20 @@ impl State {
     pub fn endpoints_of_network<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a Endpoint> {
         self.endpoints.iter().filter(move |e| e.network_id == network_id)
     }
+    /// The endpoint a sandbox's published ports lead to, as Docker's
+    /// gateway endpoint: its first endpoint (eth0, eth1, …) on a bridge
+    /// network that is not `--internal`. None: its ports are reserved but
+    /// not reachable (and `port`/`inspect` show none).
+    pub fn publishing_endpoint<'a>(&'a self, sandbox_id: &'a str) -> Option<&'a Endpoint> {
+        let ifnum = |e: &Endpoint| e.ifname.trim_start_matches("eth").parse::<u32>().unwrap_or(u32::MAX);
+        self.endpoints_of_sandbox(sandbox_id)
+            .filter(|e| {
+                e.host_ifname.is_some()
+                    && self.networks.iter().any(|n| n.id == e.network_id && n.is_bridge() && !n.internal)
+            })
+            .min_by_key(|e| ifnum(e))
+    }
+
     pub fn endpoints_of_sandbox<'a>(&'a self, sandbox_id: &'a str) -> impl Iterator<Item = &'a Endpoint> {
         self.endpoints.iter().filter(move |e| e.sandbox_id == sandbox_id)
     }

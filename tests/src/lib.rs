@@ -169,13 +169,19 @@ impl Host {
 
     /// Like [`Host::with_external`], with extra daemon flags.
     pub fn with_external_args(tag: &str, daemon_args: &[&str]) -> (Host, Netns) {
-        let ext = Netns::new("x");
-        let mut host = Host::new(tag, &ext, None, "192.0.2.1/24");
+        let (mut host, ext) = Self::with_external_unstarted(tag);
         host.daemon_args = daemon_args.iter().map(|a| a.to_string()).collect();
+        host.start();
+        (host, ext)
+    }
+
+    /// Like [`Host::with_external`], with the daemon not started yet.
+    pub fn with_external_unstarted(tag: &str) -> (Host, Netns) {
+        let ext = Netns::new("x");
+        let host = Host::new(tag, &ext, None, "192.0.2.1/24");
         sh_ok(&["ip", "-n", &ext.name, "addr", "add", "192.0.2.2/24", "dev", "ext0"]);
         sh_ok(&["ip", "-n", &ext.name, "link", "set", "ext0", "up"]);
         sh_ok(&["ip", "-n", &host.ns.name, "route", "add", "default", "via", "192.0.2.2"]);
-        host.start();
         (host, ext)
     }
 

@@ -341,3 +341,47 @@ print(peer, data.decode().strip())
     let ss = String::from_utf8_lossy(&h.run(&["ss", "-tlnp"]).stdout).into_owned();
     assert!(!ss.contains(":8080"), "{ss}");
 }
+
+#[test]
+fn published_ports_follow_disconnect_and_connect() {
+    let (mut h, ext) = Host::with_external("pdc");
+    h.dp_ok(&["network", "create", "--subnet", "10.94.0.0/24", "n4"]);
+    h.dp_ok(&["network", "create", "--subnet", "10.95.0.0/24", "n5"]);
+    tcp_peer_echo(&h, "rc1", 80, &["--network", "n4", "-p", "8501:80"]);
+    h.dp_ok(&["run", "-d", "--name", "cli", "--network", "n5", "sleep", "600"]);
+    let reached = |h: &Host| {
+        let o = tcp_ask(&ext, "192.0.2.1:8501");
+        let outside = String::from_utf8_lossy(&o.stdout).trim() == "peer=192.0.2.2";
+        let o = h.exec("cli", &["socat", "-t", "3", "-T", "3", "-", "TCP:192.0.2.1:8501,connect-timeout=3"]);
+        let hairpin = String::from_utf8_lossy(&o.stdout).starts_with("peer=");
+        (outside, hairpin)
+    };
+    assert_eq!(reached(&h), (true, true), "published port before any change");
+    let listed = "80/tcp -> 0.0.0.0:8501\n";
+    assert_eq!(h.dp_ok(&["port", "rc1"]), listed);
+
+    // No network left: the port answers nowhere, and says so.
+    h.dp_ok(&["network", "disconnect", "n4", "rc1"]);
+    assert_eq!(reached(&h), (false, false), "a disconnected sandbox still reached");
+    assert_eq!(h.dp_ok(&["port", "rc1"]), "", "port lists what the kernel does not do");
+    // The host port stays the sandbox's.
+    let o = h.run(&["socat", "-T", "1", "TCP-LISTEN:8501", "-"]);
+    assert!(text(&o).contains("Address already in use"), "{}", text(&o));
+
+    // Back on the network: the port follows the new endpoint.
+    h.dp_ok(&["network", "connect", "n4", "rc1"]);
+    assert_eq!(reached(&h), (true, true), "disconnect + connect blackholed the port");
+    assert_eq!(h.dp_ok(&["port", "rc1"]), listed);
+
+    // Onto a second network, off the first: the port moves to the endpoint left.
+    h.dp_ok(&["network", "connect", "n5", "rc1"]);
+    h.dp_ok(&["network", "disconnect", "n4", "rc1"]);
+    assert_eq!(reached(&h), (true, true), "the port did not move to the remaining network");
+    assert_eq!(h.dp_ok(&["port", "rc1"]), listed);
+    h.kill_daemon();
+    h.start();
+    assert_eq!(reached(&h), (true, true), "the moved port broke across a restart");
+    assert_eq!(h.dp_ok(&["port", "rc1"]), listed);
+    let o = h.run(&["socat", "-T", "1", "TCP-LISTEN:8501", "-"]);
+    assert!(text(&o).contains("Address already in use"), "reservation lost: {}", text(&o));
+}

@@ -165,3 +165,116 @@ fn a_pinned_map_of_another_shape_is_made_anew() {
     assert!(stats.contains("LB_NO_BACKEND"), "every reason is counted again: {stats}");
     assert!(h.daemon_log().contains("another shape"), "the daemon says why: {}", h.daemon_log_tail());
 }
+
+/// A TCP server on port 80 of sandbox `name` answering `word`, published on `hport`.
+fn word_server(h: &Host, name: &str, hport: &str, word: &str) {
+    let p = format!("{hport}:80");
+    let answer = format!("SYSTEM:echo {word}");
+    h.dp_ok(&["run", "-d", "--name", name, "-p", &p, "socat", "TCP-LISTEN:80,fork,reuseaddr", &answer]);
+    for _ in 0..100 {
+        if String::from_utf8_lossy(&h.exec(name, &["ss", "-tln"]).stdout).contains(":80 ") {
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    panic!("{name} never listened");
+}
+
+/// What a TCP server at `addr` says to a client in namespace `ns`.
+fn ask_tcp(ns: &str, addr: &str) -> String {
+    let target = format!("TCP:{addr},connect-timeout=3");
+    let o = dataplane_tests::sh(&["ip", "netns", "exec", ns, "socat", "-t", "3", "-T", "3", "-", &target]);
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+/// Programs of ours attached at tcx ingress of `dev`, as `stats` reports them: (name, prog id).
+fn tcx_programs(h: &Host, dev: &str) -> Vec<(String, u64)> {
+    let v: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["stats", "--format", "json"])).expect("stats json");
+    let target = format!("tcx ingress of {dev}");
+    v["Programs"]
+        .as_array()
+        .expect("programs")
+        .iter()
+        .filter(|p| p["Target"] == target.as_str())
+        .map(|p| (p["Program"].as_str().unwrap_or("").to_string(), p["ProgramId"].as_u64().unwrap_or(0)))
+        .collect()
+}
+
+/// Our socket hooks on the cgroup that act for this daemon.
+fn cgroup_programs(h: &Host) -> usize {
+    let v: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["stats", "--format", "json"])).expect("stats json");
+    v["Programs"]
+        .as_array()
+        .expect("programs")
+        .iter()
+        .filter(|p| p["Target"].as_str().unwrap_or("").starts_with("cgroup "))
+        .count()
+}
+
+#[test]
+fn a_restart_retires_the_datapath_an_earlier_run_left_in_another_mount_namespace() {
+    let (mut h, ext) = Host::with_external_unstarted("gen");
+    h.start_with_ip_netns_exec();
+    // An older sandbox keeps the first daemon's private bpffs (and so its pinned links) alive.
+    h.dp_ok(&["run", "-d", "--name", "keep", "sleep", "600"]);
+    word_server(&h, "ip1", "5201", "one");
+    let host_ns = h.ns.name.clone();
+    let outside = || ask_tcp(&ext.name, "192.0.2.1:5201");
+    let local = || ask_tcp(&host_ns, "127.0.0.1:5201");
+    assert_eq!(outside(), "one");
+    assert_eq!(local(), "one");
+
+    h.kill_daemon();
+    h.start_with_ip_netns_exec();
+    h.dp_ok(&["rm", "-f", "ip1"]);
+    // ip1's address goes to a sandbox that serves nothing: an old program steering there fails.
+    h.dp_ok(&["run", "-d", "--name", "filler", "sleep", "600"]);
+    word_server(&h, "ip2", "5201", "two");
+    assert_eq!(outside(), "two", "the old uplink program still steers the port: {}", h.daemon_log_tail());
+    assert_eq!(local(), "two", "the old socket hooks still steer the port");
+    let on_uplink = tcx_programs(&h, dataplane_tests::UPLINK);
+    assert_eq!(on_uplink.len(), 1, "one uplink program, not one per generation: {on_uplink:?}");
+    assert_eq!(cgroup_programs(&h), 8, "one set of socket hooks, not one per generation");
+    let log = h.daemon_log();
+    assert!(log.contains("detached a BPF link left by an earlier run"), "{}", h.daemon_log_tail());
+    assert!(log.contains("cgroup"), "the old socket hooks were not named in the log");
+}
+
+#[test]
+fn a_restart_puts_its_new_programs_on_every_existing_interface() {
+    let (mut h, ext) = Host::with_external("upg");
+    h.dp_ok(&["network", "create", "--subnet", "10.74.0.0/24", "n"]);
+    word_server(&h, "w", "5202", "w");
+    h.dp_ok(&["run", "-d", "--name", "c", "--network", "n", "sleep", "600"]);
+    let veths: Vec<String> = ["w", "c"]
+        .iter()
+        .map(|s| {
+            let v = h.inspect(s);
+            let nets = v["NetworkSettings"]["Networks"].as_object().expect("networks").clone();
+            nets.values().next().expect("a network")["HostInterfaceName"].as_str().expect("veth").to_string()
+        })
+        .collect();
+    let before_uplink = tcx_programs(&h, dataplane_tests::UPLINK);
+    let before_veth: Vec<_> = veths.iter().map(|v| tcx_programs(&h, v)).collect();
+    assert_eq!(before_uplink.len(), 1, "{before_uplink:?}");
+
+    // Each start loads its programs anew (a new build would differ in code too).
+    h.kill_daemon();
+    h.start();
+    let after_uplink = tcx_programs(&h, dataplane_tests::UPLINK);
+    assert_eq!(after_uplink.len(), 1, "{after_uplink:?}");
+    assert_ne!(after_uplink[0].1, before_uplink[0].1, "the uplink kept the old program");
+    for (v, before) in veths.iter().zip(&before_veth) {
+        let after = tcx_programs(&h, v);
+        assert_eq!(after.len(), 1, "{v}: {after:?}");
+        assert_ne!(after[0].1, before[0].1, "{v} kept the old program");
+    }
+    // One generation everywhere: every veth runs the same program.
+    let ids: std::collections::HashSet<u64> = veths.iter().map(|v| tcx_programs(&h, v)[0].1).collect();
+    assert_eq!(ids.len(), 1, "veths run programs of different loads: {ids:?}");
+    let o = ext.run(&["socat", "-t", "3", "-T", "3", "-", "TCP:192.0.2.1:5202,connect-timeout=3"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "w");
+    assert!(h.daemon_log().contains("pinned links now run this start's programs"), "{}", h.daemon_log_tail());
+}

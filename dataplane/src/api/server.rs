@@ -308,6 +308,7 @@ async fn stats(State(e): AppState) -> Res<Json<Stats>> {
         metrics: e.metrics()?,
         conntrack: e.ct_summary()?,
         events_suppressed: e.events_suppressed()?,
+        programs: e.attachments().await?,
     }))
 }
 

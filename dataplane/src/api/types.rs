@@ -255,13 +255,15 @@ pub fn sandbox_summary(state: &State, sb: &Sandbox) -> SandboxSummary {
 }
 
 /// Docker's `NetworkSettings.Ports`: `"80/tcp": [{"HostIp", "HostPort"}]`,
-/// and `null` for ports only exposed.
-fn published_ports(sb: &Sandbox) -> serde_json::Value {
+/// and `null` for ports only exposed. Bindings show only while a
+/// publishing endpoint carries them (what the datapath does).
+fn published_ports(state: &State, sb: &Sandbox) -> serde_json::Value {
     let mut ports = serde_json::Map::new();
     for e in &sb.expose {
         ports.insert(e.clone(), serde_json::Value::Null);
     }
-    for b in &sb.bindings {
+    let live = state.publishing_endpoint(&sb.id).is_some();
+    for b in sb.bindings.iter().filter(|_| live) {
         let key = format!("{}/{}", b.container_port, b.proto);
         let entry = serde_json::json!({"HostIp": b.host_ip_text(), "HostPort": b.host_port.to_string()});
         match ports.get_mut(&key) {
@@ -328,7 +330,7 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
         },
         "NetworkSettings": {
             "SandboxKey": sb.netns,
-            "Ports": published_ports(sb),
+            "Ports": published_ports(state, sb),
             "Networks": networks,
         },
     })
@@ -358,6 +360,10 @@ pub struct Stats {
     /// Drop events the per-CPU budget kept from `dataplane monitor`.
     #[serde(default)]
     pub events_suppressed: u64,
+    /// Our programs attached in the kernel (interfaces of the daemon's
+    /// namespace, socket hooks acting for it).
+    #[serde(default)]
+    pub programs: Vec<crate::bpf::Attachment>,
 }
 
 /// `GET /dataplane/lb`: one virtual IP.

@@ -28,6 +28,23 @@ pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
             let c = &stats.conntrack;
             println!("\nCONNTRACK   {} / {} entries, {} expired", c.entries, c.capacity, c.expired);
             println!("MONITOR     {} events over the per-CPU budget, not reported", stats.events_suppressed);
+            println!();
+            super::print_table(
+                &["PROGRAM", "PROG ID", "LINK ID", "ATTACHED TO", "GENERATION"],
+                &stats
+                    .programs
+                    .iter()
+                    .map(|a| {
+                        vec![
+                            a.program.clone(),
+                            a.program_id.to_string(),
+                            a.link_id.to_string(),
+                            a.target.clone(),
+                            if a.current { "current" } else { "stale" }.to_string(),
+                        ]
+                    })
+                    .collect::<Vec<_>>(),
+            );
         }
         other => anyhow::bail!("--format {other:?}: use table or json"),
     }

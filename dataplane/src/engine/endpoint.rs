@@ -144,6 +144,9 @@ impl Engine {
         }
         if let Ok(st) = self.store.state() {
             self.serve_dns(&st, &sb);
+            if let Err(e) = self.sync_publications(&st, &sb).await {
+                tracing::warn!(sandbox = %sb.name, error = %e, "published ports after connect");
+            }
         }
         self.sync_lb().await;
         tracing::info!(network = %net.name, sandbox = %sb.name, ip = %ep.ip, "connected");
@@ -168,8 +171,43 @@ impl Engine {
         tx.del_endpoint(&ep)?;
         self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await?;
         tx.commit()?;
+        // Flows through the endpoint that went are over; the published
+        // ports move to the endpoint that publishes now (or go quiet).
+        let _ = lock_dp(&self.dp).ct_flush_addr(ep.ip);
+        if let Ok(st) = self.store.state() {
+            if let Err(e) = self.move_default_route(&st, &sb).await {
+                tracing::warn!(sandbox = %sb.name, error = %e, "default route after disconnect");
+            }
+            if let Err(e) = self.sync_publications(&st, &sb).await {
+                tracing::warn!(sandbox = %sb.name, error = %e, "published ports after disconnect");
+            }
+        }
         self.sync_lb().await;
         tracing::info!(network = %net.name, sandbox = %sb.name, "disconnected");
+        Ok(())
+    }
+
+    /// When the endpoint holding the sandbox's default route went, the
+    /// route moves to its first remaining endpoint on a network with a
+    /// gateway (Docker moves the gateway endpoint the same way), so
+    /// replies to the outside — published ports included — still leave.
+    async fn move_default_route(&self, state: &State, sb: &Sandbox) -> Result<()> {
+        let path = Path::new(&sb.netns);
+        let nl = crate::netlink::Netlink::in_netns(path)?;
+        if nl.default_route_interface().await?.is_some() {
+            return Ok(());
+        }
+        let ifnum = |e: &Endpoint| e.ifname.trim_start_matches("eth").parse::<u32>().unwrap_or(u32::MAX);
+        let mut eps: Vec<&Endpoint> = state.endpoints_of_sandbox(&sb.id).collect();
+        eps.sort_by_key(|e| ifnum(e));
+        for ep in eps {
+            let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id) else { continue };
+            let (false, Some(ipam)) = (net.internal, &net.ipam) else { continue };
+            let Some(idx) = nl.link_index(&ep.ifname).await? else { continue };
+            nl.add_default_route(ipam.gateway, idx).await?;
+            tracing::info!(sandbox = %sb.name, via = %ipam.gateway, dev = %ep.ifname, "default route moved");
+            return Ok(());
+        }
         Ok(())
     }
 }

@@ -13,7 +13,7 @@ use super::*;
 use crate::error::{Error, Result};
 
 /// The cookie of the daemon's network namespace (SO_NETNS_COOKIE).
-fn netns_cookie() -> Result<u64> {
+pub(super) fn netns_cookie() -> Result<u64> {
     use std::os::fd::AsRawFd;
     let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
         .map_err(|e| Error::sys("socket", "netns cookie", e))?;
@@ -285,18 +285,7 @@ impl Engine {
     /// Removes the sandbox's services, releases its ports and forgets its
     /// connections.
     pub(super) fn unpublish(&self, sb: &Sandbox, addrs: &[Ipv4Addr]) {
-        let keys: Vec<ServiceKey> = sb
-            .bindings
-            .iter()
-            .filter_map(|b| {
-                Some(ServiceKey {
-                    addr: b.host_ip.octets(),
-                    port: b.host_port.to_be(),
-                    proto: proto_number(&b.proto).ok()?,
-                    _pad: 0,
-                })
-            })
-            .collect();
+        let keys = service_keys(&sb.bindings);
         let mut dp = lock_dp(&self.dp);
         dp.remove_services(&keys);
         for a in addrs {
@@ -350,6 +339,28 @@ impl Engine {
         lock_dp(&self.dp).set_host_ips(&ips)
     }
 
+    /// Points the sandbox's published ports at its publishing endpoint
+    /// (Docker's gateway endpoint) as the store now has it: after a
+    /// connect or disconnect the ports follow the endpoint, and with no
+    /// such endpoint they answer nowhere (their host ports stay reserved).
+    pub(super) async fn sync_publications(&self, state: &State, sb: &Sandbox) -> Result<()> {
+        if sb.bindings.is_empty() {
+            return Ok(());
+        }
+        let entries = match state.publishing_endpoint(&sb.id) {
+            Some(ep) => self.service_entries(&sb.bindings, ep).await?,
+            None => Vec::new(),
+        };
+        let mut dp = lock_dp(&self.dp);
+        if entries.is_empty() {
+            dp.remove_services(&service_keys(&sb.bindings));
+            Ok(())
+        } else {
+            // Overwrites in place: no moment without the port.
+            dp.set_services(&entries)
+        }
+    }
+
     /// After a restart: reserve every stored binding again and program the
     /// services map to match the store exactly.
     pub(super) async fn reconcile_publications(&self, state: &State) -> Result<()> {
@@ -363,11 +374,7 @@ impl Engine {
                 }
             }
             self.reservations.lock().unwrap_or_else(|p| p.into_inner()).insert(sb.id.clone(), fds);
-            let first = state
-                .endpoints_of_sandbox(&sb.id)
-                .filter_map(|e| state.networks.iter().find(|n| n.id == e.network_id).map(|n| (e, n)))
-                .find(|(e, n)| n.is_bridge() && !n.internal && e.ifname == "eth0");
-            if let Some((ep, _)) = first {
+            if let Some(ep) = state.publishing_endpoint(&sb.id) {
                 desired.extend(self.service_entries(&sb.bindings, ep).await?);
             }
         }
@@ -377,4 +384,19 @@ impl Engine {
         dp.remove_services(&stale);
         dp.set_services(&desired)
     }
+}
+
+/// The services-map keys of `bindings`.
+fn service_keys(bindings: &[PortBinding]) -> Vec<ServiceKey> {
+    bindings
+        .iter()
+        .filter_map(|b| {
+            Some(ServiceKey {
+                addr: b.host_ip.octets(),
+                port: b.host_port.to_be(),
+                proto: proto_number(&b.proto).ok()?,
+                _pad: 0,
+            })
+        })
+        .collect()
 }

@@ -18,6 +18,12 @@ impl Engine {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
         netns::pin_current(&self.paths.host_netns_file())?;
+        // Pinned links of the previous start run this start's programs from now on.
+        match lock_dp(&self.dp).adopt_pinned_links() {
+            Ok(0) => {}
+            Ok(n) => tracing::info!(links = n, "pinned links now run this start's programs"),
+            Err(e) => tracing::warn!(error = %e, "updating pinned links"),
+        }
         let mut known_ifs: HashSet<String> = HashSet::new();
         let mut subnets = HashSet::new();
         for net in &state.networks {
@@ -126,23 +132,55 @@ impl Engine {
         self.program_config().await?;
         lock_dp(&self.dp).attach_socket_hooks(&self.paths.cgroup)?;
         self.refresh_host_ips(&state).await?;
-        let mut dp = lock_dp(&self.dp);
-        for name in dp.pinned_links() {
-            let known = known_ifs.iter().any(|k| crate::bpf::pin_name(k) == name);
-            if !known && !name.starts_with(crate::bpf::CGROUP_LINK_PREFIX) {
-                dp.detach_veth(&name);
+        {
+            let mut dp = lock_dp(&self.dp);
+            for name in dp.pinned_links() {
+                let known = known_ifs.iter().any(|k| crate::bpf::pin_name(k) == name);
+                if !known && !name.starts_with(crate::bpf::CGROUP_LINK_PREFIX) {
+                    dp.detach_veth(&name);
+                }
+            }
+            for idx in dp.endpoint_indexes()? {
+                if !live_indexes.contains(&idx) {
+                    dp.remove_endpoint(idx);
+                }
+            }
+            for s in dp.subnet_keys()? {
+                if !subnets.contains(&s) {
+                    dp.remove_subnet(s);
+                }
             }
         }
-        for idx in dp.endpoint_indexes()? {
-            if !live_indexes.contains(&idx) {
-                dp.remove_endpoint(idx);
-            }
+        self.retire_stale_links().await
+    }
+
+    /// Detaches what an earlier generation of this daemon left attached
+    /// where this start cannot see its pins, and says so in the log.
+    async fn retire_stale_links(&self) -> Result<()> {
+        let interfaces: Vec<(u32, String)> =
+            self.host.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
+        let cookie = super::publish::netns_cookie()?;
+        let retired = lock_dp(&self.dp).retire_stale_links(&interfaces, &self.paths.cgroup, cookie)?;
+        for r in &retired {
+            tracing::warn!(
+                link = r.link_id,
+                program = %r.program,
+                program_id = r.program_id,
+                on = %r.target,
+                "detached a BPF link left by an earlier run of this daemon"
+            );
         }
-        for s in dp.subnet_keys()? {
-            if !subnets.contains(&s) {
-                dp.remove_subnet(s);
-            }
+        if !retired.is_empty() {
+            tracing::warn!(links = retired.len(), "earlier generations of the datapath removed");
         }
         Ok(())
+    }
+
+    /// Our programs as the kernel has them attached (for `stats`).
+    pub async fn attachments(&self) -> Result<Vec<crate::bpf::Attachment>> {
+        let interfaces: Vec<(u32, String)> =
+            self.host.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
+        let cookie = super::publish::netns_cookie()?;
+        lock_dp(&self.dp).attachments(&interfaces, &self.paths.cgroup, cookie)
     }
 }

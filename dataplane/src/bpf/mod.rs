@@ -22,6 +22,11 @@ use ipnetwork::Ipv4Network;
 
 use crate::error::{Error, Result};
 
+mod generations;
+pub mod sys;
+
+pub use generations::Attachment;
+
 /// The BPF object, built by `cargo xtask build-ebpf` and embedded here.
 static OBJECT: &[u8] = include_bytes_aligned!(concat!(
     env!("CARGO_MANIFEST_DIR"),

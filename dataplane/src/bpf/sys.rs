@@ -1,0 +1,157 @@
+//! The few BPF link system calls aya does not expose: listing links with
+//! their attachment (ifindex or cgroup), querying a tcx hook for its link
+//! ids, replacing a link's program in place, and detaching a link that
+//! someone else holds. Used to find and retire links of an earlier
+//! generation of the daemon.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
+use std::path::Path;
+
+use aya_obj::generated::{bpf_attach_type, bpf_attr, bpf_cmd, bpf_link_info, bpf_link_type};
+
+fn sys_bpf(cmd: bpf_cmd, attr: &mut bpf_attr) -> io::Result<i64> {
+    // SAFETY: `attr` is a valid, zero-initialised bpf_attr of the size passed.
+    let rc = unsafe {
+        nix::libc::syscall(
+            nix::libc::SYS_bpf,
+            cmd as nix::libc::c_long,
+            std::ptr::from_mut(attr),
+            std::mem::size_of::<bpf_attr>(),
+        )
+    };
+    if rc < 0 { Err(io::Error::last_os_error()) } else { Ok(rc) }
+}
+
+fn zeroed_attr() -> bpf_attr {
+    // SAFETY: bpf_attr is plain old data; all-zero is its documented default.
+    unsafe { std::mem::zeroed() }
+}
+
+/// Where a link is attached.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Attachment {
+    /// tcx on an interface (ifindex in the namespace of the device).
+    Tcx {
+        ifindex: u32,
+        ingress: bool,
+    },
+    /// A cgroup hook.
+    Cgroup {
+        cgroup_id: u64,
+    },
+    Other,
+}
+
+/// A link the kernel holds.
+#[derive(Clone, Copy, Debug)]
+pub struct LinkInfo {
+    pub id: u32,
+    pub prog_id: u32,
+    pub attachment: Attachment,
+}
+
+/// A new fd for link `id`.
+pub fn link_fd_by_id(id: u32) -> io::Result<OwnedFd> {
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_6.__bindgen_anon_1.link_id = id;
+    let fd = sys_bpf(bpf_cmd::BPF_LINK_GET_FD_BY_ID, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// What the kernel says about the link behind `fd`.
+pub fn link_info(fd: BorrowedFd<'_>) -> io::Result<LinkInfo> {
+    // SAFETY: plain old data.
+    let mut info: bpf_link_info = unsafe { std::mem::zeroed() };
+    let mut attr = zeroed_attr();
+    attr.info.bpf_fd = fd.as_raw_fd() as u32;
+    attr.info.info = std::ptr::from_mut(&mut info) as u64;
+    attr.info.info_len = std::mem::size_of::<bpf_link_info>() as u32;
+    sys_bpf(bpf_cmd::BPF_OBJ_GET_INFO_BY_FD, &mut attr)?;
+    let attachment = if info.type_ == bpf_link_type::BPF_LINK_TYPE_TCX as u32 {
+        // SAFETY: the kernel filled the tcx member for a tcx link.
+        let t = unsafe { info.__bindgen_anon_1.tcx };
+        Attachment::Tcx {
+            ifindex: t.ifindex,
+            ingress: t.attach_type == bpf_attach_type::BPF_TCX_INGRESS as u32,
+        }
+    } else if info.type_ == bpf_link_type::BPF_LINK_TYPE_CGROUP as u32 {
+        // SAFETY: the kernel filled the cgroup member for a cgroup link.
+        let c = unsafe { info.__bindgen_anon_1.cgroup };
+        Attachment::Cgroup { cgroup_id: c.cgroup_id }
+    } else {
+        Attachment::Other
+    };
+    Ok(LinkInfo { id: info.id, prog_id: info.prog_id, attachment })
+}
+
+/// Every link in the kernel (links that vanish while listed are skipped).
+pub fn links() -> io::Result<Vec<LinkInfo>> {
+    let mut out = Vec::new();
+    let mut id = 0u32;
+    // Bounded: link ids are finite; the kernel answers ENOENT after the last.
+    for _ in 0..1_000_000 {
+        let mut attr = zeroed_attr();
+        attr.__bindgen_anon_6.__bindgen_anon_1.start_id = id;
+        match sys_bpf(bpf_cmd::BPF_LINK_GET_NEXT_ID, &mut attr) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => break,
+            Err(e) => return Err(e),
+        }
+        // SAFETY: the kernel wrote next_id.
+        id = unsafe { attr.__bindgen_anon_6.next_id };
+        match link_fd_by_id(id).and_then(|fd| link_info(fd.as_fd())) {
+            Ok(info) => out.push(info),
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => continue,
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(out)
+}
+
+/// Link ids attached at tcx ingress of `ifindex` (in the caller's network namespace).
+pub fn tcx_ingress_links(ifindex: u32) -> io::Result<Vec<u32>> {
+    const MAX: usize = 64;
+    let mut prog_ids = [0u32; MAX];
+    let mut link_ids = [0u32; MAX];
+    let mut attr = zeroed_attr();
+    attr.query.__bindgen_anon_1.target_ifindex = ifindex;
+    attr.query.attach_type = bpf_attach_type::BPF_TCX_INGRESS as u32;
+    attr.query.__bindgen_anon_2.prog_cnt = MAX as u32;
+    attr.query.prog_ids = prog_ids.as_mut_ptr() as u64;
+    attr.query.link_ids = link_ids.as_mut_ptr() as u64;
+    sys_bpf(bpf_cmd::BPF_PROG_QUERY, &mut attr)?;
+    // SAFETY: the kernel wrote the count.
+    let n = (unsafe { attr.query.__bindgen_anon_2.prog_cnt } as usize).min(MAX);
+    Ok(link_ids[..n].iter().copied().filter(|&l| l != 0).collect())
+}
+
+/// Puts `prog` in place of the program of link `link` (atomic for traffic).
+pub fn link_update(link: BorrowedFd<'_>, prog: BorrowedFd<'_>) -> io::Result<()> {
+    let mut attr = zeroed_attr();
+    attr.link_update.link_fd = link.as_raw_fd() as u32;
+    attr.link_update.__bindgen_anon_1.new_prog_fd = prog.as_raw_fd() as u32;
+    sys_bpf(bpf_cmd::BPF_LINK_UPDATE, &mut attr).map(|_| ())
+}
+
+/// Detaches link `id` whoever holds it (its pins and fds stay, defunct).
+pub fn link_detach(id: u32) -> io::Result<()> {
+    let fd = link_fd_by_id(id)?;
+    let mut attr = zeroed_attr();
+    attr.link_detach.link_fd = fd.as_raw_fd() as u32;
+    sys_bpf(bpf_cmd::BPF_LINK_DETACH, &mut attr).map(|_| ())
+}
+
+/// A new fd for the object pinned at `path` (BPF_OBJ_GET).
+pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = CString::new(path.as_os_str().as_bytes())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e))?;
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_4.pathname = c.as_ptr() as u64;
+    let fd = sys_bpf(bpf_cmd::BPF_OBJ_GET, &mut attr)?;
+    // SAFETY: the kernel returned a new file descriptor we now own.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
