@@ -15,6 +15,8 @@ pub enum Error {
     SandboxExists(String),
     #[error("invalid name {name:?}: only [a-zA-Z0-9][a-zA-Z0-9_.-] are allowed")]
     InvalidName { name: String },
+    #[error("invalid name {shown}…: {len} characters, at most {max} are allowed")]
+    NameTooLong { shown: String, len: usize, max: usize },
     #[error("invalid {what} {value:?}: {reason}")]
     InvalidInput { what: &'static str, value: String, reason: String },
     #[error("plugin \"{0}\" not found: supported drivers are bridge and macvlan")]
@@ -76,6 +78,7 @@ impl Error {
             | Error::AlreadyConnected { .. }
             | Error::SubnetOverlap { .. } => 409,
             Error::InvalidName { .. }
+            | Error::NameTooLong { .. }
             | Error::InvalidInput { .. }
             | Error::UnknownDriver(_)
             | Error::PoolExhausted { .. }

@@ -110,6 +110,13 @@ pub struct Sandbox {
     /// Published ports as allocated (host port chosen, ranges expanded).
     #[serde(default)]
     pub bindings: Vec<PortBinding>,
+    /// `KEY=VALUE` the user passed (`-e`); the process gets these on top of
+    /// PATH, HOSTNAME and HOME, and nothing of the daemon's environment.
+    #[serde(default)]
+    pub env: Vec<String>,
+    /// `--user`: USER[:GROUP] or UID[:GID] the process runs as (None: root).
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 /// One published port, resolved: host address and port → container port.

@@ -20,13 +20,29 @@ pub fn valid_alias(alias: &str) -> bool {
         })
 }
 
+/// Longest sandbox or network name.
+pub const MAX_NAME: usize = 128;
+
+/// Checks a sandbox or network name, saying what is wrong with it.
+pub fn check_name(name: &str) -> crate::error::Result<()> {
+    use crate::error::Error;
+    if name.len() > MAX_NAME {
+        let shown: String = name.chars().take(24).collect();
+        return Err(Error::NameTooLong { shown, len: name.chars().count(), max: MAX_NAME });
+    }
+    if !valid_name(name) {
+        return Err(Error::InvalidName { name: name.to_string() });
+    }
+    Ok(())
+}
+
 pub fn valid_name(name: &str) -> bool {
     let mut chars = name.chars();
     match chars.next() {
         Some(c) if c.is_ascii_alphanumeric() => {}
         _ => return false,
     }
-    name.len() <= 128 && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    name.len() <= MAX_NAME && chars.all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// Linux interface names: 1..=15 bytes, no '/', ':' or whitespace.

@@ -16,8 +16,118 @@ use nix::sched::{CloneFlags, setns, unshare};
 
 use crate::error::{Error, Result};
 
+/// PATH a sandbox process starts with (Docker's default).
+pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
+
+/// Checks a command at create time: a program name, no NUL anywhere.
+pub fn check_cmd(cmd: &[String]) -> Result<()> {
+    if cmd.first().is_some_and(|p| p.is_empty()) {
+        return Err(Error::invalid("command", format!("{cmd:?}"), "the program name is empty"));
+    }
+    if let Some(bad) = cmd.iter().find(|a| a.contains('\0')) {
+        return Err(Error::invalid("command", bad, "arguments cannot contain NUL"));
+    }
+    Ok(())
+}
+
+/// Checks `-e` entries: `KEY=VALUE`, KEY non-empty, no NUL.
+pub fn check_env(env: &[String]) -> Result<()> {
+    for e in env {
+        match e.split_once('=') {
+            Some((k, _)) if !k.is_empty() && !e.contains('\0') => {}
+            Some(_) if e.contains('\0') => {
+                return Err(Error::invalid("environment variable", e, "cannot contain NUL"));
+            }
+            _ => {
+                return Err(Error::invalid(
+                    "environment variable",
+                    e,
+                    "must be KEY=VALUE with a non-empty KEY",
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+/// A process identity: uid, gid, home directory.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Identity {
+    pub uid: u32,
+    pub gid: u32,
+    pub home: String,
+}
+
+/// Resolves `--user` (USER[:GROUP] or UID[:GID], names from the host's
+/// passwd and group databases), as Docker does.
+pub fn resolve_user(spec: &str) -> Result<Identity> {
+    use nix::unistd::{Group, Uid, User};
+    let bad = |why: String| Error::invalid("user", spec, why);
+    let (u, g) = match spec.split_once(':') {
+        Some((u, g)) => (u, Some(g)),
+        None => (spec, None),
+    };
+    if u.is_empty() || g.is_some_and(str::is_empty) {
+        return Err(bad("use USER[:GROUP] or UID[:GID]".into()));
+    }
+    let user = match u.parse::<u32>() {
+        Ok(uid) => User::from_uid(Uid::from_raw(uid)).ok().flatten(),
+        Err(_) => Some(
+            User::from_name(u)
+                .map_err(|e| bad(format!("looking it up: {e}")))?
+                .ok_or_else(|| bad(format!("no user {u:?} in the host's passwd database")))?,
+        ),
+    };
+    let uid = match (&user, u.parse::<u32>()) {
+        (Some(p), _) => p.uid.as_raw(),
+        (None, Ok(n)) => n,
+        (None, Err(_)) => return Err(bad("unknown user".into())),
+    };
+    let gid = match g {
+        None => user.as_ref().map(|p| p.gid.as_raw()).unwrap_or(uid),
+        Some(g) => match g.parse::<u32>() {
+            Ok(n) => n,
+            Err(_) => Group::from_name(g)
+                .map_err(|e| bad(format!("looking up group {g:?}: {e}")))?
+                .ok_or_else(|| bad(format!("no group {g:?} in the host's group database")))?
+                .gid
+                .as_raw(),
+        },
+    };
+    let home = user.map(|p| p.dir.display().to_string()).unwrap_or_else(|| "/".into());
+    Ok(Identity { uid, gid, home })
+}
+
+/// The whole environment of a sandbox process: PATH, HOSTNAME and HOME,
+/// then what the user passed (which may override them). Nothing of the
+/// daemon's own environment.
+pub fn environment(hostname: &str, user: Option<&str>, extra: &[String]) -> Vec<String> {
+    let home = user.and_then(|u| resolve_user(u).ok()).map(|i| i.home).unwrap_or_else(|| "/root".into());
+    let mut env =
+        vec![format!("PATH={DEFAULT_PATH}"), format!("HOSTNAME={hostname}"), format!("HOME={home}")];
+    for e in extra {
+        let key = e.split_once('=').map_or(e.as_str(), |(k, _)| k);
+        env.retain(|x| x.split_once('=').map_or(x.as_str(), |(k, _)| k) != key);
+        env.push(e.clone());
+    }
+    env
+}
+
+/// Drops root for `id` (groups, gid, then uid). Only system calls: safe
+/// between fork and exec.
+pub fn become_user(id: &Identity) -> nix::Result<()> {
+    let gid = nix::unistd::Gid::from_raw(id.gid);
+    nix::unistd::setgroups(&[gid])?;
+    nix::unistd::setgid(gid)?;
+    nix::unistd::setuid(nix::unistd::Uid::from_raw(id.uid))
+}
+
 pub struct Launch {
     pub cmd: Vec<String>,
+    /// Every environment variable of the process (see [`environment`]).
+    pub env: Vec<String>,
+    /// Who the process runs as (None: root).
+    pub identity: Option<Identity>,
     /// Network namespace to join (None: stay in the daemon's, for host mode).
     pub netns: Option<PathBuf>,
     pub hostname: String,
@@ -51,6 +161,13 @@ pub fn spawn(l: &Launch) -> Result<Child> {
             .collect();
     let mut cmd = Command::new(program);
     cmd.args(&l.cmd[1..]).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+    cmd.env_clear();
+    for e in &l.env {
+        if let Some((k, v)) = e.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let identity = l.identity.clone();
     // SAFETY: the closure runs in the forked child before exec; it only makes
     // system calls on data prepared above (no allocation, no locks).
     unsafe {
@@ -66,6 +183,10 @@ pub fn spawn(l: &Launch) -> Result<Child> {
                 mount(Some(src.as_path()), *target, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
             }
             nix::unistd::setsid()?;
+            // Last: joining namespaces and mounting needed root.
+            if let Some(id) = &identity {
+                become_user(id)?;
+            }
             Ok(())
         });
     }
@@ -115,6 +236,39 @@ pub async fn stop(pid: u32, started: Option<u64>, grace: std::time::Duration) {
                 break;
             }
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn environment_is_the_defaults_plus_what_the_user_passed() {
+        let env = environment("box", None, &["A=1".into(), "HOME=/srv".into()]);
+        assert_eq!(
+            env,
+            [format!("PATH={DEFAULT_PATH}"), "HOSTNAME=box".into(), "A=1".into(), "HOME=/srv".into()]
+        );
+        assert!(environment("box", Some("nobody"), &[]).contains(&"HOME=/nonexistent".to_string()));
+    }
+
+    #[test]
+    fn commands_env_and_users_are_checked() {
+        assert!(check_cmd(&["".into()]).is_err());
+        assert!(check_cmd(&["sh".into(), "a\0b".into()]).is_err());
+        assert!(check_cmd(&[]).is_ok() && check_cmd(&["true".into()]).is_ok());
+        assert!(check_env(&["=x".into()]).is_err() && check_env(&["NOEQ".into()]).is_err());
+        assert!(check_env(&["K=".into(), "K=v=w".into()]).is_ok());
+        assert_eq!(resolve_user("nobody").expect("nobody").uid, 65534);
+        assert_eq!(
+            resolve_user("1234:5678").expect("numeric"),
+            Identity { uid: 1234, gid: 5678, home: "/".into() }
+        );
+        assert_eq!(resolve_user("0").expect("root").home, "/root");
+        for bad in ["", ":", "nobody:", "no-such-user-here", "nobody:no-such-group"] {
+            assert!(resolve_user(bad).is_err(), "{bad:?}");
         }
     }
 }

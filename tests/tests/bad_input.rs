@@ -163,4 +163,35 @@ fn bad_sandboxes_are_refused_and_leave_nothing() {
     refused(&h, &["network", "connect", "none", "first"], "host network");
     refused(&h, &["network", "connect", "--ip", "10.64.0.10", "bridge", "first"], "not inside subnet");
     refused(&h, &["exec", "nosuch", "true"], "No such container");
+    let long = "a".repeat(129);
+    refused(&h, &["run", "-d", "--name", &long, "sleep", "1"], "129 characters, at most 128");
+    refused(&h, &["network", "create", &long], "129 characters, at most 128");
+    refused(&h, &["run", "-d", "-e", "=nokey", "sleep", "1"], "KEY=VALUE");
+    refused(&h, &["run", "-d", "--user", "nosuchuser", "sleep", "1"], "no user \"nosuchuser\"");
+    refused(&h, &["run", "-d", "--user", "nobody:nosuchgroup", "sleep", "1"], "no group");
+    refused(&h, &["run", "-d", ""], "the program name is empty");
+    // What the CLI cannot send, the API refuses at create too (not at start, with a 500).
+    for (body, expect) in [
+        (r#"{"Cmd":[""]}"#, "the program name is empty"),
+        (r#"{"Cmd":["sleep","1\u0000"]}"#, "cannot contain NUL"),
+        (r#"{"Cmd":["sleep","1"],"Env":["A\u0000=b"]}"#, "cannot contain NUL"),
+    ] {
+        let before = snapshot(&h);
+        let o = dataplane_tests::sh(&[
+            "curl",
+            "-s",
+            "-w",
+            "\n%{http_code}",
+            "--unix-socket",
+            &h.socket.display().to_string(),
+            "-H",
+            "Content-Type: application/json",
+            "-d",
+            body,
+            "http://d/containers/create",
+        ]);
+        let out = dataplane_tests::text(&o);
+        assert!(out.contains(expect) && out.trim_end().ends_with("400"), "{body}: {out}");
+        assert_eq!(before, snapshot(&h), "{body} left something behind");
+    }
 }

@@ -211,3 +211,70 @@ fn stop_and_rm_end_everything_the_sandbox_started() {
     }
     assert!(dataplane_tests::process_ended(bg), "background child survived rm -f");
 }
+
+#[test]
+fn processes_get_a_clean_environment_and_may_run_unprivileged() {
+    let (mut h, _ext) = Host::with_external_unstarted("env");
+    // A secret in the daemon's environment, and one in the CLI user's shell.
+    h.start_with_env(&[("FOO_SECRET", "daemon-side")]);
+    let o = h.dp_ok(&["run", "--name", "e", "-h", "envbox", "-e", "GREETING=hi", "-e", "HOME=/srv", "env"]);
+    let mut got: Vec<&str> = o.lines().collect();
+    got.sort();
+    assert_eq!(
+        got,
+        [
+            "GREETING=hi",
+            "HOME=/srv",
+            "HOSTNAME=envbox",
+            "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
+        ],
+        "the process environment: {o}"
+    );
+    h.dp_ok(&["run", "-d", "--name", "r", "-e", "GREETING=hi", "sleep", "600"]);
+    let exec_env = |extra: &[&str]| {
+        let mut args = vec!["--socket".to_string(), h.socket.display().to_string(), "exec".to_string()];
+        args.extend(extra.iter().map(|s| s.to_string()));
+        args.extend(["r".to_string(), "env".to_string()]);
+        let o = dataplane_tests::output_bounded(
+            std::process::Command::new(dataplane_tests::bin())
+                .args(&args)
+                .env("FOO_SECRET", "caller-side")
+                .env("PASSED", "on-purpose")
+                .stdin(std::process::Stdio::null()),
+        );
+        assert!(o.status.success(), "{}", dataplane_tests::text(&o));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let plain = exec_env(&[]);
+    assert!(plain.contains("GREETING=hi\n") && plain.contains("HOME=/root\n"), "{plain}");
+    assert!(
+        !plain.contains("FOO_SECRET") && !plain.contains("PASSED"),
+        "exec leaked the caller's environment: {plain}"
+    );
+    let passed = exec_env(&["-e", "PASSED", "-e", "X=1"]);
+    assert!(passed.contains("PASSED=on-purpose\n") && passed.contains("X=1\n"), "{passed}");
+    assert!(!passed.contains("FOO_SECRET"), "{passed}");
+
+    // --user: the process runs unprivileged, and the API socket (0660 root) keeps it out.
+    h.dp_ok(&["run", "-d", "--name", "u", "--user", "nobody", "sleep", "600"]);
+    let pid = h.inspect("u")["State"]["Pid"].as_u64().expect("pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("status");
+    let uid_line = status.lines().find(|l| l.starts_with("Uid:")).expect("Uid line");
+    assert!(uid_line.split_whitespace().skip(1).all(|f| f == "65534"), "{uid_line}");
+    assert_eq!(h.exec("u", &["id", "-u"]).stdout, b"65534\n", "exec runs as the sandbox's user");
+    let sock = format!("UNIX-CONNECT:{}", h.socket.display());
+    let api = |name: &str| h.exec(name, &["socat", "-u", "OPEN:/dev/null", &sock]);
+    let o = api("u");
+    assert!(
+        !o.status.success() && dataplane_tests::text(&o).contains("Permission denied"),
+        "{}",
+        dataplane_tests::text(&o)
+    );
+    assert!(
+        api("r").status.success(),
+        "a root sandbox reaches the socket (as the README warns): {}",
+        dataplane_tests::text(&api("r"))
+    );
+    assert_eq!(h.exec("u", &["id", "-u"]).stdout, b"65534\n");
+    assert_eq!(h.dp_ok(&["exec", "-u", "0", "u", "id", "-u"]), "0\n");
+}

@@ -257,6 +257,8 @@ async fn create_sandbox(
             cmd: req.cmd,
             netns_path: req.netns,
             auto_remove: req.auto_remove,
+            env: req.env,
+            user: req.user,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(SandboxCreateResponse { id: created.id, warnings: created.warnings })))

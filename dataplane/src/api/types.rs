@@ -186,6 +186,10 @@ pub struct SandboxCreateRequest {
     pub expose: Vec<String>,
     pub netns: Option<String>,
     pub auto_remove: bool,
+    /// `KEY=VALUE` for the process (Docker's `Config.Env`).
+    pub env: Vec<String>,
+    /// USER[:GROUP] or UID[:GID] (Docker's `Config.User`).
+    pub user: Option<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -321,7 +325,13 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
         "Path": sb.cmd.first().cloned().unwrap_or_default(),
         "Args": sb.cmd.iter().skip(1).collect::<Vec<_>>(),
         "State": { "Status": st, "Running": running, "Pid": if running { sb.pid.unwrap_or(0) } else { 0 }, "ExitCode": code },
-        "Config": { "Hostname": sb.hostname, "Cmd": sb.cmd, "ExposedPorts": exposed },
+        "Config": {
+            "Hostname": sb.hostname,
+            "Cmd": sb.cmd,
+            "ExposedPorts": exposed,
+            "Env": crate::process::environment(&sb.hostname, sb.user.as_deref(), &sb.env),
+            "User": sb.user.clone().unwrap_or_default(),
+        },
         "HostConfig": {
             "NetworkMode": mode_name(state, sb),
             "PortBindings": bindings,

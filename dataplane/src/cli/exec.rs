@@ -18,6 +18,12 @@ use crate::api::client::{Client, enc};
 #[derive(Args)]
 #[command(after_help = "Example:\n  dataplane exec web ping -c 1 172.17.0.3")]
 pub struct ExecArgs {
+    /// Set an environment variable: KEY=VALUE, or KEY to pass this shell's value.
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Run as USER[:GROUP] or UID[:GID] (default: the sandbox's --user, else root).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
     name: String,
     #[arg(required = true, trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -56,12 +62,46 @@ fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
     };
     let mut cmd = std::process::Command::new(&a.command[0]);
     cmd.args(&a.command[1..]);
+    // The sandbox's environment, not the caller's (as `docker exec`): a
+    // secret in this shell stays out unless passed with -e.
+    cmd.env_clear();
+    let mut env: Vec<String> = info["Config"]["Env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|v| v.as_str().map(String::from))
+        .collect();
+    if std::io::IsTerminal::is_terminal(&std::io::stdin())
+        && let Ok(term) = std::env::var("TERM")
+    {
+        env.push(format!("TERM={term}"));
+    }
+    env.extend(super::env_args(&a.env));
+    crate::process::check_env(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    for e in &env {
+        if let Some((k, v)) = e.split_once('=') {
+            cmd.env(k, v);
+        }
+    }
+    let user = a
+        .user
+        .clone()
+        .or_else(|| info["Config"]["User"].as_str().filter(|u| !u.is_empty()).map(String::from));
+    let identity =
+        user.as_deref().map(crate::process::resolve_user).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // An explicit --user brings its own home; otherwise the sandbox's HOME stands.
+    if let (Some(id), Some(_)) = (&identity, &a.user) {
+        cmd.env("HOME", &id.home);
+    }
     // SAFETY: runs in the forked child before exec, only making system calls.
     unsafe {
         cmd.pre_exec(move || {
             setns(net.as_fd(), CloneFlags::CLONE_NEWNET)?;
             for (f, flag) in &extra {
                 setns(f.as_fd(), *flag)?;
+            }
+            if let Some(id) = &identity {
+                crate::process::become_user(id)?;
             }
             Ok(())
         });

@@ -217,6 +217,17 @@ pub(crate) fn print_inspect(items: &[serde_json::Value], format: &str) -> anyhow
     Ok(())
 }
 
+/// `-e` values as Docker reads them: `KEY=VALUE` as given; a bare `KEY`
+/// takes this shell's value (and is left out when the shell has none).
+pub(crate) fn env_args(args: &[String]) -> Vec<String> {
+    args.iter()
+        .filter_map(|a| match a.split_once('=') {
+            Some(_) => Some(a.clone()),
+            None => std::env::var(a).ok().map(|v| format!("{a}={v}")),
+        })
+        .collect()
+}
+
 /// Parses `K=V` (labels, options, aux addresses).
 pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {

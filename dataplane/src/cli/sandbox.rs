@@ -49,6 +49,12 @@ pub struct RunArgs {
     /// Adopt an existing network namespace instead of creating one.
     #[arg(long)]
     netns: Option<String>,
+    /// Set an environment variable of the process: KEY=VALUE, or KEY to pass this shell's value.
+    #[arg(short = 'e', long = "env")]
+    env: Vec<String>,
+    /// Run the process as USER[:GROUP] or UID[:GID] (default: root).
+    #[arg(short = 'u', long)]
+    user: Option<String>,
     /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -70,6 +76,8 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
         publish_all: a.publish_all,
         expose: a.expose,
         netns: a.netns,
+        env: super::env_args(&a.env),
+        user: a.user,
         // In the foreground the CLI removes it after printing the last output.
         auto_remove: a.rm && a.detach,
     };

@@ -193,6 +193,8 @@ mod tests {
             publish_all: false,
             auto_remove: false,
             bindings: vec![],
+            env: vec![],
+            user: None,
         }
     }
 

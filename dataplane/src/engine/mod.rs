@@ -50,6 +50,8 @@ pub struct SandboxCreate {
     pub cmd: Vec<String>,
     pub netns_path: Option<String>,
     pub auto_remove: bool,
+    pub env: Vec<String>,
+    pub user: Option<String>,
 }
 
 pub struct Created {

@@ -48,9 +48,7 @@ impl Engine {
     async fn create_network_inner(&self, req: NetworkCreate, predefined: bool) -> Result<String> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        if !names::valid_name(&req.name) {
-            return Err(Error::InvalidName { name: req.name });
-        }
+        names::check_name(&req.name)?;
         if state.network(&req.name).is_some_and(|n| n.name == req.name) {
             return Err(Error::NetworkExists(req.name));
         }

@@ -22,9 +22,7 @@ impl Engine {
         let name = match &req.name {
             Some(n) if !n.is_empty() => {
                 let n = n.trim_start_matches('/').to_string();
-                if !names::valid_name(&n) {
-                    return Err(Error::InvalidName { name: n });
-                }
+                names::check_name(&n)?;
                 if state.sandboxes.iter().any(|s| s.name == n) {
                     return Err(Error::SandboxExists(n));
                 }
@@ -32,6 +30,11 @@ impl Engine {
             }
             _ => format!("sandbox_{}", &id[..8]),
         };
+        process::check_cmd(&req.cmd)?;
+        process::check_env(&req.env)?;
+        if let Some(u) = req.user.as_deref().filter(|u| !u.is_empty()) {
+            process::resolve_user(u)?;
+        }
         let mut warnings = Vec::new();
         let ports = req.publish.iter().map(|p| ports::parse_publish(p)).collect::<Result<Vec<_>>>()?;
         let expose = req.expose.iter().map(|p| ports::parse_expose(p)).collect::<Result<Vec<_>>>()?.concat();
@@ -128,6 +131,8 @@ impl Engine {
             publish_all: req.publish_all && mode != NetworkMode::Host,
             auto_remove: req.auto_remove,
             bindings: Vec::new(),
+            env: req.env.clone(),
+            user: req.user.clone().filter(|u| !u.is_empty()),
         };
         // Kernel side: namespace, loopback, endpoint.
         if owns {
@@ -220,8 +225,11 @@ impl Engine {
             h.push_str(&format!("{}\t{}\n", ep.ip, sb.hostname));
         }
         std::fs::write(&hosts, h).map_err(|e| Error::io("write", hosts.display(), e))?;
+        let identity = sb.user.as_deref().map(process::resolve_user).transpose()?;
         let launch = process::Launch {
             cmd: sb.cmd.clone(),
+            env: process::environment(&sb.hostname, sb.user.as_deref(), &sb.env),
+            identity,
             netns: (sb.mode != NetworkMode::Host).then(|| PathBuf::from(&sb.netns)),
             hostname: sb.hostname.clone(),
             resolv_conf: resolv,
