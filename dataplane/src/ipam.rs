@@ -55,6 +55,7 @@ pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> 
                     "prefix must be /30 or shorter to hold a gateway and an endpoint",
                 ));
             }
+            check_not_special(net, s)?;
             if let Some((_, other)) = taken.iter().find(|(t, _)| t.overlaps(net)) {
                 return Err(Error::SubnetOverlap { subnet: s.clone(), other: other.clone() });
             }
@@ -96,6 +97,28 @@ pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> 
         aux.insert(name.clone(), ip);
     }
     Ok(Ipam { subnet, ip_range, gateway, aux })
+}
+
+/// Address blocks no network may use: packets to them never reach a
+/// sandbox through a bridge (loopback, link-local, multicast, reserved and
+/// broadcast, "this network").
+const SPECIAL: [(&str, u8, [u8; 4]); 5] = [
+    ("\"this network\" 0.0.0.0/8", 8, [0, 0, 0, 0]),
+    ("loopback 127.0.0.0/8", 8, [127, 0, 0, 0]),
+    ("link-local 169.254.0.0/16", 16, [169, 254, 0, 0]),
+    ("multicast 224.0.0.0/4", 4, [224, 0, 0, 0]),
+    ("reserved 240.0.0.0/4 (with the broadcast address)", 4, [240, 0, 0, 0]),
+];
+
+fn check_not_special(net: Ipv4Network, given: &str) -> Result<()> {
+    for (what, prefix, addr) in SPECIAL {
+        let block =
+            Ipv4Network::new(Ipv4Addr::from(addr), prefix).map_err(|e| Error::Internal(e.to_string()))?;
+        if block.overlaps(net) {
+            return Err(Error::invalid("subnet", given, format!("overlaps the {what} block")));
+        }
+    }
+    Ok(())
 }
 
 fn first_host(net: Ipv4Network) -> Ipv4Addr {
@@ -154,6 +177,22 @@ mod tests {
 
     fn req(subnet: &str) -> IpamRequest {
         IpamRequest { subnet: Some(subnet.into()), ..Default::default() }
+    }
+
+    #[test]
+    fn special_blocks_are_refused_with_their_name() {
+        for (s, what) in [
+            ("127.0.0.0/24", "loopback"),
+            ("126.0.0.0/7", "loopback"),
+            ("224.0.0.0/24", "multicast"),
+            ("255.255.255.0/24", "reserved"),
+            ("169.254.1.0/24", "link-local"),
+            ("0.0.0.0/8", "this network"),
+        ] {
+            let e = plan(&req(s), &[]).expect_err(s).to_string();
+            assert!(e.contains(what), "{s}: {e}");
+        }
+        assert!(plan(&req("128.0.0.0/24"), &[]).is_ok());
     }
 
     #[test]

@@ -272,6 +272,49 @@ impl Netlink {
             .collect())
     }
 
+    /// What the host itself uses of the IPv4 space, each with words for a
+    /// message: connected and static routes of the main table (not the
+    /// default route) and every address on every link.
+    pub async fn ipv4_claims(&self) -> Result<Vec<(ipnetwork::Ipv4Network, String)>> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+        let names: std::collections::HashMap<u32, String> =
+            self.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
+        let name = |i: u32| names.get(&i).cloned().unwrap_or_else(|| format!("#{i}"));
+        let mut out = Vec::new();
+        for r in self.ipv4_routes().await? {
+            if r.header.destination_prefix_length == 0 || r.header.table != 254 {
+                continue;
+            }
+            let mut dst = None;
+            let mut dev = String::new();
+            for a in &r.attributes {
+                match a {
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
+                        dst = ipnetwork::Ipv4Network::new(*ip, r.header.destination_prefix_length).ok();
+                    }
+                    RouteAttribute::Oif(i) => dev = name(*i),
+                    _ => {}
+                }
+            }
+            if let Some(d) = dst {
+                out.push((d, format!("route {d} dev {dev}")));
+            }
+        }
+        let msgs: Vec<_> =
+            self.handle.address().get().execute().try_collect().await.map_err(nl("list addresses", "all"))?;
+        for m in msgs {
+            for a in &m.attributes {
+                if let AddressAttribute::Local(std::net::IpAddr::V4(ip)) = a
+                    && let Ok(n) = ipnetwork::Ipv4Network::new(*ip, 32)
+                {
+                    out.push((n, format!("address {ip} on {}", name(m.header.index))));
+                }
+            }
+        }
+        Ok(out)
+    }
+
     /// IPv4 addresses on link `index`.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
         use rtnetlink::packet_route::address::AddressAttribute;

@@ -58,6 +58,32 @@ fn bad_networks_are_refused_and_leave_nothing() {
         "not inside subnet",
     );
     refused(&h, &["network", "create", "--subnet", "10.61.0.0/33", "bad"], "not an IPv4 CIDR");
+    // Subnets that would break the host: its uplink's LAN, a route, one of its addresses…
+    h.run(&["ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
+    h.run(&["ip", "addr", "add", "203.0.113.7/32", "dev", UPLINK]);
+    for (subnet, what) in [
+        ("192.0.2.0/24", "route 192.0.2.0/24 dev up0"),
+        ("192.0.2.128/25", "route 192.0.2.0/24 dev up0"),
+        ("192.0.0.0/16", "route 192.0.2.0/24 dev up0"),
+        ("198.51.100.0/25", "route 198.51.100.0/24 dev up0"),
+        ("203.0.113.0/24", "address 203.0.113.7 on up0"),
+    ] {
+        refused(&h, &["network", "create", "--subnet", subnet, "hostnet"], what);
+    }
+    // …and address blocks no bridge can serve.
+    for (subnet, what) in [
+        ("127.0.0.0/24", "loopback"),
+        ("224.0.0.0/24", "multicast"),
+        ("240.0.0.0/24", "reserved"),
+        ("255.255.255.0/24", "reserved"),
+        ("169.254.0.0/16", "link-local"),
+        ("0.0.0.0/8", "this network"),
+    ] {
+        refused(&h, &["network", "create", "--subnet", subnet, "special"], what);
+    }
+    // Next to them (the host's neighbours, not its own) is fine.
+    h.dp_ok(&["network", "create", "--subnet", "192.0.3.0/24", "near"]);
+    h.dp_ok(&["network", "rm", "near"]);
     refused(&h, &["network", "create", "taken"], "already exists");
     refused(&h, &["network", "create", "bad/name"], "invalid name");
     refused(&h, &["network", "create", "-d", "overlay", "ov"], "plugin \"overlay\" not found");

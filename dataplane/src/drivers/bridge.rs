@@ -22,17 +22,29 @@ fn device(net: &Network) -> Result<&str> {
 /// ports, so it changes as sandboxes come and go, and sandboxes holding the
 /// old one in their neighbour table (for the gateway or a VIP) would send
 /// frames the host no longer accepts.
+/// A bridge this call made is deleted again when a later step fails, so a
+/// refused address (the kernel's EINVAL) leaves no device behind.
 pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
     let name = device(net)?;
-    let idx = match host.link_index(name).await? {
-        Some(i) => i,
-        None => host.create_bridge(name).await?,
+    let (idx, made) = match host.link_index(name).await? {
+        Some(i) => (i, false),
+        None => (host.create_bridge(name).await?, true),
     };
-    if let Some(ipam) = &net.ipam {
-        host.set_mac(idx, names::mac_for_ip(ipam.gateway)).await?;
-        host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
+    let res = async {
+        if let Some(ipam) = &net.ipam {
+            host.set_mac(idx, names::mac_for_ip(ipam.gateway)).await?;
+            host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
+        }
+        host.set_up(idx).await
     }
-    host.set_up(idx).await
+    .await;
+    if res.is_err()
+        && made
+        && let Err(e) = host.delete(idx).await
+    {
+        tracing::warn!(bridge = name, error = %e, "removing the half-made bridge");
+    }
+    res
 }
 
 pub async fn delete_network(host: &Netlink, net: &Network) -> Result<()> {

@@ -126,7 +126,29 @@ impl Engine {
                     taken.push((r, format!("host route {r}")));
                 }
             }
-            Some(ipam::plan(&req.ipam, &taken)?)
+            let planned = ipam::plan(&req.ipam, &taken)?;
+            // A bridge subnet the host already uses (the uplink's LAN, a
+            // route, one of its addresses) would give the bridge and the
+            // sandboxes the host's own addresses and break its routing.
+            // macvlan subnets are the parent's LAN by design.
+            if driver == DRIVER_BRIDGE && !predefined {
+                let ours: Vec<_> =
+                    state.networks.iter().filter_map(|n| n.ipam.as_ref().map(|i| i.subnet)).collect();
+                if let Some((_, what)) = self
+                    .host
+                    .ipv4_claims()
+                    .await?
+                    .into_iter()
+                    .find(|(c, _)| c.overlaps(planned.subnet) && !ours.iter().any(|o| o.overlaps(*c)))
+                {
+                    return Err(Error::invalid(
+                        "subnet",
+                        planned.subnet,
+                        format!("the host already uses it ({what}); choose a subnet the host does not reach"),
+                    ));
+                }
+            }
+            Some(planned)
         } else {
             None
         };
@@ -147,9 +169,8 @@ impl Engine {
             predefined,
             vips: BTreeMap::new(),
         };
-        drivers::create_network(&self.host, &net).await.inspect_err(|_| {
-            // A half-made bridge must not survive.
-        })?;
+        // A half-made bridge does not survive a failure here (the driver removes it).
+        drivers::create_network(&self.host, &net).await?;
         let undo = async {
             let _ = drivers::delete_network(&self.host, &net).await;
             if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
