@@ -194,6 +194,11 @@ pub const CT_DIR_SNAT_REPLY: u32 = 3;
 /// also gets its source set to the network's gateway, the reply its
 /// destination set back to the sandbox.
 pub const CT_FLAG_HAIRPIN_SELF: u16 = 1;
+/// A packet has gone through this entry. The entry of the direction that
+/// did not open the flow starts without it: a flow whose two entries both
+/// carry it has seen traffic both ways (Linux's "assured"); until then it
+/// is unreplied and expires soon.
+pub const CT_FLAG_SEEN: u16 = 2;
 
 /// TCP states tracked per entry; each has its own idle timeout.
 pub const CT_STATE_NONE: u16 = 0;

@@ -9,7 +9,8 @@ pub enum DropReason {
     Forwarded = 0,
     /// Destination is a sandbox or subnet of a different bridge network.
     PolicyNetworkIsolation = 1,
-    /// Headers could not be read (truncated packet).
+    /// Headers could not be read (truncated packet), or TCP flags no
+    /// endpoint sends (none, SYN with FIN or RST, FIN without ACK, …).
     InvalidPacket = 2,
     /// Packet arrived on an interface the endpoint table does not know.
     UnknownEndpoint = 3,
@@ -37,10 +38,13 @@ pub enum DropReason {
     LbNoBackend = 14,
     /// A new flow to a virtual IP, sent to the backend its Maglev slot names.
     LbForwarded = 15,
+    /// A TCP packet other than a SYN towards a published port or virtual
+    /// IP with no tracked flow: only a SYN opens one.
+    CtNoFlow = 16,
 }
 
 /// Number of [`DropReason`] values (the metrics array is sized from it).
-pub const DROP_REASON_COUNT: u32 = 16;
+pub const DROP_REASON_COUNT: u32 = 17;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -61,6 +65,7 @@ impl DropReason {
         DropReason::PolicyIcc,
         DropReason::LbNoBackend,
         DropReason::LbForwarded,
+        DropReason::CtNoFlow,
     ];
 
     /// Stable, user-facing name (shown by `dataplane stats`).
@@ -82,6 +87,7 @@ impl DropReason {
             DropReason::PolicyIcc => "POLICY_ICC",
             DropReason::LbNoBackend => "LB_NO_BACKEND",
             DropReason::LbForwarded => "LB_FORWARDED",
+            DropReason::CtNoFlow => "CT_NO_FLOW",
         }
     }
 }

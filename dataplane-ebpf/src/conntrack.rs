@@ -3,7 +3,7 @@
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use dataplane_common::{
-    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_STATE_CLOSE,
+    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_FLAG_SEEN, CT_STATE_CLOSE,
     CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_NONE, CT_STATE_SYN, CtEntry, CtKey, PROTO_TCP,
 };
 
@@ -30,7 +30,27 @@ pub fn key(flow: &Flow) -> CtKey {
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
+const PSH: u8 = 0x08;
 const ACK: u8 = 0x10;
+const URG: u8 = 0x20;
+
+/// Whether a TCP packet's flags are a combination an endpoint sends (as
+/// Linux's conntrack judges them; PSH, ECE and CWR do not matter): no
+/// flags at all, SYN with FIN or RST, FIN without ACK and the like are
+/// garbage, dropped as INVALID_PACKET.
+#[inline(always)]
+pub fn valid_tcp_flags(flow: &Flow) -> bool {
+    if flow.proto != PROTO_TCP {
+        return true;
+    }
+    let f = flow.tcp_flags & (FIN | SYN | RST | ACK | URG);
+    let _ = PSH;
+    matches!(
+        f,
+        SYN | 0x22 /* SYN|URG */ | 0x12 /* SYN|ACK */ | RST | 0x14 /* RST|ACK */
+            | 0x11 /* FIN|ACK */ | 0x31 /* FIN|ACK|URG */ | ACK | 0x30 /* ACK|URG */
+    )
+}
 
 /// The TCP state after a packet with `flags` (SYN → ESTABLISHED on the
 /// first ACK without SYN; FIN and RST move forward, never back, except
@@ -63,6 +83,13 @@ pub fn opens(flow: &Flow) -> bool {
     flow.proto == PROTO_TCP && flow.tcp_flags & (SYN | ACK) == SYN
 }
 
+/// Whether this packet's tuple is tracked (nothing is updated).
+#[inline(always)]
+pub fn tracked(flow: &Flow) -> bool {
+    // SAFETY: map lookups return values valid for this program run.
+    unsafe { CT.get(key(flow)) }.is_some()
+}
+
 /// The entry for this packet (any direction), refreshed and, for TCP,
 /// moved along the state machine.
 #[inline(always)]
@@ -71,6 +98,7 @@ pub fn lookup(flow: &Flow) -> Option<CtEntry> {
     // SAFETY: pointer into the map value, valid for this program run.
     unsafe {
         (*e).last_seen = bpf_ktime_get_ns();
+        (*e).flags |= CT_FLAG_SEEN;
         if flow.proto == PROTO_TCP {
             (*e).state = next_state((*e).state, flow.tcp_flags);
         }
@@ -155,7 +183,7 @@ pub fn track_hairpin(
     back.flags = flags;
     CT.insert(reverse, back, 0)?;
     let mut fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now, state);
-    fwd.flags = flags;
+    fwd.flags = flags | CT_FLAG_SEEN;
     if let Err(e) = CT.insert(key(flow), fwd, 0) {
         let _ = CT.remove(reverse);
         return Err(e);
@@ -182,7 +210,8 @@ pub fn track_dnat(flow: &Flow, dnat: &CtEntry, reply_ifindex: u32) -> Result<(),
         entry(CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, [0; 6], now, initial_state(flow)),
         0,
     )?;
-    let fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now, initial_state(flow));
+    let mut fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now, initial_state(flow));
+    fwd.flags = CT_FLAG_SEEN;
     if let Err(e) = CT.insert(key(flow), fwd, 0) {
         let _ = CT.remove(reverse);
         return Err(e);
@@ -228,7 +257,8 @@ pub fn track_snat(
             reverse
         };
         if CT.insert(reverse, back, BPF_NOEXIST).is_ok() {
-            let fwd = entry(CT_DIR_SNAT, nat_addr, port, uplink, [0; 6], now, initial_state(flow));
+            let mut fwd = entry(CT_DIR_SNAT, nat_addr, port, uplink, [0; 6], now, initial_state(flow));
+            fwd.flags = CT_FLAG_SEEN;
             if let Err(e) = CT.insert(key(flow), fwd, 0) {
                 let _ = CT.remove(reverse);
                 return Err(e);

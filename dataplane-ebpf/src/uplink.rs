@@ -7,7 +7,7 @@
 //! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_CT`, `DP_METRICS`.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
-use dataplane_common::{CT_DIR_DNAT, CT_DIR_SNAT_REPLY, Direction, DropReason};
+use dataplane_common::{CT_DIR_DNAT, CT_DIR_SNAT_REPLY, Direction, DropReason, PROTO_TCP};
 
 use crate::{
     conntrack,
@@ -21,6 +21,11 @@ const NEXT: i32 = TC_ACT_UNSPEC;
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
     let Some(flow) = parse::l4_flow(ctx) else { return icmp_error(ctx) };
+    // Garbage flags on a flow of ours (tracked, or to a published port) go
+    // before they can move any state; the host's own traffic is not ours to judge.
+    if !conntrack::valid_tcp_flags(&flow) && (conntrack::tracked(&flow) || service::lookup(&flow).is_some()) {
+        return verdict(ctx, DropReason::InvalidPacket);
+    }
     // A connection opening to a published port is tracked anew (both
     // entries rewritten), whatever is left of an earlier one on its tuple.
     let fresh = if conntrack::opens(&flow) { service::lookup(&flow) } else { None };
@@ -31,6 +36,11 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         Some(_) => return NEXT,
         None => {
             let Some(b) = fresh.or_else(|| service::lookup(&flow)) else { return NEXT };
+            // From outside, only a SYN opens a TCP flow: bare ACK/FIN/RST
+            // packets must not fill the table.
+            if flow.proto == PROTO_TCP && !conntrack::opens(&flow) {
+                return verdict(ctx, DropReason::CtNoFlow);
+            }
             let e = conntrack::dnat_entry(&b);
             // SAFETY: the skb pointer is valid for this program run.
             let uplink = unsafe { (*ctx.skb.skb).ifindex };

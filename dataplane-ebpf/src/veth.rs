@@ -11,7 +11,7 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
     Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, Direction, DropReason,
-    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, PROTO_ICMP,
+    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, PROTO_ICMP, PROTO_TCP,
 };
 
 use crate::{
@@ -67,6 +67,13 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 /// through a host address: DNAT it here, as the uplink would.
 #[inline(always)]
 fn new_hairpin(ctx: &TcContext, flow: &Flow, b: &Backend, reason: DropReason) -> i32 {
+    // As from outside: only a well-formed SYN opens a TCP flow.
+    if !conntrack::valid_tcp_flags(flow) {
+        return verdict(ctx, DropReason::InvalidPacket);
+    }
+    if flow.proto == PROTO_TCP && !conntrack::opens(flow) {
+        return verdict(ctx, DropReason::CtNoFlow);
+    }
     // SAFETY: the skb pointer is valid for this program run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: map lookups return values valid for this program run.

@@ -6,8 +6,9 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use dataplane_common::{
-    CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_STATE_CLOSE, CT_STATE_ESTABLISHED,
-    CT_STATE_FIN, CT_STATE_SYN, CtEntry, CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP, ct_rewrites_destination,
+    CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_SEEN, CT_STATE_CLOSE,
+    CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_SYN, CtEntry, CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
+    ct_rewrites_destination,
 };
 use serde::{Deserialize, Serialize};
 
@@ -18,17 +19,22 @@ pub const TCP_FIN_TIMEOUT: Duration = Duration::from_secs(10);
 pub const TCP_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
 pub const UDP_TIMEOUT: Duration = Duration::from_secs(60);
 pub const ICMP_TIMEOUT: Duration = Duration::from_secs(30);
+/// A flow that has not seen traffic in both directions (Linux: 30 s for
+/// an unanswered SYN, 30 s for unreplied UDP), whatever its TCP state.
+pub const UNREPLIED_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Idle timeouts in force (the daemon's `--ct-*-timeout` flags set two of them).
 #[derive(Clone, Copy, Debug)]
 pub struct Timeouts {
     pub tcp_established: Duration,
     pub udp: Duration,
+    /// Flows without traffic in both directions yet.
+    pub unreplied: Duration,
 }
 
 impl Default for Timeouts {
     fn default() -> Self {
-        Timeouts { tcp_established: TCP_ESTABLISHED_TIMEOUT, udp: UDP_TIMEOUT }
+        Timeouts { tcp_established: TCP_ESTABLISHED_TIMEOUT, udp: UDP_TIMEOUT, unreplied: UNREPLIED_TIMEOUT }
     }
 }
 
@@ -64,12 +70,21 @@ pub fn now_ns() -> u64 {
         .unwrap_or(0)
 }
 
+/// Whether a flow has seen traffic in both directions (Linux's "assured"):
+/// both entries carry [`CT_FLAG_SEEN`].
+pub fn replied(e: &CtEntry, p: Option<&CtEntry>) -> bool {
+    e.flags & CT_FLAG_SEEN != 0 && p.is_some_and(|p| p.flags & CT_FLAG_SEEN != 0)
+}
+
 /// Whether the direction `(k, e)` of a flow, whose other direction is
-/// `p` (if still there), has been idle past its timeout.
+/// `p` (if still there), has been idle past its timeout. Until the flow
+/// has been answered, the short unreplied timeout holds whatever the TCP
+/// state says (a spoofed ACK cannot make a flow ESTABLISHED for a day).
 pub fn idle(k: &CtKey, e: &CtEntry, p: Option<&CtEntry>, now: u64, t: &Timeouts) -> bool {
     let last = p.map_or(e.last_seen, |p| p.last_seen.max(e.last_seen));
     let state = p.map_or(e.state, |p| p.state.max(e.state));
-    now.saturating_sub(last) > t.of(k.proto, state).as_nanos() as u64
+    let timeout = if replied(e, p) { t.of(k.proto, state) } else { t.unreplied.min(t.of(k.proto, state)) };
+    now.saturating_sub(last) > timeout.as_nanos() as u64
 }
 
 /// Keys of flows idle past their timeout, both directions of each.
@@ -104,7 +119,8 @@ fn proto_name(p: u8) -> String {
     }
 }
 
-pub fn row(k: &CtKey, e: &CtEntry, now: u64) -> CtRow {
+/// A row of `ct list` for direction `(k, e)` of a flow whose other direction is `p`.
+pub fn row(k: &CtKey, e: &CtEntry, p: Option<&CtEntry>, now: u64) -> CtRow {
     let ep = |a: [u8; 4], p: u16| format!("{}:{}", Ipv4Addr::from(a), u16::from_be(p));
     let nat = match e.dir {
         CT_DIR_DNAT => format!("dnat to {}", ep(e.addr, e.port)),
@@ -114,6 +130,7 @@ pub fn row(k: &CtKey, e: &CtEntry, now: u64) -> CtRow {
         other => format!("dir {other}"),
     };
     let state = match (k.proto, e.state) {
+        _ if !replied(e, p) => "UNREPLIED",
         (PROTO_TCP, CT_STATE_SYN) => "SYN",
         (PROTO_TCP, CT_STATE_ESTABLISHED) => "ESTABLISHED",
         (PROTO_TCP, CT_STATE_FIN) => "FIN",
@@ -146,7 +163,7 @@ mod tests {
             state: 0,
             ifindex: 0,
             mac: [0; 6],
-            flags: 0,
+            flags: CT_FLAG_SEEN,
             last_seen: seen,
         }
     }
@@ -184,5 +201,26 @@ mod tests {
         // UDP times out 60 s after the last packet of either direction.
         assert_eq!(expired(&entries, 161 * s, &t).len(), 2);
         assert!(expired(&entries, 159 * s, &t).is_empty());
+    }
+
+    #[test]
+    fn an_unreplied_flow_expires_soon_whatever_its_state() {
+        let s = 1_000_000_000u64;
+        let (client, host, sb) = ([192, 0, 2, 2], [192, 0, 2, 1], [10, 0, 0, 2]);
+        let mut fwd = (k(client, 5000, host, 8080), e(CT_DIR_DNAT, sb, 80, 100 * s));
+        let mut rev = (k(sb, 80, client, 5000), e(CT_DIR_REPLY, host, 8080, 100 * s));
+        fwd.0.proto = PROTO_TCP;
+        rev.0.proto = PROTO_TCP;
+        // Spoofed SYN then ACK: ESTABLISHED on the forward side, never answered.
+        fwd.1.state = CT_STATE_ESTABLISHED;
+        rev.1.flags = 0;
+        let t = Timeouts::default();
+        assert!(!replied(&fwd.1, Some(&rev.1)));
+        assert_eq!(expired(&[fwd, rev], 131 * s, &t).len(), 2, "unreplied: 30 s");
+        assert_eq!(row(&fwd.0, &fwd.1, Some(&rev.1), 100 * s).state, "UNREPLIED");
+        // Answered: the day-long established timeout holds.
+        rev.1.flags = CT_FLAG_SEEN;
+        assert!(expired(&[fwd, rev], 131 * s, &t).is_empty());
+        assert_eq!(row(&fwd.0, &fwd.1, Some(&rev.1), 100 * s).state, "ESTABLISHED");
     }
 }

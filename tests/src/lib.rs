@@ -474,3 +474,32 @@ pub fn process_ended(pid: u64) -> bool {
         Ok(stat) => stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)) == Some("Z"),
     }
 }
+
+/// Sends `count` crafted TCP segments (no payload) from namespace `ns` to
+/// `dst:dport` with TCP `flags`, from source ports `sport`, `sport+1`, …:
+/// a raw socket, so the client's kernel keeps no state for them.
+pub fn send_tcp_segments(ns: &Netns, dst: &str, dport: u16, sport: u16, flags: u8, count: u16) {
+    const SCRIPT: &str = r#"
+import socket, struct, sys
+dst, dport, sport, flags, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
+probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+probe.connect((dst, 9))
+src = probe.getsockname()[0]
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    s += s >> 16
+    return ~s & 0xffff
+raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
+for i in range(count):
+    seg = struct.pack("!HHIIBBHHH", sport + i, dport, 1000 + i, 1 if flags & 0x10 else 0, 5 << 4, flags, 65535, 0, 0)
+    pseudo = socket.inet_aton(src) + socket.inet_aton(dst) + struct.pack("!BBH", 0, 6, len(seg))
+    c = csum(pseudo + seg)
+    raw.sendto(seg[:16] + struct.pack("!H", c) + seg[18:], (dst, 0))
+"#;
+    let args = [dport.to_string(), sport.to_string(), flags.to_string(), count.to_string()];
+    let o = ns.run(&["python3", "-c", SCRIPT, dst, &args[0], &args[1], &args[2], &args[3]]);
+    assert!(o.status.success(), "sending crafted segments: {}", text(&o));
+}

@@ -385,3 +385,78 @@ fn published_ports_follow_disconnect_and_connect() {
     let o = h.run(&["socat", "-T", "1", "TCP-LISTEN:8501", "-"]);
     assert!(text(&o).contains("Address already in use"), "reservation lost: {}", text(&o));
 }
+
+/// Conntrack rows of flows to host port `port`: the forward direction (to
+/// it) and the reply direction (restored to it).
+fn ct_rows_on(h: &Host, port: u16) -> Vec<serde_json::Value> {
+    let suffix = format!(":{port}");
+    ct(h)
+        .into_iter()
+        .filter(|r| {
+            r["Destination"].as_str().is_some_and(|d| d.ends_with(&suffix))
+                || r["Nat"].as_str().is_some_and(|n| n.starts_with("reply from") && n.ends_with(&suffix))
+        })
+        .collect()
+}
+
+#[test]
+fn only_a_syn_opens_a_flow_and_unanswered_flows_expire_soon() {
+    let (h, ext) = Host::with_external_args("ctf", &["--ct-unreplied-timeout", "2"]);
+    tcp_peer_echo(&h, "srv", 80, &["-p", "8080:80"]);
+    // A backend that never answers: its own firewall drops everything.
+    h.dp_ok(&["run", "-d", "--name", "quiet", "-p", "8081:80", "sleep", "600"]);
+    let q = h.exec(
+        "quiet",
+        &["nft", "add table inet f; add chain inet f in { type filter hook input priority 0; policy drop; }"],
+    );
+    assert!(q.status.success(), "{}", text(&q));
+
+    let (no_flow, invalid) = (h.drops("CT_NO_FLOW"), h.drops("INVALID_PACKET"));
+    const ACK: u8 = 0x10;
+    const FIN: u8 = 0x01;
+    const RST: u8 = 0x04;
+    const SYN: u8 = 0x02;
+    for port in [8080, 8081] {
+        dataplane_tests::send_tcp_segments(&ext, "192.0.2.1", port, 20000, ACK, 50);
+        dataplane_tests::send_tcp_segments(&ext, "192.0.2.1", port, 21000, FIN | ACK, 20);
+        dataplane_tests::send_tcp_segments(&ext, "192.0.2.1", port, 22000, RST, 20);
+        dataplane_tests::send_tcp_segments(&ext, "192.0.2.1", port, 23000, 0, 10);
+        dataplane_tests::send_tcp_segments(&ext, "192.0.2.1", port, 24000, SYN | FIN, 10);
+        dataplane_tests::send_tcp_segments(&ext, "192.0.2.1", port, 25000, FIN, 10);
+    }
+    assert_eq!(
+        ct_rows_on(&h, 8080).len() + ct_rows_on(&h, 8081).len(),
+        0,
+        "bare segments opened flows: {:?}",
+        ct(&h)
+    );
+    assert_eq!(h.drops("CT_NO_FLOW") - no_flow, 2 * (50 + 20 + 20), "ACK, FIN|ACK and RST without a flow");
+    assert_eq!(h.drops("INVALID_PACKET") - invalid, 2 * (10 + 10 + 10), "NULL, SYN|FIN and FIN alone");
+
+    // A real connection still opens, and is answered: not UNREPLIED.
+    let (ns, script) = (ext.name.clone(), "sleep 3 | socat -t 5 -T 8 - TCP:192.0.2.1:8080");
+    let held =
+        std::thread::spawn(move || dataplane_tests::sh(&["ip", "netns", "exec", &ns, "sh", "-c", script]));
+    std::thread::sleep(std::time::Duration::from_millis(1000));
+    let rows = ct_rows_on(&h, 8080);
+    assert_eq!(rows.len(), 2, "{rows:?} of {:?}", ct(&h));
+    assert!(rows.iter().all(|r| r["State"] != "UNREPLIED"), "an answered flow: {rows:?}");
+    let o = held.join().expect("client");
+    assert!(String::from_utf8_lossy(&o.stdout).contains("peer=192.0.2.2"), "{}", text(&o));
+
+    // A SYN the backend never answers is tracked as unreplied and goes soon
+    // (--ct-unreplied-timeout 2 here; 30 s by default), not in 2 minutes.
+    dataplane_tests::send_tcp_segments(&ext, "192.0.2.1", 8081, 26000, SYN, 1);
+    let rows = ct_rows_on(&h, 8081);
+    assert_eq!(rows.len(), 2, "{rows:?}");
+    assert!(rows.iter().all(|r| r["State"] == "UNREPLIED"), "{rows:?}");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+    while !ct_rows_on(&h, 8081).is_empty() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the unreplied flow did not expire: {:?}",
+            ct_rows_on(&h, 8081)
+        );
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+}

@@ -125,6 +125,9 @@ struct DaemonArgs {
     /// Idle timeout of established TCP flows, in seconds.
     #[arg(long, default_value_t = 86400, value_parser = clap::value_parser!(u64).range(1..))]
     ct_tcp_timeout: u64,
+    /// Idle timeout of flows not yet answered (no traffic back), in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    ct_unreplied_timeout: u64,
 }
 
 pub fn main() -> ExitCode {
@@ -177,6 +180,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             let ct_timeouts = crate::conntrack::Timeouts {
                 tcp_established: std::time::Duration::from_secs(a.ct_tcp_timeout),
                 udp: std::time::Duration::from_secs(a.ct_udp_timeout),
+                unreplied: std::time::Duration::from_secs(a.ct_unreplied_timeout),
             };
             crate::daemon::run(crate::daemon::Options {
                 paths,

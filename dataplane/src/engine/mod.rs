@@ -211,8 +211,16 @@ impl Engine {
 
     pub fn ct_rows(&self) -> Result<Vec<crate::conntrack::CtRow>> {
         let now = crate::conntrack::now_ns();
-        let mut rows: Vec<_> =
-            lock_dp(&self.dp).ct_entries()?.iter().map(|(k, e)| crate::conntrack::row(k, e, now)).collect();
+        let entries = lock_dp(&self.dp).ct_entries()?;
+        let index: HashMap<dataplane_common::CtKey, &dataplane_common::CtEntry> =
+            entries.iter().map(|(k, e)| (*k, e)).collect();
+        let mut rows: Vec<_> = entries
+            .iter()
+            .map(|(k, e)| {
+                let p = index.get(&crate::conntrack::partner(k, e)).copied();
+                crate::conntrack::row(k, e, p, now)
+            })
+            .collect();
         rows.sort_by(|a, b| {
             (&a.proto, &a.source, &a.destination).cmp(&(&b.proto, &b.source, &b.destination))
         });
