@@ -29,6 +29,10 @@ pub struct Options {
     pub ct_timeouts: crate::conntrack::Timeouts,
     /// The host's resolv.conf (upstreams of the embedded DNS).
     pub resolv_conf: std::path::PathBuf,
+    /// Output log limits of sandboxes that set none.
+    pub logs: crate::logs::LogLimits,
+    /// Free space the state dir must keep for mutations to go ahead (bytes).
+    pub min_free: u64,
 }
 
 /// Each published port holds a socket (the port's reservation): the soft
@@ -62,9 +66,13 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         },
     };
     let dp = Datapath::load(&paths.bpffs).context("loading BPF programs")?;
-    let store = Store::open(&paths.db()).context("opening the store")?;
-    let engine =
-        Engine::new(paths.clone(), uplink.clone(), store, host, dp, opts.ct_timeouts, opts.resolv_conf);
+    let store = Store::open(&paths.db(), &paths.state_dir, opts.min_free).context("opening the store")?;
+    let settings = crate::engine::Settings {
+        ct_timeouts: opts.ct_timeouts,
+        host_resolv_conf: opts.resolv_conf,
+        log_defaults: opts.logs,
+    };
+    let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp, settings);
     engine.ensure_predefined().await.context("creating predefined networks")?;
     engine.reconcile().await.context("reconciling the kernel to the store")?;
     engine.start_monitor().context("reading drop events")?;

@@ -57,6 +57,10 @@ pub enum Error {
     Sys { op: &'static str, target: String, source: nix::Error },
     #[error("store: {0}")]
     Store(String),
+    #[error(
+        "no space left on device: the state dir {dir} has {free} bytes free; free some space and try again"
+    )]
+    NoSpace { dir: String, free: u64 },
     #[error("bpf: {0}")]
     Bpf(String),
     #[error("internal error: {0}")]
@@ -88,6 +92,7 @@ impl Error {
             | Error::NotConnected { .. }
             | Error::Conflict(_)
             | Error::Unsupported(_) => 400,
+            Error::NoSpace { .. } => 507,
             _ => 500,
         }
     }

@@ -16,6 +16,7 @@ pub mod engine;
 pub mod error;
 pub mod ipam;
 pub mod lb;
+pub mod logs;
 pub mod model;
 pub mod monitor;
 pub mod names;

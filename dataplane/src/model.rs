@@ -117,6 +117,9 @@ pub struct Sandbox {
     /// `--user`: USER[:GROUP] or UID[:GID] the process runs as (None: root).
     #[serde(default)]
     pub user: Option<String>,
+    /// Output log limits (None: the daemon's defaults).
+    #[serde(default)]
+    pub log: Option<crate::logs::LogLimits>,
 }
 
 /// One published port, resolved: host address and port → container port.

@@ -135,17 +135,50 @@ pub struct Launch {
     pub resolv_conf: PathBuf,
     pub hosts: PathBuf,
     pub log: PathBuf,
+    pub log_limits: crate::logs::LogLimits,
+}
+
+/// Starts the log pump for `l.log` (see [`crate::logs`]); returns the
+/// write end of its pipe, for the sandbox's stdout and stderr.
+fn start_log_pump(l: &Launch) -> Result<std::os::fd::OwnedFd> {
+    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+        .map_err(|e| Error::sys("pipe", "sandbox output", e))?;
+    let mut pump = Command::new("/proc/self/exe");
+    pump.arg("log-pump")
+        .arg("--file")
+        .arg(&l.log)
+        .arg("--max-size")
+        .arg(l.log_limits.max_size.to_string())
+        .arg("--max-files")
+        .arg(l.log_limits.max_files.to_string())
+        .env_clear()
+        .stdin(Stdio::from(rd))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    // SAFETY: between fork and exec only system calls: a session of its own,
+    // then a second fork whose parent exits at once, so the pump is
+    // init's child (reaped there, never a zombie of the daemon) and the
+    // exec (or its failure) is reported through the grandchild.
+    unsafe {
+        pump.pre_exec(|| {
+            nix::unistd::setsid()?;
+            match nix::unistd::fork()? {
+                nix::unistd::ForkResult::Parent { .. } => nix::libc::_exit(0),
+                nix::unistd::ForkResult::Child => Ok(()),
+            }
+        });
+    }
+    let mut child = pump.spawn().map_err(|e| Error::io("start log pump", l.log.display(), e))?;
+    // The intermediate process ends at once.
+    let _ = child.wait();
+    Ok(wr)
 }
 
 /// Spawns the process; returns the child (the caller reaps it).
 pub fn spawn(l: &Launch) -> Result<Child> {
     let program = l.cmd.first().ok_or_else(|| Error::invalid("command", "", "empty command"))?;
-    let log = File::options()
-        .create(true)
-        .append(true)
-        .open(&l.log)
-        .map_err(|e| Error::io("open log", l.log.display(), e))?;
-    let log2 = log.try_clone().map_err(|e| Error::io("dup log", l.log.display(), e))?;
+    let log = start_log_pump(l)?;
+    let log2 = log.try_clone().map_err(|e| Error::io("dup log pipe", l.log.display(), e))?;
     let netns = match &l.netns {
         Some(p) => Some(File::open(p).map_err(|e| Error::io("open netns", p.display(), e))?),
         None => None,

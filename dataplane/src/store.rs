@@ -23,6 +23,12 @@ fn store_err(e: impl std::fmt::Display) -> Error {
     Error::Store(e.to_string())
 }
 
+/// Whether a store error means the file could not be written (full disk,
+/// I/O error): redb then refuses everything until the database is opened anew.
+fn is_io(e: &Error) -> bool {
+    matches!(e, Error::Store(m) if m.contains("I/O error") || m.contains("No space left") || m.contains("os error"))
+}
+
 pub fn endpoint_key(sandbox_id: &str, network_id: &str) -> String {
     format!("{sandbox_id}/{network_id}")
 }
@@ -100,7 +106,12 @@ impl State {
 }
 
 pub struct Store {
-    db: Database,
+    /// None after an I/O error until the database could be opened again.
+    db: std::sync::RwLock<Option<Database>>,
+    path: std::path::PathBuf,
+    /// The state dir, whose free space is checked before each mutation.
+    dir: std::path::PathBuf,
+    min_free: u64,
 }
 
 /// A write transaction; dropped without [`Tx::commit`] it aborts.
@@ -108,29 +119,111 @@ pub struct Tx {
     tx: redb::WriteTransaction,
 }
 
-impl Store {
-    pub fn open(path: &Path) -> Result<Self> {
-        let db = Database::create(path).map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
-        // Make sure every table exists so reads never fail on a fresh store.
-        let tx = db.begin_write().map_err(store_err)?;
-        for t in [NETWORKS, SANDBOXES, ENDPOINTS, ALLOCATIONS] {
-            tx.open_table(t).map_err(store_err)?;
-        }
-        tx.commit().map_err(store_err)?;
-        Ok(Store { db })
+fn open_db(path: &Path) -> Result<Database> {
+    let db = Database::create(path).map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
+    // Make sure every table exists so reads never fail on a fresh store.
+    let tx = db.begin_write().map_err(store_err)?;
+    for t in [NETWORKS, SANDBOXES, ENDPOINTS, ALLOCATIONS] {
+        tx.open_table(t).map_err(store_err)?;
     }
+    tx.commit().map_err(store_err)?;
+    Ok(db)
+}
 
-    pub fn state(&self) -> Result<State> {
-        let tx = self.db.begin_read().map_err(store_err)?;
-        Ok(State {
-            networks: read_all(&tx, NETWORKS)?,
-            sandboxes: read_all(&tx, SANDBOXES)?,
-            endpoints: read_all(&tx, ENDPOINTS)?,
+impl Store {
+    /// Opens (or makes) the store at `path`; mutations are refused while
+    /// `dir`'s filesystem has less than `min_free` bytes free.
+    pub fn open(path: &Path, dir: &Path, min_free: u64) -> Result<Self> {
+        Ok(Store {
+            db: std::sync::RwLock::new(Some(open_db(path)?)),
+            path: path.to_path_buf(),
+            dir: dir.to_path_buf(),
+            min_free,
         })
     }
 
+    /// Runs `f` on the database, opening it anew first if an earlier I/O
+    /// error closed it, and closing it when `f` hits one (redb refuses
+    /// every later call with "Previous I/O error" until it is reopened).
+    fn with_db<T>(&self, f: impl FnOnce(&Database) -> Result<T>) -> Result<T> {
+        {
+            let g = self.db.read().unwrap_or_else(|p| p.into_inner());
+            if let Some(db) = g.as_ref() {
+                let res = f(db);
+                if !res.as_ref().is_err_and(is_io) {
+                    return res;
+                }
+                drop(g);
+                self.close();
+                return res.map_err(|e| self.explain(e));
+            }
+        }
+        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if g.is_none() {
+            *g = Some(open_db(&self.path).map_err(|e| self.explain(e))?);
+            tracing::info!(store = %self.path.display(), "store opened again after an I/O error");
+        }
+        let db = g.as_ref().ok_or_else(|| Error::Internal("store not open".into()))?;
+        let res = f(db);
+        if res.as_ref().is_err_and(is_io) {
+            *g = None;
+        }
+        res.map_err(|e| self.explain(e))
+    }
+
+    /// Drops the database handle after an I/O error (the next call reopens it).
+    fn close(&self) {
+        let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
+        if g.take().is_some() {
+            tracing::warn!(store = %self.path.display(), "store closed after an I/O error; it is opened again on the next request");
+        }
+    }
+
+    /// An I/O failure said plainly: a full state dir names itself.
+    fn explain(&self, e: Error) -> Error {
+        match self.free_space() {
+            Some(free) if is_io(&e) && free < self.min_free => {
+                Error::NoSpace { dir: self.dir.display().to_string(), free }
+            }
+            _ => e,
+        }
+    }
+
+    fn free_space(&self) -> Option<u64> {
+        nix::sys::statvfs::statvfs(&self.dir).ok().map(|s| s.blocks_available() * s.fragment_size())
+    }
+
+    pub fn state(&self) -> Result<State> {
+        self.with_db(|db| {
+            let tx = db.begin_read().map_err(store_err)?;
+            Ok(State {
+                networks: read_all(&tx, NETWORKS)?,
+                sandboxes: read_all(&tx, SANDBOXES)?,
+                endpoints: read_all(&tx, ENDPOINTS)?,
+            })
+        })
+    }
+
+    /// Begins a mutation; refused with a clear error while the state dir
+    /// is (nearly) full, before anything is changed.
     pub fn begin(&self) -> Result<Tx> {
-        Ok(Tx { tx: self.db.begin_write().map_err(store_err)? })
+        if let Some(free) = self.free_space()
+            && free < self.min_free
+        {
+            return Err(Error::NoSpace { dir: self.dir.display().to_string(), free });
+        }
+        self.with_db(|db| Ok(Tx { tx: db.begin_write().map_err(store_err)? }))
+    }
+
+    /// Commits `tx`; an I/O failure closes the store (reopened on the next call).
+    pub fn commit(&self, tx: Tx) -> Result<()> {
+        match tx.tx.commit().map_err(store_err) {
+            Err(e) if is_io(&e) => {
+                self.close();
+                Err(self.explain(e))
+            }
+            r => r,
+        }
     }
 }
 
@@ -196,6 +289,8 @@ impl Tx {
         self.del(ENDPOINTS, &endpoint_key(&e.sandbox_id, &e.network_id))
     }
 
+    /// Commits. Prefer [`Store::commit`], which also recovers the store
+    /// from an I/O error.
     pub fn commit(self) -> Result<()> {
         self.tx.commit().map_err(store_err)
     }
@@ -223,7 +318,7 @@ mod tests {
     fn aborted_transaction_leaves_nothing_and_addresses_are_unique() {
         let dir = std::env::temp_dir().join(format!("dp-store-{}", std::process::id()));
         std::fs::create_dir_all(&dir).expect("tmp dir");
-        let store = Store::open(&dir.join("db")).expect("open");
+        let store = Store::open(&dir.join("db"), &dir, 0).expect("open");
         {
             let tx = store.begin().expect("begin");
             tx.put_endpoint(&ep("a", "10.0.0.2"), "n").expect("put");

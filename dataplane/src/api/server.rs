@@ -259,6 +259,7 @@ async fn create_sandbox(
             auto_remove: req.auto_remove,
             env: req.env,
             user: req.user,
+            log_opts: req.log_opts,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(SandboxCreateResponse { id: created.id, warnings: created.warnings })))
@@ -302,7 +303,7 @@ async fn remove_sandbox(
 async fn logs(State(e): AppState, Path(id): Path<String>) -> Res<String> {
     let state = e.state()?;
     let sb = state.sandbox(&id).ok_or(Error::SandboxNotFound(id))?;
-    Ok(std::fs::read_to_string(e.paths.log_file(&sb.id)).unwrap_or_default())
+    Ok(crate::logs::read_all(&e.paths.log_file(&sb.id)))
 }
 
 async fn stats(State(e): AppState) -> Res<Json<Stats>> {

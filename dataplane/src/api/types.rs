@@ -190,6 +190,8 @@ pub struct SandboxCreateRequest {
     pub env: Vec<String>,
     /// USER[:GROUP] or UID[:GID] (Docker's `Config.User`).
     pub user: Option<String>,
+    /// `max-size=SIZE`, `max-file=N` (Docker's `HostConfig.LogConfig.Config`, as KEY=VALUE).
+    pub log_opts: Vec<String>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -336,6 +338,10 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
             "NetworkMode": mode_name(state, sb),
             "PortBindings": bindings,
             "PublishAllPorts": sb.publish_all,
+            "LogConfig": {
+                "Type": "local-file",
+                "Config": sb.log.map(|l| serde_json::json!({"max-size": l.max_size.to_string(), "max-file": l.max_files.to_string()})).unwrap_or_else(|| serde_json::json!({})),
+            },
             "AutoRemove": sb.auto_remove,
         },
         "NetworkSettings": {

@@ -96,6 +96,16 @@ enum Command {
         #[arg(long, default_value = "table")]
         format: String,
     },
+    /// (internal) Copies a sandbox's output from stdin to its bounded log files.
+    #[command(hide = true)]
+    LogPump {
+        #[arg(long)]
+        file: PathBuf,
+        #[arg(long)]
+        max_size: u64,
+        #[arg(long)]
+        max_files: u32,
+    },
 }
 
 #[derive(clap::Args)]
@@ -125,6 +135,15 @@ struct DaemonArgs {
     /// Idle timeout of established TCP flows, in seconds.
     #[arg(long, default_value_t = 86400, value_parser = clap::value_parser!(u64).range(1..))]
     ct_tcp_timeout: u64,
+    /// Default size at which a sandbox's output log is rotated (`--log-opt max-size` per sandbox).
+    #[arg(long, default_value = "10m")]
+    log_max_size: String,
+    /// Default number of output log files kept per sandbox (`--log-opt max-file`).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    log_max_file: u32,
+    /// Mutations are refused while the state dir's filesystem has less free space than this.
+    #[arg(long, default_value = "16m")]
+    min_free_space: String,
     /// Idle timeout of flows not yet answered (no traffic back), in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     ct_unreplied_timeout: u64,
@@ -143,6 +162,16 @@ pub fn main() -> ExitCode {
     // `exec` must not start threads before it forks into the sandbox.
     if let Command::Exec(args) = &cli.command {
         return exec::run(&cli.socket, args);
+    }
+    if let Command::LogPump { file, max_size, max_files } = &cli.command {
+        let limits = crate::logs::LogLimits { max_size: *max_size, max_files: *max_files };
+        return match crate::logs::pump(std::io::stdin().lock(), file, limits) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("log pump for {}: {e}", file.display());
+                ExitCode::FAILURE
+            }
+        };
     }
     let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -182,11 +211,20 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 udp: std::time::Duration::from_secs(a.ct_udp_timeout),
                 unreplied: std::time::Duration::from_secs(a.ct_unreplied_timeout),
             };
+            let logs = crate::logs::LogLimits {
+                max_size: crate::logs::parse_size(&a.log_max_size)
+                    .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?,
+                max_files: a.log_max_file,
+            };
+            let min_free = crate::logs::parse_size(&a.min_free_space)
+                .map_err(|e| anyhow::anyhow!("--min-free-space: {e}"))?;
             crate::daemon::run(crate::daemon::Options {
                 paths,
                 uplink: a.uplink,
                 ct_timeouts,
                 resolv_conf: a.resolv_conf,
+                logs,
+                min_free,
             })
             .await?;
             Ok(ExitCode::SUCCESS)
@@ -205,7 +243,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Ct(cmd) => ct::run(&client, cmd).await,
         Command::Lb(cmd) => lb::run(&client, cmd).await,
         Command::Monitor { format } => monitor::run(&client, &format).await,
-        Command::Exec(_) => unreachable!("handled before the runtime starts"),
+        Command::Exec(_) | Command::LogPump { .. } => unreachable!("handled before the runtime starts"),
     }
 }
 

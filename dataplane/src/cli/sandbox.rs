@@ -55,6 +55,9 @@ pub struct RunArgs {
     /// Run the process as USER[:GROUP] or UID[:GID] (default: root).
     #[arg(short = 'u', long)]
     user: Option<String>,
+    /// Output log option: max-size=SIZE (e.g. 10m) or max-file=N (default: the daemon's).
+    #[arg(long = "log-opt")]
+    log_opt: Vec<String>,
     /// Command and arguments.
     #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
     command: Vec<String>,
@@ -78,6 +81,7 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
         netns: a.netns,
         env: super::env_args(&a.env),
         user: a.user,
+        log_opts: a.log_opt,
         // In the foreground the CLI removes it after printing the last output.
         auto_remove: a.rm && a.detach,
     };

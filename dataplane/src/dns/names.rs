@@ -195,6 +195,7 @@ mod tests {
             bindings: vec![],
             env: vec![],
             user: None,
+            log: None,
         }
     }
 

@@ -138,7 +138,7 @@ impl Engine {
         }
         let tx = self.store.begin()?;
         let ep = self.add_endpoint(&state, &net, &sb, ip, aliases, &tx).await?;
-        if let Err(e) = tx.commit() {
+        if let Err(e) = self.store.commit(tx) {
             let _ = self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await;
             return Err(e);
         }
@@ -167,10 +167,13 @@ impl Engine {
             .find(|e| e.sandbox_id == sb.id && e.network_id == net.id)
             .ok_or_else(|| Error::NotConnected { sandbox: sb.name.clone(), network: net.name.clone() })?
             .clone();
+        // The record goes first: if it cannot (a full disk), nothing changed.
         let tx = self.store.begin()?;
         tx.del_endpoint(&ep)?;
-        self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await?;
-        tx.commit()?;
+        self.store.commit(tx)?;
+        if let Err(e) = self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await {
+            tracing::warn!(sandbox = %sb.name, network = %net.name, error = %e, "endpoint teardown (what is left goes at the next reconcile)");
+        }
         // Flows through the endpoint that went are over; the published
         // ports move to the endpoint that publishes now (or go quiet).
         let _ = lock_dp(&self.dp).ct_flush_addr(ep.ip);

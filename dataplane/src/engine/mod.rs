@@ -52,6 +52,8 @@ pub struct SandboxCreate {
     pub auto_remove: bool,
     pub env: Vec<String>,
     pub user: Option<String>,
+    /// `--log-opt KEY=VALUE` (max-size, max-file).
+    pub log_opts: Vec<String>,
 }
 
 pub struct Created {
@@ -84,6 +86,8 @@ pub struct Engine {
     host_resolv_conf: std::path::PathBuf,
     /// Drop and policy events for `dataplane monitor`.
     monitor: Arc<crate::monitor::Monitor>,
+    /// Output log limits of sandboxes that set none.
+    log_defaults: crate::logs::LogLimits,
 }
 
 fn now() -> String {
@@ -94,6 +98,15 @@ fn lock_dp(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
     dp.lock().unwrap_or_else(|p| p.into_inner())
 }
 
+/// The daemon's settings the engine applies.
+pub struct Settings {
+    pub ct_timeouts: crate::conntrack::Timeouts,
+    /// The host's resolv.conf (upstream resolvers; copied to sandboxes on the default bridge).
+    pub host_resolv_conf: std::path::PathBuf,
+    /// Output log limits of sandboxes that set none.
+    pub log_defaults: crate::logs::LogLimits,
+}
+
 impl Engine {
     pub fn new(
         paths: Paths,
@@ -101,9 +114,9 @@ impl Engine {
         store: Store,
         host: Netlink,
         dp: Datapath,
-        ct_timeouts: crate::conntrack::Timeouts,
-        host_resolv_conf: std::path::PathBuf,
+        settings: Settings,
     ) -> Arc<Self> {
+        let Settings { ct_timeouts, host_resolv_conf, log_defaults } = settings;
         Arc::new_cyclic(|me: &std::sync::Weak<Engine>| {
             let me = me.clone();
             let state: crate::dns::StateFn =
@@ -122,6 +135,7 @@ impl Engine {
                 dns: crate::dns::Dns::new(state, host_resolv_conf.clone()),
                 host_resolv_conf,
                 monitor: crate::monitor::Monitor::new(),
+                log_defaults,
             }
         })
     }

@@ -183,7 +183,7 @@ impl Engine {
             }
             let tx = self.store.begin()?;
             tx.put_network(&net)?;
-            tx.commit()
+            self.store.commit(tx)
         })();
         if let Err(e) = res {
             undo.await;
@@ -217,13 +217,16 @@ impl Engine {
         if state.endpoints_of_network(&net.id).next().is_some() {
             return Err(Error::NetworkInUse { name: net.name, id: net.id });
         }
+        // The record goes first: if it cannot (a full disk), nothing changed.
         let tx = self.store.begin()?;
         tx.del_network(&net.id)?;
-        drivers::delete_network(&self.host, &net).await?;
+        self.store.commit(tx)?;
+        if let Err(e) = drivers::delete_network(&self.host, &net).await {
+            tracing::warn!(network = %net.name, error = %e, "network teardown (what is left goes at the next reconcile)");
+        }
         if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
             lock_dp(&self.dp).remove_subnet(ipam.subnet);
         }
-        tx.commit()?;
         if let Err(e) = self.refresh_host_ips(&self.store.state()?).await {
             tracing::warn!(error = %e, "refreshing host addresses");
         }

@@ -35,6 +35,8 @@ impl Engine {
         if let Some(u) = req.user.as_deref().filter(|u| !u.is_empty()) {
             process::resolve_user(u)?;
         }
+        let log =
+            if req.log_opts.is_empty() { None } else { Some(self.log_defaults.with_options(&req.log_opts)?) };
         let mut warnings = Vec::new();
         let ports = req.publish.iter().map(|p| ports::parse_publish(p)).collect::<Result<Vec<_>>>()?;
         let expose = req.expose.iter().map(|p| ports::parse_expose(p)).collect::<Result<Vec<_>>>()?.concat();
@@ -133,6 +135,7 @@ impl Engine {
             bindings: Vec::new(),
             env: req.env.clone(),
             user: req.user.clone().filter(|u| !u.is_empty()),
+            log,
         };
         // Kernel side: namespace, loopback, endpoint.
         if owns {
@@ -163,7 +166,7 @@ impl Engine {
                     return Err(e);
                 }
             };
-            if let Err(e) = tx.put_sandbox(&sb).and_then(|()| tx.commit()) {
+            if let Err(e) = tx.put_sandbox(&sb).and_then(|()| self.store.commit(tx)) {
                 self.unpublish(&sb, &[]);
                 undo_endpoint.await;
                 return Err(e);
@@ -235,6 +238,7 @@ impl Engine {
             resolv_conf: resolv,
             hosts,
             log: self.paths.log_file(&sb.id),
+            log_limits: sb.log.unwrap_or(self.log_defaults),
         };
         let mut child = process::spawn(&launch)?;
         let pid = child.id();
@@ -243,7 +247,7 @@ impl Engine {
         sb.state = SandboxState::Running;
         let tx = self.store.begin()?;
         tx.put_sandbox(&sb)?;
-        if let Err(e) = tx.commit() {
+        if let Err(e) = self.store.commit(tx) {
             let _ = child.kill();
             let _ = child.wait();
             return Err(e);
@@ -285,8 +289,9 @@ impl Engine {
             sb.pid_start = None;
             if let Ok(tx) = self.store.begin()
                 && tx.put_sandbox(&sb).is_ok()
+                && let Err(e) = self.store.commit(tx)
             {
-                let _ = tx.commit();
+                tracing::warn!(sandbox = %sb.name, error = %e, "recording the exit");
             }
             tracing::info!(sandbox = %sb.name, code, "exited");
             sb.auto_remove
@@ -346,7 +351,7 @@ impl Engine {
             cur.pid_start = None;
             let tx = self.store.begin()?;
             tx.put_sandbox(&cur)?;
-            tx.commit()?;
+            self.store.commit(tx)?;
         }
         self.sync_lb().await;
         Ok(())
@@ -367,27 +372,32 @@ impl Engine {
         let Some(sb) = state.sandbox(&sb.id).cloned() else {
             return Ok(sb.id);
         };
+        // The records go first, in one transaction: if that fails (a full
+        // disk), the sandbox is still whole; after it, teardown tries every
+        // step and what it cannot remove goes at the next reconcile.
         let tx = self.store.begin()?;
+        for ep in state.endpoints_of_sandbox(&sb.id) {
+            tx.del_endpoint(ep)?;
+        }
+        tx.del_sandbox(&sb.id)?;
+        self.store.commit(tx)?;
         let netns_path = PathBuf::from(&sb.netns);
         let addrs: Vec<Ipv4Addr> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ip).collect();
         self.unpublish(&sb, &addrs);
-        let mut first_err = None;
         for ep in state.endpoints_of_sandbox(&sb.id) {
-            tx.del_endpoint(ep)?;
             if let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id)
                 && let Err(e) = self.remove_endpoint(net, ep, &netns_path).await
             {
-                tracing::warn!(sandbox = %sb.name, error = %e, "endpoint cleanup");
-                first_err.get_or_insert(e);
+                tracing::warn!(sandbox = %sb.name, error = %e, "endpoint teardown");
             }
         }
         self.stop_dns(&sb.id);
-        if sb.owns_netns {
-            netns::remove(&netns_path)?;
+        if sb.owns_netns
+            && let Err(e) = netns::remove(&netns_path)
+        {
+            tracing::warn!(sandbox = %sb.name, error = %e, "namespace teardown");
         }
         let _ = std::fs::remove_dir_all(self.paths.sandbox_dir(&sb.id));
-        tx.del_sandbox(&sb.id)?;
-        tx.commit()?;
         self.exits.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
         self.sync_lb().await;
         tracing::info!(sandbox = %sb.name, "removed");
