@@ -178,3 +178,110 @@ fn a_full_state_dir_is_refused_clearly_leaves_nothing_and_recovers() {
         h.sandbox_names().contains(&"ok".to_string()) && h.sandbox_names().contains(&"after".to_string())
     );
 }
+
+/// Runs the CLI against the daemon at `socket` (from any thread).
+fn dp_at(socket: &Path, args: &[String]) -> std::process::Output {
+    dataplane_tests::output_bounded(
+        std::process::Command::new(dataplane_tests::bin())
+            .arg("--socket")
+            .arg(socket)
+            .args(args)
+            .stdin(std::process::Stdio::null()),
+    )
+}
+
+/// Host-side veths in the host namespace.
+fn veths(h: &Host) -> Vec<String> {
+    h.links().into_iter().filter(|l| l.starts_with("veth")).collect()
+}
+
+/// 20 parallel `run -d`, the daemon killed (-9) among them, a stray
+/// namespace file and sandbox directory planted while it is down: after the
+/// restart the store, the namespace files and the veths agree, and every
+/// client's answer agrees with the store.
+fn kill_9_during_parallel_creates(ip_netns_exec: bool) {
+    let (mut h, _ext) = Host::with_external_unstarted(if ip_netns_exec { "k9i" } else { "k9n" });
+    let start = |h: &mut Host| if ip_netns_exec { h.start_with_ip_netns_exec() } else { h.start() };
+    start(&mut h);
+    let socket = h.socket.clone();
+    let clients: Vec<std::thread::JoinHandle<(String, std::process::Output)>> = (0..20)
+        .map(|i| {
+            let socket = socket.clone();
+            std::thread::spawn(move || {
+                let name = format!("p{i}");
+                let args = ["run", "-d", "--name", &name, "sleep", "600"].map(String::from);
+                (name, dp_at(&socket, &args))
+            })
+        })
+        .collect();
+    // Kill it once a few creates went through, with the others in flight.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while h.sandbox_names().len() < 4 {
+        assert!(Instant::now() < deadline, "creates did not start");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    h.kill_daemon();
+    let answers: Vec<(String, std::process::Output)> =
+        clients.into_iter().map(|c| c.join().expect("client")).collect();
+
+    // Leftovers of a create that died before its commit.
+    let netns_dir = h.state_dir().join("netns");
+    let stray = netns_dir.join("0123456789ab");
+    let tmp_ns = dataplane_tests::Netns::new("o");
+    std::fs::write(&stray, "").expect("stray file");
+    sh_ok(&["mount", "--bind", &tmp_ns.path(), &stray.display().to_string()]);
+    drop(tmp_ns);
+    let stray_dir = h.state_dir().join("sandboxes").join("f".repeat(64));
+    std::fs::create_dir_all(&stray_dir).expect("stray dir");
+
+    start(&mut h);
+    let log = h.daemon_log();
+    assert!(!stray.exists() && !stray_dir.exists(), "orphans kept: {}", h.daemon_log_tail());
+    assert!(log.contains("removed a namespace file no sandbox owns"), "{}", h.daemon_log_tail());
+    records_and_namespaces_agree(&h);
+    let names = h.sandbox_names();
+    let mut host_veths: Vec<String> = names
+        .iter()
+        .map(|n| {
+            h.inspect(n)["NetworkSettings"]["Networks"]["bridge"]["HostInterfaceName"]
+                .as_str()
+                .expect("veth")
+                .to_string()
+        })
+        .collect();
+    host_veths.sort();
+    assert_eq!(veths(&h), host_veths, "veths and endpoints disagree");
+    let (mut ok, mut unsure) = (0, 0);
+    for (name, o) in &answers {
+        let said = text(o);
+        if o.status.success() {
+            ok += 1;
+            assert!(names.contains(name), "{name} was reported created but is not in the store");
+        } else if said.contains("may or may not have been made") {
+            unsure += 1;
+        } else {
+            assert!(!names.contains(name), "{name} exists although its client was told: {said}");
+        }
+    }
+    assert!(
+        !names.is_empty() && ok < answers.len(),
+        "the kill raced nothing: {ok} of {} done, {unsure} unsure",
+        answers.len()
+    );
+    // Everything left works and goes away cleanly.
+    for n in &names {
+        h.dp_ok(&["rm", "-f", n]);
+    }
+    assert_eq!(h.netns_files(), ["default"]);
+    assert!(veths(&h).is_empty(), "{:?}", veths(&h));
+}
+
+#[test]
+fn kill_9_during_parallel_creates_under_nsenter() {
+    kill_9_during_parallel_creates(false);
+}
+
+#[test]
+fn kill_9_during_parallel_creates_under_ip_netns_exec() {
+    kill_9_during_parallel_creates(true);
+}

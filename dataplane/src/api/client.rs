@@ -53,9 +53,23 @@ impl Client {
             .header("Host", "dataplane")
             .header("Content-Type", "application/json")
             .body(Full::new(Bytes::from(body.unwrap_or_default())))?;
-        let resp = sender.send_request(req).await?;
+        // A daemon that dies mid-request (kill -9, a crash) leaves a change
+        // it may or may not have committed: say so rather than guess.
+        let gone = || {
+            if method == "GET" {
+                format!(
+                    "the dataplane daemon closed the connection before answering {method} {path} (did it stop?)"
+                )
+            } else {
+                format!(
+                    "the dataplane daemon closed the connection before answering {method} {path} (did it stop?): \
+                     the change may or may not have been made; check (e.g. `dataplane ps -a`) once the daemon is back"
+                )
+            }
+        };
+        let resp = sender.send_request(req).await.with_context(gone)?;
         let status = resp.status().as_u16();
-        let bytes = resp.into_body().collect().await?.to_bytes();
+        let bytes = resp.into_body().collect().await.with_context(gone)?.to_bytes();
         Ok((status, bytes))
     }
 

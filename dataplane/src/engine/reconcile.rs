@@ -104,6 +104,7 @@ impl Engine {
                 }
             }
         }
+        self.remove_orphan_files(&state);
         // Interfaces we made (our prefixes and our alias) that the store does not know.
         for link in self.host.links().await? {
             let prefixed = names::OWNED_PREFIXES.iter().any(|p| link.name.starts_with(p));
@@ -152,6 +153,45 @@ impl Engine {
             }
         }
         self.retire_stale_links().await
+    }
+
+    /// Namespace files and sandbox directories no record owns: what a
+    /// create interrupted before its commit (kill -9) left behind.
+    fn remove_orphan_files(&self, state: &State) {
+        let owned: HashSet<PathBuf> = state.sandboxes.iter().map(|s| PathBuf::from(&s.netns)).collect();
+        if let Ok(dir) = std::fs::read_dir(self.paths.netns_dir()) {
+            for e in dir.flatten() {
+                let path = e.path();
+                if path == self.paths.host_netns_file() || owned.contains(&path) {
+                    continue;
+                }
+                match netns::remove(&path) {
+                    Ok(()) => {
+                        tracing::warn!(file = %path.display(), "removed a namespace file no sandbox owns")
+                    }
+                    Err(e) => {
+                        tracing::warn!(file = %path.display(), error = %e, "cannot remove an orphan namespace file")
+                    }
+                }
+            }
+        }
+        let ids: HashSet<&str> = state.sandboxes.iter().map(|s| s.id.as_str()).collect();
+        if let Ok(dir) = std::fs::read_dir(self.paths.state_dir.join("sandboxes")) {
+            for e in dir.flatten() {
+                let name = e.file_name().to_string_lossy().into_owned();
+                if ids.contains(name.as_str()) {
+                    continue;
+                }
+                match std::fs::remove_dir_all(e.path()) {
+                    Ok(()) => {
+                        tracing::warn!(dir = %e.path().display(), "removed a sandbox directory no sandbox owns")
+                    }
+                    Err(err) => {
+                        tracing::warn!(dir = %e.path().display(), error = %err, "cannot remove an orphan sandbox directory")
+                    }
+                }
+            }
+        }
     }
 
     /// Detaches what an earlier generation of this daemon left attached
