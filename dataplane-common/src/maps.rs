@@ -26,6 +26,24 @@ pub const MAX_HOST_IPS: u32 = 64;
 
 /// Maximum number of endpoints (host-side veths) one daemon programs.
 pub const MAX_ENDPOINTS: u32 = 16_384;
+
+/// Sandbox address → where its bridge endpoint is ([`LocalTarget`]): a
+/// sandbox reaching another of its network is handed over in BPF
+/// (`bpf_redirect_peer`), not through the bridge, so the host's netfilter
+/// policy (br_netfilter + `FORWARD DROP`, as Docker sets it) never sees it.
+pub const MAP_LOCAL: &str = "DP_LOCAL";
+
+/// Value of [`MAP_LOCAL`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct LocalTarget {
+    /// Host-side veth of the endpoint.
+    pub ifindex: u32,
+    /// MAC of the sandbox side.
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<LocalTarget>() == 12);
 /// Maximum number of bridge networks.
 pub const MAX_SUBNETS: u32 = 4_096;
 
@@ -243,6 +261,7 @@ pub type SubnetKey = [u8; 4];
 mod pod {
     // SAFETY: both are repr(C), Copy, with every byte an explicit field (no padding).
     unsafe impl aya::Pod for super::Endpoint {}
+    unsafe impl aya::Pod for super::LocalTarget {}
     unsafe impl aya::Pod for super::NetworkInfo {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::ServiceKey {}

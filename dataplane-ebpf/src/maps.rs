@@ -7,7 +7,7 @@ use aya_ebpf::{
     maps::{Array, HashMap, LpmTrie, LruHashMap, PerCpuArray, PerCpuHashMap, RingBuf},
 };
 use dataplane_common::{
-    Backend, Config, DnsPorts, EVENTS_RING_BYTES, MAX_DNS, EventRate, LbStatKey, LbTable, MAX_LB, MAX_LB_STATS, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
+    Backend, Config, DnsPorts, LocalTarget, EVENTS_RING_BYTES, MAX_DNS, EventRate, LbStatKey, LbTable, MAX_LB, MAX_LB_STATS, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
     MAX_SOCK_NAT, MAX_SUBNETS, METRICS_LEN, NetworkInfo, ServiceKey, SockNatKey, SockNatOrig, SubnetKey,
 };
 
@@ -16,6 +16,9 @@ const BPF_F_NO_PREALLOC: u32 = 1;
 
 #[map(name = "DP_ENDPOINTS")]
 pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "DP_LOCAL")]
+pub static LOCAL: HashMap<[u8; 4], LocalTarget> = HashMap::pinned(MAX_ENDPOINTS, 0);
 
 #[map(name = "DP_SUBNETS")]
 pub static SUBNETS: LpmTrie<SubnetKey, NetworkInfo> = LpmTrie::pinned(MAX_SUBNETS, BPF_F_NO_PREALLOC);

@@ -41,6 +41,22 @@ pub fn to_sandbox(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: DropReaso
     ret as i32
 }
 
+/// Into the sandbox behind host-side veth `ifindex`, as the bridge would
+/// deliver it: only the destination MAC is set (the sender's stays).
+#[inline(always)]
+pub fn to_neighbour(ctx: &TcContext, ifindex: u32, mac: [u8; 6], dir: Direction) -> i32 {
+    if ctx.store(0, &mac, 0).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed, dir);
+    }
+    count(DropReason::Forwarded, dir, ctx.len());
+    // SAFETY: plain helper call; the kernel checks the ifindex.
+    let ret = unsafe { bpf_redirect_peer(ifindex, 0) };
+    if ret < 0 {
+        return verdict(ctx, DropReason::RedirectFailed, dir);
+    }
+    ret as i32
+}
+
 /// Out of `ifindex`, the kernel resolving the next hop (FIB + neighbour).
 #[inline(always)]
 pub fn out_of(ctx: &TcContext, ifindex: u32, reason: DropReason, dir: Direction) -> i32 {

@@ -6,7 +6,7 @@
 //! (SNAT to the uplink address, out with `bpf_redirect_neigh`). Traffic to
 //! other networks, the host and the gateway goes on to the stack.
 //!
-//! Maps: `DP_ENDPOINTS`, `DP_SUBNETS`, `DP_HOST_IPS`, `DP_CONFIG`, `DP_CT`, `DP_LB`, `DP_METRICS`.
+//! Maps: `DP_ENDPOINTS`, `DP_LOCAL`, `DP_SUBNETS`, `DP_HOST_IPS`, `DP_CONFIG`, `DP_CT`, `DP_LB`, `DP_METRICS`.
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
@@ -16,7 +16,7 @@ use dataplane_common::{
 
 use crate::{
     conntrack, lb,
-    maps::{CONFIG, ENDPOINTS, HOST_IPS, SUBNETS},
+    maps::{CONFIG, ENDPOINTS, HOST_IPS, LOCAL, SUBNETS},
     nat::{self, End},
     parse::{self, Flow},
     policy, redirect, service,
@@ -141,10 +141,21 @@ fn into_sandbox(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: DropReason)
 /// A new flow from a sandbox: SNAT it if it leaves the host.
 #[inline(always)]
 fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
-    // Our networks, the gateway and the host's own addresses are the stack's business.
+    // Our networks, the gateway and the host's own addresses stay on this host.
     if SUBNETS.get(Key::new(32, flow.daddr)).is_some() || unsafe { HOST_IPS.get(flow.daddr) }.is_some() {
         if conntrack::opens(flow) {
             conntrack::forget_stale_reply(flow);
+        }
+        // Another sandbox of this network (isolation let it through):
+        // handed over here, so no host firewall policy on the bridge
+        // (br_netfilter, FORWARD DROP) can come between them.
+        // SAFETY: map lookups return values valid for this program run.
+        if let Some(t) = unsafe { LOCAL.get(flow.daddr) } {
+            // SAFETY: the skb pointer is valid for this program run.
+            let me = unsafe { (*ctx.skb.skb).ifindex };
+            if t.ifindex != me {
+                return redirect::to_neighbour(ctx, t.ifindex, t.mac, Direction::FromSandbox);
+            }
         }
         return verdict(ctx, DropReason::Forwarded);
     }

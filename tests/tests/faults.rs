@@ -285,3 +285,92 @@ fn kill_9_during_parallel_creates_under_nsenter() {
 fn kill_9_during_parallel_creates_under_ip_netns_exec() {
     kill_9_during_parallel_creates(true);
 }
+
+/// A TCP server in sandbox `name` answering `word` on port 80.
+fn word_server(h: &Host, name: &str, extra: &[&str], word: &str) {
+    let answer = format!("SYSTEM:echo {word}");
+    let mut args = vec!["run", "-d", "--name", name];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["socat", "TCP-LISTEN:80,fork,reuseaddr", &answer]);
+    h.dp_ok(&args);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !String::from_utf8_lossy(&h.exec(name, &["ss", "-tln"]).stdout).contains(":80 ") {
+        assert!(Instant::now() < deadline, "{name} never listened");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn socat_says(o: std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
+}
+
+#[test]
+fn host_firewall_policies_do_not_break_us() {
+    let (h, ext) = Host::with_external("fw");
+    h.dp_ok(&["network", "create", "--subnet", "10.81.0.0/24", "n"]);
+    h.dp_ok(&["network", "create", "--subnet", "10.82.0.0/24", "other"]);
+    word_server(&h, "a2", &["--network", "n", "-p", "8080:80"], "a2");
+    h.dp_ok(&["run", "-d", "--name", "a1", "--network", "n", "sleep", "600"]);
+    h.dp_ok(&["run", "-d", "--name", "b1", "--network", "other", "sleep", "600"]);
+    let a2 = h.ip_of("a2", "n");
+    let b1 = h.ip_of("b1", "other");
+    let checks = |h: &Host, what: &str| {
+        assert!(h.ping("a1", &a2), "{what}: same-network ping");
+        let target = format!("TCP:{a2}:80,connect-timeout=3");
+        assert_eq!(
+            socat_says(h.exec("a1", &["socat", "-t", "3", "-T", "3", "-", &target])),
+            "a2",
+            "{what}: same-network TCP"
+        );
+        assert_eq!(
+            socat_says(ext.run(&[
+                "socat",
+                "-t",
+                "3",
+                "-T",
+                "3",
+                "-",
+                "TCP:192.0.2.1:8080,connect-timeout=3"
+            ])),
+            "a2",
+            "{what}: published port from outside"
+        );
+        assert_eq!(
+            socat_says(h.run(&["socat", "-t", "3", "-T", "3", "-", "TCP:127.0.0.1:8080,connect-timeout=3"])),
+            "a2",
+            "{what}: localhost publishing"
+        );
+        assert_eq!(
+            socat_says(
+                h.exec("a1", &["socat", "-t", "3", "-T", "3", "-", "TCP:192.0.2.1:8080,connect-timeout=3"])
+            ),
+            "a2",
+            "{what}: hairpin"
+        );
+        assert!(!h.ping("a1", &b1), "{what}: isolation between networks must hold");
+    };
+    checks(&h, "no host policy");
+    // What dockerd does on any host with Docker: br_netfilter on, FORWARD DROP.
+    assert_eq!(
+        sh_ok(&["ip", "netns", "exec", &h.ns.name, "sysctl", "-n", "net.bridge.bridge-nf-call-iptables"])
+            .trim(),
+        "1"
+    );
+    sh_ok(&["ip", "netns", "exec", &h.ns.name, "iptables", "-P", "FORWARD", "DROP"]);
+    checks(&h, "FORWARD DROP with br_netfilter");
+    // A stateful INPUT policy (loopback and answers accepted, the rest dropped).
+    for rule in [
+        &["-A", "INPUT", "-i", "lo", "-j", "ACCEPT"][..],
+        &["-A", "INPUT", "-m", "conntrack", "--ctstate", "ESTABLISHED,RELATED", "-j", "ACCEPT"][..],
+        &["-P", "INPUT", "DROP"][..],
+    ] {
+        let mut args = vec!["ip", "netns", "exec", &h.ns.name, "iptables"];
+        args.extend_from_slice(rule);
+        sh_ok(&args);
+    }
+    checks(&h, "INPUT DROP with loopback and answers accepted");
+    // Rules flushed under us: nothing of ours depended on them.
+    sh_ok(&["ip", "netns", "exec", &h.ns.name, "iptables", "-F"]);
+    sh_ok(&["ip", "netns", "exec", &h.ns.name, "nft", "flush", "ruleset"]);
+    checks(&h, "rules flushed");
+}

@@ -14,9 +14,9 @@ use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TestRun, 
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use dataplane_common::{
     Backend, Config, Counter, CtEntry, CtKey, Direction, DnsPorts, DropReason, Endpoint, LbStatKey, LbTable,
-    MAP_CONFIG, MAP_CT, MAP_DNS, MAP_ENDPOINTS, MAP_EVENT_RATE, MAP_EVENTS, MAP_HOST_IPS, MAP_LB,
-    MAP_LB_STATS, MAP_METRICS, MAP_MONITOR, MAP_SERVICES, MAP_SUBNETS, NetworkInfo, ServiceKey, SubnetKey,
-    metric_index,
+    LocalTarget, MAP_CONFIG, MAP_CT, MAP_DNS, MAP_ENDPOINTS, MAP_EVENT_RATE, MAP_EVENTS, MAP_HOST_IPS,
+    MAP_LB, MAP_LB_STATS, MAP_LOCAL, MAP_METRICS, MAP_MONITOR, MAP_SERVICES, MAP_SUBNETS, NetworkInfo,
+    ServiceKey, SubnetKey, metric_index,
 };
 use ipnetwork::Ipv4Network;
 
@@ -256,12 +256,43 @@ impl Datapath {
         flags: u32,
     ) -> Result<()> {
         let ep = Endpoint { net_id: net_num, ipv4: ip.octets(), mac, _pad: [0; 2], flags };
-        self.endpoints()?.insert(ifindex, ep, 0).map_err(|e| bpf_err(format!("insert endpoint {ifindex}"), e))
+        self.endpoints()?
+            .insert(ifindex, ep, 0)
+            .map_err(|e| bpf_err(format!("insert endpoint {ifindex}"), e))?;
+        let local = LocalTarget { ifindex, mac, _pad: [0; 2] };
+        if let Err(e) = self.locals()?.insert(ip.octets(), local, 0) {
+            let _ = self.endpoints()?.remove(&ifindex);
+            return Err(bpf_err(format!("insert local delivery of {ip}"), e));
+        }
+        Ok(())
     }
 
     pub fn remove_endpoint(&mut self, ifindex: u32) {
+        let ip = self.endpoints().ok().and_then(|m| m.get(&ifindex, 0).ok()).map(|e| e.ipv4);
         if let Ok(mut m) = self.endpoints() {
             let _ = m.remove(&ifindex);
+        }
+        // Its address leads nowhere now (unless another endpoint took it over).
+        if let (Some(ip), Ok(mut m)) = (ip, self.locals())
+            && m.get(&ip, 0).is_ok_and(|t| t.ifindex == ifindex)
+        {
+            let _ = m.remove(&ip);
+        }
+    }
+
+    fn locals(&mut self) -> Result<HashMap<&mut MapData, [u8; 4], LocalTarget>> {
+        HashMap::try_from(self.ebpf.map_mut(MAP_LOCAL).ok_or_else(|| bpf_err(MAP_LOCAL, "missing"))?)
+            .map_err(|e| bpf_err(MAP_LOCAL, e))
+    }
+
+    /// Addresses in the local-delivery table, with their veth.
+    pub fn local_entries(&mut self) -> Result<Vec<([u8; 4], u32)>> {
+        Ok(self.locals()?.iter().filter_map(|r| r.ok()).map(|(k, v)| (k, v.ifindex)).collect())
+    }
+
+    pub fn remove_local(&mut self, ip: [u8; 4]) {
+        if let Ok(mut m) = self.locals() {
+            let _ = m.remove(&ip);
         }
     }
 

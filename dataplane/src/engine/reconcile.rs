@@ -146,6 +146,11 @@ impl Engine {
                     dp.remove_endpoint(idx);
                 }
             }
+            for (ip, idx) in dp.local_entries()? {
+                if !live_indexes.contains(&idx) {
+                    dp.remove_local(ip);
+                }
+            }
             for s in dp.subnet_keys()? {
                 if !subnets.contains(&s) {
                     dp.remove_subnet(s);
