@@ -71,6 +71,10 @@ pub const NET_FLAG_NO_MASQUERADE: u32 = 2;
 /// `com.docker.network.bridge.enable_icc=false`: sandboxes of the network
 /// cannot reach each other directly (published ports through the host can).
 pub const NET_FLAG_NO_ICC: u32 = 4;
+/// `com.docker.network.bridge.gateway_mode_ipv4=routed`: the outside may
+/// reach any port of the network's sandboxes through a route to the host
+/// (otherwise only published ports and answers to the sandboxes' own flows).
+pub const NET_FLAG_ROUTED: u32 = 8;
 
 /// Daemon-wide datapath settings, one entry at index 0 of `DP_CONFIG`.
 #[repr(C)]
@@ -207,6 +211,10 @@ pub const CT_DIR_REPLY: u32 = 1;
 pub const CT_DIR_SNAT: u32 = 2;
 /// Reply to egress: rewrite the destination back to the sandbox.
 pub const CT_DIR_SNAT_REPLY: u32 = 3;
+/// A sandbox's own flow that leaves without NAT (masquerade off): its
+/// packets go on to the stack unchanged; the reply entry (CT_DIR_SNAT_REPLY
+/// to the same address) lets the answers back in.
+pub const CT_DIR_ROUTED: u32 = 4;
 
 /// Hairpin of a sandbox to its own published port: the forward direction
 /// also gets its source set to the network's gateway, the reply its

@@ -41,10 +41,14 @@ pub enum DropReason {
     /// A TCP packet other than a SYN towards a published port or virtual
     /// IP with no tracked flow: only a SYN opens one.
     CtNoFlow = 16,
+    /// From outside, through a route to the host, to a sandbox address
+    /// (not a published port, not an answer to the sandbox's own flow) on
+    /// a network that is not `gateway_mode_ipv4=routed`.
+    PolicyDirectAccess = 17,
 }
 
 /// Number of [`DropReason`] values (the metrics array is sized from it).
-pub const DROP_REASON_COUNT: u32 = 17;
+pub const DROP_REASON_COUNT: u32 = 18;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -66,6 +70,7 @@ impl DropReason {
         DropReason::LbNoBackend,
         DropReason::LbForwarded,
         DropReason::CtNoFlow,
+        DropReason::PolicyDirectAccess,
     ];
 
     /// Stable, user-facing name (shown by `dataplane stats`).
@@ -88,6 +93,7 @@ impl DropReason {
             DropReason::LbNoBackend => "LB_NO_BACKEND",
             DropReason::LbForwarded => "LB_FORWARDED",
             DropReason::CtNoFlow => "CT_NO_FLOW",
+            DropReason::PolicyDirectAccess => "POLICY_DIRECT_ACCESS",
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use dataplane_common::{
-    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_FLAG_SEEN, CT_STATE_CLOSE,
+    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_FLAG_SEEN, CT_STATE_CLOSE,
     CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_NONE, CT_STATE_SYN, CtEntry, CtKey, PROTO_TCP,
 };
 
@@ -24,6 +24,12 @@ pub fn key(flow: &Flow) -> CtKey {
         proto: flow.proto,
         _pad: [0; 3],
     }
+}
+
+/// The key of the other direction of an untranslated flow.
+#[inline(always)]
+fn reversed(flow: &Flow) -> CtKey {
+    CtKey { saddr: flow.daddr, daddr: flow.saddr, sport: flow.dport, dport: flow.sport, proto: flow.proto, _pad: [0; 3] }
 }
 
 /// TCP flags.
@@ -112,14 +118,7 @@ pub fn lookup(flow: &Flow) -> Option<CtEntry> {
 /// connection's replies, so it goes.
 #[inline(always)]
 pub fn forget_stale_reply(flow: &Flow) {
-    let reverse = CtKey {
-        saddr: flow.daddr,
-        daddr: flow.saddr,
-        sport: flow.dport,
-        dport: flow.sport,
-        proto: flow.proto,
-        _pad: [0; 3],
-    };
+    let reverse = reversed(flow);
     // SAFETY: map lookups return values valid for this program run.
     if unsafe { CT.get(reverse) }.is_some_and(|e| e.dir == CT_DIR_REPLY) {
         let _ = CT.remove(reverse);
@@ -211,6 +210,24 @@ pub fn track_dnat(flow: &Flow, dnat: &CtEntry, reply_ifindex: u32) -> Result<(),
         0,
     )?;
     let mut fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now, initial_state(flow));
+    fwd.flags = CT_FLAG_SEEN;
+    if let Err(e) = CT.insert(key(flow), fwd, 0) {
+        let _ = CT.remove(reverse);
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// Tracks a sandbox's own flow that leaves without NAT (masquerade off):
+/// the answers, addressed to the sandbox itself, are let in from outside
+/// by the reply entry. Both entries or neither.
+#[inline(always)]
+pub fn track_routed(flow: &Flow, veth_ifindex: u32, mac: [u8; 6]) -> Result<(), i32> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let reverse = reversed(flow);
+    let back = entry(CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac, now, initial_state(flow));
+    CT.insert(reverse, back, 0)?;
+    let mut fwd = entry(CT_DIR_ROUTED, flow.saddr, flow.sport, 0, [0; 6], now, initial_state(flow));
     fwd.flags = CT_FLAG_SEEN;
     if let Err(e) = CT.insert(key(flow), fwd, 0) {
         let _ = CT.remove(reverse);

@@ -47,6 +47,19 @@ impl Flow {
     }
 }
 
+/// The destination of an IPv4 packet, whatever it carries.
+#[inline(always)]
+pub fn ipv4_daddr(ctx: &TcContext) -> Option<[u8; 4]> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
+        return None;
+    }
+    let ip = ptr_at::<Ipv4Hdr>(ctx, IP_OFF)?;
+    // SAFETY: ptr_at checked the bounds.
+    Some(unsafe { (*ip).dst_addr })
+}
+
 /// Parses the frame; `None` for anything that is not IPv4 TCP/UDP with ports.
 #[inline(always)]
 pub fn l4_flow(ctx: &TcContext) -> Option<Flow> {

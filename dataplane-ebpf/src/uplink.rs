@@ -4,13 +4,15 @@
 //! (`bpf_redirect_peer`), skipping the bridge and the host stack.
 //! Everything else goes on.
 //!
-//! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_CT`, `DP_METRICS`.
+//! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_SUBNETS`, `DP_CT`, `DP_METRICS`.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
-use dataplane_common::{CT_DIR_DNAT, CT_DIR_SNAT_REPLY, Direction, DropReason, PROTO_TCP};
+use aya_ebpf::maps::lpm_trie::Key;
+use dataplane_common::{CT_DIR_DNAT, CT_DIR_SNAT_REPLY, Direction, DropReason, NET_FLAG_ROUTED, PROTO_TCP};
 
 use crate::{
     conntrack,
+    maps::SUBNETS,
     nat::{self, End},
     parse::{self, Flow},
     redirect, service,
@@ -35,7 +37,9 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         Some(e) if e.dir == CT_DIR_SNAT_REPLY => (e, DropReason::NatEgressReply),
         Some(_) => return NEXT,
         None => {
-            let Some(b) = fresh.or_else(|| service::lookup(&flow)) else { return NEXT };
+            let Some(b) = fresh.or_else(|| service::lookup(&flow)) else {
+                return direct_access(ctx, flow.daddr);
+            };
             // From outside, only a SYN opens a TCP flow: bare ACK/FIN/RST
             // packets must not fill the table.
             if flow.proto == PROTO_TCP && !conntrack::opens(&flow) {
@@ -60,7 +64,12 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 /// needed, time exceeded): translated back and handed to the sandbox.
 #[inline(always)]
 fn icmp_error(ctx: &TcContext) -> i32 {
-    let Some(e) = parse::icmp_error(ctx) else { return NEXT };
+    let Some(e) = parse::icmp_error(ctx) else {
+        return match parse::ipv4_daddr(ctx) {
+            Some(daddr) => direct_access(ctx, daddr),
+            None => NEXT,
+        };
+    };
     // The embedded packet is one we sent; its reply direction is tracked.
     let reply = Flow {
         saddr: e.inner.daddr,
@@ -77,6 +86,20 @@ fn icmp_error(ctx: &TcContext) -> i32 {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
     redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatEgressReply, Direction::ToSandbox)
+}
+
+/// A packet from outside to a sandbox address that no published port or
+/// tracked flow accounts for (a client routing the subnet via the host):
+/// dropped, unless the network is `gateway_mode_ipv4=routed` (Docker 28's
+/// rule). The gateway is the host's own address and goes on.
+#[inline(always)]
+fn direct_access(ctx: &TcContext, daddr: [u8; 4]) -> i32 {
+    match SUBNETS.get(Key::new(32, daddr)) {
+        Some(n) if n.gateway != daddr && n.flags & NET_FLAG_ROUTED == 0 => {
+            verdict(ctx, DropReason::PolicyDirectAccess)
+        }
+        _ => NEXT,
+    }
 }
 
 #[inline(always)]

@@ -10,8 +10,8 @@
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
-    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, Direction, DropReason,
-    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, PROTO_ICMP, PROTO_TCP,
+    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, Direction, DropReason,
+    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, NET_FLAG_ROUTED, PROTO_ICMP, PROTO_TCP,
 };
 
 use crate::{
@@ -30,6 +30,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     if let Some(f) = &flow {
         match conntrack::lookup(f) {
             Some(ct) if ct.dir == CT_DIR_REPLY => return reply(ctx, f, &ct),
+            Some(ct) if ct.dir == CT_DIR_ROUTED => return verdict(ctx, DropReason::Forwarded),
             Some(ct) if ct.dir == CT_DIR_SNAT => {
                 return send_out(ctx, f, ct.addr, ct.port, ct.ifindex, DropReason::NatEgress);
             }
@@ -169,6 +170,11 @@ fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
         return verdict(ctx, DropReason::PolicyInternal);
     }
     if ep.flags & NET_FLAG_NO_MASQUERADE != 0 {
+        // Routed as is; tracked so the answers may come back in (direct
+        // access from outside is refused on the uplink otherwise).
+        if ep.flags & NET_FLAG_ROUTED == 0 && conntrack::track_routed(flow, ifindex, ep.mac).is_err() {
+            return verdict(ctx, DropReason::CtInsertFailed);
+        }
         return verdict(ctx, DropReason::Forwarded);
     }
     let Some(cfg) = CONFIG.get(0) else { return verdict(ctx, DropReason::Forwarded) };

@@ -6,7 +6,7 @@ use std::net::Ipv4Addr;
 use std::time::Duration;
 
 use dataplane_common::{
-    CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_SEEN, CT_STATE_CLOSE,
+    CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_SEEN, CT_STATE_CLOSE,
     CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_SYN, CtEntry, CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
     ct_rewrites_destination,
 };
@@ -127,6 +127,7 @@ pub fn row(k: &CtKey, e: &CtEntry, p: Option<&CtEntry>, now: u64) -> CtRow {
         CT_DIR_REPLY => format!("reply from {}", ep(e.addr, e.port)),
         CT_DIR_SNAT => format!("snat to {}", ep(e.addr, e.port)),
         CT_DIR_SNAT_REPLY => format!("reply to {}", ep(e.addr, e.port)),
+        CT_DIR_ROUTED => "routed".to_string(),
         other => format!("dir {other}"),
     };
     let state = match (k.proto, e.state) {

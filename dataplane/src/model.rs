@@ -19,6 +19,7 @@ pub mod opt {
     pub const ENABLE_IP_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
     pub const HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
     pub const MTU: &str = "com.docker.network.driver.mtu";
+    pub const GATEWAY_MODE_IPV4: &str = "com.docker.network.bridge.gateway_mode_ipv4";
     pub const PARENT: &str = "parent";
     pub const MACVLAN_MODE: &str = "macvlan_mode";
     /// `lb=vip`: every network alias gets a virtual IP balanced in BPF.
@@ -177,6 +178,15 @@ impl Network {
         }
         if self.options.get(opt::ENABLE_ICC).is_some_and(|v| v == "false") {
             f |= dataplane_common::NET_FLAG_NO_ICC;
+        }
+        // Docker's gateway modes: `routed` (no NAT, direct access),
+        // `nat-unprotected` (NAT, and direct access too); `nat` is the default.
+        match self.options.get(opt::GATEWAY_MODE_IPV4).map(String::as_str) {
+            Some("routed") => {
+                f |= dataplane_common::NET_FLAG_ROUTED | dataplane_common::NET_FLAG_NO_MASQUERADE
+            }
+            Some("nat-unprotected") => f |= dataplane_common::NET_FLAG_ROUTED,
+            _ => {}
         }
         f
     }

@@ -60,9 +60,12 @@ pub fn host_veth_name() -> String {
     format!("veth{}", &hex::encode(bytes)[..7])
 }
 
+/// Prefix of the sandbox side's temporary name (ours by name alone).
+pub const TEMP_PEER_PREFIX: &str = "dpp";
+
 /// Temporary name of the sandbox side until it is moved and renamed.
 pub fn peer_veth_name(host: &str) -> String {
-    format!("dpp{}", &host[4..])
+    format!("{TEMP_PEER_PREFIX}{}", &host[4..])
 }
 
 /// Bridge name for a user network: `br-` + 12 hex digits of its id.

@@ -40,8 +40,8 @@ fn isolation_verdicts_on_crafted_packets() {
     );
     let pins = Pins(std::path::PathBuf::from(format!("/sys/fs/bpf/dataplane-unit-{}", std::process::id())));
     let mut dp = Datapath::load(&pins.0).expect("load BPF (needs root, bpffs, a kernel with tcx)");
-    dp.set_subnet("10.1.0.0/24".parse().expect("net"), 1, Ipv4Addr::new(10, 1, 0, 1)).expect("subnet 1");
-    dp.set_subnet("10.2.0.0/24".parse().expect("net"), 2, Ipv4Addr::new(10, 2, 0, 1)).expect("subnet 2");
+    dp.set_subnet("10.1.0.0/24".parse().expect("net"), 1, Ipv4Addr::new(10, 1, 0, 1), 0).expect("subnet 1");
+    dp.set_subnet("10.2.0.0/24".parse().expect("net"), 2, Ipv4Addr::new(10, 2, 0, 1), 0).expect("subnet 2");
 
     // Not an endpoint yet: nothing is judged.
     assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2])).expect("run"), NEXT);

@@ -460,3 +460,48 @@ fn only_a_syn_opens_a_flow_and_unanswered_flows_expire_soon() {
         std::thread::sleep(std::time::Duration::from_millis(250));
     }
 }
+
+#[test]
+fn unpublished_ports_are_not_reachable_through_a_route_unless_the_network_is_routed() {
+    let (h, ext) = Host::with_external("rtd");
+    h.dp_ok(&["network", "create", "--subnet", "10.97.0.0/24", "natnet"]);
+    h.dp_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.98.0.0/24",
+        "-o",
+        "com.docker.network.bridge.gateway_mode_ipv4=routed",
+        "routednet",
+    ]);
+    assert!(
+        h.dp_err(&["network", "create", "-o", "com.docker.network.bridge.gateway_mode_ipv4=open", "x"])
+            .contains("must be nat")
+    );
+    // A client that routes the sandbox subnets via the host.
+    for net in ["10.97.0.0/24", "10.98.0.0/24"] {
+        assert!(ext.run(&["ip", "route", "add", net, "via", "192.0.2.1"]).status.success());
+    }
+    udp_peer_echo(&h, "u1", 5300, &["--network", "natnet", "-p", "8053:5300/udp"]);
+    tcp_peer_echo(&h, "t1", 80, &["--network", "natnet"]);
+    tcp_peer_echo(&h, "r1", 80, &["--network", "routednet"]);
+    let (u1, t1, r1) = (h.ip_of("u1", "natnet"), h.ip_of("t1", "natnet"), h.ip_of("r1", "routednet"));
+    let udp = |addr: &str| {
+        let o = ext.run(&["sh", "-c", &format!("echo q | socat -t 2 -T 2 - UDP:{addr}")]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let ping = |ip: &str| ext.run(&["ping", "-c", "1", "-W", "1", ip]).status.success();
+
+    let before = h.drops("POLICY_DIRECT_ACCESS");
+    assert_eq!(udp(&format!("{u1}:5300")), "", "an unpublished UDP port answered through a route");
+    assert!(!tcp_ask(&ext, &format!("{t1}:80")).status.success(), "an unpublished TCP port answered");
+    assert!(!ping(&t1), "a sandbox answered ping from outside");
+    assert!(h.drops("POLICY_DIRECT_ACCESS") >= before + 3, "direct access was not counted");
+    // What is meant to be reachable still is: the published port, the host's gateway address…
+    assert!(udp("192.0.2.1:8053").starts_with("udp-peer=192.0.2.2"), "the published port broke");
+    assert!(ping("10.97.0.1"), "the gateway is the host's address");
+    // …and everything on a routed network, with the client's own address.
+    let o = tcp_ask(&ext, &format!("{r1}:80"));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "peer=192.0.2.2", "{}", text(&o));
+    assert!(ping(&r1), "a routed network's sandbox must answer ping");
+}

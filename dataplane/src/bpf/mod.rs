@@ -301,9 +301,16 @@ impl Datapath {
         Ok(self.endpoints()?.keys().filter_map(|k| k.ok()).collect())
     }
 
-    pub fn set_subnet(&mut self, subnet: Ipv4Network, net_num: u32, gateway: Ipv4Addr) -> Result<()> {
+    /// Records a bridge network's subnet with its gateway and `NET_FLAG_*` bits.
+    pub fn set_subnet(
+        &mut self,
+        subnet: Ipv4Network,
+        net_num: u32,
+        gateway: Ipv4Addr,
+        flags: u32,
+    ) -> Result<()> {
         let key = Key::new(subnet.prefix() as u32, subnet.network().octets());
-        let info = NetworkInfo { net_id: net_num, gateway: gateway.octets(), flags: 0 };
+        let info = NetworkInfo { net_id: net_num, gateway: gateway.octets(), flags };
         self.subnets()?.insert(&key, info, 0).map_err(|e| bpf_err(format!("insert subnet {subnet}"), e))
     }
 

@@ -173,7 +173,19 @@ pub fn main() -> ExitCode {
             }
         };
     }
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    // The daemon's socket is written from the runtime's workers: there a
+    // daemon that dies mid-request must be an error (EPIPE) we report,
+    // not a SIGPIPE that ends the CLI without a word.
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .on_thread_start(|| {
+            let mut set = nix::sys::signal::SigSet::empty();
+            set.add(nix::sys::signal::Signal::SIGPIPE);
+            let _ =
+                nix::sys::signal::pthread_sigmask(nix::sys::signal::SigmaskHow::SIG_BLOCK, Some(&set), None);
+        })
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("dataplane: cannot start the runtime: {e}");

@@ -97,6 +97,15 @@ impl Engine {
                 return Err(Error::invalid("option", format!("{key}={v}"), "must be true or false"));
             }
         }
+        if let Some(v) = options.get(opt::GATEWAY_MODE_IPV4)
+            && !matches!(v.as_str(), "nat" | "nat-unprotected" | "routed")
+        {
+            return Err(Error::invalid(
+                "option",
+                format!("{}={v}", opt::GATEWAY_MODE_IPV4),
+                "must be nat, nat-unprotected or routed",
+            ));
+        }
         if let Some(v) = options.get(opt::LB) {
             if v != "vip" {
                 return Err(Error::invalid(
@@ -179,7 +188,7 @@ impl Engine {
         };
         let res = (|| -> Result<()> {
             if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
-                lock_dp(&self.dp).set_subnet(ipam.subnet, net.num, ipam.gateway)?;
+                lock_dp(&self.dp).set_subnet(ipam.subnet, net.num, ipam.gateway, net.datapath_flags())?;
             }
             let tx = self.store.begin()?;
             tx.put_network(&net)?;

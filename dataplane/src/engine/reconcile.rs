@@ -32,7 +32,7 @@ impl Engine {
             }
             if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
                 subnets.insert(ipam.subnet);
-                lock_dp(&self.dp).set_subnet(ipam.subnet, net.num, ipam.gateway)?;
+                lock_dp(&self.dp).set_subnet(ipam.subnet, net.num, ipam.gateway, net.datapath_flags())?;
             }
             if let (true, Some(dev)) = (net.is_bridge(), &net.device) {
                 known_ifs.insert(dev.clone());
@@ -108,7 +108,12 @@ impl Engine {
         // Interfaces we made (our prefixes and our alias) that the store does not know.
         for link in self.host.links().await? {
             let prefixed = names::OWNED_PREFIXES.iter().any(|p| link.name.starts_with(p));
-            if prefixed && link.alias == crate::netlink::OWNER_ALIAS && !known_ifs.contains(&link.name) {
+            // A pair whose sandbox end was never moved (a create killed
+            // right after making it, maybe before its host end was marked).
+            let half_made = link.name.starts_with(names::TEMP_PEER_PREFIX);
+            if half_made
+                || (prefixed && link.alias == crate::netlink::OWNER_ALIAS && !known_ifs.contains(&link.name))
+            {
                 tracing::info!(interface = %link.name, "removing interface unknown to the store");
                 let _ = self.host.delete(link.index).await;
             }
