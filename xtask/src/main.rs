@@ -196,7 +196,7 @@ fn main() -> anyhow::Result<()> {
             let mut t = test(
                 Command::new("cargo")
                     .current_dir(&root)
-                    .args(["test", "--release", "--workspace"])
+                    .args(["test", "--release", "--workspace", "--no-fail-fast"])
                     .args(&args)
                     .env("DATAPLANE_BIN", root.join("target/release/dataplane"))
                     .env("DATAPLANE_PRIVILEGED_TESTS", "1"),
