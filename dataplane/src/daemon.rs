@@ -105,9 +105,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         tower::util::MapRequestLayer::new(server::strip_version).layer(server::router(Arc::clone(&engine)));
     let stopping = Arc::new(tokio::sync::Notify::new());
     let notify = Arc::clone(&stopping);
+    let eng = Arc::clone(&engine);
     let server = axum::serve(listener, ServiceExt::<Request>::into_make_service(app)).with_graceful_shutdown(
         async move {
             shutdown().await;
+            eng.begin_stopping();
             notify.notify_one();
         },
     );

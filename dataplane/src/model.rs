@@ -191,6 +191,11 @@ impl Network {
         f
     }
 
+    /// `com.docker.network.driver.mtu`, when set (validated at create: 68–65535).
+    pub fn mtu(&self) -> Option<u32> {
+        self.options.get(opt::MTU).and_then(|v| v.parse().ok())
+    }
+
     /// Whether aliases on this network are balanced through virtual IPs.
     pub fn balances_aliases(&self) -> bool {
         self.options.get(opt::LB).is_some_and(|v| v == "vip")

@@ -174,3 +174,16 @@ mod tests {
         assert!(m.line().contains("POLICY_ICC"));
     }
 }
+
+/// The last line of a monitor stream the daemon ends (it is stopping).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamEnd {
+    pub end: String,
+}
+
+impl StreamEnd {
+    pub fn stopping() -> Self {
+        StreamEnd { end: "the dataplane daemon is stopping".into() }
+    }
+}

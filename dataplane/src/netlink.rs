@@ -172,6 +172,10 @@ impl Netlink {
         self.set("set up", index, LinkUnspec::new_with_index(index).up().build()).await
     }
 
+    pub async fn set_mtu(&self, index: u32, mtu: u32) -> Result<()> {
+        self.set("set mtu", index, LinkUnspec::new_with_index(index).mtu(mtu).build()).await
+    }
+
     pub async fn set_mac(&self, index: u32, mac: [u8; 6]) -> Result<()> {
         self.set("set mac", index, LinkUnspec::new_with_index(index).address(mac.to_vec()).build()).await
     }

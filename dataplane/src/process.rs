@@ -138,6 +138,56 @@ pub struct Launch {
     pub log_limits: crate::logs::LogLimits,
 }
 
+/// Mount points of namespace pins (nsfs) and BPF filesystems in the
+/// caller's mount namespace. A process that copies the daemon's mount
+/// namespace (a sandbox, a log pump) detaches them in its copy: otherwise
+/// it would keep other sandboxes' namespaces and the daemon's pinned maps
+/// and links alive after they are removed, or after a daemon run in a
+/// private mount namespace is gone.
+pub fn pin_mounts() -> Vec<PathBuf> {
+    let Ok(info) = std::fs::read_to_string("/proc/self/mountinfo") else { return Vec::new() };
+    info.lines()
+        .filter_map(|l| {
+            let (left, right) = l.split_once(" - ")?;
+            let fstype = right.split_whitespace().next()?;
+            let point = left.split_whitespace().nth(4)?;
+            (fstype == "nsfs" || fstype == "bpf").then(|| PathBuf::from(unescape_mount_path(point)))
+        })
+        .collect()
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo.
+fn unescape_mount_path(s: &str) -> String {
+    let mut out = String::new();
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c == '\\' {
+            let code: String = chars.by_ref().take(3).collect();
+            match u8::from_str_radix(&code, 8) {
+                Ok(b) => out.push(char::from(b)),
+                Err(_) => {
+                    out.push('\\');
+                    out.push_str(&code);
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+/// For a process of ours that needs no namespace pins (the log pump): a
+/// mount namespace of its own without them.
+pub fn leave_pin_mounts() -> nix::Result<()> {
+    unshare(CloneFlags::CLONE_NEWNS)?;
+    mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+    for p in pin_mounts() {
+        let _ = nix::mount::umount2(&p, nix::mount::MntFlags::MNT_DETACH);
+    }
+    Ok(())
+}
+
 /// Starts the log pump for `l.log` (see [`crate::logs`]); returns the
 /// write end of its pipe, for the sandbox's stdout and stderr.
 fn start_log_pump(l: &Launch) -> Result<std::os::fd::OwnedFd> {
@@ -201,6 +251,7 @@ pub fn spawn(l: &Launch) -> Result<Child> {
         }
     }
     let identity = l.identity.clone();
+    let pins = pin_mounts();
     // SAFETY: the closure runs in the forked child before exec; it only makes
     // system calls on data prepared above (no allocation, no locks).
     unsafe {
@@ -212,6 +263,10 @@ pub fn spawn(l: &Launch) -> Result<Child> {
             nix::unistd::sethostname(&hostname)?;
             // Keep our mounts from propagating back to the host.
             mount(None::<&str>, "/", None::<&str>, MsFlags::MS_REC | MsFlags::MS_PRIVATE, None::<&str>)?;
+            // Its copy must not keep other namespaces or the daemon's BPF pins alive.
+            for p in &pins {
+                let _ = nix::mount::umount2(p, nix::mount::MntFlags::MNT_DETACH);
+            }
             for (src, target) in &mounts {
                 mount(Some(src.as_path()), *target, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
             }

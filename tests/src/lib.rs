@@ -247,8 +247,9 @@ impl Host {
         self.dir.join("host-resolv.conf")
     }
 
-    /// Runs `launcher … dataplane daemon …` and waits until the API answers.
-    fn launch(&mut self, mut launcher: Command) {
+    /// Runs `launcher … dataplane daemon …` and waits until the API answers
+    /// (the launcher must put the daemon into this host's namespace).
+    pub fn launch(&mut self, mut launcher: Command) {
         if !self.resolv_conf().exists() {
             std::fs::write(self.resolv_conf(), "search test.example\nnameserver 192.0.2.2\n")
                 .expect("resolv.conf");

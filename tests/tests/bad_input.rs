@@ -58,6 +58,10 @@ fn bad_networks_are_refused_and_leave_nothing() {
         "not inside subnet",
     );
     refused(&h, &["network", "create", "--subnet", "10.61.0.0/33", "bad"], "not an IPv4 CIDR");
+    for mtu in ["67", "65536", "jumbo"] {
+        let o = format!("com.docker.network.driver.mtu={mtu}");
+        refused(&h, &["network", "create", "-o", &o, "m"], "the MTU must be 68 to 65535");
+    }
     // Subnets that would break the host: its uplink's LAN, a route, one of its addresses…
     h.run(&["ip", "route", "add", "198.51.100.0/24", "via", "192.0.2.2"]);
     h.run(&["ip", "addr", "add", "203.0.113.7/32", "dev", UPLINK]);
@@ -189,6 +193,26 @@ fn bad_sandboxes_are_refused_and_leave_nothing() {
     refused(&h, &["network", "connect", "none", "first"], "host network");
     refused(&h, &["network", "connect", "--ip", "10.64.0.10", "bridge", "first"], "not inside subnet");
     refused(&h, &["exec", "nosuch", "true"], "No such container");
+    // An adopted namespace that already has the interface name the endpoint needs.
+    let foreign = dataplane_tests::Netns::new("f");
+    dataplane_tests::sh_ok(&[
+        "ip",
+        "-n",
+        &foreign.name,
+        "link",
+        "add",
+        "eth0",
+        "type",
+        "veth",
+        "peer",
+        "name",
+        "p0",
+    ]);
+    refused(
+        &h,
+        &["create", "--name", "adopt", "--network", "n", "--netns", &foreign.path()],
+        &format!("the network namespace {} already has an interface named eth0", foreign.path()),
+    );
     let long = "a".repeat(129);
     refused(&h, &["run", "-d", "--name", &long, "sleep", "1"], "129 characters, at most 128");
     refused(&h, &["network", "create", &long], "129 characters, at most 128");

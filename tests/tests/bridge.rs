@@ -215,3 +215,42 @@ fn the_bridge_keeps_its_mac_as_sandboxes_come_and_go() {
     // s0's cached neighbour entry for the gateway still works.
     assert!(h.ping("s0", "10.85.0.1"), "s0 lost the gateway");
 }
+
+#[test]
+fn the_mtu_option_reaches_the_bridge_veths_and_sandboxes() {
+    let (h, _ext) = dataplane_tests::Host::with_external("mtu");
+    h.dp_ok(&[
+        "network",
+        "create",
+        "--subnet",
+        "10.83.0.0/24",
+        "-o",
+        "com.docker.network.driver.mtu=1400",
+        "small",
+    ]);
+    h.dp_ok(&["run", "-d", "--name", "s", "--network", "small", "sleep", "600"]);
+    h.dp_ok(&["run", "-d", "--name", "d", "sleep", "600"]);
+    let mtu_of = |out: &str| {
+        out.split(" mtu ").nth(1).and_then(|r| r.split_whitespace().next()).unwrap_or("").to_string()
+    };
+    let host =
+        |dev: &str| mtu_of(&String::from_utf8_lossy(&h.run(&["ip", "-o", "link", "show", dev]).stdout));
+    let inside = |name: &str| {
+        mtu_of(&String::from_utf8_lossy(&h.exec(name, &["ip", "-o", "link", "show", "eth0"]).stdout))
+    };
+    let v = h.inspect("s");
+    let net = &v["NetworkSettings"]["Networks"]["small"];
+    let veth = net["HostInterfaceName"].as_str().expect("veth");
+    let id: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["network", "inspect", "small"])).expect("json");
+    let bridge = format!("br-{}", &id[0]["Id"].as_str().expect("id")[..12]);
+    assert_eq!((host(&bridge), host(veth), inside("s")), ("1400".into(), "1400".into(), "1400".into()));
+    // The default bridge keeps 1500, and a 1400-byte packet (DF) crosses the small network whole.
+    assert_eq!(inside("d"), "1500");
+    let gw = "10.83.0.1";
+    assert!(h.exec("s", &["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1372", gw]).status.success());
+    assert!(
+        !h.exec("s", &["ping", "-c", "1", "-W", "2", "-M", "do", "-s", "1373", gw]).status.success(),
+        "bigger than the MTU must not pass with DF"
+    );
+}

@@ -138,3 +138,38 @@ fn monitor_streams_policy_drops_with_sandbox_names() {
     let dropped = h.drops("POLICY_NETWORK_ISOLATION") - drops_before;
     assert!(dropped >= reported + suppressed, "every drop is counted: {dropped} < {reported} + {suppressed}");
 }
+
+#[test]
+fn a_stopping_daemon_ends_monitor_streams_cleanly() {
+    let (mut h, _ext) = Host::with_external("mend");
+    let mut child = Command::new(bin())
+        .arg("--socket")
+        .arg(&h.socket)
+        .args(["monitor"])
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("start dataplane monitor");
+    let mut err = BufReader::new(child.stderr.take().expect("stderr"));
+    let mut first = String::new();
+    err.read_line(&mut first).expect("monitor banner");
+    assert!(first.contains("Listening"), "{first}");
+    assert!(h.signal_daemon("TERM"), "the daemon did not stop cleanly: {}", h.daemon_log_tail());
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(s) = child.try_wait().expect("wait") {
+            break s;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("monitor still running after the daemon stopped");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let mut rest = String::new();
+    std::io::Read::read_to_string(&mut err, &mut rest).expect("stderr");
+    assert!(status.success(), "monitor failed: {rest}");
+    assert!(rest.contains("monitor ended: the dataplane daemon is stopping"), "{rest}");
+    assert!(!rest.contains("unexpected EOF"), "{rest}");
+}

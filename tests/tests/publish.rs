@@ -505,3 +505,23 @@ fn unpublished_ports_are_not_reachable_through_a_route_unless_the_network_is_rou
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "peer=192.0.2.2", "{}", text(&o));
     assert!(ping(&r1), "a routed network's sandbox must answer ping");
 }
+
+#[test]
+fn publishing_past_the_open_file_limit_is_refused_and_leaves_nothing() {
+    let (mut h, _ext) = Host::with_external_unstarted("fdl");
+    // A daemon with a small open-file limit (each published port holds a socket).
+    let mut launcher = std::process::Command::new("prlimit");
+    launcher.args(["--nofile=1200:1200", "nsenter", &format!("--net={}", h.ns.path())]);
+    h.launch(launcher);
+    h.dp_ok(&["run", "-d", "--name", "many", "-p", "20000-20500:20000-20500", "sleep", "600"]);
+    let names = h.sandbox_names();
+    let err = h.dp_err(&["run", "-d", "--name", "more", "-p", "21000-21500:21000-21500", "sleep", "600"]);
+    assert!(err.contains("each holds an open file of the daemon, whose limit is 1200"), "{err}");
+    assert_eq!(h.sandbox_names(), names, "the refused sandbox was kept");
+    // Its ports were released, and the daemon still has files for its own work.
+    let o =
+        h.run(&["python3", "-c", "import socket; socket.socket().bind(('0.0.0.0', 21000)); print('bound')"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "bound", "{}", text(&o));
+    h.dp_ok(&["run", "-d", "--name", "after", "-p", "8080:80", "sleep", "600"]);
+    assert_eq!(h.dp_ok(&["port", "after"]), "80/tcp -> 0.0.0.0:8080\n");
+}

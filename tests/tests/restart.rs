@@ -217,7 +217,16 @@ fn cgroup_programs(h: &Host) -> usize {
 fn a_restart_retires_the_datapath_an_earlier_run_left_in_another_mount_namespace() {
     let (mut h, ext) = Host::with_external_unstarted("gen");
     h.start_with_ip_netns_exec();
-    // An older sandbox keeps the first daemon's private bpffs (and so its pinned links) alive.
+    // Something keeps the first daemon's private mount namespace, and so its
+    // bpffs and pinned links, alive after it dies (a sandbox started by an
+    // older release did: it copied that namespace with the pins in it).
+    let pid = h.daemon_pid().expect("daemon pid").to_string();
+    let holder = KillOnDrop(
+        std::process::Command::new("nsenter")
+            .args(["-t", &pid, "-m", "sleep", "600"])
+            .spawn()
+            .expect("mount namespace holder"),
+    );
     h.dp_ok(&["run", "-d", "--name", "keep", "sleep", "600"]);
     word_server(&h, "ip1", "5201", "one");
     let host_ns = h.ns.name.clone();
@@ -240,6 +249,17 @@ fn a_restart_retires_the_datapath_an_earlier_run_left_in_another_mount_namespace
     let log = h.daemon_log();
     assert!(log.contains("detached a BPF link left by an earlier run"), "{}", h.daemon_log_tail());
     assert!(log.contains("cgroup"), "the old socket hooks were not named in the log");
+    drop(holder);
+}
+
+/// A child process killed (and reaped) when the test ends, however it ends.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 #[test]

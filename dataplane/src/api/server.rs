@@ -327,15 +327,30 @@ async fn lb_list(State(e): AppState) -> Res<Json<Vec<crate::api::types::LbRow>>>
 /// the client goes away.
 async fn monitor(State(e): AppState) -> Response {
     let sub = e.monitor_subscribe();
-    let stream = futures::stream::unfold((sub, e), |(mut sub, e)| async move {
+    let stop = e.stopping();
+    // The stream ends with a last line when the daemon stops, so clients
+    // see a clean end of the response instead of a cut connection.
+    let stream = futures::stream::unfold((sub, e, stop, false), |(mut sub, e, mut stop, ended)| async move {
+        if ended {
+            return None;
+        }
         loop {
-            match sub.rx.recv().await {
+            let ev = tokio::select! {
+                r = sub.rx.recv() => Some(r),
+                _ = stop.wait_for(|s| *s) => None,
+            };
+            let Some(ev) = ev else {
+                let mut line = serde_json::to_vec(&crate::monitor::StreamEnd::stopping()).unwrap_or_default();
+                line.push(b'\n');
+                return Some((Ok::<_, std::convert::Infallible>(line), (sub, e, stop, true)));
+            };
+            match ev {
                 Ok(ev) => {
                     let state = e.state().ok();
                     let m = crate::monitor::MonitorEvent::from_raw(&ev, state.as_ref());
                     let mut line = serde_json::to_vec(&m).unwrap_or_default();
                     line.push(b'\n');
-                    return Some((Ok::<_, std::convert::Infallible>(line), (sub, e)));
+                    return Some((Ok(line), (sub, e, stop, false)));
                 }
                 Err(tokio::sync::broadcast::error::RecvError::Lagged(n)) => {
                     tracing::debug!(missed = n, "monitor client lagging");

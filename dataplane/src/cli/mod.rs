@@ -165,6 +165,9 @@ pub fn main() -> ExitCode {
     }
     if let Command::LogPump { file, max_size, max_files } = &cli.command {
         let limits = crate::logs::LogLimits { max_size: *max_size, max_files: *max_files };
+        if let Err(e) = crate::process::leave_pin_mounts() {
+            eprintln!("log pump: a mount namespace of its own: {e}");
+        }
         return match crate::logs::pump(std::io::stdin().lock(), file, limits) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {

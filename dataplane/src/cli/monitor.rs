@@ -14,6 +14,13 @@ pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
     eprintln!("Listening for drop and policy events (Ctrl-C to stop)…");
     client
         .get_lines("/dataplane/monitor", |line| {
+            if let Ok(end) = serde_json::from_str::<crate::monitor::StreamEnd>(line) {
+                if json {
+                    println!("{line}");
+                }
+                eprintln!("monitor ended: {}", end.end);
+                return false;
+            }
             let out = if json {
                 line.to_string()
             } else {

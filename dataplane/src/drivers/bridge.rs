@@ -31,6 +31,9 @@ pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
         None => (host.create_bridge(name).await?, true),
     };
     let res = async {
+        if let Some(mtu) = net.mtu() {
+            host.set_mtu(idx, mtu).await?;
+        }
         if let Some(ipam) = &net.ipam {
             host.set_mac(idx, names::mac_for_ip(ipam.gateway)).await?;
             host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
@@ -66,6 +69,9 @@ pub async fn attach(
     let peer = names::peer_veth_name(&host_name);
     let (hidx, pidx) = host.create_veth(&host_name, &peer).await?;
     let res = async {
+        if let Some(mtu) = net.mtu() {
+            host.set_mtu(hidx, mtu).await?;
+        }
         host.set_master(hidx, bridge).await?;
         host.set_up(hidx).await?;
         host.move_to(pidx, netns).await?;

@@ -68,7 +68,17 @@ pub(crate) async fn configure_in_sandbox(
         net.ipam.as_ref().ok_or_else(|| Error::Unsupported(format!("network {} has no IPAM", net.name)))?;
     let nl = Netlink::in_netns(netns)?;
     let idx = nl.require_index(tmp_name).await?;
+    if nl.link_index(&ep.ifname).await?.is_some() {
+        return Err(Error::Conflict(format!(
+            "the network namespace {} already has an interface named {}",
+            netns.display(),
+            ep.ifname
+        )));
+    }
     nl.rename(idx, &ep.ifname).await?;
+    if let Some(mtu) = net.mtu() {
+        nl.set_mtu(idx, mtu).await?;
+    }
     nl.set_mac(idx, ep.mac).await?;
     // The address is a /32 with an on-link route to the subnet: the same
     // reachability, but glibc's getaddrinfo (RFC 6724 rule 9, longest

@@ -88,6 +88,8 @@ pub struct Engine {
     monitor: Arc<crate::monitor::Monitor>,
     /// Output log limits of sandboxes that set none.
     log_defaults: crate::logs::LogLimits,
+    /// Set when the daemon begins to stop: long streams (monitor) end cleanly.
+    stopping: watch::Sender<bool>,
 }
 
 fn now() -> String {
@@ -136,6 +138,7 @@ impl Engine {
                 host_resolv_conf,
                 monitor: crate::monitor::Monitor::new(),
                 log_defaults,
+                stopping: watch::channel(false).0,
             }
         })
     }
@@ -196,6 +199,16 @@ impl Engine {
                 tracing::warn!(error = %err, on, "cannot switch drop events");
             }
         }))
+    }
+
+    /// The daemon is stopping: streams end with a last word instead of a cut.
+    pub fn begin_stopping(&self) {
+        self.stopping.send_replace(true);
+    }
+
+    /// Becomes true when the daemon begins to stop.
+    pub fn stopping(&self) -> watch::Receiver<bool> {
+        self.stopping.subscribe()
     }
 
     /// Events the datapath's per-CPU budget suppressed.

@@ -97,6 +97,11 @@ impl Engine {
                 return Err(Error::invalid("option", format!("{key}={v}"), "must be true or false"));
             }
         }
+        if let Some(v) = options.get(opt::MTU)
+            && !v.parse::<u32>().is_ok_and(|m| (68..=65535).contains(&m))
+        {
+            return Err(Error::invalid("option", format!("{}={v}", opt::MTU), "the MTU must be 68 to 65535"));
+        }
         if let Some(v) = options.get(opt::GATEWAY_MODE_IPV4)
             && !matches!(v.as_str(), "nat" | "nat-unprotected" | "routed")
         {

@@ -105,6 +105,18 @@ fn reserve(b: &PortBinding) -> Result<OwnedFd> {
     Ok(fd)
 }
 
+/// Open files the daemon keeps for its own work (store, sockets, namespaces,
+/// netlink, BPF) beyond port reservations.
+const FD_HEADROOM: usize = 256;
+
+/// (open-file limit, reservations that still fit under it), read once per
+/// request: every reserved port holds a socket.
+fn reservation_budget() -> Option<(u64, usize)> {
+    let (soft, _) = nix::sys::resource::getrlimit(nix::sys::resource::Resource::RLIMIT_NOFILE).ok()?;
+    let open = std::fs::read_dir("/proc/self/fd").ok()?.count() as u64;
+    Some((soft, soft.saturating_sub(open).saturating_sub(FD_HEADROOM as u64) as usize))
+}
+
 fn overlaps(a: &PortBinding, b: &PortBinding) -> bool {
     a.proto == b.proto
         && a.host_port == b.host_port
@@ -128,9 +140,17 @@ impl Engine {
         let mut out: Vec<PortBinding> = Vec::new();
         let mut fds = Vec::new();
         let (eph_lo, eph_hi) = ephemeral_range();
+        let budget = reservation_budget();
         // Claims one binding: conflict check against other sandboxes and this
         // one, then the host itself (by binding).
         let claim = |b: PortBinding, out: &mut Vec<PortBinding>, fds: &mut Vec<OwnedFd>| -> Result<()> {
+            if let Some((limit, free)) = budget
+                && fds.len() >= free
+            {
+                return Err(Error::Conflict(format!(
+                    "cannot publish more than {free} more ports: each holds an open file of the daemon, whose limit is {limit} ({FD_HEADROOM} kept for its own work); publish fewer ports or raise the daemon's LimitNOFILE"
+                )));
+            }
             if taken.iter().chain(out.iter()).any(|t| overlaps(t, &b)) {
                 return Err(Error::Conflict(format!(
                     "Bind for {}:{} failed: port is already allocated",

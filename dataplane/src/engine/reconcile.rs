@@ -49,7 +49,8 @@ impl Engine {
                 tracing::info!(sandbox = %sb.name, "re-pinning the namespace of the running process");
                 netns::pin_from(&path, &src)?;
             }
-            if sb.owns_netns && !netns::is_pinned(&path) {
+            let recreated = sb.owns_netns && !netns::is_pinned(&path);
+            if recreated {
                 tracing::warn!(sandbox = %sb.name, "network namespace was lost; recreating it");
                 netns::create(&path)?;
                 let nl = Netlink::in_netns(&path)?;
@@ -64,10 +65,16 @@ impl Engine {
                 if let Some(h) = &ep.host_ifname {
                     known_ifs.insert(h.clone());
                 }
-                let present = match &ep.host_ifname {
+                let mut present = match &ep.host_ifname {
                     Some(h) => self.host.link_index(h).await?,
                     None => Netlink::in_netns(&path)?.link_index(&ep.ifname).await?.map(|_| 0),
                 };
+                // A recreated namespace is empty: a host veth still there leads
+                // into the old one (kept alive elsewhere), so it is made anew.
+                if recreated && let (Some(i), Some(_)) = (present, &ep.host_ifname) {
+                    let _ = self.host.delete(i).await;
+                    present = None;
+                }
                 let hidx = match present {
                     Some(i) => {
                         // A recreated bridge has lost its ports: plug the veth back in.
