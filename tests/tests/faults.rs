@@ -195,34 +195,64 @@ fn veths(h: &Host) -> Vec<String> {
     h.links().into_iter().filter(|l| l.starts_with("veth")).collect()
 }
 
-/// 20 parallel `run -d`, the daemon killed (-9) among them, a stray
-/// namespace file and sandbox directory planted while it is down: after the
-/// restart the store, the namespace files and the veths agree, and every
-/// client's answer agrees with the store.
-fn kill_9_during_parallel_creates(ip_netns_exec: bool) {
+/// Every sandbox's endpoints as `inspect` has them: (sandbox, network, interface, host veth).
+fn endpoints(h: &Host) -> Vec<(String, String, String, String)> {
+    let mut out = Vec::new();
+    for n in h.sandbox_names() {
+        let v = h.inspect(&n);
+        for (net, ep) in v["NetworkSettings"]["Networks"].as_object().expect("networks") {
+            let s = |k: &str| ep[k].as_str().unwrap_or("").to_string();
+            out.push((n.clone(), net.clone(), s("InterfaceName"), s("HostInterfaceName")));
+        }
+    }
+    out
+}
+
+/// The daemon killed (-9) among 14 parallel `run -d`, 3 `rm -f` and 3
+/// `network connect`, a stray namespace file and sandbox directory planted
+/// while it is down: after the restart the store, the namespace files, the
+/// veths and the sandboxes' interfaces agree, and every client's answer
+/// agrees with the store.
+fn kill_9_during_parallel_changes(ip_netns_exec: bool) {
     let (mut h, _ext) = Host::with_external_unstarted(if ip_netns_exec { "k9i" } else { "k9n" });
     let start = |h: &mut Host| if ip_netns_exec { h.start_with_ip_netns_exec() } else { h.start() };
     start(&mut h);
+    h.dp_ok(&["network", "create", "--subnet", "10.84.0.0/24", "side"]);
+    for i in 0..6 {
+        h.dp_ok(&["run", "-d", "--name", &format!("old{i}"), "sleep", "600"]);
+    }
     let socket = h.socket.clone();
-    let clients: Vec<std::thread::JoinHandle<(String, std::process::Output)>> = (0..20)
+    let mut requests: Vec<(String, Vec<String>)> = (0..14)
         .map(|i| {
+            (
+                format!("p{i}"),
+                ["run", "-d", "--name", &format!("p{i}"), "sleep", "600"].map(String::from).to_vec(),
+            )
+        })
+        .collect();
+    for i in 0..3 {
+        requests.push((format!("old{i}"), ["rm", "-f", &format!("old{i}")].map(String::from).to_vec()));
+        let n = format!("old{}", i + 3);
+        requests.push((n.clone(), ["network", "connect", "side", &n].map(String::from).to_vec()));
+    }
+    let clients: Vec<std::thread::JoinHandle<(String, Vec<String>, std::process::Output)>> = requests
+        .into_iter()
+        .map(|(name, args)| {
             let socket = socket.clone();
             std::thread::spawn(move || {
-                let name = format!("p{i}");
-                let args = ["run", "-d", "--name", &name, "sleep", "600"].map(String::from);
-                (name, dp_at(&socket, &args))
+                let o = dp_at(&socket, &args);
+                (name, args, o)
             })
         })
         .collect();
-    // Kill it once a few creates went through, with the others in flight.
+    // Kill it once a few changes went through, with the others in flight.
     let deadline = Instant::now() + Duration::from_secs(30);
-    while h.sandbox_names().len() < 4 {
+    while h.sandbox_names().iter().filter(|n| n.starts_with('p')).count() < 3 {
         assert!(Instant::now() < deadline, "creates did not start");
         std::thread::sleep(Duration::from_millis(20));
     }
     h.kill_daemon();
-    let answers: Vec<(String, std::process::Output)> =
-        clients.into_iter().map(|c| c.join().expect("client")).collect();
+    let answers: Vec<_> = clients.into_iter().map(|c| c.join().expect("client")).collect();
 
     // Leftovers of a create that died before its commit.
     let netns_dir = h.state_dir().join("netns");
@@ -239,35 +269,38 @@ fn kill_9_during_parallel_creates(ip_netns_exec: bool) {
     assert!(!stray.exists() && !stray_dir.exists(), "orphans kept: {}", h.daemon_log_tail());
     assert!(log.contains("removed a namespace file no sandbox owns"), "{}", h.daemon_log_tail());
     records_and_namespaces_agree(&h);
-    let names = h.sandbox_names();
-    let mut host_veths: Vec<String> = names
-        .iter()
-        .map(|n| {
-            h.inspect(n)["NetworkSettings"]["Networks"]["bridge"]["HostInterfaceName"]
-                .as_str()
-                .expect("veth")
-                .to_string()
-        })
-        .collect();
+    let eps = endpoints(&h);
+    let mut host_veths: Vec<String> = eps.iter().map(|e| e.3.clone()).collect();
     host_veths.sort();
-    assert_eq!(veths(&h), host_veths, "veths and endpoints disagree");
+    assert_eq!(veths(&h), host_veths, "veths and endpoint records disagree");
+    for (sb, net, ifname, _) in &eps {
+        assert!(
+            h.exec(sb, &["ip", "link", "show", ifname]).status.success(),
+            "{sb} has no {ifname} for {net}"
+        );
+    }
+    let names = h.sandbox_names();
     let (mut ok, mut unsure) = (0, 0);
-    for (name, o) in &answers {
+    for (name, args, o) in &answers {
         let said = text(o);
+        let exists = names.contains(name);
+        let connected = eps.iter().any(|e| &e.0 == name && e.1 == "side");
+        let (done, not_done) = match args[0].as_str() {
+            "run" => (exists, !exists),
+            "rm" => (!exists, exists),
+            _ => (connected, !connected),
+        };
         if o.status.success() {
             ok += 1;
-            assert!(names.contains(name), "{name} was reported created but is not in the store");
+            assert!(done, "{args:?} was reported done but the store disagrees");
         } else if said.contains("may or may not have been made") {
             unsure += 1;
         } else {
-            assert!(!names.contains(name), "{name} exists although its client was told: {said}");
+            assert!(not_done, "{args:?} happened although its client was told: {said}");
         }
     }
-    assert!(
-        !names.is_empty() && ok < answers.len(),
-        "the kill raced nothing: {ok} of {} done, {unsure} unsure",
-        answers.len()
-    );
+    // Changes were committed before the kill (the wait above saw them) and not all answered.
+    assert!(ok < answers.len(), "the kill raced nothing: {ok} of {} done, {unsure} unsure", answers.len());
     // Everything left works and goes away cleanly.
     for n in &names {
         h.dp_ok(&["rm", "-f", n]);
@@ -277,13 +310,13 @@ fn kill_9_during_parallel_creates(ip_netns_exec: bool) {
 }
 
 #[test]
-fn kill_9_during_parallel_creates_under_nsenter() {
-    kill_9_during_parallel_creates(false);
+fn kill_9_during_parallel_creates_rm_and_connect_under_nsenter() {
+    kill_9_during_parallel_changes(false);
 }
 
 #[test]
-fn kill_9_during_parallel_creates_under_ip_netns_exec() {
-    kill_9_during_parallel_creates(true);
+fn kill_9_during_parallel_creates_rm_and_connect_under_ip_netns_exec() {
+    kill_9_during_parallel_changes(true);
 }
 
 /// A TCP server in sandbox `name` answering `word` on port 80.
