@@ -60,6 +60,39 @@ pub fn ipv4_daddr(ctx: &TcContext) -> Option<[u8; 4]> {
     Some(unsafe { (*ip).dst_addr })
 }
 
+/// An IPv4 packet that claims to carry TCP or UDP (a first fragment, or
+/// whole) whose headers are broken: header length under 20 bytes, a TCP or
+/// UDP header cut short, a TCP data offset under 5 words. No endpoint sends
+/// these; they are dropped and counted as INVALID_PACKET when they are
+/// addressed to us.
+#[inline(always)]
+pub fn malformed(ctx: &TcContext) -> bool {
+    let Some(eth) = ptr_at::<EthHdr>(ctx, 0) else { return false };
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
+        return false;
+    }
+    let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, IP_OFF) else { return true };
+    // SAFETY: ptr_at checked the bounds.
+    let (vihl, proto, frags) = unsafe { ((*ip).vihl, (*ip).proto, (*ip).frags) };
+    if (proto != PROTO_TCP && proto != PROTO_UDP) || u16::from_be_bytes(frags) & 0x1fff != 0 {
+        return false;
+    }
+    let ihl = ((vihl & 0x0f) as usize) * 4;
+    if ihl < Ipv4Hdr::LEN {
+        return true;
+    }
+    let l4_off = IP_OFF + ihl;
+    if proto == PROTO_UDP {
+        return ptr_at::<[u8; 8]>(ctx, l4_off).is_none();
+    }
+    match ptr_at::<[u8; 20]>(ctx, l4_off) {
+        // SAFETY: ptr_at checked the bounds.
+        Some(h) => (unsafe { (*h)[12] }) >> 4 < 5,
+        None => true,
+    }
+}
+
 /// Parses the frame; `None` for anything that is not IPv4 TCP/UDP with ports.
 #[inline(always)]
 pub fn l4_flow(ctx: &TcContext) -> Option<Flow> {
@@ -94,13 +127,22 @@ pub fn l4_flow(ctx: &TcContext) -> Option<Flow> {
         let id = u16::from_ne_bytes([h[4], h[5]]);
         return Some(Flow { proto, saddr, daddr, sport: id, dport: id, l4_off, tcp_flags: 0 });
     }
+    // A UDP header cut short is no UDP packet (see `malformed`).
+    if proto == PROTO_UDP {
+        ptr_at::<[u8; 8]>(ctx, l4_off)?;
+    }
     let ports = ptr_at::<[u16; 2]>(ctx, l4_off)?;
     // SAFETY: ptr_at checked the bounds.
     let [sport, dport] = unsafe { *ports };
     let tcp_flags = if proto == PROTO_TCP {
-        let f = ptr_at::<u8>(ctx, l4_off + 13)?;
+        let f = ptr_at::<[u8; 2]>(ctx, l4_off + 12)?;
         // SAFETY: ptr_at checked the bounds.
-        unsafe { *f }
+        let [doff, flags] = unsafe { *f };
+        // A data offset under 5 words is no TCP header (see `malformed`).
+        if doff >> 4 < 5 {
+            return None;
+        }
+        flags
     } else {
         0
     };

@@ -20,3 +20,10 @@ pub fn lookup(flow: &Flow) -> Option<Backend> {
     key.addr = [0; 4];
     unsafe { SERVICES.get(key) }.copied()
 }
+
+/// Whether `addr` is one of the host's own addresses (uplink, gateways).
+#[inline(always)]
+pub fn is_host(addr: [u8; 4]) -> bool {
+    // SAFETY: map lookups return values valid for this program run.
+    unsafe { HOST_IPS.get(addr) }.is_some()
+}

@@ -66,6 +66,10 @@ pub fn ingress(ctx: &TcContext) -> i32 {
 fn icmp_error(ctx: &TcContext) -> i32 {
     let Some(e) = parse::icmp_error(ctx) else {
         return match parse::ipv4_daddr(ctx) {
+            // Broken headers addressed to the host or a sandbox.
+            Some(daddr) if parse::malformed(ctx) && (service::is_host(daddr) || SUBNETS.get(Key::new(32, daddr)).is_some()) => {
+                verdict(ctx, DropReason::InvalidPacket)
+            }
             Some(daddr) => direct_access(ctx, daddr),
             None => NEXT,
         };

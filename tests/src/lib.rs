@@ -481,18 +481,11 @@ pub fn process_ended(pid: u64) -> bool {
 /// a raw socket, so the client's kernel keeps no state for them.
 pub fn send_tcp_segments(ns: &Netns, dst: &str, dport: u16, sport: u16, flags: u8, count: u16) {
     const SCRIPT: &str = r#"
-import socket, struct, sys
+import sys
 dst, dport, sport, flags, count = sys.argv[1], int(sys.argv[2]), int(sys.argv[3]), int(sys.argv[4]), int(sys.argv[5])
 probe = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
 probe.connect((dst, 9))
 src = probe.getsockname()[0]
-def csum(b):
-    if len(b) % 2:
-        b += b"\0"
-    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
-    s = (s >> 16) + (s & 0xffff)
-    s += s >> 16
-    return ~s & 0xffff
 raw = socket.socket(socket.AF_INET, socket.SOCK_RAW, socket.IPPROTO_TCP)
 for i in range(count):
     seg = struct.pack("!HHIIBBHHH", sport + i, dport, 1000 + i, 1 if flags & 0x10 else 0, 5 << 4, flags, 65535, 0, 0)
@@ -501,6 +494,46 @@ for i in range(count):
     raw.sendto(seg[:16] + struct.pack("!H", c) + seg[18:], (dst, 0))
 "#;
     let args = [dport.to_string(), sport.to_string(), flags.to_string(), count.to_string()];
-    let o = ns.run(&["python3", "-c", SCRIPT, dst, &args[0], &args[1], &args[2], &args[3]]);
+    let script = format!("{PY_CSUM}\n{SCRIPT}");
+    let o = ns.run(&["python3", "-c", &script, dst, &args[0], &args[1], &args[2], &args[3]]);
     assert!(o.status.success(), "sending crafted segments: {}", text(&o));
+}
+
+/// The Internet checksum, for the Python packet builders below.
+const PY_CSUM: &str = r#"
+import socket, struct
+def csum(b):
+    if len(b) % 2:
+        b += b"\0"
+    s = sum(struct.unpack("!%dH" % (len(b) // 2), b))
+    s = (s >> 16) + (s & 0xffff)
+    s += s >> 16
+    return ~s & 0xffff
+"#;
+
+/// Sends Ethernet frames carrying the IPv4 packets built by the Python
+/// expression list `packets` (each evaluates to bytes; `ip(proto, payload,
+/// ihl)` makes a header from 192.0.2.2 to 192.0.2.1, `tcp(sport, dport,
+/// flags, doff)` a TCP header) from namespace `ns` straight onto the wire
+/// of its `ext0` (AF_PACKET: no kernel fixes them up) to MAC `dst_mac`.
+pub fn send_raw_ipv4(ns: &Netns, dst_mac: &str, packets: &str) {
+    let script = format!(
+        r#"{PY_CSUM}
+def ip(proto, payload, ihl=5):
+    h = struct.pack("!BBHHHBBH4s4s", 0x40 | ihl, 0, 20 + len(payload), 1, 0, 64, proto, 0, socket.inet_aton("192.0.2.2"), socket.inet_aton("192.0.2.1"))
+    h = h[:10] + struct.pack("!H", csum(h)) + h[12:]
+    return h + payload
+def tcp(sport, dport, flags, doff=5):
+    return struct.pack("!HHIIBBHHH", sport, dport, 1, 0, doff << 4, flags, 65535, 0, 0)
+s = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
+s.bind(("ext0", 0))
+src = open("/sys/class/net/ext0/address").read().strip()
+eth = bytes.fromhex("{dst}") + bytes.fromhex(src.replace(":", "")) + b"\x08\x00"
+for p in [{packets}]:
+    s.send(eth + p)
+"#,
+        dst = dst_mac.replace(':', "")
+    );
+    let o = ns.run(&["python3", "-c", &script]);
+    assert!(o.status.success(), "sending raw frames: {}", text(&o));
 }

@@ -407,3 +407,31 @@ fn host_firewall_policies_do_not_break_us() {
     sh_ok(&["ip", "netns", "exec", &h.ns.name, "nft", "flush", "ruleset"]);
     checks(&h, "rules flushed");
 }
+
+#[test]
+fn malformed_packets_to_us_are_dropped_and_counted() {
+    let (h, ext) = Host::with_external("bad");
+    word_server(&h, "w", &["-p", "8080:80"], "w");
+    let before = h.drops("INVALID_PACKET");
+    // A TCP header cut to 10 bytes, a TCP data offset of 2 words, a UDP
+    // header cut to 4 bytes, an IPv4 header length of 4 words: all to the
+    // host's address, one of them to the published port.
+    let mac = sh_ok(&["ip", "netns", "exec", &h.ns.name, "cat", "/sys/class/net/up0/address"]);
+    dataplane_tests::send_raw_ipv4(
+        &ext,
+        mac.trim(),
+        r#"ip(6, tcp(40000, 8080, 2)[:10]), ip(6, tcp(40001, 8080, 2, doff=2)), ip(17, b"\x9c\x40\x1f\x90"), ip(6, tcp(40002, 8080, 2), ihl=4)"#,
+    );
+    let counted = h.drops("INVALID_PACKET") - before;
+    assert_eq!(counted, 4, "each malformed packet is dropped and counted");
+    assert!(ct(&h).is_empty(), "malformed packets opened flows");
+    // Well-formed traffic still flows.
+    let o = ext.run(&["socat", "-t", "3", "-T", "3", "-", "TCP:192.0.2.1:8080,connect-timeout=3"]);
+    assert_eq!(socat_says(o), "w");
+}
+
+fn ct(h: &Host) -> Vec<serde_json::Value> {
+    let v: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["ct", "list", "--format", "json"])).expect("ct json");
+    v.as_array().cloned().unwrap_or_default()
+}

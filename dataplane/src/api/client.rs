@@ -73,9 +73,15 @@ impl Client {
         Ok((status, bytes))
     }
 
-    /// GET whose answer is a stream: calls `each` with every complete line
-    /// until the daemon ends it (or `each` returns false).
-    pub async fn get_lines(&self, path: &str, mut each: impl FnMut(&str) -> bool) -> anyhow::Result<()> {
+    /// GET whose answer is a stream: calls `started` once the daemon has
+    /// answered, then `each` with every complete line until the daemon ends
+    /// it (or `each` returns false).
+    pub async fn get_lines(
+        &self,
+        path: &str,
+        started: impl FnOnce(),
+        mut each: impl FnMut(&str) -> bool,
+    ) -> anyhow::Result<()> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .with_context(|| format!("cannot reach the dataplane daemon at {}", self.socket.display()))?;
@@ -93,6 +99,7 @@ impl Client {
             let bytes = body.collect().await?.to_bytes();
             bail!(ApiError { status, message: String::from_utf8_lossy(&bytes).into_owned() });
         }
+        started();
         let mut pending = Vec::new();
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame?.into_data() else { continue };

@@ -11,27 +11,30 @@ pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
         anyhow::bail!("--format {format:?}: use text or json");
     }
     let json = format == "json";
-    eprintln!("Listening for drop and policy events (Ctrl-C to stop)…");
     client
-        .get_lines("/dataplane/monitor", |line| {
-            if let Ok(end) = serde_json::from_str::<crate::monitor::StreamEnd>(line) {
-                if json {
-                    println!("{line}");
+        .get_lines(
+            "/dataplane/monitor",
+            || eprintln!("Listening for drop and policy events (Ctrl-C to stop)…"),
+            |line| {
+                if let Ok(end) = serde_json::from_str::<crate::monitor::StreamEnd>(line) {
+                    if json {
+                        println!("{line}");
+                    }
+                    eprintln!("monitor ended: {}", end.end);
+                    return false;
                 }
-                eprintln!("monitor ended: {}", end.end);
-                return false;
-            }
-            let out = if json {
-                line.to_string()
-            } else {
-                match serde_json::from_str::<MonitorEvent>(line) {
-                    Ok(ev) => ev.line(),
-                    Err(_) => line.to_string(),
-                }
-            };
-            let mut stdout = std::io::stdout().lock();
-            writeln!(stdout, "{out}").and_then(|()| stdout.flush()).is_ok()
-        })
+                let out = if json {
+                    line.to_string()
+                } else {
+                    match serde_json::from_str::<MonitorEvent>(line) {
+                        Ok(ev) => ev.line(),
+                        Err(_) => line.to_string(),
+                    }
+                };
+                let mut stdout = std::io::stdout().lock();
+                writeln!(stdout, "{out}").and_then(|()| stdout.flush()).is_ok()
+            },
+        )
         .await?;
     Ok(ExitCode::SUCCESS)
 }
