@@ -57,6 +57,8 @@ pub enum Error {
     Sys { op: &'static str, target: String, source: nix::Error },
     #[error("store: {0}")]
     Store(String),
+    #[error("store: I/O error: {source}")]
+    StoreIo { source: std::io::Error },
     #[error(
         "no space left on device: the state dir {dir} has {free} bytes free; free some space and try again"
     )]

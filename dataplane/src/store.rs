@@ -19,14 +19,21 @@ const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("endpoints")
 /// double allocation impossible.
 const ALLOCATIONS: TableDefinition<&str, &str> = TableDefinition::new("allocations");
 
-fn store_err(e: impl std::fmt::Display) -> Error {
-    Error::Store(e.to_string())
+fn store_err(e: impl Into<redb::Error>) -> Error {
+    match e.into() {
+        // The file could not be written or read (a full disk, an I/O
+        // error): redb then refuses every later call until it is reopened.
+        redb::Error::Io(source) => Error::StoreIo { source },
+        redb::Error::PreviousIo => {
+            Error::StoreIo { source: std::io::Error::other("an earlier I/O error closed the store") }
+        }
+        other => Error::Store(other.to_string()),
+    }
 }
 
-/// Whether a store error means the file could not be written (full disk,
-/// I/O error): redb then refuses everything until the database is opened anew.
+/// Whether a store error means the file could not be written or read.
 fn is_io(e: &Error) -> bool {
-    matches!(e, Error::Store(m) if m.contains("I/O error") || m.contains("No space left") || m.contains("os error"))
+    matches!(e, Error::StoreIo { .. })
 }
 
 pub fn endpoint_key(sandbox_id: &str, network_id: &str) -> String {
@@ -105,9 +112,13 @@ impl State {
     }
 }
 
+/// Opens the database (again, after an I/O error closed it).
+type Opener = Box<dyn Fn() -> Result<Database> + Send + Sync>;
+
 pub struct Store {
     /// None after an I/O error until the database could be opened again.
     db: std::sync::RwLock<Option<Database>>,
+    open: Opener,
     path: std::path::PathBuf,
     /// The state dir, whose free space is checked before each mutation.
     dir: std::path::PathBuf,
@@ -120,8 +131,15 @@ pub struct Tx {
 }
 
 fn open_db(path: &Path) -> Result<Database> {
-    let db = Database::create(path).map_err(|e| Error::Store(format!("open {}: {e}", path.display())))?;
-    // Make sure every table exists so reads never fail on a fresh store.
+    let db = Database::create(path).map_err(|e| match store_err(e) {
+        Error::Store(m) => Error::Store(format!("open {}: {m}", path.display())),
+        io => io,
+    })?;
+    with_tables(db)
+}
+
+/// Makes sure every table exists so reads never fail on a fresh store.
+fn with_tables(db: Database) -> Result<Database> {
     let tx = db.begin_write().map_err(store_err)?;
     for t in [NETWORKS, SANDBOXES, ENDPOINTS, ALLOCATIONS] {
         tx.open_table(t).map_err(store_err)?;
@@ -134,8 +152,14 @@ impl Store {
     /// Opens (or makes) the store at `path`; mutations are refused while
     /// `dir`'s filesystem has less than `min_free` bytes free.
     pub fn open(path: &Path, dir: &Path, min_free: u64) -> Result<Self> {
+        let p = path.to_path_buf();
+        Self::with_opener(Box::new(move || open_db(&p)), path, dir, min_free)
+    }
+
+    fn with_opener(open: Opener, path: &Path, dir: &Path, min_free: u64) -> Result<Self> {
         Ok(Store {
-            db: std::sync::RwLock::new(Some(open_db(path)?)),
+            db: std::sync::RwLock::new(Some(open()?)),
+            open,
             path: path.to_path_buf(),
             dir: dir.to_path_buf(),
             min_free,
@@ -160,7 +184,7 @@ impl Store {
         }
         let mut g = self.db.write().unwrap_or_else(|p| p.into_inner());
         if g.is_none() {
-            *g = Some(open_db(&self.path).map_err(|e| self.explain(e))?);
+            *g = Some((self.open)().map_err(|e| self.explain(e))?);
             tracing::info!(store = %self.path.display(), "store opened again after an I/O error");
         }
         let db = g.as_ref().ok_or_else(|| Error::Internal("store not open".into()))?;
@@ -245,7 +269,7 @@ fn read_all<T: DeserializeOwned>(
 
 impl Tx {
     fn put<T: Serialize>(&self, t: TableDefinition<&str, &str>, key: &str, v: &T) -> Result<()> {
-        let json = serde_json::to_string(v).map_err(store_err)?;
+        let json = serde_json::to_string(v).map_err(|e| Error::Store(e.to_string()))?;
         self.tx.open_table(t).map_err(store_err)?.insert(key, json.as_str()).map_err(store_err)?;
         Ok(())
     }
@@ -312,6 +336,129 @@ mod tests {
             mac: [0; 6],
             aliases: vec![],
         }
+    }
+
+    /// A file backend whose writes fail with ENOSPC while `full` is set.
+    #[derive(Debug)]
+    struct FullDisk {
+        inner: redb::backends::FileBackend,
+        full: std::sync::Arc<std::sync::atomic::AtomicBool>,
+    }
+
+    impl FullDisk {
+        fn check(&self) -> std::io::Result<()> {
+            if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+                Err(std::io::Error::from_raw_os_error(nix::libc::ENOSPC))
+            } else {
+                Ok(())
+            }
+        }
+    }
+
+    type Range = std::ops::Bound<u64>;
+
+    impl redb::StorageBackend for FullDisk {
+        fn len(&self) -> std::io::Result<u64> {
+            self.inner.len()
+        }
+        fn read(&self, offset: u64, out: &mut [u8]) -> std::io::Result<()> {
+            self.inner.read(offset, out)
+        }
+        fn set_len(&self, len: u64) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.set_len(len)
+        }
+        fn sync_data(&self) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.sync_data()
+        }
+        fn write(&self, offset: u64, data: &[u8]) -> std::io::Result<()> {
+            self.check()?;
+            self.inner.write(offset, data)
+        }
+        fn close(&self) -> std::io::Result<()> {
+            self.inner.close()
+        }
+        fn try_lock_range(&self, a: Range, b: Range) -> std::result::Result<bool, redb::BackendError> {
+            self.inner.try_lock_range(a, b)
+        }
+        fn try_lock_shared_range(&self, a: Range, b: Range) -> std::result::Result<bool, redb::BackendError> {
+            self.inner.try_lock_shared_range(a, b)
+        }
+        fn lock_range(&self, a: Range, b: Range) -> std::result::Result<(), redb::BackendError> {
+            self.inner.lock_range(a, b)
+        }
+        fn lock_shared_range(&self, a: Range, b: Range) -> std::result::Result<(), redb::BackendError> {
+            self.inner.lock_shared_range(a, b)
+        }
+        fn unlock_range(&self, a: Range, b: Range) -> std::result::Result<(), redb::BackendError> {
+            self.inner.unlock_range(a, b)
+        }
+        fn query_lock_range(&self, a: Range, b: Range) -> std::result::Result<bool, redb::BackendError> {
+            self.inner.query_lock_range(a, b)
+        }
+    }
+
+    fn net(id: &str) -> Network {
+        Network {
+            id: id.into(),
+            name: id.into(),
+            driver: DRIVER_BRIDGE.into(),
+            created: String::new(),
+            num: 1,
+            ipam: None,
+            internal: false,
+            options: Default::default(),
+            labels: Default::default(),
+            device: None,
+            predefined: false,
+            vips: Default::default(),
+        }
+    }
+
+    #[test]
+    fn an_io_error_does_not_poison_the_store_and_leaves_no_half_record() {
+        let dir = std::env::temp_dir().join(format!("dp-store-io-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let path = dir.join("db");
+        let full = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let (p, f) = (path.clone(), full.clone());
+        let opener: Opener = Box::new(move || {
+            let file = std::fs::File::options()
+                .read(true)
+                .write(true)
+                .create(true)
+                .truncate(false)
+                .open(&p)
+                .map_err(|e| Error::StoreIo { source: e })?;
+            let inner = redb::backends::FileBackend::new(file).map_err(store_err)?;
+            let db = redb::Builder::new()
+                .create_with_backend(FullDisk { inner, full: f.clone() })
+                .map_err(store_err)?;
+            with_tables(db)
+        });
+        let store = Store::with_opener(opener, &path, &dir, 0).expect("open");
+        let tx = store.begin().expect("begin");
+        tx.put_network(&net("kept")).expect("put");
+        store.commit(tx).expect("commit");
+
+        // The disk fills up: the commit fails as an I/O error, and nothing of it stays.
+        full.store(true, std::sync::atomic::Ordering::SeqCst);
+        let tx = store.begin().expect("begin");
+        tx.put_network(&net("lost")).expect("put");
+        let err = store.commit(tx).expect_err("a full disk");
+        assert!(matches!(err, Error::StoreIo { .. }), "{err}");
+        // Space again: the store reopens by itself (no "Previous I/O error"), with
+        // what was committed and without the half-made record.
+        full.store(false, std::sync::atomic::Ordering::SeqCst);
+        let names: Vec<String> = store.state().expect("state").networks.into_iter().map(|n| n.name).collect();
+        assert_eq!(names, ["kept"]);
+        let tx = store.begin().expect("begin after recovery");
+        tx.put_network(&net("later")).expect("put");
+        store.commit(tx).expect("commit after recovery");
+        assert_eq!(store.state().expect("state").networks.len(), 2);
+        let _ = std::fs::remove_dir_all(&dir);
     }
 
     #[test]

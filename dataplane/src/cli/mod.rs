@@ -231,8 +231,11 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                     .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?,
                 max_files: a.log_max_file,
             };
-            let min_free = crate::logs::parse_size(&a.min_free_space)
-                .map_err(|e| anyhow::anyhow!("--min-free-space: {e}"))?;
+            let min_free = match a.min_free_space.as_str() {
+                // 0: no check up front (the store still recovers from a full disk).
+                "0" => 0,
+                v => crate::logs::parse_size(v).map_err(|e| anyhow::anyhow!("--min-free-space: {e}"))?,
+            };
             crate::daemon::run(crate::daemon::Options {
                 paths,
                 uplink: a.uplink,
