@@ -104,7 +104,9 @@ pub fn links() -> io::Result<Vec<LinkInfo>> {
         id = unsafe { attr.__bindgen_anon_6.next_id };
         match link_fd_by_id(id).and_then(|fd| link_info(fd.as_fd())) {
             Ok(info) => out.push(info),
-            Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => continue,
+            // Gone since it was listed, or still being set up by its owner
+            // (EAGAIN: attached this instant, not ours to judge yet).
+            Err(e) if matches!(e.raw_os_error(), Some(nix::libc::ENOENT | nix::libc::EAGAIN)) => continue,
             Err(e) => return Err(e),
         }
     }
