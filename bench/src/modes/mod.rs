@@ -13,6 +13,7 @@ mod iptables;
 mod netavark;
 mod ours;
 
+use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -148,13 +149,18 @@ pub fn extra_ports(first: u16, n: u16) -> Vec<PortMap> {
     (0..n).map(|i| PortMap { host: first + i, container: first + i, proto: "tcp" }).collect()
 }
 
-/// Processes killed (and reaped) on drop, before their namespaces go.
+/// Processes killed (and reaped) on drop, before their namespaces go;
+/// with their process group when they lead one (what a shell started in the
+/// background, e.g. `iperf3 -s &`, goes too).
 #[derive(Default)]
 pub struct Procs(pub Vec<Child>);
 
 impl Drop for Procs {
     fn drop(&mut self) {
         for c in &mut self.0 {
+            // A negative pid is the group; nothing happens if the child leads none.
+            let group = format!("-{}", c.id());
+            let _ = Command::new("kill").args(["-KILL", "--", &group]).stderr(Stdio::null()).status();
             let _ = c.kill();
             let _ = c.wait();
         }
@@ -180,6 +186,8 @@ impl Container {
         }
         let child = Command::new("ip")
             .args(["netns", "exec", &self.ns.name, "sh", "-c", &serve.command()])
+            // A group of its own: iperf3 runs in the background of this shell.
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
