@@ -36,7 +36,6 @@ fn reversed(flow: &Flow) -> CtKey {
 const FIN: u8 = 0x01;
 const SYN: u8 = 0x02;
 const RST: u8 = 0x04;
-const PSH: u8 = 0x08;
 const ACK: u8 = 0x10;
 const URG: u8 = 0x20;
 
@@ -49,12 +48,15 @@ pub fn valid_tcp_flags(flow: &Flow) -> bool {
     if flow.proto != PROTO_TCP {
         return true;
     }
-    let f = flow.tcp_flags & (FIN | SYN | RST | ACK | URG);
-    let _ = PSH;
+    const SYN_URG: u8 = SYN | URG;
+    const SYN_ACK: u8 = SYN | ACK;
+    const RST_ACK: u8 = RST | ACK;
+    const FIN_ACK: u8 = FIN | ACK;
+    const FIN_ACK_URG: u8 = FIN | ACK | URG;
+    const ACK_URG: u8 = ACK | URG;
     matches!(
-        f,
-        SYN | 0x22 /* SYN|URG */ | 0x12 /* SYN|ACK */ | RST | 0x14 /* RST|ACK */
-            | 0x11 /* FIN|ACK */ | 0x31 /* FIN|ACK|URG */ | ACK | 0x30 /* ACK|URG */
+        flow.tcp_flags & (FIN | SYN | RST | ACK | URG),
+        SYN | SYN_URG | SYN_ACK | RST | RST_ACK | FIN_ACK | FIN_ACK_URG | ACK | ACK_URG
     )
 }
 
@@ -151,6 +153,19 @@ fn entry(dir: u32, addr: [u8; 4], port: u16, ifindex: u32, mac: [u8; 6], now: u6
     CtEntry { dir, addr, port, state, ifindex, mac, flags: 0, last_seen: now }
 }
 
+/// Second half of tracking a flow: the entry of the direction that opened
+/// it (marked SEEN: its first packet is going through), after the reply
+/// entry at `reverse`, which goes again if this one cannot be inserted.
+#[inline(always)]
+fn insert_forward(flow: &Flow, mut fwd: CtEntry, reverse: CtKey) -> Result<CtEntry, i32> {
+    fwd.flags |= CT_FLAG_SEEN;
+    if let Err(e) = CT.insert(key(flow), fwd, 0) {
+        let _ = CT.remove(reverse);
+        return Err(e);
+    }
+    Ok(fwd)
+}
+
 /// Tracks a hairpin flow: a sandbox (behind veth `client_ifindex`, MAC
 /// `client_mac`) reaching a published port of a sandbox on this host.
 /// When the backend is the client itself, its source is rewritten to
@@ -182,12 +197,8 @@ pub fn track_hairpin(
     back.flags = flags;
     CT.insert(reverse, back, 0)?;
     let mut fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now, state);
-    fwd.flags = flags | CT_FLAG_SEEN;
-    if let Err(e) = CT.insert(key(flow), fwd, 0) {
-        let _ = CT.remove(reverse);
-        return Err(e);
-    }
-    Ok(fwd)
+    fwd.flags = flags;
+    insert_forward(flow, fwd, reverse)
 }
 
 /// Tracks a new DNAT flow: `flow` arrives for `dnat`; replies come back from
@@ -209,13 +220,8 @@ pub fn track_dnat(flow: &Flow, dnat: &CtEntry, reply_ifindex: u32) -> Result<(),
         entry(CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, [0; 6], now, initial_state(flow)),
         0,
     )?;
-    let mut fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now, initial_state(flow));
-    fwd.flags = CT_FLAG_SEEN;
-    if let Err(e) = CT.insert(key(flow), fwd, 0) {
-        let _ = CT.remove(reverse);
-        return Err(e);
-    }
-    Ok(())
+    let fwd = entry(CT_DIR_DNAT, dnat.addr, dnat.port, dnat.ifindex, dnat.mac, now, initial_state(flow));
+    insert_forward(flow, fwd, reverse).map(|_| ())
 }
 
 /// Tracks a sandbox's own flow that leaves without NAT (masquerade off):
@@ -227,13 +233,8 @@ pub fn track_routed(flow: &Flow, veth_ifindex: u32, mac: [u8; 6]) -> Result<(), 
     let reverse = reversed(flow);
     let back = entry(CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac, now, initial_state(flow));
     CT.insert(reverse, back, 0)?;
-    let mut fwd = entry(CT_DIR_ROUTED, flow.saddr, flow.sport, 0, [0; 6], now, initial_state(flow));
-    fwd.flags = CT_FLAG_SEEN;
-    if let Err(e) = CT.insert(key(flow), fwd, 0) {
-        let _ = CT.remove(reverse);
-        return Err(e);
-    }
-    Ok(())
+    let fwd = entry(CT_DIR_ROUTED, flow.saddr, flow.sport, 0, [0; 6], now, initial_state(flow));
+    insert_forward(flow, fwd, reverse).map(|_| ())
 }
 
 /// Tracks a new egress flow from a sandbox (behind host-side veth
@@ -274,13 +275,8 @@ pub fn track_snat(
             reverse
         };
         if CT.insert(reverse, back, BPF_NOEXIST).is_ok() {
-            let mut fwd = entry(CT_DIR_SNAT, nat_addr, port, uplink, [0; 6], now, initial_state(flow));
-            fwd.flags = CT_FLAG_SEEN;
-            if let Err(e) = CT.insert(key(flow), fwd, 0) {
-                let _ = CT.remove(reverse);
-                return Err(e);
-            }
-            return Ok(fwd);
+            let fwd = entry(CT_DIR_SNAT, nat_addr, port, uplink, [0; 6], now, initial_state(flow));
+            return insert_forward(flow, fwd, reverse);
         }
     }
     Err(-1)

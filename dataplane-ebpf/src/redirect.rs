@@ -32,13 +32,7 @@ pub fn to_sandbox(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: DropReaso
     if nat::set_macs(ctx, mac).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed, dir);
     }
-    count(reason, dir, ctx.len());
-    // SAFETY: plain helper call; the kernel checks the ifindex.
-    let ret = unsafe { bpf_redirect_peer(ifindex, 0) };
-    if ret < 0 {
-        return verdict(ctx, DropReason::RedirectFailed, dir);
-    }
-    ret as i32
+    into_peer(ctx, ifindex, reason, dir)
 }
 
 /// Into the sandbox behind host-side veth `ifindex`, as the bridge would
@@ -48,7 +42,13 @@ pub fn to_neighbour(ctx: &TcContext, ifindex: u32, mac: [u8; 6], dir: Direction)
     if ctx.store(0, &mac, 0).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed, dir);
     }
-    count(DropReason::Forwarded, dir, ctx.len());
+    into_peer(ctx, ifindex, DropReason::Forwarded, dir)
+}
+
+/// Counts the packet under `reason` and hands it to the peer of `ifindex`.
+#[inline(always)]
+fn into_peer(ctx: &TcContext, ifindex: u32, reason: DropReason, dir: Direction) -> i32 {
+    count(reason, dir, ctx.len());
     // SAFETY: plain helper call; the kernel checks the ifindex.
     let ret = unsafe { bpf_redirect_peer(ifindex, 0) };
     if ret < 0 {

@@ -257,25 +257,6 @@ impl Netlink {
             .map_err(nl("list routes", "ipv4"))
     }
 
-    /// Destination prefixes of every non-default IPv4 route in the main table
-    /// (connected subnets included): what automatic subnets must avoid.
-    pub async fn ipv4_route_prefixes(&self) -> Result<Vec<ipnetwork::Ipv4Network>> {
-        use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
-        let routes = self.ipv4_routes().await?;
-        Ok(routes
-            .iter()
-            .filter(|r| r.header.destination_prefix_length > 0 && r.header.table == 254)
-            .filter_map(|r| {
-                r.attributes.iter().find_map(|a| match a {
-                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
-                        ipnetwork::Ipv4Network::new(*ip, r.header.destination_prefix_length).ok()
-                    }
-                    _ => None,
-                })
-            })
-            .collect())
-    }
-
     /// What the host itself uses of the IPv4 space, each with words for a
     /// message: connected and static routes of the main table (not the
     /// default route) and every address on every link.

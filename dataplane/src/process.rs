@@ -113,6 +113,12 @@ pub fn environment(hostname: &str, user: Option<&str>, extra: &[String]) -> Vec<
     env
 }
 
+/// Gives `cmd` exactly the `KEY=VALUE` entries of `env`, nothing inherited.
+pub fn set_environment(cmd: &mut Command, env: &[String]) {
+    cmd.env_clear();
+    cmd.envs(env.iter().filter_map(|e| e.split_once('=')));
+}
+
 /// Drops root for `id` (groups, gid, then uid). Only system calls: safe
 /// between fork and exec.
 pub fn become_user(id: &Identity) -> nix::Result<()> {
@@ -244,12 +250,7 @@ pub fn spawn(l: &Launch) -> Result<Child> {
             .collect();
     let mut cmd = Command::new(program);
     cmd.args(&l.cmd[1..]).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
-    cmd.env_clear();
-    for e in &l.env {
-        if let Some((k, v)) = e.split_once('=') {
-            cmd.env(k, v);
-        }
-    }
+    set_environment(&mut cmd, &l.env);
     let identity = l.identity.clone();
     let pins = pin_mounts();
     // SAFETY: the closure runs in the forked child before exec; it only makes

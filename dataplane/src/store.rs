@@ -93,18 +93,23 @@ impl State {
     pub fn endpoints_of_network<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a Endpoint> {
         self.endpoints.iter().filter(move |e| e.network_id == network_id)
     }
+    /// A sandbox's endpoints in interface order (eth0, eth1, …).
+    pub fn endpoints_in_order<'a>(&'a self, sandbox_id: &'a str) -> Vec<&'a Endpoint> {
+        let ifnum = |e: &Endpoint| e.ifname.trim_start_matches("eth").parse::<u32>().unwrap_or(u32::MAX);
+        let mut eps: Vec<&Endpoint> = self.endpoints_of_sandbox(sandbox_id).collect();
+        eps.sort_by_key(|e| ifnum(e));
+        eps
+    }
+
     /// The endpoint a sandbox's published ports lead to, as Docker's
     /// gateway endpoint: its first endpoint (eth0, eth1, …) on a bridge
     /// network that is not `--internal`. None: its ports are reserved but
     /// not reachable (and `port`/`inspect` show none).
     pub fn publishing_endpoint<'a>(&'a self, sandbox_id: &'a str) -> Option<&'a Endpoint> {
-        let ifnum = |e: &Endpoint| e.ifname.trim_start_matches("eth").parse::<u32>().unwrap_or(u32::MAX);
-        self.endpoints_of_sandbox(sandbox_id)
-            .filter(|e| {
-                e.host_ifname.is_some()
-                    && self.networks.iter().any(|n| n.id == e.network_id && n.is_bridge() && !n.internal)
-            })
-            .min_by_key(|e| ifnum(e))
+        self.endpoints_in_order(sandbox_id).into_iter().find(|e| {
+            e.host_ifname.is_some()
+                && self.networks.iter().any(|n| n.id == e.network_id && n.is_bridge() && !n.internal)
+        })
     }
 
     pub fn endpoints_of_sandbox<'a>(&'a self, sandbox_id: &'a str) -> impl Iterator<Item = &'a Endpoint> {
@@ -312,12 +317,6 @@ impl Tx {
         self.del(ALLOCATIONS, &alloc_key(&e.network_id, e.ip))?;
         self.del(ENDPOINTS, &endpoint_key(&e.sandbox_id, &e.network_id))
     }
-
-    /// Commits. Prefer [`Store::commit`], which also recovers the store
-    /// from an I/O error.
-    pub fn commit(self) -> Result<()> {
-        self.tx.commit().map_err(store_err)
-    }
 }
 
 #[cfg(test)]
@@ -476,7 +475,7 @@ mod tests {
         tx.put_endpoint(&ep("a", "10.0.0.2"), "n").expect("put");
         let err = tx.put_endpoint(&ep("b", "10.0.0.2"), "n").expect_err("duplicate address");
         assert!(matches!(err, Error::AddressInUse { .. }), "{err}");
-        tx.commit().expect("commit");
+        store.commit(tx).expect("commit");
         assert_eq!(store.state().expect("state").endpoints.len(), 1);
         let _ = std::fs::remove_dir_all(&dir);
     }

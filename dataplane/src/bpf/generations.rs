@@ -193,7 +193,7 @@ impl Datapath {
     ) -> Result<Vec<Attachment>> {
         let mut retired = Vec::new();
         for a in self.attachments(interfaces, cgroup, netns_cookie)? {
-            if a.current || retired.iter().any(|r: &Attachment| r.link_id == a.link_id) {
+            if a.current {
                 continue;
             }
             sys::link_detach(a.link_id).map_err(|e| {

@@ -62,9 +62,6 @@ fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
     };
     let mut cmd = std::process::Command::new(&a.command[0]);
     cmd.args(&a.command[1..]);
-    // The sandbox's environment, not the caller's (as `docker exec`): a
-    // secret in this shell stays out unless passed with -e.
-    cmd.env_clear();
     let mut env: Vec<String> = info["Config"]["Env"]
         .as_array()
         .into_iter()
@@ -78,11 +75,9 @@ fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
     }
     env.extend(super::env_args(&a.env));
     crate::process::check_env(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
-    for e in &env {
-        if let Some((k, v)) = e.split_once('=') {
-            cmd.env(k, v);
-        }
-    }
+    // The sandbox's environment, not the caller's (as `docker exec`): a
+    // secret in this shell stays out unless passed with -e.
+    crate::process::set_environment(&mut cmd, &env);
     let user = a
         .user
         .clone()

@@ -200,10 +200,7 @@ impl Engine {
         if nl.default_route_interface().await?.is_some() {
             return Ok(());
         }
-        let ifnum = |e: &Endpoint| e.ifname.trim_start_matches("eth").parse::<u32>().unwrap_or(u32::MAX);
-        let mut eps: Vec<&Endpoint> = state.endpoints_of_sandbox(&sb.id).collect();
-        eps.sort_by_key(|e| ifnum(e));
-        for ep in eps {
+        for ep in state.endpoints_in_order(&sb.id) {
             let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id) else { continue };
             let (false, Some(ipam)) = (net.internal, &net.ipam) else { continue };
             let Some(idx) = nl.link_index(&ep.ifname).await? else { continue };

@@ -134,25 +134,26 @@ impl Engine {
                 .filter(|n| n.is_bridge() || driver == DRIVER_BRIDGE)
                 .filter_map(|n| n.ipam.as_ref().map(|i| (i.subnet, n.name.clone())))
                 .collect();
+            // What the host itself uses (routes, addresses): an automatic
+            // subnet avoids it; a bridge subnet given by the user must not
+            // overlap it either — the bridge and the sandboxes would take the
+            // host's own addresses and break its routing. macvlan subnets are
+            // the parent's LAN by design.
+            let check_host = driver == DRIVER_BRIDGE && !predefined;
+            let host_claims = if req.ipam.subnet.is_none() || check_host {
+                self.host.ipv4_claims().await?
+            } else {
+                Vec::new()
+            };
             if req.ipam.subnet.is_none() {
-                // An automatic subnet must not shadow a network the host already routes to.
-                for r in self.host.ipv4_route_prefixes().await? {
-                    taken.push((r, format!("host route {r}")));
-                }
+                taken.extend(host_claims.iter().map(|(n, what)| (*n, format!("the host's {what}"))));
             }
             let planned = ipam::plan(&req.ipam, &taken)?;
-            // A bridge subnet the host already uses (the uplink's LAN, a
-            // route, one of its addresses) would give the bridge and the
-            // sandboxes the host's own addresses and break its routing.
-            // macvlan subnets are the parent's LAN by design.
-            if driver == DRIVER_BRIDGE && !predefined {
+            if check_host {
                 let ours: Vec<_> =
                     state.networks.iter().filter_map(|n| n.ipam.as_ref().map(|i| i.subnet)).collect();
-                if let Some((_, what)) = self
-                    .host
-                    .ipv4_claims()
-                    .await?
-                    .into_iter()
+                if let Some((_, what)) = host_claims
+                    .iter()
                     .find(|(c, _)| c.overlaps(planned.subnet) && !ours.iter().any(|o| o.overlaps(*c)))
                 {
                     return Err(Error::invalid(

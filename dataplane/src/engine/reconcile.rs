@@ -214,9 +214,7 @@ impl Engine {
     /// Detaches what an earlier generation of this daemon left attached
     /// where this start cannot see its pins, and says so in the log.
     async fn retire_stale_links(&self) -> Result<()> {
-        let interfaces: Vec<(u32, String)> =
-            self.host.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
-        let cookie = super::publish::netns_cookie()?;
+        let (interfaces, cookie) = self.datapath_scope().await?;
         let retired = lock_dp(&self.dp).retire_stale_links(&interfaces, &self.paths.cgroup, cookie)?;
         for r in &retired {
             tracing::warn!(
@@ -235,9 +233,14 @@ impl Engine {
 
     /// Our programs as the kernel has them attached (for `stats`).
     pub async fn attachments(&self) -> Result<Vec<crate::bpf::Attachment>> {
-        let interfaces: Vec<(u32, String)> =
-            self.host.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
-        let cookie = super::publish::netns_cookie()?;
+        let (interfaces, cookie) = self.datapath_scope().await?;
         lock_dp(&self.dp).attachments(&interfaces, &self.paths.cgroup, cookie)
+    }
+
+    /// Where this daemon's programs may be attached: the interfaces of its
+    /// namespace (ifindex, name), and the netns cookie its socket hooks serve.
+    async fn datapath_scope(&self) -> Result<(Vec<(u32, String)>, u64)> {
+        let interfaces = self.host.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
+        Ok((interfaces, super::publish::netns_cookie()?))
     }
 }
