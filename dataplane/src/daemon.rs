@@ -11,7 +11,7 @@ use axum::extract::Request;
 use tower::Layer;
 
 use crate::api::server;
-use crate::bpf::Datapath;
+use crate::datapath::Datapath;
 use crate::engine::Engine;
 use crate::netlink::Netlink;
 use crate::paths::Paths;
@@ -26,7 +26,7 @@ const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
 pub struct Options {
     pub paths: Paths,
     pub uplink: Option<String>,
-    pub ct_timeouts: crate::conntrack::Timeouts,
+    pub ct_timeouts: crate::datapath::conntrack::Timeouts,
     /// The host's resolv.conf (upstreams of the embedded DNS).
     pub resolv_conf: std::path::PathBuf,
     /// Output log limits of sandboxes that set none.
@@ -65,31 +65,14 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
             None => None,
         },
     };
-    let dp = Datapath::load(&paths.bpffs).context("loading BPF programs")?;
+    let dp = Datapath::load(&paths.bpffs, opts.ct_timeouts).context("loading BPF programs")?;
     let store = Store::open(&paths.db(), &paths.state_dir, opts.min_free).context("opening the store")?;
-    let settings = crate::engine::Settings {
-        ct_timeouts: opts.ct_timeouts,
-        host_resolv_conf: opts.resolv_conf,
-        log_defaults: opts.logs,
-    };
+    let settings = crate::engine::Settings { host_resolv_conf: opts.resolv_conf, log_defaults: opts.logs };
     let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp, settings);
     engine.ensure_predefined().await.context("creating predefined networks")?;
     engine.reconcile().await.context("reconciling the kernel to the store")?;
-    engine.start_monitor().context("reading drop events")?;
-
-    // Expire idle flows (LRU eviction only handles pressure).
-    let gc = Arc::clone(&engine);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(CT_GC_INTERVAL);
-        loop {
-            tick.tick().await;
-            match gc.ct_gc() {
-                Ok(0) => {}
-                Ok(n) => tracing::debug!(expired = n, "conntrack gc"),
-                Err(e) => tracing::warn!(error = %e, "conntrack gc"),
-            }
-        }
-    });
+    // Drop events, and expiry of idle flows (LRU eviction only handles pressure).
+    engine.start_datapath_tasks(CT_GC_INTERVAL).context("starting the datapath's tasks")?;
 
     if let Some(dir) = paths.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

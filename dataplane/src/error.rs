@@ -63,8 +63,23 @@ pub enum Error {
         "no space left on device: the state dir {dir} has {free} bytes free; free some space and try again"
     )]
     NoSpace { dir: String, free: u64 },
+    /// The embedded BPF object lacks something (a build problem, not a runtime one).
     #[error("bpf: {0}")]
-    Bpf(String),
+    BpfObject(String),
+    #[error("bpf: parse the embedded object: {source}")]
+    ObjectParse { source: aya_obj::ParseError },
+    #[error("bpf: load the object (needs root with CAP_BPF, bpffs and BTF): {source}")]
+    BpfLoad { source: aya::EbpfError },
+    #[error("bpf: {what}: {source}")]
+    Program { what: String, source: aya::programs::ProgramError },
+    #[error("bpf: {what}: {source}")]
+    Link { what: String, source: aya::programs::links::LinkError },
+    #[error("bpf: pin {what}: {source}")]
+    Pin { what: String, source: aya::pin::PinError },
+    #[error("bpf map {what}: {source}")]
+    Map { what: String, source: aya::maps::MapError },
+    #[error("bpf: {what}: {source}")]
+    BpfSys { what: String, source: std::io::Error },
     #[error("internal error: {0}")]
     Internal(String),
 }

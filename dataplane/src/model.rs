@@ -86,6 +86,16 @@ pub enum SandboxState {
     Exited(i32),
 }
 
+/// Whether a sandbox in state `effective` is live: running, or a bare
+/// namespace sandbox with no command (it lives as long as it exists).
+pub fn live_in(sb: &Sandbox, effective: &SandboxState) -> bool {
+    match effective {
+        SandboxState::Running => true,
+        SandboxState::Created => sb.cmd.is_empty(),
+        SandboxState::Exited(_) => false,
+    }
+}
+
 /// A sandbox (what the CLI calls a container): a network namespace with
 /// optionally a process started in it.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -208,6 +218,23 @@ impl Network {
 }
 
 impl Sandbox {
+    /// The state as it is now: a recorded `Running` whose process has gone
+    /// (exited, or the daemon was down when it did) is `Exited`.
+    pub fn effective_state(&self) -> SandboxState {
+        match (&self.state, self.pid) {
+            (SandboxState::Running, Some(p)) if !crate::process::alive(p, self.pid_start) => {
+                SandboxState::Exited(0)
+            }
+            (s, _) => s.clone(),
+        }
+    }
+
+    /// The one liveness rule (DNS answers for, load balancing sends to and
+    /// `ps` lists live sandboxes): see [`live_in`].
+    pub fn is_live(&self) -> bool {
+        live_in(self, &self.effective_state())
+    }
+
     pub fn short_id(&self) -> &str {
         &self.id[..12]
     }

@@ -95,3 +95,29 @@ pub fn remove(path: &Path) -> Result<()> {
         Err(e) => Err(Error::io("remove netns file", path.display(), e)),
     }
 }
+
+/// The cookie of the network namespace socket `fd` lives in (SO_NETNS_COOKIE).
+pub fn socket_cookie(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<u64> {
+    let mut cookie: u64 = 0;
+    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
+    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
+    let rc = unsafe {
+        nix::libc::getsockopt(
+            fd.as_raw_fd(),
+            nix::libc::SOL_SOCKET,
+            nix::libc::SO_NETNS_COOKIE,
+            (&raw mut cookie).cast(),
+            &raw mut len,
+        )
+    };
+    if rc == 0 { Ok(cookie) } else { Err(std::io::Error::last_os_error()) }
+}
+
+/// The cookie of the calling thread's network namespace.
+pub fn current_cookie() -> Result<u64> {
+    use nix::sys::socket::{AddressFamily, SockFlag, SockType, socket};
+    // Unbound: loopback may be down in the namespace.
+    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| Error::sys("socket", "to read the netns cookie", e))?;
+    socket_cookie(&sock).map_err(|e| Error::io("getsockopt(SO_NETNS_COOKIE)", "the daemon's netns", e))
+}

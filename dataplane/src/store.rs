@@ -128,6 +128,12 @@ pub struct Store {
     /// The state dir, whose free space is checked before each mutation.
     dir: std::path::PathBuf,
     min_free: u64,
+    /// The state as of the last commit, for readers that must not touch
+    /// the database (the embedded resolver answers from it).
+    view: tokio::sync::watch::Sender<std::sync::Arc<State>>,
+    /// Orders publications: a later commit's state is never overwritten by
+    /// an earlier one's.
+    publishing: std::sync::Mutex<()>,
 }
 
 /// A write transaction; dropped without [`Tx::commit`] it aborts.
@@ -162,13 +168,30 @@ impl Store {
     }
 
     fn with_opener(open: Opener, path: &Path, dir: &Path, min_free: u64) -> Result<Self> {
-        Ok(Store {
+        let store = Store {
             db: std::sync::RwLock::new(Some(open()?)),
             open,
             path: path.to_path_buf(),
             dir: dir.to_path_buf(),
             min_free,
-        })
+            view: tokio::sync::watch::channel(std::sync::Arc::new(State::default())).0,
+            publishing: std::sync::Mutex::new(()),
+        };
+        store.publish()?;
+        Ok(store)
+    }
+
+    /// The state as of the last commit, kept up to date.
+    pub fn view(&self) -> tokio::sync::watch::Receiver<std::sync::Arc<State>> {
+        self.view.subscribe()
+    }
+
+    /// Sends the committed state to the view's readers.
+    fn publish(&self) -> Result<()> {
+        let _order = self.publishing.lock().unwrap_or_else(|p| p.into_inner());
+        let state = self.state()?;
+        self.view.send_replace(std::sync::Arc::new(state));
+        Ok(())
     }
 
     /// Runs `f` on the database, opening it anew first if an earlier I/O
@@ -251,7 +274,15 @@ impl Store {
                 self.close();
                 Err(self.explain(e))
             }
-            r => r,
+            Err(e) => Err(e),
+            Ok(()) => {
+                // Committed: a failure to read it back only delays the view
+                // until the next commit.
+                if let Err(e) = self.publish() {
+                    tracing::warn!(error = %e, "the committed state could not be published to its readers");
+                }
+                Ok(())
+            }
         }
     }
 }

@@ -3,7 +3,9 @@
 
 use std::net::Ipv4Addr;
 
-use dataplane::bpf::Datapath;
+use dataplane::datapath::Datapath;
+use dataplane::datapath::endpoints::EndpointEntry;
+use dataplane::datapath::programs::PROG_VETH_INGRESS;
 
 /// tcx verdicts.
 const NEXT: i32 = -1;
@@ -29,7 +31,12 @@ impl Drop for Pins {
 }
 
 fn drops(dp: &Datapath, reason: &str) -> u64 {
-    dp.metrics().expect("metrics").iter().filter(|r| r.reason == reason).map(|r| r.packets).sum()
+    dp.metrics.read().expect("metrics").iter().filter(|r| r.reason.name() == reason).map(|r| r.packets).sum()
+}
+
+/// The veth program's verdict on `frame`.
+fn verdict(dp: &Datapath, frame: &[u8]) -> i32 {
+    dp.programs.test_run(PROG_VETH_INGRESS, frame).expect("BPF_PROG_TEST_RUN").0
 }
 
 #[test]
@@ -39,34 +46,38 @@ fn isolation_verdicts_on_crafted_packets() {
         "this test loads BPF programs: run it as root (cargo xtask test)"
     );
     let pins = Pins(std::path::PathBuf::from(format!("/sys/fs/bpf/dataplane-unit-{}", std::process::id())));
-    let mut dp = Datapath::load(&pins.0).expect("load BPF (needs root, bpffs, a kernel with tcx)");
-    dp.set_subnet("10.1.0.0/24".parse().expect("net"), 1, Ipv4Addr::new(10, 1, 0, 1), 0).expect("subnet 1");
-    dp.set_subnet("10.2.0.0/24".parse().expect("net"), 2, Ipv4Addr::new(10, 2, 0, 1), 0).expect("subnet 2");
+    let dp =
+        Datapath::load(&pins.0, Default::default()).expect("load BPF (needs root, bpffs, a kernel with tcx)");
+    dp.endpoints
+        .set_subnet("10.1.0.0/24".parse().expect("net"), 1, Ipv4Addr::new(10, 1, 0, 1), 0)
+        .expect("subnet 1");
+    dp.endpoints
+        .set_subnet("10.2.0.0/24".parse().expect("net"), 2, Ipv4Addr::new(10, 2, 0, 1), 0)
+        .expect("subnet 2");
 
     // Not an endpoint yet: nothing is judged.
-    assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2])).expect("run"), NEXT);
+    assert_eq!(verdict(&dp, &frame([10, 1, 0, 2], [10, 2, 0, 2])), NEXT);
 
-    dp.set_endpoint(LO, 1, Ipv4Addr::new(10, 1, 0, 2), [2, 0x42, 10, 1, 0, 2], 0).expect("endpoint");
+    let ep = EndpointEntry {
+        ifindex: LO,
+        net_num: 1,
+        ip: Ipv4Addr::new(10, 1, 0, 2),
+        mac: [2, 0x42, 10, 1, 0, 2],
+        flags: 0,
+    };
+    dp.endpoints.set(ep).expect("endpoint");
     let before = drops(&dp, "POLICY_NETWORK_ISOLATION");
-    assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2])).expect("run"), DROP, "other network");
+    assert_eq!(verdict(&dp, &frame([10, 1, 0, 2], [10, 2, 0, 2])), DROP, "other network");
     assert_eq!(drops(&dp, "POLICY_NETWORK_ISOLATION"), before + 1, "drop not counted");
-    assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 1, 0, 3])).expect("run"), NEXT, "same network");
-    assert_eq!(
-        dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 1])).expect("run"),
-        NEXT,
-        "other gateway is the host"
-    );
-    assert_eq!(
-        dp.dry_run_veth(&frame([10, 1, 0, 2], [192, 0, 2, 9])).expect("run"),
-        NEXT,
-        "outside every network"
-    );
+    assert_eq!(verdict(&dp, &frame([10, 1, 0, 2], [10, 1, 0, 3])), NEXT, "same network");
+    assert_eq!(verdict(&dp, &frame([10, 1, 0, 2], [10, 2, 0, 1])), NEXT, "other gateway is the host");
+    assert_eq!(verdict(&dp, &frame([10, 1, 0, 2], [192, 0, 2, 9])), NEXT, "outside every network");
     let mut arp = frame([10, 1, 0, 2], [10, 2, 0, 2]);
     arp[12..14].copy_from_slice(&[0x08, 0x06]);
-    assert_eq!(dp.dry_run_veth(&arp).expect("run"), NEXT, "non-IP is not judged here");
+    assert_eq!(verdict(&dp, &arp), NEXT, "non-IP is not judged here");
     // (A truncated IPv4 header, counted as INVALID_PACKET, cannot be fed
     // through BPF_PROG_TEST_RUN: the kernel refuses such an skb with EINVAL.)
     // Removing the other network's subnet lifts the drop.
-    dp.remove_subnet("10.2.0.0/24".parse().expect("net"));
-    assert_eq!(dp.dry_run_veth(&frame([10, 1, 0, 2], [10, 2, 0, 2])).expect("run"), NEXT);
+    dp.endpoints.remove_subnet("10.2.0.0/24".parse().expect("net")).expect("remove subnet");
+    assert_eq!(verdict(&dp, &frame([10, 1, 0, 2], [10, 2, 0, 2])), NEXT);
 }

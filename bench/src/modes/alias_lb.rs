@@ -119,7 +119,8 @@ fn disruption() -> Value {
         let all: Vec<(String, u32)> = (0..n).map(|i| (format!("endpoint-{i}"), 100 + i)).collect();
         let gone = all[n as usize / 2].1;
         let rest: Vec<_> = all.iter().filter(|(_, v)| *v != gone).cloned().collect();
-        let (before, after) = (place(&dataplane::lb::maglev(&all)), place(&dataplane::lb::maglev(&rest)));
+        let (before, after) =
+            (place(&dataplane::datapath::lb::maglev(&all)), place(&dataplane::datapath::lb::maglev(&rest)));
         let others: Vec<_> = before.iter().zip(&after).filter(|(b, _)| **b != gone).collect();
         let moved = others.iter().filter(|(b, a)| b != a).count() as f64 / others.len().max(1) as f64;
         out.insert(n.to_string(), json!(moved * 100.0));

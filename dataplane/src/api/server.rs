@@ -224,12 +224,8 @@ async fn disconnect(
 async fn list_sandboxes(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Json<Vec<SandboxSummary>>> {
     let state = e.state()?;
     let all = matches!(q.all.as_deref(), Some("1" | "true"));
-    let mut out: Vec<_> = state
-        .sandboxes
-        .iter()
-        .map(|s| sandbox_summary(&state, s))
-        .filter(|s| all || s.state == "running")
-        .collect();
+    let mut out: Vec<_> =
+        state.sandboxes.iter().filter(|s| all || s.is_live()).map(|s| sandbox_summary(&state, s)).collect();
     out.sort_by(|a, b| b.created.cmp(&a.created));
     Ok(Json(out))
 }
@@ -308,14 +304,14 @@ async fn logs(State(e): AppState, Path(id): Path<String>) -> Res<String> {
 
 async fn stats(State(e): AppState) -> Res<Json<Stats>> {
     Ok(Json(Stats {
-        metrics: e.metrics()?,
-        conntrack: e.ct_summary()?,
+        metrics: e.metrics()?.into_iter().map(MetricRow::from).collect(),
+        conntrack: CtSummary::from(e.ct_pressure()),
         events_suppressed: e.events_suppressed()?,
         programs: e.attachments().await?,
     }))
 }
 
-async fn ct_list(State(e): AppState) -> Res<Json<Vec<crate::conntrack::CtRow>>> {
+async fn ct_list(State(e): AppState) -> Res<Json<Vec<crate::datapath::conntrack::CtRow>>> {
     Ok(Json(e.ct_rows()?))
 }
 
@@ -340,14 +336,15 @@ async fn monitor(State(e): AppState) -> Response {
                 _ = stop.wait_for(|s| *s) => None,
             };
             let Some(ev) = ev else {
-                let mut line = serde_json::to_vec(&crate::monitor::StreamEnd::stopping()).unwrap_or_default();
+                let mut line =
+                    serde_json::to_vec(&crate::datapath::events::StreamEnd::stopping()).unwrap_or_default();
                 line.push(b'\n');
                 return Some((Ok::<_, std::convert::Infallible>(line), (sub, e, stop, true)));
             };
             match ev {
                 Ok(ev) => {
                     let state = e.state().ok();
-                    let m = crate::monitor::MonitorEvent::from_raw(&ev, state.as_ref());
+                    let m = crate::datapath::events::MonitorEvent::from_raw(&ev, state.as_ref());
                     let mut line = serde_json::to_vec(&m).unwrap_or_default();
                     line.push(b'\n');
                     return Some((Ok(line), (sub, e, stop, false)));

@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::engine::Engine;
 use crate::model::*;
 use crate::names::format_mac;
 use crate::store::State;
@@ -235,7 +234,7 @@ fn mode_name(state: &State, sb: &Sandbox) -> String {
 }
 
 fn state_words(sb: &Sandbox) -> (String, String, bool, i32) {
-    match Engine::effective_state(sb) {
+    match sb.effective_state() {
         SandboxState::Created => ("created".into(), "Created".into(), false, 0),
         SandboxState::Running => ("running".into(), "Up".into(), true, 0),
         SandboxState::Exited(c) => ("exited".into(), format!("Exited ({c})"), false, c),
@@ -361,17 +360,56 @@ pub struct ErrorBody {
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct CtSummary {
+    /// Entries when the last garbage-collection pass walked the table (at most 5 s ago).
     pub entries: u64,
     pub capacity: u64,
     /// Entries removed by garbage collection since the daemon started.
     pub expired: u64,
+    /// CPU seconds the last garbage-collection pass used.
+    #[serde(default)]
+    pub last_gc_cpu_seconds: f64,
+    /// Wall-clock seconds the last garbage-collection pass took.
+    #[serde(default)]
+    pub last_gc_seconds: f64,
+}
+
+impl From<crate::datapath::conntrack::Pressure> for CtSummary {
+    fn from(p: crate::datapath::conntrack::Pressure) -> Self {
+        CtSummary {
+            entries: p.entries,
+            capacity: p.capacity,
+            expired: p.expired,
+            last_gc_cpu_seconds: p.last_gc.cpu.as_secs_f64(),
+            last_gc_seconds: p.last_gc.took.as_secs_f64(),
+        }
+    }
+}
+
+/// One counter row of `dataplane stats`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub reason: String,
+    pub direction: String,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+impl From<crate::datapath::metrics::Metric> for MetricRow {
+    fn from(m: crate::datapath::metrics::Metric) -> Self {
+        MetricRow {
+            reason: m.reason.name().to_string(),
+            direction: m.direction.name().to_string(),
+            packets: m.packets,
+            bytes: m.bytes,
+        }
+    }
 }
 
 /// `GET /dataplane/stats`.
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct Stats {
-    pub metrics: Vec<crate::bpf::MetricRow>,
+    pub metrics: Vec<MetricRow>,
     pub conntrack: CtSummary,
     /// Drop events the per-CPU budget kept from `dataplane monitor`.
     #[serde(default)]
@@ -379,7 +417,7 @@ pub struct Stats {
     /// Our programs attached in the kernel (interfaces of the daemon's
     /// namespace, socket hooks acting for it).
     #[serde(default)]
-    pub programs: Vec<crate::bpf::Attachment>,
+    pub programs: Vec<crate::datapath::Attachment>,
 }
 
 /// `GET /dataplane/lb`: one virtual IP.

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::api::client::Client;
-use crate::conntrack::CtRow;
+use crate::datapath::conntrack::CtRow;
 
 #[derive(Subcommand)]
 pub enum CtCmd {

@@ -221,7 +221,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
                 }
             };
             let paths = Paths { socket: cli.socket, state_dir: a.state_dir, bpffs: a.bpffs, cgroup };
-            let ct_timeouts = crate::conntrack::Timeouts {
+            let ct_timeouts = crate::datapath::conntrack::Timeouts {
                 tcp_established: std::time::Duration::from_secs(a.ct_tcp_timeout),
                 udp: std::time::Duration::from_secs(a.ct_udp_timeout),
                 unreplied: std::time::Duration::from_secs(a.ct_unreplied_timeout),

@@ -47,11 +47,12 @@ pub const TTL: u32 = 5;
 /// Idle TCP connections are closed after this long.
 const TCP_IDLE: Duration = Duration::from_secs(5);
 
-/// Reads the current store snapshot (None while the daemon shuts down).
-pub type StateFn = Arc<dyn Fn() -> Option<State> + Send + Sync>;
+/// The state as of the last commit, which the store publishes: queries
+/// are answered from it in memory, never by reading the store.
+pub type StateView = tokio::sync::watch::Receiver<Arc<State>>;
 
 struct Shared {
-    state: StateFn,
+    state: StateView,
     /// The host's resolv.conf: upstream resolvers and search domains.
     host_resolv_conf: PathBuf,
     /// Round-robin position per name.
@@ -73,30 +74,8 @@ pub struct Listening {
     pub tcp_port: u16,
 }
 
-/// The cookie of the network namespace `fd` lives in (SO_NETNS_COOKIE).
-fn netns_cookie(fd: &impl std::os::fd::AsRawFd) -> std::io::Result<u64> {
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
-    let rc = unsafe {
-        nix::libc::getsockopt(
-            fd.as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            nix::libc::SO_NETNS_COOKIE,
-            (&raw mut cookie).cast(),
-            &raw mut len,
-        )
-    };
-    if rc == 0 { Ok(cookie) } else { Err(std::io::Error::last_os_error()) }
-}
-
-/// Whether a sandbox is answered for (and balanced to): see [`names::is_live`].
-pub fn live(sb: &Sandbox) -> bool {
-    names::is_live(sb, crate::engine::Engine::effective_state(sb))
-}
-
 impl Dns {
-    pub fn new(state: StateFn, host_resolv_conf: PathBuf) -> Self {
+    pub fn new(state: StateView, host_resolv_conf: PathBuf) -> Self {
         Dns {
             shared: Arc::new(Shared { state, host_resolv_conf, rotation: Mutex::new(HashMap::new()) }),
             servers: Mutex::new(HashMap::new()),
@@ -132,7 +111,7 @@ impl Dns {
             udp.set_nonblocking(true)?;
             let tcp = std::net::TcpListener::bind(addr)?;
             tcp.set_nonblocking(true)?;
-            let cookie = netns_cookie(&udp)?;
+            let cookie = crate::netns::socket_cookie(&udp)?;
             Ok((udp, tcp, cookie))
         })?
         .map_err(|e| Error::io("listen on 127.0.0.11 in", &shown, e))?;
@@ -183,7 +162,7 @@ enum Reply {
 
 impl Handler {
     fn decide(&self, state: &State, name: &Name, qtype: RecordType) -> Reply {
-        let view = View::new(state, &self.sandbox, &live);
+        let view = View::new(state, &self.sandbox, &Sandbox::is_live);
         let text = names::normalize(&name.to_ascii());
         let forwardable = view.may_forward(&self.sandbox);
         if qtype == RecordType::PTR
@@ -247,10 +226,8 @@ impl RequestHandler for Handler {
         };
         let name: Name = info.query.name().clone().into();
         let qtype = info.query.query_type();
-        let reply = match (self.shared.state)() {
-            Some(state) => self.decide(&state, &name, qtype),
-            None => Reply::NxDomain,
-        };
+        let state = Arc::clone(&self.shared.state.borrow());
+        let reply = self.decide(&state, &name, qtype);
         let sent = match reply {
             Reply::Records(records) => {
                 meta.authoritative = true;

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::model::{Network, Sandbox, SandboxState};
+use crate::model::{Network, Sandbox};
 use crate::store::State;
 
 /// What a query for a name resolves to.
@@ -26,16 +26,6 @@ pub struct View<'a> {
     /// User-defined networks the asker is attached to.
     networks: Vec<&'a Network>,
     live: &'a dyn Fn(&Sandbox) -> bool,
-}
-
-/// Whether a sandbox takes part in name resolution: running, or a bare
-/// namespace sandbox with no command (it lives as long as it exists).
-pub fn is_live(sb: &Sandbox, effective: SandboxState) -> bool {
-    match effective {
-        SandboxState::Running => true,
-        SandboxState::Created => sb.cmd.is_empty(),
-        SandboxState::Exited(_) => false,
-    }
 }
 
 /// `name` lowercased, without the trailing dot.
@@ -151,7 +141,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::model::{Endpoint, Ipam, NetworkMode};
+    use crate::model::{Endpoint, Ipam, NetworkMode, SandboxState};
 
     fn net(id: &str, name: &str, internal: bool, predefined: bool) -> Network {
         Network {
@@ -234,7 +224,7 @@ mod tests {
     }
 
     fn live(sb: &Sandbox) -> bool {
-        is_live(sb, sb.state.clone())
+        crate::model::live_in(sb, &sb.state)
     }
 
     #[test]

@@ -80,23 +80,44 @@ impl Engine {
         let Some(host_if) = &ep.host_ifname else {
             return Ok(());
         };
-        let mut dp = lock_dp(&self.dp);
-        dp.set_endpoint(host_index, net.num, ep.ip, ep.mac, net.datapath_flags())?;
-        if let Err(e) = dp.attach_veth(host_if) {
-            dp.remove_endpoint(host_index);
+        self.dp.endpoints.set(crate::datapath::endpoints::EndpointEntry {
+            ifindex: host_index,
+            net_num: net.num,
+            ip: ep.ip,
+            mac: ep.mac,
+            flags: net.datapath_flags(),
+        })?;
+        if let Err(e) = self.dp.programs.attach_veth(host_if) {
+            if let Err(undo) = self.dp.endpoints.remove(host_index) {
+                tracing::warn!(interface = %host_if, error = %undo, "undoing the endpoint entry");
+            }
             return Err(e);
         }
         Ok(())
     }
 
     pub(super) async fn remove_endpoint(&self, net: &Network, ep: &Endpoint, netns: &Path) -> Result<()> {
+        // Every step is tried; the first failure is returned, the others logged.
+        let mut errors = Vec::new();
         if let Some(host_if) = &ep.host_ifname {
-            if let Some(idx) = self.host.link_index(host_if).await? {
-                lock_dp(&self.dp).remove_endpoint(idx);
+            match self.host.link_index(host_if).await {
+                Ok(Some(idx)) => errors.extend(self.dp.endpoints.remove(idx).err()),
+                Ok(None) => {}
+                Err(e) => errors.push(e),
             }
-            lock_dp(&self.dp).detach_veth(host_if);
+            errors.extend(self.dp.programs.detach_veth(host_if).err());
         }
-        drivers::detach(&self.host, net, ep, netns).await
+        errors.extend(drivers::detach(&self.host, net, ep, netns).await.err());
+        let mut errors = errors.into_iter();
+        match errors.next() {
+            None => Ok(()),
+            Some(first) => {
+                for e in errors {
+                    tracing::warn!(endpoint = %ep.id, error = %e, "endpoint teardown");
+                }
+                Err(first)
+            }
+        }
     }
 
     pub async fn connect(
@@ -176,7 +197,9 @@ impl Engine {
         }
         // Flows through the endpoint that went are over; the published
         // ports move to the endpoint that publishes now (or go quiet).
-        let _ = lock_dp(&self.dp).ct_flush_addr(ep.ip);
+        if let Err(e) = self.dp.conntrack.flush_addr(ep.ip) {
+            tracing::warn!(sandbox = %sb.name, error = %e, "forgetting the endpoint's flows");
+        }
         if let Ok(st) = self.store.state() {
             if let Err(e) = self.move_default_route(&st, &sb).await {
                 tracing::warn!(sandbox = %sb.name, error = %e, "default route after disconnect");

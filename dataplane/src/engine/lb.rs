@@ -56,25 +56,26 @@ impl Engine {
                 let mut backends = Vec::new();
                 for ep in state.endpoints_of_network(&net.id).filter(|e| e.aliases.contains(alias)) {
                     let live =
-                        state.sandboxes.iter().find(|s| s.id == ep.sandbox_id).is_some_and(crate::dns::live);
+                        state.sandboxes.iter().find(|s| s.id == ep.sandbox_id).is_some_and(Sandbox::is_live);
                     if let (true, Some(h)) = (live, &ep.host_ifname)
                         && let Ok(Some(idx)) = self.host.link_index(h).await
                     {
                         backends.push((ep.id.clone(), idx));
                     }
                 }
-                want.insert(*vip, crate::lb::maglev(&backends));
+                want.insert(*vip, crate::datapath::lb::maglev(&backends));
             }
         }
-        let mut dp = lock_dp(&self.dp);
         for (vip, table) in &want {
-            if let Err(e) = dp.set_lb(*vip, table) {
+            if let Err(e) = self.dp.lb.set(*vip, table) {
                 tracing::warn!(%vip, error = %e, "cannot program the VIP");
             }
         }
-        for vip in dp.lb_vips().unwrap_or_default() {
-            if !want.contains_key(&vip) {
-                dp.remove_lb(vip);
+        for vip in self.dp.lb.vips() {
+            if !want.contains_key(&vip)
+                && let Err(e) = self.dp.lb.remove(vip)
+            {
+                tracing::warn!(%vip, error = %e, "cannot remove the VIP");
             }
         }
     }
@@ -82,7 +83,7 @@ impl Engine {
     /// `dataplane lb list`: VIPs, their live backends and new flows per backend.
     pub fn lb_rows(&self) -> Result<Vec<LbRow>> {
         let state = self.store.state()?;
-        let stats = lock_dp(&self.dp).lb_stats()?;
+        let stats = self.dp.lb.stats();
         let mut rows = Vec::new();
         for net in state.networks.iter().filter(|n| n.balances_aliases()) {
             for (alias, vip) in &net.vips {
@@ -94,7 +95,7 @@ impl Engine {
                         Some(LbBackendRow {
                             sandbox: sb.name.clone(),
                             ip: ep.ip,
-                            live: crate::dns::live(sb),
+                            live: sb.is_live(),
                             flows: stats.get(&(*vip, ep.ip)).copied().unwrap_or(0),
                         })
                     })

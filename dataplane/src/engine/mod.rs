@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
-use crate::bpf::{Datapath, MetricRow};
+use crate::datapath::Datapath;
 use crate::error::Result;
 use crate::ipam::IpamRequest;
 use crate::model::*;
@@ -69,7 +69,8 @@ pub struct Engine {
     pub uplink: Option<String>,
     store: Store,
     host: Netlink,
-    dp: Mutex<Datapath>,
+    /// The BPF datapath: each map family has its own owner (and lock).
+    dp: Datapath,
     /// Serialises mutations (one writer at a time, like the store).
     lock: tokio::sync::Mutex<()>,
     /// Exit codes of processes this daemon started, for `wait`.
@@ -77,15 +78,12 @@ pub struct Engine {
     /// Sockets holding published host ports, per sandbox id, so that no
     /// process on the host can take them.
     reservations: Mutex<HashMap<String, Vec<std::os::fd::OwnedFd>>>,
-    /// Conntrack entries removed by garbage collection since start.
-    ct_expired: std::sync::atomic::AtomicU64,
-    pub ct_timeouts: crate::conntrack::Timeouts,
     /// The embedded resolvers (127.0.0.11 in each sandbox).
     dns: crate::dns::Dns,
     /// The host's resolv.conf (upstream resolvers; copied to sandboxes on the default bridge).
     host_resolv_conf: std::path::PathBuf,
     /// Drop and policy events for `dataplane monitor`.
-    monitor: Arc<crate::monitor::Monitor>,
+    monitor: Arc<crate::datapath::events::Monitor>,
     /// Output log limits of sandboxes that set none.
     log_defaults: crate::logs::LogLimits,
     /// Set when the daemon begins to stop: long streams (monitor) end cleanly.
@@ -96,13 +94,8 @@ fn now() -> String {
     chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Nanos, true)
 }
 
-fn lock_dp(dp: &Mutex<Datapath>) -> std::sync::MutexGuard<'_, Datapath> {
-    dp.lock().unwrap_or_else(|p| p.into_inner())
-}
-
 /// The daemon's settings the engine applies.
 pub struct Settings {
-    pub ct_timeouts: crate::conntrack::Timeouts,
     /// The host's resolv.conf (upstream resolvers; copied to sandboxes on the default bridge).
     pub host_resolv_conf: std::path::PathBuf,
     /// Output log limits of sandboxes that set none.
@@ -118,28 +111,22 @@ impl Engine {
         dp: Datapath,
         settings: Settings,
     ) -> Arc<Self> {
-        let Settings { ct_timeouts, host_resolv_conf, log_defaults } = settings;
-        Arc::new_cyclic(|me: &std::sync::Weak<Engine>| {
-            let me = me.clone();
-            let state: crate::dns::StateFn =
-                Arc::new(move || me.upgrade().and_then(|e| e.store.state().ok()));
-            Engine {
-                paths,
-                uplink,
-                store,
-                host,
-                dp: Mutex::new(dp),
-                lock: tokio::sync::Mutex::new(()),
-                exits: Mutex::new(HashMap::new()),
-                reservations: Mutex::new(HashMap::new()),
-                ct_expired: std::sync::atomic::AtomicU64::new(0),
-                ct_timeouts,
-                dns: crate::dns::Dns::new(state, host_resolv_conf.clone()),
-                host_resolv_conf,
-                monitor: crate::monitor::Monitor::new(),
-                log_defaults,
-                stopping: watch::channel(false).0,
-            }
+        let Settings { host_resolv_conf, log_defaults } = settings;
+        let dns = crate::dns::Dns::new(store.view(), host_resolv_conf.clone());
+        Arc::new(Engine {
+            paths,
+            uplink,
+            store,
+            host,
+            dp,
+            lock: tokio::sync::Mutex::new(()),
+            exits: Mutex::new(HashMap::new()),
+            reservations: Mutex::new(HashMap::new()),
+            dns,
+            host_resolv_conf,
+            monitor: crate::datapath::events::Monitor::new(),
+            log_defaults,
+            stopping: watch::channel(false).0,
         })
     }
 
@@ -159,7 +146,7 @@ impl Engine {
             return None;
         }
         let res = self.dns.attach(&sb.id, std::path::Path::new(&sb.netns)).and_then(|l| {
-            lock_dp(&self.dp).set_dns(l.netns_cookie, l.udp_port, l.tcp_port).inspect_err(|_| {
+            self.dp.dns.set(l.netns_cookie, l.udp_port, l.tcp_port).inspect_err(|_| {
                 self.dns.detach(&sb.id);
             })
         });
@@ -171,8 +158,10 @@ impl Engine {
 
     /// Stops the sandbox's resolver and its socket-hook redirect.
     fn stop_dns(&self, sandbox_id: &str) {
-        if let Some(l) = self.dns.detach(sandbox_id) {
-            lock_dp(&self.dp).remove_dns(l.netns_cookie);
+        if let Some(l) = self.dns.detach(sandbox_id)
+            && let Err(e) = self.dp.dns.remove(l.netns_cookie)
+        {
+            tracing::warn!(sandbox = %sandbox_id, error = %e, "cannot remove the resolver redirect");
         }
     }
 
@@ -180,21 +169,26 @@ impl Engine {
         self.store.state()
     }
 
-    /// Starts the task reading the datapath's drop events.
-    pub fn start_monitor(&self) -> Result<()> {
-        let ring = lock_dp(&self.dp).take_events()?;
-        lock_dp(&self.dp).set_monitor(false)?;
+    /// Starts the task reading the datapath's drop events and the
+    /// conntrack garbage collector (a thread of its own).
+    pub fn start_datapath_tasks(&self, gc_interval: Duration) -> Result<()> {
+        let ring = self.dp.events.take_ring()?;
+        self.dp.events.set_reporting(false)?;
         self.monitor
             .spawn_reader(ring)
-            .map_err(|e| crate::error::Error::io("watch", "the event ring buffer", e))
+            .map_err(|e| crate::error::Error::io("watch", "the event ring buffer", e))?;
+        self.dp
+            .conntrack
+            .spawn_gc(gc_interval)
+            .map_err(|e| crate::error::Error::io("start", "the conntrack GC thread", e))
     }
 
     /// A monitor client: events flow (and the datapath reports them) while it lives.
-    pub fn monitor_subscribe(self: &Arc<Self>) -> crate::monitor::Subscription {
+    pub fn monitor_subscribe(self: &Arc<Self>) -> crate::datapath::events::Subscription {
         let me = Arc::downgrade(self);
         self.monitor.subscribe(Arc::new(move |on| {
             if let Some(e) = me.upgrade()
-                && let Err(err) = lock_dp(&e.dp).set_monitor(on)
+                && let Err(err) = e.dp.events.set_reporting(on)
             {
                 tracing::warn!(error = %err, on, "cannot switch drop events");
             }
@@ -213,57 +207,23 @@ impl Engine {
 
     /// Events the datapath's per-CPU budget suppressed.
     pub fn events_suppressed(&self) -> Result<u64> {
-        lock_dp(&self.dp).events_suppressed()
+        self.dp.events.suppressed()
     }
 
-    pub fn metrics(&self) -> Result<Vec<MetricRow>> {
-        lock_dp(&self.dp).metrics()
+    pub fn metrics(&self) -> Result<Vec<crate::datapath::metrics::Metric>> {
+        self.dp.metrics.read()
     }
 
-    /// Removes flows idle past their timeout; returns how many entries went.
-    pub fn ct_gc(&self) -> Result<usize> {
-        let mut dp = lock_dp(&self.dp);
-        let now = crate::conntrack::now_ns();
-        let doomed = crate::conntrack::expired(&dp.ct_entries()?, now, &self.ct_timeouts);
-        // The walk took a while: a client may have reused a tuple since
-        // (TIME_WAIT reuse), so each entry is checked again, with its
-        // partner, right before it goes.
-        let timeouts = self.ct_timeouts;
-        let removed = dp.ct_remove_if(&doomed, |k, e, p| {
-            crate::conntrack::idle(k, e, p, crate::conntrack::now_ns(), &timeouts)
-        })?;
-        self.ct_expired.fetch_add(removed as u64, std::sync::atomic::Ordering::Relaxed);
-        Ok(removed)
-    }
-
-    pub fn ct_rows(&self) -> Result<Vec<crate::conntrack::CtRow>> {
-        let now = crate::conntrack::now_ns();
-        let entries = lock_dp(&self.dp).ct_entries()?;
-        let index: HashMap<dataplane_common::CtKey, &dataplane_common::CtEntry> =
-            entries.iter().map(|(k, e)| (*k, e)).collect();
-        let mut rows: Vec<_> = entries
-            .iter()
-            .map(|(k, e)| {
-                let p = index.get(&crate::conntrack::partner(k, e)).copied();
-                crate::conntrack::row(k, e, p, now)
-            })
-            .collect();
-        rows.sort_by(|a, b| {
-            (&a.proto, &a.source, &a.destination).cmp(&(&b.proto, &b.source, &b.destination))
-        });
-        Ok(rows)
+    pub fn ct_rows(&self) -> Result<Vec<crate::datapath::conntrack::CtRow>> {
+        self.dp.conntrack.rows()
     }
 
     pub fn ct_flush(&self) -> Result<usize> {
-        lock_dp(&self.dp).ct_flush()
+        self.dp.conntrack.flush()
     }
 
-    /// Conntrack pressure: entries, capacity, expired since start.
-    pub fn ct_summary(&self) -> Result<crate::api::types::CtSummary> {
-        Ok(crate::api::types::CtSummary {
-            entries: lock_dp(&self.dp).ct_entries()?.len() as u64,
-            capacity: dataplane_common::MAX_CT as u64,
-            expired: self.ct_expired.load(std::sync::atomic::Ordering::Relaxed),
-        })
+    /// Conntrack pressure: entries, capacity, expired since start, the last GC pass.
+    pub fn ct_pressure(&self) -> crate::datapath::conntrack::Pressure {
+        self.dp.conntrack.pressure()
     }
 }

@@ -188,13 +188,15 @@ impl Engine {
         drivers::create_network(&self.host, &net).await?;
         let undo = async {
             let _ = drivers::delete_network(&self.host, &net).await;
-            if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
-                lock_dp(&self.dp).remove_subnet(ipam.subnet);
+            if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam)
+                && let Err(e) = self.dp.endpoints.remove_subnet(ipam.subnet)
+            {
+                tracing::warn!(network = %net.name, error = %e, "undoing the subnet entry");
             }
         };
         let res = (|| -> Result<()> {
             if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
-                lock_dp(&self.dp).set_subnet(ipam.subnet, net.num, ipam.gateway, net.datapath_flags())?;
+                self.dp.endpoints.set_subnet(ipam.subnet, net.num, ipam.gateway, net.datapath_flags())?;
             }
             let tx = self.store.begin()?;
             tx.put_network(&net)?;
@@ -239,8 +241,10 @@ impl Engine {
         if let Err(e) = drivers::delete_network(&self.host, &net).await {
             tracing::warn!(network = %net.name, error = %e, "network teardown (what is left goes at the next reconcile)");
         }
-        if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
-            lock_dp(&self.dp).remove_subnet(ipam.subnet);
+        if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam)
+            && let Err(e) = self.dp.endpoints.remove_subnet(ipam.subnet)
+        {
+            tracing::warn!(network = %net.name, error = %e, "network teardown (what is left goes at the next reconcile)");
         }
         if let Err(e) = self.refresh_host_ips(&self.store.state()?).await {
             tracing::warn!(error = %e, "refreshing host addresses");

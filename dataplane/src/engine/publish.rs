@@ -12,33 +12,6 @@ use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, sock
 use super::*;
 use crate::error::{Error, Result};
 
-/// The cookie of the daemon's network namespace (SO_NETNS_COOKIE).
-pub(super) fn netns_cookie() -> Result<u64> {
-    use std::os::fd::AsRawFd;
-    let sock = socket(AddressFamily::Inet, SockType::Datagram, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| Error::sys("socket", "netns cookie", e))?;
-    let mut cookie: u64 = 0;
-    let mut len = std::mem::size_of::<u64>() as nix::libc::socklen_t;
-    // SAFETY: getsockopt writes at most `len` bytes into `cookie`.
-    let rc = unsafe {
-        nix::libc::getsockopt(
-            sock.as_raw_fd(),
-            nix::libc::SOL_SOCKET,
-            nix::libc::SO_NETNS_COOKIE,
-            (&mut cookie as *mut u64).cast(),
-            &mut len,
-        )
-    };
-    if rc != 0 {
-        return Err(Error::io(
-            "getsockopt(SO_NETNS_COOKIE)",
-            "daemon netns",
-            std::io::Error::last_os_error(),
-        ));
-    }
-    Ok(cookie)
-}
-
 /// Ports egress SNAT picks from when a sandbox's own source port is taken:
 /// above the usual host ephemeral range, to keep clear of host sockets.
 const SNAT_PORTS: (u16, u16) = (61000, 65535);
@@ -290,7 +263,7 @@ impl Engine {
         match (ep, net) {
             (Some(ep), Some(net)) if net.is_bridge() && !net.internal => {
                 let entries = self.service_entries(&bindings, ep).await?;
-                lock_dp(&self.dp).set_services(&entries)?;
+                self.dp.services.set(&entries)?;
             }
             (_, Some(net)) if net.internal => {
                 warnings.push(format!("ports are not published: network {} is --internal", net.name))
@@ -305,20 +278,21 @@ impl Engine {
     /// Removes the sandbox's services, releases its ports and forgets its
     /// connections.
     pub(super) fn unpublish(&self, sb: &Sandbox, addrs: &[Ipv4Addr]) {
-        let keys = service_keys(&sb.bindings);
-        let mut dp = lock_dp(&self.dp);
-        dp.remove_services(&keys);
+        let mut errors = self.dp.services.remove(&service_keys(&sb.bindings));
         for a in addrs {
-            let _ = dp.ct_flush_addr(*a);
+            errors.extend(self.dp.conntrack.flush_addr(*a).err());
         }
-        drop(dp);
+        for e in errors {
+            tracing::warn!(sandbox = %sb.name, error = %e, "unpublishing");
+        }
         self.reservations.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
     }
 
     /// Writes the datapath config (uplink for egress SNAT, the daemon's
     /// netns cookie for the socket hooks) and attaches the uplink program.
     pub(super) async fn program_config(&self) -> Result<()> {
-        let mut cfg = dataplane_common::Config { netns_cookie: netns_cookie()?, ..Default::default() };
+        let mut cfg =
+            dataplane_common::Config { netns_cookie: crate::netns::current_cookie()?, ..Default::default() };
         let uplink = match &self.uplink {
             Some(up) => {
                 let idx = self.host.require_index(up).await?;
@@ -332,10 +306,9 @@ impl Engine {
             }
             None => None,
         };
-        let mut dp = lock_dp(&self.dp);
-        dp.set_config(cfg)?;
+        self.dp.config.set(cfg)?;
         if let Some(up) = uplink {
-            dp.attach_uplink(up)?;
+            self.dp.programs.attach_uplink(up)?;
         }
         Ok(())
     }
@@ -356,7 +329,7 @@ impl Engine {
                 ips.push((ipam.gateway, idx));
             }
         }
-        lock_dp(&self.dp).set_host_ips(&ips)
+        self.dp.services.set_host_ips(&ips)
     }
 
     /// Points the sandbox's published ports at its publishing endpoint
@@ -371,13 +344,14 @@ impl Engine {
             Some(ep) => self.service_entries(&sb.bindings, ep).await?,
             None => Vec::new(),
         };
-        let mut dp = lock_dp(&self.dp);
         if entries.is_empty() {
-            dp.remove_services(&service_keys(&sb.bindings));
-            Ok(())
+            match self.dp.services.remove(&service_keys(&sb.bindings)).into_iter().next() {
+                Some(e) => Err(e),
+                None => Ok(()),
+            }
         } else {
             // Overwrites in place: no moment without the port.
-            dp.set_services(&entries)
+            self.dp.services.set(&entries)
         }
     }
 
@@ -398,11 +372,13 @@ impl Engine {
                 desired.extend(self.service_entries(&sb.bindings, ep).await?);
             }
         }
-        let mut dp = lock_dp(&self.dp);
         let keep: HashSet<ServiceKey> = desired.iter().map(|(k, _)| *k).collect();
-        let stale: Vec<ServiceKey> = dp.service_keys()?.into_iter().filter(|k| !keep.contains(k)).collect();
-        dp.remove_services(&stale);
-        dp.set_services(&desired)
+        let stale: Vec<ServiceKey> =
+            self.dp.services.keys().into_iter().filter(|k| !keep.contains(k)).collect();
+        for e in self.dp.services.remove(&stale) {
+            tracing::warn!(error = %e, "reconcile: removing a stale published port");
+        }
+        self.dp.services.set(&desired)
     }
 }
 

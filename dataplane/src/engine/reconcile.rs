@@ -19,7 +19,7 @@ impl Engine {
         let state = self.store.state()?;
         netns::pin_current(&self.paths.host_netns_file())?;
         // Pinned links of the previous start run this start's programs from now on.
-        match lock_dp(&self.dp).adopt_pinned_links() {
+        match self.dp.programs.adopt_pinned_links() {
             Ok(0) => {}
             Ok(n) => tracing::info!(links = n, "pinned links now run this start's programs"),
             Err(e) => tracing::warn!(error = %e, "updating pinned links"),
@@ -32,7 +32,7 @@ impl Engine {
             }
             if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
                 subnets.insert(ipam.subnet);
-                lock_dp(&self.dp).set_subnet(ipam.subnet, net.num, ipam.gateway, net.datapath_flags())?;
+                self.dp.endpoints.set_subnet(ipam.subnet, net.num, ipam.gateway, net.datapath_flags())?;
             }
             if let (true, Some(dev)) = (net.is_bridge(), &net.device) {
                 known_ifs.insert(dev.clone());
@@ -90,8 +90,10 @@ impl Engine {
                         if let Ok(nl) = Netlink::in_netns(&path) {
                             let _ = nl.delete_by_name(&ep.ifname).await;
                         }
-                        if let Some(h) = &ep.host_ifname {
-                            lock_dp(&self.dp).detach_veth(h);
+                        if let Some(h) = &ep.host_ifname
+                            && let Err(e) = self.dp.programs.detach_veth(h)
+                        {
+                            tracing::warn!(interface = %h, error = %e, "reconcile: dropping a dead link pin");
                         }
                         let first = ep.ifname == "eth0";
                         match drivers::attach(&self.host, net, ep, &path, first).await {
@@ -128,13 +130,12 @@ impl Engine {
         for sb in &state.sandboxes {
             self.serve_dns(&state, sb);
         }
-        {
-            let served = self.dns.cookies();
-            let mut dp = lock_dp(&self.dp);
-            for c in dp.dns_cookies()? {
-                if !served.contains(&c) {
-                    dp.remove_dns(c);
-                }
+        let served = self.dns.cookies();
+        for c in self.dp.dns.cookies() {
+            if !served.contains(&c)
+                && let Err(e) = self.dp.dns.remove(c)
+            {
+                tracing::warn!(error = %e, "reconcile resolver redirects");
             }
         }
         self.reconcile_publications(&state).await?;
@@ -143,31 +144,27 @@ impl Engine {
             known_ifs.insert(up.clone());
         }
         self.program_config().await?;
-        lock_dp(&self.dp).attach_socket_hooks(&self.paths.cgroup)?;
+        self.dp.programs.attach_socket_hooks(&self.paths.cgroup)?;
         self.refresh_host_ips(&state).await?;
-        {
-            let mut dp = lock_dp(&self.dp);
-            for name in dp.pinned_links() {
-                let known = known_ifs.iter().any(|k| crate::bpf::pin_name(k) == name);
-                if !known && !name.starts_with(crate::bpf::CGROUP_LINK_PREFIX) {
-                    dp.detach_veth(&name);
-                }
+        let mut errors = Vec::new();
+        for name in self.dp.programs.pinned_links() {
+            let known = known_ifs.iter().any(|k| crate::datapath::programs::pin_name(k) == name);
+            if !known && !name.starts_with(crate::datapath::programs::CGROUP_LINK_PREFIX) {
+                errors.extend(self.dp.programs.detach_veth(&name).err());
             }
-            for idx in dp.endpoint_indexes()? {
-                if !live_indexes.contains(&idx) {
-                    dp.remove_endpoint(idx);
-                }
-            }
-            for (ip, idx) in dp.local_entries()? {
-                if !live_indexes.contains(&idx) {
-                    dp.remove_local(ip);
-                }
-            }
-            for s in dp.subnet_keys()? {
-                if !subnets.contains(&s) {
-                    dp.remove_subnet(s);
-                }
-            }
+        }
+        let eps = &self.dp.endpoints;
+        for idx in eps.indexes().into_iter().filter(|i| !live_indexes.contains(i)) {
+            errors.extend(eps.remove(idx).err());
+        }
+        for (ip, _) in eps.local_entries().into_iter().filter(|(_, i)| !live_indexes.contains(i)) {
+            errors.extend(eps.remove_local(ip).err());
+        }
+        for s in eps.subnets().into_iter().filter(|s| !subnets.contains(s)) {
+            errors.extend(eps.remove_subnet(s).err());
+        }
+        for e in errors {
+            tracing::warn!(error = %e, "reconcile: removing stale datapath state");
         }
         self.retire_stale_links().await
     }
@@ -215,7 +212,7 @@ impl Engine {
     /// where this start cannot see its pins, and says so in the log.
     async fn retire_stale_links(&self) -> Result<()> {
         let (interfaces, cookie) = self.datapath_scope().await?;
-        let retired = lock_dp(&self.dp).retire_stale_links(&interfaces, &self.paths.cgroup, cookie)?;
+        let retired = self.dp.programs.retire_stale_links(&interfaces, &self.paths.cgroup, cookie)?;
         for r in &retired {
             tracing::warn!(
                 link = r.link_id,
@@ -232,15 +229,15 @@ impl Engine {
     }
 
     /// Our programs as the kernel has them attached (for `stats`).
-    pub async fn attachments(&self) -> Result<Vec<crate::bpf::Attachment>> {
+    pub async fn attachments(&self) -> Result<Vec<crate::datapath::Attachment>> {
         let (interfaces, cookie) = self.datapath_scope().await?;
-        lock_dp(&self.dp).attachments(&interfaces, &self.paths.cgroup, cookie)
+        self.dp.programs.attachments(&interfaces, &self.paths.cgroup, cookie)
     }
 
     /// Where this daemon's programs may be attached: the interfaces of its
     /// namespace (ifindex, name), and the netns cookie its socket hooks serve.
     async fn datapath_scope(&self) -> Result<(Vec<(u32, String)>, u64)> {
         let interfaces = self.host.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
-        Ok((interfaces, super::publish::netns_cookie()?))
+        Ok((interfaces, crate::netns::current_cookie()?))
     }
 }

@@ -403,12 +403,4 @@ impl Engine {
         tracing::info!(sandbox = %sb.name, "removed");
         Ok(sb.id)
     }
-
-    /// The live state of a sandbox (a recorded Running whose process is gone reads Exited).
-    pub fn effective_state(sb: &Sandbox) -> SandboxState {
-        match (&sb.state, sb.pid) {
-            (SandboxState::Running, Some(p)) if !process::alive(p, sb.pid_start) => SandboxState::Exited(0),
-            (s, _) => s.clone(),
-        }
-    }
 }

@@ -1,16 +1,31 @@
-//! Userspace side of BPF connection tracking: idle timeouts per protocol and
-//! TCP state, garbage collection of expired flows (both directions
-//! together), and the rows `dataplane ct list` shows.
+//! Connection tracking (DP_CT): idle timeouts per protocol and TCP state,
+//! garbage collection of expired flows (both directions together) on a
+//! thread of its own, and the rows `dataplane ct list` shows.
+//!
+//! The table is used through a shared fd with no lock (the kernel map is
+//! the synchronisation) and walked in batches (one system call per few
+//! thousand entries), so neither a GC pass over half a million flows nor
+//! a `ct list` holds up a request.
 
 use std::net::Ipv4Addr;
-use std::time::Duration;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::sync::Arc;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use aya::Ebpf;
+use aya::maps::{HashMap, IterableMap, MapData};
 
 use dataplane_common::{
     CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_SEEN, CT_STATE_CLOSE,
-    CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_SYN, CtEntry, CtKey, PROTO_ICMP, PROTO_TCP, PROTO_UDP,
-    ct_rewrites_destination,
+    CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_SYN, CtEntry, CtKey, MAP_CT, MAX_CT, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP, ct_rewrites_destination,
 };
 use serde::{Deserialize, Serialize};
+
+use super::{lock, sys, take};
+use crate::error::{Error, Result};
 
 /// Idle timeouts (documented in the README).
 pub const TCP_SYN_TIMEOUT: Duration = Duration::from_secs(120);
@@ -95,6 +110,163 @@ pub fn expired(entries: &[(CtKey, CtEntry)], now: u64, t: &Timeouts) -> Vec<CtKe
         .filter(|(k, e)| idle(k, e, index.get(&partner(k, e)).copied(), now, t))
         .map(|(k, _)| *k)
         .collect()
+}
+
+/// What one garbage-collection pass did.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct GcPass {
+    /// Entries in the table when the pass walked it.
+    pub entries: u64,
+    /// Entries the pass removed.
+    pub removed: u64,
+    /// CPU time the pass used.
+    pub cpu: Duration,
+    /// Wall time the pass took.
+    pub took: Duration,
+}
+
+/// Conntrack pressure, for `dataplane stats`.
+#[derive(Clone, Copy, Debug)]
+pub struct Pressure {
+    /// Entries at the last GC pass (at most one GC interval old).
+    pub entries: u64,
+    pub capacity: u64,
+    /// Entries removed by GC since the daemon started.
+    pub expired: u64,
+    /// The last GC pass.
+    pub last_gc: GcPass,
+}
+
+pub struct Conntrack {
+    map: HashMap<MapData, CtKey, CtEntry>,
+    timeouts: Timeouts,
+    expired: AtomicU64,
+    last_gc: Mutex<GcPass>,
+}
+
+fn ct_err(what: &'static str) -> impl FnOnce(std::io::Error) -> Error {
+    move |source| Error::BpfSys { what: format!("{what} ({MAP_CT})"), source }
+}
+
+impl Conntrack {
+    pub(super) fn take(ebpf: &mut Ebpf, timeouts: Timeouts) -> Result<Self> {
+        Ok(Conntrack {
+            map: take(ebpf, MAP_CT)?,
+            timeouts,
+            expired: AtomicU64::new(0),
+            last_gc: Mutex::new(GcPass::default()),
+        })
+    }
+
+    fn fd(&self) -> BorrowedFd<'_> {
+        self.map.map().fd().as_fd()
+    }
+
+    pub fn timeouts(&self) -> Timeouts {
+        self.timeouts
+    }
+
+    /// Every entry (a batched walk).
+    pub fn entries(&self) -> Result<Vec<(CtKey, CtEntry)>> {
+        sys::map_entries(self.fd()).map_err(ct_err("walk conntrack"))
+    }
+
+    /// Removes every entry; returns how many went.
+    pub fn flush(&self) -> Result<usize> {
+        let keys: Vec<CtKey> = self.entries()?.into_iter().map(|(k, _)| k).collect();
+        sys::map_delete_all(self.fd(), &keys).map_err(ct_err("flush conntrack"))
+    }
+
+    /// Removes the entries that involve `addr` (either key end or the NAT
+    /// target); returns how many went.
+    pub fn flush_addr(&self, addr: Ipv4Addr) -> Result<usize> {
+        let a = addr.octets();
+        let doomed: Vec<CtKey> = self
+            .entries()?
+            .into_iter()
+            .filter(|(k, v)| k.saddr == a || k.daddr == a || v.addr == a)
+            .map(|(k, _)| k)
+            .collect();
+        sys::map_delete_all(self.fd(), &doomed).map_err(ct_err("flush conntrack"))
+    }
+
+    /// One garbage-collection pass: removes flows idle past their timeout.
+    pub fn gc_pass(&self) -> Result<GcPass> {
+        let (cpu0, t0) = (sys::thread_cpu_time(), Instant::now());
+        let entries = self.entries()?;
+        let doomed = expired(&entries, now_ns(), &self.timeouts);
+        // The walk took a while: a client may have reused a tuple since
+        // (TIME_WAIT reuse), so each entry is checked again, with its
+        // partner, right before it goes; both directions go together (a
+        // half-expired flow would send its next packets down the wrong path).
+        let fd = self.fd();
+        let mut removed = 0u64;
+        for k in &doomed {
+            let Some(e) = sys::map_lookup::<CtKey, CtEntry>(fd, k).map_err(ct_err("read conntrack"))? else {
+                continue;
+            };
+            let pk = partner(k, &e);
+            let p = sys::map_lookup::<CtKey, CtEntry>(fd, &pk).map_err(ct_err("read conntrack"))?;
+            if !idle(k, &e, p.as_ref(), now_ns(), &self.timeouts) {
+                continue;
+            }
+            removed += u64::from(sys::map_delete(fd, k).map_err(ct_err("expire conntrack"))?);
+            if p.is_some() {
+                removed += u64::from(sys::map_delete(fd, &pk).map_err(ct_err("expire conntrack"))?);
+            }
+        }
+        self.expired.fetch_add(removed, Ordering::Relaxed);
+        let pass = GcPass {
+            entries: entries.len() as u64,
+            removed,
+            cpu: sys::thread_cpu_time().saturating_sub(cpu0),
+            took: t0.elapsed(),
+        };
+        *lock(&self.last_gc) = pass;
+        Ok(pass)
+    }
+
+    /// Runs a GC pass every `interval` on a thread of its own (never on an
+    /// async worker, never under a lock a request needs).
+    pub fn spawn_gc(self: &Arc<Self>, interval: Duration) -> std::io::Result<()> {
+        let me = Arc::clone(self);
+        std::thread::Builder::new().name("dp-ct-gc".into()).spawn(move || {
+            loop {
+                std::thread::sleep(interval);
+                match me.gc_pass() {
+                    Ok(p) if p.removed == 0 => {}
+                    Ok(p) => tracing::debug!(expired = p.removed, entries = p.entries, cpu = ?p.cpu, "conntrack gc"),
+                    Err(e) => tracing::warn!(error = %e, "conntrack gc"),
+                }
+            }
+        })?;
+        Ok(())
+    }
+
+    /// Entries, capacity, expired since start, the last GC pass.
+    pub fn pressure(&self) -> Pressure {
+        let last_gc = *lock(&self.last_gc);
+        Pressure {
+            entries: last_gc.entries,
+            capacity: MAX_CT as u64,
+            expired: self.expired.load(Ordering::Relaxed),
+            last_gc,
+        }
+    }
+
+    /// The rows of `ct list`, sorted.
+    pub fn rows(&self) -> Result<Vec<CtRow>> {
+        let now = now_ns();
+        let entries = self.entries()?;
+        let index: std::collections::HashMap<CtKey, &CtEntry> =
+            entries.iter().map(|(k, e)| (*k, e)).collect();
+        let mut rows: Vec<_> =
+            entries.iter().map(|(k, e)| row(k, e, index.get(&partner(k, e)).copied(), now)).collect();
+        rows.sort_by(|a, b| {
+            (&a.proto, &a.source, &a.destination).cmp(&(&b.proto, &b.source, &b.destination))
+        });
+        Ok(rows)
+    }
 }
 
 /// One row of `dataplane ct list`.

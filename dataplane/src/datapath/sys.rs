@@ -1,8 +1,11 @@
-//! The few BPF link system calls aya does not expose: listing links with
+//! The few BPF system calls aya does not expose. Links: listing them with
 //! their attachment (ifindex or cgroup), querying a tcx hook for its link
 //! ids, replacing a link's program in place, and detaching a link that
-//! someone else holds. Used to find and retire links of an earlier
-//! generation of the daemon.
+//! someone else holds (to find and retire links of an earlier generation
+//! of the daemon). Maps: element lookup and delete through a shared fd
+//! (no `&mut`: the kernel map is the synchronisation), and the batch
+//! lookup and delete that make a walk of the conntrack table cost one
+//! system call per few thousand entries instead of two per entry.
 
 use std::ffi::CString;
 use std::io;
@@ -156,4 +159,106 @@ pub fn obj_get(path: &Path) -> io::Result<OwnedFd> {
     let fd = sys_bpf(bpf_cmd::BPF_OBJ_GET, &mut attr)?;
     // SAFETY: the kernel returned a new file descriptor we now own.
     Ok(unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// The value of `key` in the map behind `map`, None if it has none.
+pub fn map_lookup<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<Option<V>> {
+    let mut value = std::mem::MaybeUninit::<V>::zeroed();
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_2.map_fd = map.as_raw_fd() as u32;
+    attr.__bindgen_anon_2.key = std::ptr::from_ref(key) as u64;
+    attr.__bindgen_anon_2.__bindgen_anon_1.value = value.as_mut_ptr() as u64;
+    match sys_bpf(bpf_cmd::BPF_MAP_LOOKUP_ELEM, &mut attr) {
+        // SAFETY: the kernel wrote a whole V (plain data) on success.
+        Ok(_) => Ok(Some(unsafe { value.assume_init() })),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => Ok(None),
+        Err(e) => Err(e),
+    }
+}
+
+/// Deletes `key`; Ok(false) if it was not there.
+pub fn map_delete<K: aya::Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<bool> {
+    let mut attr = zeroed_attr();
+    attr.__bindgen_anon_2.map_fd = map.as_raw_fd() as u32;
+    attr.__bindgen_anon_2.key = std::ptr::from_ref(key) as u64;
+    match sys_bpf(bpf_cmd::BPF_MAP_DELETE_ELEM, &mut attr) {
+        Ok(_) => Ok(true),
+        Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
+/// Entries asked of the kernel per batch system call. More than any hash
+/// bucket holds (the kernel answers ENOSPC when one bucket does not fit).
+const BATCH: usize = 4096;
+
+/// Every entry of a (non per-CPU) hash map, read in batches. Entries that
+/// come and go during the walk may or may not be in it.
+pub fn map_entries<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>) -> io::Result<Vec<(K, V)>> {
+    let mut out = Vec::new();
+    let mut keys: Vec<K> = Vec::with_capacity(BATCH);
+    let mut values: Vec<V> = Vec::with_capacity(BATCH);
+    // The hash map's cursor is a bucket index.
+    let mut cursor = 0u32;
+    let mut first = true;
+    // Bounded: each call moves the cursor over at least one bucket.
+    for _ in 0..(1 << 24) {
+        let mut attr = zeroed_attr();
+        attr.batch.map_fd = map.as_raw_fd() as u32;
+        attr.batch.in_batch = if first { 0 } else { std::ptr::from_ref(&cursor) as u64 };
+        attr.batch.out_batch = std::ptr::from_mut(&mut cursor) as u64;
+        attr.batch.keys = keys.as_mut_ptr() as u64;
+        attr.batch.values = values.as_mut_ptr() as u64;
+        attr.batch.count = BATCH as u32;
+        first = false;
+        let res = sys_bpf(bpf_cmd::BPF_MAP_LOOKUP_BATCH, &mut attr);
+        // SAFETY: the kernel sets count to the entries it wrote, also with ENOENT (the end).
+        let n = (unsafe { attr.batch.count } as usize).min(BATCH);
+        let done = match res {
+            Ok(_) => false,
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => true,
+            Err(e) => return Err(e),
+        };
+        // SAFETY: the kernel wrote n whole keys and values (plain data).
+        unsafe {
+            keys.set_len(n);
+            values.set_len(n);
+        }
+        out.extend(keys.drain(..).zip(values.drain(..)));
+        if done {
+            return Ok(out);
+        }
+    }
+    Err(io::Error::other("the map walk did not end"))
+}
+
+/// Deletes `keys` (those already gone are skipped); returns how many went.
+pub fn map_delete_all<K: aya::Pod>(map: BorrowedFd<'_>, keys: &[K]) -> io::Result<usize> {
+    let mut removed = 0;
+    let mut rest = keys;
+    while !rest.is_empty() {
+        let chunk = &rest[..rest.len().min(BATCH)];
+        let mut attr = zeroed_attr();
+        attr.batch.map_fd = map.as_raw_fd() as u32;
+        attr.batch.keys = chunk.as_ptr() as u64;
+        attr.batch.count = chunk.len() as u32;
+        let res = sys_bpf(bpf_cmd::BPF_MAP_DELETE_BATCH, &mut attr);
+        // SAFETY: the kernel sets count to the keys it deleted before stopping.
+        let n = (unsafe { attr.batch.count } as usize).min(chunk.len());
+        removed += n;
+        match res {
+            Ok(_) => rest = &rest[chunk.len()..],
+            // The key at n is gone already (the datapath or LRU took it): skip it.
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => rest = &rest[n + 1..],
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(removed)
+}
+
+/// CPU time the calling thread has used.
+pub fn thread_cpu_time() -> std::time::Duration {
+    nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)
+        .map(std::time::Duration::from)
+        .unwrap_or_default()
 }

@@ -1,19 +1,63 @@
-//! `dataplane monitor`: drop and policy events from the datapath's ring
-//! buffer, fanned out to every listening client. The datapath reports only
-//! while at least one client listens ([`Monitor::subscribe`] turns it on,
-//! dropping the last [`Subscription`] turns it off).
+//! Drop and policy events for `dataplane monitor`: the ring buffer the
+//! programs write them to (DP_EVENTS), the switch that turns reporting on
+//! (DP_MONITOR) and the per-CPU budget that limits it (DP_EVENT_RATE);
+//! events are fanned out to every listening client. The datapath reports
+//! only while at least one client listens ([`Monitor::subscribe`] turns it
+//! on, dropping the last [`Subscription`] turns it off).
 
 use std::net::Ipv4Addr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
-use aya::maps::{MapData, RingBuf};
-use dataplane_common::{Direction, DropReason, Event, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use std::sync::Mutex;
+
+use aya::Ebpf;
+use aya::maps::{Array, MapData, PerCpuArray, RingBuf};
+use dataplane_common::{
+    Direction, DropReason, Event, EventRate, MAP_EVENT_RATE, MAP_EVENTS, MAP_MONITOR, PROTO_ICMP, PROTO_TCP,
+    PROTO_UDP,
+};
 use serde::{Deserialize, Serialize};
 use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast;
 
+use super::{lock, map_err, take};
+use crate::error::{Error, Result};
 use crate::store::State;
+
+pub struct Events {
+    /// Taken by the reader task when it starts.
+    ring: Mutex<Option<RingBuf<MapData>>>,
+    switch: Mutex<Array<MapData, u32>>,
+    rate: PerCpuArray<MapData, EventRate>,
+}
+
+impl Events {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(Events {
+            ring: Mutex::new(Some(take(ebpf, MAP_EVENTS)?)),
+            switch: Mutex::new(take(ebpf, MAP_MONITOR)?),
+            rate: take(ebpf, MAP_EVENT_RATE)?,
+        })
+    }
+
+    /// The ring buffer, for the one reader task.
+    pub fn take_ring(&self) -> Result<RingBuf<MapData>> {
+        lock(&self.ring)
+            .take()
+            .ok_or_else(|| Error::Internal("the event ring buffer has a reader already".into()))
+    }
+
+    /// Turns event reporting on (a monitor listens) or off.
+    pub fn set_reporting(&self, on: bool) -> Result<()> {
+        lock(&self.switch).set(0, u32::from(on), 0).map_err(map_err(MAP_MONITOR))
+    }
+
+    /// Events the per-CPU budget suppressed, summed over CPUs.
+    pub fn suppressed(&self) -> Result<u64> {
+        Ok(self.rate.get(&0, 0).map_err(map_err(MAP_EVENT_RATE))?.iter().map(|r| r.suppressed).sum())
+    }
+}
 
 /// Events a slow client may lag behind before it misses some.
 const BACKLOG: usize = 4096;

@@ -14,8 +14,8 @@ use aya::maps::{Array, Map, MapData};
 use aya::programs::{ProgramInfo, loaded_programs};
 use dataplane_common::{Config, MAP_CONFIG};
 
+use super::programs::{CGROUP_LINK_PREFIX, PROG_UPLINK_INGRESS, PROG_VETH_INGRESS, Programs, SOCK_PROGRAMS};
 use super::sys;
-use super::{CGROUP_LINK_PREFIX, Datapath, PROG_UPLINK_INGRESS, PROG_VETH_INGRESS, SOCK_PROGRAMS, bpf_err};
 use crate::error::{Error, Result};
 
 /// Kernel program names are cut at 15 bytes.
@@ -63,13 +63,17 @@ fn served_cookie(p: &ProgramInfo) -> Option<u64> {
     None
 }
 
-impl Datapath {
+impl Programs {
     /// Id and name of each program of this load.
     fn current_programs(&self) -> Result<HashMap<u32, &'static str>> {
         let mut ids = HashMap::new();
+        let ebpf = self.object();
         for name in [PROG_VETH_INGRESS, PROG_UPLINK_INGRESS].into_iter().chain(SOCK_PROGRAMS) {
-            let prog = self.ebpf.program(name).ok_or_else(|| bpf_err(name, "missing from object"))?;
-            let info = prog.info().map_err(|e| bpf_err(format!("info of {name}"), e))?;
+            let prog = ebpf
+                .program(name)
+                .ok_or_else(|| Error::BpfObject(format!("program {name} is missing from the object")))?;
+            let info =
+                prog.info().map_err(|source| Error::Program { what: format!("info of {name}"), source })?;
             ids.insert(info.id(), name);
         }
         Ok(ids)
@@ -79,12 +83,12 @@ impl Datapath {
     /// programs (BPF_LINK_UPDATE: traffic never sees a gap). A pin that
     /// cannot be updated is dropped, so reconcile attaches afresh. Returns
     /// how many links were moved to the new programs.
-    pub fn adopt_pinned_links(&mut self) -> Result<usize> {
+    pub fn adopt_pinned_links(&self) -> Result<usize> {
         let current = self.current_programs()?;
         let by_name: HashMap<&str, u32> = current.iter().map(|(id, n)| (*n, *id)).collect();
         let old = programs_by_id();
         let mut moved = 0;
-        let Ok(dir) = std::fs::read_dir(&self.links_dir) else { return Ok(0) };
+        let Ok(dir) = std::fs::read_dir(self.links_dir()) else { return Ok(0) };
         for entry in dir.flatten() {
             let pin = entry.path();
             let fname = entry.file_name().to_string_lossy().into_owned();
@@ -106,7 +110,8 @@ impl Datapath {
                 let Some(name) = by_name.keys().find(|n| kernel_name(n) == kernel_name(&want)) else {
                     return Err(std::io::Error::other(format!("holds an unknown program {want:?}")));
                 };
-                let prog = self.ebpf.program(name).ok_or_else(|| std::io::Error::other("missing program"))?;
+                let ebpf = self.object();
+                let prog = ebpf.program(name).ok_or_else(|| std::io::Error::other("missing program"))?;
                 let pfd = prog.fd().map_err(std::io::Error::other)?;
                 sys::link_update(fd.as_fd(), pfd.as_fd())?;
                 Ok(true)
@@ -116,7 +121,9 @@ impl Datapath {
                 Ok(false) => {}
                 Err(e) => {
                     tracing::warn!(pin = %pin.display(), error = %e, "pinned link cannot take the new program; attaching afresh");
-                    let _ = std::fs::remove_file(&pin);
+                    if let Err(e) = std::fs::remove_file(&pin) {
+                        tracing::warn!(pin = %pin.display(), error = %e, "cannot remove the pin");
+                    }
                 }
             }
         }
@@ -184,7 +191,7 @@ impl Datapath {
     }
 
     /// Detaches every link of ours that does not run this load's program
-    /// (see [`Datapath::attachments`]); returns them.
+    /// (see [`Programs::attachments`]); returns them.
     pub fn retire_stale_links(
         &self,
         interfaces: &[(u32, String)],

@@ -1,4 +1,7 @@
-//! Maglev tables for alias load balancing (Eisenbud et al., NSDI 2016):
+//! Alias load balancing in the datapath: the Maglev table of each virtual
+//! IP (DP_LB) and new flows per (VIP, backend) (DP_LB_STATS).
+//!
+//! Maglev tables (Eisenbud et al., NSDI 2016):
 //! every backend walks the table in its own permutation (offset and skip
 //! from two hashes of its stable id) and the backends take turns claiming
 //! free slots, so each owns an almost equal share and a backend leaving
@@ -6,8 +9,60 @@
 //! flow hash ([`dataplane_common::flow_hash`]).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
 
-use dataplane_common::{LB_TABLE_SIZE, LbTable};
+use aya::Ebpf;
+use aya::maps::{HashMap, MapData, PerCpuHashMap};
+use dataplane_common::{LB_TABLE_SIZE, LbStatKey, LbTable, MAP_LB, MAP_LB_STATS};
+
+use super::{lock, map_err, removed, take};
+use crate::error::Result;
+
+pub struct LoadBalancer {
+    tables: Mutex<HashMap<MapData, [u8; 4], LbTable>>,
+    stats: Mutex<PerCpuHashMap<MapData, LbStatKey, u64>>,
+}
+
+impl LoadBalancer {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(LoadBalancer {
+            tables: Mutex::new(take(ebpf, MAP_LB)?),
+            stats: Mutex::new(take(ebpf, MAP_LB_STATS)?),
+        })
+    }
+
+    /// Installs (or atomically replaces) the table of a virtual IP.
+    pub fn set(&self, vip: Ipv4Addr, table: &LbTable) -> Result<()> {
+        lock(&self.tables).insert(vip.octets(), table, 0).map_err(map_err(format!("insert VIP {vip}")))
+    }
+
+    /// Forgets a virtual IP and its flow counters.
+    pub fn remove(&self, vip: Ipv4Addr) -> Result<()> {
+        removed(lock(&self.tables).remove(&vip.octets())).map_err(map_err(format!("remove VIP {vip}")))?;
+        let mut stats = lock(&self.stats);
+        let doomed: Vec<LbStatKey> =
+            stats.keys().filter_map(|k| k.ok()).filter(|k| k.vip == vip.octets()).collect();
+        for k in doomed {
+            removed(stats.remove(&k)).map_err(map_err(format!("remove flow counters of VIP {vip}")))?;
+        }
+        Ok(())
+    }
+
+    /// Virtual IPs currently balanced.
+    pub fn vips(&self) -> Vec<Ipv4Addr> {
+        lock(&self.tables).keys().filter_map(|k| k.ok()).map(Ipv4Addr::from).collect()
+    }
+
+    /// New flows per (VIP, backend address), summed over CPUs.
+    pub fn stats(&self) -> std::collections::HashMap<(Ipv4Addr, Ipv4Addr), u64> {
+        lock(&self.stats)
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| ((Ipv4Addr::from(k.vip), Ipv4Addr::from(k.backend)), v.iter().sum()))
+            .collect()
+    }
+}
 
 fn hash(seed: u64, id: &str) -> u64 {
     let mut h = DefaultHasher::new();

@@ -1,0 +1,124 @@
+//! Which host-side veth is which endpoint, on which network (DP_ENDPOINTS),
+//! the veth and MAC each sandbox address is delivered to directly (DP_LOCAL:
+//! same-network traffic never crosses the bridge or netfilter), and the
+//! bridge networks' subnets with their gateway and flags (DP_SUBNETS).
+
+use std::net::Ipv4Addr;
+use std::sync::Mutex;
+
+use aya::Ebpf;
+use aya::maps::lpm_trie::Key;
+use aya::maps::{HashMap, LpmTrie, MapData};
+use dataplane_common::{
+    Endpoint, LocalTarget, MAP_ENDPOINTS, MAP_LOCAL, MAP_SUBNETS, NetworkInfo, SubnetKey,
+};
+use ipnetwork::Ipv4Network;
+
+use super::{lock, map_err, removed, take};
+use crate::error::Result;
+
+pub struct Endpoints {
+    endpoints: Mutex<HashMap<MapData, u32, Endpoint>>,
+    locals: Mutex<HashMap<MapData, [u8; 4], LocalTarget>>,
+    subnets: Mutex<LpmTrie<MapData, SubnetKey, NetworkInfo>>,
+}
+
+/// What the datapath knows of one endpoint.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct EndpointEntry {
+    /// Host-side veth.
+    pub ifindex: u32,
+    /// The network's number (isolation compares these).
+    pub net_num: u32,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+    /// `NET_FLAG_*` bits of the network.
+    pub flags: u32,
+}
+
+fn subnet_key(subnet: Ipv4Network) -> Key<SubnetKey> {
+    Key::new(subnet.prefix() as u32, subnet.network().octets())
+}
+
+impl Endpoints {
+    pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self> {
+        Ok(Endpoints {
+            endpoints: Mutex::new(take(ebpf, MAP_ENDPOINTS)?),
+            locals: Mutex::new(take(ebpf, MAP_LOCAL)?),
+            subnets: Mutex::new(take(ebpf, MAP_SUBNETS)?),
+        })
+    }
+
+    /// Records the endpoint and delivers its address to its veth; both or neither.
+    pub fn set(&self, ep: EndpointEntry) -> Result<()> {
+        let EndpointEntry { ifindex, net_num, ip, mac, flags } = ep;
+        let value = Endpoint { net_id: net_num, ipv4: ip.octets(), mac, _pad: [0; 2], flags };
+        let mut endpoints = lock(&self.endpoints);
+        endpoints.insert(ifindex, value, 0).map_err(map_err(format!("insert endpoint {ifindex}")))?;
+        let local = LocalTarget { ifindex, mac, _pad: [0; 2] };
+        if let Err(e) = lock(&self.locals).insert(ip.octets(), local, 0) {
+            if let Err(undo) = removed(endpoints.remove(&ifindex)) {
+                tracing::warn!(ifindex, error = %undo, "cannot undo the endpoint entry");
+            }
+            return Err(map_err(format!("insert local delivery of {ip}"))(e));
+        }
+        Ok(())
+    }
+
+    /// Forgets the endpoint of veth `ifindex` and, unless another endpoint
+    /// took its address over, the address's delivery.
+    pub fn remove(&self, ifindex: u32) -> Result<()> {
+        let mut endpoints = lock(&self.endpoints);
+        let ip = endpoints.get(&ifindex, 0).ok().map(|e| e.ipv4);
+        removed(endpoints.remove(&ifindex)).map_err(map_err(format!("remove endpoint {ifindex}")))?;
+        let mut locals = lock(&self.locals);
+        if let Some(ip) = ip
+            && locals.get(&ip, 0).is_ok_and(|t| t.ifindex == ifindex)
+        {
+            removed(locals.remove(&ip))
+                .map_err(map_err(format!("remove local delivery of {}", Ipv4Addr::from(ip))))?;
+        }
+        Ok(())
+    }
+
+    /// Veth ifindexes in the endpoint table.
+    pub fn indexes(&self) -> Vec<u32> {
+        lock(&self.endpoints).keys().filter_map(|k| k.ok()).collect()
+    }
+
+    /// Addresses in the local-delivery table, with their veth.
+    pub fn local_entries(&self) -> Vec<(Ipv4Addr, u32)> {
+        lock(&self.locals)
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (Ipv4Addr::from(k), v.ifindex))
+            .collect()
+    }
+
+    pub fn remove_local(&self, ip: Ipv4Addr) -> Result<()> {
+        removed(lock(&self.locals).remove(&ip.octets()))
+            .map_err(map_err(format!("remove local delivery of {ip}")))
+    }
+
+    /// Records a bridge network's subnet with its gateway and `NET_FLAG_*` bits.
+    pub fn set_subnet(&self, subnet: Ipv4Network, net_num: u32, gateway: Ipv4Addr, flags: u32) -> Result<()> {
+        let info = NetworkInfo { net_id: net_num, gateway: gateway.octets(), flags };
+        lock(&self.subnets)
+            .insert(&subnet_key(subnet), info, 0)
+            .map_err(map_err(format!("insert subnet {subnet}")))
+    }
+
+    pub fn remove_subnet(&self, subnet: Ipv4Network) -> Result<()> {
+        removed(lock(&self.subnets).remove(&subnet_key(subnet)))
+            .map_err(map_err(format!("remove subnet {subnet}")))
+    }
+
+    /// Subnets currently in the trie.
+    pub fn subnets(&self) -> Vec<Ipv4Network> {
+        lock(&self.subnets)
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter_map(|k| Ipv4Network::new(Ipv4Addr::from(k.data()), k.prefix_len() as u8).ok())
+            .collect()
+    }
+}
