@@ -46,6 +46,13 @@ enum Cmd {
     },
     /// Prints the client address the echo server at ADDR sees.
     Peer { addr: String },
+    /// Only the conntrack-at-scale phase (as root); prints its JSON. With
+    /// DATAPLANE_BIN pointing at an older build it measures that one.
+    CtScale {
+        /// 20,000 entries and fewer samples.
+        #[arg(long)]
+        quick: bool,
+    },
 }
 
 #[derive(clap::Args)]
@@ -356,7 +363,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let wanted =
         BUILDERS.iter().filter(|(n, _)| args.modes.is_empty() || args.modes.iter().any(|m| m == n)).count();
     let steps = if args.quick { 2 } else { 3 };
-    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 2;
+    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 3;
     let mut r = Run {
         args,
         rounds,
@@ -403,6 +410,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         report["alias_lb"] = guarded(&mut r, "alias load balancing", |r| {
             modes::alias_lb(r.rounds, r.seconds).unwrap_or_else(|e| {
                 r.unavailable.insert("alias load balancing".into(), format!("{e:#}"));
+                Value::Null
+            })
+        });
+        save(&mut report, &r)?;
+        r.progress.step("conntrack at scale: run -d with 400,000 entries vs none");
+        report["ct_scale"] = guarded(&mut r, "conntrack at scale", |r| {
+            modes::ct_scale(r.args.quick).unwrap_or_else(|e| {
+                r.unavailable.insert("conntrack at scale".into(), format!("{e:#}"));
                 Value::Null
             })
         });
@@ -465,6 +480,11 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Peer { addr } => {
             println!("{}", load::peer(&addr)?);
+            Ok(())
+        }
+        Cmd::CtScale { quick } => {
+            dataplane_tests::require_privileges();
+            println!("{}", serde_json::to_string_pretty(&modes::ct_scale(quick)?)?);
             Ok(())
         }
     }

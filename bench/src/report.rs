@@ -120,6 +120,12 @@ pub fn goals(r: &Value) -> Vec<Value> {
     goal("localhost TCP ÷ docker-proxy", local("tcp_1_stream"), 1.2, true);
     goal("localhost RR p50 ÷ docker-proxy", local("rr_p50"), 0.65, false);
     goal("localhost UDP 64 B ÷ docker-proxy", local("udp_64b"), 3.0, true);
+    goal(
+        "run -d with 400,000 conntrack entries ÷ with none",
+        r["ct_scale"]["run_full_over_empty"].as_f64(),
+        1.2,
+        false,
+    );
     out
 }
 
@@ -257,6 +263,24 @@ pub fn markdown(r: &Value) -> String {
             f(&lb["vip_over_direct"]),
             lb["flows_per_backend"],
             f(&lb["max_over_min_flows"]),
+        ));
+    }
+    if let Some(ct) = r["ct_scale"].as_object().filter(|o| !o.is_empty()) {
+        s.push_str(&format!(
+            "\n**Conntrack at scale** ({} entries written into the table in {} s): `run -d` {} ms with them vs {} ms \
+             without (÷ {}); `rm -f` {} ms vs {} ms; daemon CPU per GC pass {} s with them, {} s without (the \
+             daemon's own figure for its last pass: {} CPU-s in {} s)\n",
+            ct["entries"],
+            f(&ct["fill_seconds"]),
+            f(&ct["run_ms_full"]["median"]),
+            f(&ct["run_ms_empty"]["median"]),
+            f(&ct["run_full_over_empty"]),
+            f(&ct["rm_ms_full"]["median"]),
+            f(&ct["rm_ms_empty"]["median"]),
+            f(&ct["gc_cpu_seconds_per_pass_full"]),
+            f(&ct["gc_cpu_seconds_per_pass_empty"]),
+            f(&ct["last_gc_cpu_seconds"]),
+            f(&ct["last_gc_seconds"]),
         ));
     }
     if let Some(g) = r["goals"].as_array() {

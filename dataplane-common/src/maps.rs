@@ -204,6 +204,16 @@ pub struct CtKey {
 }
 const _: () = assert!(core::mem::size_of::<CtKey>() == 16);
 
+impl CtKey {
+    /// The key of packets of protocol `proto` from `from` to `to`
+    /// (address, port in network byte order): every conntrack key, either
+    /// direction of a flow, is built here.
+    #[inline(always)]
+    pub const fn between(proto: u8, from: ([u8; 4], u16), to: ([u8; 4], u16)) -> CtKey {
+        CtKey { saddr: from.0, daddr: to.0, sport: from.1, dport: to.1, proto, _pad: [0; 3] }
+    }
+}
+
 /// Direction of a conntrack entry.
 pub const CT_DIR_DNAT: u32 = 0;
 pub const CT_DIR_REPLY: u32 = 1;

@@ -14,22 +14,22 @@ const BPF_NOEXIST: u64 = 1;
 /// How many random SNAT ports to try when the original one is taken.
 const SNAT_TRIES: u32 = 16;
 
+/// The key of the packet's own direction.
 #[inline(always)]
 pub fn key(flow: &Flow) -> CtKey {
-    CtKey {
-        saddr: flow.saddr,
-        daddr: flow.daddr,
-        sport: flow.sport,
-        dport: flow.dport,
-        proto: flow.proto,
-        _pad: [0; 3],
-    }
+    CtKey::between(flow.proto, (flow.saddr, flow.sport), (flow.daddr, flow.dport))
+}
+
+/// The key of replies to `flow` sent from `from` to `to`.
+#[inline(always)]
+fn reply(flow: &Flow, from: ([u8; 4], u16), to: ([u8; 4], u16)) -> CtKey {
+    CtKey::between(flow.proto, from, to)
 }
 
 /// The key of the other direction of an untranslated flow.
 #[inline(always)]
 fn reversed(flow: &Flow) -> CtKey {
-    CtKey { saddr: flow.daddr, daddr: flow.saddr, sport: flow.dport, dport: flow.sport, proto: flow.proto, _pad: [0; 3] }
+    reply(flow, (flow.daddr, flow.dport), (flow.saddr, flow.sport))
 }
 
 /// TCP flags.
@@ -185,14 +185,7 @@ pub fn track_hairpin(
         Some(gw) => (gw, CT_FLAG_HAIRPIN_SELF),
         None => (flow.saddr, 0),
     };
-    let reverse = CtKey {
-        saddr: dnat.addr,
-        daddr: reply_to,
-        sport: dnat.port,
-        dport: flow.sport,
-        proto: flow.proto,
-        _pad: [0; 3],
-    };
+    let reverse = reply(flow, (dnat.addr, dnat.port), (reply_to, flow.sport));
     let mut back = entry(CT_DIR_REPLY, flow.daddr, flow.dport, client_ifindex, client_mac, now, state);
     back.flags = flags;
     CT.insert(reverse, back, 0)?;
@@ -207,14 +200,7 @@ pub fn track_hairpin(
 #[inline(always)]
 pub fn track_dnat(flow: &Flow, dnat: &CtEntry, reply_ifindex: u32) -> Result<(), i32> {
     let now = unsafe { bpf_ktime_get_ns() };
-    let reverse = CtKey {
-        saddr: dnat.addr,
-        daddr: flow.saddr,
-        sport: dnat.port,
-        dport: flow.sport,
-        proto: flow.proto,
-        _pad: [0; 3],
-    };
+    let reverse = reply(flow, (dnat.addr, dnat.port), (flow.saddr, flow.sport));
     CT.insert(
         reverse,
         entry(CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, [0; 6], now, initial_state(flow)),
@@ -260,20 +246,9 @@ pub fn track_snat(
             let r = unsafe { bpf_get_prandom_u32() } % span;
             port = ((min as u32 + r) as u16).to_be();
         }
-        let reverse = CtKey {
-            saddr: flow.daddr,
-            daddr: nat_addr,
-            sport: flow.dport,
-            dport: port,
-            proto: flow.proto,
-            _pad: [0; 3],
-        };
         // ICMP echo replies carry the identifier in both "port" fields.
-        let reverse = if flow.proto == dataplane_common::PROTO_ICMP {
-            CtKey { sport: port, ..reverse }
-        } else {
-            reverse
-        };
+        let from_port = if flow.proto == dataplane_common::PROTO_ICMP { port } else { flow.dport };
+        let reverse = reply(flow, (flow.daddr, from_port), (nat_addr, port));
         if CT.insert(reverse, back, BPF_NOEXIST).is_ok() {
             let fwd = entry(CT_DIR_SNAT, nat_addr, port, uplink, [0; 6], now, initial_state(flow));
             return insert_forward(flow, fwd, reverse);

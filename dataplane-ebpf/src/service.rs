@@ -8,15 +8,25 @@ use crate::{
 };
 
 /// The backend of a port published on the packet's destination, exactly or
-/// on 0.0.0.0 when the destination is one of the host's uplink addresses.
+/// on 0.0.0.0 when the destination is one of the host's addresses.
 #[inline(always)]
 pub fn lookup(flow: &Flow) -> Option<Backend> {
-    let mut key = ServiceKey { addr: flow.daddr, port: flow.dport, proto: flow.proto, _pad: 0 };
+    published(flow.daddr, flow.dport, flow.proto, false)
+}
+
+/// The backend of a port published on `addr:port` (network byte order):
+/// the exact address first, then 0.0.0.0 when `addr` is one of the host's
+/// addresses — or, with `loopback`, any 127/8 address (host processes).
+#[inline(always)]
+pub fn published(addr: [u8; 4], port: u16, proto: u8, loopback: bool) -> Option<Backend> {
+    let mut key = ServiceKey { addr, port, proto, _pad: 0 };
     // SAFETY: map lookups return values valid for this program run.
     if let Some(b) = unsafe { SERVICES.get(key) } {
         return Some(*b);
     }
-    unsafe { HOST_IPS.get(flow.daddr) }?;
+    if !(loopback && addr[0] == 127) && !is_host(addr) {
+        return None;
+    }
     key.addr = [0; 4];
     unsafe { SERVICES.get(key) }.copied()
 }

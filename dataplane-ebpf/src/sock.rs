@@ -13,9 +13,9 @@ use aya_ebpf::{
     helpers::{bpf_get_netns_cookie, bpf_get_socket_cookie},
     programs::SockAddrContext,
 };
-use dataplane_common::{Backend, PROTO_TCP, PROTO_UDP, ServiceKey, SockNatKey, SockNatOrig};
+use dataplane_common::{Backend, PROTO_TCP, PROTO_UDP, SockNatKey, SockNatOrig};
 
-use crate::maps::{CONFIG, HOST_IPS, SERVICES, SOCK_NAT};
+use crate::maps::{CONFIG, SOCK_NAT};
 
 /// Return value that lets the operation go on.
 const ALLOW: i32 = 1;
@@ -47,16 +47,7 @@ fn proto(ctx: &SockAddrContext) -> Option<u8> {
 /// exact address first, then 0.0.0.0 for loopback and the host's addresses.
 #[inline(always)]
 fn service(addr: [u8; 4], port: u16, proto: u8) -> Option<Backend> {
-    let mut key = ServiceKey { addr, port, proto, _pad: 0 };
-    // SAFETY: map lookups return values valid for this program run.
-    if let Some(b) = unsafe { SERVICES.get(key) } {
-        return Some(*b);
-    }
-    if addr[0] != 127 && unsafe { HOST_IPS.get(addr) }.is_none() {
-        return None;
-    }
-    key.addr = [0; 4];
-    unsafe { SERVICES.get(key) }.copied()
+    crate::service::published(addr, port, proto, true)
 }
 
 /// Records what the socket asked for, keyed by the backend it now goes to.

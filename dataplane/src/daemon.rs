@@ -3,6 +3,7 @@
 //! stop cleanly on SIGINT/SIGTERM (leaving pinned BPF state in place).
 
 use std::os::unix::fs::PermissionsExt;
+use std::path::PathBuf;
 use std::sync::Arc;
 
 use anyhow::Context;
@@ -13,15 +14,84 @@ use tower::Layer;
 use crate::api::server;
 use crate::datapath::Datapath;
 use crate::engine::Engine;
-use crate::netlink::Netlink;
-use crate::paths::Paths;
 use crate::store::Store;
+use crate::sys::netlink::Netlink;
+use crate::sys::paths::{self, Paths};
 
 /// How often idle conntrack entries are collected.
 const CT_GC_INTERVAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// How long open API connections may finish after SIGINT/SIGTERM.
 const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
+#[derive(clap::Args)]
+#[command(after_help = "Example:\n  dataplane daemon --state-dir /var/lib/dataplane --uplink eth0")]
+pub struct DaemonArgs {
+    /// State directory (store, namespace files, logs).
+    #[arg(long, default_value = paths::DEFAULT_STATE_DIR)]
+    pub state_dir: PathBuf,
+    /// bpffs directory for pinned maps and links.
+    #[arg(long, default_value = paths::DEFAULT_BPFFS)]
+    pub bpffs: PathBuf,
+    /// cgroup-v2 directory for the socket hooks (default: the cgroup-v2 root).
+    #[arg(long)]
+    pub cgroup: Option<PathBuf>,
+    /// Uplink interface (default: the interface of the default route).
+    #[arg(long)]
+    pub uplink: Option<String>,
+    /// The host's resolv.conf: where the embedded DNS forwards names it does not own.
+    #[arg(long, default_value = "/etc/resolv.conf")]
+    pub resolv_conf: PathBuf,
+    /// Log level (error, warn, info, debug, trace).
+    #[arg(long, default_value = "info")]
+    pub log_level: String,
+    /// Idle timeout of UDP flows, in seconds.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ct_udp_timeout: u64,
+    /// Idle timeout of established TCP flows, in seconds.
+    #[arg(long, default_value_t = 86400, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ct_tcp_timeout: u64,
+    /// Default size at which a sandbox's output log is rotated (`--log-opt max-size` per sandbox).
+    #[arg(long, default_value = "10m")]
+    pub log_max_size: String,
+    /// Default number of output log files kept per sandbox (`--log-opt max-file`).
+    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
+    pub log_max_file: u32,
+    /// Mutations are refused while the state dir's filesystem has less free space than this.
+    #[arg(long, default_value = "16m")]
+    pub min_free_space: String,
+    /// Idle timeout of flows not yet answered (no traffic back), in seconds.
+    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
+    pub ct_unreplied_timeout: u64,
+}
+
+/// The daemon's command line, checked: logging set up, sizes parsed, paths found; then [`run`].
+pub async fn main(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<()> {
+    let filter = tracing_subscriber::EnvFilter::try_new(&a.log_level)
+        .map_err(|e| anyhow::anyhow!("--log-level {}: {e}", a.log_level))?;
+    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    let cgroup = match a.cgroup {
+        Some(c) => c,
+        None => paths::default_cgroup().map_err(|e| anyhow::anyhow!("finding the cgroup-v2 root: {e}"))?,
+    };
+    let paths = Paths { socket, state_dir: a.state_dir, bpffs: a.bpffs, cgroup };
+    let ct_timeouts = crate::datapath::conntrack::Timeouts {
+        tcp_established: std::time::Duration::from_secs(a.ct_tcp_timeout),
+        udp: std::time::Duration::from_secs(a.ct_udp_timeout),
+        unreplied: std::time::Duration::from_secs(a.ct_unreplied_timeout),
+    };
+    let logs = crate::sys::logs::LogLimits {
+        max_size: crate::sys::logs::parse_size(&a.log_max_size)
+            .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?,
+        max_files: a.log_max_file,
+    };
+    let min_free = match a.min_free_space.as_str() {
+        // 0: no check up front (the store still recovers from a full disk).
+        "0" => 0,
+        v => crate::sys::logs::parse_size(v).map_err(|e| anyhow::anyhow!("--min-free-space: {e}"))?,
+    };
+    run(Options { paths, uplink: a.uplink, ct_timeouts, resolv_conf: a.resolv_conf, logs, min_free }).await
+}
 
 pub struct Options {
     pub paths: Paths,
@@ -30,7 +100,7 @@ pub struct Options {
     /// The host's resolv.conf (upstreams of the embedded DNS).
     pub resolv_conf: std::path::PathBuf,
     /// Output log limits of sandboxes that set none.
-    pub logs: crate::logs::LogLimits,
+    pub logs: crate::sys::logs::LogLimits,
     /// Free space the state dir must keep for mutations to go ahead (bytes).
     pub min_free: u64,
 }

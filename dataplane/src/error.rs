@@ -55,8 +55,12 @@ pub enum Error {
     Io { op: &'static str, target: String, source: std::io::Error },
     #[error("{op} {target}: {source}")]
     Sys { op: &'static str, target: String, source: nix::Error },
-    #[error("store: {0}")]
-    Store(String),
+    #[error("store: {what}: {source}")]
+    Store { what: String, source: redb::Error },
+    #[error(
+        "store: record {key} cannot be read or written as JSON (a corrupt or foreign state dir?): {source}"
+    )]
+    StoreRecord { key: String, source: serde_json::Error },
     #[error("store: I/O error: {source}")]
     StoreIo { source: std::io::Error },
     #[error(

@@ -1,25 +1,38 @@
 //! dataplane: Docker-style container networking with an eBPF packet path.
 //!
-//! The daemon ([`daemon`]) keeps networks, sandboxes and endpoints in a
-//! transactional store ([`store`]), derives the kernel state from it through
-//! netlink ([`netlink`], [`drivers`]) and BPF maps ([`datapath`]), and serves a
-//! Docker-shaped HTTP API over a unix socket ([`api`]) used by the CLI ([`cli`]).
+//! Layers, each a folder, imports running one way (down):
+//!
+//! ```text
+//! cli ──HTTP──▶ api (server, wire shapes)
+//!                 │
+//!                 ▼
+//!               engine (the request lock, every mutation: plan, then apply)
+//!                 │
+//!      ┌──────────┼───────────┬──────────┐
+//!      ▼          ▼           ▼          ▼
+//!     dns      datapath     drivers     store
+//!  (resolver)  (BPF maps)  (bridge,    (redb)
+//!                           macvlan)
+//!      └──────────┴─────┬─────┴──────────┘
+//!                       ▼
+//!                     domain (model, state, ipam, ports, names, liveness)
+//!                       │
+//!                       ▼
+//!                      sys (netlink, netns, processes, logs, paths)
+//! ```
+//!
+//! The daemon ([`daemon`]) assembles them: it opens the store, loads the
+//! datapath, reconciles the kernel to the store and serves the API over a
+//! unix socket.
 
 pub mod api;
 pub mod cli;
 pub mod daemon;
 pub mod datapath;
 pub mod dns;
+pub mod domain;
 pub mod drivers;
 pub mod engine;
 pub mod error;
-pub mod ipam;
-pub mod logs;
-pub mod model;
-pub mod names;
-pub mod netlink;
-pub mod netns;
-pub mod paths;
-pub mod ports;
-pub mod process;
 pub mod store;
+pub mod sys;

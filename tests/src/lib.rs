@@ -476,6 +476,23 @@ pub fn process_ended(pid: u64) -> bool {
     }
 }
 
+/// Processes still alive (not zombies) in process group `pgid`, with their command lines.
+pub fn group_members(pgid: u64) -> Vec<String> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u64>().ok())
+        .filter_map(|pid| {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+            let fields: Vec<&str> = stat.get(stat.rfind(')')? + 2..)?.split_whitespace().collect();
+            // After the command: state, ppid, pgrp.
+            (fields.first() != Some(&"Z") && fields.get(2)?.parse::<u64>().ok()? == pgid).then(|| {
+                let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+                format!("{pid}: {}", String::from_utf8_lossy(&cmd).replace('\0', " "))
+            })
+        })
+        .collect()
+}
+
 /// Sends `count` crafted TCP segments (no payload) from namespace `ns` to
 /// `dst:dport` with TCP `flags`, from source ports `sport`, `sport+1`, …:
 /// a raw socket, so the client's kernel keeps no state for them.

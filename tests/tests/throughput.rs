@@ -73,6 +73,18 @@ fn iperf3_and_file_transfer_through_published_hairpin_and_egress_paths() {
     let _ = std::fs::remove_file(format!("{blob}.sum"));
     assert!(!want.is_empty());
     assert_eq!(String::from_utf8_lossy(&got.stdout).trim(), want, "{}", text(&got));
+
+    // Every server the test started in a sandbox ends with it: the
+    // sandboxes' process groups (iperf3 -s, the socat file server and its
+    // forks). (The external iperf3 server was killed and reaped above.)
+    let groups: Vec<u64> =
+        ["srv", "files"].iter().map(|n| h.inspect(n)["State"]["Pid"].as_u64().expect("pid")).collect();
+    assert!(groups.iter().all(|g| !dataplane_tests::group_members(*g).is_empty()), "the servers run");
+    drop(h);
+    drop(ext);
+    for g in groups {
+        assert_eq!(dataplane_tests::group_members(g), Vec::<String>::new(), "a server outlived its test");
+    }
 }
 
 #[test]

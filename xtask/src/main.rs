@@ -154,6 +154,31 @@ fn build() -> anyhow::Result<()> {
     .context("building dataplane")
 }
 
+/// Servers the tests and the benchmark start, counted by command name
+/// (/proc/*/comm, cut at 15 bytes as the kernel keeps it).
+const SERVERS: [&str; 8] =
+    ["iperf3", "socat", "dataplane", "dataplane-bench", "dockerd", "containerd", "conmon", "aardvark-dns"];
+
+fn servers_running() -> std::collections::BTreeMap<&'static str, usize> {
+    let mut count = std::collections::BTreeMap::new();
+    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else { continue };
+        if let Some(name) = SERVERS.iter().find(|s| s[..s.len().min(15)] == *comm.trim()) {
+            *count.entry(*name).or_default() += 1;
+        }
+    }
+    count
+}
+
+/// What the benchmark left running that was not there before it.
+fn leftovers(before: &std::collections::BTreeMap<&str, usize>) -> Vec<String> {
+    servers_running()
+        .into_iter()
+        .filter(|(name, n)| *n > before.get(name).copied().unwrap_or(0))
+        .map(|(name, n)| format!("{} {name}", n - before.get(name).copied().unwrap_or(0)))
+        .collect()
+}
+
 /// Runs the benchmark harness from the project root.
 fn bench(args: &[String]) -> anyhow::Result<()> {
     let root = root();
@@ -203,11 +228,25 @@ fn main() -> anyhow::Result<()> {
             )?;
             if args.is_empty() {
                 // The harness end to end, as a smoke test: it must produce the report.
+                // It must leave no process behind (every server it starts goes
+                // with its process group).
                 let quick = ["--quick".to_string(), "--out".to_string(), "target/bench/quick".to_string()];
-                match bench(&quick).and_then(|()| {
-                    std::fs::metadata(root.join("target/bench/quick/report.json"))
-                        .context("the harness wrote no report")
-                }) {
+                let before = servers_running();
+                match bench(&quick)
+                    .and_then(|()| {
+                        std::fs::metadata(root.join("target/bench/quick/report.json"))
+                            .context("the harness wrote no report")
+                    })
+                    .and_then(|_| {
+                        // Processes killed a moment ago may still be on their way out.
+                        for _ in 0..20 {
+                            if leftovers(&before).is_empty() {
+                                return Ok(());
+                            }
+                            std::thread::sleep(std::time::Duration::from_millis(250));
+                        }
+                        bail!("the harness left processes running: {}", leftovers(&before).join(", "))
+                    }) {
                     Ok(_) => t.passed += 1,
                     Err(e) => {
                         eprintln!("bench smoke test: {e:#}");

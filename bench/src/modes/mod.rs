@@ -8,6 +8,7 @@
 mod alias_lb;
 mod bare;
 mod cni;
+mod ct_scale;
 mod docker;
 mod iptables;
 mod netavark;
@@ -23,6 +24,7 @@ use dataplane_tests::{Netns, sh};
 pub use alias_lb::alias_lb;
 pub use bare::bare;
 pub use cni::cni;
+pub use ct_scale::ct_scale;
 pub use docker::docker;
 pub use iptables::{docker_iptables, docker_proxy};
 pub use netavark::netavark;

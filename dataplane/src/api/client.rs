@@ -9,7 +9,7 @@ use hyper_util::rt::TokioIo;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
-use super::types::ErrorBody;
+use super::wire::ErrorBody;
 
 pub struct Client {
     socket: PathBuf,

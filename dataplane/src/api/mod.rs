@@ -5,7 +5,7 @@
 
 pub mod client;
 pub mod server;
-pub mod types;
+pub mod wire;
 
 /// The Docker Engine API version we speak.
 pub const API_VERSION: &str = "1.47";

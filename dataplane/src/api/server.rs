@@ -12,10 +12,10 @@ use axum::{Json, Router};
 use serde::Deserialize;
 
 use super::API_VERSION;
-use super::types::*;
+use super::wire::*;
+use crate::domain::ipam::IpamRequest;
 use crate::engine::{Engine, NetworkCreate, SandboxCreate};
 use crate::error::Error;
-use crate::ipam::IpamRequest;
 
 type AppState = State<Arc<Engine>>;
 
@@ -299,7 +299,7 @@ async fn remove_sandbox(
 async fn logs(State(e): AppState, Path(id): Path<String>) -> Res<String> {
     let state = e.state()?;
     let sb = state.sandbox(&id).ok_or(Error::SandboxNotFound(id))?;
-    Ok(crate::logs::read_all(&e.paths.log_file(&sb.id)))
+    Ok(crate::sys::logs::read_all(&e.paths.log_file(&sb.id)))
 }
 
 async fn stats(State(e): AppState) -> Res<Json<Stats>> {
@@ -307,16 +307,19 @@ async fn stats(State(e): AppState) -> Res<Json<Stats>> {
         metrics: e.metrics()?.into_iter().map(MetricRow::from).collect(),
         conntrack: CtSummary::from(e.ct_pressure()),
         events_suppressed: e.events_suppressed()?,
-        programs: e.attachments().await?,
+        programs: e.attachments().await?.into_iter().map(ProgramRow::from).collect(),
     }))
 }
 
-async fn ct_list(State(e): AppState) -> Res<Json<Vec<crate::datapath::conntrack::CtRow>>> {
-    Ok(Json(e.ct_rows()?))
+async fn ct_list(State(e): AppState) -> Res<Json<Vec<CtRow>>> {
+    let now = crate::datapath::conntrack::now_ns();
+    let mut rows: Vec<CtRow> = e.ct_flows()?.iter().map(|f| CtRow::of(f, now)).collect();
+    rows.sort_by(|a, b| (&a.proto, &a.source, &a.destination).cmp(&(&b.proto, &b.source, &b.destination)));
+    Ok(Json(rows))
 }
 
-async fn lb_list(State(e): AppState) -> Res<Json<Vec<crate::api::types::LbRow>>> {
-    Ok(Json(e.lb_rows()?))
+async fn lb_list(State(e): AppState) -> Res<Json<Vec<LbRow>>> {
+    Ok(Json(e.vips()?.into_iter().map(LbRow::from).collect()))
 }
 
 /// Drop and policy events as they happen, one JSON object per line, until
@@ -337,14 +340,14 @@ async fn monitor(State(e): AppState) -> Response {
             };
             let Some(ev) = ev else {
                 let mut line =
-                    serde_json::to_vec(&crate::datapath::events::StreamEnd::stopping()).unwrap_or_default();
+                    serde_json::to_vec(&crate::api::wire::StreamEnd::stopping()).unwrap_or_default();
                 line.push(b'\n');
                 return Some((Ok::<_, std::convert::Infallible>(line), (sub, e, stop, true)));
             };
             match ev {
                 Ok(ev) => {
                     let state = e.state().ok();
-                    let m = crate::datapath::events::MonitorEvent::from_raw(&ev, state.as_ref());
+                    let m = crate::api::wire::MonitorEvent::from_raw(&ev, state.as_ref());
                     let mut line = serde_json::to_vec(&m).unwrap_or_default();
                     line.push(b'\n');
                     return Some((Ok(line), (sub, e, stop, false)));

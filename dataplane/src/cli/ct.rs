@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::api::client::Client;
-use crate::datapath::conntrack::CtRow;
+use crate::api::wire::CtRow;
 
 #[derive(Subcommand)]
 pub enum CtCmd {

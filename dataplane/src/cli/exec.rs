@@ -74,16 +74,19 @@ fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
         env.push(format!("TERM={term}"));
     }
     env.extend(super::env_args(&a.env));
-    crate::process::check_env(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
+    crate::sys::process::check_env(&env).map_err(|e| anyhow::anyhow!("{e}"))?;
     // The sandbox's environment, not the caller's (as `docker exec`): a
     // secret in this shell stays out unless passed with -e.
-    crate::process::set_environment(&mut cmd, &env);
+    crate::sys::process::set_environment(&mut cmd, &env);
     let user = a
         .user
         .clone()
         .or_else(|| info["Config"]["User"].as_str().filter(|u| !u.is_empty()).map(String::from));
-    let identity =
-        user.as_deref().map(crate::process::resolve_user).transpose().map_err(|e| anyhow::anyhow!("{e}"))?;
+    let identity = user
+        .as_deref()
+        .map(crate::sys::process::resolve_user)
+        .transpose()
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
     // An explicit --user brings its own home; otherwise the sandbox's HOME stands.
     if let (Some(id), Some(_)) = (&identity, &a.user) {
         cmd.env("HOME", &id.home);
@@ -96,7 +99,7 @@ fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
                 setns(f.as_fd(), *flag)?;
             }
             if let Some(id) = &identity {
-                crate::process::become_user(id)?;
+                crate::sys::process::become_user(id)?;
             }
             Ok(())
         });
@@ -112,7 +115,7 @@ fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
 /// private mount namespace where its bind mounts are invisible to us: then
 /// the file is reached through the daemon's own view, /proc/PID/root.
 fn open_netns(path: &str, daemon_pid: u32) -> anyhow::Result<File> {
-    if crate::netns::is_pinned(Path::new(path)) {
+    if crate::sys::netns::is_pinned(Path::new(path)) {
         return File::open(path).map_err(|e| anyhow::anyhow!("opening network namespace {path}: {e}"));
     }
     let via_daemon = format!("/proc/{daemon_pid}/root{path}");

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 use clap::Subcommand;
 
 use crate::api::client::Client;
-use crate::api::types::LbRow;
+use crate::api::wire::LbRow;
 
 #[derive(Subcommand)]
 pub enum LbCmd {

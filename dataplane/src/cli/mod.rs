@@ -15,7 +15,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 use crate::api::client::Client;
-use crate::paths::{self, Paths};
+use crate::sys::paths;
 
 #[derive(Parser)]
 #[command(
@@ -35,7 +35,7 @@ pub struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground.
-    Daemon(DaemonArgs),
+    Daemon(crate::daemon::DaemonArgs),
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
@@ -108,47 +108,6 @@ enum Command {
     },
 }
 
-#[derive(clap::Args)]
-#[command(after_help = "Example:\n  dataplane daemon --state-dir /var/lib/dataplane --uplink eth0")]
-struct DaemonArgs {
-    /// State directory (store, namespace files, logs).
-    #[arg(long, default_value = paths::DEFAULT_STATE_DIR)]
-    state_dir: PathBuf,
-    /// bpffs directory for pinned maps and links.
-    #[arg(long, default_value = paths::DEFAULT_BPFFS)]
-    bpffs: PathBuf,
-    /// cgroup-v2 directory for the socket hooks (default: the cgroup-v2 root).
-    #[arg(long)]
-    cgroup: Option<PathBuf>,
-    /// Uplink interface (default: the interface of the default route).
-    #[arg(long)]
-    uplink: Option<String>,
-    /// The host's resolv.conf: where the embedded DNS forwards names it does not own.
-    #[arg(long, default_value = "/etc/resolv.conf")]
-    resolv_conf: PathBuf,
-    /// Log level (error, warn, info, debug, trace).
-    #[arg(long, default_value = "info")]
-    log_level: String,
-    /// Idle timeout of UDP flows, in seconds.
-    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
-    ct_udp_timeout: u64,
-    /// Idle timeout of established TCP flows, in seconds.
-    #[arg(long, default_value_t = 86400, value_parser = clap::value_parser!(u64).range(1..))]
-    ct_tcp_timeout: u64,
-    /// Default size at which a sandbox's output log is rotated (`--log-opt max-size` per sandbox).
-    #[arg(long, default_value = "10m")]
-    log_max_size: String,
-    /// Default number of output log files kept per sandbox (`--log-opt max-file`).
-    #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=100))]
-    log_max_file: u32,
-    /// Mutations are refused while the state dir's filesystem has less free space than this.
-    #[arg(long, default_value = "16m")]
-    min_free_space: String,
-    /// Idle timeout of flows not yet answered (no traffic back), in seconds.
-    #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
-    ct_unreplied_timeout: u64,
-}
-
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
     // `dataplane ps | head` ends quietly, like other Unix tools (Rust
@@ -164,11 +123,11 @@ pub fn main() -> ExitCode {
         return exec::run(&cli.socket, args);
     }
     if let Command::LogPump { file, max_size, max_files } = &cli.command {
-        let limits = crate::logs::LogLimits { max_size: *max_size, max_files: *max_files };
-        if let Err(e) = crate::process::leave_pin_mounts() {
+        let limits = crate::sys::logs::LogLimits { max_size: *max_size, max_files: *max_files };
+        if let Err(e) = crate::sys::process::leave_pin_mounts() {
             eprintln!("log pump: a mount namespace of its own: {e}");
         }
-        return match crate::logs::pump(std::io::stdin().lock(), file, limits) {
+        return match crate::sys::logs::pump(std::io::stdin().lock(), file, limits) {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("log pump for {}: {e}", file.display());
@@ -211,40 +170,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
     let client = Client::new(cli.socket.clone());
     match cli.command {
         Command::Daemon(a) => {
-            let filter = tracing_subscriber::EnvFilter::try_new(&a.log_level)
-                .map_err(|e| anyhow::anyhow!("--log-level {}: {e}", a.log_level))?;
-            tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
-            let cgroup = match a.cgroup {
-                Some(c) => c,
-                None => {
-                    paths::default_cgroup().map_err(|e| anyhow::anyhow!("finding the cgroup-v2 root: {e}"))?
-                }
-            };
-            let paths = Paths { socket: cli.socket, state_dir: a.state_dir, bpffs: a.bpffs, cgroup };
-            let ct_timeouts = crate::datapath::conntrack::Timeouts {
-                tcp_established: std::time::Duration::from_secs(a.ct_tcp_timeout),
-                udp: std::time::Duration::from_secs(a.ct_udp_timeout),
-                unreplied: std::time::Duration::from_secs(a.ct_unreplied_timeout),
-            };
-            let logs = crate::logs::LogLimits {
-                max_size: crate::logs::parse_size(&a.log_max_size)
-                    .map_err(|e| anyhow::anyhow!("--log-max-size: {e}"))?,
-                max_files: a.log_max_file,
-            };
-            let min_free = match a.min_free_space.as_str() {
-                // 0: no check up front (the store still recovers from a full disk).
-                "0" => 0,
-                v => crate::logs::parse_size(v).map_err(|e| anyhow::anyhow!("--min-free-space: {e}"))?,
-            };
-            crate::daemon::run(crate::daemon::Options {
-                paths,
-                uplink: a.uplink,
-                ct_timeouts,
-                resolv_conf: a.resolv_conf,
-                logs,
-                min_free,
-            })
-            .await?;
+            crate::daemon::main(cli.socket, a).await?;
             Ok(ExitCode::SUCCESS)
         }
         Command::Network(cmd) => network::run(&client, cmd).await,

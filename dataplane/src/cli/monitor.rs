@@ -4,7 +4,7 @@ use std::io::Write;
 use std::process::ExitCode;
 
 use crate::api::client::Client;
-use crate::datapath::events::MonitorEvent;
+use crate::api::wire::MonitorEvent;
 
 pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
     if format != "text" && format != "json" {
@@ -16,7 +16,7 @@ pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
             "/dataplane/monitor",
             || eprintln!("Listening for drop and policy events (Ctrl-C to stop)…"),
             |line| {
-                if let Ok(end) = serde_json::from_str::<crate::datapath::events::StreamEnd>(line) {
+                if let Ok(end) = serde_json::from_str::<crate::api::wire::StreamEnd>(line) {
                     if json {
                         println!("{line}");
                     }

@@ -7,7 +7,7 @@ use clap::Subcommand;
 
 use super::{key_value, print_table};
 use crate::api::client::{Client, enc};
-use crate::api::types::*;
+use crate::api::wire::*;
 
 #[derive(Subcommand)]
 pub enum NetworkCmd {

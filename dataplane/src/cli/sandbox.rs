@@ -7,7 +7,7 @@ use clap::Args;
 
 use super::print_table;
 use crate::api::client::{Client, enc};
-use crate::api::types::*;
+use crate::api::wire::*;
 
 #[derive(Args)]
 #[command(

@@ -3,7 +3,7 @@
 use std::process::ExitCode;
 
 use crate::api::client::Client;
-use crate::api::types::Stats;
+use crate::api::wire::Stats;
 
 pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
     let stats: Stats = client.get("/dataplane/stats").await?;

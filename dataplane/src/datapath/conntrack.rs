@@ -18,11 +18,9 @@ use aya::Ebpf;
 use aya::maps::{HashMap, IterableMap, MapData};
 
 use dataplane_common::{
-    CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_SEEN, CT_STATE_CLOSE,
-    CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_SYN, CtEntry, CtKey, MAP_CT, MAX_CT, PROTO_ICMP, PROTO_TCP,
-    PROTO_UDP, ct_rewrites_destination,
+    CT_FLAG_SEEN, CT_STATE_CLOSE, CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_SYN, CtEntry, CtKey, MAP_CT,
+    MAX_CT, PROTO_TCP, PROTO_UDP, ct_rewrites_destination,
 };
-use serde::{Deserialize, Serialize};
 
 use super::{lock, sys, take};
 use crate::error::{Error, Result};
@@ -71,10 +69,10 @@ impl Timeouts {
 pub fn partner(k: &CtKey, e: &CtEntry) -> CtKey {
     if ct_rewrites_destination(e.dir) {
         // Packets k.saddr → e (after DNAT) come back as e → k.saddr.
-        CtKey { saddr: e.addr, daddr: k.saddr, sport: e.port, dport: k.sport, proto: k.proto, _pad: [0; 3] }
+        CtKey::between(k.proto, (e.addr, e.port), (k.saddr, k.sport))
     } else {
         // Packets leave as e → k.daddr; they come back as k.daddr → e.
-        CtKey { saddr: k.daddr, daddr: e.addr, sport: k.dport, dport: e.port, proto: k.proto, _pad: [0; 3] }
+        CtKey::between(k.proto, (k.daddr, k.dport), (e.addr, e.port))
     }
 }
 
@@ -104,12 +102,24 @@ pub fn idle(k: &CtKey, e: &CtEntry, p: Option<&CtEntry>, now: u64, t: &Timeouts)
 
 /// Keys of flows idle past their timeout, both directions of each.
 pub fn expired(entries: &[(CtKey, CtEntry)], now: u64, t: &Timeouts) -> Vec<CtKey> {
-    let index: std::collections::HashMap<CtKey, &CtEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
+    // Half a million entries: a fast non-cryptographic hash. Tuples come
+    // from traffic, so crafted ones could collide: that would slow only the
+    // GC (an idle-class thread), never a request.
+    let index: rustc_hash::FxHashMap<CtKey, &CtEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
     entries
         .iter()
         .filter(|(k, e)| idle(k, e, index.get(&partner(k, e)).copied(), now, t))
         .map(|(k, _)| *k)
         .collect()
+}
+
+/// One direction of a tracked flow.
+#[derive(Clone, Copy, Debug)]
+pub struct FlowDirection {
+    pub key: CtKey,
+    pub entry: CtEntry,
+    /// The other direction's entry, if it is still there.
+    pub partner: Option<CtEntry>,
 }
 
 /// What one garbage-collection pass did.
@@ -231,6 +241,11 @@ impl Conntrack {
     pub fn spawn_gc(self: &Arc<Self>, interval: Duration) -> std::io::Result<()> {
         let me = Arc::clone(self);
         std::thread::Builder::new().name("dp-ct-gc".into()).spawn(move || {
+            // Collection can wait: the thread runs only on CPU time nothing
+            // else wants (SCHED_IDLE), so requests never queue behind it.
+            if let Err(e) = sys::schedule_idle() {
+                tracing::warn!(error = %e, "the conntrack GC thread keeps the normal scheduling class");
+            }
             loop {
                 std::thread::sleep(interval);
                 match me.gc_pass() {
@@ -254,74 +269,39 @@ impl Conntrack {
         }
     }
 
-    /// The rows of `ct list`, sorted.
-    pub fn rows(&self) -> Result<Vec<CtRow>> {
-        let now = now_ns();
+    /// Every direction of every tracked flow, with the other direction's
+    /// entry when it is there.
+    pub fn flows(&self) -> Result<Vec<FlowDirection>> {
         let entries = self.entries()?;
-        let index: std::collections::HashMap<CtKey, &CtEntry> =
-            entries.iter().map(|(k, e)| (*k, e)).collect();
-        let mut rows: Vec<_> =
-            entries.iter().map(|(k, e)| row(k, e, index.get(&partner(k, e)).copied(), now)).collect();
-        rows.sort_by(|a, b| {
-            (&a.proto, &a.source, &a.destination).cmp(&(&b.proto, &b.source, &b.destination))
-        });
-        Ok(rows)
+        let index: rustc_hash::FxHashMap<CtKey, &CtEntry> = entries.iter().map(|(k, e)| (*k, e)).collect();
+        Ok(entries
+            .iter()
+            .map(|(k, e)| FlowDirection {
+                key: *k,
+                entry: *e,
+                partner: index.get(&partner(k, e)).map(|p| **p),
+            })
+            .collect())
     }
 }
 
-/// One row of `dataplane ct list`.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
-#[serde(rename_all = "PascalCase")]
-pub struct CtRow {
-    pub proto: String,
-    pub source: String,
-    pub destination: String,
-    /// What happens to packets of this direction.
-    pub nat: String,
-    pub state: String,
-    pub idle_seconds: u64,
-}
-
-fn proto_name(p: u8) -> String {
-    match p {
-        PROTO_TCP => "tcp".into(),
-        PROTO_UDP => "udp".into(),
-        PROTO_ICMP => "icmp".into(),
-        other => other.to_string(),
-    }
-}
-
-/// A row of `ct list` for direction `(k, e)` of a flow whose other direction is `p`.
-pub fn row(k: &CtKey, e: &CtEntry, p: Option<&CtEntry>, now: u64) -> CtRow {
-    let ep = |a: [u8; 4], p: u16| format!("{}:{}", Ipv4Addr::from(a), u16::from_be(p));
-    let nat = match e.dir {
-        CT_DIR_DNAT => format!("dnat to {}", ep(e.addr, e.port)),
-        CT_DIR_REPLY => format!("reply from {}", ep(e.addr, e.port)),
-        CT_DIR_SNAT => format!("snat to {}", ep(e.addr, e.port)),
-        CT_DIR_SNAT_REPLY => format!("reply to {}", ep(e.addr, e.port)),
-        CT_DIR_ROUTED => "routed".to_string(),
-        other => format!("dir {other}"),
-    };
-    let state = match (k.proto, e.state) {
+/// The state `ct list` shows for direction `e` of a flow of protocol
+/// `proto` whose other direction is `p`.
+pub fn state_name(proto: u8, e: &CtEntry, p: Option<&CtEntry>) -> &'static str {
+    match (proto, e.state) {
         _ if !replied(e, p) => "UNREPLIED",
         (PROTO_TCP, CT_STATE_SYN) => "SYN",
         (PROTO_TCP, CT_STATE_ESTABLISHED) => "ESTABLISHED",
         (PROTO_TCP, CT_STATE_FIN) => "FIN",
         (PROTO_TCP, CT_STATE_CLOSE) => "CLOSE",
         _ => "-",
-    };
-    CtRow {
-        proto: proto_name(k.proto),
-        source: ep(k.saddr, k.sport),
-        destination: ep(k.daddr, k.dport),
-        nat,
-        state: state.into(),
-        idle_seconds: now.saturating_sub(e.last_seen) / 1_000_000_000,
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use dataplane_common::{CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_SNAT, CT_DIR_SNAT_REPLY};
+
     use super::*;
 
     fn k(s: [u8; 4], sp: u16, d: [u8; 4], dp: u16) -> CtKey {
@@ -390,10 +370,10 @@ mod tests {
         let t = Timeouts::default();
         assert!(!replied(&fwd.1, Some(&rev.1)));
         assert_eq!(expired(&[fwd, rev], 131 * s, &t).len(), 2, "unreplied: 30 s");
-        assert_eq!(row(&fwd.0, &fwd.1, Some(&rev.1), 100 * s).state, "UNREPLIED");
+        assert_eq!(state_name(PROTO_TCP, &fwd.1, Some(&rev.1)), "UNREPLIED");
         // Answered: the day-long established timeout holds.
         rev.1.flags = CT_FLAG_SEEN;
         assert!(expired(&[fwd, rev], 131 * s, &t).is_empty());
-        assert_eq!(row(&fwd.0, &fwd.1, Some(&rev.1), 100 * s).state, "ESTABLISHED");
+        assert_eq!(state_name(PROTO_TCP, &fwd.1, Some(&rev.1)), "ESTABLISHED");
     }
 }

@@ -32,8 +32,7 @@ fn is_ours(kname: &str) -> bool {
 }
 
 /// A link of ours in the kernel.
-#[derive(Clone, Debug, serde::Serialize, serde::Deserialize)]
-#[serde(rename_all = "PascalCase")]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Attachment {
     pub link_id: u32,
     /// Program name as the kernel has it (cut at 15 bytes).

@@ -256,6 +256,30 @@ pub fn map_delete_all<K: aya::Pod>(map: BorrowedFd<'_>, keys: &[K]) -> io::Resul
     Ok(removed)
 }
 
+/// Inserts or overwrites `entries`, in batches.
+pub fn map_update_all<K: aya::Pod, V: aya::Pod>(map: BorrowedFd<'_>, entries: &[(K, V)]) -> io::Result<()> {
+    for chunk in entries.chunks(BATCH) {
+        let keys: Vec<K> = chunk.iter().map(|(k, _)| *k).collect();
+        let values: Vec<V> = chunk.iter().map(|(_, v)| *v).collect();
+        let mut attr = zeroed_attr();
+        attr.batch.map_fd = map.as_raw_fd() as u32;
+        attr.batch.keys = keys.as_ptr() as u64;
+        attr.batch.values = values.as_ptr() as u64;
+        attr.batch.count = chunk.len() as u32;
+        sys_bpf(bpf_cmd::BPF_MAP_UPDATE_BATCH, &mut attr)?;
+    }
+    Ok(())
+}
+
+/// Puts the calling thread in the SCHED_IDLE class: it runs only when no
+/// other thread wants the CPU. (Lowering one's own class needs no privilege.)
+pub fn schedule_idle() -> io::Result<()> {
+    let param = nix::libc::sched_param { sched_priority: 0 };
+    // SAFETY: pid 0 is the calling thread; `param` is a valid sched_param.
+    let rc = unsafe { nix::libc::sched_setscheduler(0, nix::libc::SCHED_IDLE, &raw const param) };
+    if rc == 0 { Ok(()) } else { Err(io::Error::last_os_error()) }
+}
+
 /// CPU time the calling thread has used.
 pub fn thread_cpu_time() -> std::time::Duration {
     nix::time::clock_gettime(nix::time::ClockId::CLOCK_THREAD_CPUTIME_ID)

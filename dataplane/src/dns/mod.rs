@@ -18,7 +18,7 @@
 //!   label (those are ours or nobody's): then NXDOMAIN.
 
 mod forward;
-pub mod names;
+pub mod view;
 
 use std::collections::HashMap;
 use std::net::{Ipv4Addr, SocketAddr};
@@ -34,10 +34,10 @@ use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
 
+use crate::domain::model::Sandbox;
+use crate::domain::state::State;
 use crate::error::{Error, Result};
-use crate::model::Sandbox;
-use crate::store::State;
-use names::{Found, View};
+use view::{Found, View};
 
 /// Where sandboxes find the resolver (inside their own namespace).
 pub const RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
@@ -106,12 +106,12 @@ impl Dns {
         }
         let addr = SocketAddr::from((RESOLVER_ADDR, 0));
         let shown = netns.display().to_string();
-        let (udp, tcp, cookie) = crate::netns::run_in(netns, move || -> std::io::Result<_> {
+        let (udp, tcp, cookie) = crate::sys::netns::run_in(netns, move || -> std::io::Result<_> {
             let udp = std::net::UdpSocket::bind(addr)?;
             udp.set_nonblocking(true)?;
             let tcp = std::net::TcpListener::bind(addr)?;
             tcp.set_nonblocking(true)?;
-            let cookie = crate::netns::socket_cookie(&udp)?;
+            let cookie = crate::sys::netns::socket_cookie(&udp)?;
             Ok((udp, tcp, cookie))
         })?
         .map_err(|e| Error::io("listen on 127.0.0.11 in", &shown, e))?;
@@ -163,10 +163,10 @@ enum Reply {
 impl Handler {
     fn decide(&self, state: &State, name: &Name, qtype: RecordType) -> Reply {
         let view = View::new(state, &self.sandbox, &Sandbox::is_live);
-        let text = names::normalize(&name.to_ascii());
+        let text = view::normalize(&name.to_ascii());
         let forwardable = view.may_forward(&self.sandbox);
         if qtype == RecordType::PTR
-            && let Some(ip) = names::parse_reverse(&text)
+            && let Some(ip) = view::parse_reverse(&text)
         {
             return match view.reverse(ip) {
                 Found::Ptr(n) => match Name::from_ascii(format!("{n}.")) {
@@ -192,7 +192,7 @@ impl Handler {
                     *c - 1
                 };
                 Reply::Records(
-                    names::rotate(addrs, n)
+                    view::rotate(addrs, n)
                         .into_iter()
                         .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(ip))))
                         .collect(),

@@ -4,10 +4,10 @@
 
 use std::path::Path;
 
+use crate::domain::model::{Endpoint, Network};
+use crate::domain::names;
 use crate::error::{Error, Result};
-use crate::model::{Endpoint, Network};
-use crate::names;
-use crate::netlink::Netlink;
+use crate::sys::netlink::Netlink;
 
 fn device(net: &Network) -> Result<&str> {
     net.device

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use rtnetlink::packet_route::link::MacVlanMode;
 
+use crate::domain::model::{Endpoint, Network, opt};
+use crate::domain::names;
 use crate::error::{Error, Result};
-use crate::model::{Endpoint, Network, opt};
-use crate::names;
-use crate::netlink::Netlink;
+use crate::sys::netlink::Netlink;
 
 /// Parses `-o macvlan_mode=`.
 pub fn mode(net: &Network) -> Result<MacVlanMode> {

@@ -9,9 +9,9 @@ pub mod macvlan;
 
 use std::path::Path;
 
+use crate::domain::model::{DRIVER_BRIDGE, DRIVER_MACVLAN, Endpoint, Network};
 use crate::error::{Error, Result};
-use crate::model::{DRIVER_BRIDGE, DRIVER_MACVLAN, Endpoint, Network};
-use crate::netlink::Netlink;
+use crate::sys::netlink::Netlink;
 
 /// Creates the network's own devices (bridge; for macvlan nothing: the parent
 /// must exist).

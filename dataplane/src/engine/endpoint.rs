@@ -4,11 +4,11 @@ use std::net::Ipv4Addr;
 use std::path::Path;
 
 use super::*;
+use crate::domain::ipam;
+use crate::domain::names;
+use crate::domain::state::State;
 use crate::drivers;
 use crate::error::{Error, Result};
-use crate::ipam;
-use crate::names;
-use crate::store::State;
 
 impl Engine {
     /// Plans, plugs and records one endpoint. On error nothing is left.
@@ -219,7 +219,7 @@ impl Engine {
     /// replies to the outside — published ports included — still leave.
     async fn move_default_route(&self, state: &State, sb: &Sandbox) -> Result<()> {
         let path = Path::new(&sb.netns);
-        let nl = crate::netlink::Netlink::in_netns(path)?;
+        let nl = crate::sys::netlink::Netlink::in_netns(path)?;
         if nl.default_route_interface().await?.is_some() {
             return Ok(());
         }

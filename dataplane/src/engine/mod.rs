@@ -10,15 +10,16 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use crate::datapath::Datapath;
+use crate::domain::ipam::IpamRequest;
+use crate::domain::model::*;
 use crate::error::Result;
-use crate::ipam::IpamRequest;
-use crate::model::*;
-use crate::netlink::Netlink;
-use crate::paths::Paths;
 use crate::store::{State, Store};
+use crate::sys::netlink::Netlink;
+use crate::sys::paths::Paths;
 
+mod aliases;
 mod endpoint;
-mod lb;
+pub use aliases::{Vip, VipBackend};
 mod network;
 mod publish;
 mod reconcile;
@@ -85,7 +86,7 @@ pub struct Engine {
     /// Drop and policy events for `dataplane monitor`.
     monitor: Arc<crate::datapath::events::Monitor>,
     /// Output log limits of sandboxes that set none.
-    log_defaults: crate::logs::LogLimits,
+    log_defaults: crate::sys::logs::LogLimits,
     /// Set when the daemon begins to stop: long streams (monitor) end cleanly.
     stopping: watch::Sender<bool>,
 }
@@ -99,7 +100,7 @@ pub struct Settings {
     /// The host's resolv.conf (upstream resolvers; copied to sandboxes on the default bridge).
     pub host_resolv_conf: std::path::PathBuf,
     /// Output log limits of sandboxes that set none.
-    pub log_defaults: crate::logs::LogLimits,
+    pub log_defaults: crate::sys::logs::LogLimits,
 }
 
 impl Engine {
@@ -214,8 +215,8 @@ impl Engine {
         self.dp.metrics.read()
     }
 
-    pub fn ct_rows(&self) -> Result<Vec<crate::datapath::conntrack::CtRow>> {
-        self.dp.conntrack.rows()
+    pub fn ct_flows(&self) -> Result<Vec<crate::datapath::conntrack::FlowDirection>> {
+        self.dp.conntrack.flows()
     }
 
     pub fn ct_flush(&self) -> Result<usize> {

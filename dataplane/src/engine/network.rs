@@ -2,10 +2,10 @@
 use std::collections::BTreeMap;
 
 use super::*;
+use crate::domain::ipam;
+use crate::domain::names;
 use crate::drivers;
 use crate::error::{Error, Result};
-use crate::ipam;
-use crate::names;
 
 impl Engine {
     /// Creates the predefined networks on first start.

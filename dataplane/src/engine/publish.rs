@@ -226,12 +226,7 @@ impl Engine {
             .iter()
             .map(|b| {
                 Ok((
-                    ServiceKey {
-                        addr: b.host_ip.octets(),
-                        port: b.host_port.to_be(),
-                        proto: proto_number(&b.proto)?,
-                        _pad: 0,
-                    },
+                    service_key(b)?,
                     Backend {
                         addr: ep.ip.octets(),
                         port: b.container_port.to_be(),
@@ -291,8 +286,10 @@ impl Engine {
     /// Writes the datapath config (uplink for egress SNAT, the daemon's
     /// netns cookie for the socket hooks) and attaches the uplink program.
     pub(super) async fn program_config(&self) -> Result<()> {
-        let mut cfg =
-            dataplane_common::Config { netns_cookie: crate::netns::current_cookie()?, ..Default::default() };
+        let mut cfg = dataplane_common::Config {
+            netns_cookie: crate::sys::netns::current_cookie()?,
+            ..Default::default()
+        };
         let uplink = match &self.uplink {
             Some(up) => {
                 let idx = self.host.require_index(up).await?;
@@ -382,17 +379,17 @@ impl Engine {
     }
 }
 
+/// The services-map key of a binding.
+fn service_key(b: &PortBinding) -> Result<ServiceKey> {
+    Ok(ServiceKey {
+        addr: b.host_ip.octets(),
+        port: b.host_port.to_be(),
+        proto: proto_number(&b.proto)?,
+        _pad: 0,
+    })
+}
+
 /// The services-map keys of `bindings`.
 fn service_keys(bindings: &[PortBinding]) -> Vec<ServiceKey> {
-    bindings
-        .iter()
-        .filter_map(|b| {
-            Some(ServiceKey {
-                addr: b.host_ip.octets(),
-                port: b.host_port.to_be(),
-                proto: proto_number(&b.proto).ok()?,
-                _pad: 0,
-            })
-        })
-        .collect()
+    bindings.iter().filter_map(|b| service_key(b).ok()).collect()
 }

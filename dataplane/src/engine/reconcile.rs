@@ -3,12 +3,12 @@ use std::collections::HashSet;
 use std::path::PathBuf;
 
 use super::*;
+use crate::domain::names;
 use crate::drivers;
 use crate::error::Result;
-use crate::names;
-use crate::netlink::Netlink;
-use crate::netns;
-use crate::process;
+use crate::sys::netlink::Netlink;
+use crate::sys::netns;
+use crate::sys::process;
 
 impl Engine {
     /// Makes the kernel match the store: bridges, addresses, namespaces,
@@ -121,7 +121,9 @@ impl Engine {
             // right after making it, maybe before its host end was marked).
             let half_made = link.name.starts_with(names::TEMP_PEER_PREFIX);
             if half_made
-                || (prefixed && link.alias == crate::netlink::OWNER_ALIAS && !known_ifs.contains(&link.name))
+                || (prefixed
+                    && link.alias == crate::sys::netlink::OWNER_ALIAS
+                    && !known_ifs.contains(&link.name))
             {
                 tracing::info!(interface = %link.name, "removing interface unknown to the store");
                 let _ = self.host.delete(link.index).await;
@@ -238,6 +240,6 @@ impl Engine {
     /// namespace (ifindex, name), and the netns cookie its socket hooks serve.
     async fn datapath_scope(&self) -> Result<(Vec<(u32, String)>, u64)> {
         let interfaces = self.host.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
-        Ok((interfaces, crate::netns::current_cookie()?))
+        Ok((interfaces, crate::sys::netns::current_cookie()?))
     }
 }

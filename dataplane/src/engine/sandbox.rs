@@ -7,12 +7,12 @@ use std::time::Duration;
 use tokio::sync::watch;
 
 use super::*;
+use crate::domain::names;
+use crate::domain::ports;
 use crate::error::{Error, Result};
-use crate::names;
-use crate::netlink::Netlink;
-use crate::netns;
-use crate::ports;
-use crate::process;
+use crate::sys::netlink::Netlink;
+use crate::sys::netns;
+use crate::sys::process;
 
 impl Engine {
     pub async fn create_sandbox(&self, req: SandboxCreate) -> Result<Created> {

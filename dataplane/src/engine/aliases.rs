@@ -7,9 +7,27 @@ use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
 
 use super::*;
-use crate::api::types::{LbBackendRow, LbRow};
+use crate::domain::ipam;
 use crate::error::Result;
-use crate::ipam;
+
+/// A balanced alias: its virtual IP and the sandboxes behind it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Vip {
+    pub network: String,
+    pub alias: String,
+    pub vip: Ipv4Addr,
+    pub backends: Vec<VipBackend>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct VipBackend {
+    pub sandbox: String,
+    pub ip: Ipv4Addr,
+    /// In the table now (its sandbox is live).
+    pub live: bool,
+    /// New flows sent to it through the VIP since the VIP was made.
+    pub flows: u64,
+}
 
 impl Engine {
     /// `net` with a virtual IP for each of `aliases` it has none for yet,
@@ -81,18 +99,18 @@ impl Engine {
     }
 
     /// `dataplane lb list`: VIPs, their live backends and new flows per backend.
-    pub fn lb_rows(&self) -> Result<Vec<LbRow>> {
+    pub fn vips(&self) -> Result<Vec<Vip>> {
         let state = self.store.state()?;
         let stats = self.dp.lb.stats();
         let mut rows = Vec::new();
         for net in state.networks.iter().filter(|n| n.balances_aliases()) {
             for (alias, vip) in &net.vips {
-                let mut backends: Vec<LbBackendRow> = state
+                let mut backends: Vec<VipBackend> = state
                     .endpoints_of_network(&net.id)
                     .filter(|e| e.aliases.contains(alias))
                     .filter_map(|ep| {
                         let sb = state.sandboxes.iter().find(|s| s.id == ep.sandbox_id)?;
-                        Some(LbBackendRow {
+                        Some(VipBackend {
                             sandbox: sb.name.clone(),
                             ip: ep.ip,
                             live: sb.is_live(),
@@ -101,7 +119,7 @@ impl Engine {
                     })
                     .collect();
                 backends.sort_by(|a, b| a.sandbox.cmp(&b.sandbox));
-                rows.push(LbRow { network: net.name.clone(), alias: alias.clone(), vip: *vip, backends });
+                rows.push(Vip { network: net.name.clone(), alias: alias.clone(), vip: *vip, backends });
             }
         }
         Ok(rows)

@@ -6,8 +6,8 @@ use std::net::Ipv4Addr;
 
 use ipnetwork::Ipv4Network;
 
+use crate::domain::model::Ipam;
 use crate::error::{Error, Result};
-use crate::model::Ipam;
 
 /// The IPAM part of a create request, as the user gave it.
 #[derive(Clone, Debug, Default)]
@@ -102,18 +102,24 @@ pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> 
 /// Address blocks no network may use: packets to them never reach a
 /// sandbox through a bridge (loopback, link-local, multicast, reserved and
 /// broadcast, "this network").
-const SPECIAL: [(&str, u8, [u8; 4]); 5] = [
-    ("\"this network\" 0.0.0.0/8", 8, [0, 0, 0, 0]),
-    ("loopback 127.0.0.0/8", 8, [127, 0, 0, 0]),
-    ("link-local 169.254.0.0/16", 16, [169, 254, 0, 0]),
-    ("multicast 224.0.0.0/4", 4, [224, 0, 0, 0]),
-    ("reserved 240.0.0.0/4 (with the broadcast address)", 4, [240, 0, 0, 0]),
+const SPECIAL: [(&str, Ipv4Network); 5] = [
+    ("\"this network\" 0.0.0.0/8", block([0, 0, 0, 0], 8)),
+    ("loopback 127.0.0.0/8", block([127, 0, 0, 0], 8)),
+    ("link-local 169.254.0.0/16", block([169, 254, 0, 0], 16)),
+    ("multicast 224.0.0.0/4", block([224, 0, 0, 0], 4)),
+    ("reserved 240.0.0.0/4 (with the broadcast address)", block([240, 0, 0, 0], 4)),
 ];
 
+/// A network known valid when compiling (an invalid one fails the build).
+const fn block(addr: [u8; 4], prefix: u8) -> Ipv4Network {
+    match Ipv4Network::new_checked(Ipv4Addr::new(addr[0], addr[1], addr[2], addr[3]), prefix) {
+        Some(n) => n,
+        None => panic!("invalid special block"),
+    }
+}
+
 fn check_not_special(net: Ipv4Network, given: &str) -> Result<()> {
-    for (what, prefix, addr) in SPECIAL {
-        let block =
-            Ipv4Network::new(Ipv4Addr::from(addr), prefix).map_err(|e| Error::Internal(e.to_string()))?;
+    for (what, block) in SPECIAL {
         if block.overlaps(net) {
             return Err(Error::invalid("subnet", given, format!("overlaps the {what} block")));
         }

@@ -5,9 +5,9 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::model::*;
-use crate::names::format_mac;
-use crate::store::State;
+use crate::domain::model::*;
+use crate::domain::names::format_mac;
+use crate::domain::state::State;
 
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
@@ -330,7 +330,7 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
             "Hostname": sb.hostname,
             "Cmd": sb.cmd,
             "ExposedPorts": exposed,
-            "Env": crate::process::environment(&sb.hostname, sb.user.as_deref(), &sb.env),
+            "Env": crate::sys::process::environment(&sb.hostname, sb.user.as_deref(), &sb.env),
             "User": sb.user.clone().unwrap_or_default(),
         },
         "HostConfig": {
@@ -417,7 +417,28 @@ pub struct Stats {
     /// Our programs attached in the kernel (interfaces of the daemon's
     /// namespace, socket hooks acting for it).
     #[serde(default)]
-    pub programs: Vec<crate::datapath::Attachment>,
+    pub programs: Vec<ProgramRow>,
+}
+
+/// One of our programs attached in the kernel.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct ProgramRow {
+    pub link_id: u32,
+    /// Program name as the kernel has it (cut at 15 bytes).
+    pub program: String,
+    pub program_id: u32,
+    /// `tcx ingress of IFACE` or `cgroup DIR`.
+    pub target: String,
+    /// Whether it runs this daemon start's program.
+    pub current: bool,
+}
+
+impl From<crate::datapath::Attachment> for ProgramRow {
+    fn from(a: crate::datapath::Attachment) -> Self {
+        let crate::datapath::Attachment { link_id, program, program_id, target, current } = a;
+        ProgramRow { link_id, program, program_id, target, current }
+    }
 }
 
 /// `GET /dataplane/lb`: one virtual IP.
@@ -430,6 +451,21 @@ pub struct LbRow {
     pub backends: Vec<LbBackendRow>,
 }
 
+impl From<crate::engine::Vip> for LbRow {
+    fn from(v: crate::engine::Vip) -> Self {
+        LbRow {
+            network: v.network,
+            alias: v.alias,
+            vip: v.vip,
+            backends: v
+                .backends
+                .into_iter()
+                .map(|b| LbBackendRow { sandbox: b.sandbox, ip: b.ip, live: b.live, flows: b.flows })
+                .collect(),
+        }
+    }
+}
+
 #[derive(Debug, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase")]
 pub struct LbBackendRow {
@@ -439,4 +475,166 @@ pub struct LbBackendRow {
     pub live: bool,
     /// New flows sent to it through the VIP since the VIP was made.
     pub flows: u64,
+}
+
+/// One row of `dataplane ct list`: one direction of a tracked flow.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct CtRow {
+    pub proto: String,
+    pub source: String,
+    pub destination: String,
+    /// What happens to packets of this direction.
+    pub nat: String,
+    pub state: String,
+    pub idle_seconds: u64,
+}
+
+fn proto_name(p: u8) -> String {
+    use dataplane_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+    match p {
+        PROTO_TCP => "tcp".into(),
+        PROTO_UDP => "udp".into(),
+        PROTO_ICMP => "icmp".into(),
+        other => other.to_string(),
+    }
+}
+
+impl CtRow {
+    /// The row of flow direction `f`, `now` being CLOCK_MONOTONIC in ns.
+    pub fn of(f: &crate::datapath::conntrack::FlowDirection, now: u64) -> Self {
+        use dataplane_common::{CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY};
+        let (k, e) = (&f.key, &f.entry);
+        let ep = |a: [u8; 4], p: u16| format!("{}:{}", std::net::Ipv4Addr::from(a), u16::from_be(p));
+        let nat = match e.dir {
+            CT_DIR_DNAT => format!("dnat to {}", ep(e.addr, e.port)),
+            CT_DIR_REPLY => format!("reply from {}", ep(e.addr, e.port)),
+            CT_DIR_SNAT => format!("snat to {}", ep(e.addr, e.port)),
+            CT_DIR_SNAT_REPLY => format!("reply to {}", ep(e.addr, e.port)),
+            CT_DIR_ROUTED => "routed".to_string(),
+            other => format!("dir {other}"),
+        };
+        CtRow {
+            proto: proto_name(k.proto),
+            source: ep(k.saddr, k.sport),
+            destination: ep(k.daddr, k.dport),
+            nat,
+            state: crate::datapath::conntrack::state_name(k.proto, e, f.partner.as_ref()).into(),
+            idle_seconds: now.saturating_sub(e.last_seen) / 1_000_000_000,
+        }
+    }
+}
+
+/// One event as the API streams it (a line of JSON).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct MonitorEvent {
+    /// Nanoseconds since boot (bpf_ktime_get_ns).
+    pub time_ns: u64,
+    pub reason: String,
+    pub direction: String,
+    pub proto: String,
+    pub source: String,
+    pub destination: String,
+    /// Sandbox owning the source / destination address, when one does.
+    pub source_sandbox: Option<String>,
+    pub destination_sandbox: Option<String>,
+}
+
+impl MonitorEvent {
+    /// Names the parts of a raw event; sandboxes are found by address in `state`.
+    pub fn from_raw(ev: &dataplane_common::Event, state: Option<&State>) -> Self {
+        use dataplane_common::{Direction, DropReason, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+        use std::net::Ipv4Addr;
+        let reason = DropReason::ALL.get(ev.reason as usize).map(|r| r.name()).unwrap_or("UNKNOWN");
+        let direction = Direction::ALL.get(ev.dir as usize).map(|d| d.name()).unwrap_or("unknown");
+        let proto = match ev.proto {
+            PROTO_TCP => "tcp".to_string(),
+            PROTO_UDP => "udp".to_string(),
+            PROTO_ICMP => "icmp".to_string(),
+            0 => "other".to_string(),
+            p => format!("ip-proto-{p}"),
+        };
+        let end = |addr: [u8; 4], port: u16| {
+            let ip = Ipv4Addr::from(addr);
+            if matches!(ev.proto, PROTO_TCP | PROTO_UDP) {
+                format!("{ip}:{}", u16::from_be(port))
+            } else {
+                ip.to_string()
+            }
+        };
+        let owner = |addr: [u8; 4]| {
+            let ip = Ipv4Addr::from(addr);
+            let st = state?;
+            let ep = st.endpoints.iter().find(|e| e.ip == ip)?;
+            st.sandboxes.iter().find(|s| s.id == ep.sandbox_id).map(|s| s.name.clone())
+        };
+        MonitorEvent {
+            time_ns: ev.ts_ns,
+            reason: reason.to_string(),
+            direction: direction.to_string(),
+            proto,
+            source: end(ev.saddr, ev.sport),
+            destination: end(ev.daddr, ev.dport),
+            source_sandbox: owner(ev.saddr),
+            destination_sandbox: owner(ev.daddr),
+        }
+    }
+
+    /// One line for humans.
+    pub fn line(&self) -> String {
+        let who = |addr: &str, sb: &Option<String>| match sb {
+            Some(n) => format!("{addr} ({n})"),
+            None => addr.to_string(),
+        };
+        format!(
+            "DROP {:<26} {:<7} {:<5} {} -> {}",
+            self.reason,
+            self.direction,
+            self.proto,
+            who(&self.source, &self.source_sandbox),
+            who(&self.destination, &self.destination_sandbox)
+        )
+    }
+}
+
+/// The last line of a monitor stream the daemon ends (it is stopping).
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+#[serde(rename_all = "PascalCase")]
+pub struct StreamEnd {
+    pub end: String,
+}
+
+impl StreamEnd {
+    pub fn stopping() -> Self {
+        StreamEnd { end: "the dataplane daemon is stopping".into() }
+    }
+}
+
+#[cfg(test)]
+mod monitor_tests {
+    use dataplane_common::{Direction, DropReason, Event, PROTO_TCP};
+
+    use super::*;
+
+    #[test]
+    fn raw_events_are_named() {
+        let ev = Event {
+            ts_ns: 7,
+            reason: DropReason::PolicyIcc as u32,
+            dir: Direction::FromSandbox as u32,
+            proto: PROTO_TCP,
+            saddr: [10, 0, 0, 2],
+            daddr: [10, 0, 0, 3],
+            sport: 40000u16.to_be(),
+            dport: 80u16.to_be(),
+            ..Event::default()
+        };
+        let m = MonitorEvent::from_raw(&ev, None);
+        assert_eq!(m.reason, "POLICY_ICC");
+        assert_eq!(m.direction, "egress");
+        assert_eq!(m.source, "10.0.0.2:40000");
+        assert_eq!(m.destination, "10.0.0.3:80");
+        assert!(m.line().contains("POLICY_ICC"));
+    }
 }

@@ -1,8 +1,8 @@
 //! Parsing of `-p` / `--expose` specs (Docker's forms). Publishing itself is
 //! the NAT issue's; here specs are validated and stored.
 
+use crate::domain::model::PortSpec;
 use crate::error::{Error, Result};
-use crate::model::PortSpec;
 
 fn parse_range(what: &'static str, spec: &str, s: &str) -> Result<(u16, u16)> {
     let one = |p: &str| -> Result<u16> {

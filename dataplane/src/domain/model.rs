@@ -68,7 +68,7 @@ pub enum NetworkMode {
     Container(String),
 }
 
-/// A published-port request as given with `-p`, parsed (see [`crate::ports`]).
+/// A published-port request as given with `-p`, parsed (see [`crate::domain::ports`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PortSpec {
     pub host_ip: String,
@@ -130,7 +130,7 @@ pub struct Sandbox {
     pub user: Option<String>,
     /// Output log limits (None: the daemon's defaults).
     #[serde(default)]
-    pub log: Option<crate::logs::LogLimits>,
+    pub log: Option<crate::sys::logs::LogLimits>,
 }
 
 /// One published port, resolved: host address and port → container port.
@@ -222,7 +222,7 @@ impl Sandbox {
     /// (exited, or the daemon was down when it did) is `Exited`.
     pub fn effective_state(&self) -> SandboxState {
         match (&self.state, self.pid) {
-            (SandboxState::Running, Some(p)) if !crate::process::alive(p, self.pid_start) => {
+            (SandboxState::Running, Some(p)) if !crate::sys::process::alive(p, self.pid_start) => {
                 SandboxState::Exited(0)
             }
             (s, _) => s.clone(),

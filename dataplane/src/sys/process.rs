@@ -141,7 +141,7 @@ pub struct Launch {
     pub resolv_conf: PathBuf,
     pub hosts: PathBuf,
     pub log: PathBuf,
-    pub log_limits: crate::logs::LogLimits,
+    pub log_limits: crate::sys::logs::LogLimits,
 }
 
 /// Mount points of namespace pins (nsfs) and BPF filesystems in the
@@ -194,7 +194,7 @@ pub fn leave_pin_mounts() -> nix::Result<()> {
     Ok(())
 }
 
-/// Starts the log pump for `l.log` (see [`crate::logs`]); returns the
+/// Starts the log pump for `l.log` (see [`crate::sys::logs`]); returns the
 /// write end of its pipe, for the sandbox's stdout and stderr.
 fn start_log_pump(l: &Launch) -> Result<std::os::fd::OwnedFd> {
     let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)

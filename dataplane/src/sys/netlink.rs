@@ -10,7 +10,7 @@ use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, MacVlanMode};
 use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
-use crate::netns;
+use crate::sys::netns;
 
 /// Interface alias (IFLA_IFALIAS) marking the links the daemon made, so
 /// reconcile never deletes a `br-*`/`veth*` that belongs to someone else

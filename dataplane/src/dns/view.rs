@@ -5,8 +5,8 @@
 
 use std::net::Ipv4Addr;
 
-use crate::model::{Network, Sandbox};
-use crate::store::State;
+use crate::domain::model::{Network, Sandbox};
+use crate::domain::state::State;
 
 /// What a query for a name resolves to.
 #[derive(Debug, PartialEq, Eq)]
@@ -73,7 +73,7 @@ impl<'a> View<'a> {
     /// Endpoints on the asker's networks whose sandbox is live, with both.
     fn neighbours(
         &self,
-    ) -> impl Iterator<Item = (&'a Network, &'a Sandbox, &'a crate::model::Endpoint)> + '_ {
+    ) -> impl Iterator<Item = (&'a Network, &'a Sandbox, &'a crate::domain::model::Endpoint)> + '_ {
         self.networks.iter().flat_map(move |net| {
             self.state.endpoints_of_network(&net.id).filter_map(move |ep| {
                 let sb = self.state.sandboxes.iter().find(|s| s.id == ep.sandbox_id)?;
@@ -141,7 +141,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::model::{Endpoint, Ipam, NetworkMode, SandboxState};
+    use crate::domain::model::{Endpoint, Ipam, NetworkMode, SandboxState};
 
     fn net(id: &str, name: &str, internal: bool, predefined: bool) -> Network {
         Network {
@@ -224,7 +224,7 @@ mod tests {
     }
 
     fn live(sb: &Sandbox) -> bool {
-        crate::model::live_in(sb, &sb.state)
+        crate::domain::model::live_in(sb, &sb.state)
     }
 
     #[test]
@@ -268,7 +268,7 @@ mod tests {
     fn balanced_aliases_answer_their_vip_while_a_backend_runs() {
         let mut st = state();
         let mynet = &mut st.networks[0];
-        mynet.options.insert(crate::model::opt::LB.into(), "vip".into());
+        mynet.options.insert(crate::domain::model::opt::LB.into(), "vip".into());
         mynet.vips.insert("forever".into(), "10.1.0.200".parse().expect("valid literal"));
         let a = "1".repeat(64);
         let v = View::new(&st, &a, &live);
