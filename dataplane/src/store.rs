@@ -362,7 +362,7 @@ mod tests {
         Network {
             id: id.into(),
             name: id.into(),
-            driver: DRIVER_BRIDGE.into(),
+            driver: crate::domain::model::Driver::Bridge,
             created: String::new(),
             num: 1,
             ipam: None,

@@ -127,6 +127,32 @@ fn bad_networks_are_refused_and_leave_nothing() {
         &["network", "create", "-o", "com.docker.network.bridge.enable_icc=maybe", "icc"],
         "must be true or false",
     );
+    // Unknown -o keys are refused by name (Docker ignores them: this typo
+    // would leave ICC on without a word), with the keys the driver knows.
+    refused(&h, &["network", "create", "-o", "enable_icc=false", "typo"], "invalid option \"enable_icc\"");
+    refused(
+        &h,
+        &["network", "create", "-o", "enable_icc=false", "typo"],
+        "com.docker.network.bridge.enable_icc",
+    );
+    refused(
+        &h,
+        &[
+            "network",
+            "create",
+            "-d",
+            "macvlan",
+            "-o",
+            &format!("parent={UPLINK}"),
+            "-o",
+            "com.docker.network.bridge.enable_icc=false",
+            "mvx",
+        ],
+        "an option of bridge networks; the macvlan driver does not take it",
+    );
+    // The same option, spelled right, works.
+    h.dp_ok(&["network", "create", "-o", "com.docker.network.bridge.enable_icc=false", "typo"]);
+    h.dp_ok(&["network", "rm", "typo"]);
     refused(
         &h,
         &[

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::API_VERSION;
 use super::wire::*;
 use crate::domain::ipam::IpamRequest;
+use crate::domain::ports;
 use crate::engine::{Engine, NetworkCreate, SandboxCreate};
 use crate::error::Error;
 
@@ -138,7 +139,7 @@ async fn list_networks(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Js
         .iter()
         .filter(|n| filters.get("name").is_none_or(|v| v.iter().any(|x| n.name.contains(x.as_str()))))
         .filter(|n| filters.get("id").is_none_or(|v| v.iter().any(|x| n.id.starts_with(x.as_str()))))
-        .filter(|n| filters.get("driver").is_none_or(|v| v.iter().any(|x| &n.driver == x)))
+        .filter(|n| filters.get("driver").is_none_or(|v| v.iter().any(|x| n.driver.name() == x)))
         .map(|n| network_resource(&state, n))
         .collect();
     nets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -180,12 +181,10 @@ async fn create_network(
         .unwrap_or_default();
     let id = e
         .create_network(NetworkCreate {
-            name: req.name,
-            driver: req.driver,
             ipam: ipam_req,
             internal: req.internal,
-            options: req.options.unwrap_or_default(),
             labels: req.labels.unwrap_or_default(),
+            ..NetworkCreate::new(&req.name, &req.driver, req.options.unwrap_or_default())?
         })
         .await?;
     Ok((StatusCode::CREATED, Json(NetworkCreateResponse { id, warning: String::new() })))
@@ -247,9 +246,14 @@ async fn create_sandbox(
             network: req.network_mode,
             aliases: req.aliases,
             ip: req.ip,
-            publish: req.publish,
+            publish: req.publish.iter().map(|p| ports::parse_publish(p)).collect::<Result<_, _>>()?,
             publish_all: req.publish_all,
-            expose: req.expose,
+            expose: req
+                .expose
+                .iter()
+                .map(|p| ports::parse_expose(p))
+                .collect::<Result<Vec<_>, _>>()?
+                .concat(),
             cmd: req.cmd,
             netns_path: req.netns,
             auto_remove: req.auto_remove,

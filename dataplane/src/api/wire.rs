@@ -150,7 +150,7 @@ pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
         id: n.id.clone(),
         created: n.created.clone(),
         scope: "local".into(),
-        driver: n.driver.clone(),
+        driver: n.driver.name().to_string(),
         enable_ipv4: true,
         enable_ipv6: false,
         ipam: Ipam {
@@ -265,7 +265,7 @@ pub fn sandbox_summary(state: &State, sb: &Sandbox) -> SandboxSummary {
 fn published_ports(state: &State, sb: &Sandbox) -> serde_json::Value {
     let mut ports = serde_json::Map::new();
     for e in &sb.expose {
-        ports.insert(e.clone(), serde_json::Value::Null);
+        ports.insert(e.to_string(), serde_json::Value::Null);
     }
     let live = state.publishing_endpoint(&sb.id).is_some();
     for b in sb.bindings.iter().filter(|_| live) {
@@ -306,13 +306,13 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
         );
     }
     let exposed: serde_json::Map<String, serde_json::Value> =
-        sb.expose.iter().map(|p| (p.clone(), serde_json::json!({}))).collect();
+        sb.expose.iter().map(|p| (p.to_string(), serde_json::json!({}))).collect();
     let bindings: Vec<serde_json::Value> = sb
         .ports
         .iter()
         .map(|p| {
             serde_json::json!({
-                "HostIp": p.host_ip,
+                "HostIp": p.host_ip.map(|i| i.to_string()).unwrap_or_default(),
                 "HostPort": if p.host_port_start == 0 { String::new() } else if p.host_port_start == p.host_port_end { p.host_port_start.to_string() } else { format!("{}-{}", p.host_port_start, p.host_port_end) },
                 "ContainerPort": if p.container_port_start == p.container_port_end { p.container_port_start.to_string() } else { format!("{}-{}", p.container_port_start, p.container_port_end) },
                 "Proto": p.proto,

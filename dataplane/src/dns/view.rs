@@ -147,7 +147,7 @@ mod tests {
         Network {
             id: id.repeat(64 / id.len()),
             name: name.into(),
-            driver: "bridge".into(),
+            driver: crate::domain::options::Driver::Bridge,
             created: String::new(),
             num: 1,
             ipam: Some(Ipam {
@@ -268,7 +268,7 @@ mod tests {
     fn balanced_aliases_answer_their_vip_while_a_backend_runs() {
         let mut st = state();
         let mynet = &mut st.networks[0];
-        mynet.options.insert(crate::domain::model::opt::LB.into(), "vip".into());
+        mynet.options.insert(crate::domain::options::key::LB.into(), "vip".into());
         mynet.vips.insert("forever".into(), "10.1.0.200".parse().expect("valid literal"));
         let a = "1".repeat(64);
         let v = View::new(&st, &a, &live);

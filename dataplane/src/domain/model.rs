@@ -6,32 +6,14 @@ use std::net::Ipv4Addr;
 use ipnetwork::Ipv4Network;
 use serde::{Deserialize, Serialize};
 
-pub const DRIVER_BRIDGE: &str = "bridge";
-pub const DRIVER_MACVLAN: &str = "macvlan";
-pub const DRIVER_HOST: &str = "host";
-pub const DRIVER_NULL: &str = "null";
-
-/// Option keys (Docker's names).
-pub mod opt {
-    pub const BRIDGE_NAME: &str = "com.docker.network.bridge.name";
-    pub const DEFAULT_BRIDGE: &str = "com.docker.network.bridge.default_bridge";
-    pub const ENABLE_ICC: &str = "com.docker.network.bridge.enable_icc";
-    pub const ENABLE_IP_MASQUERADE: &str = "com.docker.network.bridge.enable_ip_masquerade";
-    pub const HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
-    pub const MTU: &str = "com.docker.network.driver.mtu";
-    pub const GATEWAY_MODE_IPV4: &str = "com.docker.network.bridge.gateway_mode_ipv4";
-    pub const PARENT: &str = "parent";
-    pub const MACVLAN_MODE: &str = "macvlan_mode";
-    /// `lb=vip`: every network alias gets a virtual IP balanced in BPF.
-    pub const LB: &str = "lb";
-}
+pub use super::options::{Driver, DriverOptions, Proto};
 
 /// A network: driver + IPAM config + options.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Network {
     pub id: String,
     pub name: String,
-    pub driver: String,
+    pub driver: Driver,
     /// RFC 3339 creation time.
     pub created: String,
     /// Small numeric id used in BPF maps (unique per daemon).
@@ -71,12 +53,59 @@ pub enum NetworkMode {
 /// A published-port request as given with `-p`, parsed (see [`crate::domain::ports`]).
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq, Eq)]
 pub struct PortSpec {
-    pub host_ip: String,
+    /// The host address (IPv4 or IPv6); None: every address.
+    #[serde(with = "empty_is_none")]
+    pub host_ip: Option<std::net::IpAddr>,
+    /// 0: any free port.
     pub host_port_start: u16,
     pub host_port_end: u16,
     pub container_port_start: u16,
     pub container_port_end: u16,
-    pub proto: String,
+    pub proto: Proto,
+}
+
+/// A host address stored as text, "" for none (the record shape of earlier versions).
+mod empty_is_none {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(ip: &Option<std::net::IpAddr>, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&ip.map(|i| i.to_string()).unwrap_or_default())
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<std::net::IpAddr>, D::Error> {
+        let text = String::deserialize(d)?;
+        if text.is_empty() { Ok(None) } else { text.parse().map(Some).map_err(serde::de::Error::custom) }
+    }
+}
+
+/// A container port exposed with `--expose` (Docker's `80/tcp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Exposed {
+    pub port: u16,
+    pub proto: Proto,
+}
+
+impl std::fmt::Display for Exposed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.port, self.proto)
+    }
+}
+
+impl Serialize for Exposed {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Exposed {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(d)?;
+        let (port, proto) = text.split_once('/').unwrap_or((&text, "tcp"));
+        Ok(Exposed {
+            port: port.parse().map_err(serde::de::Error::custom)?,
+            proto: Proto::parse("exposed port", &text, proto).map_err(serde::de::Error::custom)?,
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -115,7 +144,7 @@ pub struct Sandbox {
     /// Start time of `pid` (field 22 of /proc/PID/stat), to tell a reused PID.
     pub pid_start: Option<u64>,
     pub ports: Vec<PortSpec>,
-    pub expose: Vec<String>,
+    pub expose: Vec<Exposed>,
     pub publish_all: bool,
     pub auto_remove: bool,
     /// Published ports as allocated (host port chosen, ranges expanded).
@@ -141,7 +170,7 @@ pub struct PortBinding {
     pub host_port: u16,
     pub container_port: u16,
     /// tcp or udp.
-    pub proto: String,
+    pub proto: Proto,
     /// Published as `[::1]` (kept as 127.0.0.1 in the datapath, where the
     /// socket hooks map ::1).
     #[serde(default)]
@@ -175,45 +204,58 @@ impl Network {
         &self.id[..12]
     }
     pub fn is_bridge(&self) -> bool {
-        self.driver == DRIVER_BRIDGE
+        self.driver == Driver::Bridge
     }
+
+    /// The network's `-o` options, typed (they were checked when it was
+    /// created; a record that no longer parses gets the driver's defaults).
+    pub fn driver_options(&self) -> DriverOptions {
+        DriverOptions::parse(self.driver, &self.options).unwrap_or_else(|e| {
+            tracing::warn!(network = %self.name, error = %e, "stored options do not parse; using defaults");
+            DriverOptions::parse(self.driver, &Default::default()).unwrap_or(DriverOptions::None)
+        })
+    }
+
     /// `NET_FLAG_*` bits the datapath enforces for this network's endpoints.
     pub fn datapath_flags(&self) -> u32 {
+        use super::options::GatewayMode;
         let mut f = 0;
         if self.internal {
             f |= dataplane_common::NET_FLAG_INTERNAL;
         }
-        if self.options.get(opt::ENABLE_IP_MASQUERADE).is_some_and(|v| v == "false") {
-            f |= dataplane_common::NET_FLAG_NO_MASQUERADE;
-        }
-        if self.options.get(opt::ENABLE_ICC).is_some_and(|v| v == "false") {
-            f |= dataplane_common::NET_FLAG_NO_ICC;
-        }
-        // Docker's gateway modes: `routed` (no NAT, direct access),
-        // `nat-unprotected` (NAT, and direct access too); `nat` is the default.
-        match self.options.get(opt::GATEWAY_MODE_IPV4).map(String::as_str) {
-            Some("routed") => {
-                f |= dataplane_common::NET_FLAG_ROUTED | dataplane_common::NET_FLAG_NO_MASQUERADE
+        if let DriverOptions::Bridge(b) = self.driver_options() {
+            if !b.masquerade {
+                f |= dataplane_common::NET_FLAG_NO_MASQUERADE;
             }
-            Some("nat-unprotected") => f |= dataplane_common::NET_FLAG_ROUTED,
-            _ => {}
+            if !b.icc {
+                f |= dataplane_common::NET_FLAG_NO_ICC;
+            }
+            // Docker's gateway modes: `routed` (no NAT, direct access),
+            // `nat-unprotected` (NAT, and direct access too); `nat` is the default.
+            match b.gateway_mode {
+                GatewayMode::Routed => {
+                    f |= dataplane_common::NET_FLAG_ROUTED | dataplane_common::NET_FLAG_NO_MASQUERADE
+                }
+                GatewayMode::NatUnprotected => f |= dataplane_common::NET_FLAG_ROUTED,
+                GatewayMode::Nat => {}
+            }
         }
         f
     }
 
     /// `com.docker.network.driver.mtu`, when set (validated at create: 68–65535).
     pub fn mtu(&self) -> Option<u32> {
-        self.options.get(opt::MTU).and_then(|v| v.parse().ok())
+        self.driver_options().mtu()
     }
 
     /// Whether aliases on this network are balanced through virtual IPs.
     pub fn balances_aliases(&self) -> bool {
-        self.options.get(opt::LB).is_some_and(|v| v == "vip")
+        self.driver_options().bridge().is_some_and(|b| b.balance_aliases)
     }
 
     /// Networks whose sandboxes get endpoints (and so support connect).
     pub fn has_endpoints(&self) -> bool {
-        self.driver == DRIVER_BRIDGE || self.driver == DRIVER_MACVLAN
+        matches!(self.driver, Driver::Bridge | Driver::Macvlan)
     }
 }
 

@@ -1,7 +1,8 @@
 //! Parsing of `-p` / `--expose` specs (Docker's forms). Publishing itself is
 //! the NAT issue's; here specs are validated and stored.
 
-use crate::domain::model::PortSpec;
+use crate::domain::model::{Exposed, PortSpec};
+use crate::domain::options::Proto;
 use crate::error::{Error, Result};
 
 fn parse_range(what: &'static str, spec: &str, s: &str) -> Result<(u16, u16)> {
@@ -27,13 +28,10 @@ fn parse_range(what: &'static str, spec: &str, s: &str) -> Result<(u16, u16)> {
     }
 }
 
-fn split_proto<'a>(what: &'static str, spec: &'a str) -> Result<(&'a str, String)> {
+fn split_proto<'a>(what: &'static str, spec: &'a str) -> Result<(&'a str, Proto)> {
     match spec.rsplit_once('/') {
-        Some((rest, proto)) => match proto {
-            "tcp" | "udp" | "sctp" => Ok((rest, proto.to_string())),
-            _ => Err(Error::invalid(what, spec, format!("unknown protocol {proto:?} (tcp, udp or sctp)"))),
-        },
-        None => Ok((spec, "tcp".to_string())),
+        Some((rest, proto)) => Ok((rest, Proto::parse(what, spec, proto)?)),
+        None => Ok((spec, Proto::Tcp)),
     }
 }
 
@@ -45,21 +43,24 @@ pub fn parse_publish(spec: &str) -> Result<PortSpec> {
         let (ip, rest) = stripped
             .split_once("]:")
             .ok_or_else(|| Error::invalid(W, spec, "IPv6 host address must be [ADDR]:HPORT:CPORT"))?;
-        let _: std::net::Ipv6Addr =
+        let ip: std::net::Ipv6Addr =
             ip.parse().map_err(|_| Error::invalid(W, spec, format!("{ip:?} is not an IPv6 address")))?;
-        (ip.to_string(), rest)
+        (Some(std::net::IpAddr::V6(ip)), rest)
     } else {
         let parts: Vec<&str> = body.split(':').collect();
         match parts.len() {
-            1 | 2 => (String::new(), body),
+            1 | 2 => (None, body),
             3 => {
                 let ip = parts[0];
-                if !ip.is_empty() {
-                    let _: std::net::IpAddr = ip
-                        .parse()
-                        .map_err(|_| Error::invalid(W, spec, format!("{ip:?} is not an IP address")))?;
-                }
-                (ip.to_string(), &body[ip.len() + 1..])
+                let addr = if ip.is_empty() {
+                    None
+                } else {
+                    Some(
+                        ip.parse::<std::net::IpAddr>()
+                            .map_err(|_| Error::invalid(W, spec, format!("{ip:?} is not an IP address")))?,
+                    )
+                };
+                (addr, &body[ip.len() + 1..])
             }
             _ => return Err(Error::invalid(W, spec, "too many ':'")),
         }
@@ -86,11 +87,11 @@ pub fn parse_publish(spec: &str) -> Result<PortSpec> {
     })
 }
 
-/// Parses `PORT[-END][/PROTO]` for `--expose`, normalised to `PORT/PROTO` entries.
-pub fn parse_expose(spec: &str) -> Result<Vec<String>> {
+/// Parses `PORT[-END][/PROTO]` for `--expose`, one entry per port.
+pub fn parse_expose(spec: &str) -> Result<Vec<Exposed>> {
     let (body, proto) = split_proto("expose", spec)?;
     let (s, e) = parse_range("expose", spec, body)?;
-    Ok((s..=e).map(|p| format!("{p}/{proto}")).collect())
+    Ok((s..=e).map(|port| Exposed { port, proto }).collect())
 }
 
 #[cfg(test)]
@@ -100,15 +101,25 @@ mod tests {
     #[test]
     fn docker_forms_parse() {
         let p = parse_publish("8080:80").expect("simple");
-        assert_eq!((p.host_port_start, p.container_port_start, p.proto.as_str()), (8080, 80, "tcp"));
+        assert_eq!(
+            (p.host_ip, p.host_port_start, p.container_port_start, p.proto),
+            (None, 8080, 80, Proto::Tcp)
+        );
         let p = parse_publish("127.0.0.1::53/udp").expect("ip, no host port");
-        assert_eq!((p.host_ip.as_str(), p.host_port_start, p.proto.as_str()), ("127.0.0.1", 0, "udp"));
+        assert_eq!(
+            (p.host_ip, p.host_port_start, p.proto),
+            (Some("127.0.0.1".parse().expect("ip")), 0, Proto::Udp)
+        );
         let p = parse_publish("8000-8010:80-90").expect("range");
         assert_eq!((p.host_port_end, p.container_port_end), (8010, 90));
         let p = parse_publish("[::1]:8080:80").expect("v6");
-        assert_eq!(p.host_ip, "::1");
+        assert_eq!(p.host_ip, Some("::1".parse().expect("ip")));
+        let p = parse_publish("[::]:8080:80/udp").expect("v6 any");
+        assert_eq!((p.host_ip, p.proto), (Some("::".parse().expect("ip")), Proto::Udp));
         assert_eq!(parse_publish("80").expect("bare").host_port_start, 0);
-        assert_eq!(parse_expose("80-81/udp").expect("expose"), vec!["80/udp", "81/udp"]);
+        let exposed: Vec<String> =
+            parse_expose("80-81/udp").expect("expose").iter().map(|e| e.to_string()).collect();
+        assert_eq!(exposed, vec!["80/udp", "81/udp"]);
     }
 
     #[test]
@@ -118,5 +129,20 @@ mod tests {
         assert!(parse_publish("abc").expect_err("abc").to_string().contains("not a port number"));
         assert!(parse_publish("80/icmp").expect_err("proto").to_string().contains("unknown protocol"));
         assert!(parse_publish("1:2:3:4").is_err());
+        assert!(
+            parse_publish("[::1:8080:80").expect_err("bracket").to_string().contains("[ADDR]:HPORT:CPORT")
+        );
+        assert!(parse_publish("[1.2.3.4]:80:80").expect_err("v4 in brackets").to_string().contains("IPv6"));
+    }
+
+    #[test]
+    fn specs_keep_their_record_shape() {
+        // Records written by earlier versions: host address as text, "" for none.
+        let old = r#"{"host_ip":"","host_port_start":8080,"host_port_end":8080,"container_port_start":80,"container_port_end":80,"proto":"tcp"}"#;
+        let p: PortSpec = serde_json::from_str(old).expect("old record");
+        assert_eq!(p, parse_publish("8080:80").expect("same"));
+        assert_eq!(serde_json::to_string(&p).expect("json"), old);
+        let e: Vec<Exposed> = serde_json::from_str(r#"["80/tcp","53/udp"]"#).expect("exposed");
+        assert_eq!(e, [parse_expose("80").expect("80"), parse_expose("53/udp").expect("53")].concat());
     }
 }

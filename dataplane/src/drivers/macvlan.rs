@@ -5,26 +5,29 @@ use std::path::Path;
 
 use rtnetlink::packet_route::link::MacVlanMode;
 
-use crate::domain::model::{Endpoint, Network, opt};
+use crate::domain::model::{DriverOptions, Endpoint, Network};
 use crate::domain::names;
+use crate::domain::options::MacvlanMode;
 use crate::error::{Error, Result};
 use crate::sys::netlink::Netlink;
 
-/// Parses `-o macvlan_mode=`.
-pub fn mode(net: &Network) -> Result<MacVlanMode> {
-    match net.options.get(opt::MACVLAN_MODE).map(String::as_str).unwrap_or("bridge") {
-        "bridge" => Ok(MacVlanMode::Bridge),
-        "vepa" => Ok(MacVlanMode::Vepa),
-        "private" => Ok(MacVlanMode::Private),
-        "passthru" => Ok(MacVlanMode::Passthrough),
-        other => Err(Error::invalid("macvlan_mode", other, "must be bridge, vepa, private or passthru")),
+/// The kernel's mode for the network's `-o macvlan_mode=`.
+pub fn mode(net: &Network) -> MacVlanMode {
+    let mode = match net.driver_options() {
+        DriverOptions::Macvlan(m) => m.mode,
+        _ => MacvlanMode::default(),
+    };
+    match mode {
+        MacvlanMode::Bridge => MacVlanMode::Bridge,
+        MacvlanMode::Vepa => MacVlanMode::Vepa,
+        MacvlanMode::Private => MacVlanMode::Private,
+        MacvlanMode::Passthru => MacVlanMode::Passthrough,
     }
 }
 
 /// The parent must exist; `IFACE.VID` asks for an 802.1q sub-interface,
 /// which this kernel cannot make.
 pub async fn check_parent(host: &Netlink, net: &Network) -> Result<()> {
-    mode(net)?;
     let Some(parent) = net.device.as_deref() else {
         return if net.internal {
             Ok(())
@@ -71,7 +74,7 @@ pub async fn attach(
     })?;
     let pidx = host.require_index(parent).await?;
     let tmp = names::macvlan_name();
-    let idx = host.create_macvlan(&tmp, pidx, mode(net)?).await?;
+    let idx = host.create_macvlan(&tmp, pidx, mode(net)).await?;
     let res = async {
         host.move_to(idx, netns).await?;
         super::configure_in_sandbox(netns, &tmp, net, ep, default_route).await

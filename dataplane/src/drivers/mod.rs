@@ -9,23 +9,23 @@ pub mod macvlan;
 
 use std::path::Path;
 
-use crate::domain::model::{DRIVER_BRIDGE, DRIVER_MACVLAN, Endpoint, Network};
+use crate::domain::model::{Driver, Endpoint, Network};
 use crate::error::{Error, Result};
 use crate::sys::netlink::Netlink;
 
 /// Creates the network's own devices (bridge; for macvlan nothing: the parent
 /// must exist).
 pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
-    match net.driver.as_str() {
-        DRIVER_BRIDGE => bridge::create_network(host, net).await,
-        DRIVER_MACVLAN => macvlan::check_parent(host, net).await,
+    match net.driver {
+        Driver::Bridge => bridge::create_network(host, net).await,
+        Driver::Macvlan => macvlan::check_parent(host, net).await,
         _ => Ok(()),
     }
 }
 
 pub async fn delete_network(host: &Netlink, net: &Network) -> Result<()> {
-    match net.driver.as_str() {
-        DRIVER_BRIDGE => bridge::delete_network(host, net).await,
+    match net.driver {
+        Driver::Bridge => bridge::delete_network(host, net).await,
         _ => Ok(()),
     }
 }
@@ -39,18 +39,18 @@ pub async fn attach(
     netns: &Path,
     default_route: bool,
 ) -> Result<u32> {
-    match net.driver.as_str() {
-        DRIVER_BRIDGE => bridge::attach(host, net, ep, netns, default_route).await,
-        DRIVER_MACVLAN => macvlan::attach(host, net, ep, netns, default_route).await,
+    match net.driver {
+        Driver::Bridge => bridge::attach(host, net, ep, netns, default_route).await,
+        Driver::Macvlan => macvlan::attach(host, net, ep, netns, default_route).await,
         other => Err(Error::Unsupported(format!("driver {other} has no endpoints"))),
     }
 }
 
 /// Removes an endpoint's interfaces. Cleans up as much as it can.
 pub async fn detach(host: &Netlink, net: &Network, ep: &Endpoint, netns: &Path) -> Result<()> {
-    match net.driver.as_str() {
-        DRIVER_BRIDGE => bridge::detach(host, ep).await,
-        DRIVER_MACVLAN => macvlan::detach(ep, netns).await,
+    match net.driver {
+        Driver::Bridge => bridge::detach(host, ep).await,
+        Driver::Macvlan => macvlan::detach(ep, netns).await,
         _ => Ok(()),
     }
 }

@@ -25,7 +25,7 @@ impl Engine {
             .ipam
             .as_ref()
             .ok_or_else(|| Error::Unsupported(format!("network {} has no address pool", net.name)))?;
-        if net.driver == DRIVER_MACVLAN && net.device.is_none() {
+        if net.driver == Driver::Macvlan && net.device.is_none() {
             return Err(Error::Unsupported(format!(
                 "network {} is an --internal macvlan network without parent: it cannot have endpoints",
                 net.name
@@ -179,7 +179,7 @@ impl Engine {
         let state = self.store.state()?;
         let net = state.require_network(net_ref)?.clone();
         let sb = state.require_sandbox(sb_ref)?.clone();
-        if sb.mode == NetworkMode::Host || net.driver == DRIVER_HOST {
+        if sb.mode == NetworkMode::Host || net.driver == Driver::Host {
             return Err(Error::HostNetworkConnect);
         }
         let ep = state

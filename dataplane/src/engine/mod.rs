@@ -25,15 +25,36 @@ mod publish;
 mod reconcile;
 mod sandbox;
 
-/// `network create` as requested.
-#[derive(Clone, Debug, Default)]
+/// `network create` as requested, parsed at the API edge.
+#[derive(Clone, Debug)]
 pub struct NetworkCreate {
     pub name: String,
-    pub driver: String,
+    pub driver: Driver,
     pub ipam: IpamRequest,
     pub internal: bool,
+    /// The `-o` options as given (inspect shows them)…
     pub options: BTreeMap<String, String>,
+    /// …and as values ([`NetworkCreate::new`] parses them).
+    pub driver_options: DriverOptions,
     pub labels: BTreeMap<String, String>,
+}
+
+impl NetworkCreate {
+    /// A request for network `name` with `driver` and `-o` `options`,
+    /// refused here if the driver or an option is unknown or malformed.
+    pub fn new(name: &str, driver: &str, options: BTreeMap<String, String>) -> Result<Self> {
+        let driver = Driver::parse(driver)?;
+        let driver_options = DriverOptions::parse(driver, &options)?;
+        Ok(NetworkCreate {
+            name: name.to_string(),
+            driver,
+            ipam: IpamRequest::default(),
+            internal: false,
+            options,
+            driver_options,
+            labels: BTreeMap::new(),
+        })
+    }
 }
 
 /// `create` / `run` as requested.
@@ -45,9 +66,11 @@ pub struct SandboxCreate {
     pub network: String,
     pub aliases: Vec<String>,
     pub ip: Option<String>,
-    pub publish: Vec<String>,
+    /// `-p`, parsed at the API edge.
+    pub publish: Vec<PortSpec>,
     pub publish_all: bool,
-    pub expose: Vec<String>,
+    /// `--expose`, one entry per port.
+    pub expose: Vec<Exposed>,
     pub cmd: Vec<String>,
     pub netns_path: Option<String>,
     pub auto_remove: bool,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 use super::*;
 use crate::domain::ipam;
 use crate::domain::names;
+use crate::domain::options::key;
 use crate::drivers;
 use crate::error::{Error, Result};
 
@@ -12,30 +13,28 @@ impl Engine {
     pub async fn ensure_predefined(&self) -> Result<()> {
         let state = self.store.state()?;
         if state.network("bridge").is_none() {
-            let mut options = BTreeMap::new();
-            options.insert(opt::BRIDGE_NAME.into(), DEFAULT_BRIDGE_DEVICE.into());
-            options.insert(opt::DEFAULT_BRIDGE.into(), "true".into());
-            options.insert(opt::ENABLE_ICC.into(), "true".into());
-            options.insert(opt::ENABLE_IP_MASQUERADE.into(), "true".into());
-            options.insert(opt::HOST_BINDING_IPV4.into(), "0.0.0.0".into());
-            options.insert(opt::MTU.into(), "1500".into());
-            let req = NetworkCreate {
-                name: "bridge".into(),
-                driver: DRIVER_BRIDGE.into(),
-                ipam: IpamRequest {
-                    subnet: Some("172.17.0.0/16".into()),
-                    gateway: Some("172.17.0.1".into()),
-                    ..Default::default()
-                },
-                options,
+            let options: BTreeMap<String, String> = [
+                (key::BRIDGE_NAME, DEFAULT_BRIDGE_DEVICE),
+                (key::DEFAULT_BRIDGE, "true"),
+                (key::ENABLE_ICC, "true"),
+                (key::ENABLE_IP_MASQUERADE, "true"),
+                (key::HOST_BINDING_IPV4, "0.0.0.0"),
+                (key::MTU, "1500"),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+            let mut req = NetworkCreate::new("bridge", "bridge", options)?;
+            req.ipam = IpamRequest {
+                subnet: Some("172.17.0.0/16".into()),
+                gateway: Some("172.17.0.1".into()),
                 ..Default::default()
             };
             self.create_network_inner(req, true).await?;
         }
-        for (name, driver) in [("host", DRIVER_HOST), ("none", DRIVER_NULL)] {
+        for (name, driver) in [("host", "host"), ("none", "null")] {
             if state.network(name).is_none() {
-                let req = NetworkCreate { name: name.into(), driver: driver.into(), ..Default::default() };
-                self.create_network_inner(req, true).await?;
+                self.create_network_inner(NetworkCreate::new(name, driver, BTreeMap::new())?, true).await?;
             }
         }
         Ok(())
@@ -52,26 +51,28 @@ impl Engine {
         if state.network(&req.name).is_some_and(|n| n.name == req.name) {
             return Err(Error::NetworkExists(req.name));
         }
-        let driver = if req.driver.is_empty() { DRIVER_BRIDGE.to_string() } else { req.driver.clone() };
-        match driver.as_str() {
-            DRIVER_BRIDGE | DRIVER_MACVLAN => {}
-            DRIVER_HOST | DRIVER_NULL if predefined => {}
-            DRIVER_HOST | DRIVER_NULL => {
+        let driver = req.driver;
+        match driver {
+            Driver::Bridge | Driver::Macvlan => {}
+            Driver::Host | Driver::Null if predefined => {}
+            Driver::Host | Driver::Null => {
                 return Err(Error::Unsupported(format!(
                     "only one instance of \"{driver}\" network is allowed"
                 )));
             }
-            "ipvlan" => return Err(self.ipvlan_unsupported(req.options.get(opt::PARENT)).await),
-            other => return Err(Error::UnknownDriver(other.to_string())),
+            Driver::Ipvlan => {
+                let parent = req.driver_options.macvlan().and_then(|m| m.parent.clone());
+                return Err(self.ipvlan_unsupported(parent.as_ref()).await);
+            }
         }
         let id = names::new_id();
-        let mut options = req.options.clone();
-        let device = match driver.as_str() {
-            DRIVER_BRIDGE => {
-                let dev = options.get(opt::BRIDGE_NAME).cloned().unwrap_or_else(|| names::bridge_name(&id));
+        let options = req.options.clone();
+        let device = match &req.driver_options {
+            DriverOptions::Bridge(b) => {
+                let dev = b.name.clone().unwrap_or_else(|| names::bridge_name(&id));
                 if !names::valid_ifname(&dev) {
                     return Err(Error::invalid(
-                        opt::BRIDGE_NAME,
+                        key::BRIDGE_NAME,
                         &dev,
                         "not a valid interface name (1-15 characters)",
                     ));
@@ -86,52 +87,14 @@ impl Engine {
                 }
                 Some(dev)
             }
-            DRIVER_MACVLAN => options.get(opt::PARENT).cloned(),
-            _ => None,
+            DriverOptions::Macvlan(m) => m.parent.clone(),
+            DriverOptions::None => None,
         };
-        for key in [opt::ENABLE_ICC, opt::ENABLE_IP_MASQUERADE] {
-            if let Some(v) = options.get(key)
-                && v != "true"
-                && v != "false"
-            {
-                return Err(Error::invalid("option", format!("{key}={v}"), "must be true or false"));
-            }
-        }
-        if let Some(v) = options.get(opt::MTU)
-            && !v.parse::<u32>().is_ok_and(|m| (68..=65535).contains(&m))
-        {
-            return Err(Error::invalid("option", format!("{}={v}", opt::MTU), "the MTU must be 68 to 65535"));
-        }
-        if let Some(v) = options.get(opt::GATEWAY_MODE_IPV4)
-            && !matches!(v.as_str(), "nat" | "nat-unprotected" | "routed")
-        {
-            return Err(Error::invalid(
-                "option",
-                format!("{}={v}", opt::GATEWAY_MODE_IPV4),
-                "must be nat, nat-unprotected or routed",
-            ));
-        }
-        if let Some(v) = options.get(opt::LB) {
-            if v != "vip" {
-                return Err(Error::invalid(
-                    "option",
-                    format!("{}={v}", opt::LB),
-                    "the only balancing mode is vip",
-                ));
-            }
-            if driver != DRIVER_BRIDGE {
-                return Err(Error::invalid(
-                    "option",
-                    format!("{}={v}", opt::LB),
-                    "only bridge networks balance aliases",
-                ));
-            }
-        }
-        let ipam = if driver == DRIVER_BRIDGE || driver == DRIVER_MACVLAN {
+        let ipam = if matches!(driver, Driver::Bridge | Driver::Macvlan) {
             let mut taken: Vec<_> = state
                 .networks
                 .iter()
-                .filter(|n| n.is_bridge() || driver == DRIVER_BRIDGE)
+                .filter(|n| n.is_bridge() || driver == Driver::Bridge)
                 .filter_map(|n| n.ipam.as_ref().map(|i| (i.subnet, n.name.clone())))
                 .collect();
             // What the host itself uses (routes, addresses): an automatic
@@ -139,7 +102,7 @@ impl Engine {
             // overlap it either — the bridge and the sandboxes would take the
             // host's own addresses and break its routing. macvlan subnets are
             // the parent's LAN by design.
-            let check_host = driver == DRIVER_BRIDGE && !predefined;
+            let check_host = driver == Driver::Bridge && !predefined;
             let host_claims = if req.ipam.subnet.is_none() || check_host {
                 self.host.ipv4_claims().await?
             } else {
@@ -167,8 +130,9 @@ impl Engine {
         } else {
             None
         };
-        if driver == DRIVER_MACVLAN {
-            options.entry(opt::MACVLAN_MODE.into()).or_insert_with(|| "bridge".into());
+        let mut options = options;
+        if driver == Driver::Macvlan {
+            options.entry(key::MACVLAN_MODE.into()).or_insert_with(|| "bridge".into());
         }
         let net = Network {
             id: id.clone(),

@@ -3,7 +3,7 @@
 //! them), and programming them into the BPF services map, all or nothing.
 
 use std::collections::HashSet;
-use std::net::{Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::os::fd::OwnedFd;
 
 use dataplane_common::{Backend, PROTO_TCP, PROTO_UDP, ServiceKey};
@@ -19,17 +19,17 @@ const SNAT_PORTS: (u16, u16) = (61000, 65535);
 /// Docker's fallback when the kernel's range cannot be read.
 const EPHEMERAL_FALLBACK: (u16, u16) = (32768, 60999);
 
-fn proto_number(proto: &str) -> Result<u8> {
+/// The IP protocol number the datapath keys published ports by.
+fn proto_number(proto: Proto) -> Result<u8> {
     match proto {
-        "tcp" => Ok(PROTO_TCP),
-        "udp" => Ok(PROTO_UDP),
-        "sctp" => Err(Error::Unsupported(if kernel_has_sctp() {
+        Proto::Tcp => Ok(PROTO_TCP),
+        Proto::Udp => Ok(PROTO_UDP),
+        Proto::Sctp => Err(Error::Unsupported(if kernel_has_sctp() {
             "publishing SCTP ports is not supported yet (its CRC32c checksum cannot be updated incrementally in BPF)"
                 .into()
         } else {
             "publishing SCTP ports is not possible: this kernel has no SCTP support".into()
         })),
-        other => Err(Error::invalid("protocol", other, "must be tcp or udp")),
     }
 }
 
@@ -57,7 +57,7 @@ fn ephemeral_range() -> (u16, u16) {
 
 /// Holds `ip:port/proto` with a bound (not listening) socket.
 fn reserve(b: &PortBinding) -> Result<OwnedFd> {
-    let ty = if b.proto == "udp" { SockType::Datagram } else { SockType::Stream };
+    let ty = if b.proto == Proto::Udp { SockType::Datagram } else { SockType::Stream };
     let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)
         .map_err(|e| Error::sys("socket", "port reservation", e))?;
     let addr = SockaddrIn::from(SocketAddrV4::new(b.host_ip, b.host_port));
@@ -138,7 +138,7 @@ impl Engine {
         let claim_any = |ip: Ipv4Addr,
                          candidates: &mut dyn Iterator<Item = u16>,
                          cport: u16,
-                         proto: &str,
+                         proto: Proto,
                          out: &mut Vec<PortBinding>,
                          fds: &mut Vec<OwnedFd>|
          -> Result<()> {
@@ -147,7 +147,7 @@ impl Engine {
                     host_ip: ip,
                     host_port: hp,
                     container_port: cport,
-                    proto: proto.to_string(),
+                    proto,
                     v6_loopback: false,
                 };
                 if claim(b, out, fds).is_ok() {
@@ -157,20 +157,19 @@ impl Engine {
             Err(Error::Conflict(format!("no free host port for {cport}/{proto} on {ip}")))
         };
         for spec in &sb.ports {
-            proto_number(&spec.proto)?;
+            proto_number(spec.proto)?;
             // IPv6 host addresses: `::` is every address (as 0.0.0.0 is);
             // `::1` is served through the socket hooks' ::1 → 127.0.0.1 mapping.
-            let (ip, v6_loopback): (Ipv4Addr, bool) = match spec.host_ip.as_str() {
-                "" | "::" => (Ipv4Addr::UNSPECIFIED, false),
-                "::1" => (Ipv4Addr::LOCALHOST, true),
-                other => (
-                    other.parse().map_err(|_| {
-                        Error::Unsupported(format!(
-                            "publishing on IPv6 host address {other} is not supported yet (only :: and ::1)"
-                        ))
-                    })?,
-                    false,
-                ),
+            let (ip, v6_loopback): (Ipv4Addr, bool) = match spec.host_ip {
+                None => (Ipv4Addr::UNSPECIFIED, false),
+                Some(IpAddr::V4(ip)) => (ip, false),
+                Some(IpAddr::V6(ip)) if ip.is_unspecified() => (Ipv4Addr::UNSPECIFIED, false),
+                Some(IpAddr::V6(ip)) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, true),
+                Some(IpAddr::V6(other)) => {
+                    return Err(Error::Unsupported(format!(
+                        "publishing on IPv6 host address {other} is not supported yet (only :: and ::1)"
+                    )));
+                }
             };
             let first_new = out.len();
             let cports = spec.container_port_start..=spec.container_port_end;
@@ -178,7 +177,7 @@ impl Engine {
             let nhost = spec.host_port_end.saturating_sub(spec.host_port_start);
             if spec.host_port_start == 0 {
                 for cp in cports {
-                    claim_any(ip, &mut (eph_lo..=eph_hi), cp, &spec.proto, &mut out, &mut fds)?;
+                    claim_any(ip, &mut (eph_lo..=eph_hi), cp, spec.proto, &mut out, &mut fds)?;
                 }
             } else if ncont == nhost {
                 for (i, cp) in cports.enumerate() {
@@ -186,7 +185,7 @@ impl Engine {
                         host_ip: ip,
                         host_port: spec.host_port_start + i as u16,
                         container_port: cp,
-                        proto: spec.proto.clone(),
+                        proto: spec.proto,
                         v6_loopback: false,
                     };
                     claim(b, &mut out, &mut fds)?;
@@ -194,7 +193,7 @@ impl Engine {
             } else {
                 // One container port, any free port of the host range.
                 let mut range = spec.host_port_start..=spec.host_port_end;
-                claim_any(ip, &mut range, spec.container_port_start, &spec.proto, &mut out, &mut fds)?;
+                claim_any(ip, &mut range, spec.container_port_start, spec.proto, &mut out, &mut fds)?;
             }
             for b in &mut out[first_new..] {
                 b.v6_loopback = v6_loopback;
@@ -202,13 +201,18 @@ impl Engine {
         }
         if sb.publish_all {
             for e in &sb.expose {
-                let (port, proto) = e.split_once('/').unwrap_or((e.as_str(), "tcp"));
-                let cp: u16 = port.parse().map_err(|_| Error::invalid("expose", e, "not a port"))?;
-                proto_number(proto)?;
-                if out.iter().any(|b| b.container_port == cp && b.proto == proto) {
+                proto_number(e.proto)?;
+                if out.iter().any(|b| b.container_port == e.port && b.proto == e.proto) {
                     continue;
                 }
-                claim_any(Ipv4Addr::UNSPECIFIED, &mut (eph_lo..=eph_hi), cp, proto, &mut out, &mut fds)?;
+                claim_any(
+                    Ipv4Addr::UNSPECIFIED,
+                    &mut (eph_lo..=eph_hi),
+                    e.port,
+                    e.proto,
+                    &mut out,
+                    &mut fds,
+                )?;
             }
         }
         Ok((out, fds))
@@ -384,7 +388,7 @@ fn service_key(b: &PortBinding) -> Result<ServiceKey> {
     Ok(ServiceKey {
         addr: b.host_ip.octets(),
         port: b.host_port.to_be(),
-        proto: proto_number(&b.proto)?,
+        proto: proto_number(b.proto)?,
         _pad: 0,
     })
 }

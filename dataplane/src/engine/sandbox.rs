@@ -8,7 +8,6 @@ use tokio::sync::watch;
 
 use super::*;
 use crate::domain::names;
-use crate::domain::ports;
 use crate::error::{Error, Result};
 use crate::sys::netlink::Netlink;
 use crate::sys::netns;
@@ -38,8 +37,8 @@ impl Engine {
         let log =
             if req.log_opts.is_empty() { None } else { Some(self.log_defaults.with_options(&req.log_opts)?) };
         let mut warnings = Vec::new();
-        let ports = req.publish.iter().map(|p| ports::parse_publish(p)).collect::<Result<Vec<_>>>()?;
-        let expose = req.expose.iter().map(|p| ports::parse_expose(p)).collect::<Result<Vec<_>>>()?.concat();
+        let ports = req.publish.clone();
+        let expose = req.expose.clone();
         if let Some(h) = &req.hostname
             && (h.is_empty()
                 || h.len() > 63
@@ -58,9 +57,9 @@ impl Engine {
             }
             other => {
                 let n = state.require_network(other)?;
-                match n.driver.as_str() {
-                    DRIVER_HOST => (NetworkMode::Host, None),
-                    DRIVER_NULL => (NetworkMode::None, None),
+                match n.driver {
+                    Driver::Host => (NetworkMode::Host, None),
+                    Driver::Null => (NetworkMode::None, None),
                     _ => (NetworkMode::Networks, Some(n.clone())),
                 }
             }
