@@ -1,0 +1,60 @@
+//! ICMP errors about egress flows on crafted frames: port unreachable,
+//! fragmentation needed (its MTU kept) and time exceeded, addressed to the
+//! uplink address and quoting the SNATed packet, are handed to the sandbox
+//! with the outer destination and the quoted source translated back and
+//! every checksum (outer IP, ICMP, quoted IP header) valid. Errors about
+//! nothing we track are left to the host.
+
+mod common;
+
+use common::*;
+
+const HOST: [u8; 4] = [192, 0, 2, 1];
+const REMOTE: [u8; 4] = [198, 51, 100, 9];
+const ROUTER: [u8; 4] = [198, 51, 100, 254];
+const SANDBOX: [u8; 4] = [10, 1, 0, 3];
+
+/// The quoted packet's source address and port.
+fn quoted_source(frame: &[u8]) -> ([u8; 4], u16) {
+    let inner = &frame[14 + 20 + 8..];
+    (inner[12..16].try_into().expect("src"), u16::from_be_bytes([inner[20], inner[21]]))
+}
+
+#[test]
+fn icmp_errors_about_egress_flows_reach_the_sandbox_translated() {
+    let f = fixture("icmp-errors");
+    f.network(1, "10.1.0.0/24", 0);
+    f.endpoint(LO, 1, SANDBOX, 0);
+    f.uplink_config(HOST);
+
+    let (verdict, sent) = f.veth(&udp((SANDBOX, 5000), (REMOTE, 53), b"query"));
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(parse(&sent).src, HOST, "the error will quote the SNATed packet");
+    let (verdict, out) = f.uplink(&icmp_error(REMOTE, HOST, 3, 3, 0, &sent));
+    assert_eq!(verdict, REDIRECT, "port unreachable into the sandbox");
+    let p = parse(&out);
+    assert_eq!((p.src, p.dst, p.proto), (REMOTE, SANDBOX, ICMP));
+    assert_eq!(quoted_source(&out), (SANDBOX, 5000), "the quoted packet is the sandbox's own");
+    assert!(checksums_ok(&out), "outer IP, ICMP and quoted IP checksums");
+
+    let (verdict, sent) = f.veth(&tcp((SANDBOX, 40000), (REMOTE, 443), SYN));
+    assert_eq!(verdict, REDIRECT);
+    let (verdict, out) = f.uplink(&icmp_error(ROUTER, HOST, 3, 4, 1400, &sent));
+    assert_eq!(verdict, REDIRECT, "fragmentation needed into the sandbox");
+    assert_eq!(parse(&out).dst, SANDBOX);
+    assert_eq!(quoted_source(&out), (SANDBOX, 40000));
+    assert_eq!(u16::from_be_bytes([out[14 + 20 + 6], out[14 + 20 + 7]]), 1400, "the MTU is kept");
+    assert!(checksums_ok(&out));
+
+    let (verdict, out) = f.uplink(&icmp_error(ROUTER, HOST, 11, 0, 0, &sent));
+    assert_eq!(verdict, REDIRECT, "time exceeded into the sandbox");
+    assert_eq!(quoted_source(&out), (SANDBOX, 40000));
+    assert!(checksums_ok(&out));
+
+    // About a flow nobody tracks: the host's business, untouched.
+    let stranger = tcp((HOST, 41000), (REMOTE, 443), SYN);
+    let frame = icmp_error(REMOTE, HOST, 3, 3, 0, &stranger);
+    let (verdict, out) = f.uplink(&frame);
+    assert_eq!(verdict, NEXT);
+    assert_eq!(out, frame);
+}

@@ -1,0 +1,110 @@
+//! NAT on crafted frames (BPF_PROG_TEST_RUN, no interface touched): DNAT of
+//! published ports on the uplink, the reply's source restored on the veth,
+//! egress SNAT with the source port kept or, when taken, a random one from
+//! the SNAT range, and the egress reply's destination restored — every
+//! rewritten frame with valid IP and L4 checksums.
+
+mod common;
+
+use common::*;
+use dataplane_common::DropReason;
+
+const HOST: [u8; 4] = [192, 0, 2, 1];
+const CLIENT: [u8; 4] = [198, 51, 100, 7];
+const REMOTE: [u8; 4] = [198, 51, 100, 9];
+const BACKEND: [u8; 4] = [10, 1, 0, 2];
+/// The backend's host-side veth (the peer redirects go to).
+const BACKEND_VETH: u32 = 5;
+
+fn published(f: &Fixture) {
+    f.network(1, "10.1.0.0/24", 0);
+    f.endpoint(BACKEND_VETH, 1, BACKEND, 0);
+    f.host_ips(&[HOST]);
+    f.publish(HOST, 8080, TCP, BACKEND, 80, BACKEND_VETH);
+    f.publish([0; 4], 5353, UDP, BACKEND, 53, BACKEND_VETH);
+}
+
+#[test]
+fn published_ports_are_dnated_on_the_uplink_and_replies_get_their_source_back() {
+    let f = fixture("nat-dnat");
+    published(&f);
+    let before = f.count(DropReason::NatPublished);
+
+    // TCP to an exact host address.
+    let (verdict, out) = f.uplink(&tcp((CLIENT, 40000), (HOST, 8080), SYN));
+    assert_eq!(verdict, REDIRECT, "into the backend's veth peer");
+    let p = parse(&out);
+    assert_eq!(
+        (p.src, p.sport, p.dst, p.dport),
+        (CLIENT, 40000, BACKEND, 80),
+        "DNAT keeps the client's address"
+    );
+    assert_eq!(p.dst_mac, mac_of(BACKEND));
+    assert!(checksums_ok(&out), "IP and TCP checksums after DNAT");
+    assert_eq!(f.count(DropReason::NatPublished), before + 1);
+    let flows = f.flows();
+    assert!(flows.iter().any(|(s, d, _)| s == "198.51.100.7:40000" && d == "192.0.2.1:8080"), "{flows:?}");
+    assert!(flows.iter().any(|(s, d, _)| s == "10.1.0.2:80" && d == "198.51.100.7:40000"), "{flows:?}");
+
+    // The backend's answer leaves with the published address as its source.
+    let (verdict, out) = f.veth(&tcp((BACKEND, 80), (CLIENT, 40000), SYN | ACK));
+    assert_eq!(verdict, REDIRECT, "out of the uplink");
+    let p = parse(&out);
+    assert_eq!((p.src, p.sport, p.dst, p.dport), (HOST, 8080, CLIENT, 40000));
+    assert!(checksums_ok(&out), "IP and TCP checksums after the reverse NAT");
+
+    // UDP published on 0.0.0.0 answers on a host address.
+    let (verdict, out) = f.uplink(&udp((CLIENT, 5000), (HOST, 5353), b"query"));
+    assert_eq!(verdict, REDIRECT);
+    let p = parse(&out);
+    assert_eq!((p.dst, p.dport), (BACKEND, 53));
+    assert!(checksums_ok(&out), "IP and UDP checksums after DNAT");
+
+    // Not published, not ours: left to the stack, untouched.
+    let frame = tcp((CLIENT, 40001), (HOST, 9999), SYN);
+    let (verdict, out) = f.uplink(&frame);
+    assert_eq!(verdict, NEXT);
+    assert_eq!(out, frame);
+}
+
+#[test]
+fn egress_is_snated_keeping_the_port_when_free_and_replies_come_back() {
+    let f = fixture("nat-snat");
+    f.network(1, "10.1.0.0/24", 0);
+    // The sandbox's veth is the interface test runs arrive on.
+    f.endpoint(LO, 1, [10, 1, 0, 3], 0);
+    f.uplink_config(HOST);
+    let before = f.count(DropReason::NatEgress);
+
+    let (verdict, out) = f.veth(&udp(([10, 1, 0, 3], 5000), (REMOTE, 53), b"q1"));
+    assert_eq!(verdict, REDIRECT, "out of the uplink");
+    let first = parse(&out);
+    assert_eq!((first.src, first.sport, first.dst, first.dport), (HOST, 5000, REMOTE, 53), "port kept");
+    assert!(checksums_ok(&out));
+
+    // Another sandbox with the same source port to the same server: the
+    // port is taken on the uplink address, a random one of the range is used.
+    let (verdict, out) = f.veth(&udp(([10, 1, 0, 4], 5000), (REMOTE, 53), b"q2"));
+    assert_eq!(verdict, REDIRECT);
+    let second = parse(&out);
+    assert_eq!(second.src, HOST);
+    assert!((61000..=65535).contains(&second.sport), "collision: port {} from 61000-65535", second.sport);
+    assert!(checksums_ok(&out));
+    assert_eq!(f.count(DropReason::NatEgress), before + 2);
+
+    // Each answer finds its own sandbox again.
+    for (port, sandbox) in [(5000, [10, 1, 0, 3]), (second.sport, [10, 1, 0, 4])] {
+        let (verdict, out) = f.uplink(&udp((REMOTE, 53), (HOST, port), b"answer"));
+        assert_eq!(verdict, REDIRECT, "into the sandbox");
+        let p = parse(&out);
+        assert_eq!((p.src, p.sport, p.dst, p.dport), (REMOTE, 53, sandbox, 5000));
+        assert!(checksums_ok(&out));
+    }
+
+    // ICMP echo: the identifier plays the port.
+    let (verdict, out) = f.veth(&ping([10, 1, 0, 3], REMOTE, 777));
+    assert_eq!(verdict, REDIRECT);
+    let p = parse(&out);
+    assert_eq!((p.src, p.sport), (HOST, 777));
+    assert!(checksums_ok(&out), "ICMP checksum after SNAT");
+}
