@@ -22,13 +22,19 @@ fn state(f: &Fixture, src: &str, dst: &str) -> &'static str {
         .unwrap_or_else(|| panic!("no flow {src} -> {dst} in {flows:?}"))
 }
 
-#[test]
-fn tcp_states_follow_the_packets_and_a_reused_tuple_starts_over() {
-    let f = fixture("ct-states");
+/// A datapath with `HOST:hport/proto` published to `BACKEND:port`.
+fn published(tag: &str, hport: u16, proto: u8, port: u16) -> Fixture {
+    let f = fixture(tag);
     f.network(1, "10.1.0.0/24", 0);
     f.endpoint(5, 1, BACKEND, 0);
     f.host_ips(&[HOST]);
-    f.publish(HOST, 8080, TCP, BACKEND, 80, 5);
+    f.publish(HOST, hport, proto, BACKEND, port, 5);
+    f
+}
+
+#[test]
+fn tcp_states_follow_the_packets_and_a_reused_tuple_starts_over() {
+    let f = published("ct-states", 8080, TCP, 80);
     let (fwd, rev) = (("198.51.100.7:40000", "192.0.2.1:8080"), ("10.1.0.2:80", "198.51.100.7:40000"));
     let from_client = |flags| f.uplink(&tcp((CLIENT, 40000), (HOST, 8080), flags)).0;
     let from_backend = |flags| f.veth(&tcp((BACKEND, 80), (CLIENT, 40000), flags)).0;
@@ -62,11 +68,7 @@ fn tcp_states_follow_the_packets_and_a_reused_tuple_starts_over() {
 
 #[test]
 fn udp_flows_are_answered_once_both_directions_carried_a_packet() {
-    let f = fixture("ct-udp");
-    f.network(1, "10.1.0.0/24", 0);
-    f.endpoint(5, 1, BACKEND, 0);
-    f.host_ips(&[HOST]);
-    f.publish(HOST, 5353, UDP, BACKEND, 53, 5);
+    let f = published("ct-udp", 5353, UDP, 53);
     assert_eq!(f.uplink(&udp((CLIENT, 5000), (HOST, 5353), b"q")).0, REDIRECT);
     assert_eq!(state(&f, "198.51.100.7:5000", "192.0.2.1:5353"), "UNREPLIED");
     assert_eq!(f.veth(&udp((BACKEND, 53), (CLIENT, 5000), b"a")).0, REDIRECT);
