@@ -46,6 +46,14 @@ enum Cmd {
     },
     /// Prints the client address the echo server at ADDR sees.
     Peer { addr: String },
+    /// Only the name-resolution phase (as root); prints its JSON.
+    Dns {
+        /// 20 names only, 1 s per measurement.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
     /// Only the conntrack-at-scale phase (as root); prints its JSON. With
     /// DATAPLANE_BIN pointing at an older build it measures that one.
     CtScale {
@@ -363,7 +371,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let wanted =
         BUILDERS.iter().filter(|(n, _)| args.modes.is_empty() || args.modes.iter().any(|m| m == n)).count();
     let steps = if args.quick { 2 } else { 3 };
-    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 3;
+    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 4;
     let mut r = Run {
         args,
         rounds,
@@ -418,6 +426,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         report["ct_scale"] = guarded(&mut r, "conntrack at scale", |r| {
             modes::ct_scale(r.args.quick).unwrap_or_else(|e| {
                 r.unavailable.insert("conntrack at scale".into(), format!("{e:#}"));
+                Value::Null
+            })
+        });
+        save(&mut report, &r)?;
+        r.progress.step("name resolution: ours vs aardvark-dns");
+        report["dns"] = guarded(&mut r, "name resolution", |r| {
+            modes::dns(r.args.quick, r.seconds).unwrap_or_else(|e| {
+                r.unavailable.insert("name resolution".into(), format!("{e:#}"));
                 Value::Null
             })
         });
@@ -480,6 +496,11 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Peer { addr } => {
             println!("{}", load::peer(&addr)?);
+            Ok(())
+        }
+        Cmd::Dns { quick, seconds } => {
+            dataplane_tests::require_privileges();
+            println!("{}", serde_json::to_string_pretty(&modes::dns(quick, seconds)?)?);
             Ok(())
         }
         Cmd::CtScale { quick } => {

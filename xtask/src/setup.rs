@@ -32,6 +32,7 @@ const PACKAGES: &[&str] = &[
 const PEER_PACKAGES: &[&str] = &[
     "netavark",
     "aardvark-dns",
+    "dnsperf",
     "containernetworking-plugins",
     "sockperf",
     "busybox-static",

@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::domain::model::{Network, Sandbox};
+use crate::domain::model::{Endpoint, Network, Sandbox};
 use crate::domain::state::State;
 
 /// What a query for a name resolves to.
@@ -25,6 +25,9 @@ pub struct View<'a> {
     state: &'a State,
     /// User-defined networks the asker is attached to.
     networks: Vec<&'a Network>,
+    /// Sandboxes by id (one pass over the snapshot instead of one per endpoint).
+    sandboxes: std::collections::HashMap<&'a str, &'a Sandbox>,
+    /// Asked only of sandboxes a name matched (it may read /proc).
     live: &'a dyn Fn(&Sandbox) -> bool,
 }
 
@@ -52,7 +55,8 @@ impl<'a> View<'a> {
             .filter_map(|ep| state.networks.iter().find(|n| n.id == ep.network_id))
             .filter(|n| !n.predefined)
             .collect();
-        View { state, networks, live }
+        let sandboxes = state.sandboxes.iter().map(|s| (s.id.as_str(), s)).collect();
+        View { state, networks, sandboxes, live }
     }
 
     /// Whether names the view does not know may be sent upstream: the asker
@@ -70,32 +74,40 @@ impl<'a> View<'a> {
         self.networks.iter().any(|n| n.ipam.as_ref().is_some_and(|i| i.subnet.contains(ip)))
     }
 
-    /// Endpoints on the asker's networks whose sandbox is live, with both.
+    /// Endpoints on the asker's networks that `matches`, whose sandbox is
+    /// live, with both (liveness is asked of the matches only).
     fn neighbours(
         &self,
-    ) -> impl Iterator<Item = (&'a Network, &'a Sandbox, &'a crate::domain::model::Endpoint)> + '_ {
-        self.networks.iter().flat_map(move |net| {
-            self.state.endpoints_of_network(&net.id).filter_map(move |ep| {
-                let sb = self.state.sandboxes.iter().find(|s| s.id == ep.sandbox_id)?;
-                (self.live)(sb).then_some((*net, sb, ep))
-            })
-        })
+        matches: impl Fn(&Sandbox, &Endpoint) -> bool,
+    ) -> Vec<(&'a Network, &'a Sandbox, &'a Endpoint)> {
+        let mut out = Vec::new();
+        for net in &self.networks {
+            for ep in self.state.endpoints_of_network(&net.id) {
+                if let Some(sb) = self.sandboxes.get(ep.sandbox_id.as_str())
+                    && matches(sb, ep)
+                    && (self.live)(sb)
+                {
+                    out.push((*net, *sb, ep));
+                }
+            }
+        }
+        out
     }
 
     /// Addresses answering `name` (normalized), in a stable order, or Unknown.
     pub fn lookup(&self, name: &str) -> Found {
         let mut addrs: Vec<Ipv4Addr> = Vec::new();
         let mut known = false;
-        for (_, sb, ep) in self.neighbours() {
-            let hit = sb.name.eq_ignore_ascii_case(name)
+        let named = |sb: &Sandbox, ep: &Endpoint| {
+            sb.name.eq_ignore_ascii_case(name)
                 || sb.hostname.eq_ignore_ascii_case(name)
                 || (name.len() >= 12 && name.len() <= sb.id.len() && sb.id.starts_with(name))
-                || ep.aliases.iter().any(|a| a.eq_ignore_ascii_case(name));
-            if hit {
-                known = true;
-                if !addrs.contains(&ep.ip) {
-                    addrs.push(ep.ip);
-                }
+                || ep.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        };
+        for (_, _, ep) in self.neighbours(named) {
+            known = true;
+            if !addrs.contains(&ep.ip) {
+                addrs.push(ep.ip);
             }
         }
         if !known {
@@ -113,15 +125,15 @@ impl<'a> View<'a> {
             self.state
                 .endpoints_of_network(&net.id)
                 .filter(|ep| ep.aliases.contains(alias))
-                .any(|ep| self.state.sandboxes.iter().any(|sb| sb.id == ep.sandbox_id && (self.live)(sb)))
+                .any(|ep| self.sandboxes.get(ep.sandbox_id.as_str()).is_some_and(|sb| (self.live)(sb)))
                 .then_some(*vip)
         })
     }
 
     /// `NAME.NETWORK` of the live sandbox holding `ip` on a shared network.
     pub fn reverse(&self, ip: Ipv4Addr) -> Found {
-        self.neighbours()
-            .find(|(_, _, ep)| ep.ip == ip)
+        self.neighbours(|_, ep| ep.ip == ip)
+            .first()
             .map(|(net, sb, _)| Found::Ptr(format!("{}.{}", sb.name, net.name)))
             .unwrap_or(Found::Unknown)
     }
@@ -141,7 +153,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::domain::model::{Endpoint, Ipam, NetworkMode, SandboxState};
+    use crate::domain::model::{Ipam, NetworkMode, SandboxState};
 
     fn net(id: &str, name: &str, internal: bool, predefined: bool) -> Network {
         Network {
