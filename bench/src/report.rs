@@ -283,6 +283,22 @@ pub fn markdown(r: &Value) -> String {
             f(&ct["last_gc_seconds"]),
         ));
     }
+    if let Some(dns) = r["dns"].as_object().filter(|o| !o.is_empty()) {
+        s.push_str("\n**Name resolution** (`dnsperf -c 4`, A queries over N names; ↑ q/s, ↓ ms)\n\n");
+        s.push_str("| names | dataplane q/s | ms | aardvark-dns q/s | ms | dataplane ÷ aardvark |\n|---|---|---|---|---|---|\n");
+        let mut sizes: Vec<(&String, &Value)> = dns.iter().collect();
+        sizes.sort_by_key(|(n, _)| n.parse::<u64>().unwrap_or(0));
+        for (n, row) in sizes {
+            s.push_str(&format!(
+                "| {n} | {} | {} | {} | {} | {} |\n",
+                f(&row["dataplane"]["qps"]),
+                f(&row["dataplane"]["avg_ms"]),
+                f(&row["aardvark-dns"]["qps"]),
+                f(&row["aardvark-dns"]["avg_ms"]),
+                f(&row["qps_ratio"]),
+            ));
+        }
+    }
     if let Some(g) = r["goals"].as_array() {
         s.push_str("\n**Goals**\n\n| goal | target | measured | met |\n|---|---|---|---|\n");
         for x in g {

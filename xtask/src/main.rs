@@ -163,6 +163,11 @@ fn servers_running() -> std::collections::BTreeMap<&'static str, usize> {
     let mut count = std::collections::BTreeMap::new();
     for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(comm) = std::fs::read_to_string(e.path().join("comm")) else { continue };
+        // A zombie has ended; only its parent's reaping is left.
+        let stat = std::fs::read_to_string(e.path().join("stat")).unwrap_or_default();
+        if stat.rfind(')').and_then(|i| stat.get(i + 2..i + 3)) == Some("Z") {
+            continue;
+        }
         if let Some(name) = SERVERS.iter().find(|s| s[..s.len().min(15)] == *comm.trim()) {
             *count.entry(*name).or_default() += 1;
         }

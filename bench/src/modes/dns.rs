@@ -76,6 +76,9 @@ fn aardvark(n: usize, file: &str, dir: &std::path::Path, secs: u32) -> anyhow::R
         .stderr(Stdio::null());
     std::os::unix::process::CommandExt::process_group(&mut cmd, 0);
     let _server = Procs(vec![cmd.spawn().map_err(|e| anyhow::anyhow!("starting {AARDVARK}: {e}"))?]);
+    // It daemonizes (a session of its own) and says where in its pid file:
+    // killed by that when this function ends, however it ends.
+    let _daemon = Daemon(config.join("aardvark.pid"));
     // Bounded wait until it answers.
     let mut up = false;
     for _ in 0..50 {
@@ -89,6 +92,25 @@ fn aardvark(n: usize, file: &str, dir: &std::path::Path, secs: u32) -> anyhow::R
     anyhow::ensure!(up, "aardvark-dns never answered");
     let o = ns.run(&["dnsperf", "-s", "10.79.0.1", "-d", file, "-c", "4", "-l", &secs.to_string()]);
     dnsperf(&o)
+}
+
+/// A daemon known by its pid file, killed (and waited for, bounded) on drop.
+struct Daemon(std::path::PathBuf);
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let Some(pid) = std::fs::read_to_string(&self.0).ok().and_then(|p| p.trim().parse::<u32>().ok())
+        else {
+            return;
+        };
+        let _ = dataplane_tests::sh(&["kill", "-9", &pid.to_string()]);
+        for _ in 0..50 {
+            if dataplane_tests::process_ended(u64::from(pid)) {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
 }
 
 pub fn dns(quick: bool, secs: f64) -> anyhow::Result<Value> {
