@@ -24,6 +24,9 @@ mod network;
 mod publish;
 mod reconcile;
 mod sandbox;
+mod undo;
+
+pub use undo::Undo;
 
 /// `network create` as requested, parsed at the API edge.
 #[derive(Clone, Debug)]

@@ -148,27 +148,33 @@ impl Engine {
             predefined,
             vips: BTreeMap::new(),
         };
-        // A half-made bridge does not survive a failure here (the driver removes it).
+        // Apply: each kernel change pushes its reversal; a failure before
+        // the commit reverses them all (a half-made bridge does not survive).
         drivers::create_network(&self.host, &net).await?;
-        let undo = async {
-            let _ = drivers::delete_network(&self.host, &net).await;
-            if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam)
-                && let Err(e) = self.dp.endpoints.remove_subnet(ipam.subnet)
-            {
-                tracing::warn!(network = %net.name, error = %e, "undoing the subnet entry");
-            }
-        };
-        let res = (|| -> Result<()> {
+        let mut undo = Undo::new();
+        undo.push(
+            format!("delete the devices of network {}", net.name),
+            drivers::delete_network(&self.host, &net),
+        );
+        let res = async {
             if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
                 self.dp.endpoints.set_subnet(ipam.subnet, net.num, ipam.gateway, net.datapath_flags())?;
+                let subnet = ipam.subnet;
+                undo.push(format!("remove subnet {subnet}"), async move {
+                    self.dp.endpoints.remove_subnet(subnet)
+                });
             }
             let tx = self.store.begin()?;
             tx.put_network(&net)?;
             self.store.commit(tx)
-        })();
-        if let Err(e) = res {
-            undo.await;
-            return Err(e);
+        }
+        .await;
+        match res {
+            Ok(()) => undo.commit(),
+            Err(e) => {
+                undo.rollback().await;
+                return Err(e);
+            }
         }
         if let Err(e) = self.refresh_host_ips(&self.store.state()?).await {
             tracing::warn!(error = %e, "refreshing host addresses");
