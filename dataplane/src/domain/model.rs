@@ -40,9 +40,10 @@ pub struct Ipam {
 }
 
 /// How a sandbox is networked.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub enum NetworkMode {
     /// Attached to networks through endpoints (bridge/macvlan networks).
+    #[default]
     Networks,
     Host,
     None,
@@ -108,8 +109,9 @@ impl<'de> Deserialize<'de> for Exposed {
     }
 }
 
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub enum SandboxState {
+    #[default]
     Created,
     Running,
     Exited(i32),
@@ -127,7 +129,7 @@ pub fn live_in(sb: &Sandbox, effective: &SandboxState) -> bool {
 
 /// A sandbox (what the CLI calls a container): a network namespace with
 /// optionally a process started in it.
-#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+#[derive(Clone, Debug, Default, Serialize, Deserialize, PartialEq)]
 pub struct Sandbox {
     pub id: String,
     pub name: String,

@@ -10,8 +10,69 @@ use crate::domain::state::State;
 use crate::drivers;
 use crate::error::{Error, Result};
 
+/// What plugging one endpoint will do, decided from the state alone.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct EndpointPlan {
+    pub ep: Endpoint,
+    /// The sandbox's first endpoint (it takes the default route).
+    pub first: bool,
+    /// The network with virtual IPs for aliases it had none for (`lb=vip`).
+    pub vips: Option<Network>,
+}
+
+/// Plans endpoint `ip` (or the next free address) with `aliases` for
+/// sandbox `sb` on `net`: address, interface name, MAC, VIPs. No side
+/// effects; every refusal happens here.
+pub(super) fn plan_endpoint(
+    state: &State,
+    net: &Network,
+    sb: &Sandbox,
+    ip: Option<&str>,
+    aliases: &[String],
+) -> Result<EndpointPlan> {
+    let ipam = net
+        .ipam
+        .as_ref()
+        .ok_or_else(|| Error::Unsupported(format!("network {} has no address pool", net.name)))?;
+    if net.driver == Driver::Macvlan && net.device.is_none() {
+        return Err(Error::Unsupported(format!(
+            "network {} is an --internal macvlan network without parent: it cannot have endpoints",
+            net.name
+        )));
+    }
+    if let Some(bad) = aliases.iter().find(|a| !names::valid_alias(a)) {
+        return Err(Error::invalid("alias", bad, "must be a DNS name: 1-253 characters of [a-zA-Z0-9.-_]"));
+    }
+    let mut used: HashSet<Ipv4Addr> = state.endpoints_of_network(&net.id).map(|e| e.ip).collect();
+    // Virtual IPs are taken too (they live on the bridge).
+    used.extend(net.vips.values().copied());
+    let ip = match ip {
+        Some(s) if !s.is_empty() => {
+            let ip: Ipv4Addr = s.parse().map_err(|_| Error::invalid("ip", s, "not an IPv4 address"))?;
+            ipam::check_requested(ipam, ip, &used, &net.name)?;
+            ip
+        }
+        _ => ipam::allocate(ipam, &used, &net.name)?,
+    };
+    let taken: HashSet<String> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ifname.clone()).collect();
+    let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();
+    let ep = Endpoint {
+        id: names::new_id(),
+        network_id: net.id.clone(),
+        sandbox_id: sb.id.clone(),
+        ifname,
+        host_ifname: net.is_bridge().then(names::host_veth_name),
+        ip,
+        mac: names::mac_for_ip(ip),
+        aliases: aliases.to_vec(),
+    };
+    used.insert(ip);
+    let vips = Engine::plan_vips(net, aliases, &used)?;
+    Ok(EndpointPlan { ep, first: taken.is_empty(), vips })
+}
+
 impl Engine {
-    /// Plans, plugs and records one endpoint. On error nothing is left.
+    /// Plans, records (in `tx`) and plugs one endpoint. On error nothing is left.
     pub(super) async fn add_endpoint(
         &self,
         state: &State,
@@ -21,58 +82,40 @@ impl Engine {
         aliases: &[String],
         tx: &crate::store::Tx,
     ) -> Result<Endpoint> {
-        let ipam = net
-            .ipam
-            .as_ref()
-            .ok_or_else(|| Error::Unsupported(format!("network {} has no address pool", net.name)))?;
-        if net.driver == Driver::Macvlan && net.device.is_none() {
-            return Err(Error::Unsupported(format!(
-                "network {} is an --internal macvlan network without parent: it cannot have endpoints",
-                net.name
-            )));
+        let plan = plan_endpoint(state, net, sb, ip, aliases)?;
+        tx.put_endpoint(&plan.ep, &net.name)?;
+        if let Some(with_vips) = &plan.vips {
+            tx.put_network(with_vips)?;
         }
-        if let Some(bad) = aliases.iter().find(|a| !names::valid_alias(a)) {
-            return Err(Error::invalid(
-                "alias",
-                bad,
-                "must be a DNS name: 1-253 characters of [a-zA-Z0-9.-_]",
-            ));
-        }
-        let mut used: HashSet<Ipv4Addr> = state.endpoints_of_network(&net.id).map(|e| e.ip).collect();
-        // Virtual IPs are taken too (they live on the bridge).
-        used.extend(net.vips.values().copied());
-        let ip = match ip {
-            Some(s) if !s.is_empty() => {
-                let ip: Ipv4Addr = s.parse().map_err(|_| Error::invalid("ip", s, "not an IPv4 address"))?;
-                ipam::check_requested(ipam, ip, &used, &net.name)?;
-                ip
+        let mut undo = Undo::new();
+        match self.apply_endpoint(net, sb, &plan, &mut undo).await {
+            Ok(()) => {
+                undo.commit();
+                Ok(plan.ep)
             }
-            _ => ipam::allocate(ipam, &used, &net.name)?,
-        };
-        let taken: HashSet<String> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ifname.clone()).collect();
-        let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();
-        let first = taken.is_empty();
-        let ep = Endpoint {
-            id: names::new_id(),
-            network_id: net.id.clone(),
-            sandbox_id: sb.id.clone(),
-            ifname,
-            host_ifname: net.is_bridge().then(names::host_veth_name),
-            ip,
-            mac: names::mac_for_ip(ip),
-            aliases: aliases.to_vec(),
-        };
-        tx.put_endpoint(&ep, &net.name)?;
-        used.insert(ip);
-        if let Some(with_vips) = Self::plan_vips(net, aliases, &used)? {
-            tx.put_network(&with_vips)?;
+            Err(e) => {
+                undo.rollback().await;
+                Err(e)
+            }
         }
-        let hidx = drivers::attach(&self.host, net, &ep, Path::new(&sb.netns), first).await?;
-        if let Err(e) = self.program_endpoint(net, &ep, hidx) {
-            let _ = drivers::detach(&self.host, net, &ep, Path::new(&sb.netns)).await;
-            return Err(e);
-        }
-        Ok(ep)
+    }
+
+    /// Plugs a planned endpoint: the interface pair (or macvlan), then the
+    /// datapath entries; each step pushes its reversal onto `undo`.
+    async fn apply_endpoint<'a>(
+        &'a self,
+        net: &'a Network,
+        sb: &'a Sandbox,
+        plan: &'a EndpointPlan,
+        undo: &mut Undo<'a>,
+    ) -> Result<()> {
+        let netns = Path::new(&sb.netns);
+        let hidx = drivers::attach(&self.host, net, &plan.ep, netns, plan.first).await?;
+        undo.push(
+            format!("unplug endpoint {}", plan.ep.ifname),
+            drivers::detach(&self.host, net, &plan.ep, netns),
+        );
+        self.program_endpoint(net, &plan.ep, hidx)
     }
 
     /// Puts a bridge endpoint into the BPF endpoint table and attaches the veth program.
@@ -232,5 +275,116 @@ impl Engine {
             return Ok(());
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use super::*;
+    use crate::domain::model::{Ipam, NetworkMode, SandboxState};
+
+    fn net(vips: bool) -> Network {
+        let mut options = BTreeMap::new();
+        if vips {
+            options.insert(crate::domain::options::key::LB.to_string(), "vip".to_string());
+        }
+        Network {
+            id: "n".repeat(64),
+            name: "web".into(),
+            driver: Driver::Bridge,
+            created: String::new(),
+            num: 1,
+            ipam: Some(Ipam {
+                subnet: "10.9.0.0/29".parse().expect("subnet"),
+                ip_range: None,
+                gateway: "10.9.0.1".parse().expect("gateway"),
+                aux: BTreeMap::new(),
+            }),
+            internal: false,
+            options,
+            labels: BTreeMap::new(),
+            device: Some("br-test".into()),
+            predefined: false,
+            vips: BTreeMap::new(),
+        }
+    }
+
+    fn sandbox(id: char) -> Sandbox {
+        Sandbox {
+            id: id.to_string().repeat(64),
+            name: format!("s{id}"),
+            hostname: format!("s{id}"),
+            mode: NetworkMode::Networks,
+            state: SandboxState::Running,
+            ..Default::default()
+        }
+    }
+
+    fn state_with(eps: &[(char, &str, &str)]) -> State {
+        let mut st = State { networks: vec![net(false)], ..Default::default() };
+        for (id, ifname, ip) in eps {
+            st.sandboxes.push(sandbox(*id));
+            st.endpoints.push(Endpoint {
+                id: format!("ep-{id}-{ifname}"),
+                network_id: "n".repeat(64),
+                sandbox_id: id.to_string().repeat(64),
+                ifname: ifname.to_string(),
+                host_ifname: Some(format!("veth{id}")),
+                ip: ip.parse().expect("ip"),
+                mac: [0; 6],
+                aliases: vec![],
+            });
+        }
+        st
+    }
+
+    #[test]
+    fn the_plan_takes_the_next_free_address_and_interface_name() {
+        let st = state_with(&[('a', "eth0", "10.9.0.2"), ('b', "eth0", "10.9.0.3")]);
+        let p = plan_endpoint(&st, &net(false), &sandbox('c'), None, &[]).expect("plan");
+        assert_eq!((p.ep.ip.to_string().as_str(), p.ep.ifname.as_str(), p.first), ("10.9.0.4", "eth0", true));
+        assert_eq!(p.ep.mac, names::mac_for_ip(p.ep.ip));
+        // A second network for `a`: its next interface, not its first.
+        let p = plan_endpoint(&st, &net(false), &sandbox('a'), None, &[]).expect("plan");
+        assert_eq!((p.ep.ifname.as_str(), p.first), ("eth1", false));
+    }
+
+    #[test]
+    fn the_plan_refuses_what_cannot_be_done_before_anything_happens() {
+        let st = state_with(&[('a', "eth0", "10.9.0.2")]);
+        let sb = sandbox('c');
+        let err = plan_endpoint(&st, &net(false), &sb, Some("10.9.0.2"), &[]).expect_err("in use");
+        assert!(matches!(err, Error::AddressInUse { .. }), "{err}");
+        let err = plan_endpoint(&st, &net(false), &sb, Some("10.8.0.5"), &[]).expect_err("outside");
+        assert!(err.to_string().contains("not inside subnet"), "{err}");
+        let err = plan_endpoint(&st, &net(false), &sb, Some("banana"), &[]).expect_err("not an address");
+        assert!(err.to_string().contains("not an IPv4 address"), "{err}");
+        let err = plan_endpoint(&st, &net(false), &sb, None, &["bad alias!".into()]).expect_err("alias");
+        assert!(err.to_string().contains("must be a DNS name"), "{err}");
+        // A /29 has 5 addresses for sandboxes (.2-.6): the sixth is refused.
+        let full = state_with(&[
+            ('a', "eth0", "10.9.0.2"),
+            ('b', "eth0", "10.9.0.3"),
+            ('d', "eth0", "10.9.0.4"),
+            ('e', "eth0", "10.9.0.5"),
+            ('f', "eth0", "10.9.0.6"),
+        ]);
+        let err = plan_endpoint(&full, &net(false), &sb, None, &[]).expect_err("full");
+        assert!(matches!(err, Error::PoolExhausted { .. }), "{err}");
+    }
+
+    #[test]
+    fn an_alias_on_a_balancing_network_gets_a_vip_that_no_endpoint_has() {
+        let st = state_with(&[('a', "eth0", "10.9.0.2")]);
+        let p = plan_endpoint(&st, &net(true), &sandbox('c'), None, &["svc".into()]).expect("plan");
+        let vip = p.vips.as_ref().and_then(|n| n.vips.get("svc")).copied().expect("a VIP for svc");
+        assert!(vip != p.ep.ip && vip.to_string() != "10.9.0.2" && vip.to_string() != "10.9.0.1", "{vip}");
+        // Without lb=vip no VIP is planned.
+        assert_eq!(
+            plan_endpoint(&st, &net(false), &sandbox('c'), None, &["svc".into()]).expect("plan").vips,
+            None
+        );
     }
 }
