@@ -20,6 +20,46 @@ pub(super) struct EndpointPlan {
     pub vips: Option<Network>,
 }
 
+/// Plans `network connect`: the checks of Docker's, then the endpoint.
+pub(super) fn plan_connect(
+    state: &State,
+    net_ref: &str,
+    sb_ref: &str,
+    ip: Option<&str>,
+    aliases: &[String],
+) -> Result<(Network, Sandbox, EndpointPlan)> {
+    let net = state.require_network(net_ref)?.clone();
+    let sb = state.require_sandbox(sb_ref)?.clone();
+    match &sb.mode {
+        NetworkMode::Host => return Err(Error::HostNetworkConnect),
+        NetworkMode::None => {
+            return Err(Error::Conflict(format!(
+                "container {} uses --network none and cannot be connected to a network",
+                sb.name
+            )));
+        }
+        NetworkMode::Container(_) => {
+            return Err(Error::Conflict(
+                "container sharing network namespace with another container or host cannot be connected to any other network".into(),
+            ));
+        }
+        NetworkMode::Networks => {}
+    }
+    if !net.has_endpoints() {
+        return Err(Error::HostNetworkConnect);
+    }
+    if state.endpoints.iter().any(|e| e.sandbox_id == sb.id && e.network_id == net.id) {
+        return Err(Error::AlreadyConnected { sandbox: sb.name, network: net.name });
+    }
+    if !aliases.is_empty() && net.name == "bridge" {
+        return Err(Error::Conflict(
+            "network-scoped alias is supported only for containers in user defined networks".into(),
+        ));
+    }
+    let plan = plan_endpoint(state, &net, &sb, ip, aliases)?;
+    Ok((net, sb, plan))
+}
+
 /// Plans endpoint `ip` (or the next free address) with `aliases` for
 /// sandbox `sb` on `net`: address, interface name, MAC, VIPs. No side
 /// effects; every refusal happens here.
@@ -172,40 +212,27 @@ impl Engine {
     ) -> Result<()> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let net = state.require_network(net_ref)?.clone();
-        let sb = state.require_sandbox(sb_ref)?.clone();
-        match &sb.mode {
-            NetworkMode::Host => return Err(Error::HostNetworkConnect),
-            NetworkMode::None => {
-                return Err(Error::Conflict(format!(
-                    "container {} uses --network none and cannot be connected to a network",
-                    sb.name
-                )));
+        let (net, sb, plan) = plan_connect(&state, net_ref, sb_ref, ip, aliases)?;
+        // Apply: records and interfaces together; a failure reverses both.
+        let mut undo = Undo::new();
+        let res = async {
+            let tx = self.store.begin()?;
+            tx.put_endpoint(&plan.ep, &net.name)?;
+            if let Some(with_vips) = &plan.vips {
+                tx.put_network(with_vips)?;
             }
-            NetworkMode::Container(_) => {
-                return Err(Error::Conflict(
-                    "container sharing network namespace with another container or host cannot be connected to any other network".into(),
-                ));
+            self.apply_endpoint(&net, &sb, &plan, &mut undo).await?;
+            self.store.commit(tx)
+        }
+        .await;
+        match res {
+            Ok(()) => undo.commit(),
+            Err(e) => {
+                undo.rollback().await;
+                return Err(e);
             }
-            NetworkMode::Networks => {}
         }
-        if !net.has_endpoints() {
-            return Err(Error::HostNetworkConnect);
-        }
-        if state.endpoints.iter().any(|e| e.sandbox_id == sb.id && e.network_id == net.id) {
-            return Err(Error::AlreadyConnected { sandbox: sb.name, network: net.name });
-        }
-        if !aliases.is_empty() && net.name == "bridge" {
-            return Err(Error::Conflict(
-                "network-scoped alias is supported only for containers in user defined networks".into(),
-            ));
-        }
-        let tx = self.store.begin()?;
-        let ep = self.add_endpoint(&state, &net, &sb, ip, aliases, &tx).await?;
-        if let Err(e) = self.store.commit(tx) {
-            let _ = self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await;
-            return Err(e);
-        }
+        let ep = &plan.ep;
         if let Ok(st) = self.store.state() {
             self.serve_dns(&st, &sb);
             if let Err(e) = self.sync_publications(&st, &sb).await {
@@ -373,6 +400,29 @@ mod tests {
         ]);
         let err = plan_endpoint(&full, &net(false), &sb, None, &[]).expect_err("full");
         assert!(matches!(err, Error::PoolExhausted { .. }), "{err}");
+    }
+
+    #[test]
+    fn connect_is_planned_with_dockers_refusals() {
+        let mut st = state_with(&[('a', "eth0", "10.9.0.2")]);
+        st.sandboxes.push(Sandbox { mode: NetworkMode::Host, ..sandbox('h') });
+        st.sandboxes.push(Sandbox { mode: NetworkMode::None, ..sandbox('z') });
+        st.sandboxes.push(sandbox('c'));
+        let refused = |sb: &str, aliases: &[String]| {
+            plan_connect(&st, "web", sb, None, aliases).map(|_| ()).expect_err("refused").to_string()
+        };
+        assert!(refused("sh", &[]).contains("host network"));
+        assert!(refused("sz", &[]).contains("--network none"));
+        assert!(refused("sa", &[]).contains("already exists in network web"));
+        assert!(
+            plan_connect(&st, "nosuch", "sc", None, &[])
+                .is_err_and(|e| matches!(e, Error::NetworkNotFound(_)))
+        );
+        let (net, sb, plan) = plan_connect(&st, "web", "sc", Some("10.9.0.6"), &[]).expect("plan");
+        assert_eq!(
+            (net.name.as_str(), sb.name.as_str(), plan.ep.ip.to_string().as_str()),
+            ("web", "sc", "10.9.0.6")
+        );
     }
 
     #[test]
