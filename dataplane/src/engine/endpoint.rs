@@ -128,16 +128,9 @@ impl Engine {
             tx.put_network(with_vips)?;
         }
         let mut undo = Undo::new();
-        match self.apply_endpoint(net, sb, &plan, &mut undo).await {
-            Ok(()) => {
-                undo.commit();
-                Ok(plan.ep)
-            }
-            Err(e) => {
-                undo.rollback().await;
-                Err(e)
-            }
-        }
+        let res = self.apply_endpoint(net, sb, &plan, &mut undo).await;
+        undo.settle(res).await?;
+        Ok(plan.ep)
     }
 
     /// Plugs a planned endpoint: the interface pair (or macvlan), then the
@@ -225,13 +218,7 @@ impl Engine {
             self.store.commit(tx)
         }
         .await;
-        match res {
-            Ok(()) => undo.commit(),
-            Err(e) => {
-                undo.rollback().await;
-                return Err(e);
-            }
-        }
+        undo.settle(res).await?;
         let ep = &plan.ep;
         if let Ok(st) = self.store.state() {
             self.serve_dns(&st, &sb);

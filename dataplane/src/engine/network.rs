@@ -169,13 +169,7 @@ impl Engine {
             self.store.commit(tx)
         }
         .await;
-        match res {
-            Ok(()) => undo.commit(),
-            Err(e) => {
-                undo.rollback().await;
-                return Err(e);
-            }
-        }
+        undo.settle(res).await?;
         if let Err(e) = self.refresh_host_ips(&self.store.state()?).await {
             tracing::warn!(error = %e, "refreshing host addresses");
         }

@@ -30,6 +30,21 @@ impl<'a> Undo<'a> {
     /// The change is complete: nothing is reversed.
     pub fn commit(self) {}
 
+    /// Ends the apply step with its outcome: commits on success, rolls
+    /// back on failure; the outcome is passed on.
+    pub async fn settle<T>(self, outcome: Result<T, Error>) -> Result<T, Error> {
+        match outcome {
+            Ok(v) => {
+                self.commit();
+                Ok(v)
+            }
+            Err(e) => {
+                self.rollback().await;
+                Err(e)
+            }
+        }
+    }
+
     /// Reverses everything, newest first; every step is tried. Returns the
     /// failures (each also logged), named by what they were undoing.
     pub async fn rollback(self) -> Vec<(String, Error)> {
@@ -71,6 +86,22 @@ mod tests {
         assert_eq!(*log.lock().expect("log"), vec![3, 2, 1, 0], "newest first, none skipped");
         let names: Vec<&str> = failed.iter().map(|(w, _)| w.as_str()).collect();
         assert_eq!(names, ["step 3", "step 1"]);
+    }
+
+    #[tokio::test]
+    async fn settle_rolls_back_a_failure_and_keeps_a_success() {
+        let ran = Mutex::new(0);
+        for (outcome, runs) in [(Ok(7), 0), (Err(Error::Internal("apply failed".into())), 1)] {
+            *ran.lock().expect("count") = 0;
+            let mut undo = Undo::new();
+            undo.push("count", async {
+                *ran.lock().expect("count") += 1;
+                Ok(())
+            });
+            let passed_on = undo.settle(outcome).await;
+            assert_eq!(*ran.lock().expect("count"), runs);
+            assert_eq!(passed_on.is_ok(), runs == 0, "the outcome is passed on");
+        }
     }
 
     #[tokio::test]
