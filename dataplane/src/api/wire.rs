@@ -490,13 +490,14 @@ pub struct CtRow {
     pub idle_seconds: u64,
 }
 
-fn proto_name(p: u8) -> String {
+/// The name of an IP protocol number the datapath tracks, if it has one.
+fn proto_name(p: u8) -> Option<&'static str> {
     use dataplane_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
     match p {
-        PROTO_TCP => "tcp".into(),
-        PROTO_UDP => "udp".into(),
-        PROTO_ICMP => "icmp".into(),
-        other => other.to_string(),
+        PROTO_TCP => Some("tcp"),
+        PROTO_UDP => Some("udp"),
+        PROTO_ICMP => Some("icmp"),
+        _ => None,
     }
 }
 
@@ -515,7 +516,7 @@ impl CtRow {
             other => format!("dir {other}"),
         };
         CtRow {
-            proto: proto_name(k.proto),
+            proto: proto_name(k.proto).map_or_else(|| k.proto.to_string(), String::from),
             source: ep(k.saddr, k.sport),
             destination: ep(k.daddr, k.dport),
             nat,
@@ -544,16 +545,14 @@ pub struct MonitorEvent {
 impl MonitorEvent {
     /// Names the parts of a raw event; sandboxes are found by address in `state`.
     pub fn from_raw(ev: &dataplane_common::Event, state: Option<&State>) -> Self {
-        use dataplane_common::{Direction, DropReason, PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+        use dataplane_common::{Direction, DropReason, PROTO_TCP, PROTO_UDP};
         use std::net::Ipv4Addr;
         let reason = DropReason::ALL.get(ev.reason as usize).map(|r| r.name()).unwrap_or("UNKNOWN");
         let direction = Direction::ALL.get(ev.dir as usize).map(|d| d.name()).unwrap_or("unknown");
-        let proto = match ev.proto {
-            PROTO_TCP => "tcp".to_string(),
-            PROTO_UDP => "udp".to_string(),
-            PROTO_ICMP => "icmp".to_string(),
-            0 => "other".to_string(),
-            p => format!("ip-proto-{p}"),
+        let proto = match (proto_name(ev.proto), ev.proto) {
+            (Some(name), _) => name.to_string(),
+            (None, 0) => "other".to_string(),
+            (None, p) => format!("ip-proto-{p}"),
         };
         let end = |addr: [u8; 4], port: u16| {
             let ip = Ipv4Addr::from(addr);

@@ -252,7 +252,7 @@ impl Network {
 
     /// Whether aliases on this network are balanced through virtual IPs.
     pub fn balances_aliases(&self) -> bool {
-        self.driver_options().bridge().is_some_and(|b| b.balance_aliases)
+        self.driver == Driver::Bridge && super::options::balances_aliases(&self.options)
     }
 
     /// Networks whose sandboxes get endpoints (and so support connect).

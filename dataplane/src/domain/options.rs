@@ -321,6 +321,13 @@ impl DriverOptions {
     }
 }
 
+/// Whether options recorded for a network (checked when it was created)
+/// balance its aliases: read without parsing the rest, since the resolver
+/// asks it on every query.
+pub fn balances_aliases(options: &BTreeMap<String, String>) -> bool {
+    options.get(key::LB).is_some_and(|v| v == "vip")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

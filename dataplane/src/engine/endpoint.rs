@@ -148,7 +148,17 @@ impl Engine {
             format!("unplug endpoint {}", plan.ep.ifname),
             drivers::detach(&self.host, net, &plan.ep, netns),
         );
-        self.program_endpoint(net, &plan.ep, hidx)
+        self.program_endpoint(net, &plan.ep, hidx)?;
+        if let Some(host_if) = &plan.ep.host_ifname {
+            let ifname = &plan.ep.ifname;
+            undo.push(format!("forget endpoint {ifname} in the datapath"), async move {
+                self.dp.endpoints.remove(hidx)
+            });
+            undo.push(format!("detach the program from {host_if}"), async move {
+                self.dp.programs.detach_veth(host_if)
+            });
+        }
+        Ok(())
     }
 
     /// Puts a bridge endpoint into the BPF endpoint table and attaches the veth program.
