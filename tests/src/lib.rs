@@ -34,6 +34,24 @@ fn euid() -> u32 {
         .unwrap_or(u32::MAX)
 }
 
+/// Command line of a UDP server on `port` answering every datagram with
+/// `reply`, where `{addr}` and `{port}` stand for the sender's address and
+/// port. One process, no fork: socat's `UDP-RECVFROM,fork` with `SYSTEM:`
+/// loses a reply now and then (its child ends the command's side as soon as
+/// the datagram is read, racing the command's output), which made tests
+/// flaky without any packet being lost.
+pub fn udp_echo_command(port: u16, reply: &str) -> Vec<String> {
+    const SERVER: &str = r#"
+import socket, sys
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+s.bind(("0.0.0.0", int(sys.argv[1])))
+while True:
+    data, peer = s.recvfrom(65535)
+    s.sendto((sys.argv[2].format(addr=peer[0], port=peer[1]) + "\n").encode(), peer)
+"#;
+    ["python3", "-c", SERVER, &port.to_string(), reply].iter().map(|s| s.to_string()).collect()
+}
+
 /// Path of the dataplane binary under test.
 pub fn bin() -> String {
     std::env::var("DATAPLANE_BIN").unwrap_or_else(|_| {

@@ -11,19 +11,20 @@ struct PeerEcho(Child);
 
 impl PeerEcho {
     fn start(ns: &Netns, proto: &str, port: u16) -> Self {
-        let listen = match proto {
-            "udp" => format!("UDP-RECVFROM:{port},fork"),
-            _ => format!("TCP-LISTEN:{port},fork,reuseaddr"),
+        let server = match proto {
+            "udp" => dataplane_tests::udp_echo_command(port, "peer={addr}/{port}"),
+            _ => [
+                "socat",
+                &format!("TCP-LISTEN:{port},fork,reuseaddr"),
+                "SYSTEM:echo peer=$SOCAT_PEERADDR/$SOCAT_PEERPORT",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
         };
         let child = Command::new("ip")
-            .args([
-                "netns",
-                "exec",
-                &ns.name,
-                "socat",
-                &listen,
-                "SYSTEM:echo peer=$SOCAT_PEERADDR/$SOCAT_PEERPORT",
-            ])
+            .args(["netns", "exec", &ns.name])
+            .args(&server)
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .spawn()

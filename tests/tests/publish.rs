@@ -18,10 +18,10 @@ fn tcp_peer_echo(h: &Host, name: &str, port: u16, extra: &[&str]) {
 /// A UDP server in sandbox `name` on `port` answering each datagram with the
 /// peer address it sees.
 fn udp_peer_echo(h: &Host, name: &str, port: u16, extra: &[&str]) {
-    let listen = format!("UDP-RECVFROM:{port},fork");
+    let server = dataplane_tests::udp_echo_command(port, "udp-peer={addr}");
     let mut args = vec!["run", "-d", "--name", name];
     args.extend_from_slice(extra);
-    args.extend_from_slice(&["socat", &listen, "SYSTEM:echo udp-peer=$SOCAT_PEERADDR"]);
+    args.extend(server.iter().map(String::as_str));
     h.dp_ok(&args);
     wait_listening(h, name, port, "udp");
 }
