@@ -448,3 +448,43 @@ fn ct(h: &Host) -> Vec<serde_json::Value> {
         serde_json::from_str(&h.dp_ok(&["ct", "list", "--format", "json"])).expect("ct json");
     v.as_array().cloned().unwrap_or_default()
 }
+
+/// A namespace file someone else mounted again (a runtime, `ip netns
+/// attach`) cannot be removed while that mount stays.
+struct ExtraMount(String);
+
+impl Drop for ExtraMount {
+    fn drop(&mut self) {
+        let _ = sh(&["umount", &self.0]);
+    }
+}
+
+#[test]
+fn a_teardown_step_that_fails_is_reported_and_the_sandbox_still_goes() {
+    let (mut h, _ext) = Host::with_external("tdw");
+    // A clean removal says nothing but the name.
+    h.dp_ok(&["run", "-d", "--name", "c0", "sleep", "300"]);
+    let o = h.dp(&["rm", "-f", "c0"]);
+    assert!(o.status.success() && String::from_utf8_lossy(&o.stderr).is_empty(), "{}", text(&o));
+    h.dp_ok(&["run", "-d", "--name", "c1", "sleep", "300"]);
+    let key = h.inspect("c1")["NetworkSettings"]["SandboxKey"].as_str().expect("key").to_string();
+    sh_ok(&["mount", "--bind", &key, &key]);
+    let extra = ExtraMount(key.clone());
+    let o = h.dp(&["rm", "-f", "c1"]);
+    let err = String::from_utf8_lossy(&o.stderr).into_owned();
+    assert!(o.status.success(), "{}", text(&o));
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "c1");
+    assert!(
+        err.starts_with("WARNING: removing the network namespace of c1 failed") && err.contains(&key),
+        "the failed step is named with its cause: {err}"
+    );
+    // The record went all the same (it goes first); the file stays while mounted.
+    assert!(!h.sandbox_names().contains(&"c1".to_string()));
+    assert!(Path::new(&key).exists());
+    // Once the other mount is gone, the next start removes what is left.
+    drop(extra);
+    h.kill_daemon();
+    h.start();
+    assert!(!Path::new(&key).exists(), "the leftover namespace file outlived a restart");
+    assert_eq!(h.netns_files(), ["default"]);
+}

@@ -146,8 +146,15 @@ impl Client {
         self.call("POST", path, Some(b"{}".to_vec())).await.map(|_| ())
     }
 
-    pub async fn delete(&self, path: &str) -> anyhow::Result<()> {
-        self.call("DELETE", path, None).await.map(|_| ())
+    /// DELETE; returns the warnings the daemon sent (none when all went).
+    pub async fn delete(&self, path: &str) -> anyhow::Result<Vec<String>> {
+        let b = self.call("DELETE", path, None).await?;
+        if b.is_empty() {
+            return Ok(Vec::new());
+        }
+        let w: super::wire::Warnings =
+            serde_json::from_slice(&b).with_context(|| format!("decoding the answer to DELETE {path}"))?;
+        Ok(w.warnings)
     }
 }
 

@@ -215,9 +215,18 @@ async fn disconnect(
     State(e): AppState,
     Path(id): Path<String>,
     Json(req): Json<DisconnectRequest>,
-) -> Res<StatusCode> {
-    e.disconnect(&id, &req.container).await?;
-    Ok(StatusCode::OK)
+) -> Res<Response> {
+    let warnings = e.disconnect(&id, &req.container).await?;
+    Ok(with_warnings(StatusCode::OK, warnings))
+}
+
+/// `status` with no body, or 200 with the warnings when there are any.
+fn with_warnings(status: StatusCode, warnings: Vec<String>) -> Response {
+    if warnings.is_empty() {
+        status.into_response()
+    } else {
+        (StatusCode::OK, Json(Warnings { warnings })).into_response()
+    }
 }
 
 async fn list_sandboxes(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Json<Vec<SandboxSummary>>> {
@@ -294,10 +303,10 @@ async fn remove_sandbox(
     State(e): AppState,
     Path(id): Path<String>,
     Query(q): Query<ForceQuery>,
-) -> Res<StatusCode> {
+) -> Res<Response> {
     let force = matches!(q.force.as_deref(), Some("1" | "true"));
-    e.remove_sandbox(&id, force).await?;
-    Ok(StatusCode::NO_CONTENT)
+    let removed = e.remove_sandbox(&id, force).await?;
+    Ok(with_warnings(StatusCode::NO_CONTENT, removed.warnings))
 }
 
 async fn logs(State(e): AppState, Path(id): Path<String>) -> Res<String> {

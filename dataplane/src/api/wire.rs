@@ -9,6 +9,15 @@ use crate::domain::model::*;
 use crate::domain::names::format_mac;
 use crate::domain::state::State;
 
+/// What a removal or disconnect could not undo in the kernel (the daemon
+/// retries it at its next start). Sent only when there is something to say:
+/// otherwise Docker's empty answer.
+#[derive(Debug, Default, Serialize, Deserialize)]
+pub struct Warnings {
+    #[serde(rename = "Warnings", default)]
+    pub warnings: Vec<String>,
+}
+
 #[derive(Debug, Default, Serialize, Deserialize)]
 #[serde(rename_all = "PascalCase", default)]
 pub struct IpamConfig {

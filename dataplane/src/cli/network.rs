@@ -139,7 +139,7 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             let mut failed = false;
             for n in &names {
                 match client.delete(&format!("/networks/{}", enc(n))).await {
-                    Ok(()) => println!("{n}"),
+                    Ok(_) => println!("{n}"),
                     Err(e) => {
                         eprintln!("{e:#}");
                         failed = true;
@@ -172,8 +172,11 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
         }
         NetworkCmd::Disconnect { force, network, container } => {
             let req = DisconnectRequest { container, force };
-            let _: serde_json::Value =
+            let answer: Option<Warnings> =
                 client.post(&format!("/networks/{}/disconnect", enc(&network)), &req).await?;
+            for w in answer.map(|a| a.warnings).unwrap_or_default() {
+                eprintln!("WARNING: {w}");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)

@@ -161,7 +161,12 @@ pub async fn rm(client: &Client, names: &[String], force: bool) -> anyhow::Resul
     for n in names {
         let q = if force { "?force=true" } else { "" };
         match client.delete(&format!("/containers/{}{q}", enc(n))).await {
-            Ok(()) => println!("{n}"),
+            Ok(warnings) => {
+                for w in warnings {
+                    eprintln!("WARNING: {w}");
+                }
+                println!("{n}");
+            }
             Err(e) => {
                 eprintln!("{e:#}");
                 failed = true;

@@ -60,6 +60,37 @@ pub(super) fn plan_connect(
     Ok((net, sb, plan))
 }
 
+/// Plans `network disconnect`: the endpoint to remove, or Docker's refusal.
+pub(super) fn plan_disconnect(
+    state: &State,
+    net_ref: &str,
+    sb_ref: &str,
+) -> Result<(Network, Sandbox, Endpoint)> {
+    let net = state.require_network(net_ref)?.clone();
+    let sb = state.require_sandbox(sb_ref)?.clone();
+    if sb.mode == NetworkMode::Host || net.driver == Driver::Host {
+        return Err(Error::HostNetworkConnect);
+    }
+    let ep = state
+        .endpoints
+        .iter()
+        .find(|e| e.sandbox_id == sb.id && e.network_id == net.id)
+        .ok_or_else(|| Error::NotConnected { sandbox: sb.name.clone(), network: net.name.clone() })?
+        .clone();
+    Ok((net, sb, ep))
+}
+
+/// Teardown failures as the warnings a response carries (each also logged).
+pub(super) fn teardown_warnings(sandbox: &str, failed: Vec<(&str, Error)>) -> Vec<String> {
+    failed
+        .into_iter()
+        .map(|(step, e)| {
+            tracing::warn!(sandbox, step, error = %e, "teardown step failed; the next reconcile retries it");
+            format!("{step} of {sandbox} failed (the daemon retries at its next start): {e}")
+        })
+        .collect()
+}
+
 /// Plans endpoint `ip` (or the next free address) with `aliases` for
 /// sandbox `sb` on `net`: address, interface name, MAC, VIPs. No side
 /// effects; every refusal happens here.
@@ -112,30 +143,9 @@ pub(super) fn plan_endpoint(
 }
 
 impl Engine {
-    /// Plans, records (in `tx`) and plugs one endpoint. On error nothing is left.
-    pub(super) async fn add_endpoint(
-        &self,
-        state: &State,
-        net: &Network,
-        sb: &Sandbox,
-        ip: Option<&str>,
-        aliases: &[String],
-        tx: &crate::store::Tx,
-    ) -> Result<Endpoint> {
-        let plan = plan_endpoint(state, net, sb, ip, aliases)?;
-        tx.put_endpoint(&plan.ep, &net.name)?;
-        if let Some(with_vips) = &plan.vips {
-            tx.put_network(with_vips)?;
-        }
-        let mut undo = Undo::new();
-        let res = self.apply_endpoint(net, sb, &plan, &mut undo).await;
-        undo.settle(res).await?;
-        Ok(plan.ep)
-    }
-
     /// Plugs a planned endpoint: the interface pair (or macvlan), then the
     /// datapath entries; each step pushes its reversal onto `undo`.
-    async fn apply_endpoint<'a>(
+    pub(super) async fn apply_endpoint<'a>(
         &'a self,
         net: &'a Network,
         sb: &'a Sandbox,
@@ -182,8 +192,9 @@ impl Engine {
         Ok(())
     }
 
-    pub(super) async fn remove_endpoint(&self, net: &Network, ep: &Endpoint, netns: &Path) -> Result<()> {
-        // Every step is tried; the first failure is returned, the others logged.
+    /// Unplugs an endpoint: its datapath entry, its program link, its
+    /// interfaces. Every step is tried; each failure is returned.
+    pub(super) async fn remove_endpoint(&self, net: &Network, ep: &Endpoint, netns: &Path) -> Vec<Error> {
         let mut errors = Vec::new();
         if let Some(host_if) = &ep.host_ifname {
             match self.host.link_index(host_if).await {
@@ -194,16 +205,7 @@ impl Engine {
             errors.extend(self.dp.programs.detach_veth(host_if).err());
         }
         errors.extend(drivers::detach(&self.host, net, ep, netns).await.err());
-        let mut errors = errors.into_iter();
-        match errors.next() {
-            None => Ok(()),
-            Some(first) => {
-                for e in errors {
-                    tracing::warn!(endpoint = %ep.id, error = %e, "endpoint teardown");
-                }
-                Err(first)
-            }
-        }
+        errors
     }
 
     pub async fn connect(
@@ -241,43 +243,36 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn disconnect(&self, net_ref: &str, sb_ref: &str) -> Result<()> {
+    /// Disconnects a sandbox. The record goes first (if it cannot, nothing
+    /// changed); then the kernel side, every step tried. Returns, as
+    /// warnings, what could not be undone (the next reconcile retries it).
+    pub async fn disconnect(&self, net_ref: &str, sb_ref: &str) -> Result<Vec<String>> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let net = state.require_network(net_ref)?.clone();
-        let sb = state.require_sandbox(sb_ref)?.clone();
-        if sb.mode == NetworkMode::Host || net.driver == Driver::Host {
-            return Err(Error::HostNetworkConnect);
-        }
-        let ep = state
-            .endpoints
-            .iter()
-            .find(|e| e.sandbox_id == sb.id && e.network_id == net.id)
-            .ok_or_else(|| Error::NotConnected { sandbox: sb.name.clone(), network: net.name.clone() })?
-            .clone();
-        // The record goes first: if it cannot (a full disk), nothing changed.
+        let (net, sb, ep) = plan_disconnect(&state, net_ref, sb_ref)?;
         let tx = self.store.begin()?;
         tx.del_endpoint(&ep)?;
         self.store.commit(tx)?;
-        if let Err(e) = self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await {
-            tracing::warn!(sandbox = %sb.name, network = %net.name, error = %e, "endpoint teardown (what is left goes at the next reconcile)");
+        let mut failed: Vec<(&str, Error)> = Vec::new();
+        for e in self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await {
+            failed.push(("removing the endpoint", e));
         }
         // Flows through the endpoint that went are over; the published
         // ports move to the endpoint that publishes now (or go quiet).
         if let Err(e) = self.dp.conntrack.flush_addr(ep.ip) {
-            tracing::warn!(sandbox = %sb.name, error = %e, "forgetting the endpoint's flows");
+            failed.push(("forgetting the endpoint's flows", e));
         }
         if let Ok(st) = self.store.state() {
             if let Err(e) = self.move_default_route(&st, &sb).await {
-                tracing::warn!(sandbox = %sb.name, error = %e, "default route after disconnect");
+                failed.push(("moving the default route", e));
             }
             if let Err(e) = self.sync_publications(&st, &sb).await {
-                tracing::warn!(sandbox = %sb.name, error = %e, "published ports after disconnect");
+                failed.push(("moving the published ports", e));
             }
         }
         self.sync_lb().await;
         tracing::info!(network = %net.name, sandbox = %sb.name, "disconnected");
-        Ok(())
+        Ok(teardown_warnings(&sb.name, failed))
     }
 
     /// When the endpoint holding the sandbox's default route went, the
@@ -304,65 +299,8 @@ impl Engine {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::BTreeMap;
-
     use super::*;
-    use crate::domain::model::{Ipam, NetworkMode, SandboxState};
-
-    fn net(vips: bool) -> Network {
-        let mut options = BTreeMap::new();
-        if vips {
-            options.insert(crate::domain::options::key::LB.to_string(), "vip".to_string());
-        }
-        Network {
-            id: "n".repeat(64),
-            name: "web".into(),
-            driver: Driver::Bridge,
-            created: String::new(),
-            num: 1,
-            ipam: Some(Ipam {
-                subnet: "10.9.0.0/29".parse().expect("subnet"),
-                ip_range: None,
-                gateway: "10.9.0.1".parse().expect("gateway"),
-                aux: BTreeMap::new(),
-            }),
-            internal: false,
-            options,
-            labels: BTreeMap::new(),
-            device: Some("br-test".into()),
-            predefined: false,
-            vips: BTreeMap::new(),
-        }
-    }
-
-    fn sandbox(id: char) -> Sandbox {
-        Sandbox {
-            id: id.to_string().repeat(64),
-            name: format!("s{id}"),
-            hostname: format!("s{id}"),
-            mode: NetworkMode::Networks,
-            state: SandboxState::Running,
-            ..Default::default()
-        }
-    }
-
-    fn state_with(eps: &[(char, &str, &str)]) -> State {
-        let mut st = State { networks: vec![net(false)], ..Default::default() };
-        for (id, ifname, ip) in eps {
-            st.sandboxes.push(sandbox(*id));
-            st.endpoints.push(Endpoint {
-                id: format!("ep-{id}-{ifname}"),
-                network_id: "n".repeat(64),
-                sandbox_id: id.to_string().repeat(64),
-                ifname: ifname.to_string(),
-                host_ifname: Some(format!("veth{id}")),
-                ip: ip.parse().expect("ip"),
-                mac: [0; 6],
-                aliases: vec![],
-            });
-        }
-        st
-    }
+    use crate::engine::fixtures::{net, sandbox, state_with};
 
     #[test]
     fn the_plan_takes_the_next_free_address_and_interface_name() {
@@ -420,6 +358,22 @@ mod tests {
             (net.name.as_str(), sb.name.as_str(), plan.ep.ip.to_string().as_str()),
             ("web", "sc", "10.9.0.6")
         );
+    }
+
+    #[test]
+    fn disconnect_is_planned_with_dockers_refusals() {
+        let mut st = state_with(&[('a', "eth0", "10.9.0.2")]);
+        st.sandboxes.push(sandbox('c'));
+        st.sandboxes.push(Sandbox { mode: NetworkMode::Host, ..sandbox('h') });
+        let (net, sb, ep) = plan_disconnect(&st, "web", "sa").expect("plan");
+        assert_eq!(
+            (net.name.as_str(), sb.name.as_str(), ep.ip.to_string().as_str()),
+            ("web", "sa", "10.9.0.2")
+        );
+        let refused = |sb: &str| plan_disconnect(&st, "web", sb).map(|_| ()).expect_err("refused");
+        assert!(matches!(refused("sc"), Error::NotConnected { .. }));
+        assert!(matches!(refused("sh"), Error::HostNetworkConnect));
+        assert!(matches!(refused("nosuch"), Error::SandboxNotFound(_)));
     }
 
     #[test]

@@ -19,6 +19,8 @@ use crate::sys::paths::Paths;
 
 mod aliases;
 mod endpoint;
+#[cfg(test)]
+mod fixtures;
 pub use aliases::{Vip, VipBackend};
 mod network;
 mod publish;
@@ -84,6 +86,12 @@ pub struct SandboxCreate {
 }
 
 pub struct Created {
+    pub id: String,
+    pub warnings: Vec<String>,
+}
+
+/// A removal done, with what its teardown could not undo.
+pub struct Removed {
     pub id: String,
     pub warnings: Vec<String>,
 }

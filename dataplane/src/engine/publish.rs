@@ -1,9 +1,13 @@
-//! Publishing ports: expanding `-p`/`-P` into bindings, choosing free host
-//! ports, reserving them with bound sockets (so no host process can take
-//! them), and programming them into the BPF services map, all or nothing.
+//! Publishing ports. Planned: `-p`/`-P` expanded into claims, refused
+//! up front when another sandbox holds a port or the daemon's open-file
+//! limit would be passed (`plan_ports`, pure). Applied: each port reserved
+//! with a bound socket, so no host process can take it, ranges taking their
+//! first free port (`reserve_ports`), then programmed into the BPF
+//! services map through the sandbox's publishing endpoint.
 
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::ops::RangeInclusive;
 use std::os::fd::OwnedFd;
 
 use dataplane_common::{Backend, PROTO_TCP, PROTO_UDP, ServiceKey};
@@ -96,128 +100,184 @@ fn overlaps(a: &PortBinding, b: &PortBinding) -> bool {
         && (a.host_ip == b.host_ip || a.host_ip.is_unspecified() || b.host_ip.is_unspecified())
 }
 
-impl Engine {
-    /// Expands and allocates the sandbox's publications, reserving each host
-    /// port as it goes. On error every reservation made here is released.
-    pub(super) fn plan_bindings(
-        &self,
-        state: &State,
-        sb: &Sandbox,
-    ) -> Result<(Vec<PortBinding>, Vec<OwnedFd>)> {
-        let taken: Vec<PortBinding> = state
-            .sandboxes
-            .iter()
-            .filter(|s| s.id != sb.id)
-            .flat_map(|s| s.bindings.iter().cloned())
-            .collect();
-        let mut out: Vec<PortBinding> = Vec::new();
-        let mut fds = Vec::new();
-        let (eph_lo, eph_hi) = ephemeral_range();
-        let budget = reservation_budget();
-        // Claims one binding: conflict check against other sandboxes and this
-        // one, then the host itself (by binding).
-        let claim = |b: PortBinding, out: &mut Vec<PortBinding>, fds: &mut Vec<OwnedFd>| -> Result<()> {
-            if let Some((limit, free)) = budget
-                && fds.len() >= free
-            {
-                return Err(Error::Conflict(format!(
-                    "cannot publish more than {free} more ports: each holds an open file of the daemon, whose limit is {limit} ({FD_HEADROOM} kept for its own work); publish fewer ports or raise the daemon's LimitNOFILE"
+/// One host port to claim for one container port: exactly the first port
+/// of `host_ports`, or (`any`) the first free one of them.
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct PortClaim {
+    pub host_ip: Ipv4Addr,
+    pub host_ports: RangeInclusive<u16>,
+    pub any: bool,
+    pub container_port: u16,
+    pub proto: Proto,
+    /// Published on `[::1]` (served as 127.0.0.1 by the socket hooks).
+    pub v6_loopback: bool,
+}
+
+impl PortClaim {
+    pub fn binding(&self, host_port: u16) -> PortBinding {
+        PortBinding {
+            host_ip: self.host_ip,
+            host_port,
+            container_port: self.container_port,
+            proto: self.proto,
+            v6_loopback: self.v6_loopback,
+        }
+    }
+}
+
+/// A sandbox's publications, planned: what to claim, and what other
+/// sandboxes hold already.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct PortPlan {
+    pub claims: Vec<PortClaim>,
+    pub taken: Vec<PortBinding>,
+}
+
+/// What the host allows when publishing: its ephemeral port range, and
+/// (open-file limit, reservations that still fit under it).
+#[derive(Clone, Debug, PartialEq)]
+pub(super) struct PortLimits {
+    pub ephemeral: (u16, u16),
+    pub budget: Option<(u64, usize)>,
+}
+
+impl PortLimits {
+    /// Read from the host, once per request.
+    pub fn of_host() -> Self {
+        PortLimits { ephemeral: ephemeral_range(), budget: reservation_budget() }
+    }
+}
+
+/// Expands `-p`/`-P` into claims and refuses what cannot be: unsupported
+/// protocols and addresses, ports other sandboxes hold, more ports than
+/// the daemon's open-file limit allows. No side effects.
+pub(super) fn plan_ports(state: &State, sb: &Sandbox, limits: &PortLimits) -> Result<PortPlan> {
+    let taken: Vec<PortBinding> =
+        state.sandboxes.iter().filter(|s| s.id != sb.id).flat_map(|s| s.bindings.iter().cloned()).collect();
+    let (eph_lo, eph_hi) = limits.ephemeral;
+    let mut claims: Vec<PortClaim> = Vec::new();
+    let add = |c: PortClaim, claims: &mut Vec<PortClaim>| -> Result<()> {
+        if let Some((limit, free)) = limits.budget
+            && claims.len() >= free
+        {
+            return Err(Error::Conflict(format!(
+                "cannot publish more than {free} more ports: each holds an open file of the daemon, whose limit is {limit} ({FD_HEADROOM} kept for its own work); publish fewer ports or raise the daemon's LimitNOFILE"
+            )));
+        }
+        if !c.any {
+            let b = c.binding(*c.host_ports.start());
+            let fixed = claims.iter().filter(|o| !o.any).map(|o| o.binding(*o.host_ports.start()));
+            if taken.iter().cloned().chain(fixed).any(|t| overlaps(&t, &b)) {
+                return Err(already_allocated(&b));
+            }
+        }
+        claims.push(c);
+        Ok(())
+    };
+    for spec in &sb.ports {
+        proto_number(spec.proto)?;
+        // IPv6 host addresses: `::` is every address (as 0.0.0.0 is);
+        // `::1` is served through the socket hooks' ::1 → 127.0.0.1 mapping.
+        let (host_ip, v6_loopback): (Ipv4Addr, bool) = match spec.host_ip {
+            None => (Ipv4Addr::UNSPECIFIED, false),
+            Some(IpAddr::V4(ip)) => (ip, false),
+            Some(IpAddr::V6(ip)) if ip.is_unspecified() => (Ipv4Addr::UNSPECIFIED, false),
+            Some(IpAddr::V6(ip)) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, true),
+            Some(IpAddr::V6(other)) => {
+                return Err(Error::Unsupported(format!(
+                    "publishing on IPv6 host address {other} is not supported yet (only :: and ::1)"
                 )));
             }
-            if taken.iter().chain(out.iter()).any(|t| overlaps(t, &b)) {
-                return Err(Error::Conflict(format!(
-                    "Bind for {}:{} failed: port is already allocated",
-                    b.host_ip, b.host_port
-                )));
+        };
+        let claim = |host_ports: RangeInclusive<u16>, any: bool, container_port: u16| PortClaim {
+            host_ip,
+            host_ports,
+            any,
+            container_port,
+            proto: spec.proto,
+            v6_loopback,
+        };
+        let cports = spec.container_port_start..=spec.container_port_end;
+        let ncont = spec.container_port_end - spec.container_port_start;
+        let nhost = spec.host_port_end.saturating_sub(spec.host_port_start);
+        if spec.host_port_start == 0 {
+            for cp in cports {
+                add(claim(eph_lo..=eph_hi, true, cp), &mut claims)?;
+            }
+        } else if ncont == nhost {
+            for (i, cp) in cports.enumerate() {
+                let hp = spec.host_port_start + i as u16;
+                add(claim(hp..=hp, false, cp), &mut claims)?;
+            }
+        } else {
+            // One container port, any free port of the host range.
+            let range = spec.host_port_start..=spec.host_port_end;
+            add(claim(range, true, spec.container_port_start), &mut claims)?;
+        }
+    }
+    if sb.publish_all {
+        for e in &sb.expose {
+            proto_number(e.proto)?;
+            if claims.iter().any(|c| c.container_port == e.port && c.proto == e.proto) {
+                continue;
+            }
+            let c = PortClaim {
+                host_ip: Ipv4Addr::UNSPECIFIED,
+                host_ports: eph_lo..=eph_hi,
+                any: true,
+                container_port: e.port,
+                proto: e.proto,
+                v6_loopback: false,
+            };
+            add(c, &mut claims)?;
+        }
+    }
+    Ok(PortPlan { claims, taken })
+}
+
+fn already_allocated(b: &PortBinding) -> Error {
+    Error::Conflict(format!("Bind for {}:{} failed: port is already allocated", b.host_ip, b.host_port))
+}
+
+/// Claims the planned ports on the host: a bound socket holds each (so no
+/// host process can take it); a range gives its first port that no
+/// sandbox holds and the host lets us bind. The sockets are the
+/// reservation: dropping them (on any later failure) releases every port.
+pub(super) fn reserve_ports(plan: &PortPlan) -> Result<(Vec<PortBinding>, Vec<OwnedFd>)> {
+    let mut out: Vec<PortBinding> = Vec::new();
+    let mut fds = Vec::new();
+    for c in &plan.claims {
+        let held = |b: &PortBinding, out: &[PortBinding]| {
+            plan.taken.iter().chain(out.iter()).any(|t| overlaps(t, b))
+        };
+        if !c.any {
+            let b = c.binding(*c.host_ports.start());
+            if held(&b, &out) {
+                return Err(already_allocated(&b));
             }
             fds.push(reserve(&b)?);
             out.push(b);
-            Ok(())
-        };
-        // Tries each candidate host port until one is free.
-        let claim_any = |ip: Ipv4Addr,
-                         candidates: &mut dyn Iterator<Item = u16>,
-                         cport: u16,
-                         proto: Proto,
-                         out: &mut Vec<PortBinding>,
-                         fds: &mut Vec<OwnedFd>|
-         -> Result<()> {
-            for hp in candidates {
-                let b = PortBinding {
-                    host_ip: ip,
-                    host_port: hp,
-                    container_port: cport,
-                    proto,
-                    v6_loopback: false,
-                };
-                if claim(b, out, fds).is_ok() {
-                    return Ok(());
-                }
-            }
-            Err(Error::Conflict(format!("no free host port for {cport}/{proto} on {ip}")))
-        };
-        for spec in &sb.ports {
-            proto_number(spec.proto)?;
-            // IPv6 host addresses: `::` is every address (as 0.0.0.0 is);
-            // `::1` is served through the socket hooks' ::1 → 127.0.0.1 mapping.
-            let (ip, v6_loopback): (Ipv4Addr, bool) = match spec.host_ip {
-                None => (Ipv4Addr::UNSPECIFIED, false),
-                Some(IpAddr::V4(ip)) => (ip, false),
-                Some(IpAddr::V6(ip)) if ip.is_unspecified() => (Ipv4Addr::UNSPECIFIED, false),
-                Some(IpAddr::V6(ip)) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, true),
-                Some(IpAddr::V6(other)) => {
-                    return Err(Error::Unsupported(format!(
-                        "publishing on IPv6 host address {other} is not supported yet (only :: and ::1)"
-                    )));
-                }
-            };
-            let first_new = out.len();
-            let cports = spec.container_port_start..=spec.container_port_end;
-            let ncont = spec.container_port_end - spec.container_port_start;
-            let nhost = spec.host_port_end.saturating_sub(spec.host_port_start);
-            if spec.host_port_start == 0 {
-                for cp in cports {
-                    claim_any(ip, &mut (eph_lo..=eph_hi), cp, spec.proto, &mut out, &mut fds)?;
-                }
-            } else if ncont == nhost {
-                for (i, cp) in cports.enumerate() {
-                    let b = PortBinding {
-                        host_ip: ip,
-                        host_port: spec.host_port_start + i as u16,
-                        container_port: cp,
-                        proto: spec.proto,
-                        v6_loopback: false,
-                    };
-                    claim(b, &mut out, &mut fds)?;
-                }
-            } else {
-                // One container port, any free port of the host range.
-                let mut range = spec.host_port_start..=spec.host_port_end;
-                claim_any(ip, &mut range, spec.container_port_start, spec.proto, &mut out, &mut fds)?;
-            }
-            for b in &mut out[first_new..] {
-                b.v6_loopback = v6_loopback;
-            }
+            continue;
         }
-        if sb.publish_all {
-            for e in &sb.expose {
-                proto_number(e.proto)?;
-                if out.iter().any(|b| b.container_port == e.port && b.proto == e.proto) {
-                    continue;
-                }
-                claim_any(
-                    Ipv4Addr::UNSPECIFIED,
-                    &mut (eph_lo..=eph_hi),
-                    e.port,
-                    e.proto,
-                    &mut out,
-                    &mut fds,
-                )?;
+        let found = c.host_ports.clone().map(|hp| c.binding(hp)).find_map(|b| {
+            if held(&b, &out) {
+                return None;
             }
-        }
-        Ok((out, fds))
+            reserve(&b).ok().map(|fd| (b, fd))
+        });
+        let Some((b, fd)) = found else {
+            return Err(Error::Conflict(format!(
+                "no free host port for {}/{} on {}",
+                c.container_port, c.proto, c.host_ip
+            )));
+        };
+        fds.push(fd);
+        out.push(b);
     }
+    Ok((out, fds))
+}
 
+impl Engine {
     /// BPF service entries for `bindings`, leading to endpoint `ep`.
     pub(super) async fn service_entries(
         &self,
@@ -244,47 +304,16 @@ impl Engine {
             .collect()
     }
 
-    /// Allocates, reserves and programs the sandbox's published ports
-    /// through its first bridge endpoint. Returns warnings (ports that are
-    /// stored but not reachable). All or nothing.
-    pub(super) async fn publish(
-        &self,
-        state: &State,
-        sb: &mut Sandbox,
-        ep: Option<&Endpoint>,
-        net: Option<&Network>,
-    ) -> Result<Vec<String>> {
-        if sb.ports.is_empty() && !sb.publish_all {
-            return Ok(Vec::new());
-        }
-        let mut warnings = Vec::new();
-        let (bindings, fds) = self.plan_bindings(state, sb)?;
-        match (ep, net) {
-            (Some(ep), Some(net)) if net.is_bridge() && !net.internal => {
-                let entries = self.service_entries(&bindings, ep).await?;
-                self.dp.services.set(&entries)?;
-            }
-            (_, Some(net)) if net.internal => {
-                warnings.push(format!("ports are not published: network {} is --internal", net.name))
-            }
-            _ => warnings.push("ports are not published: the sandbox has no bridge network".into()),
-        }
-        self.reservations.lock().unwrap_or_else(|p| p.into_inner()).insert(sb.id.clone(), fds);
-        sb.bindings = bindings;
-        Ok(warnings)
-    }
-
     /// Removes the sandbox's services, releases its ports and forgets its
     /// connections.
-    pub(super) fn unpublish(&self, sb: &Sandbox, addrs: &[Ipv4Addr]) {
+    /// Every step is tried; each failure is returned.
+    pub(super) fn unpublish(&self, sb: &Sandbox, addrs: &[Ipv4Addr]) -> Vec<Error> {
         let mut errors = self.dp.services.remove(&service_keys(&sb.bindings));
         for a in addrs {
             errors.extend(self.dp.conntrack.flush_addr(*a).err());
         }
-        for e in errors {
-            tracing::warn!(sandbox = %sb.name, error = %e, "unpublishing");
-        }
         self.reservations.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
+        errors
     }
 
     /// Writes the datapath config (uplink for egress SNAT, the daemon's

@@ -6,188 +6,261 @@ use std::time::Duration;
 
 use tokio::sync::watch;
 
+use super::endpoint::{EndpointPlan, plan_endpoint, teardown_warnings};
+use super::publish::{PortLimits, PortPlan, plan_ports, reserve_ports};
 use super::*;
 use crate::domain::names;
+use crate::domain::state::State;
 use crate::error::{Error, Result};
 use crate::sys::netlink::Netlink;
 use crate::sys::netns;
 use crate::sys::process;
 
+/// What creating a sandbox will do, decided from the request and the
+/// state alone: the record, its network and endpoint, its port claims, the
+/// warnings. Every refusal happens while planning.
+#[derive(Debug)]
+pub(super) struct SandboxPlan {
+    /// The record as it will be stored (its bindings are set once the ports are reserved).
+    pub sb: Sandbox,
+    pub net: Option<Network>,
+    pub endpoint: Option<EndpointPlan>,
+    pub ports: PortPlan,
+    /// The reserved ports are programmed through the new endpoint (a
+    /// non-internal bridge network); otherwise they are only held.
+    pub program_ports: bool,
+    pub warnings: Vec<String>,
+}
+
+/// What planning a sandbox needs from outside the store.
+#[derive(Clone, Debug)]
+pub(super) struct SandboxContext {
+    pub id: String,
+    pub created: String,
+    /// Where a namespace of the sandbox's own is pinned.
+    pub own_netns: PathBuf,
+    /// The daemon's namespace (`--network host`).
+    pub host_netns: PathBuf,
+    /// The host's name (Docker gives it to host-mode containers).
+    pub host_name: Option<String>,
+    pub log: Option<crate::sys::logs::LogLimits>,
+    pub ports: PortLimits,
+}
+
+/// Plans `create`/`run`: Docker's refusals and the record, the endpoint
+/// and the ports. No side effects.
+pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxContext) -> Result<SandboxPlan> {
+    let id = cx.id.clone();
+    let name = match &req.name {
+        Some(n) if !n.is_empty() => {
+            let n = n.trim_start_matches('/').to_string();
+            names::check_name(&n)?;
+            if state.sandboxes.iter().any(|s| s.name == n) {
+                return Err(Error::SandboxExists(n));
+            }
+            n
+        }
+        _ => format!("sandbox_{}", &id[..8]),
+    };
+    if let Some(h) = &req.hostname
+        && (h.is_empty()
+            || h.len() > 63
+            || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
+    {
+        return Err(Error::invalid("hostname", h, "must be 1-63 characters of [a-zA-Z0-9.-]"));
+    }
+    let (mode, net) = match req.network.as_str() {
+        "" | "default" => (NetworkMode::Networks, state.network("bridge").cloned()),
+        "host" => (NetworkMode::Host, None),
+        "none" => (NetworkMode::None, None),
+        other if other.starts_with("container:") => {
+            let target = &other["container:".len()..];
+            let t = state.require_sandbox(target)?;
+            (NetworkMode::Container(t.id.clone()), None)
+        }
+        other => {
+            let n = state.require_network(other)?;
+            match n.driver {
+                Driver::Host => (NetworkMode::Host, None),
+                Driver::Null => (NetworkMode::None, None),
+                _ => (NetworkMode::Networks, Some(n.clone())),
+            }
+        }
+    };
+    let mut warnings = Vec::new();
+    let publishes = !req.publish.is_empty() || req.publish_all;
+    match &mode {
+        NetworkMode::Host if publishes => {
+            warnings.push("Published ports are discarded when using host network mode".to_string());
+        }
+        NetworkMode::Container(_) => {
+            if publishes {
+                return Err(Error::Conflict("port publishing and the container type network mode".into()));
+            }
+            if req.hostname.is_some() {
+                return Err(Error::Conflict("hostname and the network mode".into()));
+            }
+        }
+        _ => {}
+    }
+    let user_defined = net.as_ref().is_some_and(|n| !n.predefined);
+    if !req.aliases.is_empty() && !user_defined {
+        return Err(Error::Conflict(
+            "network-scoped alias is supported only for containers in user defined networks".into(),
+        ));
+    }
+    if req.ip.as_deref().is_some_and(|s| !s.is_empty()) && !user_defined {
+        return Err(Error::Conflict(
+            "user specified IP address is supported on user defined networks only".into(),
+        ));
+    }
+    let (netns_path, owns) = match (&mode, &req.netns_path) {
+        (NetworkMode::Container(t), _) => {
+            let t = state.sandboxes.iter().find(|s| &s.id == t).map(|s| s.netns.clone()).unwrap_or_default();
+            (PathBuf::from(t), false)
+        }
+        (NetworkMode::Host, _) => (cx.host_netns.clone(), false),
+        (_, Some(p)) if !p.is_empty() => (PathBuf::from(p), false),
+        _ => (cx.own_netns.clone(), true),
+    };
+    let host_mode = mode == NetworkMode::Host;
+    let sb = Sandbox {
+        id: id.clone(),
+        name,
+        hostname: match (&req.hostname, &mode) {
+            (Some(h), _) => h.clone(),
+            // Docker: host-mode containers carry the host's name.
+            (None, NetworkMode::Host) => cx.host_name.clone().unwrap_or_else(|| id[..12].to_string()),
+            (None, _) => id[..12].to_string(),
+        },
+        created: cx.created.clone(),
+        mode: mode.clone(),
+        netns: netns_path.display().to_string(),
+        owns_netns: owns,
+        cmd: req.cmd.clone(),
+        state: SandboxState::Created,
+        pid: None,
+        pid_start: None,
+        ports: if host_mode { Vec::new() } else { req.publish.clone() },
+        expose: req.expose.clone(),
+        publish_all: req.publish_all && !host_mode,
+        auto_remove: req.auto_remove,
+        bindings: Vec::new(),
+        env: req.env.clone(),
+        user: req.user.clone().filter(|u| !u.is_empty()),
+        log: cx.log.clone(),
+    };
+    let endpoint = match &net {
+        Some(n) => Some(plan_endpoint(state, n, &sb, req.ip.as_deref(), &req.aliases)?),
+        None => None,
+    };
+    let ports = if sb.ports.is_empty() && !sb.publish_all {
+        PortPlan::default()
+    } else {
+        plan_ports(state, &sb, &cx.ports)?
+    };
+    let program_ports = match &net {
+        _ if ports.claims.is_empty() => false,
+        Some(n) if n.is_bridge() && !n.internal => true,
+        Some(n) if n.internal => {
+            warnings.push(format!("ports are not published: network {} is --internal", n.name));
+            false
+        }
+        _ => {
+            warnings.push("ports are not published: the sandbox has no bridge network".into());
+            false
+        }
+    };
+    Ok(SandboxPlan { sb, net, endpoint, ports, program_ports, warnings })
+}
+
 impl Engine {
     pub async fn create_sandbox(&self, req: SandboxCreate) -> Result<Created> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        let id = names::new_id();
-        let name = match &req.name {
-            Some(n) if !n.is_empty() => {
-                let n = n.trim_start_matches('/').to_string();
-                names::check_name(&n)?;
-                if state.sandboxes.iter().any(|s| s.name == n) {
-                    return Err(Error::SandboxExists(n));
-                }
-                n
-            }
-            _ => format!("sandbox_{}", &id[..8]),
-        };
+        // What the plan cannot see in the store, checked first.
         process::check_cmd(&req.cmd)?;
         process::check_env(&req.env)?;
         if let Some(u) = req.user.as_deref().filter(|u| !u.is_empty()) {
             process::resolve_user(u)?;
         }
-        let log =
-            if req.log_opts.is_empty() { None } else { Some(self.log_defaults.with_options(&req.log_opts)?) };
-        let mut warnings = Vec::new();
-        let ports = req.publish.clone();
-        let expose = req.expose.clone();
-        if let Some(h) = &req.hostname
-            && (h.is_empty()
-                || h.len() > 63
-                || !h.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.'))
-        {
-            return Err(Error::invalid("hostname", h, "must be 1-63 characters of [a-zA-Z0-9.-]"));
+        if let Some(p) = req.netns_path.as_deref().filter(|p| !p.is_empty()) {
+            let p = Path::new(p);
+            if !netns::is_pinned(p) && !p.starts_with("/proc") {
+                return Err(Error::invalid("netns", p.display(), "not a network namespace file"));
+            }
         }
-        let (mode, net) = match req.network.as_str() {
-            "" | "default" => (NetworkMode::Networks, state.network("bridge").cloned()),
-            "host" => (NetworkMode::Host, None),
-            "none" => (NetworkMode::None, None),
-            other if other.starts_with("container:") => {
-                let target = &other["container:".len()..];
-                let t = state.require_sandbox(target)?;
-                (NetworkMode::Container(t.id.clone()), None)
-            }
-            other => {
-                let n = state.require_network(other)?;
-                match n.driver {
-                    Driver::Host => (NetworkMode::Host, None),
-                    Driver::Null => (NetworkMode::None, None),
-                    _ => (NetworkMode::Networks, Some(n.clone())),
-                }
-            }
-        };
-        match &mode {
-            NetworkMode::Host if (!ports.is_empty() || req.publish_all) => {
-                warnings.push("Published ports are discarded when using host network mode".to_string());
-            }
-            NetworkMode::Container(_) => {
-                if !ports.is_empty() || req.publish_all {
-                    return Err(Error::Conflict(
-                        "port publishing and the container type network mode".into(),
-                    ));
-                }
-                if req.hostname.is_some() {
-                    return Err(Error::Conflict("hostname and the network mode".into()));
-                }
-            }
-            _ => {}
-        }
-        let user_defined = net.as_ref().is_some_and(|n| !n.predefined);
-        if !req.aliases.is_empty() && !user_defined {
-            return Err(Error::Conflict(
-                "network-scoped alias is supported only for containers in user defined networks".into(),
-            ));
-        }
-        if req.ip.as_deref().is_some_and(|s| !s.is_empty()) && !user_defined {
-            return Err(Error::Conflict(
-                "user specified IP address is supported on user defined networks only".into(),
-            ));
-        }
-        let (netns_path, owns) = match (&mode, &req.netns_path) {
-            (NetworkMode::Container(t), _) => {
-                let t =
-                    state.sandboxes.iter().find(|s| &s.id == t).map(|s| s.netns.clone()).unwrap_or_default();
-                (PathBuf::from(t), false)
-            }
-            (NetworkMode::Host, _) => (self.paths.host_netns_file(), false),
-            (_, Some(p)) if !p.is_empty() => {
-                let p = PathBuf::from(p);
-                if !netns::is_pinned(&p) && !p.starts_with("/proc") {
-                    return Err(Error::invalid("netns", p.display(), "not a network namespace file"));
-                }
-                (p, false)
-            }
-            _ => (self.paths.netns_file(&id), true),
-        };
-        let ports = if mode == NetworkMode::Host { Vec::new() } else { ports };
-        let mut sb = Sandbox {
-            id: id.clone(),
-            name,
-            hostname: match (&req.hostname, &mode) {
-                (Some(h), _) => h.clone(),
-                // Docker: host-mode containers carry the host's name.
-                (None, NetworkMode::Host) => nix::unistd::gethostname()
-                    .map(|h| h.to_string_lossy().into_owned())
-                    .unwrap_or_else(|_| id[..12].to_string()),
-                (None, _) => id[..12].to_string(),
+        let id = names::new_id();
+        let cx = SandboxContext {
+            own_netns: self.paths.netns_file(&id),
+            host_netns: self.paths.host_netns_file(),
+            host_name: nix::unistd::gethostname().ok().map(|h| h.to_string_lossy().into_owned()),
+            log: if req.log_opts.is_empty() {
+                None
+            } else {
+                Some(self.log_defaults.clone().with_options(&req.log_opts)?)
             },
+            ports: PortLimits::of_host(),
             created: now(),
-            mode: mode.clone(),
-            netns: netns_path.display().to_string(),
-            owns_netns: owns,
-            cmd: req.cmd.clone(),
-            state: SandboxState::Created,
-            pid: None,
-            pid_start: None,
-            ports,
-            expose,
-            publish_all: req.publish_all && mode != NetworkMode::Host,
-            auto_remove: req.auto_remove,
-            bindings: Vec::new(),
-            env: req.env.clone(),
-            user: req.user.clone().filter(|u| !u.is_empty()),
-            log,
+            id,
         };
-        // Kernel side: namespace, loopback, endpoint.
-        if owns {
-            netns::create(&netns_path)?;
+        let plan = plan_sandbox(&state, &req, &cx)?;
+        self.apply_sandbox(&plan).await?;
+        let sb = &plan.sb;
+        let mut warnings = plan.warnings.clone();
+        if let Ok(st) = self.store.state() {
+            warnings.extend(self.serve_dns(&st, sb));
         }
+        self.sync_lb().await;
+        tracing::info!(sandbox = %sb.name, id = %sb.short_id(), "sandbox created");
+        Ok(Created { id: sb.id.clone(), warnings })
+    }
+
+    /// Applies a sandbox plan: its namespace, endpoint and ports, then the
+    /// records in one commit. Each kernel step pushes its reversal; any
+    /// failure (the commit's included) rolls all of them back.
+    async fn apply_sandbox(&self, plan: &SandboxPlan) -> Result<()> {
+        let sb = &plan.sb;
+        let netns_path = Path::new(&sb.netns);
+        let mut undo = Undo::new();
         let res = async {
-            if owns {
-                let nl = Netlink::in_netns(&netns_path)?;
+            if sb.owns_netns {
+                netns::create(netns_path)?;
+                undo.push(format!("remove namespace {}", netns_path.display()), async move {
+                    netns::remove(netns_path)
+                });
+                let nl = Netlink::in_netns(netns_path)?;
                 let lo = nl.require_index("lo").await?;
                 nl.set_up(lo).await?;
             }
             let tx = self.store.begin()?;
-            let ep = match &net {
-                Some(n) => {
-                    Some(self.add_endpoint(&state, n, &sb, req.ip.as_deref(), &req.aliases, &tx).await?)
+            if let (Some(net), Some(ep)) = (&plan.net, &plan.endpoint) {
+                tx.put_endpoint(&ep.ep, &net.name)?;
+                if let Some(with_vips) = &ep.vips {
+                    tx.put_network(with_vips)?;
                 }
-                None => None,
-            };
-            let undo_endpoint = async {
-                if let (Some(n), Some(ep)) = (&net, &ep) {
-                    let _ = self.remove_endpoint(n, ep, &netns_path).await;
-                }
-            };
-            let published = match self.publish(&state, &mut sb, ep.as_ref(), net.as_ref()).await {
-                Ok(w) => w,
-                Err(e) => {
-                    undo_endpoint.await;
-                    return Err(e);
-                }
-            };
-            if let Err(e) = tx.put_sandbox(&sb).and_then(|()| self.store.commit(tx)) {
-                self.unpublish(&sb, &[]);
-                undo_endpoint.await;
-                return Err(e);
+                self.apply_endpoint(net, sb, ep, &mut undo).await?;
             }
-            Ok(published)
+            // The sockets hold the ports; dropped on failure, they free them.
+            let (bindings, fds) = reserve_ports(&plan.ports)?;
+            if let (true, Some(ep)) = (plan.program_ports, &plan.endpoint) {
+                let entries = self.service_entries(&bindings, &ep.ep).await?;
+                self.dp.services.set(&entries)?;
+                let keys: Vec<_> = entries.iter().map(|(k, _)| *k).collect();
+                undo.push("remove the published ports from the datapath", async move {
+                    self.dp.services.remove(&keys).into_iter().next().map_or(Ok(()), Err)
+                });
+            }
+            let record = Sandbox { bindings, ..sb.clone() };
+            tx.put_sandbox(&record)?;
+            self.store.commit(tx)?;
+            if !fds.is_empty() {
+                self.reservations.lock().unwrap_or_else(|p| p.into_inner()).insert(sb.id.clone(), fds);
+            }
+            Ok(())
         }
         .await;
-        match res {
-            Ok(w) => warnings.extend(w),
-            Err(e) => {
-                if owns {
-                    let _ = netns::remove(&netns_path);
-                }
-                return Err(e);
-            }
-        }
-        if let Ok(st) = self.store.state() {
-            warnings.extend(self.serve_dns(&st, &sb));
-        }
-        self.sync_lb().await;
-        tracing::info!(sandbox = %sb.name, id = %sb.short_id(), "sandbox created");
-        Ok(Created { id, warnings })
+        undo.settle(res).await
     }
 
     /// Writes the sandbox's /etc files and starts its process.
@@ -356,7 +429,11 @@ impl Engine {
         Ok(())
     }
 
-    pub async fn remove_sandbox(&self, sb_ref: &str, force: bool) -> Result<String> {
+    /// Removes a sandbox. The records go first, in one transaction: if that
+    /// fails (a full disk), the sandbox is still whole. Then the kernel
+    /// side, every step tried; what could not be undone comes back as
+    /// warnings (and goes at the next reconcile).
+    pub async fn remove_sandbox(&self, sb_ref: &str, force: bool) -> Result<Removed> {
         let state = self.store.state()?;
         let sb = state.require_sandbox(sb_ref)?.clone();
         let running = sb.pid.is_some_and(|p| process::alive(p, sb.pid_start));
@@ -369,11 +446,8 @@ impl Engine {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
         let Some(sb) = state.sandbox(&sb.id).cloned() else {
-            return Ok(sb.id);
+            return Ok(Removed { id: sb.id, warnings: Vec::new() });
         };
-        // The records go first, in one transaction: if that fails (a full
-        // disk), the sandbox is still whole; after it, teardown tries every
-        // step and what it cannot remove goes at the next reconcile.
         let tx = self.store.begin()?;
         for ep in state.endpoints_of_sandbox(&sb.id) {
             tx.del_endpoint(ep)?;
@@ -382,24 +456,176 @@ impl Engine {
         self.store.commit(tx)?;
         let netns_path = PathBuf::from(&sb.netns);
         let addrs: Vec<Ipv4Addr> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ip).collect();
-        self.unpublish(&sb, &addrs);
+        let mut failed: Vec<(&str, Error)> = Vec::new();
+        for e in self.unpublish(&sb, &addrs) {
+            failed.push(("unpublishing the ports", e));
+        }
         for ep in state.endpoints_of_sandbox(&sb.id) {
-            if let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id)
-                && let Err(e) = self.remove_endpoint(net, ep, &netns_path).await
-            {
-                tracing::warn!(sandbox = %sb.name, error = %e, "endpoint teardown");
+            if let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id) {
+                for e in self.remove_endpoint(net, ep, &netns_path).await {
+                    failed.push(("removing an endpoint", e));
+                }
             }
         }
         self.stop_dns(&sb.id);
         if sb.owns_netns
             && let Err(e) = netns::remove(&netns_path)
         {
-            tracing::warn!(sandbox = %sb.name, error = %e, "namespace teardown");
+            failed.push(("removing the network namespace", e));
         }
-        let _ = std::fs::remove_dir_all(self.paths.sandbox_dir(&sb.id));
+        let dir = self.paths.sandbox_dir(&sb.id);
+        match std::fs::remove_dir_all(&dir) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                failed.push(("removing the sandbox directory", Error::io("remove", dir.display(), e)));
+            }
+            _ => {}
+        }
         self.exits.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
         self.sync_lb().await;
         tracing::info!(sandbox = %sb.name, "removed");
-        Ok(sb.id)
+        Ok(Removed { id: sb.id.clone(), warnings: teardown_warnings(&sb.name, failed) })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::domain::ports::parse_publish;
+    use crate::engine::fixtures::{net, state_with};
+    use crate::engine::publish::PortClaim;
+
+    fn cx() -> SandboxContext {
+        SandboxContext {
+            id: "c".repeat(64),
+            created: "2026-11-30T00:00:00Z".into(),
+            own_netns: "/run/dp/netns/own".into(),
+            host_netns: "/run/dp/netns/host".into(),
+            host_name: Some("thehost".into()),
+            log: None,
+            ports: PortLimits { ephemeral: (40000, 40009), budget: Some((1024, 4)) },
+        }
+    }
+
+    fn req(network: &str, publish: &[&str]) -> SandboxCreate {
+        SandboxCreate {
+            name: Some("c1".into()),
+            network: network.into(),
+            publish: publish.iter().map(|p| parse_publish(p).expect("spec")).collect(),
+            cmd: vec!["true".into()],
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn a_sandbox_is_planned_whole_before_anything_happens() {
+        let st = state_with(&[('a', "eth0", "10.9.0.2")]);
+        let p = plan_sandbox(&st, &req("web", &["8080:80", "53/udp"]), &cx()).expect("plan");
+        assert_eq!(
+            (p.sb.name.as_str(), p.sb.netns.as_str(), p.sb.owns_netns),
+            ("c1", "/run/dp/netns/own", true)
+        );
+        assert_eq!(p.sb.hostname, "c".repeat(12));
+        let ep = p.endpoint.as_ref().expect("an endpoint on web");
+        assert_eq!(
+            (ep.ep.ip.to_string().as_str(), ep.ep.ifname.as_str(), ep.first),
+            ("10.9.0.3", "eth0", true)
+        );
+        assert!(p.program_ports && p.warnings.is_empty(), "{:?}", p.warnings);
+        let claims: Vec<_> =
+            p.ports.claims.iter().map(|c| (c.host_ports.clone(), c.any, c.container_port)).collect();
+        assert_eq!(claims, [(8080..=8080, false, 80), (40000..=40009, true, 53)]);
+    }
+
+    #[test]
+    fn dockers_refusals_and_warnings_come_from_the_plan() {
+        let mut st = state_with(&[('a', "eth0", "10.9.0.2")]);
+        st.networks.push(Network { name: "inner".into(), id: "i".repeat(64), internal: true, ..net(false) });
+        let refused =
+            |r: SandboxCreate| plan_sandbox(&st, &r, &cx()).map(|_| ()).expect_err("refused").to_string();
+        assert!(
+            refused(SandboxCreate { name: Some("sa".into()), ..req("web", &[]) }).contains("already in use")
+        );
+        assert!(
+            refused(req("container:sa", &["80"]))
+                .contains("port publishing and the container type network mode")
+        );
+        assert!(refused(req("nosuch", &[])).contains("nosuch"));
+        assert!(
+            refused(SandboxCreate { hostname: Some("a b".into()), ..req("web", &[]) }).contains("hostname")
+        );
+        assert!(refused(SandboxCreate { ip: Some("10.9.0.2".into()), ..req("web", &[]) }).contains("in use"));
+        // Host mode: ports are dropped with Docker's warning; the host's name.
+        let p = plan_sandbox(&st, &req("host", &["8080:80"]), &cx()).expect("host mode");
+        assert_eq!(
+            (p.sb.netns.as_str(), p.sb.owns_netns, p.sb.hostname.as_str()),
+            ("/run/dp/netns/host", false, "thehost")
+        );
+        assert!(p.ports.claims.is_empty() && p.sb.ports.is_empty());
+        assert_eq!(p.warnings, ["Published ports are discarded when using host network mode"]);
+        // An --internal network holds the ports without programming them.
+        let p = plan_sandbox(&st, &req("inner", &["8080:80"]), &cx()).expect("internal");
+        assert!(!p.program_ports && p.ports.claims.len() == 1);
+        assert_eq!(p.warnings, ["ports are not published: network inner is --internal"]);
+    }
+
+    #[test]
+    fn ports_are_refused_in_the_plan_when_held_or_past_the_open_file_budget() {
+        let mut st = state_with(&[('a', "eth0", "10.9.0.2")]);
+        st.sandboxes[0].bindings.push(PortBinding {
+            host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+            host_port: 8080,
+            container_port: 80,
+            proto: Proto::Tcp,
+            v6_loopback: false,
+        });
+        let refused = |publish: &[&str]| {
+            plan_sandbox(&st, &req("web", publish), &cx()).map(|_| ()).expect_err("refused").to_string()
+        };
+        assert!(
+            refused(&["127.0.0.1:8080:80"])
+                .ends_with("Bind for 127.0.0.1:8080 failed: port is already allocated")
+        );
+        assert!(refused(&["9000:80", "9000:81"]).contains("9000 failed: port is already allocated"));
+        // udp 8080 is free; the budget (4 more) is not.
+        assert!(plan_sandbox(&st, &req("web", &["8080:80/udp"]), &cx()).is_ok());
+        assert!(refused(&["9000-9004:80-84"]).contains("cannot publish more than 4 more ports"));
+        assert!(refused(&["[2001:db8::1]:80:80"]).contains("not supported yet"));
+        // A range for one container port, and -P's exposed ports, are "any" claims.
+        let mut r = req("web", &["9000-9009:80"]);
+        r.publish_all = true;
+        r.expose = vec![Exposed { port: 80, proto: Proto::Tcp }, Exposed { port: 81, proto: Proto::Tcp }];
+        let p = plan_sandbox(&st, &r, &cx()).expect("plan");
+        let claims: Vec<_> =
+            p.ports.claims.iter().map(|c| (c.host_ports.clone(), c.any, c.container_port)).collect();
+        assert_eq!(claims, [(9000..=9009, true, 80), (40000..=40009, true, 81)]);
+    }
+
+    #[test]
+    fn reserving_takes_the_first_port_nobody_holds_and_refuses_a_taken_fixed_one() {
+        // A port some host process holds (loopback only, ours for the test).
+        let holder = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let held = holder.local_addr().expect("addr").port();
+        let claim = |ports: std::ops::RangeInclusive<u16>, any: bool| PortClaim {
+            host_ip: std::net::Ipv4Addr::LOCALHOST,
+            host_ports: ports,
+            any,
+            container_port: 80,
+            proto: Proto::Tcp,
+            v6_loopback: false,
+        };
+        let err = reserve_ports(&PortPlan { claims: vec![claim(held..=held, false)], taken: vec![] })
+            .expect_err("held by a host process");
+        assert!(err.to_string().contains("the port is already in use"), "{err}");
+        // The next port is held by another sandbox (in the store): a range skips both.
+        let next = held.wrapping_add(1).max(1024);
+        let taken = vec![claim(next..=next, false).binding(next)];
+        let plan = PortPlan { claims: vec![claim(held..=held.saturating_add(20), true)], taken };
+        let (bindings, fds) = reserve_ports(&plan).expect("a free port in the range");
+        assert_eq!(fds.len(), 1);
+        assert!(bindings[0].host_port != held && bindings[0].host_port != next, "{bindings:?}");
+        // Dropping the sockets releases the port.
+        let port = bindings[0].host_port;
+        drop(fds);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} still held");
     }
 }
