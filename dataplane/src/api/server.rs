@@ -190,9 +190,9 @@ async fn create_network(
     Ok((StatusCode::CREATED, Json(NetworkCreateResponse { id, warning: String::new() })))
 }
 
-async fn remove_network(State(e): AppState, Path(id): Path<String>) -> Res<StatusCode> {
-    e.remove_network(&id).await?;
-    Ok(StatusCode::NO_CONTENT)
+async fn remove_network(State(e): AppState, Path(id): Path<String>) -> Res<Response> {
+    let removed = e.remove_network(&id).await?;
+    Ok(with_warnings(StatusCode::NO_CONTENT, removed.warnings))
 }
 
 async fn prune_networks(State(e): AppState) -> Res<Json<serde_json::Value>> {

@@ -139,7 +139,12 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             let mut failed = false;
             for n in &names {
                 match client.delete(&format!("/networks/{}", enc(n))).await {
-                    Ok(_) => println!("{n}"),
+                    Ok(warnings) => {
+                        for w in warnings {
+                            eprintln!("WARNING: {w}");
+                        }
+                        println!("{n}");
+                    }
                     Err(e) => {
                         eprintln!("{e:#}");
                         failed = true;

@@ -1,12 +1,124 @@
 //! Networks: create (with the predefined ones), remove, prune.
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
+
+use ipnetwork::Ipv4Network;
 
 use super::*;
 use crate::domain::ipam;
 use crate::domain::names;
 use crate::domain::options::key;
+use crate::domain::state::State;
 use crate::drivers;
 use crate::error::{Error, Result};
+
+/// What planning a network needs from outside the store.
+#[derive(Clone, Debug, Default)]
+pub(super) struct NetworkContext {
+    pub id: String,
+    pub created: String,
+    /// `bridge`, `host`, `none`, made by the daemon itself.
+    pub predefined: bool,
+    /// Names of the host's interfaces.
+    pub host_links: HashSet<String>,
+    /// Subnets the host itself uses (routes, addresses), with what uses them.
+    pub host_claims: Vec<(Ipv4Network, String)>,
+}
+
+/// Plans `network create`: the record, its device and subnet, or Docker's
+/// refusal. No side effects.
+pub(super) fn plan_network(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Result<Network> {
+    let predefined = cx.predefined;
+    names::check_name(&req.name)?;
+    if state.network(&req.name).is_some_and(|n| n.name == req.name) {
+        return Err(Error::NetworkExists(req.name.clone()));
+    }
+    let driver = req.driver;
+    match driver {
+        Driver::Bridge | Driver::Macvlan => {}
+        Driver::Host | Driver::Null if predefined => {}
+        Driver::Host | Driver::Null => {
+            return Err(Error::Unsupported(format!("only one instance of \"{driver}\" network is allowed")));
+        }
+        Driver::Ipvlan => {
+            return Err(Error::Unsupported("driver ipvlan is not implemented by dataplane yet".into()));
+        }
+    }
+    let device = match &req.driver_options {
+        DriverOptions::Bridge(b) => {
+            let dev = b.name.clone().unwrap_or_else(|| names::bridge_name(&cx.id));
+            if !names::valid_ifname(&dev) {
+                return Err(Error::invalid(
+                    key::BRIDGE_NAME,
+                    &dev,
+                    "not a valid interface name (1-15 characters)",
+                ));
+            }
+            if state.networks.iter().any(|n| n.is_bridge() && n.device.as_deref() == Some(&dev)) {
+                return Err(Error::Conflict(format!("bridge device {dev} is used by another network")));
+            }
+            if !predefined && cx.host_links.contains(&dev) {
+                return Err(Error::Conflict(format!("an interface named {dev} already exists on the host")));
+            }
+            Some(dev)
+        }
+        DriverOptions::Macvlan(m) => m.parent.clone(),
+        DriverOptions::None => None,
+    };
+    let ipam = if matches!(driver, Driver::Bridge | Driver::Macvlan) {
+        let mut taken: Vec<_> = state
+            .networks
+            .iter()
+            .filter(|n| n.is_bridge() || driver == Driver::Bridge)
+            .filter_map(|n| n.ipam.as_ref().map(|i| (i.subnet, n.name.clone())))
+            .collect();
+        // What the host itself uses (routes, addresses): an automatic
+        // subnet avoids it; a bridge subnet given by the user must not
+        // overlap it either — the bridge and the sandboxes would take the
+        // host's own addresses and break its routing. macvlan subnets are
+        // the parent's LAN by design.
+        let check_host = driver == Driver::Bridge && !predefined;
+        if req.ipam.subnet.is_none() {
+            taken.extend(cx.host_claims.iter().map(|(n, what)| (*n, format!("the host's {what}"))));
+        }
+        let planned = ipam::plan(&req.ipam, &taken)?;
+        if check_host {
+            let ours: Vec<_> =
+                state.networks.iter().filter_map(|n| n.ipam.as_ref().map(|i| i.subnet)).collect();
+            if let Some((_, what)) = cx
+                .host_claims
+                .iter()
+                .find(|(c, _)| c.overlaps(planned.subnet) && !ours.iter().any(|o| o.overlaps(*c)))
+            {
+                return Err(Error::invalid(
+                    "subnet",
+                    planned.subnet,
+                    format!("the host already uses it ({what}); choose a subnet the host does not reach"),
+                ));
+            }
+        }
+        Some(planned)
+    } else {
+        None
+    };
+    let mut options = req.options.clone();
+    if driver == Driver::Macvlan {
+        options.entry(key::MACVLAN_MODE.into()).or_insert_with(|| "bridge".into());
+    }
+    Ok(Network {
+        id: cx.id.clone(),
+        name: req.name.clone(),
+        driver,
+        created: cx.created.clone(),
+        num: state.networks.iter().map(|n| n.num).max().unwrap_or(0) + 1,
+        ipam,
+        internal: req.internal,
+        options,
+        labels: req.labels.clone(),
+        device,
+        predefined,
+        vips: BTreeMap::new(),
+    })
+}
 
 impl Engine {
     /// Creates the predefined networks on first start.
@@ -47,107 +159,19 @@ impl Engine {
     async fn create_network_inner(&self, req: NetworkCreate, predefined: bool) -> Result<String> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
-        names::check_name(&req.name)?;
-        if state.network(&req.name).is_some_and(|n| n.name == req.name) {
-            return Err(Error::NetworkExists(req.name));
+        if req.driver == Driver::Ipvlan {
+            let parent = req.driver_options.macvlan().and_then(|m| m.parent.clone());
+            return Err(self.ipvlan_unsupported(parent.as_ref()).await);
         }
-        let driver = req.driver;
-        match driver {
-            Driver::Bridge | Driver::Macvlan => {}
-            Driver::Host | Driver::Null if predefined => {}
-            Driver::Host | Driver::Null => {
-                return Err(Error::Unsupported(format!(
-                    "only one instance of \"{driver}\" network is allowed"
-                )));
-            }
-            Driver::Ipvlan => {
-                let parent = req.driver_options.macvlan().and_then(|m| m.parent.clone());
-                return Err(self.ipvlan_unsupported(parent.as_ref()).await);
-            }
-        }
-        let id = names::new_id();
-        let options = req.options.clone();
-        let device = match &req.driver_options {
-            DriverOptions::Bridge(b) => {
-                let dev = b.name.clone().unwrap_or_else(|| names::bridge_name(&id));
-                if !names::valid_ifname(&dev) {
-                    return Err(Error::invalid(
-                        key::BRIDGE_NAME,
-                        &dev,
-                        "not a valid interface name (1-15 characters)",
-                    ));
-                }
-                if state.networks.iter().any(|n| n.is_bridge() && n.device.as_deref() == Some(&dev)) {
-                    return Err(Error::Conflict(format!("bridge device {dev} is used by another network")));
-                }
-                if !predefined && self.host.link_index(&dev).await?.is_some() {
-                    return Err(Error::Conflict(format!(
-                        "an interface named {dev} already exists on the host"
-                    )));
-                }
-                Some(dev)
-            }
-            DriverOptions::Macvlan(m) => m.parent.clone(),
-            DriverOptions::None => None,
-        };
-        let ipam = if matches!(driver, Driver::Bridge | Driver::Macvlan) {
-            let mut taken: Vec<_> = state
-                .networks
-                .iter()
-                .filter(|n| n.is_bridge() || driver == Driver::Bridge)
-                .filter_map(|n| n.ipam.as_ref().map(|i| (i.subnet, n.name.clone())))
-                .collect();
-            // What the host itself uses (routes, addresses): an automatic
-            // subnet avoids it; a bridge subnet given by the user must not
-            // overlap it either — the bridge and the sandboxes would take the
-            // host's own addresses and break its routing. macvlan subnets are
-            // the parent's LAN by design.
-            let check_host = driver == Driver::Bridge && !predefined;
-            let host_claims = if req.ipam.subnet.is_none() || check_host {
-                self.host.ipv4_claims().await?
-            } else {
-                Vec::new()
-            };
-            if req.ipam.subnet.is_none() {
-                taken.extend(host_claims.iter().map(|(n, what)| (*n, format!("the host's {what}"))));
-            }
-            let planned = ipam::plan(&req.ipam, &taken)?;
-            if check_host {
-                let ours: Vec<_> =
-                    state.networks.iter().filter_map(|n| n.ipam.as_ref().map(|i| i.subnet)).collect();
-                if let Some((_, what)) = host_claims
-                    .iter()
-                    .find(|(c, _)| c.overlaps(planned.subnet) && !ours.iter().any(|o| o.overlaps(*c)))
-                {
-                    return Err(Error::invalid(
-                        "subnet",
-                        planned.subnet,
-                        format!("the host already uses it ({what}); choose a subnet the host does not reach"),
-                    ));
-                }
-            }
-            Some(planned)
-        } else {
-            None
-        };
-        let mut options = options;
-        if driver == Driver::Macvlan {
-            options.entry(key::MACVLAN_MODE.into()).or_insert_with(|| "bridge".into());
-        }
-        let net = Network {
-            id: id.clone(),
-            name: req.name.clone(),
-            driver,
+        // What the host has, read once; the plan itself is pure.
+        let cx = NetworkContext {
+            id: names::new_id(),
             created: now(),
-            num: state.networks.iter().map(|n| n.num).max().unwrap_or(0) + 1,
-            ipam,
-            internal: req.internal,
-            options,
-            labels: req.labels.clone(),
-            device,
             predefined,
-            vips: BTreeMap::new(),
+            host_links: self.host.links().await?.into_iter().map(|l| l.name).collect(),
+            host_claims: self.host.ipv4_claims().await?,
         };
+        let net = plan_network(&state, &req, &cx)?;
         // Apply: each kernel change pushes its reversal; a failure before
         // the commit reverses them all (a half-made bridge does not survive).
         drivers::create_network(&self.host, &net).await?;
@@ -174,7 +198,7 @@ impl Engine {
             tracing::warn!(error = %e, "refreshing host addresses");
         }
         tracing::info!(network = %net.name, id = %net.short_id(), driver = %net.driver, "network created");
-        Ok(id)
+        Ok(net.id)
     }
 
     /// "Check, don't assume": ask the kernel for an ipvlan link and report what it says.
@@ -188,7 +212,10 @@ impl Engine {
         }
     }
 
-    pub async fn remove_network(&self, id_or_name: &str) -> Result<String> {
+    /// Removes a network: the record first (if it cannot, nothing
+    /// changed), then its devices and datapath entries, every step tried;
+    /// what could not be undone comes back as warnings.
+    pub async fn remove_network(&self, id_or_name: &str) -> Result<Removed> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
         let net = state.require_network(id_or_name)?.clone();
@@ -198,24 +225,31 @@ impl Engine {
         if state.endpoints_of_network(&net.id).next().is_some() {
             return Err(Error::NetworkInUse { name: net.name, id: net.id });
         }
-        // The record goes first: if it cannot (a full disk), nothing changed.
         let tx = self.store.begin()?;
         tx.del_network(&net.id)?;
         self.store.commit(tx)?;
+        let mut warnings = Vec::new();
+        let mut failed = |step: &str, e: Error| {
+            tracing::warn!(network = %net.name, step, error = %e, "teardown step failed; the next reconcile retries it");
+            warnings.push(format!(
+                "{step} of network {} failed (the daemon retries at its next start): {e}",
+                net.name
+            ));
+        };
         if let Err(e) = drivers::delete_network(&self.host, &net).await {
-            tracing::warn!(network = %net.name, error = %e, "network teardown (what is left goes at the next reconcile)");
+            failed("deleting the devices", e);
         }
         if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam)
             && let Err(e) = self.dp.endpoints.remove_subnet(ipam.subnet)
         {
-            tracing::warn!(network = %net.name, error = %e, "network teardown (what is left goes at the next reconcile)");
+            failed("removing the subnet from the datapath", e);
         }
         if let Err(e) = self.refresh_host_ips(&self.store.state()?).await {
             tracing::warn!(error = %e, "refreshing host addresses");
         }
         self.sync_lb().await;
         tracing::info!(network = %net.name, "network removed");
-        Ok(net.id)
+        Ok(Removed { id: net.id, warnings })
     }
 
     /// Removes every user network without endpoints; returns their names.
@@ -229,5 +263,73 @@ impl Engine {
             }
         }
         Ok(removed)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::engine::fixtures::state_with;
+
+    fn cx() -> NetworkContext {
+        NetworkContext {
+            id: "f".repeat(64),
+            created: "2026-11-30T00:00:00Z".into(),
+            predefined: false,
+            host_links: HashSet::from(["lo".to_string(), "up0".to_string(), "br-taken".to_string()]),
+            host_claims: vec![("172.18.0.0/16".parse().expect("net"), "route via up0".into())],
+        }
+    }
+
+    fn req(name: &str, driver: &str, subnet: Option<&str>, opts: &[(&str, &str)]) -> NetworkCreate {
+        let options = opts.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+        let mut r = NetworkCreate::new(name, driver, options).expect("request");
+        r.ipam.subnet = subnet.map(str::to_string);
+        r
+    }
+
+    #[test]
+    fn a_network_is_planned_around_what_the_store_and_the_host_use() {
+        let st = state_with(&[]);
+        let n = plan_network(&st, &req("front", "bridge", None, &[]), &cx()).expect("plan");
+        // 172.18/16 is the host's: the next default pool is taken.
+        let ipam = n.ipam.expect("ipam");
+        assert_eq!(
+            (ipam.subnet.to_string().as_str(), ipam.gateway.to_string().as_str()),
+            ("172.19.0.0/16", "172.19.0.1")
+        );
+        assert_eq!((n.device.as_deref(), n.num), (Some(format!("br-{}", &"f".repeat(12))).as_deref(), 2));
+        let m = plan_network(&st, &req("lan", "macvlan", Some("192.0.2.0/24"), &[("parent", "up0")]), &cx())
+            .expect("macvlan");
+        assert_eq!(m.options.get(key::MACVLAN_MODE).map(String::as_str), Some("bridge"));
+    }
+
+    #[test]
+    fn network_refusals_come_from_the_plan() {
+        let st = state_with(&[]);
+        let refused =
+            |r: NetworkCreate| plan_network(&st, &r, &cx()).map(|_| ()).expect_err("refused").to_string();
+        assert!(refused(req("web", "bridge", None, &[])).contains("already exists"));
+        assert!(refused(req("h2", "host", None, &[])).contains("only one instance of \"host\""));
+        assert!(
+            refused(req("b", "bridge", None, &[(key::BRIDGE_NAME, "br-test")]))
+                .contains("used by another network")
+        );
+        assert!(
+            refused(req("b", "bridge", None, &[(key::BRIDGE_NAME, "br-taken")]))
+                .contains("already exists on the host")
+        );
+        assert!(
+            refused(req("b", "bridge", None, &[(key::BRIDGE_NAME, "a-name-far-too-long")]))
+                .contains("not a valid interface name")
+        );
+        assert!(
+            refused(req("b", "bridge", Some("172.18.5.0/24"), &[]))
+                .contains("the host already uses it (route via up0)")
+        );
+        assert!(refused(req("b", "bridge", Some("10.9.0.0/24"), &[])).contains("web"));
+        // The daemon's own predefined networks may be host and null.
+        let pre = NetworkContext { predefined: true, ..cx() };
+        assert!(plan_network(&st, &req("host", "host", None, &[]), &pre).is_ok());
     }
 }

@@ -148,7 +148,7 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
         bindings: Vec::new(),
         env: req.env.clone(),
         user: req.user.clone().filter(|u| !u.is_empty()),
-        log: cx.log.clone(),
+        log: cx.log,
     };
     let endpoint = match &net {
         Some(n) => Some(plan_endpoint(state, n, &sb, req.ip.as_deref(), &req.aliases)?),
@@ -198,7 +198,7 @@ impl Engine {
             log: if req.log_opts.is_empty() {
                 None
             } else {
-                Some(self.log_defaults.clone().with_options(&req.log_opts)?)
+                Some(self.log_defaults.with_options(&req.log_opts)?)
             },
             ports: PortLimits::of_host(),
             created: now(),
