@@ -63,6 +63,10 @@ pub struct DaemonArgs {
     /// Idle timeout of flows not yet answered (no traffic back), in seconds.
     #[arg(long, default_value_t = 30, value_parser = clap::value_parser!(u64).range(1..))]
     pub ct_unreplied_timeout: u64,
+    /// Serve Docker's network and IPAM plugin protocol on DIR/dataplane.sock,
+    /// where dockerd finds it (`docker network create -d dataplane`); "" turns it off.
+    #[arg(long, value_name = "DIR", default_value = paths::DEFAULT_DOCKER_PLUGIN_DIR)]
+    pub docker_plugin_dir: String,
 }
 
 /// The daemon's command line, checked: logging set up, sizes parsed, paths found; then [`run`].
@@ -74,7 +78,9 @@ pub async fn main(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<()> {
         Some(c) => c,
         None => paths::default_cgroup().map_err(|e| anyhow::anyhow!("finding the cgroup-v2 root: {e}"))?,
     };
-    let paths = Paths { socket, state_dir: a.state_dir, bpffs: a.bpffs, cgroup };
+    let docker_plugin = (!a.docker_plugin_dir.is_empty())
+        .then(|| PathBuf::from(&a.docker_plugin_dir).join(paths::DOCKER_PLUGIN_SOCKET));
+    let paths = Paths { socket, state_dir: a.state_dir, bpffs: a.bpffs, cgroup, docker_plugin };
     let ct_timeouts = crate::datapath::conntrack::Timeouts {
         tcp_established: std::time::Duration::from_secs(a.ct_tcp_timeout),
         udp: std::time::Duration::from_secs(a.ct_udp_timeout),
@@ -154,6 +160,10 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(socket = %paths.socket.display(), uplink = ?uplink, "dataplane daemon ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
+    let plugin = match &paths.docker_plugin {
+        Some(sock) => Some(serve_docker_plugin(sock, Arc::clone(&engine))?),
+        None => None,
+    };
     let app =
         tower::util::MapRequestLayer::new(server::strip_version).layer(server::router(Arc::clone(&engine)));
     let stopping = Arc::new(tokio::sync::Notify::new());
@@ -176,8 +186,33 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&paths.socket);
+    if let (Some(task), Some(sock)) = (plugin, &paths.docker_plugin) {
+        task.abort();
+        let _ = std::fs::remove_file(sock);
+    }
     tracing::info!("dataplane daemon stopped; BPF enforcement stays pinned");
     Ok(())
+}
+
+/// Serves Docker's plugin protocol on `sock` until the daemon stops.
+fn serve_docker_plugin(
+    sock: &std::path::Path,
+    engine: Arc<Engine>,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    if let Some(dir) = sock.parent() {
+        std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    }
+    let _ = std::fs::remove_file(sock);
+    let listener = tokio::net::UnixListener::bind(sock)
+        .with_context(|| format!("binding the Docker plugin socket {}", sock.display()))?;
+    std::fs::set_permissions(sock, std::fs::Permissions::from_mode(0o660))?;
+    tracing::info!(socket = %sock.display(), "serving Docker's network and IPAM plugin protocol");
+    let app = crate::api::plugin::router(engine);
+    Ok(tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the Docker plugin socket stopped");
+        }
+    }))
 }
 
 async fn shutdown() {

@@ -8,6 +8,7 @@ use std::path::Path;
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Serialize, de::DeserializeOwned};
 
+use crate::domain::ipam::Pool;
 use crate::domain::model::{Endpoint, Network, Sandbox};
 pub use crate::domain::state::State;
 use crate::error::{Error, Result};
@@ -19,6 +20,8 @@ const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("endpoints")
 /// Key: `<network id>/<ipv4>` → endpoint key. The unique index that makes a
 /// double allocation impossible.
 const ALLOCATIONS: TableDefinition<&str, &str> = TableDefinition::new("allocations");
+/// Key: pool ID → the address pools a runtime's IPAM requests hold.
+const POOLS: TableDefinition<&str, &str> = TableDefinition::new("pools");
 
 fn store_err(e: impl Into<redb::Error>) -> Error {
     match e.into() {
@@ -80,7 +83,7 @@ fn open_db(path: &Path) -> Result<Database> {
 /// Makes sure every table exists so reads never fail on a fresh store.
 fn with_tables(db: Database) -> Result<Database> {
     let tx = db.begin_write().map_err(store_err)?;
-    for t in [NETWORKS, SANDBOXES, ENDPOINTS, ALLOCATIONS] {
+    for t in [NETWORKS, SANDBOXES, ENDPOINTS, ALLOCATIONS, POOLS] {
         tx.open_table(t).map_err(store_err)?;
     }
     tx.commit().map_err(store_err)?;
@@ -180,6 +183,7 @@ impl Store {
                 networks: read_all(&tx, NETWORKS)?,
                 sandboxes: read_all(&tx, SANDBOXES)?,
                 endpoints: read_all(&tx, ENDPOINTS)?,
+                pools: read_all(&tx, POOLS)?,
             })
         })
     }
@@ -271,6 +275,13 @@ impl Tx {
             allocs.insert(akey.as_str(), key.as_str()).map_err(store_err)?;
         }
         self.put(ENDPOINTS, &key, e)
+    }
+
+    pub fn put_pool(&self, p: &Pool) -> Result<()> {
+        self.put(POOLS, &p.id, p)
+    }
+    pub fn del_pool(&self, id: &str) -> Result<()> {
+        self.del(POOLS, id)
     }
 
     pub fn del_endpoint(&self, e: &Endpoint) -> Result<()> {
@@ -372,6 +383,7 @@ mod tests {
             device: None,
             predefined: false,
             vips: Default::default(),
+            owner: None,
         }
     }
 

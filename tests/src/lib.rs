@@ -4,6 +4,8 @@
 //! the host's uplink veth. Everything is torn down on drop, even when the
 //! test fails. Nothing outside these namespaces is touched.
 
+pub mod docker;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -50,6 +52,47 @@ while True:
     s.sendto((sys.argv[2].format(addr=peer[0], port=peer[1]) + "\n").encode(), peer)
 "#;
     ["python3", "-c", SERVER, &port.to_string(), reply].iter().map(|s| s.to_string()).collect()
+}
+
+/// A server in `ns` (until dropped) answering each TCP connection (or UDP datagram) with the peer it sees.
+pub struct PeerEcho(Child);
+
+impl PeerEcho {
+    pub fn start(ns: &Netns, proto: &str, port: u16) -> Self {
+        let server = match proto {
+            "udp" => udp_echo_command(port, "peer={addr}/{port}"),
+            _ => [
+                "socat",
+                &format!("TCP-LISTEN:{port},fork,reuseaddr"),
+                "SYSTEM:echo peer=$SOCAT_PEERADDR/$SOCAT_PEERPORT",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
+        };
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name])
+            .args(&server)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start echo server");
+        let flag = if proto == "udp" { "-uln" } else { "-tln" };
+        for _ in 0..100 {
+            if String::from_utf8_lossy(&ns.run(&["ss", flag]).stdout).contains(&format!(":{port} ")) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(30));
+        }
+        PeerEcho(child)
+    }
+}
+
+impl Drop for PeerEcho {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
 }
 
 /// Path of the dataplane binary under test.
@@ -294,6 +337,13 @@ impl Host {
             })
             .arg("--resolv-conf")
             .arg(self.resolv_conf())
+            // Never the machine's /run/docker/plugins: a test that wants
+            // the Docker plugin names its own directory.
+            .args(if self.daemon_args.iter().any(|a| a == "--docker-plugin-dir") {
+                &[][..]
+            } else {
+                &["--docker-plugin-dir", ""][..]
+            })
             .args(&self.daemon_args)
             .stdin(Stdio::null())
             .stdout(log.try_clone().expect("log"))

@@ -2,50 +2,9 @@
 //! the uplink address; replies come back; `--internal` and
 //! `enable_ip_masquerade=false` behave as in Docker.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 
-use dataplane_tests::{Host, Netns, text};
-
-/// A server in `ns` answering each TCP connection (or UDP datagram) with the peer it sees.
-struct PeerEcho(Child);
-
-impl PeerEcho {
-    fn start(ns: &Netns, proto: &str, port: u16) -> Self {
-        let server = match proto {
-            "udp" => dataplane_tests::udp_echo_command(port, "peer={addr}/{port}"),
-            _ => [
-                "socat",
-                &format!("TCP-LISTEN:{port},fork,reuseaddr"),
-                "SYSTEM:echo peer=$SOCAT_PEERADDR/$SOCAT_PEERPORT",
-            ]
-            .iter()
-            .map(|s| s.to_string())
-            .collect(),
-        };
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ns.name])
-            .args(&server)
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start echo server");
-        let flag = if proto == "udp" { "-uln" } else { "-tln" };
-        for _ in 0..100 {
-            if String::from_utf8_lossy(&ns.run(&["ss", flag]).stdout).contains(&format!(":{port} ")) {
-                break;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(30));
-        }
-        PeerEcho(child)
-    }
-}
-
-impl Drop for PeerEcho {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
+use dataplane_tests::{Host, Netns, PeerEcho, text};
 
 fn ask(h: &Host, from: &str, target: &str) -> String {
     // UDP may lose a datagram under load: retry like any UDP client (bounded).

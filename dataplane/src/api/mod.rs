@@ -4,6 +4,7 @@
 //! endpoints modelled on `/containers/...`.
 
 pub mod client;
+pub mod plugin;
 pub mod server;
 pub mod wire;
 

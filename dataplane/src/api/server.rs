@@ -233,7 +233,13 @@ async fn list_sandboxes(State(e): AppState, Query(q): Query<ListQuery>) -> Res<J
     let state = e.state()?;
     let all = matches!(q.all.as_deref(), Some("1" | "true"));
     let mut out: Vec<_> =
-        state.sandboxes.iter().filter(|s| all || s.is_live()).map(|s| sandbox_summary(&state, s)).collect();
+        // A runtime's containers are listed by the runtime (`docker ps`).
+        state
+            .sandboxes
+            .iter()
+            .filter(|s| s.owner.is_none() && (all || s.is_live()))
+            .map(|s| sandbox_summary(&state, s))
+            .collect();
     out.sort_by(|a, b| b.created.cmp(&a.created));
     Ok(Json(out))
 }

@@ -646,3 +646,238 @@ mod monitor_tests {
         assert!(m.line().contains("POLICY_ICC"));
     }
 }
+
+/// The JSON of Docker's remote network and IPAM driver protocol (libnetwork
+/// `docs/remote.md` and `docs/ipam.md`). Fields Docker may leave out default.
+pub mod plugin {
+    use std::collections::BTreeMap;
+
+    use serde::{Deserialize, Deserializer, Serialize};
+
+    /// Docker sends `null` for an empty map or list.
+    fn nullable<'de, D: Deserializer<'de>, T: Deserialize<'de> + Default>(d: D) -> Result<T, D::Error> {
+        Ok(Option::<T>::deserialize(d)?.unwrap_or_default())
+    }
+
+    /// `{"Err": "…"}`: a call that could not be completed.
+    #[derive(Debug, Serialize)]
+    pub struct Failure {
+        #[serde(rename = "Err")]
+        pub err: String,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct Activated {
+        pub implements: Vec<&'static str>,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct NetworkCapabilities {
+        pub scope: &'static str,
+        pub connectivity_scope: &'static str,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "PascalCase", default)]
+    pub struct IpamData {
+        pub address_space: String,
+        pub pool: String,
+        pub gateway: String,
+        #[serde(deserialize_with = "nullable")]
+        pub aux_addresses: BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "PascalCase", default)]
+    pub struct CreateNetwork {
+        #[serde(rename = "NetworkID")]
+        pub network_id: String,
+        #[serde(deserialize_with = "nullable")]
+        pub options: serde_json::Map<String, serde_json::Value>,
+        #[serde(rename = "IPv4Data", deserialize_with = "nullable")]
+        pub ipv4_data: Vec<IpamData>,
+        #[serde(rename = "IPv6Data", deserialize_with = "nullable")]
+        pub ipv6_data: Vec<IpamData>,
+    }
+
+    /// `NetworkID` alone (DeleteNetwork, FreeNetwork).
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    pub struct NetworkRef {
+        #[serde(rename = "NetworkID")]
+        pub network_id: String,
+    }
+
+    #[derive(Debug, Default, Serialize, Deserialize)]
+    #[serde(rename_all = "PascalCase", default)]
+    pub struct Interface {
+        #[serde(skip_serializing_if = "String::is_empty")]
+        pub address: String,
+        #[serde(rename = "AddressIPv6", skip_serializing_if = "String::is_empty")]
+        pub address_ipv6: String,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        pub mac_address: String,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "PascalCase", default)]
+    pub struct CreateEndpoint {
+        #[serde(rename = "NetworkID")]
+        pub network_id: String,
+        #[serde(rename = "EndpointID")]
+        pub endpoint_id: String,
+        pub interface: Option<Interface>,
+        #[serde(deserialize_with = "nullable")]
+        pub options: serde_json::Map<String, serde_json::Value>,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct EndpointCreated {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        pub interface: Option<Interface>,
+    }
+
+    /// `NetworkID` and `EndpointID` (DeleteEndpoint, EndpointOperInfo, Leave,
+    /// RevokeExternalConnectivity).
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    pub struct EndpointRef {
+        #[serde(rename = "NetworkID")]
+        pub network_id: String,
+        #[serde(rename = "EndpointID")]
+        pub endpoint_id: String,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct OperInfo {
+        pub value: BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "PascalCase", default)]
+    pub struct Join {
+        #[serde(rename = "NetworkID")]
+        pub network_id: String,
+        #[serde(rename = "EndpointID")]
+        pub endpoint_id: String,
+        pub sandbox_key: String,
+        #[serde(deserialize_with = "nullable")]
+        pub options: serde_json::Map<String, serde_json::Value>,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct InterfaceName {
+        pub src_name: String,
+        pub dst_prefix: &'static str,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct Joined {
+        pub interface_name: InterfaceName,
+        #[serde(skip_serializing_if = "String::is_empty")]
+        pub gateway: String,
+        pub disable_gateway_service: bool,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "PascalCase", default)]
+    pub struct ProgramExternalConnectivity {
+        #[serde(rename = "NetworkID")]
+        pub network_id: String,
+        #[serde(rename = "EndpointID")]
+        pub endpoint_id: String,
+        #[serde(deserialize_with = "nullable")]
+        pub options: serde_json::Map<String, serde_json::Value>,
+    }
+
+    /// One entry of `com.docker.network.portmap`.
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "PascalCase", default)]
+    pub struct PortMapping {
+        pub proto: u8,
+        #[serde(rename = "IP")]
+        pub ip: String,
+        pub port: u16,
+        #[serde(rename = "HostIP")]
+        pub host_ip: String,
+        pub host_port: u16,
+        pub host_port_end: u16,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct IpamCapabilities {
+        #[serde(rename = "RequiresMACAddress")]
+        pub requires_mac_address: bool,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct AddressSpaces {
+        pub local_default_address_space: &'static str,
+        pub global_default_address_space: &'static str,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "PascalCase", default)]
+    pub struct RequestPool {
+        pub address_space: String,
+        pub pool: String,
+        pub sub_pool: String,
+        #[serde(deserialize_with = "nullable")]
+        pub options: BTreeMap<String, String>,
+        #[serde(rename = "V6")]
+        pub v6: bool,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct PoolGranted {
+        #[serde(rename = "PoolID")]
+        pub pool_id: String,
+        pub pool: String,
+        pub data: BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(default)]
+    pub struct PoolRef {
+        #[serde(rename = "PoolID")]
+        pub pool_id: String,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "PascalCase", default)]
+    pub struct RequestAddress {
+        #[serde(rename = "PoolID")]
+        pub pool_id: String,
+        pub address: String,
+        #[serde(deserialize_with = "nullable")]
+        pub options: BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, Serialize)]
+    #[serde(rename_all = "PascalCase")]
+    pub struct AddressGranted {
+        pub address: String,
+        pub data: BTreeMap<String, String>,
+    }
+
+    #[derive(Debug, Default, Deserialize)]
+    #[serde(rename_all = "PascalCase", default)]
+    pub struct ReleaseAddress {
+        #[serde(rename = "PoolID")]
+        pub pool_id: String,
+        pub address: String,
+    }
+
+    /// `{}`.
+    #[derive(Debug, Serialize)]
+    pub struct Empty {}
+}

@@ -174,6 +174,7 @@ mod tests {
             device: None,
             predefined,
             vips: BTreeMap::new(),
+            owner: None,
         }
     }
 
@@ -197,6 +198,7 @@ mod tests {
             bindings: vec![],
             env: vec![],
             user: None,
+            owner: None,
             log: None,
         }
     }
@@ -232,7 +234,12 @@ mod tests {
             ep(&a, &bridge, "172.17.0.2", &[]),
             ep(&e, &bridge, "172.17.0.3", &[]),
         ];
-        State { networks: vec![mynet, other, bridge], sandboxes: vec![a, b, c, d, e], endpoints }
+        State {
+            networks: vec![mynet, other, bridge],
+            sandboxes: vec![a, b, c, d, e],
+            endpoints,
+            pools: vec![],
+        }
     }
 
     fn live(sb: &Sandbox) -> bool {

@@ -177,6 +177,78 @@ pub fn allocate(ipam: &Ipam, used: &HashSet<Ipv4Addr>, network: &str) -> Result<
         .ok_or_else(|| Error::PoolExhausted { network: network.to_string() })
 }
 
+/// An address pool a runtime's IPAM asked for (Docker's `--ipam-driver
+/// dataplane`): its subnet and the addresses handed out of it.
+#[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]
+pub struct Pool {
+    /// The ID the runtime knows it by: its CIDR (and sub-pool).
+    pub id: String,
+    pub subnet: Ipv4Network,
+    pub ip_range: Option<Ipv4Network>,
+    /// Requests holding it: a repeated RequestPool counts, ReleasePool undoes one.
+    pub refs: u32,
+    pub addresses: std::collections::BTreeSet<Ipv4Addr>,
+}
+
+impl Pool {
+    /// A new pool for `subnet` (and sub-pool `ip_range`), held once.
+    pub fn new(subnet: Ipv4Network, ip_range: Option<Ipv4Network>) -> Self {
+        let id = match ip_range {
+            Some(r) => format!("{subnet}+{r}"),
+            None => subnet.to_string(),
+        };
+        Pool { id, subnet, ip_range, refs: 1, addresses: Default::default() }
+    }
+}
+
+/// RequestPool: the pool asked for, or the first free default pool;
+/// refused when it overlaps one of `taken` (networks, other pools, and
+/// for a chosen pool the host's own routes).
+pub fn plan_pool(
+    pool: Option<&str>,
+    sub_pool: Option<&str>,
+    v6: bool,
+    taken: &[(Ipv4Network, String)],
+) -> Result<(Ipv4Network, Option<Ipv4Network>)> {
+    if v6 || pool.is_some_and(|p| p.contains(':')) {
+        return Err(Error::Unsupported("IPv6 address pools are not supported yet".into()));
+    }
+    if pool.is_none() && sub_pool.is_some() {
+        return Err(Error::invalid("SubPool", sub_pool.unwrap_or_default(), "a sub-pool needs a pool"));
+    }
+    let req = IpamRequest {
+        subnet: pool.map(str::to_string),
+        ip_range: sub_pool.map(str::to_string),
+        ..Default::default()
+    };
+    let planned = plan(&req, taken)?;
+    Ok((planned.subnet, planned.ip_range))
+}
+
+/// RequestAddress: `want` if it is a free host address of the pool; else
+/// the gateway's usual address (the first) for a gateway request, or the
+/// lowest free address of the sub-pool (or the pool).
+pub fn pool_address(pool: &Pool, want: Option<Ipv4Addr>, gateway: bool) -> Result<Ipv4Addr> {
+    let taken = |ip: &Ipv4Addr| {
+        pool.addresses.contains(ip) || *ip == pool.subnet.network() || *ip == pool.subnet.broadcast()
+    };
+    if let Some(ip) = want {
+        check_host_address("address", pool.subnet, ip)?;
+        if pool.addresses.contains(&ip) {
+            return Err(Error::AddressInUse { ip, network: format!("pool {}", pool.id) });
+        }
+        return Ok(ip);
+    }
+    if gateway && !taken(&first_host(pool.subnet)) {
+        return Ok(first_host(pool.subnet));
+    }
+    let range = pool.ip_range.unwrap_or(pool.subnet);
+    (u32::from(range.network())..=u32::from(range.broadcast()))
+        .map(Ipv4Addr::from)
+        .find(|ip| !taken(ip))
+        .ok_or_else(|| Error::PoolExhausted { network: format!("pool {}", pool.id) })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -240,5 +312,30 @@ mod tests {
         assert!(matches!(allocate(&ipam, &used, "n"), Err(Error::PoolExhausted { .. })));
         assert!(check_requested(&ipam, Ipv4Addr::new(10, 9, 0, 1), &used, "n").is_err());
         assert!(check_requested(&ipam, Ipv4Addr::new(10, 8, 0, 9), &used, "n").is_err());
+    }
+
+    #[test]
+    fn pools_are_chosen_around_whats_taken_and_hand_out_each_address_once() {
+        let taken = [("172.18.0.0/16".parse().expect("net"), "web".to_string())];
+        let (subnet, range) = plan_pool(None, None, false, &taken).expect("a default pool");
+        assert_eq!((subnet.to_string().as_str(), range), ("172.19.0.0/16", None));
+        let e = plan_pool(Some("172.18.5.0/24"), None, false, &taken).expect_err("overlap").to_string();
+        assert!(e.contains("web"), "{e}");
+        assert!(plan_pool(None, Some("10.0.0.0/25"), false, &[]).is_err());
+        assert!(plan_pool(None, None, true, &[]).expect_err("v6").to_string().contains("IPv6"));
+        let mut p = Pool::new("10.77.0.0/29".parse().expect("net"), None);
+        assert_eq!(p.id, "10.77.0.0/29");
+        let gw = pool_address(&p, None, true).expect("gateway");
+        assert_eq!(gw.to_string(), "10.77.0.1");
+        p.addresses.insert(gw);
+        let a = pool_address(&p, None, false).expect("address");
+        assert_eq!(a.to_string(), "10.77.0.2");
+        p.addresses.insert(a);
+        assert!(matches!(pool_address(&p, Some(a), false), Err(Error::AddressInUse { .. })));
+        assert!(pool_address(&p, Some("10.77.0.7".parse().expect("ip")), false).is_err(), "broadcast");
+        for i in 3..=6 {
+            p.addresses.insert(format!("10.77.0.{i}").parse().expect("ip"));
+        }
+        assert!(matches!(pool_address(&p, None, false), Err(Error::PoolExhausted { .. })));
     }
 }

@@ -29,6 +29,26 @@ pub struct Network {
     /// Virtual IPs of the network's aliases (`lb=vip` networks), taken from its subnet.
     #[serde(default)]
     pub vips: BTreeMap<String, Ipv4Addr>,
+    /// Who asked for it: None for our own API, `Docker` for a network
+    /// dockerd made through the plugin (it has Docker's network ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
+}
+
+/// A container runtime that made a record through its plugin protocol:
+/// the record is kept in its name and removed only by it.
+#[derive(Clone, Copy, Debug, Serialize, Deserialize, PartialEq, Eq)]
+#[serde(rename_all = "lowercase")]
+pub enum Owner {
+    Docker,
+}
+
+impl std::fmt::Display for Owner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Owner::Docker => "docker",
+        })
+    }
 }
 
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
@@ -162,6 +182,11 @@ pub struct Sandbox {
     /// Output log limits (None: the daemon's defaults).
     #[serde(default)]
     pub log: Option<crate::sys::logs::LogLimits>,
+    /// Set for the endpoint of a runtime's container (one record per
+    /// runtime endpoint, its id the runtime's endpoint ID): no process of
+    /// ours, its namespace the runtime's.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<Owner>,
 }
 
 /// One published port, resolved: host address and port → container port.

@@ -68,6 +68,15 @@ pub fn peer_veth_name(host: &str) -> String {
     format!("{TEMP_PEER_PREFIX}{}", &host[4..])
 }
 
+/// Prefix of the container side of a runtime's endpoint (Docker's
+/// `SrcName`): it waits in the host namespace until the runtime moves it.
+pub const RUNTIME_PEER_PREFIX: &str = "dpd";
+
+/// The container side's name for host veth `host` of a runtime endpoint.
+pub fn runtime_peer_name(host: &str) -> String {
+    format!("{RUNTIME_PEER_PREFIX}{}", &host[4..])
+}
+
 /// Bridge name for a user network: `br-` + 12 hex digits of its id.
 pub fn bridge_name(network_id: &str) -> String {
     format!("br-{}", &network_id[..12])
@@ -87,6 +96,16 @@ pub fn mac_for_ip(ip: std::net::Ipv4Addr) -> [u8; 6] {
 
 pub fn format_mac(mac: &[u8; 6]) -> String {
     mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":")
+}
+
+/// `aa:bb:cc:dd:ee:ff` → bytes.
+pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
+    let mut mac = [0u8; 6];
+    let mut parts = s.split(':');
+    for b in &mut mac {
+        *b = u8::from_str_radix(parts.next()?, 16).ok()?;
+    }
+    parts.next().is_none().then_some(mac)
 }
 
 /// Interface name prefixes the daemon owns; reconcile removes unknown ones.

@@ -10,6 +10,8 @@ pub struct State {
     pub networks: Vec<Network>,
     pub sandboxes: Vec<Sandbox>,
     pub endpoints: Vec<Endpoint>,
+    /// Address pools of runtimes' IPAM requests.
+    pub pools: Vec<crate::domain::ipam::Pool>,
 }
 
 impl State {

@@ -86,6 +86,33 @@ pub async fn attach(
     Ok(hidx)
 }
 
+/// A runtime's endpoint: the pair with its host side on the bridge and up;
+/// the container side stays in this namespace under `ep.ifname` for the
+/// runtime to move, address and rename. Returns the host side's index.
+pub async fn attach_unmoved(host: &Netlink, net: &Network, ep: &Endpoint) -> Result<u32> {
+    let bridge = host.require_index(device(net)?).await?;
+    let host_name = ep
+        .host_ifname
+        .clone()
+        .ok_or_else(|| Error::Unsupported("bridge endpoint without host interface name".into()))?;
+    let (hidx, pidx) = host.create_veth(&host_name, &ep.ifname).await?;
+    let res = async {
+        if let Some(mtu) = net.mtu() {
+            host.set_mtu(hidx, mtu).await?;
+            host.set_mtu(pidx, mtu).await?;
+        }
+        host.set_mac(pidx, ep.mac).await?;
+        host.set_master(hidx, bridge).await?;
+        host.set_up(hidx).await
+    }
+    .await;
+    if let Err(e) = res {
+        let _ = host.delete(hidx).await;
+        return Err(e);
+    }
+    Ok(hidx)
+}
+
 pub async fn detach(host: &Netlink, ep: &Endpoint) -> Result<()> {
     match &ep.host_ifname {
         Some(n) => host.delete_by_name(n).await,

@@ -30,6 +30,9 @@ pub(super) fn plan_connect(
 ) -> Result<(Network, Sandbox, EndpointPlan)> {
     let net = state.require_network(net_ref)?.clone();
     let sb = state.require_sandbox(sb_ref)?.clone();
+    if let Some(owner) = sb.owner {
+        return Err(super::sandbox::owned_by(&sb, owner));
+    }
     match &sb.mode {
         NetworkMode::Host => return Err(Error::HostNetworkConnect),
         NetworkMode::None => {
@@ -68,6 +71,9 @@ pub(super) fn plan_disconnect(
 ) -> Result<(Network, Sandbox, Endpoint)> {
     let net = state.require_network(net_ref)?.clone();
     let sb = state.require_sandbox(sb_ref)?.clone();
+    if let Some(owner) = sb.owner {
+        return Err(super::sandbox::owned_by(&sb, owner));
+    }
     if sb.mode == NetworkMode::Host || net.driver == Driver::Host {
         return Err(Error::HostNetworkConnect);
     }
@@ -108,6 +114,14 @@ pub(super) fn plan_endpoint(
     if net.driver == Driver::Macvlan && net.device.is_none() {
         return Err(Error::Unsupported(format!(
             "network {} is an --internal macvlan network without parent: it cannot have endpoints",
+            net.name
+        )));
+    }
+    if let Some(owner) = net.owner
+        && sb.owner != Some(owner)
+    {
+        return Err(Error::Conflict(format!(
+            "network {} belongs to {owner}: only {owner}'s containers attach to it",
             net.name
         )));
     }

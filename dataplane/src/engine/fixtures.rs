@@ -29,6 +29,7 @@ pub fn net(vips: bool) -> Network {
         device: Some("br-test".into()),
         predefined: false,
         vips: BTreeMap::new(),
+        owner: None,
     }
 }
 

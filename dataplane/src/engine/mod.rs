@@ -18,10 +18,12 @@ use crate::sys::netlink::Netlink;
 use crate::sys::paths::Paths;
 
 mod aliases;
+mod docker;
 mod endpoint;
 #[cfg(test)]
 mod fixtures;
 pub use aliases::{Vip, VipBackend};
+pub use docker::{DockerNetwork, DockerPort, Joined};
 mod network;
 mod publish;
 mod reconcile;
@@ -42,6 +44,8 @@ pub struct NetworkCreate {
     /// …and as values ([`NetworkCreate::new`] parses them).
     pub driver_options: DriverOptions,
     pub labels: BTreeMap<String, String>,
+    /// The runtime making it through its plugin, with its network ID.
+    pub origin: Option<(Owner, String)>,
 }
 
 impl NetworkCreate {
@@ -58,6 +62,7 @@ impl NetworkCreate {
             options,
             driver_options,
             labels: BTreeMap::new(),
+            origin: None,
         })
     }
 }
@@ -168,7 +173,9 @@ impl Engine {
     /// Whether a sandbox gets the embedded resolver: it has its own
     /// namespace and an endpoint on a user-defined network.
     fn wants_dns(state: &State, sb: &Sandbox) -> bool {
-        sb.mode == NetworkMode::Networks
+        // A runtime's containers have the runtime's resolver (Docker's 127.0.0.11).
+        sb.owner.is_none()
+            && sb.mode == NetworkMode::Networks
             && state
                 .endpoints_of_sandbox(&sb.id)
                 .any(|ep| state.networks.iter().any(|n| n.id == ep.network_id && !n.predefined))

@@ -22,6 +22,8 @@ pub(super) struct NetworkContext {
     pub host_links: HashSet<String>,
     /// Subnets the host itself uses (routes, addresses), with what uses them.
     pub host_claims: Vec<(Ipv4Network, String)>,
+    /// The runtime asking (its network ID is `id`), if not our own API.
+    pub owner: Option<Owner>,
 }
 
 /// Plans `network create`: the record, its device and subnet, or Docker's
@@ -117,6 +119,7 @@ pub(super) fn plan_network(state: &State, req: &NetworkCreate, cx: &NetworkConte
         device,
         predefined,
         vips: BTreeMap::new(),
+        owner: cx.owner,
     })
 }
 
@@ -165,7 +168,8 @@ impl Engine {
         }
         // What the host has, read once; the plan itself is pure.
         let cx = NetworkContext {
-            id: names::new_id(),
+            id: req.origin.as_ref().map_or_else(names::new_id, |(_, id)| id.clone()),
+            owner: req.origin.as_ref().map(|(o, _)| *o),
             created: now(),
             predefined,
             host_links: self.host.links().await?.into_iter().map(|l| l.name).collect(),
@@ -219,6 +223,17 @@ impl Engine {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
         let net = state.require_network(id_or_name)?.clone();
+        if let Some(owner) = net.owner {
+            return Err(Error::Conflict(format!(
+                "network {} belongs to {owner}: remove it with `{owner} network rm {}`",
+                net.name, net.id
+            )));
+        }
+        self.remove_network_locked(&state, net).await
+    }
+
+    /// Removes `net` (the request lock held, its owner checked).
+    pub(super) async fn remove_network_locked(&self, state: &State, net: Network) -> Result<Removed> {
         if net.predefined {
             return Err(Error::PredefinedNetwork(net.name));
         }
@@ -278,6 +293,7 @@ mod tests {
             predefined: false,
             host_links: HashSet::from(["lo".to_string(), "up0".to_string(), "br-taken".to_string()]),
             host_claims: vec![("172.18.0.0/16".parse().expect("net"), "route via up0".into())],
+            owner: None,
         }
     }
 

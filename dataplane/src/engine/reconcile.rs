@@ -64,6 +64,9 @@ pub(super) enum EndpointFix {
     /// Missing, or leading into a lost namespace: made anew, after the
     /// stale host interface (if any) is deleted.
     Recreate { stale_index: Option<u32> },
+    /// A runtime's endpoint whose interfaces are gone: only the runtime can
+    /// make them again (its container restarted); reported.
+    Gone,
 }
 
 /// The difference between the store and the kernel, as steps.
@@ -128,6 +131,8 @@ pub(super) fn plan_reconcile(state: &State, seen: &Observed, uplink: Option<&str
                     }
                     EndpointFix::Keep { index: i }
                 }
+                // A runtime's container side is the runtime's to make.
+                None if sb.owner.is_some() => EndpointFix::Gone,
                 None => EndpointFix::Recreate { stale_index: None },
             };
             plan.endpoints.push((ep.id.clone(), fix));
@@ -314,6 +319,10 @@ impl Engine {
                     self.host.set_master(*index, br).await?;
                 }
                 *index
+            }
+            EndpointFix::Gone => {
+                tracing::warn!(sandbox = %sb.name, network = %net.name, "a container endpoint's interface is gone; restart the container in its runtime");
+                return Ok(());
             }
             EndpointFix::Recreate { stale_index } => {
                 if let Some(i) = stale_index {

@@ -32,6 +32,14 @@ pub(super) struct SandboxPlan {
     pub warnings: Vec<String>,
 }
 
+/// The refusal for a runtime's container endpoint.
+pub(super) fn owned_by(sb: &Sandbox, owner: Owner) -> Error {
+    Error::Conflict(format!(
+        "{} is the endpoint of a {owner} container: manage it with {owner} (`{owner} rm`, `{owner} network disconnect`)",
+        sb.name
+    ))
+}
+
 /// What planning a sandbox needs from outside the store.
 #[derive(Clone, Debug)]
 pub(super) struct SandboxContext {
@@ -149,6 +157,7 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
         env: req.env.clone(),
         user: req.user.clone().filter(|u| !u.is_empty()),
         log: cx.log,
+        owner: None,
     };
     let endpoint = match &net {
         Some(n) => Some(plan_endpoint(state, n, &sb, req.ip.as_deref(), &req.aliases)?),
@@ -436,6 +445,9 @@ impl Engine {
     pub async fn remove_sandbox(&self, sb_ref: &str, force: bool) -> Result<Removed> {
         let state = self.store.state()?;
         let sb = state.require_sandbox(sb_ref)?.clone();
+        if let Some(owner) = sb.owner {
+            return Err(owned_by(&sb, owner));
+        }
         let running = sb.pid.is_some_and(|p| process::alive(p, sb.pid_start));
         if running && !force {
             return Err(Error::SandboxRunning(sb.name));

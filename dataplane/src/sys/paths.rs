@@ -6,6 +6,10 @@ use std::path::{Path, PathBuf};
 pub const DEFAULT_SOCKET: &str = "/run/dataplane/dataplane.sock";
 pub const DEFAULT_STATE_DIR: &str = "/var/lib/dataplane";
 pub const DEFAULT_BPFFS: &str = "/sys/fs/bpf/dataplane";
+/// Where dockerd looks for plugin sockets.
+pub const DEFAULT_DOCKER_PLUGIN_DIR: &str = "/run/docker/plugins";
+/// The plugin's name for dockerd (`docker network create -d dataplane`).
+pub const DOCKER_PLUGIN_SOCKET: &str = "dataplane.sock";
 /// Environment variable the CLI reads for the socket path.
 pub const SOCKET_ENV: &str = "DATAPLANE_SOCKET";
 
@@ -17,6 +21,8 @@ pub struct Paths {
     pub bpffs: PathBuf,
     /// cgroup-v2 directory the socket hooks attach to.
     pub cgroup: PathBuf,
+    /// Socket of Docker's remote network/IPAM plugin protocol (None: off).
+    pub docker_plugin: Option<PathBuf>,
 }
 
 const CGROUP2_SUPER_MAGIC: i64 = 0x6367_7270;
