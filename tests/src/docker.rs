@@ -122,7 +122,20 @@ impl Dockerd {
         std::fs::create_dir_all(root.join("tmp")).map_err(|e| io("tmp", e))?;
         std::fs::set_permissions(root.join("tmp"), std::os::unix::fs::PermissionsExt::from_mode(0o1777))
             .map_err(|e| io("tmp mode", e))?;
-        for link in ["sh", "sleep", "httpd", "nc", "ping", "wget", "ip", "cat", "echo", "hostname"] {
+        for link in [
+            "sh",
+            "sleep",
+            "httpd",
+            "nc",
+            "ping",
+            "wget",
+            "ip",
+            "cat",
+            "echo",
+            "hostname",
+            "head",
+            "sha256sum",
+        ] {
             let _ = std::os::unix::fs::symlink("busybox", bin.join(link));
         }
         for exe in extra {

@@ -162,3 +162,201 @@ fn docker_containers_run_on_the_bpf_datapath() {
     let nets = h.dp_ok(&["network", "ls", "-q"]);
     assert_eq!(nets.lines().count(), 3, "only the predefined networks stay: {nets}");
 }
+
+/// Sends one plugin call straight to our socket; returns (status line, body).
+fn plugin_call(s: &Setup, method: &str, body: &str) -> (String, String) {
+    let sock = s.plugins.join("dataplane.sock");
+    let req = format!(
+        "POST /{method} HTTP/1.0\r\nContent-Type: application/vnd.docker.plugins.v1+json\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let client = "import socket, sys\n\
+                  s = socket.socket(socket.AF_UNIX)\n\
+                  s.settimeout(15)\n\
+                  s.connect(sys.argv[1])\n\
+                  s.sendall(sys.argv[2].encode())\n\
+                  data = b''\n\
+                  while True:\n\
+                  \x20   b = s.recv(65536)\n\
+                  \x20   if not b: break\n\
+                  \x20   data += b\n\
+                  sys.stdout.write(data.decode())";
+    let o = dataplane_tests::output_bounded(
+        std::process::Command::new("python3").args(["-c", client]).arg(&sock).arg(&req),
+    );
+    let out = String::from_utf8_lossy(&o.stdout).into_owned();
+    let status = out.lines().next().map(str::to_string).unwrap_or_else(|| text(&o));
+    let body = out.split("\r\n\r\n").nth(1).unwrap_or_default().to_string();
+    (status, body)
+}
+
+fn our_bridges(h: &Host) -> Vec<String> {
+    h.links()
+        .into_iter()
+        .filter(|l| l.starts_with("br-") || l.starts_with("veth") || l.starts_with("dpd"))
+        .collect()
+}
+
+#[test]
+fn bad_input_from_docker_is_refused_with_our_words_and_leaves_nothing() {
+    let _one = ONE_DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+    let s = setup("dkbad");
+    let (d, h) = (&s.d, &s.h);
+    h.dp_ok(&["network", "create", "--subnet", "10.203.0.0/24", "ours"]);
+    let before = (h.dp_ok(&["network", "ls", "-q"]), our_bridges(h));
+    let refused = |args: &[&str]| {
+        let o = d.docker(args);
+        assert!(!o.status.success(), "docker {} was accepted", args.join(" "));
+        text(&o)
+    };
+    let e = refused(&["network", "create", "-d", "dataplane", "-o", "colour=blue", "n1"]);
+    assert!(e.contains("colour"), "the unknown option is named: {e}");
+    let e = refused(&["network", "create", "-d", "dataplane", "--subnet", "10.203.0.0/25", "n2"]);
+    assert!(e.contains("ours"), "the overlapping network is named: {e}");
+    let e = refused(&[
+        "network",
+        "create",
+        "-d",
+        "dataplane",
+        "--ipam-driver",
+        "dataplane",
+        "--subnet",
+        "10.203.0.0/24",
+        "n3",
+    ]);
+    assert!(e.contains("ours"), "our IPAM refuses a pool it cannot give: {e}");
+    let e = refused(&["network", "create", "-d", "dataplane", "--ipv6", "--subnet", "fd00:1::/64", "n4"]);
+    assert!(e.contains("IPv6"), "{e}");
+    assert_eq!(
+        (h.dp_ok(&["network", "ls", "-q"]), our_bridges(h)),
+        before,
+        "a refused create left something"
+    );
+    // Straight to the socket: an unknown endpoint, an unknown call, a broken body.
+    let (status, body) =
+        plugin_call(&s, "NetworkDriver.Join", r#"{"NetworkID":"n","EndpointID":"nosuch","SandboxKey":"/x"}"#);
+    assert!(status.contains("500") && body.contains("\"Err\"") && body.contains("nosuch"), "{status} {body}");
+    let (status, body) = plugin_call(&s, "NetworkDriver.Frobnicate", "{}");
+    assert!(status.contains("404") && body.contains("\"Err\""), "{status} {body}");
+    let (status, body) = plugin_call(&s, "NetworkDriver.CreateNetwork", "{not json");
+    assert!(status.contains("400") && body.contains("does not decode"), "{status} {body}");
+    let (status, body) = plugin_call(&s, "Plugin.Activate", "");
+    assert!(
+        status.contains("200") && body.contains("NetworkDriver") && body.contains("IpamDriver"),
+        "{body}"
+    );
+    // Docker's networks are Docker's: our CLI says so instead of breaking them.
+    let id = d.docker_ok(&["network", "create", "-d", "dataplane", "mine"]);
+    let e = h.dp_err(&["network", "rm", &id[..12]]);
+    assert!(e.contains("docker network rm"), "{e}");
+    let e = h.dp_err(&["run", "-d", "--network", &id[..12], "sleep", "5"]);
+    assert!(e.contains("belongs to docker"), "{e}");
+    d.docker_ok(&["network", "rm", "mine"]);
+    assert_eq!((h.dp_ok(&["network", "ls", "-q"]), our_bridges(h)), before);
+}
+
+#[test]
+fn icc_internal_and_hot_plugging_behave_as_for_our_networks() {
+    let _one = ONE_DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+    let s = setup("dkicc");
+    let (d, h) = (&s.d, &s.h);
+    let _echo = PeerEcho::start(&s.ext, "tcp", 7000);
+    let egress = |name: &str| {
+        let o = d.docker(&["exec", name, "sh", "-c", "nc -w 3 192.0.2.2 7000 </dev/null"]);
+        String::from_utf8_lossy(&o.stdout).starts_with("peer=192.0.2.1/")
+    };
+    let ping =
+        |from: &str, to: &str| d.docker(&["exec", from, "ping", "-c", "1", "-W", "1", to]).status.success();
+    // ICC off: containers of the network cannot talk; they still reach outside.
+    d.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "dataplane",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "noicc",
+    ]);
+    for n in ["a1", "a2"] {
+        d.docker_ok(&["run", "-d", "--name", n, "--network", "noicc", IMAGE, "sleep", "300"]);
+    }
+    let before = h.drops("POLICY_ICC");
+    assert!(!ping("a1", &container_ip(&s, "a2", "noicc")), "ICC off, yet a1 reached a2");
+    assert!(h.drops("POLICY_ICC") > before, "the ICC drop was not counted");
+    assert!(egress("a1"), "a1 cannot reach outside");
+    // --internal: peers yes, outside no (no gateway is given to Docker).
+    d.docker_ok(&["network", "create", "-d", "dataplane", "--internal", "inner"]);
+    for n in ["i1", "i2"] {
+        d.docker_ok(&["run", "-d", "--name", n, "--network", "inner", IMAGE, "sleep", "300"]);
+    }
+    assert!(ping("i1", "i2"), "i1 cannot reach its peer on the internal network");
+    assert!(!egress("i1"), "an internal container reached outside");
+    // Hot-plug: connect gives a1 a second interface on `inner`; disconnect takes it away.
+    let veths = || h.links().into_iter().filter(|l| l.starts_with("veth")).count();
+    let n = veths();
+    d.docker_ok(&["network", "connect", "inner", "a1"]);
+    assert_eq!(veths(), n + 1);
+    assert!(ping("a1", "i2"), "a1 cannot reach i2 after connect");
+    d.docker_ok(&["network", "disconnect", "inner", "a1"]);
+    assert_eq!(veths(), n);
+    assert!(!ping("a1", &container_ip(&s, "i2", "inner")), "a1 still reaches i2 after disconnect");
+    assert!(egress("a1"), "a1 lost its own network after disconnect");
+}
+
+#[test]
+fn a_killed_daemon_keeps_docker_traffic_flowing_and_answers_docker_after_restart() {
+    let _one = ONE_DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+    let mut s = setup("dkkill");
+    s.d.docker_ok(&["network", "create", "-d", "dataplane", "web"]);
+    s.d.docker_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web1",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        IMAGE,
+        "httpd",
+        "-f",
+        "-p",
+        "80",
+        "-h",
+        "/www",
+    ]);
+    s.d.docker_ok(&["exec", "web1", "sh", "-c", "head -c 20000000 /dev/urandom > /www/big"]);
+    let want = s.d.docker_ok(&["exec", "web1", "sh", "-c", "sha256sum < /www/big"]);
+    // A slow download (~3 s) through the published port, in the background.
+    let get = "import hashlib, time, urllib.request as u\n\
+               r = u.urlopen('http://192.0.2.1:8080/big', timeout=20)\n\
+               h = hashlib.sha256()\n\
+               while True:\n\
+               \x20   b = r.read(65536)\n\
+               \x20   if not b: break\n\
+               \x20   h.update(b); time.sleep(0.01)\n\
+               print(h.hexdigest())";
+    let ns = s.ext.name.clone();
+    let download = std::thread::spawn(move || {
+        dataplane_tests::output_bounded(
+            std::process::Command::new("ip").args(["netns", "exec", &ns, "python3", "-c", get]),
+        )
+    });
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    s.h.kill_daemon();
+    let got = download.join().expect("download");
+    assert_eq!(
+        String::from_utf8_lossy(&got.stdout).trim(),
+        want.split_whitespace().next().unwrap_or_default(),
+        "{}",
+        text(&got)
+    );
+    // Back up: dockerd's next calls work on the same network.
+    s.h.start();
+    s.d.docker_ok(&["run", "-d", "--name", "web2", "--network", "web", IMAGE, "sleep", "300"]);
+    let ping = s.d.docker(&["exec", "web2", "ping", "-c", "1", "-W", "2", "web1"]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    s.d.docker_ok(&["rm", "-f", "web1", "web2"]);
+    s.d.docker_ok(&["network", "rm", "web"]);
+    assert!(our_bridges(&s.h).is_empty(), "{:?}", our_bridges(&s.h));
+}

@@ -60,9 +60,11 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .with_state(engine)
 }
 
-/// A call's answer: its JSON, or `{"Err"}` (status 200 as the protocol
-/// says for a call understood but not completed; 400 for a body that does
-/// not decode).
+/// A call's answer: its JSON, or `{"Err"}` with a status that is not 200:
+/// 500 for a call understood but not completed (dockerd reads `Err` of any
+/// non-200 answer for both drivers, while on a 200 its IPAM client looks
+/// for a field named `Error` instead), 400 for a body that does not decode,
+/// 404 only for a call we do not implement (dockerd then skips it).
 enum Answer {
     Ok(serde_json::Value),
     Failed(StatusCode, String),
@@ -94,7 +96,7 @@ fn done<T: Serialize>(method: &str, r: Result<T, Error>) -> Answer {
         Ok(v) => ok(v),
         Err(e) => {
             tracing::warn!(method, error = %e, "docker plugin call refused");
-            Answer::Failed(StatusCode::OK, e.to_string())
+            Answer::Failed(StatusCode::INTERNAL_SERVER_ERROR, e.to_string())
         }
     }
 }
