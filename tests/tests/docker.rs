@@ -41,6 +41,29 @@ fn setup(tag: &str) -> Setup {
     Setup { d, h, ext, plugins }
 }
 
+/// A page server (busybox httpd on port 80, logging its clients) named
+/// `name` on network `net`, publishing `publish`.
+fn page_server(d: &Dockerd, name: &str, net: &str, publish: &str) {
+    let cmd = ["httpd", "-f", "-vv", "-p", "80", "-h", "/www"];
+    let mut args = vec!["run", "-d", "--name", name, "--network", net, "-p", publish, IMAGE];
+    args.extend(cmd);
+    d.docker_ok(&args);
+}
+
+/// GET `url` from `ns`, retried for up to 5 s while the server starts.
+fn fetch(ns: &Netns, url: &str) -> std::process::Output {
+    let get = format!("import urllib.request as u; print(u.urlopen('{url}', timeout=5).read().decode())");
+    let mut page = ns.run(&["python3", "-c", &get]);
+    for _ in 0..20 {
+        if page.status.success() {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(250));
+        page = ns.run(&["python3", "-c", &get]);
+    }
+    page
+}
+
 fn container_ip(s: &Setup, name: &str, net: &str) -> String {
     let f = format!("{{{{(index .NetworkSettings.Networks \"{net}\").IPAddress}}}}");
     s.d.docker_ok(&["inspect", "-f", &f, name])
@@ -58,24 +81,7 @@ fn docker_containers_run_on_the_bpf_datapath() {
     assert_eq!(net[0]["Id"], web_id.as_str(), "the network has Docker's ID");
     assert_eq!(net[0]["Labels"]["com.dataplane.owner"], "docker");
     // A page server published on 8080, and a second container with an alias.
-    d.docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web1",
-        "--network",
-        "web",
-        "-p",
-        "8080:80",
-        IMAGE,
-        "httpd",
-        "-f",
-        "-vv",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    page_server(&d, "web1", "web", "8080:80");
     d.docker_ok(&[
         "run",
         "-d",
@@ -93,34 +99,7 @@ fn docker_containers_run_on_the_bpf_datapath() {
     let subnet = net[0]["IPAM"]["Config"][0]["Subnet"].as_str().expect("subnet").to_string();
     assert!(!subnet.starts_with("172.17."), "our IPAM must avoid our own bridge: {subnet}");
     // From outside, through the host's address: the page, and the server saw the client's address.
-    let get =
-        "import urllib.request as u; print(u.urlopen('http://192.0.2.1:8080/', timeout=5).read().decode())";
-    // The server may take a moment to listen.
-    let mut page = s.ext.run(&["python3", "-c", get]);
-    for _ in 0..20 {
-        if page.status.success() {
-            break;
-        }
-        std::thread::sleep(std::time::Duration::from_millis(250));
-        page = s.ext.run(&["python3", "-c", get]);
-    }
-    if !page.status.success() {
-        eprintln!("DIAG page: {}", text(&page));
-        eprintln!("DIAG logs: {}", text(&d.docker(&["logs", "web1"])));
-        eprintln!("DIAG ps: {}", text(&d.docker(&["ps", "-a"])));
-        eprintln!("DIAG stats: {}", h.dp_ok(&["stats"]));
-        eprintln!("DIAG links: {:?}", h.links());
-        eprintln!(
-            "DIAG daemon: {}",
-            h.daemon_log()
-                .lines()
-                .filter(|l| l.contains("docker") || l.contains("WARN") || l.contains("ERROR"))
-                .collect::<Vec<_>>()
-                .join("\n")
-        );
-        eprintln!("DIAG exec: {}", text(&d.docker(&["exec", "web1", "ip", "addr"])));
-        eprintln!("DIAG route: {}", text(&d.docker(&["exec", "web1", "ip", "route"])));
-    }
+    let page = fetch(&s.ext, "http://192.0.2.1:8080/");
     assert_eq!(
         String::from_utf8_lossy(&page.stdout).trim(),
         "hello from a docker container",
@@ -308,23 +287,7 @@ fn a_killed_daemon_keeps_docker_traffic_flowing_and_answers_docker_after_restart
     let _one = ONE_DOCKER.lock().unwrap_or_else(|p| p.into_inner());
     let mut s = setup("dkkill");
     s.d.docker_ok(&["network", "create", "-d", "dataplane", "web"]);
-    s.d.docker_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "web1",
-        "--network",
-        "web",
-        "-p",
-        "8080:80",
-        IMAGE,
-        "httpd",
-        "-f",
-        "-p",
-        "80",
-        "-h",
-        "/www",
-    ]);
+    page_server(&s.d, "web1", "web", "8080:80");
     s.d.docker_ok(&["exec", "web1", "sh", "-c", "head -c 20000000 /dev/urandom > /www/big"]);
     let want = s.d.docker_ok(&["exec", "web1", "sh", "-c", "sha256sum < /www/big"]);
     // A slow download (~3 s) through the published port, in the background.
@@ -358,5 +321,64 @@ fn a_killed_daemon_keeps_docker_traffic_flowing_and_answers_docker_after_restart
     assert!(ping.status.success(), "{}", text(&ping));
     s.d.docker_ok(&["rm", "-f", "web1", "web2"]);
     s.d.docker_ok(&["network", "rm", "web"]);
+    assert!(our_bridges(&s.h).is_empty(), "{:?}", our_bridges(&s.h));
+}
+
+#[test]
+fn docker_compose_brings_a_dataplane_network_up_and_down() {
+    let _one = ONE_DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+    let s = setup("dkcmp");
+    let dir = s.d.dir.join("compose");
+    std::fs::create_dir_all(&dir).expect("compose dir");
+    let file = dir.join("docker-compose.yml");
+    std::fs::write(
+        &file,
+        format!(
+            "version: \"2.4\"\n\
+             services:\n\
+             \x20 web:\n\
+             \x20   image: {IMAGE}\n\
+             \x20   command: [\"httpd\", \"-f\", \"-p\", \"80\", \"-h\", \"/www\"]\n\
+             \x20   ports: [\"8081:80\"]\n\
+             \x20   networks: [front]\n\
+             \x20 app:\n\
+             \x20   image: {IMAGE}\n\
+             \x20   command: [\"sleep\", \"300\"]\n\
+             \x20   networks: [front]\n\
+             \x20 db:\n\
+             \x20   image: {IMAGE}\n\
+             \x20   command: [\"sleep\", \"300\"]\n\
+             \x20   networks: [front]\n\
+             networks:\n\
+             \x20 front:\n\
+             \x20   driver: dataplane\n"
+        ),
+    )
+    .expect("compose file");
+    let host = format!("unix://{}", s.d.dir.join("docker.sock").display());
+    let compose = |args: &[&str]| {
+        dataplane_tests::output_bounded(
+            std::process::Command::new("docker-compose")
+                .env("DOCKER_HOST", &host)
+                .args(["-p", "dpcmp", "-f"])
+                .arg(&file)
+                .args(args),
+        )
+    };
+    let up = compose(&["up", "-d"]);
+    assert!(up.status.success(), "docker-compose up: {}", text(&up));
+    assert_eq!(s.h.dp_ok(&["network", "ls", "-q"]).lines().count(), 4, "the compose network is ours");
+    let page = fetch(&s.ext, "http://192.0.2.1:8081/");
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout).trim(),
+        "hello from a docker container",
+        "{}",
+        text(&page)
+    );
+    let ping = s.d.docker(&["exec", "dpcmp_app_1", "ping", "-c", "1", "-W", "2", "db"]);
+    assert!(ping.status.success(), "app → db by service name: {}", text(&ping));
+    let down = compose(&["down"]);
+    assert!(down.status.success(), "docker-compose down: {}", text(&down));
+    assert_eq!(s.h.dp_ok(&["network", "ls", "-q"]).lines().count(), 3, "the compose network is gone");
     assert!(our_bridges(&s.h).is_empty(), "{:?}", our_bridges(&s.h));
 }

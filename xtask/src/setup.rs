@@ -38,6 +38,7 @@ const PEER_PACKAGES: &[&str] = &[
     "busybox-static",
     "conntrack",
     "docker.io",
+    "docker-compose",
 ];
 
 /// `policy-rc.d` that refuses every service start while peers install.
