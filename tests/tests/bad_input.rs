@@ -264,7 +264,7 @@ fn bad_sandboxes_are_refused_and_leave_nothing() {
             "Content-Type: application/json",
             "-d",
             body,
-            "http://d/containers/create",
+            "http://d/dataplane/sandboxes/create",
         ]);
         let out = dataplane_tests::text(&o);
         assert!(out.contains(expect) && out.trim_end().ends_with("400"), "{body}: {out}");

@@ -81,7 +81,7 @@ fn docker_containers_run_on_the_bpf_datapath() {
     assert_eq!(net[0]["Id"], web_id.as_str(), "the network has Docker's ID");
     assert_eq!(net[0]["Labels"]["com.dataplane.owner"], "docker");
     // A page server published on 8080, and a second container with an alias.
-    page_server(&d, "web1", "web", "8080:80");
+    page_server(d, "web1", "web", "8080:80");
     d.docker_ok(&[
         "run",
         "-d",
@@ -108,6 +108,10 @@ fn docker_containers_run_on_the_bpf_datapath() {
     );
     let log = d.docker(&["logs", "web1"]);
     assert!(text(&log).contains("192.0.2.2"), "the server saw the client's own address: {}", text(&log));
+    // `docker port` cannot show a remote driver's ports; ours can.
+    let ep = d.docker_ok(&["inspect", "-f", "{{.NetworkSettings.Networks.web.EndpointID}}", "web1"]);
+    let ports = h.dp_ok(&["port", &format!("docker-{}", &ep[..12])]);
+    assert!(ports.contains("80/tcp -> 0.0.0.0:8080"), "{ports}");
     // Published in BPF: no iptables rule for it, no docker-proxy.
     let rules = String::from_utf8_lossy(&h.run(&["iptables-save"]).stdout).into_owned();
     assert!(!rules.contains("8080"), "an iptables rule for 8080:\n{rules}");
@@ -204,6 +208,8 @@ fn bad_input_from_docker_is_refused_with_our_words_and_leaves_nothing() {
         "n3",
     ]);
     assert!(e.contains("ours"), "our IPAM refuses a pool it cannot give: {e}");
+    let e = refused(&["network", "create", "-d", "dataplane", "-o", "lb=vip", "n5"]);
+    assert!(e.contains("does not pass"), "why lb=vip cannot work on Docker networks: {e}");
     let e = refused(&["network", "create", "-d", "dataplane", "--ipv6", "--subnet", "fd00:1::/64", "n4"]);
     assert!(e.contains("IPv6"), "{e}");
     assert_eq!(
@@ -381,4 +387,34 @@ fn docker_compose_brings_a_dataplane_network_up_and_down() {
     assert!(down.status.success(), "docker-compose down: {}", text(&down));
     assert_eq!(s.h.dp_ok(&["network", "ls", "-q"]).lines().count(), 3, "the compose network is gone");
     assert!(our_bridges(&s.h).is_empty(), "{:?}", our_bridges(&s.h));
+}
+
+#[test]
+fn the_docker_cli_on_our_socket_manages_networks_and_says_it_runs_no_containers() {
+    let (h, _ext) = Host::with_external("dkcli");
+    let docker = |args: &[&str]| {
+        dataplane_tests::output_bounded(
+            std::process::Command::new(dataplane_tests::docker::DOCKER)
+                .arg("-H")
+                .arg(format!("unix://{}", h.socket.display()))
+                .args(args),
+        )
+    };
+    let o = docker(&["network", "create", "--subnet", "10.204.0.0/24", "n1"]);
+    assert!(o.status.success(), "{}", text(&o));
+    assert!(text(&docker(&["network", "ls"])).contains("n1"));
+    for args in [
+        &["run", "-d", "--network", "n1", "-p", "9090:80", "-e", "FOO=bar", "busybox", "sleep", "100"][..],
+        &["ps"][..],
+        &["info"][..],
+        &["events", "--since", "1s", "--until", "2s"][..],
+        &["images"][..],
+    ] {
+        let o = docker(args);
+        assert!(!o.status.success(), "docker {} succeeded on our socket", args.join(" "));
+        assert!(text(&o).contains("runs no containers"), "docker {}: {}", args.join(" "), text(&o));
+    }
+    // Nothing was started in our name.
+    assert!(h.sandbox_names().is_empty(), "{:?}", h.sandbox_names());
+    assert!(docker(&["network", "rm", "n1"]).status.success());
 }

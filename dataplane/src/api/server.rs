@@ -7,7 +7,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, Request, State};
 use axum::http::{HeaderValue, StatusCode, Uri};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{delete, get, post};
+use axum::routing::{any, delete, get, post};
 use axum::{Json, Router};
 use serde::Deserialize;
 
@@ -42,14 +42,21 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/networks/{id}", get(inspect_network).delete(remove_network))
         .route("/networks/{id}/connect", post(connect))
         .route("/networks/{id}/disconnect", post(disconnect))
-        .route("/containers/json", get(list_sandboxes))
-        .route("/containers/create", post(create_sandbox))
-        .route("/containers/{id}/json", get(inspect_sandbox))
-        .route("/containers/{id}/start", post(start_sandbox))
-        .route("/containers/{id}/stop", post(stop_sandbox))
-        .route("/containers/{id}/wait", post(wait_sandbox))
-        .route("/containers/{id}/logs", get(logs))
-        .route("/containers/{id}", delete(remove_sandbox))
+        .route("/dataplane/sandboxes/json", get(list_sandboxes))
+        .route("/dataplane/sandboxes/create", post(create_sandbox))
+        .route("/dataplane/sandboxes/{id}/json", get(inspect_sandbox))
+        .route("/dataplane/sandboxes/{id}/start", post(start_sandbox))
+        .route("/dataplane/sandboxes/{id}/stop", post(stop_sandbox))
+        .route("/dataplane/sandboxes/{id}/wait", post(wait_sandbox))
+        .route("/dataplane/sandboxes/{id}/logs", get(logs))
+        .route("/dataplane/sandboxes/{id}", delete(remove_sandbox))
+        // What dockerd serves and we do not: said plainly, not half-done.
+        .route("/containers", any(not_dockerd))
+        .route("/containers/{*rest}", any(not_dockerd))
+        .route("/images", any(not_dockerd))
+        .route("/images/{*rest}", any(not_dockerd))
+        .route("/info", any(not_dockerd))
+        .route("/events", any(not_dockerd))
         .route("/dataplane/stats", get(stats))
         .route("/dataplane/conntrack", get(ct_list))
         .route("/dataplane/lb", get(lb_list))
@@ -57,6 +64,19 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/dataplane/conntrack/flush", post(ct_flush))
         .with_state(engine)
         .layer(axum::middleware::map_response(add_headers))
+}
+
+/// Docker's container, image and system routes on our socket: 501 in
+/// Docker's error shape, saying what this socket is and how to run
+/// containers on our datapath.
+async fn not_dockerd(uri: Uri) -> Response {
+    let message = format!(
+        "{} is not served here: this is dataplane's socket, which manages networks (docker network …) and runs no containers. \
+         To run Docker containers on dataplane's datapath, point docker at dockerd and create the network with \
+         `docker network create -d dataplane NAME`; to run a process in a sandbox, use `dataplane run`.",
+        uri.path()
+    );
+    (StatusCode::NOT_IMPLEMENTED, Json(ErrorBody { message })).into_response()
 }
 
 /// Strips Docker's `/v1.NN` prefix before routing.

@@ -44,7 +44,7 @@ fn exec(socket: &Path, a: &ExecArgs) -> anyhow::Result<ExitCode> {
         let rt = tokio::runtime::Builder::new_current_thread().enable_all().build()?;
         let client = Client::new(socket.to_path_buf());
         rt.block_on(async {
-            let info = client.get(&format!("/containers/{}/json", enc(&a.name))).await?;
+            let info = client.get(&format!("/dataplane/sandboxes/{}/json", enc(&a.name))).await?;
             anyhow::Ok((info, client.daemon_pid().await?))
         })?
     };

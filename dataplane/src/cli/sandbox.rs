@@ -86,8 +86,8 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
         auto_remove: a.rm && a.detach,
     };
     let path = match &a.name {
-        Some(n) => format!("/containers/create?name={}", enc(n)),
-        None => "/containers/create".to_string(),
+        Some(n) => format!("/dataplane/sandboxes/create?name={}", enc(n)),
+        None => "/dataplane/sandboxes/create".to_string(),
     };
     let created: SandboxCreateResponse = client.post(&path, &req).await?;
     for w in &created.warnings {
@@ -97,8 +97,8 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
         println!("{}", created.id);
         return Ok(ExitCode::SUCCESS);
     }
-    if let Err(e) = client.post_empty(&format!("/containers/{}/start", created.id)).await {
-        let _ = client.delete(&format!("/containers/{}?force=true", created.id)).await;
+    if let Err(e) = client.post_empty(&format!("/dataplane/sandboxes/{}/start", created.id)).await {
+        let _ = client.delete(&format!("/dataplane/sandboxes/{}?force=true", created.id)).await;
         return Err(e);
     }
     if a.detach {
@@ -107,7 +107,7 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
     }
     // Foreground: stream the output until the command exits.
     let id = created.id.clone();
-    let wait_path = format!("/containers/{id}/wait");
+    let wait_path = format!("/dataplane/sandboxes/{id}/wait");
     let empty = serde_json::json!({});
     let wait = client.post::<_, WaitResponse>(&wait_path, &empty);
     tokio::pin!(wait);
@@ -122,14 +122,14 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
     };
     print_new(client, &id, printed).await;
     if a.rm {
-        client.delete(&format!("/containers/{id}?force=true")).await?;
+        client.delete(&format!("/dataplane/sandboxes/{id}?force=true")).await?;
     }
     Ok(ExitCode::from(code.clamp(0, 255) as u8))
 }
 
 async fn print_new(client: &Client, id: &str, printed: usize) -> usize {
     use std::io::Write;
-    let Ok(text) = client.get_text(&format!("/containers/{id}/logs")).await else {
+    let Ok(text) = client.get_text(&format!("/dataplane/sandboxes/{id}/logs")).await else {
         return printed;
     };
     if text.len() > printed {
@@ -145,7 +145,7 @@ pub async fn each(client: &Client, names: &[String], action: &str) -> anyhow::Re
     }
     let mut failed = false;
     for n in names {
-        match client.post_empty(&format!("/containers/{}/{action}", enc(n))).await {
+        match client.post_empty(&format!("/dataplane/sandboxes/{}/{action}", enc(n))).await {
             Ok(()) => println!("{n}"),
             Err(e) => {
                 eprintln!("{e:#}");
@@ -160,7 +160,7 @@ pub async fn rm(client: &Client, names: &[String], force: bool) -> anyhow::Resul
     let mut failed = false;
     for n in names {
         let q = if force { "?force=true" } else { "" };
-        match client.delete(&format!("/containers/{}{q}", enc(n))).await {
+        match client.delete(&format!("/dataplane/sandboxes/{}{q}", enc(n))).await {
             Ok(warnings) => {
                 for w in warnings {
                     eprintln!("WARNING: {w}");
@@ -177,7 +177,7 @@ pub async fn rm(client: &Client, names: &[String], force: bool) -> anyhow::Resul
 }
 
 pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<ExitCode> {
-    let list: Vec<SandboxSummary> = client.get(&format!("/containers/json?all={all}")).await?;
+    let list: Vec<SandboxSummary> = client.get(&format!("/dataplane/sandboxes/json?all={all}")).await?;
     match format {
         "json" => println!("{}", serde_json::to_string_pretty(&list)?),
         "table" => {
@@ -203,21 +203,21 @@ pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<Exit
 pub async fn inspect(client: &Client, names: &[String], format: &str) -> anyhow::Result<ExitCode> {
     let mut out = Vec::new();
     for n in names {
-        out.push(client.get::<serde_json::Value>(&format!("/containers/{}/json", enc(n))).await?);
+        out.push(client.get::<serde_json::Value>(&format!("/dataplane/sandboxes/{}/json", enc(n))).await?);
     }
     super::print_inspect(&out, format)?;
     Ok(ExitCode::SUCCESS)
 }
 
 pub async fn logs(client: &Client, name: &str) -> anyhow::Result<ExitCode> {
-    print!("{}", client.get_text(&format!("/containers/{}/logs", enc(name))).await?);
+    print!("{}", client.get_text(&format!("/dataplane/sandboxes/{}/logs", enc(name))).await?);
     Ok(ExitCode::SUCCESS)
 }
 
 /// Prints published ports as Docker does: `80/tcp -> 0.0.0.0:8080`, or
 /// with a PORT[/PROTO] argument just the host addresses.
 pub async fn port(client: &Client, name: &str, filter: Option<&str>) -> anyhow::Result<ExitCode> {
-    let v: serde_json::Value = client.get(&format!("/containers/{}/json", enc(name))).await?;
+    let v: serde_json::Value = client.get(&format!("/dataplane/sandboxes/{}/json", enc(name))).await?;
     let mut lines = Vec::new();
     let want = filter.map(|f| if f.contains('/') { f.to_string() } else { format!("{f}/tcp") });
     if let Some(ports) = v["NetworkSettings"]["Ports"].as_object() {

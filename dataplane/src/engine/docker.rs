@@ -95,6 +95,15 @@ impl Engine {
         if d.id.len() < 12 || !d.id.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::invalid("NetworkID", &d.id, "not a Docker network ID"));
         }
+        if d.options.contains_key(crate::domain::options::key::LB) {
+            return Err(Error::Unsupported(
+                "-o lb=vip on a Docker network: a VIP needs the containers' aliases, and Docker does not pass \
+                 them to network drivers. Docker's resolver answers an alias with every container's address \
+                 (DNS round robin); for an alias balanced in the kernel behind one VIP, use dataplane's own \
+                 networks and sandboxes"
+                    .into(),
+            ));
+        }
         let mut req = NetworkCreate::new(&d.id[..12], "bridge", d.options)?;
         req.internal = d.internal;
         req.labels.insert("com.dataplane.owner".into(), Owner::Docker.to_string());
