@@ -87,13 +87,14 @@ struct RunArgs {
 
 type Builder = fn() -> anyhow::Result<Mode>;
 
-const BUILDERS: [(&str, Builder); 8] = [
+const BUILDERS: [(&str, Builder); 9] = [
     ("dataplane", modes::dataplane),
     ("bare", modes::bare),
     ("docker-iptables", modes::docker_iptables),
     ("netavark", modes::netavark),
     ("cni", modes::cni),
     ("docker", modes::docker),
+    ("docker-dataplane", modes::docker_dataplane),
     ("dataplane-localhost", modes::dataplane_localhost),
     ("docker-proxy", modes::docker_proxy),
 ];
@@ -394,6 +395,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     }
     let mut ratios = report::ratios(&datapath, "dataplane", &report::EXTERNAL[1..]);
     ratios.extend(report::ratios(&datapath, "dataplane-localhost", &["docker-proxy"]));
+    ratios.extend(report::ratios(&datapath, "docker-dataplane", &["docker"]));
     let mut report = json!({
         "machine": machine(),
         "quick": r.args.quick,

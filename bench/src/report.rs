@@ -19,7 +19,8 @@ pub const METRICS: [(&str, &str, bool); 8] = [
 ];
 
 /// Modes whose client is outside the host, and the localhost pair.
-pub const EXTERNAL: [&str; 6] = ["dataplane", "bare", "docker-iptables", "netavark", "cni", "docker"];
+pub const EXTERNAL: [&str; 7] =
+    ["dataplane", "bare", "docker-iptables", "netavark", "cni", "docker", "docker-dataplane"];
 pub const LOCALHOST: [&str; 2] = ["dataplane-localhost", "docker-proxy"];
 /// The iptables-based peers (the goals compare against the best of them).
 pub const IPTABLES_PEERS: [&str; 4] = ["docker-iptables", "netavark", "cni", "docker"];
@@ -125,6 +126,19 @@ pub fn goals(r: &Value) -> Vec<Value> {
         r["ct_scale"]["run_full_over_empty"].as_f64(),
         1.2,
         false,
+    );
+    // Real Docker containers: on our network driver vs Docker's own bridge.
+    let dd = |m: &str| ratio(median(r, "docker-dataplane", m), median(r, "docker", m));
+    goal("Docker on dataplane: TCP 1 stream ÷ Docker's bridge", dd("tcp_1_stream"), 1.0, true);
+    goal("Docker on dataplane: RR p50 ÷ Docker's bridge", dd("rr_p50"), 1.0, false);
+    goal("Docker on dataplane: UDP 64 B ÷ Docker's bridge", dd("udp_64b"), 1.3, true);
+    goal("Docker on dataplane: new connections ÷ Docker's bridge", dd("new_connections"), 1.0, true);
+    let cp = |mode: &str| r["control_plane"][mode]["1000"].as_f64();
+    goal(
+        "Docker publishing 1,000 ports: Docker's bridge ÷ on dataplane",
+        ratio(cp("docker"), cp("docker-dataplane")),
+        100.0,
+        true,
     );
     out
 }

@@ -17,6 +17,12 @@ const STRAYS: [&str; 2] = ["/etc/docker", "/run/containerd"];
 
 pub struct Dockerd {
     child: Child,
+    /// Holds the private mount namespace where the plugin directory is
+    /// bind-mounted, so a restarted dockerd finds its containers' namespace
+    /// mounts again (None: dockerd runs in the machine's mount namespace).
+    holder: Option<Child>,
+    /// How it was started, for [`Dockerd::restart`].
+    launch: (String, Vec<String>, Option<PathBuf>),
     pub dir: PathBuf,
     /// Of [`STRAYS`], those that did not exist before (removed at the end).
     strays: Vec<&'static str>,
@@ -35,21 +41,49 @@ impl Dockerd {
         std::fs::create_dir_all(dir.join("data")).map_err(|e| io("data root", e))?;
         std::fs::create_dir_all(dir.join("exec")).map_err(|e| io("exec root", e))?;
         let strays = STRAYS.iter().copied().filter(|p| !Path::new(p).exists()).collect();
-        let log = std::fs::File::create(dir.join("dockerd.log")).map_err(|e| io("dockerd log", e))?;
-        // nsenter (not `ip netns exec`): dockerd needs the machine's /sys (cgroups).
-        let mut cmd = match plugins {
-            Some(p) => {
-                let mut c = Command::new("unshare");
-                c.args(["-m", "--propagation", "private", "sh", "-c"])
-                    .arg("mkdir -p /run/docker/plugins && mount --bind \"$0\" /run/docker/plugins && exec \"$@\"")
-                    .arg(p)
-                    .arg("nsenter");
-                c
-            }
-            None => Command::new("nsenter"),
+        let holder = match plugins {
+            Some(p) => Some(mount_holder(p)?),
+            None => None,
         };
-        let child = cmd
-            .arg(format!("--net={netns}"))
+        let mount_ns = holder.as_ref().map(|h| PathBuf::from(format!("/proc/{}/ns/mnt", h.id())));
+        let launch = (netns.to_string(), args.iter().map(|a| a.to_string()).collect(), mount_ns);
+        let child = match Self::spawn(&launch, dir) {
+            Ok(c) => c,
+            Err(e) => {
+                if let Some(mut h) = holder {
+                    let _ = h.kill();
+                    let _ = h.wait();
+                }
+                return Err(e);
+            }
+        };
+        let mut d = Dockerd { child, holder, launch, dir: dir.to_path_buf(), strays };
+        d.wait_ready()?;
+        Ok(d)
+    }
+
+    /// Starts dockerd again the same way (after [`Dockerd::kill`]).
+    pub fn restart(&mut self) -> Result<(), String> {
+        self.child = Self::spawn(&self.launch, &self.dir)?;
+        self.wait_ready()
+    }
+
+    fn spawn(
+        (netns, args, mount_ns): &(String, Vec<String>, Option<PathBuf>),
+        dir: &Path,
+    ) -> Result<Child, String> {
+        let io = |what: &str, e: std::io::Error| format!("{what} under {}: {e}", dir.display());
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(dir.join("dockerd.log"))
+            .map_err(|e| io("dockerd log", e))?;
+        // nsenter (not `ip netns exec`): dockerd needs the machine's /sys (cgroups).
+        let mut cmd = Command::new("nsenter");
+        if let Some(m) = mount_ns {
+            cmd.arg(format!("--mount={}", m.display()));
+        }
+        cmd.arg(format!("--net={netns}"))
             .arg(DOCKERD)
             .arg("--data-root")
             .arg(dir.join("data"))
@@ -64,10 +98,7 @@ impl Dockerd {
             .stdout(log.try_clone().map_err(|e| io("dockerd log", e))?)
             .stderr(log)
             .spawn()
-            .map_err(|e| format!("starting dockerd: {e}"))?;
-        let mut d = Dockerd { child, dir: dir.to_path_buf(), strays };
-        d.wait_ready()?;
-        Ok(d)
+            .map_err(|e| format!("starting dockerd: {e}"))
     }
 
     fn wait_ready(&mut self) -> Result<(), String> {
@@ -172,6 +203,20 @@ impl Dockerd {
         Ok(())
     }
 
+    /// Stops dockerd as `systemctl stop docker` does (SIGTERM, then wait;
+    /// SIGKILL after 30 s). With `--live-restore` its containers run on.
+    pub fn stop(&mut self) {
+        let _ = Command::new("kill").args(["-TERM", &self.child.id().to_string()]).status();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        self.kill();
+    }
+
     /// Kills dockerd (SIGKILL), leaving its containers running.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
@@ -203,6 +248,10 @@ impl Drop for Dockerd {
             let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
         }
         let _ = self.child.wait();
+        if let Some(h) = &mut self.holder {
+            let _ = h.kill();
+            let _ = h.wait();
+        }
         std::thread::sleep(Duration::from_millis(200));
         let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
         let ours: Vec<&str> = mounts
@@ -218,6 +267,31 @@ impl Drop for Dockerd {
             let _ = std::fs::remove_dir_all(p);
         }
     }
+}
+
+/// A process holding a private mount namespace in which `plugins` is
+/// bind-mounted on `/run/docker/plugins` (where dockerd looks), ready when
+/// this returns.
+fn mount_holder(plugins: &Path) -> Result<Child, String> {
+    use std::io::BufRead;
+    let mut child = Command::new("unshare")
+        .args(["-m", "--propagation", "private", "sh", "-c"])
+        .arg("mkdir -p /run/docker/plugins && mount --bind \"$0\" /run/docker/plugins && echo ready && exec sleep 1000000")
+        .arg(plugins)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .spawn()
+        .map_err(|e| format!("unshare: {e}"))?;
+    let mut line = String::new();
+    if let Some(out) = child.stdout.take() {
+        let _ = std::io::BufReader::new(out).read_line(&mut line);
+    }
+    if line.trim() != "ready" {
+        let _ = child.kill();
+        let _ = child.wait();
+        return Err("could not bind-mount the plugin directory in a private mount namespace".into());
+    }
+    Ok(child)
 }
 
 /// (pid, parent pid, command line) of every process.

@@ -30,13 +30,17 @@ impl Drop for Setup {
 }
 
 fn setup(tag: &str) -> Setup {
+    // No docker0: dataplane networks only (our `bridge` holds 172.17.0.0/16 here).
+    setup_with(tag, &["--bridge", "none"])
+}
+
+fn setup_with(tag: &str, dockerd_args: &[&str]) -> Setup {
     let plugins = std::env::temp_dir().join(unique("dp-docker-plugins-"));
     std::fs::create_dir_all(&plugins).expect("plugin dir");
     let dir = plugins.to_string_lossy().into_owned();
     let (h, ext) = Host::with_external_args(tag, &["--docker-plugin-dir", &dir]);
     let droot = std::env::temp_dir().join(unique("dp-dockerd-"));
-    // No docker0: dataplane networks only (our `bridge` holds 172.17.0.0/16 here).
-    let d = Dockerd::start(&h.ns.path(), &droot, &["--bridge", "none"], Some(&plugins)).expect("dockerd");
+    let d = Dockerd::start(&h.ns.path(), &droot, dockerd_args, Some(&plugins)).expect("dockerd");
     d.import_image(IMAGE, &[]).expect("image");
     Setup { d, h, ext, plugins }
 }
@@ -417,4 +421,38 @@ fn the_docker_cli_on_our_socket_manages_networks_and_says_it_runs_no_containers(
     // Nothing was started in our name.
     assert!(h.sandbox_names().is_empty(), "{:?}", h.sandbox_names());
     assert!(docker(&["network", "rm", "n1"]).status.success());
+}
+
+#[test]
+fn a_restarted_dockerd_finds_its_networks_and_containers_keep_their_traffic() {
+    let _one = ONE_DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+    // --live-restore: Docker's own switch for containers that outlive dockerd.
+    let mut s = setup_with("dkrst", &["--bridge", "none", "--live-restore"]);
+    s.d.docker_ok(&["network", "create", "-d", "dataplane", "--ipam-driver", "dataplane", "web"]);
+    page_server(&s.d, "web1", "web", "8080:80");
+    // And one with Docker's own IPAM.
+    s.d.docker_ok(&["network", "create", "-d", "dataplane", "--subnet", "10.205.0.0/24", "back"]);
+    s.d.docker_ok(&["run", "-d", "--name", "b1", "--network", "back", IMAGE, "sleep", "300"]);
+    let page = fetch(&s.ext, "http://192.0.2.1:8080/");
+    assert!(page.status.success(), "{}", text(&page));
+    s.d.stop();
+    // dockerd is gone: the container serves on.
+    let page = fetch(&s.ext, "http://192.0.2.1:8080/");
+    assert!(page.status.success(), "while dockerd is down: {}", text(&page));
+    s.d.restart().expect("dockerd again");
+    let nets = s.d.docker_ok(&["network", "ls", "--format", "{{.Name}} {{.Driver}}"]);
+    assert!(nets.lines().any(|l| l == "web dataplane"), "{nets}");
+    let page = fetch(&s.ext, "http://192.0.2.1:8080/");
+    assert!(page.status.success(), "after dockerd restarted: {}", text(&page));
+    s.d.docker_ok(&["run", "-d", "--name", "web2", "--network", "web", IMAGE, "sleep", "300"]);
+    let ping = s.d.docker(&["exec", "web2", "ping", "-c", "1", "-W", "2", "web1"]);
+    assert!(ping.status.success(), "a new container reaches the old one: {}", text(&ping));
+    s.d.docker_ok(&["run", "-d", "--name", "b2", "--network", "back", IMAGE, "sleep", "300"]);
+    assert_ne!(
+        container_ip(&s, "b2", "back"),
+        container_ip(&s, "b1", "back"),
+        "Docker's IPAM forgot b1's address"
+    );
+    let ping = s.d.docker(&["exec", "b2", "ping", "-c", "1", "-W", "2", "b1"]);
+    assert!(ping.status.success(), "{}", text(&ping));
 }

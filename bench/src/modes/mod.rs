@@ -27,7 +27,7 @@ pub use bare::bare;
 pub use cni::cni;
 pub use ct_scale::ct_scale;
 pub use dns::dns;
-pub use docker::docker;
+pub use docker::{docker, docker_dataplane};
 pub use iptables::{docker_iptables, docker_proxy};
 pub use netavark::netavark;
 pub use ours::{dataplane, dataplane_localhost, memory};
