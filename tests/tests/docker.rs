@@ -41,7 +41,8 @@ fn setup_with(tag: &str, dockerd_args: &[&str]) -> Setup {
     let (h, ext) = Host::with_external_args(tag, &["--docker-plugin-dir", &dir]);
     let droot = std::env::temp_dir().join(unique("dp-dockerd-"));
     let d = Dockerd::start(&h.ns.path(), &droot, dockerd_args, Some(&plugins)).expect("dockerd");
-    d.import_image(IMAGE, &[]).expect("image");
+    // socat for the servers of the port tests, with its libraries.
+    d.import_image(IMAGE, &["/usr/bin/socat"]).expect("image");
     Setup { d, h, ext, plugins }
 }
 
@@ -455,4 +456,81 @@ fn a_restarted_dockerd_finds_its_networks_and_containers_keep_their_traffic() {
     );
     let ping = s.d.docker(&["exec", "b2", "ping", "-c", "1", "-W", "2", "b1"]);
     assert!(ping.status.success(), "{}", text(&ping));
+}
+
+#[test]
+fn docker_published_ports_take_every_form_of_run_p() {
+    let _one = ONE_DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+    let s = setup("dkpub");
+    let (d, h) = (&s.d, &s.h);
+    d.docker_ok(&["network", "create", "-d", "dataplane", "--ipam-driver", "dataplane", "web"]);
+    // A host address, a range, a free port (HostPort 0) and UDP, on one container.
+    let mut args = vec!["run", "-d", "--name", "multi", "--network", "web"];
+    args.extend([
+        "-p",
+        "192.0.2.1:8080:80",
+        "-p",
+        "9000-9001:7000-7001",
+        "-p",
+        "80",
+        "-p",
+        "5353:53/udp",
+        IMAGE,
+    ]);
+    args.extend([
+        "sh",
+        "-c",
+        "httpd -p 80 -h /www; \
+         socat TCP-LISTEN:7000,fork,reuseaddr SYSTEM:'echo seven' & \
+         socat TCP-LISTEN:7001,fork,reuseaddr SYSTEM:'echo seven-one' & \
+         socat UDP-RECVFROM:53,fork SYSTEM:'echo udp' & sleep 300",
+    ]);
+    d.docker_ok(&args);
+    let ep = d.docker_ok(&["inspect", "-f", "{{.NetworkSettings.Networks.web.EndpointID}}", "multi"]);
+    let ports = h.dp_ok(&["port", &format!("docker-{}", &ep[..12])]);
+    let free = ports
+        .lines()
+        .find(|l| l.starts_with("80/tcp -> 0.0.0.0:"))
+        .and_then(|l| l.rsplit(':').next())
+        .unwrap_or_else(|| panic!("no free port chosen for 80: {ports}"))
+        .to_string();
+    assert!(ports.contains("80/tcp -> 192.0.2.1:8080"), "{ports}");
+    // From outside: the host address, the chosen port, the range.
+    let page = fetch(&s.ext, "http://192.0.2.1:8080/");
+    assert!(page.status.success(), "{}", text(&page));
+    let page = fetch(&s.ext, &format!("http://192.0.2.1:{free}/"));
+    assert!(page.status.success(), "port {free}: {}", text(&page));
+    for (port, want) in [("9000", "seven"), ("9001", "seven-one")] {
+        let target = format!("TCP:192.0.2.1:{port},connect-timeout=3");
+        let mut o = s.ext.run(&["socat", "-t", "3", "-T", "3", "-", &target]);
+        // The servers may take a moment to listen.
+        for _ in 0..10 {
+            if o.status.success() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(300));
+            o = s.ext.run(&["socat", "-t", "3", "-T", "3", "-", &target]);
+        }
+        assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), want, "port {port}: {}", text(&o));
+    }
+    let mut udp = String::new();
+    for _ in 0..3 {
+        let o = s.ext.run(&["sh", "-c", "echo q | socat -t 3 -T 3 - UDP:192.0.2.1:5353"]);
+        udp = String::from_utf8_lossy(&o.stdout).trim().to_string();
+        if !udp.is_empty() {
+            break;
+        }
+    }
+    assert_eq!(udp, "udp");
+    // From the host itself through 127.0.0.1 (socket hooks, no proxy), and
+    // from another container through the host's address (hairpin).
+    let o = h.run(&["socat", "-t", "3", "-T", "3", "-", "TCP:127.0.0.1:9000,connect-timeout=3"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "seven", "localhost: {}", text(&o));
+    d.docker_ok(&["run", "-d", "--name", "cli", "--network", "web", IMAGE, "sleep", "300"]);
+    let o = d.docker(&["exec", "cli", "sh", "-c", "nc -w 3 192.0.2.1 9001 </dev/null"]);
+    assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "seven-one", "hairpin: {}", text(&o));
+    // Removing the container takes the ports away.
+    d.docker_ok(&["rm", "-f", "multi"]);
+    let o = s.ext.run(&["socat", "-t", "2", "-T", "2", "-", "TCP:192.0.2.1:9000,connect-timeout=2"]);
+    assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "port 9000 still answers after rm");
 }
