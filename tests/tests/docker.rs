@@ -117,6 +117,8 @@ fn docker_containers_run_on_the_bpf_datapath() {
     let ep = d.docker_ok(&["inspect", "-f", "{{.NetworkSettings.Networks.web.EndpointID}}", "web1"]);
     let ports = h.dp_ok(&["port", &format!("docker-{}", &ep[..12])]);
     assert!(ports.contains("80/tcp -> 0.0.0.0:8080"), "{ports}");
+    // Join gave Docker the gateway: no docker_gwbridge was added.
+    assert!(!h.links().iter().any(|l| l == "docker_gwbridge"), "{:?}", h.links());
     // Published in BPF: no iptables rule for it, no docker-proxy.
     let rules = String::from_utf8_lossy(&h.run(&["iptables-save"]).stdout).into_owned();
     assert!(!rules.contains("8080"), "an iptables rule for 8080:\n{rules}");
@@ -234,6 +236,51 @@ fn bad_input_from_docker_is_refused_with_our_words_and_leaves_nothing() {
     assert!(
         status.contains("200") && body.contains("NetworkDriver") && body.contains("IpamDriver"),
         "{body}"
+    );
+    // dockerd retries: every call twice gives the same answer and one result.
+    let id = "c0ffee".repeat(10) + "c0ff";
+    let create = format!(
+        r#"{{"NetworkID":"{id}","Options":{{"com.docker.network.generic":{{}}}},"IPv4Data":[{{"AddressSpace":"local","Pool":"10.206.0.0/24","Gateway":"10.206.0.1/24"}}],"IPv6Data":null}}"#
+    );
+    for _ in 0..2 {
+        let (status, body) = plugin_call(&s, "NetworkDriver.CreateNetwork", &create);
+        assert!(status.contains("200") && body.trim() == "{}", "{status} {body}");
+    }
+    let ep = r#""NetworkID":"c0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ffeec0ff","EndpointID":"e1e1e1e1e1e1e1e1""#;
+    let mut macs = Vec::new();
+    for _ in 0..2 {
+        let (status, body) = plugin_call(
+            &s,
+            "NetworkDriver.CreateEndpoint",
+            &format!(r#"{{{ep},"Interface":{{"Address":"10.206.0.5/24"}}}}"#),
+        );
+        assert!(status.contains("200") && body.contains("02:42:0a:ce:00:05"), "{status} {body}");
+        macs.push(body);
+    }
+    assert_eq!(macs[0], macs[1]);
+    for _ in 0..2 {
+        let (status, body) =
+            plugin_call(&s, "NetworkDriver.Join", &format!(r#"{{{ep},"SandboxKey":"/nonexistent"}}"#));
+        assert!(
+            status.contains("200") && body.contains("\"SrcName\":\"dpd") && body.contains("10.206.0.1"),
+            "{body}"
+        );
+    }
+    assert_eq!(h.dp_ok(&["network", "ls", "-q"]).lines().count(), before.0.lines().count() + 1);
+    for (method, body) in [
+        ("NetworkDriver.Leave", format!("{{{ep}}}")),
+        ("NetworkDriver.DeleteEndpoint", format!("{{{ep}}}")),
+        ("NetworkDriver.DeleteNetwork", format!(r#"{{"NetworkID":"{id}"}}"#)),
+    ] {
+        for _ in 0..2 {
+            let (status, reply) = plugin_call(&s, method, &body);
+            assert!(status.contains("200"), "{method}: {status} {reply}");
+        }
+    }
+    assert_eq!(
+        (h.dp_ok(&["network", "ls", "-q"]), our_bridges(h)),
+        before,
+        "the repeated calls left something"
     );
     // Docker's networks are Docker's: our CLI says so instead of breaking them.
     let id = d.docker_ok(&["network", "create", "-d", "dataplane", "mine"]);
