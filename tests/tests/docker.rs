@@ -114,8 +114,8 @@ fn docker_containers_run_on_the_bpf_datapath() {
     let log = d.docker(&["logs", "web1"]);
     assert!(text(&log).contains("192.0.2.2"), "the server saw the client's own address: {}", text(&log));
     // `docker port` cannot show a remote driver's ports; ours can.
-    let ep = d.docker_ok(&["inspect", "-f", "{{.NetworkSettings.Networks.web.EndpointID}}", "web1"]);
-    let ports = h.dp_ok(&["port", &format!("docker-{}", &ep[..12])]);
+    let web1_ep = d.docker_ok(&["inspect", "-f", "{{.NetworkSettings.Networks.web.EndpointID}}", "web1"]);
+    let ports = h.dp_ok(&["port", &format!("docker-{}", &web1_ep[..12])]);
     assert!(ports.contains("80/tcp -> 0.0.0.0:8080"), "{ports}");
     // Join gave Docker the gateway: no docker_gwbridge was added.
     assert!(!h.links().iter().any(|l| l == "docker_gwbridge"), "{:?}", h.links());
@@ -151,6 +151,20 @@ fn docker_containers_run_on_the_bpf_datapath() {
     assert!(left.is_empty(), "interfaces left: {left:?}");
     let nets = h.dp_ok(&["network", "ls", "-q"]);
     assert_eq!(nets.lines().count(), 3, "only the predefined networks stay: {nets}");
+    // No endpoint record, no program left on a veth, no flow of theirs.
+    let ep = h.dp(&["inspect", &format!("docker-{}", &web1_ep[..12])]);
+    assert!(!ep.status.success(), "the endpoint's record outlived docker rm");
+    let stats: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["stats", "--format", "json"])).expect("stats json");
+    let on_veths: Vec<&serde_json::Value> = stats["Programs"]
+        .as_array()
+        .expect("programs")
+        .iter()
+        .filter(|p| p.to_string().contains("veth"))
+        .collect();
+    assert!(on_veths.is_empty(), "programs left on veths: {on_veths:?}");
+    let flows = h.dp_ok(&["ct", "ls"]);
+    assert!(!flows.contains(&web1_ip), "flows of the removed container: {flows}");
 }
 
 /// Sends one plugin call straight to our socket; returns (status line, body).
