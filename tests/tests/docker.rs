@@ -595,3 +595,55 @@ fn docker_published_ports_take_every_form_of_run_p() {
     let o = s.ext.run(&["socat", "-t", "2", "-T", "2", "-", "TCP:192.0.2.1:9000,connect-timeout=2"]);
     assert!(String::from_utf8_lossy(&o.stdout).trim().is_empty(), "port 9000 still answers after rm");
 }
+
+#[test]
+fn docker_ipam_options_and_masquerade_off_are_honoured() {
+    let _one = ONE_DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+    let s = setup("dkopt");
+    let (d, h) = (&s.d, &s.h);
+    let range = ["--subnet", "10.207.0.0/24", "--ip-range", "10.207.0.128/25", "--gateway", "10.207.0.254"];
+    // The same options through Docker's IPAM and through ours.
+    for (net, ipam) in [("dflt", None), ("ours", Some("dataplane"))] {
+        let mut args = vec!["network", "create", "-d", "dataplane", "--aux-address", "router=10.207.0.200"];
+        if let Some(i) = ipam {
+            args.extend(["--ipam-driver", i]);
+        }
+        args.extend(range);
+        args.push(net);
+        d.docker_ok(&args);
+        let name = format!("{net}1");
+        d.docker_ok(&["run", "-d", "--name", &name, "--network", net, IMAGE, "sleep", "300"]);
+        let ip: std::net::Ipv4Addr = container_ip(&s, &name, net).parse().expect("address");
+        assert!(
+            ip.octets()[3] >= 128 && ip.to_string() != "10.207.0.200",
+            "{net}: {ip} is outside --ip-range"
+        );
+        let route = text(&d.docker(&["exec", &name, "ip", "route"]));
+        assert!(route.contains("default via 10.207.0.254"), "{net}: {route}");
+        let id = d.docker_ok(&["network", "inspect", "-f", "{{.Id}}", net]);
+        let ours: serde_json::Value =
+            serde_json::from_str(&h.dp_ok(&["network", "inspect", &id[..12]])).expect("inspect json");
+        assert_eq!(ours[0]["IPAM"]["Config"][0]["Gateway"], "10.207.0.254", "{net}");
+        assert_eq!(ours[0]["IPAM"]["Config"][0]["AuxiliaryAddresses"]["router"], "10.207.0.200", "{net}");
+        d.docker_ok(&["rm", "-f", &name]);
+        d.docker_ok(&["network", "rm", net]);
+    }
+    // Masquerade off: the outside sees the container's own address.
+    d.docker_ok(&[
+        "network",
+        "create",
+        "-d",
+        "dataplane",
+        "--subnet",
+        "10.208.0.0/24",
+        "-o",
+        "com.docker.network.bridge.enable_ip_masquerade=false",
+        "plain",
+    ]);
+    d.docker_ok(&["run", "-d", "--name", "p1", "--network", "plain", IMAGE, "sleep", "300"]);
+    assert!(s.ext.run(&["ip", "route", "add", "10.208.0.0/24", "via", "192.0.2.1"]).status.success());
+    let _echo = PeerEcho::start(&s.ext, "tcp", 7000);
+    let out = d.docker(&["exec", "p1", "sh", "-c", "nc -w 3 192.0.2.2 7000 </dev/null"]);
+    let own = container_ip(&s, "p1", "plain");
+    assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("peer={own}/")), "{}", text(&out));
+}
