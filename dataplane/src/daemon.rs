@@ -67,6 +67,12 @@ pub struct DaemonArgs {
     /// where dockerd finds it (`docker network create -d dataplane`); "" turns it off.
     #[arg(long, value_name = "DIR", default_value = paths::DEFAULT_DOCKER_PLUGIN_DIR)]
     pub docker_plugin_dir: String,
+    /// Join a cluster whose store is etcd: etcd://IP:PORT[,IP:PORT…].
+    #[arg(long, value_name = "URL", requires = "cluster_advertise")]
+    pub cluster_store: Option<String>,
+    /// This host's underlay address, as other hosts reach it (with --cluster-store).
+    #[arg(long, value_name = "IP", requires = "cluster_store")]
+    pub cluster_advertise: Option<std::net::IpAddr>,
 }
 
 /// The daemon's command line, checked: logging set up, sizes parsed, paths found; then [`run`].
@@ -96,7 +102,12 @@ pub async fn main(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<()> {
         "0" => 0,
         v => crate::sys::logs::parse_size(v).map_err(|e| anyhow::anyhow!("--min-free-space: {e}"))?,
     };
-    run(Options { paths, uplink: a.uplink, ct_timeouts, resolv_conf: a.resolv_conf, logs, min_free }).await
+    let cluster = match (&a.cluster_store, a.cluster_advertise) {
+        (Some(store), Some(ip)) => Some((crate::cluster::parse_store(store)?, ip)),
+        _ => None,
+    };
+    run(Options { paths, uplink: a.uplink, ct_timeouts, resolv_conf: a.resolv_conf, logs, min_free, cluster })
+        .await
 }
 
 pub struct Options {
@@ -109,6 +120,8 @@ pub struct Options {
     pub logs: crate::sys::logs::LogLimits,
     /// Free space the state dir must keep for mutations to go ahead (bytes).
     pub min_free: u64,
+    /// The cluster store's endpoints and this host's underlay address.
+    pub cluster: Option<(Vec<String>, std::net::IpAddr)>,
 }
 
 /// Each published port holds a socket (the port's reservation): the soft
@@ -143,7 +156,22 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     };
     let dp = Datapath::load(&paths.bpffs, opts.ct_timeouts).context("loading BPF programs")?;
     let store = Store::open(&paths.db(), &paths.state_dir, opts.min_free).context("opening the store")?;
-    let settings = crate::engine::Settings { host_resolv_conf: opts.resolv_conf, log_defaults: opts.logs };
+    let cluster = match opts.cluster {
+        Some((endpoints, address)) => {
+            let me = crate::cluster::Node {
+                id: node_id(&paths.state_dir)?,
+                address,
+                hostname: nix::unistd::gethostname()
+                    .map(|h| h.to_string_lossy().into_owned())
+                    .unwrap_or_default(),
+                joined: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
+            };
+            Some(crate::cluster::Cluster::join(&endpoints, me).await.context("joining the cluster")?)
+        }
+        None => None,
+    };
+    let settings =
+        crate::engine::Settings { host_resolv_conf: opts.resolv_conf, log_defaults: opts.logs, cluster };
     let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp, settings);
     engine.ensure_predefined().await.context("creating predefined networks")?;
     engine.reconcile().await.context("reconciling the kernel to the store")?;
@@ -192,6 +220,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     tracing::info!("dataplane daemon stopped; BPF enforcement stays pinned");
     Ok(())
+}
+
+/// This host's ID in the cluster: made once, kept in the state dir.
+fn node_id(state_dir: &std::path::Path) -> anyhow::Result<String> {
+    let file = state_dir.join("node-id");
+    if let Ok(id) = std::fs::read_to_string(&file)
+        && !id.trim().is_empty()
+    {
+        return Ok(id.trim().to_string());
+    }
+    let id = crate::domain::names::new_id()[..32].to_string();
+    std::fs::create_dir_all(state_dir)?;
+    std::fs::write(&file, &id).with_context(|| format!("writing {}", file.display()))?;
+    Ok(id)
 }
 
 /// Serves Docker's plugin protocol on `sock` until the daemon stops.

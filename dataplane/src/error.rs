@@ -57,6 +57,8 @@ pub enum Error {
     Sys { op: &'static str, target: String, source: nix::Error },
     #[error("store: {what}: {source}")]
     Store { what: String, source: redb::Error },
+    #[error("cluster store (etcd): {what}: {source}")]
+    Cluster { what: String, source: etcd_client::Error },
     #[error(
         "store: record {key} cannot be read or written as JSON (a corrupt or foreign state dir?): {source}"
     )]

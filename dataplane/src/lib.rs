@@ -27,6 +27,7 @@
 
 pub mod api;
 pub mod cli;
+pub mod cluster;
 pub mod daemon;
 pub mod datapath;
 pub mod dns;

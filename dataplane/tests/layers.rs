@@ -12,8 +12,9 @@ const ALLOWED: &[(&str, &[&str])] = &[
     ("dns", &["domain", "sys"]),
     ("drivers", &["domain", "sys"]),
     ("store.rs", &["domain", "sys"]),
-    ("engine", &["datapath", "dns", "drivers", "store", "domain", "sys"]),
-    ("api", &["engine", "datapath", "dns", "drivers", "store", "domain", "sys"]),
+    ("cluster.rs", &["domain", "sys"]),
+    ("engine", &["datapath", "dns", "drivers", "store", "cluster", "domain", "sys"]),
+    ("api", &["engine", "datapath", "dns", "drivers", "store", "cluster", "domain", "sys"]),
 ];
 
 fn sources(p: &Path, out: &mut Vec<std::path::PathBuf>) {

@@ -156,8 +156,17 @@ fn build() -> anyhow::Result<()> {
 
 /// Servers the tests and the benchmark start, counted by command name
 /// (/proc/*/comm, cut at 15 bytes as the kernel keeps it).
-const SERVERS: [&str; 8] =
-    ["iperf3", "socat", "dataplane", "dataplane-bench", "dockerd", "containerd", "conmon", "aardvark-dns"];
+const SERVERS: [&str; 9] = [
+    "iperf3",
+    "socat",
+    "dataplane",
+    "dataplane-bench",
+    "dockerd",
+    "containerd",
+    "conmon",
+    "aardvark-dns",
+    "etcd",
+];
 
 fn servers_running() -> std::collections::BTreeMap<&'static str, usize> {
     let mut count = std::collections::BTreeMap::new();

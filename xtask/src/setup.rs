@@ -39,6 +39,13 @@ const PEER_PACKAGES: &[&str] = &[
     "conntrack",
     "docker.io",
     "docker-compose",
+    // The cluster store of overlay networks (etcd 3.4), etcdctl, and protoc
+    // for the etcd client crate's build.
+    "etcd-server",
+    "etcd-client",
+    "protobuf-compiler",
+    // protoc's well-known types (google/protobuf/*.proto).
+    "libprotobuf-dev",
 ];
 
 /// `policy-rc.d` that refuses every service start while peers install.

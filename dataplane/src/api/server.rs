@@ -58,6 +58,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/info", any(not_dockerd))
         .route("/events", any(not_dockerd))
         .route("/dataplane/stats", get(stats))
+        .route("/dataplane/nodes", get(nodes))
         .route("/dataplane/conntrack", get(ct_list))
         .route("/dataplane/lb", get(lb_list))
         .route("/dataplane/monitor", get(monitor))
@@ -339,6 +340,11 @@ async fn logs(State(e): AppState, Path(id): Path<String>) -> Res<String> {
     let state = e.state()?;
     let sb = state.sandbox(&id).ok_or(Error::SandboxNotFound(id))?;
     Ok(crate::sys::logs::read_all(&e.paths.log_file(&sb.id)))
+}
+
+async fn nodes(State(e): AppState) -> Res<Json<Vec<NodeRow>>> {
+    let (nodes, me) = e.nodes().await?;
+    Ok(Json(nodes.into_iter().map(|n| NodeRow::of(n, &me)).collect()))
 }
 
 async fn stats(State(e): AppState) -> Res<Json<Stats>> {

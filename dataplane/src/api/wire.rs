@@ -647,6 +647,35 @@ mod monitor_tests {
     }
 }
 
+/// One host of the cluster (`dataplane node ls`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct NodeRow {
+    #[serde(rename = "ID")]
+    pub id: String,
+    pub address: String,
+    pub hostname: String,
+    pub joined: String,
+    /// Registered (its lease is alive).
+    pub state: String,
+    /// This daemon's own host.
+    #[serde(rename = "Self")]
+    pub is_self: bool,
+}
+
+impl NodeRow {
+    pub fn of(n: crate::cluster::Node, me: &str) -> Self {
+        NodeRow {
+            is_self: n.id == me,
+            id: n.id,
+            address: n.address.to_string(),
+            hostname: n.hostname,
+            joined: n.joined,
+            state: "ready".into(),
+        }
+    }
+}
+
 /// The JSON of Docker's remote network and IPAM driver protocol (libnetwork
 /// `docs/remote.md` and `docs/ipam.md`). Fields Docker may leave out default.
 pub mod plugin {

@@ -33,12 +33,21 @@ pub struct Cli {
 }
 
 #[derive(Subcommand)]
+enum NodeCmd {
+    /// List the hosts (`*` marks this one).
+    Ls,
+}
+
+#[derive(Subcommand)]
 enum Command {
     /// Run the daemon in the foreground.
     Daemon(crate::daemon::DaemonArgs),
     /// Manage networks.
     #[command(subcommand)]
     Network(network::NetworkCmd),
+    /// The hosts of this daemon's cluster (`daemon --cluster-store`).
+    #[command(subcommand)]
+    Node(NodeCmd),
     /// Create a sandbox and start its command.
     Run(sandbox::RunArgs),
     /// Create a sandbox (network namespace) without starting a process.
@@ -174,6 +183,15 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Network(cmd) => network::run(&client, cmd).await,
+        Command::Node(NodeCmd::Ls) => {
+            let rows: Vec<crate::api::wire::NodeRow> = client.get("/dataplane/nodes").await?;
+            println!("{:<34} {:<16} {:<20} {:<7}", "ID", "ADDRESS", "HOSTNAME", "STATE");
+            for r in rows {
+                let id = if r.is_self { format!("{} *", r.id) } else { r.id };
+                println!("{:<34} {:<16} {:<20} {:<7}", id, r.address, r.hostname, r.state);
+            }
+            Ok(ExitCode::SUCCESS)
+        }
         Command::Run(a) => sandbox::run(&client, a, true).await,
         Command::Create(a) => sandbox::run(&client, a, false).await,
         Command::Start { names } => sandbox::each(&client, &names, "start").await,

@@ -128,6 +128,7 @@ pub struct Engine {
     log_defaults: crate::sys::logs::LogLimits,
     /// Set when the daemon begins to stop: long streams (monitor) end cleanly.
     stopping: watch::Sender<bool>,
+    cluster: Option<crate::cluster::Cluster>,
 }
 
 fn now() -> String {
@@ -140,6 +141,8 @@ pub struct Settings {
     pub host_resolv_conf: std::path::PathBuf,
     /// Output log limits of sandboxes that set none.
     pub log_defaults: crate::sys::logs::LogLimits,
+    /// This host's membership of a cluster (`--cluster-store`), if any.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 impl Engine {
@@ -151,7 +154,7 @@ impl Engine {
         dp: Datapath,
         settings: Settings,
     ) -> Arc<Self> {
-        let Settings { host_resolv_conf, log_defaults } = settings;
+        let Settings { host_resolv_conf, log_defaults, cluster } = settings;
         let dns = crate::dns::Dns::new(store.view(), host_resolv_conf.clone());
         Arc::new(Engine {
             paths,
@@ -166,8 +169,20 @@ impl Engine {
             host_resolv_conf,
             monitor: crate::datapath::events::Monitor::new(),
             log_defaults,
+            cluster,
             stopping: watch::channel(false).0,
         })
+    }
+
+    /// The hosts of this daemon's cluster, and which one is this host.
+    pub async fn nodes(&self) -> Result<(Vec<crate::cluster::Node>, String)> {
+        let c = self.cluster.as_ref().ok_or_else(|| {
+            crate::error::Error::Unsupported(
+                "this daemon is not in a cluster: start it with --cluster-store etcd://IP:PORT --cluster-advertise IP"
+                    .into(),
+            )
+        })?;
+        Ok((c.nodes().await?, c.me().id.clone()))
     }
 
     /// Whether a sandbox gets the embedded resolver: it has its own
