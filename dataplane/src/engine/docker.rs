@@ -18,7 +18,6 @@ use super::*;
 use crate::domain::ipam::{self, Pool};
 use crate::domain::names;
 use crate::domain::state::State;
-use crate::drivers;
 use crate::error::{Error, Result};
 
 /// `CreateNetwork`, typed.
@@ -161,8 +160,8 @@ impl Engine {
         };
         let mut plan = plan_endpoint(&state, net, &sb, Some(&ip.to_string()), &[])?;
         plan.ep.id = ep_id.to_string();
-        let host_if = plan.ep.host_ifname.clone().unwrap_or_else(names::host_veth_name);
-        plan.ep.ifname = names::runtime_peer_name(&host_if);
+        let host_if = plan.ep.host_ifname.get_or_insert_with(names::host_veth_name);
+        plan.ep.ifname = names::runtime_peer_name(host_if);
         if let Some(m) = mac {
             plan.ep.mac = m;
         }
@@ -171,16 +170,7 @@ impl Engine {
             let tx = self.store.begin()?;
             tx.put_sandbox(&sb)?;
             tx.put_endpoint(&plan.ep, &net.name)?;
-            let hidx = drivers::bridge::attach_unmoved(&self.host, net, &plan.ep).await?;
-            undo.push(format!("delete {host_if}"), async move { self.host.delete(hidx).await });
-            self.program_endpoint(net, &plan.ep, hidx)?;
-            undo.push(
-                format!("forget {host_if} in the datapath"),
-                async move { self.dp.endpoints.remove(hidx) },
-            );
-            undo.push(format!("detach the program from {host_if}"), async {
-                self.dp.programs.detach_veth(&host_if)
-            });
+            self.apply_endpoint(net, &sb, &plan, &mut undo).await?;
             self.store.commit(tx)
         }
         .await;

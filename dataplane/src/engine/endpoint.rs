@@ -167,7 +167,11 @@ impl Engine {
         undo: &mut Undo<'a>,
     ) -> Result<()> {
         let netns = Path::new(&sb.netns);
-        let hidx = drivers::attach(&self.host, net, &plan.ep, netns, plan.first).await?;
+        // A runtime's container side stays here for the runtime to move in.
+        let hidx = match sb.owner {
+            Some(_) => drivers::bridge::attach_unmoved(&self.host, net, &plan.ep).await?,
+            None => drivers::attach(&self.host, net, &plan.ep, netns, plan.first).await?,
+        };
         undo.push(
             format!("unplug endpoint {}", plan.ep.ifname),
             drivers::detach(&self.host, net, &plan.ep, netns),
