@@ -44,6 +44,26 @@ pub struct LocalTarget {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<LocalTarget>() == 12);
+/// Overlay address on another host → [`RemoteTarget`]: a sandbox's packet
+/// to it is encapsulated in VXLAN toward that host.
+pub const MAP_REMOTE: &str = "DP_REMOTE";
+/// Overlay endpoints on other hosts one daemon knows.
+pub const MAX_REMOTE: u32 = 262_144;
+
+/// Value of [`MAP_REMOTE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RemoteTarget {
+    /// Underlay address of the host, network byte order.
+    pub underlay: [u8; 4],
+    /// VXLAN network identifier: the overlay network's number on every host.
+    pub vni: u32,
+    /// MAC of the remote sandbox (what our ARP answers say).
+    pub mac: [u8; 6],
+    pub _pad: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<RemoteTarget>() == 16);
+
 /// Maximum number of bridge networks.
 pub const MAX_SUBNETS: u32 = 4_096;
 
@@ -87,7 +107,9 @@ pub struct Config {
     /// First and last port SNAT may allocate (host byte order).
     pub snat_port_min: u16,
     pub snat_port_max: u16,
-    pub _pad: u32,
+    /// ifindex of the external-mode (collect_md) VXLAN device overlay
+    /// packets leave through (0: not in a cluster).
+    pub vxlan_ifindex: u32,
     /// Network-namespace cookie of the daemon: the socket hooks act only
     /// on sockets of this namespace (0: they act on none).
     pub netns_cookie: u64,
@@ -280,6 +302,7 @@ mod pod {
     // SAFETY: both are repr(C), Copy, with every byte an explicit field (no padding).
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::LocalTarget {}
+    unsafe impl aya::Pod for super::RemoteTarget {}
     unsafe impl aya::Pod for super::NetworkInfo {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::ServiceKey {}

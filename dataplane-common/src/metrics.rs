@@ -45,10 +45,20 @@ pub enum DropReason {
     /// (not a published port, not an answer to the sandbox's own flow) on
     /// a network that is not `gateway_mode_ipv4=routed`.
     PolicyDirectAccess = 17,
+    /// Not a drop: to an overlay sandbox on another host, encapsulated in VXLAN.
+    OverlayEncap = 18,
+    /// Not a drop: from another host's overlay sandbox, decapsulated and
+    /// delivered into the sandbox.
+    OverlayDecap = 19,
+    /// Not a drop: an ARP request for an overlay sandbox on another host,
+    /// answered on its behalf.
+    ArpProxy = 20,
+    /// From the VXLAN tunnel to an address no sandbox of this host has.
+    OverlayNoEndpoint = 21,
 }
 
 /// Number of [`DropReason`] values (the metrics array is sized from it).
-pub const DROP_REASON_COUNT: u32 = 18;
+pub const DROP_REASON_COUNT: u32 = 22;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -71,6 +81,10 @@ impl DropReason {
         DropReason::LbForwarded,
         DropReason::CtNoFlow,
         DropReason::PolicyDirectAccess,
+        DropReason::OverlayEncap,
+        DropReason::OverlayDecap,
+        DropReason::ArpProxy,
+        DropReason::OverlayNoEndpoint,
     ];
 
     /// Stable, user-facing name (shown by `dataplane stats`).
@@ -94,6 +108,10 @@ impl DropReason {
             DropReason::LbForwarded => "LB_FORWARDED",
             DropReason::CtNoFlow => "CT_NO_FLOW",
             DropReason::PolicyDirectAccess => "POLICY_DIRECT_ACCESS",
+            DropReason::OverlayEncap => "OVERLAY_ENCAP",
+            DropReason::OverlayDecap => "OVERLAY_DECAP",
+            DropReason::ArpProxy => "ARP_PROXY",
+            DropReason::OverlayNoEndpoint => "OVERLAY_NO_ENDPOINT",
         }
     }
 }
@@ -109,6 +127,9 @@ impl DropReason {
                 | DropReason::NatEgress
                 | DropReason::NatEgressReply
                 | DropReason::LbForwarded
+                | DropReason::OverlayEncap
+                | DropReason::OverlayDecap
+                | DropReason::ArpProxy
         )
     }
 }

@@ -4,6 +4,8 @@
 //! - `dp_veth_ingress` — tcx ingress on every host-side veth (packets leaving
 //!   a sandbox): isolation (`policy`), published-port replies (`veth`).
 //! - `dp_uplink_ingress` — tcx ingress on the uplink: published ports (`uplink`).
+//! - `dp_overlay_ingress` — tcx ingress on the VXLAN device: overlay
+//!   packets from other hosts into their sandbox (`overlay`).
 //! - `dp_connect4/6`, `dp_sendmsg4/6`, `dp_getpeername4/6`, `dp_recvmsg4/6` —
 //!   cgroup-v2 socket hooks: host processes reach published ports (`sock`).
 #![no_std]
@@ -22,6 +24,7 @@ mod policy;
 mod redirect;
 mod service;
 mod sock;
+mod overlay;
 mod uplink;
 mod veth;
 
@@ -33,6 +36,11 @@ use aya_ebpf::{
 #[classifier]
 pub fn dp_veth_ingress(ctx: TcContext) -> i32 {
     veth::ingress(&ctx)
+}
+
+#[classifier]
+pub fn dp_overlay_ingress(ctx: TcContext) -> i32 {
+    overlay::ingress(&ctx)
 }
 
 #[classifier]

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     Backend, Config, DnsPorts, LocalTarget, EVENTS_RING_BYTES, MAX_DNS, EventRate, LbStatKey, LbTable, MAX_LB, MAX_LB_STATS, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
-    MAX_SOCK_NAT, MAX_SUBNETS, METRICS_LEN, NetworkInfo, ServiceKey, SockNatKey, SockNatOrig, SubnetKey,
+    MAX_SOCK_NAT, MAX_SUBNETS, METRICS_LEN, NetworkInfo, RemoteTarget, MAX_REMOTE, ServiceKey, SockNatKey, SockNatOrig, SubnetKey,
 };
 
 /// Flag for LPM tries: the kernel requires BPF_F_NO_PREALLOC.
@@ -19,6 +19,9 @@ pub static ENDPOINTS: HashMap<u32, Endpoint> = HashMap::pinned(MAX_ENDPOINTS, 0)
 
 #[map(name = "DP_LOCAL")]
 pub static LOCAL: HashMap<[u8; 4], LocalTarget> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "DP_REMOTE")]
+pub static REMOTE: HashMap<[u8; 4], RemoteTarget> = HashMap::pinned(MAX_REMOTE, 0);
 
 #[map(name = "DP_SUBNETS")]
 pub static SUBNETS: LpmTrie<SubnetKey, NetworkInfo> = LpmTrie::pinned(MAX_SUBNETS, BPF_F_NO_PREALLOC);

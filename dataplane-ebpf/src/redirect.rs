@@ -45,6 +45,15 @@ pub fn to_neighbour(ctx: &TcContext, ifindex: u32, mac: [u8; 6], dir: Direction)
     into_peer(ctx, ifindex, DropReason::Forwarded, dir)
 }
 
+/// As [`to_neighbour`], counted under `reason`.
+#[inline(always)]
+pub fn to_neighbour_as(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: DropReason, dir: Direction) -> i32 {
+    if ctx.store(0, &mac, 0).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed, dir);
+    }
+    into_peer(ctx, ifindex, reason, dir)
+}
+
 /// Counts the packet under `reason` and hands it to the peer of `ifindex`.
 #[inline(always)]
 fn into_peer(ctx: &TcContext, ifindex: u32, reason: DropReason, dir: Direction) -> i32 {

@@ -16,14 +16,18 @@ use dataplane_common::{
 
 use crate::{
     conntrack, lb,
-    maps::{CONFIG, ENDPOINTS, HOST_IPS, LOCAL, SUBNETS},
+    maps::{CONFIG, ENDPOINTS, HOST_IPS, LOCAL, REMOTE, SUBNETS},
     nat::{self, End},
+    overlay,
     parse::{self, Flow},
     policy, redirect, service,
 };
 
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
+    if let Some(v) = overlay::arp_proxy(ctx) {
+        return v;
+    }
     let flow = parse::l4_flow(ctx);
     // Tracked flows were allowed when they started (a reply may cross
     // networks: a published port reached through a host address).
@@ -157,6 +161,11 @@ fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
             if t.ifindex != me {
                 return redirect::to_neighbour(ctx, t.ifindex, t.mac, Direction::FromSandbox);
             }
+        }
+        // An overlay sandbox on another host: VXLAN toward it.
+        // SAFETY: map lookups return values valid for this program run.
+        if let Some(r) = unsafe { REMOTE.get(flow.daddr) } {
+            return overlay::encap(ctx, r);
         }
         return verdict(ctx, DropReason::Forwarded);
     }

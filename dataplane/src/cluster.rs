@@ -1,33 +1,66 @@
 //! The cluster store (etcd v3, `--cluster-store`): this host registers
-//! itself under a lease it keeps alive, and reads who else is there. It is
-//! the one owner of the etcd connection.
+//! itself under a lease it keeps alive; overlay networks and their
+//! endpoints live here, and a watch brings every host the others' changes.
+//! It is the one owner of the etcd connection.
 //!
 //! Key layout (read it with `etcdctl get --prefix /dataplane/v1/`):
 //!
 //! | key | value | lifetime |
 //! |---|---|---|
 //! | `/dataplane/v1/nodes/<node id>` | `{"id", "address", "hostname", "joined"}` (JSON) | bound to the node's lease: gone a TTL after its daemon stops |
+//! | `/dataplane/v1/networks/<network id>` | the network record (JSON; `num` is its VNI) | until `network rm` |
+//! | `/dataplane/v1/endpoints/<network id>/<IPv4>` | `{"node", "underlay", "sandbox_id", "name", "hostname", "aliases", "ip", "mac", …}` | bound to the owning node's lease |
+//!
+//! Every change is one transaction: a network is created only if no
+//! network key changed since the list it was planned against (names,
+//! subnets and VNIs are unique cluster-wide), removed only while no
+//! endpoint key exists under it, and an address is claimed only if its key
+//! does not exist and its network's does.
 
+use std::collections::BTreeMap;
 use std::net::IpAddr;
+use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use etcd_client::{Client, GetOptions, PutOptions};
+use etcd_client::{
+    Client, Compare, CompareOp, EventType, GetOptions, PutOptions, Txn, TxnOp, TxnOpResponse, WatchOptions,
+};
 use serde::{Deserialize, Serialize};
 
+use crate::domain::model::{Network, RemoteEndpoint};
 use crate::error::{Error, Result};
 
 /// Prefix of every key this project writes.
 pub const PREFIX: &str = "/dataplane/v1/";
 /// Seconds a node's registration outlives its last keep-alive.
 pub const LEASE_TTL: i64 = 5;
+/// How long one request to the store may take before it fails.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(3);
 
 fn nodes_prefix() -> String {
     format!("{PREFIX}nodes/")
+}
+fn networks_prefix() -> String {
+    format!("{PREFIX}networks/")
+}
+fn network_key(id: &str) -> String {
+    format!("{PREFIX}networks/{id}")
+}
+fn endpoints_prefix(network_id: &str) -> String {
+    format!("{PREFIX}endpoints/{network_id}/")
+}
+fn endpoint_key(network_id: &str, ip: std::net::Ipv4Addr) -> String {
+    format!("{PREFIX}endpoints/{network_id}/{ip}")
 }
 
 fn store_err(what: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> Error {
     let what = what.into();
     move |source| Error::Cluster { what, source }
+}
+
+fn record_err(key: &str) -> impl FnOnce(serde_json::Error) -> Error + '_ {
+    move |source| Error::StoreRecord { key: key.to_string(), source }
 }
 
 /// A host of the cluster as it registered itself.
@@ -39,6 +72,25 @@ pub struct Node {
     pub hostname: String,
     /// RFC 3339 time it joined.
     pub joined: String,
+}
+
+/// The cluster as the watch last saw it.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub struct Snapshot {
+    /// False until the first full list arrived.
+    pub complete: bool,
+    pub nodes: Vec<Node>,
+    pub networks: Vec<Network>,
+    /// Every overlay endpoint, this host's included.
+    pub endpoints: Vec<RemoteEndpoint>,
+}
+
+/// What a claim for an address found.
+#[derive(Debug)]
+pub enum Claim {
+    Claimed,
+    /// Another sandbox holds it (its record).
+    Taken(Box<RemoteEndpoint>),
 }
 
 /// `--cluster-store etcd://IP:PORT[,IP:PORT…]` → the endpoints.
@@ -60,28 +112,80 @@ pub fn parse_store(spec: &str) -> Result<Vec<String>> {
     Ok(endpoints)
 }
 
-/// This host's membership: its registration, kept alive in the background.
+/// This host's membership: its registration and its claims, kept alive
+/// in the background, and the watch of the others'.
 pub struct Cluster {
     client: Client,
     me: Node,
-    keepalive: tokio::task::JoinHandle<()>,
+    store: String,
+    lease: Arc<AtomicI64>,
+    /// This host's endpoint keys and values: put again under a new lease
+    /// when the old one expired (the store was away longer than the TTL).
+    mine: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    snapshot: tokio::sync::watch::Receiver<Arc<Snapshot>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
 impl Cluster {
-    /// Connects to `endpoints` and registers `me` under a lease.
-    pub async fn join(endpoints: &[String], me: Node) -> Result<Cluster> {
-        let opts = etcd_client::ConnectOptions::new().with_connect_timeout(Duration::from_secs(5));
+    /// Connects to `endpoints` and registers `me` under a lease: the one
+    /// recorded in `lease_file` by the previous run when it is still alive
+    /// (a restart within the TTL keeps every claim), else a new one.
+    pub async fn join(endpoints: &[String], me: Node, lease_file: &std::path::Path) -> Result<Cluster> {
+        let store = endpoints.join(",");
+        let opts = etcd_client::ConnectOptions::new()
+            .with_connect_timeout(Duration::from_secs(5))
+            .with_timeout(REQUEST_TIMEOUT)
+            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+            .with_keep_alive_while_idle(true);
         let client = Client::connect(endpoints, Some(opts))
             .await
-            .map_err(store_err(format!("connecting to {}", endpoints.join(","))))?;
-        let lease = register(&client, &me).await?;
-        let keepalive = tokio::spawn(keep_alive(client.clone(), me.clone(), lease));
-        tracing::info!(node = %me.id, address = %me.address, store = %endpoints.join(","), "joined the cluster");
-        Ok(Cluster { client, me, keepalive })
+            .map_err(store_err(format!("connecting to {store}")))?;
+        let previous = std::fs::read_to_string(lease_file).ok().and_then(|t| t.trim().parse::<i64>().ok());
+        let reused = match previous {
+            Some(id) => lease_alive(&client, id).await.then_some(id),
+            None => None,
+        };
+        let lease = match reused {
+            Some(id) => id,
+            None => grant(&client).await?,
+        };
+        put_node(&client, &me, lease).await?;
+        if let Err(e) = std::fs::write(lease_file, lease.to_string()) {
+            tracing::warn!(file = %lease_file.display(), error = %e, "cannot record the cluster lease");
+        }
+        let lease = Arc::new(AtomicI64::new(lease));
+        let mine = Arc::new(Mutex::new(BTreeMap::new()));
+        let (tx, rx) = tokio::sync::watch::channel(Arc::new(Snapshot::default()));
+        let tasks = vec![
+            tokio::spawn(keep_alive(
+                client.clone(),
+                me.clone(),
+                Arc::clone(&lease),
+                Arc::clone(&mine),
+                lease_file.to_path_buf(),
+            )),
+            tokio::spawn(watch(client.clone(), store.clone(), tx)),
+        ];
+        tracing::info!(node = %me.id, address = %me.address, store = %store, lease_reused = reused.is_some(), "joined the cluster");
+        Ok(Cluster { client, me, store, lease, mine, snapshot: rx, tasks })
     }
 
     pub fn me(&self) -> &Node {
         &self.me
+    }
+
+    /// The store's endpoints, as given (for messages).
+    pub fn store(&self) -> &str {
+        &self.store
+    }
+
+    /// The cluster as the watch sees it; changes as the store does.
+    pub fn snapshot(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
+        self.snapshot.clone()
     }
 
     /// Every registered host (those whose lease is alive).
@@ -91,47 +195,184 @@ impl Cluster {
             .get(nodes_prefix(), Some(GetOptions::new().with_prefix()))
             .await
             .map_err(store_err("listing the nodes"))?;
-        let mut out = Vec::new();
-        for k in resp.kvs() {
-            match serde_json::from_slice::<Node>(k.value()) {
-                Ok(n) => out.push(n),
-                Err(e) => {
-                    tracing::warn!(key = %String::from_utf8_lossy(k.key()), error = %e, "unreadable node record")
+        let mut out: Vec<Node> = resp.kvs().iter().filter_map(|k| decode(k.key(), k.value())).collect();
+        out.sort_by(|a, b| a.id.cmp(&b.id));
+        Ok(out)
+    }
+
+    /// The overlay networks, read now, with the store's revision of the read.
+    pub async fn networks(&self) -> Result<(Vec<Network>, i64)> {
+        let resp = self
+            .client
+            .kv_client()
+            .get(networks_prefix(), Some(GetOptions::new().with_prefix()))
+            .await
+            .map_err(store_err("listing the overlay networks"))?;
+        let rev = resp.header().map_or(0, |h| h.revision());
+        Ok((resp.kvs().iter().filter_map(|k| decode(k.key(), k.value())).collect(), rev))
+    }
+
+    /// Records `net` if no network changed since `revision` (what it was
+    /// planned against); false when one did (plan again).
+    pub async fn create_network(&self, net: &Network, revision: i64) -> Result<bool> {
+        let key = network_key(&net.id);
+        let value = serde_json::to_vec(net).map_err(record_err(&key))?;
+        let txn = Txn::new()
+            .when([Compare::mod_revision(networks_prefix(), CompareOp::Less, revision + 1).with_prefix()])
+            .and_then([TxnOp::put(key, value, None)]);
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(store_err(format!("creating network {}", net.name)))?;
+        Ok(resp.succeeded())
+    }
+
+    /// Removes network `id` unless an endpoint (on any host) is on it;
+    /// returns the nodes holding endpoints when refused.
+    pub async fn remove_network(&self, id: &str) -> Result<std::result::Result<(), Vec<String>>> {
+        let txn = Txn::new()
+            .when([Compare::version(endpoints_prefix(id), CompareOp::Equal, 0).with_prefix()])
+            .and_then([TxnOp::delete(network_key(id), None)])
+            .or_else([TxnOp::get(endpoints_prefix(id), Some(GetOptions::new().with_prefix()))]);
+        let resp =
+            self.client.kv_client().txn(txn).await.map_err(store_err("removing an overlay network"))?;
+        if resp.succeeded() {
+            return Ok(Ok(()));
+        }
+        let mut holders: Vec<String> = Vec::new();
+        for r in resp.op_responses() {
+            if let TxnOpResponse::Get(g) = r {
+                for kv in g.kvs() {
+                    if let Some(e) = decode::<RemoteEndpoint>(kv.key(), kv.value())
+                        && !holders.contains(&e.node)
+                    {
+                        holders.push(e.node);
+                    }
                 }
             }
         }
-        out.sort_by(|a, b| a.id.cmp(&b.id));
-        Ok(out)
+        Ok(Err(holders))
+    }
+
+    /// Claims `ep.ip` on its network for this host (under its lease).
+    pub async fn claim(&self, ep: &RemoteEndpoint) -> Result<Claim> {
+        let key = endpoint_key(&ep.network_id, ep.ip);
+        let value = serde_json::to_vec(ep).map_err(record_err(&key))?;
+        let lease = self.lease.load(Ordering::SeqCst);
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Compare::version(network_key(&ep.network_id), CompareOp::Greater, 0),
+            ])
+            .and_then([TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)))])
+            .or_else([TxnOp::get(key.clone(), None), TxnOp::get(network_key(&ep.network_id), None)]);
+        let resp = self
+            .client
+            .kv_client()
+            .txn(txn)
+            .await
+            .map_err(store_err(format!("claiming address {}", ep.ip)))?;
+        if resp.succeeded() {
+            lock(&self.mine).insert(key, value);
+            return Ok(Claim::Claimed);
+        }
+        let gets: Vec<_> = resp
+            .op_responses()
+            .into_iter()
+            .filter_map(|r| if let TxnOpResponse::Get(g) = r { Some(g) } else { None })
+            .collect();
+        if gets.get(1).is_none_or(|g| g.kvs().is_empty()) {
+            return Err(Error::NetworkNotFound(ep.network_id.clone()));
+        }
+        match gets
+            .first()
+            .and_then(|g| g.kvs().first())
+            .and_then(|kv| decode::<RemoteEndpoint>(kv.key(), kv.value()))
+        {
+            // Ours already (a claim repeated after a restart): held anew under this lease.
+            Some(held) if held.node == self.me.id && held.sandbox_id == ep.sandbox_id => {
+                self.client
+                    .kv_client()
+                    .put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)))
+                    .await
+                    .map_err(store_err(format!("claiming address {}", ep.ip)))?;
+                lock(&self.mine).insert(key, value);
+                Ok(Claim::Claimed)
+            }
+            Some(held) => Ok(Claim::Taken(Box::new(held))),
+            None => Err(Error::Unsupported(format!("address {} is held by an unreadable record", ep.ip))),
+        }
+    }
+
+    /// Gives address `ip` of network `network_id` back.
+    pub async fn release(&self, network_id: &str, ip: std::net::Ipv4Addr) -> Result<()> {
+        let key = endpoint_key(network_id, ip);
+        self.client
+            .kv_client()
+            .delete(key.clone(), None)
+            .await
+            .map_err(store_err(format!("releasing address {ip}")))?;
+        lock(&self.mine).remove(&key);
+        Ok(())
     }
 }
 
 impl Drop for Cluster {
     fn drop(&mut self) {
-        self.keepalive.abort();
+        for t in &self.tasks {
+            t.abort();
+        }
     }
 }
 
-/// Grants a lease and puts the node's record under it; returns the lease.
-async fn register(client: &Client, me: &Node) -> Result<i64> {
-    let mut lease = client.lease_client();
-    let granted = lease.grant(LEASE_TTL, None).await.map_err(store_err("granting a lease"))?;
-    let value = serde_json::to_vec(me).map_err(|source| Error::StoreRecord { key: me.id.clone(), source })?;
-    client
-        .kv_client()
-        .put(format!("{}{}", nodes_prefix(), me.id), value, Some(PutOptions::new().with_lease(granted.id())))
-        .await
-        .map_err(store_err("registering this node"))?;
+/// A record of the store, or None (logged) when it does not decode.
+fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Option<T> {
+    serde_json::from_slice(value)
+        .inspect_err(|e| {
+            tracing::warn!(key = %String::from_utf8_lossy(key), error = %e, "unreadable record in the cluster store")
+        })
+        .ok()
+}
+
+async fn grant(client: &Client) -> Result<i64> {
+    let granted =
+        client.lease_client().grant(LEASE_TTL, None).await.map_err(store_err("granting a lease"))?;
     Ok(granted.id())
 }
 
-/// Keeps the lease alive (every TTL/3); when it is lost (the store was
-/// away longer than the TTL), registers again under a new one.
-async fn keep_alive(client: Client, me: Node, mut lease: i64) {
+async fn lease_alive(client: &Client, id: i64) -> bool {
+    client.lease_client().time_to_live(id, None).await.is_ok_and(|r| r.ttl() > 0)
+}
+
+async fn put_node(client: &Client, me: &Node, lease: i64) -> Result<()> {
+    let key = format!("{}{}", nodes_prefix(), me.id);
+    let value = serde_json::to_vec(me).map_err(record_err(&key))?;
+    client
+        .kv_client()
+        .put(key, value, Some(PutOptions::new().with_lease(lease)))
+        .await
+        .map_err(store_err("registering this node"))?;
+    Ok(())
+}
+
+/// Keeps the lease alive (every TTL/3). When the store was away longer
+/// than the TTL the lease is gone: registers again under a new one and
+/// puts this host's claims back (an address taken meanwhile is logged).
+async fn keep_alive(
+    client: Client,
+    me: Node,
+    lease: Arc<AtomicI64>,
+    mine: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
+    lease_file: std::path::PathBuf,
+) {
     let period = Duration::from_millis((LEASE_TTL as u64 * 1000) / 3);
     loop {
+        let id = lease.load(Ordering::SeqCst);
         let alive: Result<()> = async {
             let (mut keeper, mut stream) =
-                client.lease_client().keep_alive(lease).await.map_err(store_err("keeping the lease"))?;
+                client.lease_client().keep_alive(id).await.map_err(store_err("keeping the lease"))?;
             loop {
                 keeper.keep_alive().await.map_err(store_err("keeping the lease"))?;
                 match stream.message().await.map_err(store_err("keeping the lease"))? {
@@ -143,14 +384,117 @@ async fn keep_alive(client: Client, me: Node, mut lease: i64) {
         }
         .await;
         if let Err(e) = alive {
-            tracing::warn!(node = %me.id, error = %e, "cluster lease lost; registering again");
+            tracing::warn!(node = %me.id, error = %e, "cluster lease not kept alive");
         }
         tokio::time::sleep(period).await;
-        match register(&client, &me).await {
-            Ok(l) => lease = l,
+        if lease_alive(&client, id).await {
+            continue;
+        }
+        let renewed: Result<i64> = async {
+            let new = grant(&client).await?;
+            put_node(&client, &me, new).await?;
+            Ok(new)
+        }
+        .await;
+        match renewed {
+            Ok(new) => {
+                lease.store(new, Ordering::SeqCst);
+                let _ = std::fs::write(&lease_file, new.to_string());
+                let claims: Vec<(String, Vec<u8>)> =
+                    lock(&mine).iter().map(|(k, v)| (k.clone(), v.clone())).collect();
+                for (key, value) in claims {
+                    let txn = Txn::new()
+                        .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
+                        .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(new)))]);
+                    match client.kv_client().txn(txn).await {
+                        Ok(r) if r.succeeded() => {}
+                        Ok(_) => {
+                            tracing::error!(key, "an address of this host was taken while its lease was lost")
+                        }
+                        Err(e) => tracing::warn!(key, error = %e, "cannot claim an address again"),
+                    }
+                }
+                tracing::info!(node = %me.id, "registered with the cluster again under a new lease");
+            }
             Err(e) => tracing::warn!(node = %me.id, error = %e, "cannot register with the cluster store yet"),
         }
     }
+}
+
+/// Lists every key, then watches from the list's revision; on any break
+/// (the store away, a compacted revision) lists again. Each change sends
+/// a whole new [`Snapshot`].
+async fn watch(client: Client, store: String, tx: tokio::sync::watch::Sender<Arc<Snapshot>>) {
+    let mut logged = false;
+    loop {
+        match watch_once(&client, &tx).await {
+            Ok(()) => {}
+            Err(e) if !logged => {
+                tracing::warn!(store = %store, error = %e, "cluster watch broken; listing again when the store answers");
+                logged = true;
+            }
+            Err(_) => {}
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+async fn watch_once(client: &Client, tx: &tokio::sync::watch::Sender<Arc<Snapshot>>) -> Result<()> {
+    let resp = client
+        .kv_client()
+        .get(PREFIX, Some(GetOptions::new().with_prefix()))
+        .await
+        .map_err(store_err("listing the cluster"))?;
+    let rev = resp.header().map_or(0, |h| h.revision());
+    let mut keys: BTreeMap<Vec<u8>, Vec<u8>> =
+        resp.kvs().iter().map(|k| (k.key().to_vec(), k.value().to_vec())).collect();
+    tx.send_replace(Arc::new(snapshot_of(&keys)));
+    tracing::debug!(revision = rev, keys = keys.len(), "cluster listed");
+    let mut stream = client
+        .watch_client()
+        .watch(PREFIX, Some(WatchOptions::new().with_prefix().with_start_revision(rev + 1)))
+        .await
+        .map_err(store_err("watching the cluster"))?;
+    while let Some(resp) = stream.message().await.map_err(store_err("watching the cluster"))? {
+        if resp.canceled() || resp.compact_revision() > 0 {
+            return Err(Error::Unsupported(format!(
+                "the watch was cancelled (compacted at {}): {}",
+                resp.compact_revision(),
+                resp.cancel_reason()
+            )));
+        }
+        if resp.events().is_empty() {
+            continue;
+        }
+        for ev in resp.events() {
+            let Some(kv) = ev.kv() else { continue };
+            match ev.event_type() {
+                EventType::Put => keys.insert(kv.key().to_vec(), kv.value().to_vec()),
+                EventType::Delete => keys.remove(kv.key()),
+            };
+        }
+        tx.send_replace(Arc::new(snapshot_of(&keys)));
+    }
+    Err(Error::Unsupported("the store ended the watch".into()))
+}
+
+fn snapshot_of(keys: &BTreeMap<Vec<u8>, Vec<u8>>) -> Snapshot {
+    let mut snap = Snapshot { complete: true, ..Snapshot::default() };
+    let (nodes, networks, endpoints) = (
+        nodes_prefix().into_bytes(),
+        networks_prefix().into_bytes(),
+        format!("{PREFIX}endpoints/").into_bytes(),
+    );
+    for (k, v) in keys {
+        if k.starts_with(&nodes) {
+            snap.nodes.extend(decode(k, v));
+        } else if k.starts_with(&networks) {
+            snap.networks.extend(decode(k, v));
+        } else if k.starts_with(&endpoints) {
+            snap.endpoints.extend(decode(k, v));
+        }
+    }
+    snap
 }
 
 #[cfg(test)]

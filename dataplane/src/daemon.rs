@@ -166,7 +166,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
                     .unwrap_or_default(),
                 joined: chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Secs, true),
             };
-            Some(crate::cluster::Cluster::join(&endpoints, me).await.context("joining the cluster")?)
+            let lease_file = paths.state_dir.join("cluster-lease");
+            Some(
+                crate::cluster::Cluster::join(&endpoints, me, &lease_file)
+                    .await
+                    .context("joining the cluster")?,
+            )
         }
         None => None,
     };
@@ -175,6 +180,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp, settings);
     engine.ensure_predefined().await.context("creating predefined networks")?;
     engine.reconcile().await.context("reconciling the kernel to the store")?;
+    // Overlay: this host's addresses claimed again, then the others' followed.
+    engine.reclaim_overlay().await;
+    engine.start_cluster_sync();
     // Drop events, and expiry of idle flows (LRU eviction only handles pressure).
     engine.start_datapath_tasks(CT_GC_INTERVAL).context("starting the datapath's tasks")?;
 

@@ -31,6 +31,10 @@ pub enum Error {
     NoFreeSubnet,
     #[error("Address already in use: {ip} in network {network}")]
     AddressInUse { ip: Ipv4Addr, network: String },
+    #[error("Address already in use: {ip} on overlay network {network} is held by a sandbox of host {node}")]
+    AddressClaimed { ip: Ipv4Addr, network: String, node: String },
+    #[error("error while removing network: network {name} id {id} has active endpoints on host(s) {nodes}")]
+    NetworkInUseElsewhere { name: String, id: String, nodes: String },
     #[error("error while removing network: network {name} id {id} has active endpoints")]
     NetworkInUse { name: String, id: String },
     #[error("{0} is a pre-defined network and cannot be removed")]
@@ -100,7 +104,9 @@ impl Error {
             Error::NetworkExists(_)
             | Error::SandboxExists(_)
             | Error::AddressInUse { .. }
+            | Error::AddressClaimed { .. }
             | Error::NetworkInUse { .. }
+            | Error::NetworkInUseElsewhere { .. }
             | Error::SandboxRunning(_)
             | Error::AlreadyConnected { .. }
             | Error::SubnetOverlap { .. } => 409,

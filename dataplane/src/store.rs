@@ -65,6 +65,9 @@ pub struct Store {
     /// Orders publications: a later commit's state is never overwritten by
     /// an earlier one's.
     publishing: std::sync::Mutex<()>,
+    /// Overlay endpoints of other hosts (the cluster's watch sets them):
+    /// every snapshot carries them, none is written to the database.
+    remote: std::sync::RwLock<Vec<crate::domain::model::RemoteEndpoint>>,
 }
 
 /// A write transaction; dropped without [`Tx::commit`] it aborts.
@@ -107,6 +110,7 @@ impl Store {
             min_free,
             view: tokio::sync::watch::channel(std::sync::Arc::new(State::default())).0,
             publishing: std::sync::Mutex::new(()),
+            remote: std::sync::RwLock::new(Vec::new()),
         };
         store.publish()?;
         Ok(store)
@@ -184,8 +188,16 @@ impl Store {
                 sandboxes: read_all(&tx, SANDBOXES)?,
                 endpoints: read_all(&tx, ENDPOINTS)?,
                 pools: read_all(&tx, POOLS)?,
+                remote: self.remote.read().unwrap_or_else(|p| p.into_inner()).clone(),
             })
         })
+    }
+
+    /// Replaces the other hosts' overlay endpoints and publishes the
+    /// state with them (the resolver answers their names at once).
+    pub fn set_remote(&self, remote: Vec<crate::domain::model::RemoteEndpoint>) -> Result<()> {
+        *self.remote.write().unwrap_or_else(|p| p.into_inner()) = remote;
+        self.publish()
     }
 
     /// Begins a mutation; refused with a clear error while the state dir

@@ -5,6 +5,7 @@
 //! test fails. Nothing outside these namespaces is touched.
 
 pub mod docker;
+pub mod etcd;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -158,7 +158,7 @@ pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
         name: n.name.clone(),
         id: n.id.clone(),
         created: n.created.clone(),
-        scope: "local".into(),
+        scope: if n.is_overlay() { "global" } else { "local" }.into(),
         driver: n.driver.name().to_string(),
         enable_ipv4: true,
         enable_ipv6: false,

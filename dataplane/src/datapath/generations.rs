@@ -14,7 +14,7 @@ use aya::maps::{Array, Map, MapData};
 use aya::programs::{ProgramInfo, loaded_programs};
 use dataplane_common::{Config, MAP_CONFIG};
 
-use super::programs::{CGROUP_LINK_PREFIX, PROG_UPLINK_INGRESS, PROG_VETH_INGRESS, Programs, SOCK_PROGRAMS};
+use super::programs::{CGROUP_LINK_PREFIX, Programs, SOCK_PROGRAMS, TC_PROGRAMS};
 use super::sys;
 use crate::error::{Error, Result};
 
@@ -25,10 +25,7 @@ fn kernel_name(name: &str) -> &str {
 
 /// Whether a kernel program name is one of ours.
 fn is_ours(kname: &str) -> bool {
-    [PROG_VETH_INGRESS, PROG_UPLINK_INGRESS]
-        .iter()
-        .chain(SOCK_PROGRAMS.iter())
-        .any(|n| kernel_name(n) == kname)
+    TC_PROGRAMS.iter().chain(SOCK_PROGRAMS.iter()).any(|n| kernel_name(n) == kname)
 }
 
 /// A link of ours in the kernel.
@@ -67,7 +64,7 @@ impl Programs {
     fn current_programs(&self) -> Result<HashMap<u32, &'static str>> {
         let mut ids = HashMap::new();
         let ebpf = self.object();
-        for name in [PROG_VETH_INGRESS, PROG_UPLINK_INGRESS].into_iter().chain(SOCK_PROGRAMS) {
+        for name in TC_PROGRAMS.into_iter().chain(SOCK_PROGRAMS) {
             let prog = ebpf
                 .program(name)
                 .ok_or_else(|| Error::BpfObject(format!("program {name} is missing from the object")))?;

@@ -6,6 +6,7 @@
 //! | module        | maps                                   | concern                                   |
 //! |---------------|----------------------------------------|-------------------------------------------|
 //! | [`endpoints`] | DP_ENDPOINTS, DP_LOCAL, DP_SUBNETS     | which veth is which endpoint, on which network |
+//! | [`overlay`]   | DP_REMOTE                              | overlay addresses on other hosts (VXLAN)  |
 //! | [`services`]  | DP_SERVICES, DP_HOST_IPS               | published ports and where they answer     |
 //! | [`conntrack`] | DP_CT                                  | tracked flows, their timeouts and GC      |
 //! | [`lb`]        | DP_LB, DP_LB_STATS                     | Maglev tables of alias VIPs               |
@@ -33,6 +34,7 @@ pub mod events;
 mod generations;
 pub mod lb;
 pub mod metrics;
+pub mod overlay;
 pub mod programs;
 pub mod services;
 pub mod sys;
@@ -43,6 +45,7 @@ pub use generations::Attachment;
 pub struct Datapath {
     pub programs: programs::Programs,
     pub endpoints: endpoints::Endpoints,
+    pub overlay: overlay::Overlay,
     pub services: services::Services,
     pub conntrack: Arc<conntrack::Conntrack>,
     pub lb: lb::LoadBalancer,
@@ -59,6 +62,7 @@ impl Datapath {
         let mut ebpf = programs::load(bpffs)?;
         Ok(Datapath {
             endpoints: endpoints::Endpoints::take(&mut ebpf)?,
+            overlay: overlay::Overlay::take(&mut ebpf)?,
             services: services::Services::take(&mut ebpf)?,
             conntrack: Arc::new(conntrack::Conntrack::take(&mut ebpf, ct_timeouts)?),
             lb: lb::LoadBalancer::take(&mut ebpf)?,

@@ -22,6 +22,10 @@ static OBJECT: &[u8] = include_bytes_aligned!(env!("DATAPLANE_BPF_OBJECT"));
 pub const PROG_VETH_INGRESS: &str = "dp_veth_ingress";
 /// Program on the uplink (tcx ingress): published ports.
 pub const PROG_UPLINK_INGRESS: &str = "dp_uplink_ingress";
+/// Program on the VXLAN device (tcx ingress): overlay packets from other hosts.
+pub const PROG_OVERLAY_INGRESS: &str = "dp_overlay_ingress";
+/// Every tcx program.
+pub const TC_PROGRAMS: [&str; 3] = [PROG_VETH_INGRESS, PROG_UPLINK_INGRESS, PROG_OVERLAY_INGRESS];
 /// cgroup-v2 socket hooks (host processes → published ports).
 pub const SOCK_PROGRAMS: [&str; 8] = [
     "dp_connect4",
@@ -119,7 +123,7 @@ pub(super) fn load(bpffs: &Path) -> Result<Ebpf> {
         .default_map_pin_directory(bpffs)
         .load(OBJECT)
         .map_err(|source| Error::BpfLoad { source })?;
-    for name in [PROG_VETH_INGRESS, PROG_UPLINK_INGRESS] {
+    for name in TC_PROGRAMS {
         let prog: &mut SchedClassifier =
             ebpf.program_mut(name).ok_or_else(|| missing(name))?.try_into().map_err(prog_err(name))?;
         prog.load().map_err(prog_err(format!("load {name} (needs CAP_BPF and a kernel with tcx)")))?;
@@ -158,6 +162,11 @@ impl Programs {
     /// Attaches the uplink program (published ports) at tcx ingress of `ifname`.
     pub fn attach_uplink(&self, ifname: &str) -> Result<()> {
         self.attach(PROG_UPLINK_INGRESS, ifname)
+    }
+
+    /// Attaches the overlay program at tcx ingress of the VXLAN device `ifname`.
+    pub fn attach_overlay(&self, ifname: &str) -> Result<()> {
+        self.attach(PROG_OVERLAY_INGRESS, ifname)
     }
 
     /// A pin that no longer holds a live link goes (so it can be made anew);

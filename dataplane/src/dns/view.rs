@@ -5,7 +5,7 @@
 
 use std::net::Ipv4Addr;
 
-use crate::domain::model::{Endpoint, Network, Sandbox};
+use crate::domain::model::{Endpoint, Network, RemoteEndpoint, Sandbox};
 use crate::domain::state::State;
 
 /// What a query for a name resolves to.
@@ -110,6 +110,19 @@ impl<'a> View<'a> {
                 addrs.push(ep.ip);
             }
         }
+        // Sandboxes of the asker's overlay networks on other hosts (live:
+        // their host's lease holds their records).
+        for r in self.remote(|r| {
+            r.name.eq_ignore_ascii_case(name)
+                || r.hostname.eq_ignore_ascii_case(name)
+                || (name.len() >= 12 && name.len() <= r.sandbox_id.len() && r.sandbox_id.starts_with(name))
+                || r.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
+        }) {
+            known = true;
+            if !addrs.contains(&r.1.ip) {
+                addrs.push(r.1.ip);
+            }
+        }
         if !known {
             return Found::Unknown;
         }
@@ -132,10 +145,22 @@ impl<'a> View<'a> {
 
     /// `NAME.NETWORK` of the live sandbox holding `ip` on a shared network.
     pub fn reverse(&self, ip: Ipv4Addr) -> Found {
-        self.neighbours(|_, ep| ep.ip == ip)
+        if let Some((net, sb, _)) = self.neighbours(|_, ep| ep.ip == ip).first() {
+            return Found::Ptr(format!("{}.{}", sb.name, net.name));
+        }
+        self.remote(|r| r.ip == ip)
             .first()
-            .map(|(net, sb, _)| Found::Ptr(format!("{}.{}", sb.name, net.name)))
+            .map(|(net, r)| Found::Ptr(format!("{}.{}", r.name, net.name)))
             .unwrap_or(Found::Unknown)
+    }
+
+    /// Other hosts' endpoints on the asker's (overlay) networks that `matches`.
+    fn remote(&self, matches: impl Fn(&RemoteEndpoint) -> bool) -> Vec<(&'a Network, &'a RemoteEndpoint)> {
+        self.networks
+            .iter()
+            .flat_map(|net| self.state.remote_of_network(&net.id).map(move |r| (*net, r)))
+            .filter(|(_, r)| matches(r))
+            .collect()
     }
 }
 
@@ -239,6 +264,7 @@ mod tests {
             sandboxes: vec![a, b, c, d, e],
             endpoints,
             pools: vec![],
+            remote: vec![],
         }
     }
 
@@ -270,6 +296,37 @@ mod tests {
         assert_eq!(parse_reverse("3.0.1.in-addr.arpa."), None);
         assert_eq!(v.reverse("10.1.0.3".parse().expect("valid literal")), Found::Ptr("b.mynet".into()));
         assert_eq!(v.reverse("10.2.0.2".parse().expect("valid literal")), Found::Unknown);
+    }
+
+    #[test]
+    fn sandboxes_of_other_hosts_on_a_shared_overlay_network_are_answered() {
+        let mut st = state();
+        let remote = |net: &str, name: &str, ip: &str| RemoteEndpoint {
+            node: "n2".into(),
+            underlay: "192.0.2.12".parse().expect("valid literal"),
+            network_id: net.into(),
+            sandbox_id: name.repeat(64).chars().take(64).collect(),
+            name: name.into(),
+            hostname: format!("host-{name}"),
+            aliases: vec!["forever".into()],
+            ip: ip.parse().expect("valid literal"),
+            mac: [2, 0x42, 0, 0, 0, 1],
+        };
+        let (mynet, other) = (st.networks[0].id.clone(), st.networks[1].id.clone());
+        st.remote = vec![remote(&mynet, "r", "10.1.0.9"), remote(&other, "s", "10.2.0.9")];
+        let v = View::new(&st, &"1".repeat(64), &live);
+        assert_eq!(v.lookup("r"), Found::Addrs(vec!["10.1.0.9".parse().expect("valid literal")]));
+        assert_eq!(v.lookup("host-r"), Found::Addrs(vec!["10.1.0.9".parse().expect("valid literal")]));
+        // An alias spans the hosts: the local and the remote holder.
+        assert_eq!(
+            v.lookup("forever"),
+            Found::Addrs(vec![
+                "10.1.0.3".parse().expect("valid literal"),
+                "10.1.0.9".parse().expect("valid literal")
+            ])
+        );
+        assert_eq!(v.lookup("s"), Found::Unknown, "not a network the asker is on");
+        assert_eq!(v.reverse("10.1.0.9".parse().expect("valid literal")), Found::Ptr("r.mynet".into()));
     }
 
     #[test]

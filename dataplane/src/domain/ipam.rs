@@ -42,9 +42,28 @@ fn default_pools() -> impl Iterator<Item = Ipv4Network> {
     b.chain(c)
 }
 
+/// Automatic subnets of overlay networks: 10.0.0.0/24, 10.0.1.0/24, …
+/// (the /24s Docker's swarm takes from 10.0.0.0/8).
+fn overlay_pools() -> impl Iterator<Item = Ipv4Network> {
+    (0u8..=255).filter_map(|x| Ipv4Network::new(Ipv4Addr::new(10, 0, x, 0), 24).ok())
+}
+
 /// Validates (or completes, when no subnet is given) an IPAM config.
 /// `taken` are subnets already used by other networks (with their names).
 pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> {
+    plan_in(req, taken, default_pools())
+}
+
+/// [`plan`] for an overlay network (automatic subnets from [`overlay_pools`]).
+pub fn plan_overlay(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> {
+    plan_in(req, taken, overlay_pools())
+}
+
+fn plan_in(
+    req: &IpamRequest,
+    taken: &[(Ipv4Network, String)],
+    mut pools: impl Iterator<Item = Ipv4Network>,
+) -> Result<Ipam> {
     let subnet = match &req.subnet {
         Some(s) => {
             let net = parse_net("subnet", s)?;
@@ -69,7 +88,7 @@ pub fn plan(req: &IpamRequest, taken: &[(Ipv4Network, String)]) -> Result<Ipam> 
                     "--ip-range, --gateway and --aux-address need --subnet",
                 ));
             }
-            default_pools().find(|p| !taken.iter().any(|(t, _)| t.overlaps(*p))).ok_or(Error::NoFreeSubnet)?
+            pools.find(|p| !taken.iter().any(|(t, _)| t.overlaps(*p))).ok_or(Error::NoFreeSubnet)?
         }
     };
     let ip_range = match &req.ip_range {
@@ -167,12 +186,20 @@ pub fn check_requested(ipam: &Ipam, ip: Ipv4Addr, used: &HashSet<Ipv4Addr>, netw
 
 /// The lowest free address of the ip-range (or the subnet).
 pub fn allocate(ipam: &Ipam, used: &HashSet<Ipv4Addr>, network: &str) -> Result<Ipv4Addr> {
+    allocate_from(ipam, used, network, 0)
+}
+
+/// The first free address of the ip-range (or the subnet) at or after the
+/// `skip`-th one, wrapping around: hosts of a cluster start their searches
+/// at different places, so that concurrent claims seldom collide.
+pub fn allocate_from(ipam: &Ipam, used: &HashSet<Ipv4Addr>, network: &str, skip: u32) -> Result<Ipv4Addr> {
     let pool = ipam.ip_range.unwrap_or(ipam.subnet);
     let reserved = reserved(ipam);
     let start = u32::from(pool.network());
-    let end = u32::from(pool.broadcast());
-    (start..=end)
-        .map(Ipv4Addr::from)
+    let size = u32::from(pool.broadcast()) - start + 1;
+    let skip = skip % size;
+    (0..size)
+        .map(|i| Ipv4Addr::from(start + (skip + i) % size))
         .find(|ip| !reserved.contains(ip) && !used.contains(ip))
         .ok_or_else(|| Error::PoolExhausted { network: network.to_string() })
 }

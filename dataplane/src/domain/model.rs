@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 pub use super::options::{Driver, DriverOptions, Proto};
 
+/// MTU of overlay sandboxes: a 1500-byte underlay less VXLAN's 50 bytes.
+pub const OVERLAY_MTU: u32 = 1450;
+
 /// A network: driver + IPAM config + options.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 pub struct Network {
@@ -226,12 +229,36 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
 }
 
+/// An endpoint of an overlay network on another host of the cluster, as
+/// that host registered it in the cluster store.
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct RemoteEndpoint {
+    /// The host's node ID and underlay address (where VXLAN goes).
+    pub node: String,
+    pub underlay: std::net::IpAddr,
+    pub network_id: String,
+    pub sandbox_id: String,
+    /// Names the embedded DNS answers for it: name, hostname, aliases.
+    pub name: String,
+    pub hostname: String,
+    pub aliases: Vec<String>,
+    pub ip: Ipv4Addr,
+    pub mac: [u8; 6],
+}
+
 impl Network {
     pub fn short_id(&self) -> &str {
         &self.id[..12]
     }
+    /// Bridge and overlay networks: a Linux bridge on this host holds the
+    /// gateway and the local sandboxes' veths, with the BPF veth program on each.
     pub fn is_bridge(&self) -> bool {
-        self.driver == Driver::Bridge
+        matches!(self.driver, Driver::Bridge | Driver::Overlay)
+    }
+
+    /// A network of the cluster (its record lives in etcd; every host has it).
+    pub fn is_overlay(&self) -> bool {
+        self.driver == Driver::Overlay
     }
 
     /// The network's `-o` options, typed (they were checked when it was
@@ -272,17 +299,22 @@ impl Network {
 
     /// `com.docker.network.driver.mtu`, when set (validated at create: 68–65535).
     pub fn mtu(&self) -> Option<u32> {
-        self.driver_options().mtu()
+        let given = self.driver_options().mtu();
+        match self.driver {
+            // VXLAN over IPv4 adds 50 bytes (outer Ethernet 14, IPv4 20, UDP 8, VXLAN 8).
+            Driver::Overlay => Some(given.unwrap_or(OVERLAY_MTU).min(OVERLAY_MTU)),
+            _ => given,
+        }
     }
 
     /// Whether aliases on this network are balanced through virtual IPs.
     pub fn balances_aliases(&self) -> bool {
-        self.driver == Driver::Bridge && super::options::balances_aliases(&self.options)
+        self.is_bridge() && super::options::balances_aliases(&self.options)
     }
 
     /// Networks whose sandboxes get endpoints (and so support connect).
     pub fn has_endpoints(&self) -> bool {
-        matches!(self.driver, Driver::Bridge | Driver::Macvlan)
+        matches!(self.driver, Driver::Bridge | Driver::Macvlan | Driver::Overlay)
     }
 }
 

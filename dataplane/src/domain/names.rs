@@ -82,6 +82,11 @@ pub fn bridge_name(network_id: &str) -> String {
     format!("br-{}", &network_id[..12])
 }
 
+/// The local bridge of overlay network `network_id` on each host.
+pub fn overlay_bridge_name(network_id: &str) -> String {
+    format!("ov-{}", &network_id[..12])
+}
+
 /// Macvlan sub-interface name before it moves into the sandbox.
 pub fn macvlan_name() -> String {
     let bytes: [u8; 4] = rand::rng().random();
@@ -109,7 +114,7 @@ pub fn parse_mac(s: &str) -> Option<[u8; 6]> {
 }
 
 /// Interface name prefixes the daemon owns; reconcile removes unknown ones.
-pub const OWNED_PREFIXES: [&str; 2] = ["br-", "veth"];
+pub const OWNED_PREFIXES: [&str; 3] = ["br-", "ov-", "veth"];
 
 #[cfg(test)]
 mod tests {

@@ -38,6 +38,8 @@ pub enum Driver {
     Null,
     /// Named so that its refusal can say why (this kernel lacks it).
     Ipvlan,
+    /// Spans the hosts of a cluster (`--cluster-store`): VXLAN in BPF.
+    Overlay,
 }
 
 impl Driver {
@@ -49,6 +51,7 @@ impl Driver {
             "host" => Driver::Host,
             "null" => Driver::Null,
             "ipvlan" => Driver::Ipvlan,
+            "overlay" => Driver::Overlay,
             other => return Err(Error::UnknownDriver(other.to_string())),
         })
     }
@@ -60,6 +63,7 @@ impl Driver {
             Driver::Host => "host",
             Driver::Null => "null",
             Driver::Ipvlan => "ipvlan",
+            Driver::Overlay => "overlay",
         }
     }
 
@@ -77,6 +81,7 @@ impl Driver {
                 key::LB,
             ],
             Driver::Macvlan | Driver::Ipvlan => &[key::PARENT, key::MACVLAN_MODE, key::MTU],
+            Driver::Overlay => &[key::ENABLE_ICC, key::MTU, key::LB],
             Driver::Host | Driver::Null => &[],
         }
     }
@@ -229,7 +234,9 @@ impl DriverOptions {
         }
         let get = |k: &str| given.get(k).map(String::as_str);
         Ok(match driver {
-            Driver::Bridge => {
+            // An overlay network is a bridge on each host (the gateway, the
+            // local sandboxes) joined to the others by VXLAN in BPF.
+            Driver::Bridge | Driver::Overlay => {
                 let mut o = BridgeOptions {
                     name: get(key::BRIDGE_NAME).map(String::from),
                     ..BridgeOptions::default()

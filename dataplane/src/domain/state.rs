@@ -12,6 +12,9 @@ pub struct State {
     pub endpoints: Vec<Endpoint>,
     /// Address pools of runtimes' IPAM requests.
     pub pools: Vec<crate::domain::ipam::Pool>,
+    /// Endpoints of overlay networks on the cluster's other hosts (from the
+    /// cluster store's watch; kept in memory, not in the store).
+    pub remote: Vec<crate::domain::model::RemoteEndpoint>,
 }
 
 impl State {
@@ -50,6 +53,14 @@ impl State {
     /// Like [`State::sandbox`], with Docker's "No such container" error.
     pub fn require_sandbox(&self, id_or_name: &str) -> Result<&Sandbox> {
         self.sandbox(id_or_name).ok_or_else(|| Error::SandboxNotFound(id_or_name.to_string()))
+    }
+
+    /// Endpoints of network `network_id` on the cluster's other hosts.
+    pub fn remote_of_network<'a>(
+        &'a self,
+        network_id: &'a str,
+    ) -> impl Iterator<Item = &'a crate::domain::model::RemoteEndpoint> {
+        self.remote.iter().filter(move |e| e.network_id == network_id)
     }
 
     pub fn endpoints_of_network<'a>(&'a self, network_id: &'a str) -> impl Iterator<Item = &'a Endpoint> {

@@ -17,7 +17,7 @@ use crate::sys::netlink::Netlink;
 /// must exist).
 pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
     match net.driver {
-        Driver::Bridge => bridge::create_network(host, net).await,
+        Driver::Bridge | Driver::Overlay => bridge::create_network(host, net).await,
         Driver::Macvlan => macvlan::check_parent(host, net).await,
         _ => Ok(()),
     }
@@ -25,7 +25,7 @@ pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
 
 pub async fn delete_network(host: &Netlink, net: &Network) -> Result<()> {
     match net.driver {
-        Driver::Bridge => bridge::delete_network(host, net).await,
+        Driver::Bridge | Driver::Overlay => bridge::delete_network(host, net).await,
         _ => Ok(()),
     }
 }
@@ -40,7 +40,7 @@ pub async fn attach(
     default_route: bool,
 ) -> Result<u32> {
     match net.driver {
-        Driver::Bridge => bridge::attach(host, net, ep, netns, default_route).await,
+        Driver::Bridge | Driver::Overlay => bridge::attach(host, net, ep, netns, default_route).await,
         Driver::Macvlan => macvlan::attach(host, net, ep, netns, default_route).await,
         other => Err(Error::Unsupported(format!("driver {other} has no endpoints"))),
     }
@@ -49,7 +49,7 @@ pub async fn attach(
 /// Removes an endpoint's interfaces. Cleans up as much as it can.
 pub async fn detach(host: &Netlink, net: &Network, ep: &Endpoint, netns: &Path) -> Result<()> {
     match net.driver {
-        Driver::Bridge => bridge::detach(host, ep).await,
+        Driver::Bridge | Driver::Overlay => bridge::detach(host, ep).await,
         Driver::Macvlan => macvlan::detach(ep, netns).await,
         _ => Ok(()),
     }

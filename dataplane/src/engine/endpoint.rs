@@ -129,8 +129,10 @@ pub(super) fn plan_endpoint(
         return Err(Error::invalid("alias", bad, "must be a DNS name: 1-253 characters of [a-zA-Z0-9.-_]"));
     }
     let mut used: HashSet<Ipv4Addr> = state.endpoints_of_network(&net.id).map(|e| e.ip).collect();
-    // Virtual IPs are taken too (they live on the bridge).
+    // Virtual IPs are taken too (they live on the bridge), and on an
+    // overlay network the addresses of the other hosts' sandboxes.
     used.extend(net.vips.values().copied());
+    used.extend(state.remote_of_network(&net.id).map(|e| e.ip));
     let ip = match ip {
         Some(s) if !s.is_empty() => {
             let ip: Ipv4Addr = s.parse().map_err(|_| Error::invalid("ip", s, "not an IPv4 address"))?;
@@ -167,6 +169,8 @@ impl Engine {
         undo: &mut Undo<'a>,
     ) -> Result<()> {
         let netns = Path::new(&sb.netns);
+        // On an overlay network the address is the cluster's: claimed first.
+        self.claim_overlay(net, sb, &plan.ep, undo).await?;
         // A runtime's container side stays here for the runtime to move in.
         let hidx = match sb.owner {
             Some(_) => drivers::bridge::attach_unmoved(&self.host, net, &plan.ep).await?,
@@ -223,6 +227,7 @@ impl Engine {
             errors.extend(self.dp.programs.detach_veth(host_if).err());
         }
         errors.extend(drivers::detach(&self.host, net, ep, netns).await.err());
+        errors.extend(self.release_overlay(net, ep).await.err());
         errors
     }
 
@@ -234,6 +239,19 @@ impl Engine {
         aliases: &[String],
     ) -> Result<()> {
         let _g = self.lock.lock().await;
+        super::overlay::planning_again_on_lost_claims(ip.is_some_and(|i| !i.is_empty()), || {
+            self.connect_locked(net_ref, sb_ref, ip, aliases)
+        })
+        .await
+    }
+
+    async fn connect_locked(
+        &self,
+        net_ref: &str,
+        sb_ref: &str,
+        ip: Option<&str>,
+        aliases: &[String],
+    ) -> Result<()> {
         let state = self.store.state()?;
         let (net, sb, plan) = plan_connect(&state, net_ref, sb_ref, ip, aliases)?;
         // Apply: records and interfaces together; a failure reverses both.

@@ -25,6 +25,7 @@ mod fixtures;
 pub use aliases::{Vip, VipBackend};
 pub use docker::{DockerNetwork, DockerPort, Joined};
 mod network;
+mod overlay;
 mod publish;
 mod reconcile;
 mod sandbox;
@@ -102,6 +103,10 @@ pub struct Removed {
 }
 
 pub const DEFAULT_BRIDGE_DEVICE: &str = "dp0";
+/// The host's one VXLAN device (external mode) of every overlay network.
+pub const VXLAN_DEVICE: &str = "dp-vxlan";
+/// VXLAN's IANA port.
+pub const VXLAN_PORT: u16 = 4789;
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Engine {

@@ -24,6 +24,69 @@ pub(super) struct NetworkContext {
     pub host_claims: Vec<(Ipv4Network, String)>,
     /// The runtime asking (its network ID is `id`), if not our own API.
     pub owner: Option<Owner>,
+    /// The cluster's overlay networks as the store has them now; None when
+    /// this daemon is not in a cluster.
+    pub cluster: Option<Vec<Network>>,
+}
+
+/// First VXLAN network identifier (as Docker's overlay: 4096 and up); the
+/// numbers of local networks stay below it, so an overlay network's number
+/// in the BPF maps is its VNI on every host.
+pub const VNI_BASE: u32 = 4096;
+const VNI_MAX: u32 = (1 << 24) - 1;
+
+/// Plans an overlay network against the cluster's networks: name, subnet
+/// (10.0.X.0/24 when none is given) and VNI unique cluster-wide.
+fn plan_overlay(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Result<Network> {
+    let Some(cluster) = &cx.cluster else {
+        return Err(Error::Unsupported(
+            "overlay networks need a cluster: start the daemon with --cluster-store etcd://IP:PORT --cluster-advertise IP"
+                .into(),
+        ));
+    };
+    if let Some(n) = cluster.iter().find(|n| n.name == req.name) {
+        return Err(Error::NetworkExists(n.name.clone()));
+    }
+    if let DriverOptions::Bridge(b) = &req.driver_options
+        && b.balance_aliases
+    {
+        return Err(Error::invalid(
+            "option",
+            format!("{}=vip", key::LB),
+            "alias VIPs are not balanced across hosts yet; use DNS round robin (no -o lb=vip) on overlay networks",
+        ));
+    }
+    // Subnets of every network here and in the cluster, and the host's own.
+    let mut taken: Vec<(Ipv4Network, String)> = state
+        .networks
+        .iter()
+        .chain(cluster)
+        .filter(|n| n.is_bridge())
+        .filter_map(|n| n.ipam.as_ref().map(|i| (i.subnet, n.name.clone())))
+        .collect();
+    if req.ipam.subnet.is_none() {
+        taken.extend(cx.host_claims.iter().map(|(n, what)| (*n, format!("the host's {what}"))));
+    }
+    let ipam = ipam::plan_overlay(&req.ipam, &taken)?;
+    let vnis: HashSet<u32> = cluster.iter().map(|n| n.num).collect();
+    let vni = (VNI_BASE..=VNI_MAX)
+        .find(|v| !vnis.contains(v))
+        .ok_or_else(|| Error::Unsupported("every VXLAN network identifier is taken".into()))?;
+    Ok(Network {
+        id: cx.id.clone(),
+        name: req.name.clone(),
+        driver: Driver::Overlay,
+        created: cx.created.clone(),
+        num: vni,
+        ipam: Some(ipam),
+        internal: req.internal,
+        options: req.options.clone(),
+        labels: req.labels.clone(),
+        device: Some(names::overlay_bridge_name(&cx.id)),
+        predefined: false,
+        vips: BTreeMap::new(),
+        owner: cx.owner,
+    })
 }
 
 /// Plans `network create`: the record, its device and subnet, or Docker's
@@ -44,6 +107,7 @@ pub(super) fn plan_network(state: &State, req: &NetworkCreate, cx: &NetworkConte
         Driver::Ipvlan => {
             return Err(Error::Unsupported("driver ipvlan is not implemented by dataplane yet".into()));
         }
+        Driver::Overlay => return plan_overlay(state, req, cx),
     }
     let device = match &req.driver_options {
         DriverOptions::Bridge(b) => {
@@ -111,7 +175,12 @@ pub(super) fn plan_network(state: &State, req: &NetworkCreate, cx: &NetworkConte
         name: req.name.clone(),
         driver,
         created: cx.created.clone(),
-        num: state.networks.iter().map(|n| n.num).max().unwrap_or(0) + 1,
+        num: {
+            let used: HashSet<u32> = state.networks.iter().map(|n| n.num).collect();
+            (1..VNI_BASE).find(|n| !used.contains(n)).ok_or_else(|| {
+                Error::Unsupported(format!("this host has {} local networks already", VNI_BASE - 1))
+            })?
+        },
         ipam,
         internal: req.internal,
         options,
@@ -156,6 +225,9 @@ impl Engine {
     }
 
     pub async fn create_network(&self, req: NetworkCreate) -> Result<String> {
+        if req.driver == Driver::Overlay {
+            return self.create_overlay(req).await;
+        }
         self.create_network_inner(req, false).await
     }
 
@@ -174,15 +246,23 @@ impl Engine {
             predefined,
             host_links: self.host.links().await?.into_iter().map(|l| l.name).collect(),
             host_claims: self.host.ipv4_claims().await?,
+            cluster: None,
         };
         let net = plan_network(&state, &req, &cx)?;
-        // Apply: each kernel change pushes its reversal; a failure before
-        // the commit reverses them all (a half-made bridge does not survive).
-        drivers::create_network(&self.host, &net).await?;
+        self.apply_network(&net).await?;
+        tracing::info!(network = %net.name, id = %net.short_id(), driver = %net.driver, "network created");
+        Ok(net.id)
+    }
+
+    /// Makes a planned network: its devices, its subnet in BPF, its record.
+    /// Each kernel change pushes its reversal; a failure before the commit
+    /// reverses them all (a half-made bridge does not survive).
+    pub(super) async fn apply_network(&self, net: &Network) -> Result<()> {
+        drivers::create_network(&self.host, net).await?;
         let mut undo = Undo::new();
         undo.push(
             format!("delete the devices of network {}", net.name),
-            drivers::delete_network(&self.host, &net),
+            drivers::delete_network(&self.host, net),
         );
         let res = async {
             if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
@@ -193,7 +273,7 @@ impl Engine {
                 });
             }
             let tx = self.store.begin()?;
-            tx.put_network(&net)?;
+            tx.put_network(net)?;
             self.store.commit(tx)
         }
         .await;
@@ -201,8 +281,7 @@ impl Engine {
         if let Err(e) = self.refresh_host_ips(&self.store.state()?).await {
             tracing::warn!(error = %e, "refreshing host addresses");
         }
-        tracing::info!(network = %net.name, id = %net.short_id(), driver = %net.driver, "network created");
-        Ok(net.id)
+        Ok(())
     }
 
     /// "Check, don't assume": ask the kernel for an ipvlan link and report what it says.
@@ -240,9 +319,18 @@ impl Engine {
         if state.endpoints_of_network(&net.id).next().is_some() {
             return Err(Error::NetworkInUse { name: net.name, id: net.id });
         }
+        if net.is_overlay() {
+            self.remove_overlay_record(&net).await?;
+        }
         let tx = self.store.begin()?;
         tx.del_network(&net.id)?;
         self.store.commit(tx)?;
+        Ok(Removed { warnings: self.teardown_network(&net).await, id: net.id })
+    }
+
+    /// Removes a network's devices and datapath entries (its record is
+    /// gone), every step tried; returns what could not be undone.
+    pub(super) async fn teardown_network(&self, net: &Network) -> Vec<String> {
         let mut warnings = Vec::new();
         let mut failed = |step: &str, e: Error| {
             tracing::warn!(network = %net.name, step, error = %e, "teardown step failed; the next reconcile retries it");
@@ -251,7 +339,7 @@ impl Engine {
                 net.name
             ));
         };
-        if let Err(e) = drivers::delete_network(&self.host, &net).await {
+        if let Err(e) = drivers::delete_network(&self.host, net).await {
             failed("deleting the devices", e);
         }
         if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam)
@@ -259,12 +347,17 @@ impl Engine {
         {
             failed("removing the subnet from the datapath", e);
         }
-        if let Err(e) = self.refresh_host_ips(&self.store.state()?).await {
-            tracing::warn!(error = %e, "refreshing host addresses");
+        match self.store.state() {
+            Ok(st) => {
+                if let Err(e) = self.refresh_host_ips(&st).await {
+                    tracing::warn!(error = %e, "refreshing host addresses");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "refreshing host addresses"),
         }
         self.sync_lb().await;
         tracing::info!(network = %net.name, "network removed");
-        Ok(Removed { id: net.id, warnings })
+        warnings
     }
 
     /// Removes every user network without endpoints; returns their names.
@@ -294,6 +387,7 @@ mod tests {
             host_links: HashSet::from(["lo".to_string(), "up0".to_string(), "br-taken".to_string()]),
             host_claims: vec![("172.18.0.0/16".parse().expect("net"), "route via up0".into())],
             owner: None,
+            cluster: None,
         }
     }
 
@@ -347,5 +441,44 @@ mod tests {
         // The daemon's own predefined networks may be host and null.
         let pre = NetworkContext { predefined: true, ..cx() };
         assert!(plan_network(&st, &req("host", "host", None, &[]), &pre).is_ok());
+    }
+
+    #[test]
+    fn an_overlay_network_is_planned_against_the_clusters_networks() {
+        let st = state_with(&[]);
+        // Not in a cluster: the refusal says what to pass.
+        let e = plan_network(&st, &req("ov", "overlay", None, &[]), &cx()).expect_err("no cluster");
+        assert!(e.to_string().contains("--cluster-store etcd://IP:PORT --cluster-advertise IP"), "{e}");
+        let incx = NetworkContext { cluster: Some(vec![]), ..cx() };
+        let first = plan_network(&st, &req("ov", "overlay", None, &[]), &incx).expect("first");
+        assert_eq!(first.num, VNI_BASE, "the first VNI");
+        assert_eq!(first.ipam.as_ref().map(|i| i.subnet.to_string()), Some("10.0.0.0/24".into()));
+        assert_eq!(first.device.as_deref(), Some("ov-ffffffffffff"));
+        assert_eq!(first.mtu(), Some(crate::domain::model::OVERLAY_MTU));
+        // Another host made `ov` meanwhile: VNI, subnet and name are taken cluster-wide.
+        let second_cx = NetworkContext { id: "e".repeat(64), cluster: Some(vec![first.clone()]), ..cx() };
+        let second = plan_network(&st, &req("ov2", "overlay", None, &[]), &second_cx).expect("second");
+        assert_eq!(
+            (second.num, second.ipam.map(|i| i.subnet.to_string())),
+            (VNI_BASE + 1, Some("10.0.1.0/24".into()))
+        );
+        let refused = |r: NetworkCreate| {
+            plan_network(&st, &r, &second_cx).map(|_| ()).expect_err("refused").to_string()
+        };
+        assert!(refused(req("ov", "overlay", None, &[])).contains("already exists"));
+        assert!(refused(req("x", "overlay", Some("10.0.0.128/25"), &[])).contains("ov"));
+        assert!(
+            refused(req("x", "overlay", Some("10.9.0.0/24"), &[])).contains("web"),
+            "a local network's subnet"
+        );
+        assert!(
+            refused(req("x", "overlay", None, &[("lb", "vip")])).contains("not balanced across hosts yet")
+        );
+        let opts = [("parent".to_string(), "up0".to_string())].into_iter().collect();
+        let e = NetworkCreate::new("x", "overlay", opts).map(|_| ()).expect_err("macvlan's option");
+        assert!(e.to_string().contains("the overlay driver does not take it"), "{e}");
+        // Local networks keep numbers below the VNIs.
+        let local = plan_network(&st, &req("b", "bridge", None, &[]), &cx()).expect("bridge");
+        assert!(local.num < VNI_BASE);
     }
 }

@@ -336,6 +336,15 @@ impl Engine {
             }
             None => None,
         };
+        if self.cluster.is_some() {
+            // One VXLAN device for every overlay network (the VNI is per packet).
+            let idx = match self.host.link_index(VXLAN_DEVICE).await? {
+                Some(i) => i,
+                None => self.host.create_vxlan_external(VXLAN_DEVICE, VXLAN_PORT).await?,
+            };
+            self.dp.programs.attach_overlay(VXLAN_DEVICE)?;
+            cfg.vxlan_ifindex = idx;
+        }
         self.dp.config.set(cfg)?;
         if let Some(up) = uplink {
             self.dp.programs.attach_uplink(up)?;

@@ -97,6 +97,8 @@ pub(super) fn plan_reconcile(state: &State, seen: &Observed, uplink: Option<&str
         }
     }
     known_ifs.extend(uplink);
+    // The overlay's VXLAN device keeps its program across restarts.
+    known_ifs.insert(super::VXLAN_DEVICE);
     let mut kept = HashSet::new();
     // Addresses whose local entry the apply writes anew (keyed by address).
     let mut programmed = HashSet::new();

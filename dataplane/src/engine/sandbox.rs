@@ -186,6 +186,11 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
 impl Engine {
     pub async fn create_sandbox(&self, req: SandboxCreate) -> Result<Created> {
         let _g = self.lock.lock().await;
+        let requested = req.ip.as_deref().is_some_and(|i| !i.is_empty());
+        super::overlay::planning_again_on_lost_claims(requested, || self.create_sandbox_locked(&req)).await
+    }
+
+    async fn create_sandbox_locked(&self, req: &SandboxCreate) -> Result<Created> {
         let state = self.store.state()?;
         // What the plan cannot see in the store, checked first.
         process::check_cmd(&req.cmd)?;
@@ -213,7 +218,7 @@ impl Engine {
             created: now(),
             id,
         };
-        let plan = plan_sandbox(&state, &req, &cx)?;
+        let plan = plan_sandbox(&state, req, &cx)?;
         self.apply_sandbox(&plan).await?;
         let sb = &plan.sb;
         let mut warnings = plan.warnings.clone();

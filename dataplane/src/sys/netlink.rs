@@ -7,7 +7,7 @@ use std::path::Path;
 
 use futures::TryStreamExt;
 use rtnetlink::packet_route::link::{LinkAttribute, LinkMessage, MacVlanMode};
-use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, RouteMessageBuilder};
+use rtnetlink::{Handle, LinkBridge, LinkMacVlan, LinkUnspec, LinkVeth, LinkVxlan, RouteMessageBuilder};
 
 use crate::error::{Error, Result};
 use crate::sys::netns;
@@ -122,6 +122,28 @@ impl Netlink {
             .map_err(nl("create bridge", name))?;
         let idx = self.require_index(name).await?;
         if let Err(e) = self.mark_ours(idx).await {
+            let _ = self.delete(idx).await;
+            return Err(e);
+        }
+        Ok(idx)
+    }
+
+    /// An external-mode (collect_md) VXLAN device on UDP `port`: BPF sets
+    /// each packet's VNI and remote host; up, marked ours.
+    pub async fn create_vxlan_external(&self, name: &str, port: u16) -> Result<u32> {
+        self.handle
+            .link()
+            .add(LinkVxlan::new(name, 0).port(port).collect_metadata(true).learning(false).build())
+            .execute()
+            .await
+            .map_err(nl("create vxlan device", name))?;
+        let idx = self.require_index(name).await?;
+        if let Err(e) = async {
+            self.mark_ours(idx).await?;
+            self.set_up(idx).await
+        }
+        .await
+        {
             let _ = self.delete(idx).await;
             return Err(e);
         }
