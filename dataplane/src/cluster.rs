@@ -174,6 +174,11 @@ impl Cluster {
         Ok(Cluster { client, me, store, lease, mine, snapshot: rx, tasks })
     }
 
+    /// An error of a request to the store, naming it (its endpoints).
+    fn err(&self, what: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> Error {
+        store_err(format!("{} (at {})", what.into(), self.store))
+    }
+
     pub fn me(&self) -> &Node {
         &self.me
     }
@@ -194,7 +199,7 @@ impl Cluster {
         let resp = kv
             .get(nodes_prefix(), Some(GetOptions::new().with_prefix()))
             .await
-            .map_err(store_err("listing the nodes"))?;
+            .map_err(self.err("listing the nodes"))?;
         let mut out: Vec<Node> = resp.kvs().iter().filter_map(|k| decode(k.key(), k.value())).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
@@ -207,7 +212,7 @@ impl Cluster {
             .kv_client()
             .get(networks_prefix(), Some(GetOptions::new().with_prefix()))
             .await
-            .map_err(store_err("listing the overlay networks"))?;
+            .map_err(self.err("listing the overlay networks"))?;
         let rev = resp.header().map_or(0, |h| h.revision());
         Ok((resp.kvs().iter().filter_map(|k| decode(k.key(), k.value())).collect(), rev))
     }
@@ -225,7 +230,7 @@ impl Cluster {
             .kv_client()
             .txn(txn)
             .await
-            .map_err(store_err(format!("creating network {}", net.name)))?;
+            .map_err(self.err(format!("creating network {}", net.name)))?;
         Ok(resp.succeeded())
     }
 
@@ -237,7 +242,7 @@ impl Cluster {
             .and_then([TxnOp::delete(network_key(id), None)])
             .or_else([TxnOp::get(endpoints_prefix(id), Some(GetOptions::new().with_prefix()))]);
         let resp =
-            self.client.kv_client().txn(txn).await.map_err(store_err("removing an overlay network"))?;
+            self.client.kv_client().txn(txn).await.map_err(self.err("removing an overlay network"))?;
         if resp.succeeded() {
             return Ok(Ok(()));
         }
@@ -273,7 +278,7 @@ impl Cluster {
             .kv_client()
             .txn(txn)
             .await
-            .map_err(store_err(format!("claiming address {}", ep.ip)))?;
+            .map_err(self.err(format!("claiming address {}", ep.ip)))?;
         if resp.succeeded() {
             lock(&self.mine).insert(key, value);
             return Ok(Claim::Claimed);
@@ -297,7 +302,7 @@ impl Cluster {
                     .kv_client()
                     .put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)))
                     .await
-                    .map_err(store_err(format!("claiming address {}", ep.ip)))?;
+                    .map_err(self.err(format!("claiming address {}", ep.ip)))?;
                 lock(&self.mine).insert(key, value);
                 Ok(Claim::Claimed)
             }
@@ -313,7 +318,7 @@ impl Cluster {
             .kv_client()
             .delete(key.clone(), None)
             .await
-            .map_err(store_err(format!("releasing address {ip}")))?;
+            .map_err(self.err(format!("releasing address {ip}")))?;
         lock(&self.mine).remove(&key);
         Ok(())
     }

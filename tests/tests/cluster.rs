@@ -2,92 +2,11 @@
 //! daemon registers itself under a lease it keeps alive; `node ls` lists the
 //! hosts; a host whose daemon is gone disappears within the lease's TTL.
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use dataplane_tests::{Host, Netns, bin, output_bounded, sh_ok, text, unique};
-
-/// An underlay LAN (a bridge in its own namespace) with one etcd member on it.
-struct Lan {
-    etcd: Child,
-    data: std::path::PathBuf,
-    ns: Netns,
-}
-
-const ETCD: &str = "10.251.0.1";
-
-impl Lan {
-    fn new() -> Lan {
-        let ns = Netns::new("lan");
-        for args in [
-            &["link", "add", "lan0", "type", "bridge"][..],
-            &["addr", "add", "10.251.0.1/24", "dev", "lan0"][..],
-            &["link", "set", "lan0", "up"][..],
-            &["link", "set", "lo", "up"][..],
-        ] {
-            let mut full = vec!["ip", "-n", &ns.name];
-            full.extend_from_slice(args);
-            sh_ok(&full);
-        }
-        let data = std::env::temp_dir().join(unique("dp-etcd-"));
-        let client = format!("http://{ETCD}:2379");
-        let etcd = Command::new("ip")
-            .args(["netns", "exec", &ns.name, "etcd", "--name", "m1", "--data-dir"])
-            .arg(&data)
-            .args(["--listen-client-urls", &client, "--advertise-client-urls", &client])
-            .args([
-                "--listen-peer-urls",
-                "http://127.0.0.1:2380",
-                "--initial-advertise-peer-urls",
-                "http://127.0.0.1:2380",
-            ])
-            .args(["--initial-cluster", "m1=http://127.0.0.1:2380"])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("etcd (Debian's etcd-server; `cargo xtask setup`)");
-        let lan = Lan { etcd, data, ns };
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !lan.etcdctl(&["endpoint", "health"]).status.success() {
-            assert!(Instant::now() < deadline, "etcd did not become healthy");
-            std::thread::sleep(Duration::from_millis(200));
-        }
-        lan
-    }
-
-    fn etcdctl(&self, args: &[&str]) -> std::process::Output {
-        output_bounded(
-            Command::new("ip")
-                .args([
-                    "netns",
-                    "exec",
-                    &self.ns.name,
-                    "etcdctl",
-                    "--endpoints",
-                    &format!("http://{ETCD}:2379"),
-                ])
-                .args(args)
-                .env("ETCDCTL_API", "3"),
-        )
-    }
-
-    fn host(&self, tag: &str, last: u8) -> Host {
-        let addr = format!("10.251.0.{last}");
-        let mut h = Host::new(tag, &self.ns, Some("lan0"), &format!("{addr}/24"));
-        let store = format!("etcd://{ETCD}:2379");
-        h.daemon_args = ["--cluster-store", &store, "--cluster-advertise", &addr].map(String::from).to_vec();
-        h.start();
-        h
-    }
-}
-
-impl Drop for Lan {
-    fn drop(&mut self) {
-        let _ = self.etcd.kill();
-        let _ = self.etcd.wait();
-        let _ = std::fs::remove_dir_all(&self.data);
-    }
-}
+use dataplane_tests::etcd::Etcd;
+use dataplane_tests::{Host, bin, output_bounded, text, unique};
 
 /// The addresses `node ls` shows on `h`, this host's marked with `*`.
 fn nodes(h: &Host) -> Vec<String> {
@@ -117,7 +36,7 @@ fn wait_for(h: &Host, want: &[&str], within: Duration) -> Vec<String> {
 
 #[test]
 fn hosts_register_under_a_lease_and_leave_when_their_daemon_is_gone() {
-    let lan = Lan::new();
+    let lan = Etcd::lan(1);
     let h1 = lan.host("cl1", 11);
     let mut h2 = lan.host("cl2", 12);
     assert_eq!(

@@ -113,3 +113,140 @@ fn an_overlay_network_spans_hosts_with_vxlan_in_bpf() {
         received()
     );
 }
+
+#[test]
+fn overlay_networks_are_isolated_unique_and_reach_out_through_their_own_host() {
+    let etcd = Etcd::lan(3);
+    let h1 = etcd.host("ovi1", 11);
+    let h2 = etcd.host("ovi2", 12);
+    let h3 = etcd.host("ovi3", 13);
+    h1.dp_ok(&["network", "create", "-d", "overlay", "web"]);
+    h2.dp_ok(&["network", "create", "-d", "overlay", "other"]);
+    h3.dp_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "-o",
+        "com.docker.network.bridge.enable_icc=false",
+        "quiet",
+    ]);
+    h1.dp_ok(&["network", "create", "-d", "overlay", "--internal", "inner"]);
+    h2.dp_ok(&["network", "create", "--subnet", "10.88.0.0/24", "local"]);
+    for h in [&h1, &h2, &h3] {
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                let names = h.network_names();
+                ["web", "other", "quiet", "inner"].iter().all(|n| names.contains(&n.to_string()))
+            }),
+            "{:?}",
+            h.network_names()
+        );
+    }
+    // Automatic subnets are distinct /24s of 10.0.0.0/8, as Docker's swarm gives.
+    let subnets: BTreeSet<String> = ["web", "other", "quiet", "inner"]
+        .iter()
+        .map(|n| {
+            let v: serde_json::Value =
+                serde_json::from_str(&h2.dp_ok(&["network", "inspect", n])).expect("json");
+            v[0]["IPAM"]["Config"][0]["Subnet"].as_str().expect("subnet").to_string()
+        })
+        .collect();
+    assert_eq!(subnets.len(), 4, "{subnets:?}");
+
+    sleeper(&h1, "a", "web");
+    sleeper(&h2, "b", "web");
+    sleeper(&h2, "o", "other");
+    sleeper(&h2, "x", "local");
+    sleeper(&h1, "q1", "quiet");
+    sleeper(&h2, "q2", "quiet");
+    sleeper(&h1, "i1", "inner");
+    sleeper(&h3, "i3", "inner");
+    let ip = |h: &Host, n: &str, net: &str| h.ip_of(n, net);
+    let (b, o, x) = (ip(&h2, "b", "web"), ip(&h2, "o", "other"), ip(&h2, "x", "local"));
+    // Same network across hosts: reachable; another overlay network: dropped, counted.
+    assert!(eventually(Duration::from_secs(5), || h1.ping("a", &b)), "a cannot reach b");
+    let before = h1.drops("POLICY_NETWORK_ISOLATION");
+    assert!(!h1.ping("a", &o), "a (web) reached o (other) on another host");
+    assert!(h1.drops("POLICY_NETWORK_ISOLATION") > before, "the isolation drop was not counted");
+    // An overlay sandbox and a bridge sandbox on one host: isolated too.
+    assert!(h2.ping("b", &ip(&h1, "a", "web")), "b cannot reach a");
+    let before = h2.drops("POLICY_NETWORK_ISOLATION");
+    assert!(!h2.ping("b", &x), "b (overlay) reached x (bridge) on its host");
+    assert!(h2.drops("POLICY_NETWORK_ISOLATION") > before);
+    // ICC off across hosts: dropped at the sender, counted; the names still resolve.
+    let q2 = ip(&h2, "q2", "quiet");
+    assert!(eventually(Duration::from_secs(5), || dig(&h1, "q1", "q2") == [q2.clone()]));
+    let before = h1.drops("POLICY_ICC");
+    assert!(!h1.ping("q1", &q2), "ICC is off, yet q1 reached q2");
+    assert!(h1.drops("POLICY_ICC") > before);
+    // --internal: across hosts yes, out of the cluster no.
+    let i3 = ip(&h3, "i3", "inner");
+    assert!(eventually(Duration::from_secs(5), || h1.ping("i1", &i3)), "i1 cannot reach i3");
+    assert!(!h1.ping("i1", "10.251.0.1"), "an --internal overlay sandbox reached the LAN");
+
+    // Egress leaves through the sandbox's own host, SNATed to its address.
+    let _echo = dataplane_tests::PeerEcho::start(&etcd.lan, "tcp", 7070);
+    let said = text(&h2.exec("b", &["socat", "-T", "3", "-", "TCP:10.251.0.1:7070,connect-timeout=3"]));
+    assert!(said.contains("peer=10.251.0.12/"), "{said}");
+    // -p publishes on the host the sandbox runs on.
+    h3.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "pub",
+        "--network",
+        "web",
+        "-p",
+        "8080:80",
+        "socat",
+        "TCP-LISTEN:80,fork,reuseaddr",
+        "SYSTEM:echo published",
+    ]);
+    let o = etcd.lan.run(&["socat", "-T", "3", "-", "TCP:10.251.0.13:8080,connect-timeout=3"]);
+    assert!(text(&o).contains("published"), "{}", text(&o));
+
+    // Concurrent runs on every host: every address distinct.
+    std::thread::scope(|s| {
+        for (h, tag) in [(&h1, "p"), (&h2, "r"), (&h3, "s")] {
+            s.spawn(move || {
+                for i in 0..10 {
+                    sleeper(h, &format!("{tag}{i}"), "web");
+                }
+            });
+        }
+    });
+    let mut seen = BTreeSet::new();
+    for (h, tag) in [(&h1, "p"), (&h2, "r"), (&h3, "s")] {
+        for i in 0..10 {
+            assert!(seen.insert(h.ip_of(&format!("{tag}{i}"), "web")), "an address was handed out twice");
+        }
+    }
+    assert_eq!(seen.len(), 30);
+
+    // rm is refused while any host has a sandbox on the network, naming the hosts.
+    let e = h3.dp_err(&["network", "rm", "inner"]);
+    assert!(e.contains("active endpoints"), "{e}");
+    // --ip is honoured cluster-wide: taken elsewhere, refused here.
+    let e = h3.dp_err(&["run", "-d", "--name", "dup", "--network", "web", "--ip", &b, "sleep", "600"]);
+    assert!(e.contains("Address already in use"), "{e}");
+    // Addresses come back on rm: b's address can be taken again (on another host).
+    h2.dp_ok(&["rm", "-f", "b"]);
+    h3.dp_ok(&["run", "-d", "--name", "b2", "--network", "web", "--ip", &b, "sleep", "600"]);
+    for (h, n) in [(&h1, "i1"), (&h3, "i3")] {
+        h.dp_ok(&["rm", "-f", n]);
+    }
+    h2.dp_ok(&["network", "rm", "inner"]);
+    for h in [&h1, &h3] {
+        assert!(
+            eventually(Duration::from_secs(5), || !h.network_names().contains(&"inner".to_string())),
+            "the removed overlay network stayed on {}",
+            h.ns.name
+        );
+    }
+    let keys = etcd.etcdctl(&["get", "--prefix", "--keys-only", "/dataplane/v1/endpoints/"]);
+    assert!(keys.status.success(), "{}", text(&keys));
+    let n = String::from_utf8_lossy(&keys.stdout).lines().filter(|l| !l.is_empty()).count();
+    // web: a, b2, pub and the 30; other: o; quiet: q1, q2.
+    assert_eq!(n, 1 + 1 + 1 + 30 + 1 + 2, "{}", text(&keys));
+}

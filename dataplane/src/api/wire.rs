@@ -125,6 +125,19 @@ pub struct NetworkResource {
     pub containers: BTreeMap<String, NetworkContainer>,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
+    /// Overlay networks: the other hosts with sandboxes on it (Docker's
+    /// swarm shows the same list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub peers: Option<Vec<Peer>>,
+}
+
+/// A host with sandboxes on an overlay network: its node ID and underlay address.
+#[derive(Debug, Serialize, Deserialize, PartialEq, Eq, PartialOrd, Ord)]
+#[serde(rename_all = "PascalCase")]
+pub struct Peer {
+    pub name: String,
+    #[serde(rename = "IP")]
+    pub ip: String,
 }
 
 /// Docker shows the null driver's network as `null` with name `none`.
@@ -175,6 +188,15 @@ pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
         containers,
         options: n.options.clone(),
         labels: n.labels.clone(),
+        peers: n.is_overlay().then(|| {
+            let mut peers: Vec<Peer> = state
+                .remote_of_network(&n.id)
+                .map(|r| Peer { name: r.node.clone(), ip: r.underlay.to_string() })
+                .collect();
+            peers.sort();
+            peers.dedup();
+            peers
+        }),
     }
 }
 
