@@ -19,7 +19,7 @@
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
-use std::sync::atomic::{AtomicI64, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -112,10 +112,85 @@ pub fn parse_store(spec: &str) -> Result<Vec<String>> {
     Ok(endpoints)
 }
 
+/// One client per etcd endpoint, and which one is in use: a request that
+/// fails for want of its member (refused, timed out, unavailable) is sent
+/// to the next member — etcd-client leaves failover to its user.
+struct Pool {
+    clients: Vec<Client>,
+    current: AtomicUsize,
+}
+
+/// Whether a failure may be the member's alone (another may answer).
+fn transient(e: &etcd_client::Error) -> bool {
+    use etcd_client::Error as E;
+    match e {
+        E::TransportError(_) | E::IoError(_) | E::WatchError(_) | E::LeaseKeepAliveError(_) => true,
+        // Cancelled, Unknown, DeadlineExceeded, Unavailable.
+        E::GRpcStatus(s) => matches!(i32::from(s.code()), 1 | 2 | 4 | 14),
+        _ => false,
+    }
+}
+
+impl Pool {
+    async fn connect(endpoints: &[String]) -> Result<Pool> {
+        let mut clients = Vec::new();
+        for e in endpoints {
+            let opts = etcd_client::ConnectOptions::new()
+                .with_connect_timeout(Duration::from_secs(2))
+                .with_timeout(REQUEST_TIMEOUT)
+                .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
+                .with_keep_alive_while_idle(true);
+            // One endpoint: connected lazily (a member down now is tried later).
+            clients.push(
+                Client::connect([e.as_str()], Some(opts))
+                    .await
+                    .map_err(store_err(format!("connecting to {e}")))?,
+            );
+        }
+        Ok(Pool { clients, current: AtomicUsize::new(0) })
+    }
+
+    /// The member in use and its client.
+    fn current(&self) -> (usize, Client) {
+        let i = self.current.load(Ordering::SeqCst) % self.clients.len();
+        (i, self.clients[i].clone())
+    }
+
+    /// Member `i` failed: the next one is used from now on.
+    fn failed(&self, i: usize) {
+        let _ = self.current.compare_exchange(
+            i,
+            (i + 1) % self.clients.len(),
+            Ordering::SeqCst,
+            Ordering::SeqCst,
+        );
+    }
+
+    /// Runs `call` on the member in use, then on each other member while
+    /// the failure is the member's.
+    async fn call<T, F>(&self, call: impl Fn(Client) -> F) -> std::result::Result<T, etcd_client::Error>
+    where
+        F: std::future::Future<Output = std::result::Result<T, etcd_client::Error>>,
+    {
+        let mut last = None;
+        for _ in 0..self.clients.len() {
+            let (i, client) = self.current();
+            match call(client).await {
+                Err(e) if transient(&e) => {
+                    self.failed(i);
+                    last = Some(e);
+                }
+                res => return res,
+            }
+        }
+        Err(last.unwrap_or_else(|| etcd_client::Error::InvalidArgs("no etcd endpoint".into())))
+    }
+}
+
 /// This host's membership: its registration and its claims, kept alive
 /// in the background, and the watch of the others'.
 pub struct Cluster {
-    client: Client,
+    pool: Arc<Pool>,
     me: Node,
     store: String,
     lease: Arc<AtomicI64>,
@@ -136,24 +211,17 @@ impl Cluster {
     /// (a restart within the TTL keeps every claim), else a new one.
     pub async fn join(endpoints: &[String], me: Node, lease_file: &std::path::Path) -> Result<Cluster> {
         let store = endpoints.join(",");
-        let opts = etcd_client::ConnectOptions::new()
-            .with_connect_timeout(Duration::from_secs(5))
-            .with_timeout(REQUEST_TIMEOUT)
-            .with_keep_alive(Duration::from_secs(2), Duration::from_secs(2))
-            .with_keep_alive_while_idle(true);
-        let client = Client::connect(endpoints, Some(opts))
-            .await
-            .map_err(store_err(format!("connecting to {store}")))?;
+        let pool = Arc::new(Pool::connect(endpoints).await?);
         let previous = std::fs::read_to_string(lease_file).ok().and_then(|t| t.trim().parse::<i64>().ok());
         let reused = match previous {
-            Some(id) => lease_alive(&client, id).await.then_some(id),
+            Some(id) => lease_alive(&pool, id).await.then_some(id),
             None => None,
         };
         let lease = match reused {
             Some(id) => id,
-            None => grant(&client).await?,
+            None => grant(&pool).await?,
         };
-        put_node(&client, &me, lease).await?;
+        put_node(&pool, &me, lease).await?;
         if let Err(e) = std::fs::write(lease_file, lease.to_string()) {
             tracing::warn!(file = %lease_file.display(), error = %e, "cannot record the cluster lease");
         }
@@ -162,16 +230,22 @@ impl Cluster {
         let (tx, rx) = tokio::sync::watch::channel(Arc::new(Snapshot::default()));
         let tasks = vec![
             tokio::spawn(keep_alive(
-                client.clone(),
+                Arc::clone(&pool),
                 me.clone(),
                 Arc::clone(&lease),
                 Arc::clone(&mine),
                 lease_file.to_path_buf(),
             )),
-            tokio::spawn(watch(client.clone(), store.clone(), tx)),
+            tokio::spawn(watch(Arc::clone(&pool), store.clone(), tx)),
         ];
         tracing::info!(node = %me.id, address = %me.address, store = %store, lease_reused = reused.is_some(), "joined the cluster");
-        Ok(Cluster { client, me, store, lease, mine, snapshot: rx, tasks })
+        Ok(Cluster { pool, me, store, lease, mine, snapshot: rx, tasks })
+    }
+
+    /// One transaction, failed over between the members.
+    async fn txn(&self, txn: Txn) -> std::result::Result<etcd_client::TxnResponse, etcd_client::Error> {
+        let t = &txn;
+        self.pool.call(|c| async move { c.kv_client().txn(t.clone()).await }).await
     }
 
     /// An error of a request to the store, naming it (its endpoints).
@@ -195,9 +269,11 @@ impl Cluster {
 
     /// Every registered host (those whose lease is alive).
     pub async fn nodes(&self) -> Result<Vec<Node>> {
-        let mut kv = self.client.kv_client();
-        let resp = kv
-            .get(nodes_prefix(), Some(GetOptions::new().with_prefix()))
+        let resp = self
+            .pool
+            .call(|c| async move {
+                c.kv_client().get(nodes_prefix(), Some(GetOptions::new().with_prefix())).await
+            })
             .await
             .map_err(self.err("listing the nodes"))?;
         let mut out: Vec<Node> = resp.kvs().iter().filter_map(|k| decode(k.key(), k.value())).collect();
@@ -208,9 +284,10 @@ impl Cluster {
     /// The overlay networks, read now, with the store's revision of the read.
     pub async fn networks(&self) -> Result<(Vec<Network>, i64)> {
         let resp = self
-            .client
-            .kv_client()
-            .get(networks_prefix(), Some(GetOptions::new().with_prefix()))
+            .pool
+            .call(|c| async move {
+                c.kv_client().get(networks_prefix(), Some(GetOptions::new().with_prefix())).await
+            })
             .await
             .map_err(self.err("listing the overlay networks"))?;
         let rev = resp.header().map_or(0, |h| h.revision());
@@ -225,12 +302,7 @@ impl Cluster {
         let txn = Txn::new()
             .when([Compare::mod_revision(networks_prefix(), CompareOp::Less, revision + 1).with_prefix()])
             .and_then([TxnOp::put(key, value, None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(self.err(format!("creating network {}", net.name)))?;
+        let resp = self.txn(txn).await.map_err(self.err(format!("creating network {}", net.name)))?;
         Ok(resp.succeeded())
     }
 
@@ -241,8 +313,7 @@ impl Cluster {
             .when([Compare::version(endpoints_prefix(id), CompareOp::Equal, 0).with_prefix()])
             .and_then([TxnOp::delete(network_key(id), None)])
             .or_else([TxnOp::get(endpoints_prefix(id), Some(GetOptions::new().with_prefix()))]);
-        let resp =
-            self.client.kv_client().txn(txn).await.map_err(self.err("removing an overlay network"))?;
+        let resp = self.txn(txn).await.map_err(self.err("removing an overlay network"))?;
         if resp.succeeded() {
             return Ok(Ok(()));
         }
@@ -273,12 +344,7 @@ impl Cluster {
             ])
             .and_then([TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)))])
             .or_else([TxnOp::get(key.clone(), None), TxnOp::get(network_key(&ep.network_id), None)]);
-        let resp = self
-            .client
-            .kv_client()
-            .txn(txn)
-            .await
-            .map_err(self.err(format!("claiming address {}", ep.ip)))?;
+        let resp = self.txn(txn).await.map_err(self.err(format!("claiming address {}", ep.ip)))?;
         if resp.succeeded() {
             lock(&self.mine).insert(key, value);
             return Ok(Claim::Claimed);
@@ -298,9 +364,13 @@ impl Cluster {
         {
             // Ours already (a claim repeated after a restart): held anew under this lease.
             Some(held) if held.node == self.me.id && held.sandbox_id == ep.sandbox_id => {
-                self.client
-                    .kv_client()
-                    .put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)))
+                let (k, v) = (&key, &value);
+                self.pool
+                    .call(|c| async move {
+                        c.kv_client()
+                            .put(k.clone(), v.clone(), Some(PutOptions::new().with_lease(lease)))
+                            .await
+                    })
                     .await
                     .map_err(self.err(format!("claiming address {}", ep.ip)))?;
                 lock(&self.mine).insert(key, value);
@@ -314,9 +384,9 @@ impl Cluster {
     /// Gives address `ip` of network `network_id` back.
     pub async fn release(&self, network_id: &str, ip: std::net::Ipv4Addr) -> Result<()> {
         let key = endpoint_key(network_id, ip);
-        self.client
-            .kv_client()
-            .delete(key.clone(), None)
+        let k = &key;
+        self.pool
+            .call(|c| async move { c.kv_client().delete(k.clone(), None).await })
             .await
             .map_err(self.err(format!("releasing address {ip}")))?;
         lock(&self.mine).remove(&key);
@@ -341,24 +411,29 @@ fn decode<T: serde::de::DeserializeOwned>(key: &[u8], value: &[u8]) -> Option<T>
         .ok()
 }
 
-async fn grant(client: &Client) -> Result<i64> {
-    let granted =
-        client.lease_client().grant(LEASE_TTL, None).await.map_err(store_err("granting a lease"))?;
+async fn grant(pool: &Pool) -> Result<i64> {
+    let granted = pool
+        .call(|c| async move { c.lease_client().grant(LEASE_TTL, None).await })
+        .await
+        .map_err(store_err("granting a lease"))?;
     Ok(granted.id())
 }
 
-async fn lease_alive(client: &Client, id: i64) -> bool {
-    client.lease_client().time_to_live(id, None).await.is_ok_and(|r| r.ttl() > 0)
+async fn lease_alive(pool: &Pool, id: i64) -> bool {
+    pool.call(|c| async move { c.lease_client().time_to_live(id, None).await })
+        .await
+        .is_ok_and(|r| r.ttl() > 0)
 }
 
-async fn put_node(client: &Client, me: &Node, lease: i64) -> Result<()> {
+async fn put_node(pool: &Pool, me: &Node, lease: i64) -> Result<()> {
     let key = format!("{}{}", nodes_prefix(), me.id);
     let value = serde_json::to_vec(me).map_err(record_err(&key))?;
-    client
-        .kv_client()
-        .put(key, value, Some(PutOptions::new().with_lease(lease)))
-        .await
-        .map_err(store_err("registering this node"))?;
+    let (k, v) = (&key, &value);
+    pool.call(|c| async move {
+        c.kv_client().put(k.clone(), v.clone(), Some(PutOptions::new().with_lease(lease))).await
+    })
+    .await
+    .map_err(store_err("registering this node"))?;
     Ok(())
 }
 
@@ -366,7 +441,7 @@ async fn put_node(client: &Client, me: &Node, lease: i64) -> Result<()> {
 /// than the TTL the lease is gone: registers again under a new one and
 /// puts this host's claims back (an address taken meanwhile is logged).
 async fn keep_alive(
-    client: Client,
+    pool: Arc<Pool>,
     me: Node,
     lease: Arc<AtomicI64>,
     mine: Arc<Mutex<BTreeMap<String, Vec<u8>>>>,
@@ -375,6 +450,7 @@ async fn keep_alive(
     let period = Duration::from_millis((LEASE_TTL as u64 * 1000) / 3);
     loop {
         let id = lease.load(Ordering::SeqCst);
+        let (member, client) = pool.current();
         let alive: Result<()> = async {
             let (mut keeper, mut stream) =
                 client.lease_client().keep_alive(id).await.map_err(store_err("keeping the lease"))?;
@@ -389,15 +465,16 @@ async fn keep_alive(
         }
         .await;
         if let Err(e) = alive {
-            tracing::warn!(node = %me.id, error = %e, "cluster lease not kept alive");
+            tracing::warn!(node = %me.id, error = %e, "cluster lease not kept alive through this member; trying the next");
+            pool.failed(member);
         }
         tokio::time::sleep(period).await;
-        if lease_alive(&client, id).await {
+        if lease_alive(&pool, id).await {
             continue;
         }
         let renewed: Result<i64> = async {
-            let new = grant(&client).await?;
-            put_node(&client, &me, new).await?;
+            let new = grant(&pool).await?;
+            put_node(&pool, &me, new).await?;
             Ok(new)
         }
         .await;
@@ -411,7 +488,8 @@ async fn keep_alive(
                     let txn = Txn::new()
                         .when([Compare::create_revision(key.clone(), CompareOp::Equal, 0)])
                         .and_then([TxnOp::put(key.clone(), value, Some(PutOptions::new().with_lease(new)))]);
-                    match client.kv_client().txn(txn).await {
+                    let t = &txn;
+                    match pool.call(|c| async move { c.kv_client().txn(t.clone()).await }).await {
                         Ok(r) if r.succeeded() => {}
                         Ok(_) => {
                             tracing::error!(key, "an address of this host was taken while its lease was lost")
@@ -429,22 +507,28 @@ async fn keep_alive(
 /// Lists every key, then watches from the list's revision; on any break
 /// (the store away, a compacted revision) lists again. Each change sends
 /// a whole new [`Snapshot`].
-async fn watch(client: Client, store: String, tx: tokio::sync::watch::Sender<Arc<Snapshot>>) {
-    let mut logged = false;
+async fn watch(pool: Arc<Pool>, store: String, tx: tokio::sync::watch::Sender<Arc<Snapshot>>) {
+    // Logged once per outage: the first failure after a list that worked.
+    let mut quiet = false;
     loop {
-        match watch_once(&client, &tx).await {
-            Ok(()) => {}
-            Err(e) if !logged => {
+        let (member, client) = pool.current();
+        let mut listed = false;
+        if let Err(e) = watch_once(&client, &tx, &mut listed).await {
+            pool.failed(member);
+            if listed || !quiet {
                 tracing::warn!(store = %store, error = %e, "cluster watch broken; listing again when the store answers");
-                logged = true;
             }
-            Err(_) => {}
+            quiet = !listed;
         }
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        tokio::time::sleep(Duration::from_millis(200)).await;
     }
 }
 
-async fn watch_once(client: &Client, tx: &tokio::sync::watch::Sender<Arc<Snapshot>>) -> Result<()> {
+async fn watch_once(
+    client: &Client,
+    tx: &tokio::sync::watch::Sender<Arc<Snapshot>>,
+    listed: &mut bool,
+) -> Result<()> {
     let resp = client
         .kv_client()
         .get(PREFIX, Some(GetOptions::new().with_prefix()))
@@ -454,6 +538,7 @@ async fn watch_once(client: &Client, tx: &tokio::sync::watch::Sender<Arc<Snapsho
     let mut keys: BTreeMap<Vec<u8>, Vec<u8>> =
         resp.kvs().iter().map(|k| (k.key().to_vec(), k.value().to_vec())).collect();
     tx.send_replace(Arc::new(snapshot_of(&keys)));
+    *listed = true;
     tracing::debug!(revision = rev, keys = keys.len(), "cluster listed");
     let mut stream = client
         .watch_client()

@@ -26,6 +26,13 @@ fn sleeper(h: &Host, name: &str, net: &str) {
     h.dp_ok(&["run", "-d", "--name", name, "--network", net, "sleep", "600"]);
 }
 
+/// A sandbox `sink` on `web` taking one TCP connection on `port` and
+/// writing `digest` of what it got to its log.
+fn start_sink(h: &Host, port: u16, digest: &str) {
+    let cmd = format!("socat -u TCP-LISTEN:{port},reuseaddr - | {digest}");
+    h.dp_ok(&["run", "-d", "--name", "sink", "--network", "web", "sh", "-c", &cmd]);
+}
+
 /// `dig +short NAME` from sandbox `from`.
 fn dig(h: &Host, from: &str, name: &str) -> Vec<String> {
     let o = h.exec(from, &["dig", "+short", "+time=2", "+tries=1", name]);
@@ -84,17 +91,7 @@ fn an_overlay_network_spans_hosts_with_vxlan_in_bpf() {
     assert!(h3.exec("c", &["ping", "-c", "1", "-W", "2", "a"]).status.success(), "c cannot ping a by name");
 
     // TCP across hosts: 20 MB, checksummed on both ends.
-    h2.dp_ok(&[
-        "run",
-        "-d",
-        "--name",
-        "sink",
-        "--network",
-        "web",
-        "sh",
-        "-c",
-        "socat -u TCP-LISTEN:5001,reuseaddr - | md5sum",
-    ]);
+    start_sink(&h2, 5001, "md5sum");
     let sink = h2.ip_of("sink", "web");
     let file = h1.dir.join("overlay-tx");
     let send = h1.exec(
@@ -249,4 +246,113 @@ fn overlay_networks_are_isolated_unique_and_reach_out_through_their_own_host() {
     let n = String::from_utf8_lossy(&keys.stdout).lines().filter(|l| !l.is_empty()).count();
     // web: a, b2, pub and the 30; other: o; quiet: q1, q2.
     assert_eq!(n, 1 + 1 + 1 + 30 + 1 + 2, "{}", text(&keys));
+}
+
+/// Bytes the sink sandbox `name` on `h` reported (`wc -c` of what it got).
+fn sunk(h: &Host, name: &str) -> String {
+    String::from_utf8_lossy(&h.dp(&["logs", name]).stdout).trim().to_string()
+}
+
+#[test]
+fn overlay_traffic_survives_a_daemon_kill_a_host_death_and_etcd_outages() {
+    let mut etcd = Etcd::lan(3);
+    let mut h1 = etcd.host("ovf1", 11);
+    let h2 = etcd.host("ovf2", 12);
+    let mut h3 = etcd.host("ovf3", 13);
+    h1.dp_ok(&["network", "create", "-d", "overlay", "web"]);
+    assert!(eventually(Duration::from_secs(5), || {
+        h2.network_names().contains(&"web".to_string()) && h3.network_names().contains(&"web".to_string())
+    }));
+    sleeper(&h1, "a", "web");
+    sleeper(&h3, "c", "web");
+    start_sink(&h2, 5002, "wc -c");
+    let sink = h2.ip_of("sink", "web");
+    let c = h3.ip_of("c", "web");
+    assert!(eventually(Duration::from_secs(5), || h1.ping("a", &sink)), "a cannot reach the sink");
+
+    // kill -9 of host 1's daemon during a transfer from it: the pinned
+    // datapath carries it on; the restarted daemon reconciles from etcd.
+    h1.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "src",
+        "--network",
+        "web",
+        "sh",
+        "-c",
+        &format!(
+            "for i in $(seq 40); do head -c 1000000 /dev/zero; sleep 0.1; done | socat -u - TCP:{sink}:5002"
+        ),
+    ]);
+    std::thread::sleep(Duration::from_millis(800));
+    h1.kill_daemon();
+    std::thread::sleep(Duration::from_secs(2));
+    h1.start();
+    assert!(
+        eventually(Duration::from_secs(20), || sunk(&h2, "sink") == "40000000"),
+        "the transfer did not complete: {:?} bytes",
+        sunk(&h2, "sink")
+    );
+    // Its endpoints stayed in the cluster throughout (the lease was kept).
+    assert!(h1.ping("a", &c) && h3.ping("c", &h1.ip_of("a", "web")));
+
+    // One etcd member of three down: mutations and new reachability work.
+    etcd.kill(0);
+    sleeper(&h1, "d", "web");
+    let d = h1.ip_of("d", "web");
+    assert!(eventually(Duration::from_secs(5), || h3.ping("c", &d)), "c cannot reach d with one member down");
+    etcd.start(0);
+
+    // Host 3 dies: within the lease TTL + 2 s its sandboxes are gone from
+    // the others' tunnels, names and peers.
+    assert!(dig(&h1, "a", "c") == [c.clone()] && h1.ping("a", &c));
+    let peers = |h: &Host| h.dp_ok(&["network", "inspect", "web"]);
+    assert!(peers(&h1).contains("10.251.0.13"), "{}", peers(&h1));
+    h3.kill_daemon();
+    let t = Instant::now();
+    assert!(
+        eventually(Duration::from_secs(7), || !peers(&h1).contains("10.251.0.13")
+            && dig(&h1, "a", "c").is_empty()),
+        "host 3 still known after {:?}: {}",
+        t.elapsed(),
+        peers(&h1)
+    );
+    eprintln!("a dead host left the others after {:?}", t.elapsed());
+    assert!(!h1.ping("a", &c), "traffic still went to the dead host");
+    drop(h3);
+
+    // All of etcd down: the traffic between the hosts flows on, overlay
+    // mutations fail naming the store, bridge networks are unaffected.
+    etcd.wait_healthy(Duration::from_secs(20));
+    for i in 0..3 {
+        etcd.kill(i);
+    }
+    assert!(h1.ping("a", &sink) && h2.ping("sink", &d), "traffic stopped with the store");
+    let e = h2.dp_err(&["run", "-d", "--name", "e", "--network", "web", "sleep", "600"]);
+    assert!(e.contains("cluster store (etcd)") && e.contains("10.251.0.2:2379"), "{e}");
+    assert!(!h2.sandbox_names().contains(&"e".to_string()), "a failed run left a sandbox");
+    h2.dp_ok(&["network", "create", "--subnet", "10.89.0.0/24", "plain"]);
+    h2.dp_ok(&["run", "-d", "--name", "p1", "--network", "plain", "sleep", "600"]);
+    h2.dp_ok(&["run", "-d", "--name", "p2", "--network", "plain", "sleep", "600"]);
+    assert!(h2.ping("p1", &h2.ip_of("p2", "plain")), "a bridge network broke with the store");
+
+    // etcd back: the watches resume without a restart.
+    for i in 0..3 {
+        etcd.start(i);
+    }
+    etcd.wait_healthy(Duration::from_secs(30));
+    assert!(
+        eventually(Duration::from_secs(15), || h2
+            .dp(&["run", "-d", "--name", "e", "--network", "web", "sleep", "600"])
+            .status
+            .success()),
+        "no overlay run after the store came back"
+    );
+    let e = h2.ip_of("e", "web");
+    assert!(
+        eventually(Duration::from_secs(10), || h1.ping("a", &e)),
+        "a new sandbox is not reached after the outage"
+    );
+    assert!(eventually(Duration::from_secs(5), || dig(&h1, "a", "e") == [e.clone()]));
 }

@@ -66,7 +66,10 @@ impl Engine {
                 cluster: Some(networks),
             };
             let net = plan_network(&state, &req, &cx)?;
-            if !cluster.create_network(&net, revision).await? {
+            if !cluster.create_network(&net, revision).await?
+                // A member that failed over after committing it: it is there.
+                && !cluster.networks().await?.0.iter().any(|n| n.id == net.id)
+            {
                 continue;
             }
             if let Err(e) = self.apply_network(&net).await {
