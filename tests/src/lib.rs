@@ -525,6 +525,13 @@ impl Drop for Host {
             }
         }
         self.kill_daemon();
+        // A daemon killed by the test left its sandboxes' processes: every
+        // process in this host's namespaces ends with it.
+        let mut spaces = vec![PathBuf::from(self.ns.path())];
+        if let Ok(d) = std::fs::read_dir(self.state_dir().join("netns")) {
+            spaces.extend(d.flatten().map(|e| e.path()));
+        }
+        kill_processes_in(&spaces);
         if let Ok(d) = std::fs::read_dir(self.state_dir().join("netns")) {
             for e in d.flatten() {
                 let _ = sh(&["umount", "-l", &e.path().display().to_string()]);
@@ -533,6 +540,24 @@ impl Drop for Host {
         let _ = std::fs::remove_dir_all(&self.bpffs);
         let _ = std::fs::remove_dir_all(&self.dir);
         // self.ns drops after this, deleting the namespace and every link in it.
+    }
+}
+
+/// Kills (SIGKILL) every process whose network namespace is one of the
+/// namespace files `spaces`.
+pub fn kill_processes_in(spaces: &[PathBuf]) {
+    use std::os::unix::fs::MetadataExt;
+    let inodes: Vec<String> = spaces
+        .iter()
+        .filter_map(|p| std::fs::metadata(p).ok())
+        .map(|m| format!("net:[{}]", m.ino()))
+        .collect();
+    let Ok(dir) = std::fs::read_dir("/proc") else { return };
+    for pid in dir.flatten().filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok()) {
+        let Ok(ns) = std::fs::read_link(format!("/proc/{pid}/ns/net")) else { continue };
+        if pid != std::process::id() && inodes.iter().any(|i| ns.as_os_str() == i.as_str()) {
+            let _ = Command::new("kill").args(["-9", &pid.to_string()]).stderr(Stdio::null()).status();
+        }
     }
 }
 
