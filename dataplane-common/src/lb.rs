@@ -13,8 +13,9 @@ pub const MAX_LB_STATS: u32 = 16_384;
 /// removing one backend moves few flows of the others.
 pub const LB_TABLE_SIZE: usize = 16_381;
 
-/// A VIP's lookup table: each slot holds the host-side veth ifindex of a
-/// backend (its address and MAC come from `DP_ENDPOINTS`).
+/// A VIP's lookup table: each slot holds a backend's IPv4 address (the
+/// bytes in network order, read as a native u32): a sandbox of this host
+/// is found in `DP_LOCAL`, one of another host's in `DP_REMOTE`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug)]
 pub struct LbTable {

@@ -2,12 +2,12 @@
 //! Maglev slot names (flow hash modulo the table size); conntrack then keeps
 //! the flow on it. Sockets of host processes pick a slot at connect time.
 //!
-//! Maps: `DP_LB`, `DP_ENDPOINTS`, `DP_LB_STATS`.
+//! Maps: `DP_LB`, `DP_LOCAL`, `DP_REMOTE`, `DP_LB_STATS`.
 
 use dataplane_common::{Backend, LB_TABLE_SIZE, LbStatKey, flow_hash};
 
 use crate::{
-    maps::{ENDPOINTS, LB, LB_STATS},
+    maps::{LB, LB_STATS, LOCAL, REMOTE},
     parse::Flow,
 };
 
@@ -32,10 +32,20 @@ pub fn pick(vip: [u8; 4], port: u16, hash: u32) -> Pick {
     if slot >= LB_TABLE_SIZE {
         return Pick::NoBackend;
     }
-    let Some(ifindex) = table.slots.get(slot) else { return Pick::NoBackend };
+    let Some(addr) = table.slots.get(slot) else { return Pick::NoBackend };
+    let addr = addr.to_ne_bytes();
+    // A sandbox of this host (its veth), or of another host (ifindex 0:
+    // the packet goes through the VXLAN tunnel).
     // SAFETY: as above.
-    let Some(ep) = (unsafe { ENDPOINTS.get(*ifindex) }) else { return Pick::NoBackend };
-    let b = Backend { addr: ep.ipv4, port, _pad: 0, ifindex: *ifindex, mac: ep.mac, _pad2: [0; 2] };
+    let (ifindex, mac) = match unsafe { LOCAL.get(addr) } {
+        Some(t) => (t.ifindex, t.mac),
+        // SAFETY: as above.
+        None => match unsafe { REMOTE.get(addr) } {
+            Some(r) => (0, r.mac),
+            None => return Pick::NoBackend,
+        },
+    };
+    let b = Backend { addr, port, _pad: 0, ifindex, mac, _pad2: [0; 2] };
     count(vip, b.addr);
     Pick::Backend(b)
 }

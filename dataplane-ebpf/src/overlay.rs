@@ -19,17 +19,19 @@ use aya_ebpf::{
     maps::lpm_trie::Key,
     programs::TcContext,
 };
-use dataplane_common::{Direction, DropReason, RemoteTarget};
+use dataplane_common::{CT_DIR_REPLY, Direction, DropReason, RemoteTarget};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
 };
 
 use crate::{
+    conntrack,
     maps::{CONFIG, ENDPOINTS, LOCAL, REMOTE, SUBNETS},
     metrics::count,
+    nat::{self, End},
     packet::ptr_at,
-    redirect,
+    parse, redirect,
 };
 
 /// Offsets in an ARP packet for IPv4 over Ethernet, after the Ethernet header.
@@ -44,6 +46,12 @@ const ARP_REPLY: u16 = 2;
 /// Encapsulates toward `target`'s host: tunnel key set, out of the VXLAN device.
 #[inline(always)]
 pub fn encap(ctx: &TcContext, target: &RemoteTarget) -> i32 {
+    encap_as(ctx, target, DropReason::OverlayEncap)
+}
+
+/// [`encap`], counted under `reason` (a balanced flow to a remote backend).
+#[inline(always)]
+pub fn encap_as(ctx: &TcContext, target: &RemoteTarget, reason: DropReason) -> i32 {
     let dir = Direction::FromSandbox;
     let Some(cfg) = CONFIG.get(0) else { return redirect::verdict(ctx, DropReason::RedirectFailed, dir) };
     if cfg.vxlan_ifindex == 0 {
@@ -70,7 +78,7 @@ pub fn encap(ctx: &TcContext, target: &RemoteTarget) -> i32 {
     if ret < 0 {
         return redirect::verdict(ctx, DropReason::RedirectFailed, dir);
     }
-    count(DropReason::OverlayEncap, dir, ctx.len());
+    count(reason, dir, ctx.len());
     // SAFETY: plain helper call; the kernel checks the ifindex.
     unsafe { bpf_redirect(cfg.vxlan_ifindex, 0) as i32 }
 }
@@ -148,6 +156,18 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         Some(n) if n.net_id == key.tunnel_id => {}
         Some(_) => return redirect::verdict(ctx, DropReason::PolicyNetworkIsolation, dir),
         None => return redirect::verdict(ctx, DropReason::OverlayNoEndpoint, dir),
+    }
+    // The answer of a backend on another host to a flow this host
+    // balanced: its source goes back to the virtual IP.
+    if let Some(flow) = parse::l4_flow(ctx)
+        && let Some(ct) = conntrack::lookup(&flow)
+        && ct.dir == CT_DIR_REPLY
+        && ct.mac != [0; 6]
+    {
+        if nat::rewrite(ctx, &flow, End::Source, ct.addr, ct.port).is_err() {
+            return redirect::verdict(ctx, DropReason::NatRewriteFailed, dir);
+        }
+        return redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatReply, dir);
     }
     // SAFETY: map lookups return values valid for this program run.
     match unsafe { LOCAL.get(dst) } {

@@ -107,6 +107,14 @@ fn hairpin_forward(ctx: &TcContext, flow: &Flow, ct: &CtEntry, reason: DropReaso
     if nat::rewrite(ctx, flow, End::Destination, ct.addr, ct.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
+    // A backend on another host: through the tunnel.
+    if ct.ifindex == 0 {
+        // SAFETY: map lookups return values valid for this program run.
+        return match unsafe { REMOTE.get(ct.addr) } {
+            Some(r) => overlay::encap_as(ctx, r, reason),
+            None => verdict(ctx, DropReason::LbNoBackend),
+        };
+    }
     if ct.flags & CT_FLAG_HAIRPIN_SELF != 0 {
         let Some(n) = SUBNETS.get(Key::new(32, flow.saddr)) else {
             return verdict(ctx, DropReason::NatRewriteFailed);

@@ -10,6 +10,8 @@
 //! | `/dataplane/v1/nodes/<node id>` | `{"id", "address", "hostname", "joined"}` (JSON) | bound to the node's lease: gone a TTL after its daemon stops |
 //! | `/dataplane/v1/networks/<network id>` | the network record (JSON; `num` is its VNI) | until `network rm` |
 //! | `/dataplane/v1/endpoints/<network id>/<IPv4>` | `{"node", "underlay", "sandbox_id", "name", "hostname", "aliases", "ip", "mac", …}` | bound to the owning node's lease |
+//! | `/dataplane/v1/vips/<network id>/<alias>` | `{"network_id", "alias", "ip"}`: the alias's virtual IP (`-o lb=vip`) | until `network rm` |
+//! | `/dataplane/v1/vip-addresses/<network id>/<IPv4>` | the alias holding the address (no sandbox may claim it) | until `network rm` |
 //!
 //! Every change is one transaction: a network is created only if no
 //! network key changed since the list it was planned against (names,
@@ -53,6 +55,18 @@ fn endpoints_prefix(network_id: &str) -> String {
 fn endpoint_key(network_id: &str, ip: std::net::Ipv4Addr) -> String {
     format!("{PREFIX}endpoints/{network_id}/{ip}")
 }
+fn vips_prefix(network_id: &str) -> String {
+    format!("{PREFIX}vips/{network_id}/")
+}
+fn vip_key(network_id: &str, alias: &str) -> String {
+    format!("{PREFIX}vips/{network_id}/{alias}")
+}
+fn vip_addrs_prefix(network_id: &str) -> String {
+    format!("{PREFIX}vip-addresses/{network_id}/")
+}
+fn vip_addr_key(network_id: &str, ip: std::net::Ipv4Addr) -> String {
+    format!("{PREFIX}vip-addresses/{network_id}/{ip}")
+}
 
 fn store_err(what: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> Error {
     let what = what.into();
@@ -83,6 +97,26 @@ pub struct Snapshot {
     pub networks: Vec<Network>,
     /// Every overlay endpoint, this host's included.
     pub endpoints: Vec<RemoteEndpoint>,
+    /// Virtual IPs of aliases on `lb=vip` overlay networks.
+    pub vips: Vec<VipRecord>,
+}
+
+/// The virtual IP of an alias on an overlay network (the same on every host).
+#[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
+pub struct VipRecord {
+    pub network_id: String,
+    pub alias: String,
+    pub ip: std::net::Ipv4Addr,
+}
+
+/// What a claim for an alias's virtual IP found.
+#[derive(Debug, PartialEq)]
+pub enum VipClaim {
+    Claimed,
+    /// The alias has its VIP already (another host made it first).
+    Exists(std::net::Ipv4Addr),
+    /// The address is a sandbox's or another alias's.
+    AddressTaken,
 }
 
 /// What a claim for an address found.
@@ -91,6 +125,8 @@ pub enum Claim {
     Claimed,
     /// Another sandbox holds it (its record).
     Taken(Box<RemoteEndpoint>),
+    /// An alias's virtual IP holds it.
+    TakenByVip,
 }
 
 /// `--cluster-store etcd://IP:PORT[,IP:PORT…]` → the endpoints.
@@ -311,7 +347,11 @@ impl Cluster {
     pub async fn remove_network(&self, id: &str) -> Result<std::result::Result<(), Vec<String>>> {
         let txn = Txn::new()
             .when([Compare::version(endpoints_prefix(id), CompareOp::Equal, 0).with_prefix()])
-            .and_then([TxnOp::delete(network_key(id), None)])
+            .and_then([
+                TxnOp::delete(network_key(id), None),
+                TxnOp::delete(vips_prefix(id), Some(etcd_client::DeleteOptions::new().with_prefix())),
+                TxnOp::delete(vip_addrs_prefix(id), Some(etcd_client::DeleteOptions::new().with_prefix())),
+            ])
             .or_else([TxnOp::get(endpoints_prefix(id), Some(GetOptions::new().with_prefix()))]);
         let resp = self.txn(txn).await.map_err(self.err("removing an overlay network"))?;
         if resp.succeeded() {
@@ -340,6 +380,7 @@ impl Cluster {
         let txn = Txn::new()
             .when([
                 Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(vip_addr_key(&ep.network_id, ep.ip), CompareOp::Equal, 0),
                 Compare::version(network_key(&ep.network_id), CompareOp::Greater, 0),
             ])
             .and_then([TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)))])
@@ -349,19 +390,8 @@ impl Cluster {
             lock(&self.mine).insert(key, value);
             return Ok(Claim::Claimed);
         }
-        let gets: Vec<_> = resp
-            .op_responses()
-            .into_iter()
-            .filter_map(|r| if let TxnOpResponse::Get(g) = r { Some(g) } else { None })
-            .collect();
-        if gets.get(1).is_none_or(|g| g.kvs().is_empty()) {
-            return Err(Error::NetworkNotFound(ep.network_id.clone()));
-        }
-        match gets
-            .first()
-            .and_then(|g| g.kvs().first())
-            .and_then(|kv| decode::<RemoteEndpoint>(kv.key(), kv.value()))
-        {
+        let holder = lost_claim(&resp, &ep.network_id)?;
+        match holder.as_ref().and_then(|(k, v)| decode::<RemoteEndpoint>(k, v)) {
             // Ours already (a claim repeated after a restart): held anew under this lease.
             Some(held) if held.node == self.me.id && held.sandbox_id == ep.sandbox_id => {
                 let (k, v) = (&key, &value);
@@ -377,7 +407,58 @@ impl Cluster {
                 Ok(Claim::Claimed)
             }
             Some(held) => Ok(Claim::Taken(Box::new(held))),
+            // No sandbox holds it: an alias's virtual IP does.
+            None if holder.is_none() => Ok(Claim::TakenByVip),
             None => Err(Error::Unsupported(format!("address {} is held by an unreadable record", ep.ip))),
+        }
+    }
+
+    /// Writes this host's record `ep` again if it changed (its liveness),
+    /// under the current lease.
+    pub async fn refresh(&self, ep: &RemoteEndpoint) -> Result<()> {
+        let key = endpoint_key(&ep.network_id, ep.ip);
+        let value = serde_json::to_vec(ep).map_err(record_err(&key))?;
+        if lock(&self.mine).get(&key).is_none_or(|v| *v == value) {
+            return Ok(());
+        }
+        let lease = self.lease.load(Ordering::SeqCst);
+        let (k, v) = (&key, &value);
+        self.pool
+            .call(|c| async move {
+                c.kv_client().put(k.clone(), v.clone(), Some(PutOptions::new().with_lease(lease))).await
+            })
+            .await
+            .map_err(self.err(format!("updating address {}", ep.ip)))?;
+        lock(&self.mine).insert(key, value);
+        Ok(())
+    }
+
+    /// Records `ip` as the virtual IP of `alias` on network `network_id`,
+    /// unless the alias has one already or a sandbox or alias holds `ip`.
+    pub async fn claim_vip(&self, network_id: &str, alias: &str, ip: std::net::Ipv4Addr) -> Result<VipClaim> {
+        let key = vip_key(network_id, alias);
+        let record = VipRecord { network_id: network_id.to_string(), alias: alias.to_string(), ip };
+        let value = serde_json::to_vec(&record).map_err(record_err(&key))?;
+        let txn = Txn::new()
+            .when([
+                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+                Compare::create_revision(vip_addr_key(network_id, ip), CompareOp::Equal, 0),
+                Compare::create_revision(endpoint_key(network_id, ip), CompareOp::Equal, 0),
+                Compare::version(network_key(network_id), CompareOp::Greater, 0),
+            ])
+            .and_then([
+                TxnOp::put(key.clone(), value, None),
+                TxnOp::put(vip_addr_key(network_id, ip), alias, None),
+            ])
+            .or_else([TxnOp::get(key.clone(), None), TxnOp::get(network_key(network_id), None)]);
+        let resp = self.txn(txn).await.map_err(self.err(format!("claiming virtual IP {ip} for {alias}")))?;
+        if resp.succeeded() {
+            return Ok(VipClaim::Claimed);
+        }
+        let held = lost_claim(&resp, network_id)?;
+        match held.and_then(|(k, v)| decode::<VipRecord>(&k, &v)) {
+            Some(existing) => Ok(VipClaim::Exists(existing.ip)),
+            None => Ok(VipClaim::AddressTaken),
         }
     }
 
@@ -400,6 +481,21 @@ impl Drop for Cluster {
             t.abort();
         }
     }
+}
+
+/// What a claim transaction that failed read (its `or_else`: the key
+/// claimed, then its network's): the key's holder if any, or the network
+/// is gone.
+fn lost_claim(resp: &etcd_client::TxnResponse, network_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
+    let gets: Vec<_> = resp
+        .op_responses()
+        .into_iter()
+        .filter_map(|r| if let TxnOpResponse::Get(g) = r { Some(g) } else { None })
+        .collect();
+    if gets.get(1).is_none_or(|g| g.kvs().is_empty()) {
+        return Err(Error::NetworkNotFound(network_id.to_string()));
+    }
+    Ok(gets.first().and_then(|g| g.kvs().first()).map(|kv| (kv.key().to_vec(), kv.value().to_vec())))
 }
 
 /// A record of the store, or None (logged) when it does not decode.
@@ -575,8 +671,11 @@ fn snapshot_of(keys: &BTreeMap<Vec<u8>, Vec<u8>>) -> Snapshot {
         networks_prefix().into_bytes(),
         format!("{PREFIX}endpoints/").into_bytes(),
     );
+    let vips = format!("{PREFIX}vips/").into_bytes();
     for (k, v) in keys {
-        if k.starts_with(&nodes) {
+        if k.starts_with(&vips) {
+            snap.vips.extend(decode(k, v));
+        } else if k.starts_with(&nodes) {
             snap.nodes.extend(decode(k, v));
         } else if k.starts_with(&networks) {
             snap.networks.extend(decode(k, v));

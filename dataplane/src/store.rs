@@ -68,7 +68,13 @@ pub struct Store {
     /// Overlay endpoints of other hosts (the cluster's watch sets them):
     /// every snapshot carries them, none is written to the database.
     remote: std::sync::RwLock<Vec<crate::domain::model::RemoteEndpoint>>,
+    /// Other hosts' claims learnt from a lost claim, before the watch
+    /// brings them: kept a few seconds, whatever the watch sends meanwhile.
+    provisional: std::sync::Mutex<Vec<(std::time::Instant, crate::domain::model::RemoteEndpoint)>>,
 }
+
+/// How long a claim learnt from a lost race is known without the watch.
+const PROVISIONAL: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// A write transaction; dropped without [`Tx::commit`] it aborts.
 pub struct Tx {
@@ -111,6 +117,7 @@ impl Store {
             view: tokio::sync::watch::channel(std::sync::Arc::new(State::default())).0,
             publishing: std::sync::Mutex::new(()),
             remote: std::sync::RwLock::new(Vec::new()),
+            provisional: std::sync::Mutex::new(Vec::new()),
         };
         store.publish()?;
         Ok(store)
@@ -188,9 +195,28 @@ impl Store {
                 sandboxes: read_all(&tx, SANDBOXES)?,
                 endpoints: read_all(&tx, ENDPOINTS)?,
                 pools: read_all(&tx, POOLS)?,
-                remote: self.remote.read().unwrap_or_else(|p| p.into_inner()).clone(),
+                remote: self.remote_now(),
+                overlay_skip: 0,
             })
         })
+    }
+
+    /// The other hosts' endpoints: the watch's, and those learnt since.
+    fn remote_now(&self) -> Vec<crate::domain::model::RemoteEndpoint> {
+        let mut remote = self.remote.read().unwrap_or_else(|p| p.into_inner()).clone();
+        let mut provisional = self.provisional.lock().unwrap_or_else(|p| p.into_inner());
+        provisional.retain(|(at, _)| at.elapsed() < PROVISIONAL);
+        for (_, e) in provisional.iter() {
+            if !remote.iter().any(|r| r.network_id == e.network_id && r.ip == e.ip) {
+                remote.push(e.clone());
+            }
+        }
+        remote
+    }
+
+    /// Another host's claim, learnt before the watch brings it.
+    pub fn learn_remote(&self, ep: crate::domain::model::RemoteEndpoint) {
+        self.provisional.lock().unwrap_or_else(|p| p.into_inner()).push((std::time::Instant::now(), ep));
     }
 
     /// Replaces the other hosts' overlay endpoints and publishes the

@@ -23,7 +23,9 @@ fn flows_to_a_vip_go_to_the_maglev_slot_of_their_hash() {
     for (ifindex, ip) in BACKENDS {
         f.endpoint(ifindex, 1, ip, 0);
     }
-    let ids: Vec<(String, u32)> = BACKENDS.iter().map(|(i, _)| (format!("endpoint-{i}"), *i)).collect();
+    // Slots hold the backends' addresses.
+    let ids: Vec<(String, u32)> =
+        BACKENDS.iter().map(|(i, ip)| (format!("endpoint-{i}"), u32::from_ne_bytes(*ip))).collect();
     let table = dataplane::datapath::lb::maglev(&ids);
     f.dp.lb.set(VIP.into(), &table).expect("VIP");
     let before = f.count(DropReason::LbForwarded);
@@ -33,7 +35,8 @@ fn flows_to_a_vip_go_to_the_maglev_slot_of_their_hash() {
         let (verdict, out) = f.veth(&tcp((CLIENT, port), (VIP, 80), SYN));
         assert_eq!(verdict, REDIRECT, "into a backend");
         let slot = flow_hash(CLIENT, VIP, port.to_be(), 80u16.to_be(), TCP) as usize % LB_TABLE_SIZE;
-        let want = BACKENDS.iter().find(|(i, _)| *i == table.slots[slot]).expect("slot holds a backend").1;
+        let want = table.slots[slot].to_ne_bytes();
+        assert!(BACKENDS.iter().any(|(_, ip)| *ip == want), "slot {slot} holds a backend");
         let p = parse(&out);
         assert_eq!((p.dst, p.dport, p.src, p.sport), (want, 80, CLIENT, port), "slot {slot}");
         assert_eq!(p.dst_mac, mac_of(want));

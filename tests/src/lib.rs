@@ -6,6 +6,7 @@
 
 pub mod docker;
 pub mod etcd;
+pub mod http;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

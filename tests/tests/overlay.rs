@@ -208,7 +208,17 @@ fn overlay_networks_are_isolated_unique_and_reach_out_through_their_own_host() {
         for (h, tag) in [(&h1, "p"), (&h2, "r"), (&h3, "s")] {
             s.spawn(move || {
                 for i in 0..10 {
-                    sleeper(h, &format!("{tag}{i}"), "web");
+                    let name = format!("{tag}{i}");
+                    let o = h.dp(&["run", "-d", "--name", &name, "--network", "web", "sleep", "600"]);
+                    if !o.status.success() {
+                        let log: Vec<String> = h
+                            .daemon_log()
+                            .lines()
+                            .filter(|l| l.contains("claim"))
+                            .map(String::from)
+                            .collect();
+                        panic!("{name}: {}\n{}", text(&o), log.join("\n"));
+                    }
                 }
             });
         }
@@ -355,4 +365,101 @@ fn overlay_traffic_survives_a_daemon_kill_a_host_death_and_etcd_outages() {
         "a new sandbox is not reached after the outage"
     );
     assert!(eventually(Duration::from_secs(5), || dig(&h1, "a", "e") == [e.clone()]));
+}
+
+#[test]
+fn alias_vips_balance_over_backends_on_every_host() {
+    use dataplane_tests::http::{CLIENT, HOLDER, SERVER, counts, try_counts, wait_for};
+    let etcd = Etcd::lan(3);
+    let h1 = etcd.host("ovl1", 11);
+    let h2 = etcd.host("ovl2", 12);
+    let h3 = etcd.host("ovl3", 13);
+    h2.dp_ok(&["network", "create", "-d", "overlay", "-o", "lb=vip", "lbov"]);
+    for h in [&h1, &h3] {
+        assert!(eventually(Duration::from_secs(5), || h.network_names().contains(&"lbov".to_string())));
+    }
+    let server = h1.dir.join("server.py");
+    std::fs::write(&server, SERVER).expect("server script");
+    let server = server.display().to_string();
+    for (h, n) in [(&h1, "w1"), (&h2, "w2"), (&h3, "w3")] {
+        h.dp_ok(&[
+            "run",
+            "-d",
+            "--name",
+            n,
+            "--network",
+            "lbov",
+            "--network-alias",
+            "web",
+            "python3",
+            &server,
+            n,
+        ]);
+    }
+    sleeper(&h1, "client", "lbov");
+    sleeper(&h3, "client", "lbov");
+    // One VIP for the alias, the same on every host, answered by each host's DNS.
+    let vip = |h: &Host| dig(h, "client", "web");
+    assert!(
+        eventually(Duration::from_secs(5), || vip(&h1).len() == 1 && vip(&h1) == vip(&h3)),
+        "{:?} {:?}",
+        vip(&h1),
+        vip(&h3)
+    );
+    let script = h1.dir.join("client.py");
+    std::fs::write(&script, CLIENT).expect("client script");
+    assert!(
+        eventually(Duration::from_secs(20), || try_counts(&h1, &script, "30").is_ok_and(|c| c.len() == 3)),
+        "not all three hosts' backends answered: {:?}",
+        try_counts(&h1, &script, "30")
+    );
+    // 600 connections from host 1: the three hosts' backends share them.
+    let got = counts(&h1, &script, "600");
+    eprintln!("600 connections from host 1 through the VIP: {got:?}");
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ["w1", "w2", "w3"], "{got:?}");
+    assert!(got.values().all(|c| (140..=260).contains(c)), "{got:?}");
+    assert_eq!(counts(&h3, &script, "60").len(), 3, "host 3's clients reach every backend too");
+    let rows: serde_json::Value =
+        serde_json::from_str(&h1.dp_ok(&["lb", "list", "--format", "json"])).expect("lb json");
+    assert_eq!(rows[0]["Backends"].as_array().map(Vec::len), Some(3), "{rows}");
+
+    // Held connections, then host 3's backend stops: new flows avoid it,
+    // held flows to the others keep their backend.
+    let holder = h1.dir.join("holder.py");
+    std::fs::write(&holder, HOLDER).expect("holder script");
+    let out = h1.dir.join("held").display().to_string();
+    h1.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "holder",
+        "--network",
+        "lbov",
+        "python3",
+        &holder.display().to_string(),
+        &out,
+    ]);
+    let first: Vec<String> =
+        serde_json::from_str(&wait_for(std::path::Path::new(&format!("{out}.first")), "held connections"))
+            .expect("first");
+    assert!(first.iter().any(|n| n != "w3"), "{first:?}");
+    h3.dp_ok(&["stop", "w3"]);
+    assert!(
+        eventually(Duration::from_secs(5), || counts(&h1, &script, "60").keys().cloned().collect::<Vec<_>>()
+            == ["w1", "w2"]),
+        "host 3's stopped backend still gets flows"
+    );
+    let rows: serde_json::Value =
+        serde_json::from_str(&h1.dp_ok(&["lb", "list", "--format", "json"])).expect("lb json");
+    let w3 = rows[0]["Backends"].as_array().expect("backends").iter().find(|b| b["Sandbox"] == "w3").cloned();
+    assert_eq!(w3.map(|b| b["Live"].clone()), Some(serde_json::Value::Bool(false)), "{rows}");
+    // Its DNS name goes with it everywhere; the others' stay.
+    assert!(dig(&h1, "client", "w3").is_empty() && dig(&h1, "client", "w2").len() == 1);
+    std::fs::write(format!("{out}.go"), "").expect("go");
+    let second: Vec<(String, String)> =
+        serde_json::from_str(&wait_for(std::path::Path::new(&format!("{out}.second")), "second round"))
+            .expect("second");
+    for (before, now) in second.iter().filter(|(b, _)| b != "w3") {
+        assert_eq!(before, now, "a held connection changed or broke: {second:?}");
+    }
 }

@@ -72,7 +72,7 @@ fn hash(seed: u64, id: &str) -> u64 {
 }
 
 /// The table for `backends` (stable id, value stored in its slots — the
-/// host-side veth ifindex). The order of `backends` does not matter.
+/// backend's address, see [`LbTable`]). The order of `backends` does not matter.
 pub fn maglev(backends: &[(String, u32)]) -> LbTable {
     let mut table =
         LbTable { backends: backends.len() as u32, size: LB_TABLE_SIZE as u32, slots: [0; LB_TABLE_SIZE] };

@@ -135,11 +135,13 @@ impl<'a> View<'a> {
     pub fn vip(&self, name: &str) -> Option<Ipv4Addr> {
         self.networks.iter().filter(|n| n.balances_aliases()).find_map(|net| {
             let (alias, vip) = net.vips.iter().find(|(a, _)| a.eq_ignore_ascii_case(name))?;
-            self.state
+            let local = self
+                .state
                 .endpoints_of_network(&net.id)
                 .filter(|ep| ep.aliases.contains(alias))
-                .any(|ep| self.sandboxes.get(ep.sandbox_id.as_str()).is_some_and(|sb| (self.live)(sb)))
-                .then_some(*vip)
+                .any(|ep| self.sandboxes.get(ep.sandbox_id.as_str()).is_some_and(|sb| (self.live)(sb)));
+            let remote = self.state.remote_of_network(&net.id).any(|r| r.live && r.aliases.contains(alias));
+            (local || remote).then_some(*vip)
         })
     }
 
@@ -159,7 +161,7 @@ impl<'a> View<'a> {
         self.networks
             .iter()
             .flat_map(|net| self.state.remote_of_network(&net.id).map(move |r| (*net, r)))
-            .filter(|(_, r)| matches(r))
+            .filter(|(_, r)| r.live && matches(r))
             .collect()
     }
 }
@@ -265,6 +267,7 @@ mod tests {
             endpoints,
             pools: vec![],
             remote: vec![],
+            overlay_skip: 0,
         }
     }
 
@@ -311,6 +314,7 @@ mod tests {
             aliases: vec!["forever".into()],
             ip: ip.parse().expect("valid literal"),
             mac: [2, 0x42, 0, 0, 0, 1],
+            live: true,
         };
         let (mynet, other) = (st.networks[0].id.clone(), st.networks[1].id.clone());
         st.remote = vec![remote(&mynet, "r", "10.1.0.9"), remote(&other, "s", "10.2.0.9")];
@@ -327,6 +331,10 @@ mod tests {
         );
         assert_eq!(v.lookup("s"), Found::Unknown, "not a network the asker is on");
         assert_eq!(v.reverse("10.1.0.9".parse().expect("valid literal")), Found::Ptr("r.mynet".into()));
+        // Stopped on its host: no answer here either.
+        st.remote[0].live = false;
+        let v = View::new(&st, &"1".repeat(64), &live);
+        assert_eq!(v.lookup("r"), Found::Unknown);
     }
 
     #[test]

@@ -204,6 +204,19 @@ pub fn allocate_from(ipam: &Ipam, used: &HashSet<Ipv4Addr>, network: &str, skip:
         .ok_or_else(|| Error::PoolExhausted { network: network.to_string() })
 }
 
+/// The highest free address of the ip-range (or the subnet): overlay
+/// networks take their virtual IPs from the top, their sandboxes from the
+/// bottom, so hosts planning at once seldom want the same address.
+pub fn allocate_top(ipam: &Ipam, used: &HashSet<Ipv4Addr>, network: &str) -> Result<Ipv4Addr> {
+    let pool = ipam.ip_range.unwrap_or(ipam.subnet);
+    let reserved = reserved(ipam);
+    (u32::from(pool.network())..=u32::from(pool.broadcast()))
+        .rev()
+        .map(Ipv4Addr::from)
+        .find(|ip| !reserved.contains(ip) && !used.contains(ip))
+        .ok_or_else(|| Error::PoolExhausted { network: network.to_string() })
+}
+
 /// An address pool a runtime's IPAM asked for (Docker's `--ipam-driver
 /// dataplane`): its subnet and the addresses handed out of it.
 #[derive(Clone, Debug, serde::Serialize, serde::Deserialize, PartialEq)]

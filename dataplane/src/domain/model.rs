@@ -244,6 +244,14 @@ pub struct RemoteEndpoint {
     pub aliases: Vec<String>,
     pub ip: Ipv4Addr,
     pub mac: [u8; 6],
+    /// Its sandbox is running (a stopped one keeps its address but gets
+    /// no flows through VIPs and no DNS answers, as on its own host).
+    #[serde(default = "yes")]
+    pub live: bool,
+}
+
+fn yes() -> bool {
+    true
 }
 
 impl Network {

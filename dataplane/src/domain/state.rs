@@ -15,6 +15,11 @@ pub struct State {
     /// Endpoints of overlay networks on the cluster's other hosts (from the
     /// cluster store's watch; kept in memory, not in the store).
     pub remote: Vec<crate::domain::model::RemoteEndpoint>,
+    /// Where the search for a free overlay address starts (a planning
+    /// input, not stored): 0, the lowest free address, as Docker hands
+    /// them out; a random place when planning again after another host
+    /// won the address, so that a host never chases the others' frontier.
+    pub overlay_skip: u32,
 }
 
 impl State {

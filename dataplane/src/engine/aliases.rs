@@ -29,6 +29,11 @@ pub struct VipBackend {
     pub flows: u64,
 }
 
+/// A Maglev slot's value: the backend's address (network-order bytes).
+fn slot(ip: Ipv4Addr) -> u32 {
+    u32::from_ne_bytes(ip.octets())
+}
+
 impl Engine {
     /// `net` with a virtual IP for each of `aliases` it has none for yet,
     /// avoiding `used` (endpoint addresses and VIPs); None if nothing was added.
@@ -45,7 +50,11 @@ impl Engine {
         let mut taken = used.clone();
         for a in aliases {
             if !net.vips.contains_key(a) {
-                let vip = ipam::allocate(pool, &taken, &net.name)?;
+                let vip = if net.is_overlay() {
+                    ipam::allocate_top(pool, &taken, &net.name)?
+                } else {
+                    ipam::allocate(pool, &taken, &net.name)?
+                };
                 taken.insert(vip);
                 net.vips.insert(a.clone(), vip);
             }
@@ -59,6 +68,8 @@ impl Engine {
     /// conntrack. Failures are logged: the previous table stays.
     pub(super) async fn sync_lb(&self) {
         let Ok(state) = self.store.state() else { return };
+        // Liveness changes reach the cluster's other hosts from here too.
+        self.publish_overlay_liveness(&state).await;
         let mut want: HashMap<Ipv4Addr, dataplane_common::LbTable> = HashMap::new();
         for net in state.networks.iter().filter(|n| n.balances_aliases()) {
             let bridge = match &net.device {
@@ -76,10 +87,15 @@ impl Engine {
                     let live =
                         state.sandboxes.iter().find(|s| s.id == ep.sandbox_id).is_some_and(Sandbox::is_live);
                     if let (true, Some(h)) = (live, &ep.host_ifname)
-                        && let Ok(Some(idx)) = self.host.link_index(h).await
+                        && let Ok(Some(_)) = self.host.link_index(h).await
                     {
-                        backends.push((ep.id.clone(), idx));
+                        backends.push((ep.sandbox_id.clone(), slot(ep.ip)));
                     }
+                }
+                // On an overlay network, the other hosts' sandboxes with the
+                // alias too (live while their host's lease holds them).
+                for r in state.remote_of_network(&net.id).filter(|r| r.live && r.aliases.contains(alias)) {
+                    backends.push((r.sandbox_id.clone(), slot(r.ip)));
                 }
                 want.insert(*vip, crate::datapath::lb::maglev(&backends));
             }
@@ -118,6 +134,14 @@ impl Engine {
                         })
                     })
                     .collect();
+                backends.extend(state.remote_of_network(&net.id).filter(|r| r.aliases.contains(alias)).map(
+                    |r| VipBackend {
+                        sandbox: r.name.clone(),
+                        ip: r.ip,
+                        live: r.live,
+                        flows: stats.get(&(*vip, r.ip)).copied().unwrap_or(0),
+                    },
+                ));
                 backends.sort_by(|a, b| a.sandbox.cmp(&b.sandbox));
                 rows.push(Vip { network: net.name.clone(), alias: alias.clone(), vip: *vip, backends });
             }

@@ -139,6 +139,7 @@ pub(super) fn plan_endpoint(
             ipam::check_requested(ipam, ip, &used, &net.name)?;
             ip
         }
+        _ if net.is_overlay() => ipam::allocate_from(ipam, &used, &net.name, state.overlay_skip)?,
         _ => ipam::allocate(ipam, &used, &net.name)?,
     };
     let taken: HashSet<String> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ifname.clone()).collect();
@@ -170,7 +171,7 @@ impl Engine {
     ) -> Result<()> {
         let netns = Path::new(&sb.netns);
         // On an overlay network the address is the cluster's: claimed first.
-        self.claim_overlay(net, sb, &plan.ep, undo).await?;
+        self.claim_overlay(net, plan.vips.as_ref(), sb, &plan.ep, undo).await?;
         // A runtime's container side stays here for the runtime to move in.
         let hidx = match sb.owner {
             Some(_) => drivers::bridge::attach_unmoved(&self.host, net, &plan.ep).await?,
@@ -239,8 +240,8 @@ impl Engine {
         aliases: &[String],
     ) -> Result<()> {
         let _g = self.lock.lock().await;
-        super::overlay::planning_again_on_lost_claims(ip.is_some_and(|i| !i.is_empty()), || {
-            self.connect_locked(net_ref, sb_ref, ip, aliases)
+        super::overlay::planning_again_on_lost_claims(ip.is_some_and(|i| !i.is_empty()), |skip| {
+            self.connect_locked(net_ref, sb_ref, ip, aliases, skip)
         })
         .await
     }
@@ -251,8 +252,9 @@ impl Engine {
         sb_ref: &str,
         ip: Option<&str>,
         aliases: &[String],
+        overlay_skip: u32,
     ) -> Result<()> {
-        let state = self.store.state()?;
+        let state = State { overlay_skip, ..self.store.state()? };
         let (net, sb, plan) = plan_connect(&state, net_ref, sb_ref, ip, aliases)?;
         // Apply: records and interfaces together; a failure reverses both.
         let mut undo = Undo::new();

@@ -47,15 +47,6 @@ fn plan_overlay(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Resu
     if let Some(n) = cluster.iter().find(|n| n.name == req.name) {
         return Err(Error::NetworkExists(n.name.clone()));
     }
-    if let DriverOptions::Bridge(b) = &req.driver_options
-        && b.balance_aliases
-    {
-        return Err(Error::invalid(
-            "option",
-            format!("{}=vip", key::LB),
-            "alias VIPs are not balanced across hosts yet; use DNS round robin (no -o lb=vip) on overlay networks",
-        ));
-    }
     // Subnets of every network here and in the cluster, and the host's own.
     let mut taken: Vec<(Ipv4Network, String)> = state
         .networks
@@ -470,9 +461,6 @@ mod tests {
         assert!(
             refused(req("x", "overlay", Some("10.9.0.0/24"), &[])).contains("web"),
             "a local network's subnet"
-        );
-        assert!(
-            refused(req("x", "overlay", None, &[("lb", "vip")])).contains("not balanced across hosts yet")
         );
         let opts = [("parent".to_string(), "up0".to_string())].into_iter().collect();
         let e = NetworkCreate::new("x", "overlay", opts).map(|_| ()).expect_err("macvlan's option");

@@ -10,7 +10,7 @@ use std::sync::Arc;
 
 use super::network::{NetworkContext, plan_network};
 use super::*;
-use crate::cluster::{Claim, Cluster, Snapshot};
+use crate::cluster::{Claim, Cluster, Snapshot, VipClaim};
 use crate::datapath::overlay::RemoteEntry;
 use crate::domain::names;
 use crate::error::{Error, Result};
@@ -19,19 +19,25 @@ use crate::error::{Error, Result};
 pub(super) const CLAIM_ATTEMPTS: usize = 16;
 
 /// Runs a create or connect again while another host wins the overlay
-/// address it planned (each run plans anew, knowing the winner's), unless
-/// the address was asked for (`requested`).
+/// address it planned (each run plans anew, knowing the winner's, from a
+/// random place in the pool: the argument of `run`), unless the address
+/// was asked for (`requested`).
 pub(super) async fn planning_again_on_lost_claims<T, F>(
     requested: bool,
-    mut run: impl FnMut() -> F,
+    mut run: impl FnMut(u32) -> F,
 ) -> Result<T>
 where
     F: std::future::Future<Output = Result<T>>,
 {
     let mut attempt = 0;
     loop {
-        match run().await {
-            Err(Error::AddressClaimed { .. }) if !requested && attempt < CLAIM_ATTEMPTS => attempt += 1,
+        let skip = if attempt == 0 { 0 } else { rand::random::<u32>() };
+        match run(skip).await {
+            Err(Error::AddressClaimed { .. }) if !requested && attempt < CLAIM_ATTEMPTS => {
+                attempt += 1;
+                // The watch brings the winner's record meanwhile.
+                tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            }
             res => return res,
         }
     }
@@ -102,10 +108,12 @@ impl Engine {
     }
 
     /// Claims endpoint `ep`'s address in the cluster store for this host
-    /// (overlay networks only); the claim is given back by `undo`.
+    /// (overlay networks only), after the virtual IPs `with_vips` plans for
+    /// its aliases; the address claim is given back by `undo`.
     pub(super) async fn claim_overlay<'a>(
         &'a self,
         net: &'a Network,
+        with_vips: Option<&Network>,
         sb: &Sandbox,
         ep: &Endpoint,
         undo: &mut Undo<'a>,
@@ -114,6 +122,34 @@ impl Engine {
             return Ok(());
         }
         let cluster = self.cluster_or_refuse()?;
+        for (alias, vip) in with_vips.map(|n| &n.vips).into_iter().flatten() {
+            if net.vips.contains_key(alias) {
+                continue;
+            }
+            match cluster.claim_vip(&net.id, alias, *vip).await? {
+                VipClaim::Claimed => {}
+                VipClaim::Exists(theirs) => {
+                    // Another host made it first: it is the alias's VIP here too.
+                    let mut known = net.clone();
+                    known.vips.insert(alias.clone(), theirs);
+                    let tx = self.store.begin()?;
+                    tx.put_network(&known)?;
+                    self.store.commit(tx)?;
+                    return Err(Error::AddressClaimed {
+                        ip: *vip,
+                        network: net.name.clone(),
+                        node: format!("another host (the VIP of {alias} is {theirs})"),
+                    });
+                }
+                VipClaim::AddressTaken => {
+                    return Err(Error::AddressClaimed {
+                        ip: *vip,
+                        network: net.name.clone(),
+                        node: "another host".into(),
+                    });
+                }
+            }
+        }
         let record = self.remote_record(cluster, sb, ep);
         match cluster.claim(&record).await? {
             Claim::Claimed => {
@@ -125,14 +161,16 @@ impl Engine {
             }
             Claim::Taken(by) => {
                 let node = by.node.clone();
+                tracing::debug!(network = %net.name, ip = %ep.ip, node = %by.node, sandbox = %by.name, "address claimed by another host first");
                 // Known at once, before the watch brings it: the next plan avoids it.
-                if let Ok(st) = self.store.state() {
-                    let mut remote = st.remote;
-                    remote.push(*by);
-                    let _ = self.store.set_remote(remote);
-                }
+                self.store.learn_remote(*by);
                 Err(Error::AddressClaimed { ip: ep.ip, network: net.name.clone(), node })
             }
+            Claim::TakenByVip => Err(Error::AddressClaimed {
+                ip: ep.ip,
+                network: net.name.clone(),
+                node: "a virtual IP".into(),
+            }),
         }
     }
 
@@ -152,6 +190,24 @@ impl Engine {
             aliases: ep.aliases.clone(),
             ip: ep.ip,
             mac: ep.mac,
+            live: sb.is_live(),
+        }
+    }
+
+    /// Tells the cluster which of this host's overlay sandboxes run (each
+    /// record is written again only when its liveness changed).
+    pub(super) async fn publish_overlay_liveness(&self, state: &State) {
+        let Some(cluster) = &self.cluster else { return };
+        for ep in &state.endpoints {
+            let (Some(_), Some(sb)) = (
+                state.networks.iter().find(|n| n.id == ep.network_id && n.is_overlay()),
+                state.sandboxes.iter().find(|s| s.id == ep.sandbox_id),
+            ) else {
+                continue;
+            };
+            if let Err(e) = cluster.refresh(&self.remote_record(cluster, sb, ep)).await {
+                tracing::warn!(sandbox = %sb.name, error = %e, "cannot tell the cluster whether the sandbox runs");
+            }
         }
     }
 
@@ -177,6 +233,10 @@ impl Engine {
             };
             match cluster.claim(&self.remote_record(cluster, sb, ep)).await {
                 Ok(Claim::Claimed) => {}
+                Ok(Claim::TakenByVip) => tracing::error!(
+                    network = %net.name, sandbox = %sb.name, ip = %ep.ip,
+                    "this sandbox's overlay address became a virtual IP while this daemon was away"
+                ),
                 Ok(Claim::Taken(by)) => tracing::error!(
                     network = %net.name, sandbox = %sb.name, ip = %ep.ip, node = %by.node,
                     "this sandbox's overlay address was taken by another host while this daemon was away"
@@ -207,58 +267,27 @@ impl Engine {
         });
     }
 
-    /// Makes this host match `snap`: overlay networks made or removed,
-    /// other hosts' endpoints in DP_REMOTE and in the resolver's view.
+    /// Makes this host match `snap`: the other hosts' endpoints in
+    /// DP_REMOTE and in the resolver's view (at once: a create waiting for
+    /// a lost claim needs them), overlay networks made or removed and their
+    /// virtual IPs (with the request lock), then the balanced tables.
     async fn sync_cluster(&self, snap: &Snapshot) {
-        let Some(cluster) = &self.cluster else { return };
         if !snap.complete {
             return;
         }
-        let _g = self.lock.lock().await;
-        let state = match self.store.state() {
-            Ok(s) => s,
-            Err(e) => return tracing::warn!(error = %e, "cluster sync: reading the store"),
+        self.sync_remote(snap);
+        let changed = {
+            let _g = self.lock.lock().await;
+            self.sync_networks(snap).await
         };
-        for net in &snap.networks {
-            if state.networks.iter().any(|n| n.id == net.id) {
-                continue;
-            }
-            if state.networks.iter().any(|n| n.name == net.name) {
-                tracing::error!(network = %net.name, "an overlay network has the name of a network of this host: not made here");
-                continue;
-            }
-            match self.apply_network(net).await {
-                Ok(()) => {
-                    tracing::info!(network = %net.name, vni = net.num, "overlay network made on this host")
-                }
-                Err(e) => {
-                    tracing::error!(network = %net.name, error = %e, "cannot make the overlay network on this host")
-                }
-            }
+        if changed {
+            self.sync_remote(snap);
         }
-        for local in state.networks.iter().filter(|n| n.is_overlay()) {
-            if snap.networks.iter().any(|n| n.id == local.id) {
-                continue;
-            }
-            if state.endpoints_of_network(&local.id).next().is_some() {
-                tracing::error!(network = %local.name, "the overlay network left the cluster but has sandboxes here: kept");
-                continue;
-            }
-            let res = self.store.begin().and_then(|tx| {
-                tx.del_network(&local.id)?;
-                self.store.commit(tx)
-            });
-            match res {
-                Ok(()) => {
-                    for w in self.teardown_network(local).await {
-                        tracing::warn!(network = %local.name, warning = %w, "overlay network teardown");
-                    }
-                }
-                Err(e) => {
-                    tracing::warn!(network = %local.name, error = %e, "cannot remove the overlay network here")
-                }
-            }
-        }
+        self.sync_lb().await;
+    }
+
+    fn sync_remote(&self, snap: &Snapshot) {
+        let Some(cluster) = &self.cluster else { return };
         let state = match self.store.state() {
             Ok(s) => s,
             Err(e) => return tracing::warn!(error = %e, "cluster sync: reading the store"),
@@ -286,5 +315,84 @@ impl Engine {
         if let Err(e) = self.store.set_remote(remote) {
             tracing::warn!(error = %e, "cannot publish the remote endpoints");
         }
+    }
+
+    /// Overlay networks of `snap` made here, those gone removed, virtual
+    /// IPs recorded (the request lock held). Whether anything changed.
+    async fn sync_networks(&self, snap: &Snapshot) -> bool {
+        let state = match self.store.state() {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::warn!(error = %e, "cluster sync: reading the store");
+                return false;
+            }
+        };
+        let mut changed = false;
+        for net in &snap.networks {
+            if state.networks.iter().any(|n| n.id == net.id) {
+                continue;
+            }
+            if state.networks.iter().any(|n| n.name == net.name) {
+                tracing::error!(network = %net.name, "an overlay network has the name of a network of this host: not made here");
+                continue;
+            }
+            match self.apply_network(net).await {
+                Ok(()) => {
+                    changed = true;
+                    tracing::info!(network = %net.name, vni = net.num, "overlay network made on this host")
+                }
+                Err(e) => {
+                    tracing::error!(network = %net.name, error = %e, "cannot make the overlay network on this host")
+                }
+            }
+        }
+        for local in state.networks.iter().filter(|n| n.is_overlay()) {
+            if snap.networks.iter().any(|n| n.id == local.id) {
+                continue;
+            }
+            if state.endpoints_of_network(&local.id).next().is_some() {
+                tracing::error!(network = %local.name, "the overlay network left the cluster but has sandboxes here: kept");
+                continue;
+            }
+            let res = self.store.begin().and_then(|tx| {
+                tx.del_network(&local.id)?;
+                self.store.commit(tx)
+            });
+            match res {
+                Ok(()) => {
+                    changed = true;
+                    for w in self.teardown_network(local).await {
+                        tracing::warn!(network = %local.name, warning = %w, "overlay network teardown");
+                    }
+                }
+                Err(e) => {
+                    tracing::warn!(network = %local.name, error = %e, "cannot remove the overlay network here")
+                }
+            }
+        }
+        // Virtual IPs: the cluster's are the network's on every host.
+        let Ok(state) = self.store.state() else { return changed };
+        for local in state.networks.iter().filter(|n| n.is_overlay()) {
+            // (VIPs go only with their network: what this host recorded
+            // before the watch brought it stays.)
+            let mut want = local.vips.clone();
+            want.extend(
+                snap.vips.iter().filter(|v| v.network_id == local.id).map(|v| (v.alias.clone(), v.ip)),
+            );
+            if want == local.vips {
+                continue;
+            }
+            let mut known = local.clone();
+            known.vips = want;
+            let res = self.store.begin().and_then(|tx| {
+                tx.put_network(&known)?;
+                self.store.commit(tx)
+            });
+            match res {
+                Ok(()) => changed = true,
+                Err(e) => tracing::warn!(network = %local.name, error = %e, "cannot record the virtual IPs"),
+            }
+        }
+        changed
     }
 }

@@ -187,11 +187,14 @@ impl Engine {
     pub async fn create_sandbox(&self, req: SandboxCreate) -> Result<Created> {
         let _g = self.lock.lock().await;
         let requested = req.ip.as_deref().is_some_and(|i| !i.is_empty());
-        super::overlay::planning_again_on_lost_claims(requested, || self.create_sandbox_locked(&req)).await
+        super::overlay::planning_again_on_lost_claims(requested, |skip| {
+            self.create_sandbox_locked(&req, skip)
+        })
+        .await
     }
 
-    async fn create_sandbox_locked(&self, req: &SandboxCreate) -> Result<Created> {
-        let state = self.store.state()?;
+    async fn create_sandbox_locked(&self, req: &SandboxCreate, overlay_skip: u32) -> Result<Created> {
+        let state = State { overlay_skip, ..self.store.state()? };
         // What the plan cannot see in the store, checked first.
         process::check_cmd(&req.cmd)?;
         process::check_env(&req.env)?;

@@ -1,0 +1,101 @@
+//! The overlay on crafted frames: a sandbox asking ARP for an overlay
+//! address of another host is answered in BPF with that sandbox's MAC; its
+//! packets to it go to the VXLAN device with that MAC as destination
+//! (counted); an address of another overlay network is dropped as
+//! isolation (and not answered); a virtual IP balances onto a backend of
+//! another host (DNAT, then the tunnel).
+
+mod common;
+
+use std::collections::HashMap;
+
+use common::*;
+use dataplane::datapath::overlay::RemoteEntry;
+use dataplane_common::{Config, DropReason};
+
+const VNI: u32 = 4096;
+const OTHER_VNI: u32 = 4097;
+const CLIENT: [u8; 4] = [10, 7, 0, 2];
+const REMOTE: [u8; 4] = [10, 7, 0, 9];
+const ELSEWHERE: [u8; 4] = [10, 8, 0, 9];
+const VIP: [u8; 4] = [10, 7, 0, 254];
+/// Any ifindex: test runs report the redirect without making it.
+const VXLAN_IFINDEX: u32 = 99;
+
+fn overlay_fixture(tag: &str) -> Fixture {
+    let f = fixture(tag);
+    f.network(VNI, "10.7.0.0/24", 0);
+    f.network(OTHER_VNI, "10.8.0.0/24", 0);
+    f.endpoint(LO, VNI, CLIENT, 0);
+    f.dp.config.set(Config { vxlan_ifindex: VXLAN_IFINDEX, ..Default::default() }).expect("config");
+    let remote = |vni| RemoteEntry { underlay: [192, 0, 2, 12].into(), vni, mac: [2, 0x42, 9, 9, 9, 9] };
+    let want = HashMap::from([(REMOTE.into(), remote(VNI)), (ELSEWHERE.into(), remote(OTHER_VNI))]);
+    assert_eq!(f.dp.overlay.sync(&want).expect("remote"), (2, 0));
+    f
+}
+
+/// An ARP request from the client for `target`.
+fn arp_request(target: [u8; 4]) -> Vec<u8> {
+    let mut f = Vec::new();
+    f.extend_from_slice(&[0xff; 6]);
+    f.extend_from_slice(&mac_of(CLIENT));
+    f.extend_from_slice(&[0x08, 0x06, 0, 1, 0x08, 0x00, 6, 4, 0, 1]);
+    f.extend_from_slice(&mac_of(CLIENT));
+    f.extend_from_slice(&CLIENT);
+    f.extend_from_slice(&[0; 6]);
+    f.extend_from_slice(&target);
+    f
+}
+
+#[test]
+fn arp_for_a_remote_sandbox_is_answered_in_bpf_and_its_packets_enter_the_tunnel() {
+    let f = overlay_fixture("ov-arp");
+    let (verdict, out) = f.veth(&arp_request(REMOTE));
+    assert_eq!(verdict, REDIRECT, "the reply goes back into the asking sandbox");
+    let mac = [2, 0x42, 9, 9, 9, 9];
+    assert_eq!(&out[0..6], &mac_of(CLIENT), "to the asker");
+    assert_eq!(&out[6..12], &mac, "from the remote sandbox");
+    assert_eq!(&out[20..22], &[0, 2], "an ARP reply");
+    assert_eq!((&out[22..28], &out[28..32]), (&mac[..], &REMOTE[..]), "sender: the remote sandbox");
+    assert_eq!((&out[32..38], &out[38..42]), (&mac_of(CLIENT)[..], &CLIENT[..]), "target: the asker");
+    assert_eq!(f.count(DropReason::ArpProxy), 1);
+    // The gateway and other networks' addresses are not ours to answer.
+    assert_eq!(f.veth(&arp_request([10, 7, 0, 1])).0, NEXT, "the gateway: the bridge answers");
+    assert_eq!(f.veth(&arp_request(ELSEWHERE)).0, NEXT, "another overlay network's sandbox");
+    assert_eq!(f.count(DropReason::ArpProxy), 1);
+
+    // TCP to the remote sandbox: towards the VXLAN device, its MAC set.
+    let (verdict, out) = f.veth(&tcp((CLIENT, 40000), (REMOTE, 80), SYN));
+    assert_eq!(verdict, REDIRECT);
+    let p = parse(&out);
+    assert_eq!((p.dst, p.dport, p.dst_mac), (REMOTE, 80, mac));
+    assert!(checksums_ok(&out));
+    assert_eq!(f.count(DropReason::OverlayEncap), 1);
+    // Another overlay network's sandbox on another host: isolated, counted.
+    let (verdict, _) = f.veth(&tcp((CLIENT, 40001), (ELSEWHERE, 80), SYN));
+    assert_eq!(verdict, DROP);
+    assert_eq!(f.count(DropReason::PolicyNetworkIsolation), 1);
+    assert_eq!(f.count(DropReason::OverlayEncap), 1);
+}
+
+#[test]
+fn a_virtual_ip_balances_onto_a_backend_of_another_host() {
+    let f = overlay_fixture("ov-lb");
+    let table = dataplane::datapath::lb::maglev(&[("remote".into(), u32::from_ne_bytes(REMOTE))]);
+    f.dp.lb.set(VIP.into(), &table).expect("VIP");
+    let (verdict, out) = f.veth(&tcp((CLIENT, 40000), (VIP, 80), SYN));
+    assert_eq!(verdict, REDIRECT, "into the tunnel");
+    let p = parse(&out);
+    assert_eq!(
+        (p.src, p.dst, p.dport, p.dst_mac),
+        (CLIENT, REMOTE, 80, [2, 0x42, 9, 9, 9, 9]),
+        "DNAT to the backend"
+    );
+    assert!(checksums_ok(&out));
+    assert_eq!(f.count(DropReason::LbForwarded), 1);
+    // The next packet of the flow follows its tracked entry, through the tunnel too.
+    let (verdict, out) = f.veth(&tcp((CLIENT, 40000), (VIP, 80), ACK));
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(parse(&out).dst, REMOTE);
+    assert_eq!(f.count(DropReason::NatPublished) + f.count(DropReason::LbForwarded), 2);
+}
