@@ -61,6 +61,16 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
+    /// Only the overlay phase (as root); prints its JSON.
+    Overlay {
+        /// 1 round of 1 s, 10 control-plane samples, 3 sandboxes per host.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 3)]
+        rounds: u32,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
 }
 
 #[derive(clap::Args)]
@@ -440,6 +450,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             })
         });
         save(&mut report, &r)?;
+        r.progress.step("overlay across hosts: ours vs plain kernel VXLAN vs the underlay");
+        report["overlay"] = guarded(&mut r, "overlay", |r| {
+            modes::overlay(r.rounds, r.seconds, r.args.quick).unwrap_or_else(|e| {
+                r.unavailable.insert("overlay".into(), format!("{e:#}"));
+                Value::Null
+            })
+        });
+        save(&mut report, &r)?;
         r.progress.step("memory: 100 sandboxes");
         report["memory"] = guarded(&mut r, "memory", |r| {
             modes::memory(100).unwrap_or_else(|e| {
@@ -503,6 +521,12 @@ fn main() -> anyhow::Result<()> {
         Cmd::Dns { quick, seconds } => {
             dataplane_tests::require_privileges();
             println!("{}", serde_json::to_string_pretty(&modes::dns(quick, seconds)?)?);
+            Ok(())
+        }
+        Cmd::Overlay { quick, rounds, seconds } => {
+            dataplane_tests::require_privileges();
+            let (rounds, seconds) = if quick { (1, 1.0) } else { (rounds, seconds) };
+            println!("{}", serde_json::to_string_pretty(&modes::overlay(rounds, seconds, quick)?)?);
             Ok(())
         }
         Cmd::CtScale { quick } => {

@@ -133,6 +133,14 @@ pub fn goals(r: &Value) -> Vec<Value> {
     goal("Docker on dataplane: RR p50 ÷ Docker's bridge", dd("rr_p50"), 1.0, false);
     goal("Docker on dataplane: UDP 64 B ÷ Docker's bridge", dd("udp_64b"), 1.3, true);
     goal("Docker on dataplane: new connections ÷ Docker's bridge", dd("new_connections"), 1.0, true);
+    // Across hosts: our overlay against two namespaces joined by plain kernel VXLAN.
+    let ov = |m: &str| r["overlay"]["ratios"]["overlay-dataplane/overlay-vxlan"][m].as_f64();
+    goal("overlay: TCP 1 stream ÷ plain VXLAN", ov("tcp_1_stream"), 0.95, true);
+    goal("overlay: TCP 4 streams ÷ plain VXLAN", ov("tcp_4_streams"), 0.95, true);
+    goal("overlay: UDP 64 B ÷ plain VXLAN", ov("udp_64b"), 0.95, true);
+    goal("overlay: RR p50 ÷ plain VXLAN", ov("rr_p50"), 1.0 / 0.95, false);
+    goal("overlay: RR p99 ÷ plain VXLAN", ov("rr_p99"), 1.0 / 0.95, false);
+    goal("overlay: new connections ÷ plain VXLAN", ov("new_connections"), 0.95, true);
     let cp = |mode: &str| r["control_plane"][mode]["1000"].as_f64();
     goal(
         "Docker publishing 1,000 ports: Docker's bridge ÷ on dataplane",
@@ -312,6 +320,44 @@ pub fn markdown(r: &Value) -> String {
                 f(&row["qps_ratio"]),
             ));
         }
+    }
+    if let Some(ov) = r["overlay"].as_object().filter(|o| !o.is_empty()) {
+        s.push_str(
+            "\n**Overlay across hosts** (client sandbox on host A, server on host B, hosts on one LAN bridge; \
+             medians)\n\n| metric | dataplane overlay | plain kernel VXLAN | underlay | overlay ÷ VXLAN |\n\
+             |---|---|---|---|---|\n",
+        );
+        for (metric, unit, _) in METRICS {
+            let m = |mode: &str| f(&ov["modes"][mode][metric]["median"]);
+            s.push_str(&format!(
+                "| {metric} ({unit}) | {} | {} | {} | {} |\n",
+                m("overlay-dataplane"),
+                m("overlay-vxlan"),
+                m("underlay"),
+                f(&ov["ratios"]["overlay-dataplane/overlay-vxlan"][metric]),
+            ));
+        }
+        let cp = &ov["control_plane"];
+        let sc = &ov["scale"];
+        s.push_str(&format!(
+            "\n`run` on host A to reachable from host B: p50 {} s, p99 {} s ({} sandboxes). {} daemons × {} \
+             sandboxes on one overlay network: {} etcd writes ({} per sandbox), {} watch events delivered, {} keys, \
+             all created in {} s, every host answering every host's last sandbox after {} s; daemon RSS {} MiB \
+             idle, {} MiB loaded\n",
+            f(&cp["p50_s"]),
+            f(&cp["p99_s"]),
+            cp["sandboxes"],
+            sc["hosts"],
+            sc["sandboxes_per_host"],
+            sc["writes"],
+            f(&sc["writes_per_sandbox"]),
+            sc["watch_events_delivered"],
+            sc["keys"],
+            f(&sc["seconds_to_create_all"]),
+            f(&sc["seconds_to_converge"]),
+            f(&sc["daemon_rss_mib_idle"]),
+            f(&sc["daemon_rss_mib_loaded"]),
+        ));
     }
     if let Some(g) = r["goals"].as_array() {
         s.push_str("\n**Goals**\n\n| goal | target | measured | met |\n|---|---|---|---|\n");

@@ -44,6 +44,9 @@ pub struct LocalTarget {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<LocalTarget>() == 12);
+/// VXLAN's IANA port, where every host of a cluster listens (host byte order).
+pub const VXLAN_PORT: u16 = 4789;
+
 /// Overlay address on another host → [`RemoteTarget`]: a sandbox's packet
 /// to it is encapsulated in VXLAN toward that host.
 pub const MAP_REMOTE: &str = "DP_REMOTE";

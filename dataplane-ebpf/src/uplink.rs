@@ -4,15 +4,17 @@
 //! (`bpf_redirect_peer`), skipping the bridge and the host stack.
 //! Everything else goes on.
 //!
-//! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_SUBNETS`, `DP_CT`, `DP_METRICS`.
+//! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_SUBNETS`, `DP_CT`, `DP_CONFIG`, `DP_METRICS`.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use aya_ebpf::maps::lpm_trie::Key;
-use dataplane_common::{CT_DIR_DNAT, CT_DIR_SNAT_REPLY, Direction, DropReason, NET_FLAG_ROUTED, PROTO_TCP};
+use dataplane_common::{
+    CT_DIR_DNAT, CT_DIR_SNAT_REPLY, Direction, DropReason, NET_FLAG_ROUTED, PROTO_TCP, PROTO_UDP, VXLAN_PORT,
+};
 
 use crate::{
     conntrack,
-    maps::SUBNETS,
+    maps::{CONFIG, SUBNETS},
     nat::{self, End},
     parse::{self, Flow},
     redirect, service,
@@ -23,6 +25,15 @@ const NEXT: i32 = TC_ACT_UNSPEC;
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
     let Some(flow) = parse::l4_flow(ctx) else { return icmp_error(ctx) };
+    // The overlay's own VXLAN packets (UDP 4789 to this host, in a
+    // cluster) go straight on to the VXLAN socket: no published port can
+    // be there, and nothing here is to be tracked.
+    if flow.proto == PROTO_UDP
+        && flow.dport == VXLAN_PORT.to_be()
+        && CONFIG.get(0).is_some_and(|c| c.vxlan_ifindex != 0)
+    {
+        return NEXT;
+    }
     // Garbage flags on a flow of ours (tracked, or to a published port) go
     // before they can move any state; the host's own traffic is not ours to judge.
     if !conntrack::valid_tcp_flags(&flow) && (conntrack::tracked(&flow) || service::lookup(&flow).is_some()) {

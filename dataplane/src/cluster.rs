@@ -249,16 +249,33 @@ impl Cluster {
         let store = endpoints.join(",");
         let pool = Arc::new(Pool::connect(endpoints).await?);
         let previous = std::fs::read_to_string(lease_file).ok().and_then(|t| t.trim().parse::<i64>().ok());
-        let reused = match previous {
-            Some(id) => lease_alive(&pool, id).await.then_some(id),
-            None => None,
+        let registered: Result<(i64, bool)> = async {
+            let reused = match previous {
+                Some(id) => lease_alive(&pool, id).await.then_some(id),
+                None => None,
+            };
+            let lease = match reused {
+                Some(id) => id,
+                None => grant(&pool).await?,
+            };
+            put_node(&pool, &me, lease).await?;
+            Ok((lease, reused.is_some()))
+        }
+        .await;
+        // A store that does not answer yet does not keep the daemon down:
+        // it joins in the background (the keep-alive task registers as soon
+        // as the store answers, under the previous lease if still alive);
+        // overlay mutations are refused until then.
+        let (lease, reused) = match registered {
+            Ok(r) => r,
+            Err(e) => {
+                tracing::warn!(store = %store, error = %e, "the cluster store does not answer; joining when it does");
+                (previous.unwrap_or(0), false)
+            }
         };
-        let lease = match reused {
-            Some(id) => id,
-            None => grant(&pool).await?,
-        };
-        put_node(&pool, &me, lease).await?;
-        if let Err(e) = std::fs::write(lease_file, lease.to_string()) {
+        if lease != 0
+            && let Err(e) = std::fs::write(lease_file, lease.to_string())
+        {
             tracing::warn!(file = %lease_file.display(), error = %e, "cannot record the cluster lease");
         }
         let lease = Arc::new(AtomicI64::new(lease));
@@ -274,7 +291,7 @@ impl Cluster {
             )),
             tokio::spawn(watch(Arc::clone(&pool), store.clone(), tx)),
         ];
-        tracing::info!(node = %me.id, address = %me.address, store = %store, lease_reused = reused.is_some(), "joined the cluster");
+        tracing::info!(node = %me.id, address = %me.address, store = %store, lease_reused = reused, "joined the cluster");
         Ok(Cluster { pool, me, store, lease, mine, snapshot: rx, tasks })
     }
 
@@ -372,11 +389,32 @@ impl Cluster {
         Ok(Err(holders))
     }
 
+    /// The lease this host's claims live under; refused while the host
+    /// has not registered yet (a key without a lease would outlive it).
+    fn lease(&self) -> Result<i64> {
+        match self.lease.load(Ordering::SeqCst) {
+            0 => Err(Error::Unsupported(format!(
+                "this host has not joined the cluster yet: the cluster store (etcd) at {} has not answered since the daemon started",
+                self.store
+            ))),
+            l => Ok(l),
+        }
+    }
+
+    /// Keeps `ep` among this host's claims without writing it (the store
+    /// did not answer): it is written when the host registers again.
+    pub fn remember(&self, ep: &RemoteEndpoint) {
+        let key = endpoint_key(&ep.network_id, ep.ip);
+        if let Ok(value) = serde_json::to_vec(ep) {
+            lock(&self.mine).insert(key, value);
+        }
+    }
+
     /// Claims `ep.ip` on its network for this host (under its lease).
     pub async fn claim(&self, ep: &RemoteEndpoint) -> Result<Claim> {
         let key = endpoint_key(&ep.network_id, ep.ip);
         let value = serde_json::to_vec(ep).map_err(record_err(&key))?;
-        let lease = self.lease.load(Ordering::SeqCst);
+        let lease = self.lease()?;
         let txn = Txn::new()
             .when([
                 Compare::create_revision(key.clone(), CompareOp::Equal, 0),
@@ -421,7 +459,7 @@ impl Cluster {
         if lock(&self.mine).get(&key).is_none_or(|v| *v == value) {
             return Ok(());
         }
-        let lease = self.lease.load(Ordering::SeqCst);
+        let lease = self.lease()?;
         let (k, v) = (&key, &value);
         self.pool
             .call(|c| async move {

@@ -14,6 +14,7 @@ mod docker;
 mod iptables;
 mod netavark;
 mod ours;
+mod overlay;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -31,6 +32,7 @@ pub use docker::{docker, docker_dataplane};
 pub use iptables::{docker_iptables, docker_proxy};
 pub use netavark::netavark;
 pub use ours::{dataplane, dataplane_localhost, memory};
+pub use overlay::overlay;
 
 /// Ports the servers listen on (and that are published).
 pub const IPERF_PORT: u16 = 5201;

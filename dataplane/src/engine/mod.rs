@@ -106,7 +106,7 @@ pub const DEFAULT_BRIDGE_DEVICE: &str = "dp0";
 /// The host's one VXLAN device (external mode) of every overlay network.
 pub const VXLAN_DEVICE: &str = "dp-vxlan";
 /// VXLAN's IANA port.
-pub const VXLAN_PORT: u16 = 4789;
+pub const VXLAN_PORT: u16 = dataplane_common::VXLAN_PORT;
 const STOP_GRACE: Duration = Duration::from_secs(10);
 
 pub struct Engine {

@@ -242,6 +242,8 @@ impl Engine {
                     "this sandbox's overlay address was taken by another host while this daemon was away"
                 ),
                 Err(e) => {
+                    // Claimed when the host registers with the store.
+                    cluster.remember(&self.remote_record(cluster, sb, ep));
                     tracing::warn!(network = %net.name, sandbox = %sb.name, error = %e, "cannot claim the overlay address again yet")
                 }
             }
