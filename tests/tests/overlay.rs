@@ -46,7 +46,19 @@ fn an_overlay_network_spans_hosts_with_vxlan_in_bpf() {
     let h2 = etcd.host("ov2", 12);
     let h3 = etcd.host("ov3", 13);
     let t = Instant::now();
-    h1.dp_ok(&["network", "create", "-d", "overlay", "--subnet", "10.77.0.0/24", "web"]);
+    h1.dp_ok(&[
+        "network",
+        "create",
+        "-d",
+        "overlay",
+        "--subnet",
+        "10.77.0.0/24",
+        "--ip-range",
+        "10.77.0.128/25",
+        "--gateway",
+        "10.77.0.254",
+        "web",
+    ]);
     for h in [&h2, &h3] {
         assert!(
             eventually(Duration::from_secs(5), || h.network_names().contains(&"web".to_string())),
@@ -61,13 +73,25 @@ fn an_overlay_network_spans_hosts_with_vxlan_in_bpf() {
     assert_eq!(inspect[0]["Scope"], "global", "{inspect}");
     assert_eq!(inspect[0]["Driver"], "overlay", "{inspect}");
     assert_eq!(inspect[0]["IPAM"]["Config"][0]["Subnet"], "10.77.0.0/24", "{inspect}");
+    assert_eq!(inspect[0]["IPAM"]["Config"][0]["Gateway"], "10.77.0.254", "{inspect}");
 
-    sleeper(&h1, "a", "web");
-    sleeper(&h2, "b", "web");
-    sleeper(&h3, "c", "web");
+    // Every sandbox also answers to the alias `all`.
+    for (h, n) in [(&h1, "a"), (&h2, "b"), (&h3, "c")] {
+        h.dp_ok(&["run", "-d", "--name", n, "--network", "web", "--network-alias", "all", "sleep", "600"]);
+    }
     let (a, b, c) = (h1.ip_of("a", "web"), h2.ip_of("b", "web"), h3.ip_of("c", "web"));
     let distinct: BTreeSet<_> = [&a, &b, &c].into_iter().collect();
     assert_eq!(distinct.len(), 3, "addresses {a} {b} {c}");
+    // --ip-range and --gateway hold on every host.
+    for ip in [&a, &b, &c] {
+        assert!(
+            ip.starts_with("10.77.0.")
+                && ip.rsplit('.').next().and_then(|o| o.parse::<u8>().ok()) >= Some(128),
+            "{ip}"
+        );
+    }
+    let route = text(&h2.exec("b", &["ip", "route", "show", "default"]));
+    assert!(route.contains("via 10.77.0.254"), "{route}");
     // The sandbox MTU leaves room for VXLAN's 50 bytes.
     let link = text(&h1.exec("a", &["ip", "-o", "link", "show", "eth0"]));
     assert!(link.contains(" mtu 1450 "), "{link}");
@@ -89,6 +113,23 @@ fn an_overlay_network_spans_hosts_with_vxlan_in_bpf() {
     );
     assert_eq!(dig(&h2, "b", "c"), [c]);
     assert!(h3.exec("c", &["ping", "-c", "1", "-W", "2", "a"]).status.success(), "c cannot ping a by name");
+    // An alias held on three hosts: every host's resolver answers all three (round robin).
+    let all: BTreeSet<String> = dig(&h2, "b", "all").into_iter().collect();
+    assert_eq!(all, [a.clone(), b.clone(), h3.ip_of("c", "web")].into_iter().collect::<BTreeSet<_>>());
+
+    // UDP across hosts, with the sender's own address seen.
+    let mut udp = vec!["run", "-d", "--name", "uecho", "--network", "web"];
+    let server = dataplane_tests::udp_echo_command(5353, "peer={addr}");
+    udp.extend(server.iter().map(String::as_str));
+    h3.dp_ok(&udp);
+    let uecho = h3.ip_of("uecho", "web");
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let o = h1.exec("a", &["sh", "-c", &format!("echo hi | socat -T 2 - UDP:{uecho}:5353")]);
+            text(&o).contains(&format!("peer={a}"))
+        }),
+        "no UDP answer across hosts"
+    );
 
     // TCP across hosts: 20 MB, checksummed on both ends.
     start_sink(&h2, 5001, "md5sum");
@@ -319,8 +360,10 @@ fn overlay_traffic_survives_a_daemon_kill_a_host_death_and_etcd_outages() {
     assert!(dig(&h1, "a", "c") == [c.clone()] && h1.ping("a", &c));
     let peers = |h: &Host| h.dp_ok(&["network", "inspect", "web"]);
     assert!(peers(&h1).contains("10.251.0.13"), "{}", peers(&h1));
+    // (Its daemon killed, its namespace and every process in it gone.)
     h3.kill_daemon();
     let t = Instant::now();
+    drop(h3);
     assert!(
         eventually(Duration::from_secs(7), || !peers(&h1).contains("10.251.0.13")
             && dig(&h1, "a", "c").is_empty()),
@@ -330,7 +373,6 @@ fn overlay_traffic_survives_a_daemon_kill_a_host_death_and_etcd_outages() {
     );
     eprintln!("a dead host left the others after {:?}", t.elapsed());
     assert!(!h1.ping("a", &c), "traffic still went to the dead host");
-    drop(h3);
 
     // All of etcd down: the traffic between the hosts flows on, overlay
     // mutations fail naming the store, bridge networks are unaffected.
