@@ -90,7 +90,13 @@ fn bad_networks_are_refused_and_leave_nothing() {
     h.dp_ok(&["network", "rm", "near"]);
     refused(&h, &["network", "create", "taken"], "already exists");
     refused(&h, &["network", "create", "bad/name"], "invalid name");
-    refused(&h, &["network", "create", "-d", "overlay", "ov"], "plugin \"overlay\" not found");
+    // Not in a cluster: the refusal says what to pass.
+    refused(
+        &h,
+        &["network", "create", "-d", "overlay", "ov"],
+        "overlay networks need a cluster: start the daemon with --cluster-store etcd://IP:PORT --cluster-advertise IP",
+    );
+    refused(&h, &["network", "create", "-d", "vxlan", "vx"], "plugin \"vxlan\" not found");
     refused(&h, &["network", "create", "-d", "ipvlan", "iv"], "lacks ipvlan");
     refused(
         &h,

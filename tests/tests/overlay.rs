@@ -272,6 +272,15 @@ fn overlay_networks_are_isolated_unique_and_reach_out_through_their_own_host() {
     }
     assert_eq!(seen.len(), 30);
 
+    // prune leaves the cluster's networks alone, even unused ones.
+    h1.dp_ok(&["network", "create", "-d", "overlay", "spare"]);
+    assert!(eventually(Duration::from_secs(5), || h3.network_names().contains(&"spare".to_string())));
+    h3.dp_ok(&["network", "prune", "-f"]);
+    assert!(
+        h1.network_names().contains(&"spare".to_string()),
+        "prune on another host removed an overlay network"
+    );
+    h3.dp_ok(&["network", "rm", "spare"]);
     // rm is refused while any host has a sandbox on the network, naming the hosts.
     let e = h3.dp_err(&["network", "rm", "inner"]);
     assert!(e.contains("active endpoints"), "{e}");

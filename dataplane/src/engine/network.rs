@@ -351,11 +351,13 @@ impl Engine {
         warnings
     }
 
-    /// Removes every user network without endpoints; returns their names.
+    /// Removes every user network of this host without endpoints; returns
+    /// their names. Overlay networks are the cluster's: `network rm` removes
+    /// them, prune does not (as Docker's prune leaves swarm networks).
     pub async fn prune_networks(&self) -> Result<Vec<String>> {
         let state = self.store.state()?;
         let mut removed = Vec::new();
-        for n in state.networks.iter().filter(|n| !n.predefined) {
+        for n in state.networks.iter().filter(|n| !n.predefined && !n.is_overlay()) {
             if state.endpoints_of_network(&n.id).next().is_none() && self.remove_network(&n.id).await.is_ok()
             {
                 removed.push(n.name.clone());
