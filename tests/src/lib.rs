@@ -7,6 +7,7 @@
 pub mod docker;
 pub mod etcd;
 pub mod http;
+pub mod monitor;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

@@ -207,6 +207,20 @@ fn overlay_networks_are_isolated_unique_and_reach_out_through_their_own_host() {
     let before = h1.drops("POLICY_NETWORK_ISOLATION");
     assert!(!h1.ping("a", &o), "a (web) reached o (other) on another host");
     assert!(h1.drops("POLICY_NETWORK_ISOLATION") > before, "the isolation drop was not counted");
+    // …and shown by `monitor`, naming the sandbox of the other host.
+    let mon = dataplane_tests::monitor::Monitor::start(&h1);
+    let ev = mon.expect(
+        |v| v["Reason"] == "POLICY_NETWORK_ISOLATION",
+        || {
+            h1.exec("a", &["ping", "-c", "1", "-W", "1", &o]);
+        },
+    );
+    assert_eq!(
+        (ev["SourceSandbox"].as_str(), ev["DestinationSandbox"].as_str()),
+        (Some("a"), Some("o")),
+        "{ev}"
+    );
+    drop(mon);
     // An overlay sandbox and a bridge sandbox on one host: isolated too.
     assert!(h2.ping("b", &ip(&h1, "a", "web")), "b cannot reach a");
     let before = h2.drops("POLICY_NETWORK_ISOLATION");

@@ -11,6 +11,7 @@
 //!   network: writes to etcd, watch events, convergence time, memory.
 
 use std::collections::BTreeMap;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
@@ -159,6 +160,8 @@ fn underlay() -> anyhow::Result<Mode> {
     let mut procs = super::Procs::default();
     let child = Command::new("ip")
         .args(["netns", "exec", &b.name, "sh", "-c", &Serve::All.command()])
+        // A group of its own: iperf3 runs in the background of this shell.
+        .process_group(0)
         .stdin(Stdio::null())
         .stdout(Stdio::null())
         .stderr(Stdio::null())

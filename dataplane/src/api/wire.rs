@@ -593,11 +593,14 @@ impl MonitorEvent {
                 ip.to_string()
             }
         };
+        // A sandbox of this host, or of another host on an overlay network.
         let owner = |addr: [u8; 4]| {
             let ip = Ipv4Addr::from(addr);
             let st = state?;
-            let ep = st.endpoints.iter().find(|e| e.ip == ip)?;
-            st.sandboxes.iter().find(|s| s.id == ep.sandbox_id).map(|s| s.name.clone())
+            match st.endpoints.iter().find(|e| e.ip == ip) {
+                Some(ep) => st.sandboxes.iter().find(|s| s.id == ep.sandbox_id).map(|s| s.name.clone()),
+                None => st.remote.iter().find(|r| r.ip == ip).map(|r| r.name.clone()),
+            }
         };
         MonitorEvent {
             time_ns: ev.ts_ns,
