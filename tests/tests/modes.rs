@@ -181,6 +181,33 @@ fn create_adopts_an_existing_namespace() {
     assert!(!ns.run(&["ip", "link", "show", "eth0"]).status.success());
 }
 
+/// A runtime (Podman, CNI) may bring the namespace's `lo` up only after
+/// the network is plugged: the embedded resolver answers from then on.
+#[test]
+fn the_resolver_of_an_adopted_namespace_answers_once_its_lo_comes_up() {
+    let (h, _ext) = Host::with_external("adlo");
+    h.dp_ok(&["network", "create", "--subnet", "10.93.0.0/24", "named"]);
+    h.dp_ok(&["run", "-d", "--name", "peer", "--network", "named", "sleep", "300"]);
+    let name = dataplane_tests::unique("adlo");
+    dataplane_tests::sh_ok(&["ip", "netns", "add", &name]);
+    let ns = dataplane_tests::Netns { name };
+    assert!(String::from_utf8_lossy(&ns.run(&["ip", "-o", "link", "show", "lo"]).stdout).contains("DOWN"));
+    let o = h.dp(&["create", "--name", "late", "--network", "named", "--netns", &ns.path()]);
+    assert!(
+        o.status.success() && !dataplane_tests::text(&o).contains("WARNING"),
+        "{}",
+        dataplane_tests::text(&o)
+    );
+    let ask = || {
+        let o = ns.run(&["dig", "+short", "+time=1", "+tries=1", "@127.0.0.11", "peer"]);
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    };
+    let before = ask();
+    assert!(before.contains("no servers could be reached"), "lo is down: nothing can answer yet: {before}");
+    ns.run(&["ip", "link", "set", "lo", "up"]);
+    assert_eq!(ask(), h.ip_of("peer", "named"), "the resolver does not answer after lo came up");
+}
+
 #[test]
 fn stop_and_rm_end_everything_the_sandbox_started() {
     let (h, _ext) = Host::with_external("grp");

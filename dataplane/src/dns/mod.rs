@@ -107,9 +107,11 @@ impl Dns {
         let addr = SocketAddr::from((RESOLVER_ADDR, 0));
         let shown = netns.display().to_string();
         let (udp, tcp, cookie) = crate::sys::netns::run_in(netns, move || -> std::io::Result<_> {
-            let udp = std::net::UdpSocket::bind(addr)?;
+            let udp = std::net::UdpSocket::from(freebind(socket2::Type::DGRAM, addr)?);
             udp.set_nonblocking(true)?;
-            let tcp = std::net::TcpListener::bind(addr)?;
+            let tcp = freebind(socket2::Type::STREAM, addr)?;
+            tcp.listen(128)?;
+            let tcp = std::net::TcpListener::from(tcp);
             tcp.set_nonblocking(true)?;
             let cookie = crate::sys::netns::socket_cookie(&udp)?;
             Ok((udp, tcp, cookie))
@@ -145,6 +147,16 @@ impl Dns {
     pub fn cookies(&self) -> Vec<u64> {
         self.servers.lock().unwrap_or_else(|p| p.into_inner()).values().map(|(_, l)| l.netns_cookie).collect()
     }
+}
+
+/// A socket bound to `addr` even if no interface holds it yet
+/// (IP_FREEBIND): a runtime may bring the namespace's `lo` up after its
+/// network plugin ran; the resolver answers from the moment it does.
+fn freebind(kind: socket2::Type, addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+    let s = socket2::Socket::new(socket2::Domain::IPV4, kind, None)?;
+    s.set_freebind_v4(true)?;
+    s.bind(&addr.into())?;
+    Ok(s)
 }
 
 /// Serves the queries of one sandbox.
