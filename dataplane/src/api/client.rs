@@ -28,6 +28,11 @@ impl Client {
         Client { socket }
     }
 
+    /// The daemon socket this client talks to.
+    pub fn socket(&self) -> &std::path::Path {
+        &self.socket
+    }
+
     /// PID of the daemon behind the socket (SO_PEERCRED).
     pub async fn daemon_pid(&self) -> anyhow::Result<u32> {
         let stream = tokio::net::UnixStream::connect(&self.socket)

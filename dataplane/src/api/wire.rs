@@ -200,6 +200,28 @@ pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
     }
 }
 
+/// The CNI network configuration list (spec 1.1) that attaches a runtime's
+/// containers to `net` through the `dataplane-cni` plugin, which asks the
+/// daemon at `socket`; refused for networks without endpoints.
+pub fn cni_conflist(net: &NetworkResource, socket: &std::path::Path) -> Result<serde_json::Value, String> {
+    if !matches!(net.driver.as_str(), "bridge" | "macvlan" | "overlay") {
+        return Err(format!(
+            "network {} (driver {}) has no endpoints: a CNI attachment needs a bridge, macvlan or overlay network",
+            net.name, net.driver
+        ));
+    }
+    Ok(serde_json::json!({
+        "cniVersion": "1.1.0",
+        "name": net.name,
+        "plugins": [{
+            "type": "dataplane-cni",
+            "network": net.name,
+            "socket": socket.display().to_string(),
+            "capabilities": { "portMappings": true, "ips": true, "mac": true, "aliases": true },
+        }],
+    }))
+}
+
 // ----- sandboxes ----------------------------------------------------------
 
 #[derive(Debug, Default, Serialize, Deserialize)]

@@ -62,6 +62,14 @@ pub enum NetworkCmd {
         #[arg(required = true)]
         names: Vec<String>,
     },
+    /// Print a CNI network configuration list attaching containers of a
+    /// CNI runtime (Podman, containerd, CRI-O) to this network through the
+    /// `dataplane-cni` plugin.
+    #[command(
+        name = "cni-config",
+        after_help = "Example:\n  dataplane network cni-config mynet > /etc/cni/net.d/mynet.conflist"
+    )]
+    CniConfig { name: String },
     /// Remove all unused user networks.
     Prune {
         /// Do not prompt (always implied).
@@ -154,6 +162,11 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             if failed {
                 return Ok(ExitCode::FAILURE);
             }
+        }
+        NetworkCmd::CniConfig { name } => {
+            let net: NetworkResource = client.get(&format!("/networks/{}", enc(&name))).await?;
+            let conf = cni_conflist(&net, client.socket()).map_err(|e| anyhow::anyhow!(e))?;
+            println!("{}", serde_json::to_string_pretty(&conf)?);
         }
         NetworkCmd::Prune { .. } => {
             let v: serde_json::Value = client.post("/networks/prune", &serde_json::json!({})).await?;
