@@ -93,7 +93,6 @@ pub struct Node {
 pub struct Snapshot {
     /// False until the first full list arrived.
     pub complete: bool,
-    pub nodes: Vec<Node>,
     pub networks: Vec<Network>,
     /// Every overlay endpoint, this host's included.
     pub endpoints: Vec<RemoteEndpoint>,
@@ -295,6 +294,17 @@ impl Cluster {
         Ok(Cluster { pool, me, store, lease, mine, snapshot: rx, tasks })
     }
 
+    /// Every key under `prefix`, failed over between the members.
+    async fn list(&self, prefix: String, what: &str) -> Result<etcd_client::GetResponse> {
+        let p = &prefix;
+        self.pool
+            .call(
+                |c| async move { c.kv_client().get(p.clone(), Some(GetOptions::new().with_prefix())).await },
+            )
+            .await
+            .map_err(self.err(what))
+    }
+
     /// One transaction, failed over between the members.
     async fn txn(&self, txn: Txn) -> std::result::Result<etcd_client::TxnResponse, etcd_client::Error> {
         let t = &txn;
@@ -310,11 +320,6 @@ impl Cluster {
         &self.me
     }
 
-    /// The store's endpoints, as given (for messages).
-    pub fn store(&self) -> &str {
-        &self.store
-    }
-
     /// The cluster as the watch sees it; changes as the store does.
     pub fn snapshot(&self) -> tokio::sync::watch::Receiver<Arc<Snapshot>> {
         self.snapshot.clone()
@@ -322,13 +327,7 @@ impl Cluster {
 
     /// Every registered host (those whose lease is alive).
     pub async fn nodes(&self) -> Result<Vec<Node>> {
-        let resp = self
-            .pool
-            .call(|c| async move {
-                c.kv_client().get(nodes_prefix(), Some(GetOptions::new().with_prefix())).await
-            })
-            .await
-            .map_err(self.err("listing the nodes"))?;
+        let resp = self.list(nodes_prefix(), "listing the nodes").await?;
         let mut out: Vec<Node> = resp.kvs().iter().filter_map(|k| decode(k.key(), k.value())).collect();
         out.sort_by(|a, b| a.id.cmp(&b.id));
         Ok(out)
@@ -336,13 +335,7 @@ impl Cluster {
 
     /// The overlay networks, read now, with the store's revision of the read.
     pub async fn networks(&self) -> Result<(Vec<Network>, i64)> {
-        let resp = self
-            .pool
-            .call(|c| async move {
-                c.kv_client().get(networks_prefix(), Some(GetOptions::new().with_prefix())).await
-            })
-            .await
-            .map_err(self.err("listing the overlay networks"))?;
+        let resp = self.list(networks_prefix(), "listing the overlay networks").await?;
         let rev = resp.header().map_or(0, |h| h.revision());
         Ok((resp.kvs().iter().filter_map(|k| decode(k.key(), k.value())).collect(), rev))
     }
@@ -704,17 +697,14 @@ async fn watch_once(
 
 fn snapshot_of(keys: &BTreeMap<Vec<u8>, Vec<u8>>) -> Snapshot {
     let mut snap = Snapshot { complete: true, ..Snapshot::default() };
-    let (nodes, networks, endpoints) = (
-        nodes_prefix().into_bytes(),
+    let (networks, endpoints, vips) = (
         networks_prefix().into_bytes(),
         format!("{PREFIX}endpoints/").into_bytes(),
+        format!("{PREFIX}vips/").into_bytes(),
     );
-    let vips = format!("{PREFIX}vips/").into_bytes();
     for (k, v) in keys {
         if k.starts_with(&vips) {
             snap.vips.extend(decode(k, v));
-        } else if k.starts_with(&nodes) {
-            snap.nodes.extend(decode(k, v));
         } else if k.starts_with(&networks) {
             snap.networks.extend(decode(k, v));
         } else if k.starts_with(&endpoints) {

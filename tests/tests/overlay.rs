@@ -22,6 +22,21 @@ fn eventually(within: Duration, mut cond: impl FnMut() -> bool) -> bool {
     }
 }
 
+/// Asserts that every one of `hosts` has every network of `nets` within 5 s.
+fn networks_reach(hosts: &[&Host], nets: &[&str]) {
+    for h in hosts {
+        assert!(
+            eventually(Duration::from_secs(5), || {
+                let names = h.network_names();
+                nets.iter().all(|n| names.contains(&n.to_string()))
+            }),
+            "the overlay networks {nets:?} did not reach {}: {:?}",
+            h.ns.name,
+            h.network_names()
+        );
+    }
+}
+
 fn sleeper(h: &Host, name: &str, net: &str) {
     h.dp_ok(&["run", "-d", "--name", name, "--network", net, "sleep", "600"]);
 }
@@ -59,14 +74,7 @@ fn an_overlay_network_spans_hosts_with_vxlan_in_bpf() {
         "10.77.0.254",
         "web",
     ]);
-    for h in [&h2, &h3] {
-        assert!(
-            eventually(Duration::from_secs(5), || h.network_names().contains(&"web".to_string())),
-            "the overlay network did not reach {}: {:?}",
-            h.ns.name,
-            h.network_names()
-        );
-    }
+    networks_reach(&[&h2, &h3], &["web"]);
     eprintln!("network on every host after {:?}", t.elapsed());
     let inspect: serde_json::Value =
         serde_json::from_str(&h3.dp_ok(&["network", "inspect", "web"])).expect("json");
@@ -171,16 +179,7 @@ fn overlay_networks_are_isolated_unique_and_reach_out_through_their_own_host() {
     ]);
     h1.dp_ok(&["network", "create", "-d", "overlay", "--internal", "inner"]);
     h2.dp_ok(&["network", "create", "--subnet", "10.88.0.0/24", "local"]);
-    for h in [&h1, &h2, &h3] {
-        assert!(
-            eventually(Duration::from_secs(5), || {
-                let names = h.network_names();
-                ["web", "other", "quiet", "inner"].iter().all(|n| names.contains(&n.to_string()))
-            }),
-            "{:?}",
-            h.network_names()
-        );
-    }
+    networks_reach(&[&h1, &h2, &h3], &["web", "other", "quiet", "inner"]);
     // Automatic subnets are distinct /24s of 10.0.0.0/8, as Docker's swarm gives.
     let subnets: BTreeSet<String> = ["web", "other", "quiet", "inner"]
         .iter()
@@ -288,7 +287,7 @@ fn overlay_networks_are_isolated_unique_and_reach_out_through_their_own_host() {
 
     // prune leaves the cluster's networks alone, even unused ones.
     h1.dp_ok(&["network", "create", "-d", "overlay", "spare"]);
-    assert!(eventually(Duration::from_secs(5), || h3.network_names().contains(&"spare".to_string())));
+    networks_reach(&[&h3], &["spare"]);
     h3.dp_ok(&["network", "prune", "-f"]);
     assert!(
         h1.network_names().contains(&"spare".to_string()),
@@ -334,9 +333,7 @@ fn overlay_traffic_survives_a_daemon_kill_a_host_death_and_etcd_outages() {
     let mut h2 = etcd.host("ovf2", 12);
     let mut h3 = etcd.host("ovf3", 13);
     h1.dp_ok(&["network", "create", "-d", "overlay", "web"]);
-    assert!(eventually(Duration::from_secs(5), || {
-        h2.network_names().contains(&"web".to_string()) && h3.network_names().contains(&"web".to_string())
-    }));
+    networks_reach(&[&h2, &h3], &["web"]);
     sleeper(&h1, "a", "web");
     sleeper(&h3, "c", "web");
     start_sink(&h2, 5002, "wc -c");
@@ -447,9 +444,7 @@ fn alias_vips_balance_over_backends_on_every_host() {
     let h2 = etcd.host("ovl2", 12);
     let h3 = etcd.host("ovl3", 13);
     h2.dp_ok(&["network", "create", "-d", "overlay", "-o", "lb=vip", "lbov"]);
-    for h in [&h1, &h3] {
-        assert!(eventually(Duration::from_secs(5), || h.network_names().contains(&"lbov".to_string())));
-    }
+    networks_reach(&[&h1, &h3], &["lbov"]);
     let server = h1.dir.join("server.py");
     std::fs::write(&server, SERVER).expect("server script");
     let server = server.display().to_string();

@@ -52,18 +52,4 @@ impl Overlay {
         }
         Ok((written, gone))
     }
-
-    /// Every remote address with its entry.
-    pub fn entries(&self) -> StdMap<Ipv4Addr, RemoteEntry> {
-        lock(&self.remote)
-            .iter()
-            .filter_map(|r| r.ok())
-            .map(|(k, v)| {
-                (
-                    Ipv4Addr::from(k),
-                    RemoteEntry { underlay: Ipv4Addr::from(v.underlay), vni: v.vni, mac: v.mac },
-                )
-            })
-            .collect()
-    }
 }

@@ -43,6 +43,15 @@ where
     }
 }
 
+/// This host's endpoints on overlay networks, with their network and sandbox.
+fn overlay_endpoints(state: &State) -> impl Iterator<Item = (&Network, &Sandbox, &Endpoint)> {
+    state.endpoints.iter().filter_map(|ep| {
+        let net = state.networks.iter().find(|n| n.id == ep.network_id && n.is_overlay())?;
+        let sb = state.sandboxes.iter().find(|s| s.id == ep.sandbox_id)?;
+        Some((net, sb, ep))
+    })
+}
+
 impl Engine {
     fn cluster_or_refuse(&self) -> Result<&Cluster> {
         self.cluster.as_ref().ok_or_else(|| {
@@ -198,13 +207,7 @@ impl Engine {
     /// record is written again only when its liveness changed).
     pub(super) async fn publish_overlay_liveness(&self, state: &State) {
         let Some(cluster) = &self.cluster else { return };
-        for ep in &state.endpoints {
-            let (Some(_), Some(sb)) = (
-                state.networks.iter().find(|n| n.id == ep.network_id && n.is_overlay()),
-                state.sandboxes.iter().find(|s| s.id == ep.sandbox_id),
-            ) else {
-                continue;
-            };
+        for (_, sb, ep) in overlay_endpoints(state) {
             if let Err(e) = cluster.refresh(&self.remote_record(cluster, sb, ep)).await {
                 tracing::warn!(sandbox = %sb.name, error = %e, "cannot tell the cluster whether the sandbox runs");
             }
@@ -224,14 +227,9 @@ impl Engine {
     pub async fn reclaim_overlay(&self) {
         let Some(cluster) = &self.cluster else { return };
         let Ok(state) = self.store.state() else { return };
-        for ep in &state.endpoints {
-            let (Some(net), Some(sb)) = (
-                state.networks.iter().find(|n| n.id == ep.network_id && n.is_overlay()),
-                state.sandboxes.iter().find(|s| s.id == ep.sandbox_id),
-            ) else {
-                continue;
-            };
-            match cluster.claim(&self.remote_record(cluster, sb, ep)).await {
+        for (net, sb, ep) in overlay_endpoints(&state) {
+            let record = self.remote_record(cluster, sb, ep);
+            match cluster.claim(&record).await {
                 Ok(Claim::Claimed) => {}
                 Ok(Claim::TakenByVip) => tracing::error!(
                     network = %net.name, sandbox = %sb.name, ip = %ep.ip,
@@ -243,7 +241,7 @@ impl Engine {
                 ),
                 Err(e) => {
                     // Claimed when the host registers with the store.
-                    cluster.remember(&self.remote_record(cluster, sb, ep));
+                    cluster.remember(&record);
                     tracing::warn!(network = %net.name, sandbox = %sb.name, error = %e, "cannot claim the overlay address again yet")
                 }
             }
