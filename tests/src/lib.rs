@@ -4,6 +4,7 @@
 //! the host's uplink veth. Everything is torn down on drop, even when the
 //! test fails. Nothing outside these namespaces is touched.
 
+pub mod cni;
 pub mod docker;
 pub mod etcd;
 pub mod http;

@@ -1,7 +1,7 @@
 //! CNI: what a runtime (Podman, containerd, CRI-O) is given to attach its
 //! containers to a dataplane network.
 
-use dataplane_tests::Host;
+use dataplane_tests::{Host, Netns, PeerEcho, cni, text};
 
 #[test]
 fn cni_config_prints_a_conflist_for_networks_with_endpoints() {
@@ -24,4 +24,255 @@ fn cni_config_prints_a_conflist_for_networks_with_endpoints() {
     assert!(e.contains("has no endpoints"), "{e}");
     let e = h.dp_err(&["network", "cni-config", "nosuch"]);
     assert!(e.contains("not found"), "{e}");
+}
+
+/// A container ID as Podman makes them (64 hex digits).
+fn cid(n: u32) -> String {
+    format!("{:08x}{n:04x}{}", std::process::id(), "c0ffee".repeat(26).get(..52).unwrap_or_default())
+}
+
+fn ps(h: &Host) -> Vec<serde_json::Value> {
+    serde_json::from_str::<serde_json::Value>(&h.dp_ok(&["ps", "-a", "--format", "json"]))
+        .expect("ps json")
+        .as_array()
+        .cloned()
+        .unwrap_or_default()
+}
+
+/// Links of the host whose name a dataplane endpoint would have.
+fn endpoint_links(h: &Host) -> Vec<String> {
+    h.links().into_iter().filter(|l| l.starts_with("veth") || l.starts_with("dp")).collect()
+}
+
+#[test]
+fn cni_version_and_malformed_calls_get_the_specs_errors_and_leave_nothing() {
+    let (h, _ext) = Host::with_external("cniv");
+    h.dp_ok(&["network", "create", "--subnet", "10.94.2.0/24", "dpnet"]);
+    let c = Netns::new("c");
+    let before = endpoint_links(&h);
+    let plugin = cni::plugin_bin();
+    // VERSION, with and without a configuration.
+    let v = cni::run_raw(&h, &plugin, &[("CNI_COMMAND", "VERSION")], r#"{"cniVersion":"1.0.0"}"#);
+    assert!(v.ok, "{v:?}");
+    assert_eq!(v.json["cniVersion"], "1.0.0", "{v:?}");
+    assert_eq!(v.json["supportedVersions"], serde_json::json!(["0.4.0", "1.0.0", "1.1.0"]), "{v:?}");
+    assert!(cni::run_raw(&h, &plugin, &[("CNI_COMMAND", "VERSION")], "").ok);
+    let good = cni::config(&h, "1.1.0", "dpnet", serde_json::json!({}));
+    let att = cni::Attachment::new(&cid(1), &c.path());
+    let env = |cmd: &'static str| {
+        vec![("CNI_COMMAND", cmd), ("CNI_CONTAINERID", att.container_id.as_str()), ("CNI_IFNAME", "eth0")]
+    };
+    // (environment, stdin, the CNI error code, what its message names)
+    type Case<'a> = (Vec<(&'a str, &'a str)>, String, u64, &'a str);
+    let cases: Vec<Case> = vec![
+        (vec![], good.to_string(), 4, "CNI_COMMAND is not set"),
+        (vec![("CNI_COMMAND", "FOO")], good.to_string(), 4, "CNI_COMMAND=\"FOO\""),
+        (env("ADD"), "{not json".into(), 6, "not JSON"),
+        (env("ADD"), r#"{"name":"x","network":"dpnet"}"#.into(), 7, "cniVersion"),
+        (env("ADD"), cni::config(&h, "0.2.0", "dpnet", serde_json::json!({})).to_string(), 1, "0.2.0"),
+        (env("ADD"), good.to_string(), 4, "CNI_NETNS is not set"),
+        (
+            vec![
+                ("CNI_COMMAND", "ADD"),
+                ("CNI_CONTAINERID", "-bad/id"),
+                ("CNI_NETNS", &att.netns),
+                ("CNI_IFNAME", "eth0"),
+            ],
+            good.to_string(),
+            4,
+            "CNI_CONTAINERID",
+        ),
+        (
+            vec![("CNI_COMMAND", "DEL"), ("CNI_CONTAINERID", &att.container_id)],
+            good.to_string(),
+            4,
+            "CNI_IFNAME is not set",
+        ),
+        (
+            env("DEL"),
+            serde_json::json!({"cniVersion": "1.1.0", "name": "dpnet", "type": "dataplane-cni"}).to_string(),
+            7,
+            "\"network\"",
+        ),
+        (
+            vec![("CNI_COMMAND", "STATUS")],
+            cni::config(&h, "1.0.0", "dpnet", serde_json::json!({})).to_string(),
+            1,
+            "1.1.0",
+        ),
+    ];
+    for (env, stdin, code, says) in cases {
+        let a = cni::run_raw(&h, &plugin, &env, &stdin);
+        assert!(!a.ok, "{env:?} {stdin} should fail: {a:?}");
+        assert_eq!(a.code(), code, "{env:?} {stdin}: {a:?}");
+        assert!(a.msg().contains(says), "{env:?}: {:?} should say {says}", a.msg());
+    }
+    // What only the daemon can tell: an unknown network, a path that is no
+    // namespace, a network without endpoints, bad capability arguments.
+    let add = |att: &cni::Attachment, conf: &serde_json::Value| att.run(&h, "ADD", conf);
+    let a = add(&att, &cni::config(&h, "1.1.0", "nosuch", serde_json::json!({})));
+    assert_eq!((a.ok, a.code()), (false, 7), "{a:?}");
+    assert!(a.msg().contains("nosuch"), "{a:?}");
+    let a = add(&att, &cni::config(&h, "1.1.0", "host", serde_json::json!({})));
+    assert_eq!((a.ok, a.code()), (false, 7), "{a:?}");
+    assert!(a.msg().contains("has no endpoints"), "{a:?}");
+    let a = add(&cni::Attachment::new(&cid(1), "/etc/hostname"), &good);
+    assert_eq!((a.ok, a.code()), (false, 7), "{a:?}");
+    assert!(a.msg().contains("not a network namespace"), "{a:?}");
+    for (rc, says) in [
+        (serde_json::json!({"ips": ["10.99.0.5"]}), "10.99.0.5"),
+        (serde_json::json!({"ips": ["nonsense"]}), "not an IP address"),
+        (serde_json::json!({"mac": "zz:zz"}), "not a MAC address"),
+        (
+            serde_json::json!({"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "sctp"}]}),
+            "SCTP",
+        ),
+    ] {
+        let a = add(&att, &cni::config(&h, "1.1.0", "dpnet", serde_json::json!({ "runtimeConfig": rc })));
+        assert!(!a.ok && a.code() != 0, "{rc}: {a:?}");
+        assert!(a.msg().contains(says), "{rc}: {:?} should say {says}", a.msg());
+    }
+    // A port another attachment holds: refused, and its interface undone.
+    let ports = serde_json::json!({"runtimeConfig": {"portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}]}});
+    let holder = Netns::new("c");
+    let first = cni::Attachment::new(&cid(2), &holder.path());
+    let a = add(&first, &cni::config(&h, "1.1.0", "dpnet", ports.clone()));
+    assert!(a.ok, "{a:?}");
+    let a = add(&att, &cni::config(&h, "1.1.0", "dpnet", ports));
+    assert!(!a.ok && a.msg().contains("already allocated"), "{a:?}");
+    assert!(!String::from_utf8_lossy(&c.run(&["ip", "link", "show", "eth0"]).stdout).contains("eth0"));
+    assert!(first.run(&h, "DEL", &good).ok);
+    // Nothing of the failed ADDs is left: no record, no interface.
+    assert_eq!(ps(&h), Vec::<serde_json::Value>::new());
+    assert_eq!(endpoint_links(&h), before);
+}
+
+#[test]
+fn cni_add_del_check_gc_and_status_behave_as_the_spec_says() {
+    let (mut h, ext) = Host::with_external("cnia");
+    h.dp_ok(&["network", "create", "--subnet", "10.94.1.0/24", "dpnet"]);
+    let before = endpoint_links(&h);
+    let (a_ns, b_ns) = (Netns::new("c"), Netns::new("c"));
+    let mut a = cni::Attachment::new(&cid(10), &a_ns.path());
+    a.args = "IgnoreUnknown=1;K8S_POD_NAME=web1".into();
+    let conf = cni::config(
+        &h,
+        "1.1.0",
+        "dpnet",
+        serde_json::json!({"runtimeConfig": {
+            "portMappings": [{"hostPort": 8080, "containerPort": 80, "protocol": "tcp"}],
+            "aliases": {"dpnet": ["web"]},
+        }}),
+    );
+    let added = a.run(&h, "ADD", &conf);
+    assert!(added.ok, "{added:?}");
+    let r = &added.json;
+    assert_eq!(r["cniVersion"], "1.1.0", "{r}");
+    let ifs = r["interfaces"].as_array().expect("interfaces");
+    let i = r["ips"][0]["interface"].as_u64().expect("interface index") as usize;
+    assert_eq!(
+        (ifs[i]["name"].as_str(), ifs[i]["sandbox"].as_str()),
+        (Some("eth0"), Some(a.netns.as_str())),
+        "{r}"
+    );
+    assert!(
+        ifs.iter()
+            .any(|x| x.get("sandbox").is_none() && x["name"].as_str().is_some_and(|n| n.starts_with("veth"))),
+        "{r}"
+    );
+    assert_eq!(
+        (r["ips"][0]["address"].as_str(), r["ips"][0]["gateway"].as_str()),
+        (Some("10.94.1.2/24"), Some("10.94.1.1")),
+        "{r}"
+    );
+    assert_eq!(r["routes"][0], serde_json::json!({"dst": "0.0.0.0/0", "gw": "10.94.1.1"}), "{r}");
+    assert_eq!(r["dns"]["nameservers"], serde_json::json!(["127.0.0.11"]), "{r}");
+    let addr = text(&a_ns.run(&["ip", "-4", "addr", "show", "eth0"]));
+    assert!(addr.contains("inet 10.94.1.2/"), "{addr}");
+    // The same ADD again: the same result, nothing new.
+    let again = a.run(&h, "ADD", &conf);
+    assert_eq!(again.json, added.json, "a second ADD answers as the first");
+    // ps lists it as the runtime's container.
+    let listed = ps(&h);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    assert_eq!(
+        (listed[0]["Names"][0].as_str(), listed[0]["Owner"].as_str()),
+        (Some("/web1"), Some("cni")),
+        "{listed:?}"
+    );
+    assert_eq!(listed[0]["RuntimeId"].as_str(), Some(a.container_id.as_str()), "{listed:?}");
+    assert!(h.dp_ok(&["ps"]).contains(&format!("(cni {})", &a.container_id[..12])));
+    let inspect = h.dp_ok(&["network", "inspect", "dpnet"]);
+    assert!(inspect.contains("web1") && inspect.contains("10.94.1.2"), "{inspect}");
+    let e = h.dp_err(&["rm", "-f", "web1"]);
+    assert!(e.contains("CNI attachment"), "{e}");
+    // The published port, from outside, with the client's address kept.
+    let echo = PeerEcho::start(&a_ns, "tcp", 80);
+    let seen = ext.run(&["socat", "-T", "3", "-", "TCP:192.0.2.1:8080"]);
+    assert!(text(&seen).contains("peer=192.0.2.2"), "{}", text(&seen));
+    let flows = h.dp_ok(&["ct", "list"]);
+    assert!(flows.contains("10.94.1.2"), "ct list shows the flow: {flows}");
+    // A second container resolves the first by name and alias through our resolver.
+    let mut b = cni::Attachment::new(&cid(11), &b_ns.path());
+    b.args = "K8S_POD_NAME=web2".into();
+    let conf_b = cni::config(&h, "1.0.0", "dpnet", serde_json::json!({}));
+    let added_b = b.run(&h, "ADD", &conf_b);
+    assert!(added_b.ok, "{added_b:?}");
+    assert_eq!(
+        (added_b.json["cniVersion"].as_str(), added_b.json["ips"][0].get("version")),
+        (Some("1.0.0"), None)
+    );
+    for name in ["web1", "web"] {
+        let o = b_ns.run(&["nslookup", "-timeout=2", name, "127.0.0.11"]);
+        assert!(text(&o).contains("10.94.1.2"), "{name}: {}", text(&o));
+    }
+    assert!(b_ns.run(&["ping", "-c", "1", "-W", "2", "10.94.1.2"]).status.success());
+    // CHECK: fine as made; precise once the interface is gone.
+    let check = a.run(&h, "CHECK", &cni::with_prev(&conf, &added.json));
+    assert!(check.ok, "{check:?}");
+    drop(echo);
+    assert!(a_ns.run(&["ip", "link", "del", "eth0"]).status.success());
+    let check = a.run(&h, "CHECK", &cni::with_prev(&conf, &added.json));
+    assert!(!check.ok && check.msg().contains("interface eth0 is missing"), "{check:?}");
+    // DEL: twice, and for an attachment never made.
+    assert!(a.run(&h, "DEL", &cni::with_prev(&conf, &added.json)).ok);
+    assert!(a.run(&h, "DEL", &conf).ok);
+    assert!(cni::Attachment::new(&cid(99), &a_ns.path()).run(&h, "DEL", &conf).ok);
+    // DEL once the namespace is gone.
+    drop(b_ns);
+    let del = b.run(&h, "DEL", &conf_b);
+    assert!(del.ok, "{del:?}");
+    assert_eq!(ps(&h), Vec::<serde_json::Value>::new());
+    assert_eq!(endpoint_links(&h), before);
+    // GC keeps the attachments named valid, removes the rest.
+    let (c_ns, d_ns) = (Netns::new("c"), Netns::new("c"));
+    let (c, d) = (cni::Attachment::new(&cid(12), &c_ns.path()), cni::Attachment::new(&cid(13), &d_ns.path()));
+    let plain = cni::config(&h, "1.1.0", "dpnet", serde_json::json!({}));
+    assert!(c.run(&h, "ADD", &plain).ok && d.run(&h, "ADD", &plain).ok);
+    let mut gc = plain.clone();
+    gc["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": c.container_id, "ifname": "eth0"}]);
+    let done = cni::run_raw(&h, &cni::plugin_bin(), &[("CNI_COMMAND", "GC")], &gc.to_string());
+    assert!(done.ok, "{done:?}");
+    let left: Vec<_> = ps(&h).iter().filter_map(|s| s["RuntimeId"].as_str().map(String::from)).collect();
+    assert_eq!(left, std::slice::from_ref(&c.container_id));
+    assert!(!String::from_utf8_lossy(&d_ns.run(&["ip", "link"]).stdout).contains("eth0"));
+    // STATUS: ready while the daemon answers, 50 once it is gone; other
+    // commands ask to try again later.
+    let status =
+        |h: &Host| cni::run_raw(h, &cni::plugin_bin(), &[("CNI_COMMAND", "STATUS")], &plain.to_string());
+    assert!(status(&h).ok, "{:?}", status(&h));
+    let s = cni::run_raw(
+        &h,
+        &cni::plugin_bin(),
+        &[("CNI_COMMAND", "STATUS")],
+        &cni::config(&h, "1.1.0", "nosuch", serde_json::json!({})).to_string(),
+    );
+    assert_eq!((s.ok, s.code()), (false, 50), "{s:?}");
+    assert!(c.run(&h, "DEL", &plain).ok);
+    h.kill_daemon();
+    let s = status(&h);
+    assert_eq!((s.ok, s.code()), (false, 50), "{s:?}");
+    assert!(s.msg().contains("cannot reach the dataplane daemon"), "{s:?}");
+    let a2 = c.run(&h, "ADD", &plain);
+    assert_eq!((a2.ok, a2.code()), (false, 11), "{a2:?}");
 }

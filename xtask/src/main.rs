@@ -43,11 +43,15 @@ enum Cmd {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<String>,
     },
-    /// Build and install the binary and the systemd unit.
+    /// Build and install the binary, the systemd unit and the CNI plugin.
     Install {
         /// Installation prefix for the binary.
         #[arg(long, default_value = "/usr/local")]
         prefix: PathBuf,
+        /// Directories the `dataplane-cni` plugin goes into (Debian's and the
+        /// upstream default).
+        #[arg(long = "cni-dir", default_values = ["/usr/lib/cni", "/opt/cni/bin"])]
+        cni_dirs: Vec<PathBuf>,
     },
 }
 
@@ -148,6 +152,8 @@ fn build() -> anyhow::Result<()> {
         "--release",
         "-p",
         "dataplane",
+        "-p",
+        "dataplane-cni",
         "-p",
         "dataplane-bench",
     ]))
@@ -276,7 +282,7 @@ fn main() -> anyhow::Result<()> {
             }
             Ok(())
         }
-        Cmd::Install { prefix } => {
+        Cmd::Install { prefix, cni_dirs } => {
             setup::setup()?;
             build()?;
             let root = root();
@@ -284,6 +290,15 @@ fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&bin_dir)?;
             std::fs::copy(root.join("target/release/dataplane"), bin_dir.join("dataplane"))
                 .context("installing the binary")?;
+            for dir in &cni_dirs {
+                std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+                // Copied beside, then renamed: a runtime running the old one meanwhile is not disturbed.
+                let tmp = dir.join(".dataplane-cni.new");
+                std::fs::copy(root.join("target/release/dataplane-cni"), &tmp)
+                    .and_then(|_| std::fs::rename(&tmp, dir.join("dataplane-cni")))
+                    .with_context(|| format!("installing the CNI plugin into {}", dir.display()))?;
+                println!("installed {}", dir.join("dataplane-cni").display());
+            }
             let unit = std::fs::read_to_string(root.join("dataplane/dataplane.service"))?
                 .replace("/usr/local/bin/dataplane", &bin_dir.join("dataplane").display().to_string());
             std::fs::write("/etc/systemd/system/dataplane.service", unit).context("installing the unit")?;

@@ -46,6 +46,8 @@ const PEER_PACKAGES: &[&str] = &[
     "protobuf-compiler",
     // protoc's well-known types (google/protobuf/*.proto).
     "libprotobuf-dev",
+    // A CNI runtime for the CNI plugin's tests (Podman 4.3, CNI backend).
+    "podman",
 ];
 
 /// `policy-rc.d` that refuses every service start while peers install.

@@ -7,6 +7,7 @@
 //! (`plugin`).
 
 pub mod client;
+pub mod cni;
 pub mod plugin;
 pub mod server;
 pub mod wire;

@@ -57,6 +57,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/images/{*rest}", any(not_dockerd))
         .route("/info", any(not_dockerd))
         .route("/events", any(not_dockerd))
+        .route("/dataplane/cni", post(super::cni::call))
         .route("/dataplane/stats", get(stats))
         .route("/dataplane/nodes", get(nodes))
         .route("/dataplane/conntrack", get(ct_list))
@@ -254,11 +255,12 @@ async fn list_sandboxes(State(e): AppState, Query(q): Query<ListQuery>) -> Res<J
     let state = e.state()?;
     let all = matches!(q.all.as_deref(), Some("1" | "true"));
     let mut out: Vec<_> =
-        // A runtime's containers are listed by the runtime (`docker ps`).
+        // Docker's containers are listed by Docker (`docker ps`); a CNI
+        // runtime's are listed here, with their container ID.
         state
             .sandboxes
             .iter()
-            .filter(|s| s.owner.is_none() && (all || s.is_live()))
+            .filter(|s| s.owner != Some(crate::domain::model::Owner::Docker) && (all || s.is_live()))
             .map(|s| sandbox_summary(&state, s))
             .collect();
     out.sort_by(|a, b| b.created.cmp(&a.created));

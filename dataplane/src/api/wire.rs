@@ -270,6 +270,11 @@ pub struct SandboxSummary {
     pub status: String,
     pub network_mode: String,
     pub networks: Vec<String>,
+    /// The runtime that owns it (`cni`), and its container ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owner: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
 }
 
 fn mode_name(state: &State, sb: &Sandbox) -> String {
@@ -309,6 +314,8 @@ pub fn sandbox_summary(state: &State, sb: &Sandbox) -> SandboxSummary {
             .filter_map(|e| state.networks.iter().find(|n| n.id == e.network_id))
             .map(|n| n.name.clone())
             .collect(),
+        owner: sb.owner.map(|o| o.to_string()),
+        runtime_id: sb.runtime_id.clone(),
     }
 }
 

@@ -186,7 +186,11 @@ pub async fn ps(client: &Client, all: bool, format: &str) -> anyhow::Result<Exit
                 .map(|s| {
                     vec![
                         s.id[..12].to_string(),
-                        format!("\"{}\"", s.command.chars().take(20).collect::<String>()),
+                        match (&s.owner, &s.runtime_id) {
+                            // A runtime's container: whose, and its ID there.
+                            (Some(o), Some(r)) => format!("({o} {})", &r[..r.len().min(12)]),
+                            _ => format!("\"{}\"", s.command.chars().take(20).collect::<String>()),
+                        },
                         s.status.clone(),
                         s.network_mode.clone(),
                         s.names.first().map(|n| n.trim_start_matches('/').to_string()).unwrap_or_default(),

@@ -81,6 +81,11 @@ impl Endpoints {
         Ok(())
     }
 
+    /// The address the endpoint entry of veth `ifindex` delivers to, if any.
+    pub fn entry_ip(&self, ifindex: u32) -> Option<Ipv4Addr> {
+        lock(&self.endpoints).get(&ifindex, 0).ok().map(|e| Ipv4Addr::from(e.ipv4))
+    }
+
     /// Veth ifindexes in the endpoint table.
     pub fn indexes(&self) -> Vec<u32> {
         lock(&self.endpoints).keys().filter_map(|k| k.ok()).collect()

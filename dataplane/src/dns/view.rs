@@ -226,6 +226,7 @@ mod tests {
             env: vec![],
             user: None,
             owner: None,
+            runtime_id: None,
             log: None,
         }
     }

@@ -44,12 +44,15 @@ pub struct Network {
 #[serde(rename_all = "lowercase")]
 pub enum Owner {
     Docker,
+    /// A CNI runtime (Podman, containerd, CRI-O) through `dataplane-cni`.
+    Cni,
 }
 
 impl std::fmt::Display for Owner {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Owner::Docker => "docker",
+            Owner::Cni => "cni",
         })
     }
 }
@@ -190,6 +193,10 @@ pub struct Sandbox {
     /// ours, its namespace the runtime's.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<Owner>,
+    /// The runtime's container ID (`CNI_CONTAINERID`) of a CNI sandbox:
+    /// one record per container, one endpoint per attachment.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub runtime_id: Option<String>,
 }
 
 /// One published port, resolved: host address and port → container port.

@@ -174,8 +174,8 @@ impl Engine {
         self.claim_overlay(net, plan.vips.as_ref(), sb, &plan.ep, undo).await?;
         // A runtime's container side stays here for the runtime to move in.
         let hidx = match sb.owner {
-            Some(_) => drivers::bridge::attach_unmoved(&self.host, net, &plan.ep).await?,
-            None => drivers::attach(&self.host, net, &plan.ep, netns, plan.first).await?,
+            Some(Owner::Docker) => drivers::bridge::attach_unmoved(&self.host, net, &plan.ep).await?,
+            Some(Owner::Cni) | None => drivers::attach(&self.host, net, &plan.ep, netns, plan.first).await?,
         };
         undo.push(
             format!("unplug endpoint {}", plan.ep.ifname),
@@ -256,19 +256,7 @@ impl Engine {
     ) -> Result<()> {
         let state = State { overlay_skip, ..self.store.state()? };
         let (net, sb, plan) = plan_connect(&state, net_ref, sb_ref, ip, aliases)?;
-        // Apply: records and interfaces together; a failure reverses both.
-        let mut undo = Undo::new();
-        let res = async {
-            let tx = self.store.begin()?;
-            tx.put_endpoint(&plan.ep, &net.name)?;
-            if let Some(with_vips) = &plan.vips {
-                tx.put_network(with_vips)?;
-            }
-            self.apply_endpoint(&net, &sb, &plan, &mut undo).await?;
-            self.store.commit(tx)
-        }
-        .await;
-        undo.settle(res).await?;
+        self.plug_planned(&net, &sb, &plan).await?;
         let ep = &plan.ep;
         if let Ok(st) = self.store.state() {
             self.serve_dns(&st, &sb);
@@ -279,6 +267,23 @@ impl Engine {
         self.sync_lb().await;
         tracing::info!(network = %net.name, sandbox = %sb.name, ip = %ep.ip, "connected");
         Ok(())
+    }
+
+    /// Applies an endpoint plan of an existing sandbox: records and
+    /// interfaces together; a failure reverses both.
+    pub(super) async fn plug_planned(&self, net: &Network, sb: &Sandbox, plan: &EndpointPlan) -> Result<()> {
+        let mut undo = Undo::new();
+        let res = async {
+            let tx = self.store.begin()?;
+            tx.put_endpoint(&plan.ep, &net.name)?;
+            if let Some(with_vips) = &plan.vips {
+                tx.put_network(with_vips)?;
+            }
+            self.apply_endpoint(net, sb, plan, &mut undo).await?;
+            self.store.commit(tx)
+        }
+        .await;
+        undo.settle(res).await
     }
 
     /// Disconnects a sandbox. The record goes first (if it cannot, nothing

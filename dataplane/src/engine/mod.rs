@@ -18,11 +18,13 @@ use crate::sys::netlink::Netlink;
 use crate::sys::paths::Paths;
 
 mod aliases;
+mod cni;
 mod docker;
 mod endpoint;
 #[cfg(test)]
 mod fixtures;
 pub use aliases::{Vip, VipBackend};
+pub use cni::{CniAttach, CniAttached};
 pub use docker::{DockerNetwork, DockerPort, Joined};
 mod network;
 mod overlay;
@@ -193,8 +195,9 @@ impl Engine {
     /// Whether a sandbox gets the embedded resolver: it has its own
     /// namespace and an endpoint on a user-defined network.
     fn wants_dns(state: &State, sb: &Sandbox) -> bool {
-        // A runtime's containers have the runtime's resolver (Docker's 127.0.0.11).
-        sb.owner.is_none()
+        // Docker's containers have Docker's resolver (its own 127.0.0.11);
+        // a CNI runtime's get ours, as the ADD result tells the runtime.
+        sb.owner != Some(Owner::Docker)
             && sb.mode == NetworkMode::Networks
             && state
                 .endpoints_of_sandbox(&sb.id)

@@ -34,6 +34,13 @@ pub(super) struct SandboxPlan {
 
 /// The refusal for a runtime's container endpoint.
 pub(super) fn owned_by(sb: &Sandbox, owner: Owner) -> Error {
+    if owner == Owner::Cni {
+        return Error::Conflict(format!(
+            "{} is a CNI attachment of container {}: its runtime removes it (CNI DEL, e.g. `podman rm`)",
+            sb.name,
+            sb.runtime_id.as_deref().unwrap_or(&sb.id)
+        ));
+    }
     Error::Conflict(format!(
         "{} is the endpoint of a {owner} container: manage it with {owner} (`{owner} rm`, `{owner} network disconnect`)",
         sb.name
@@ -158,6 +165,7 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
         user: req.user.clone().filter(|u| !u.is_empty()),
         log: cx.log,
         owner: None,
+        runtime_id: None,
     };
     let endpoint = match &net {
         Some(n) => Some(plan_endpoint(state, n, &sb, req.ip.as_deref(), &req.aliases)?),
@@ -236,7 +244,7 @@ impl Engine {
     /// Applies a sandbox plan: its namespace, endpoint and ports, then the
     /// records in one commit. Each kernel step pushes its reversal; any
     /// failure (the commit's included) rolls all of them back.
-    async fn apply_sandbox(&self, plan: &SandboxPlan) -> Result<()> {
+    pub(super) async fn apply_sandbox(&self, plan: &SandboxPlan) -> Result<()> {
         let sb = &plan.sb;
         let netns_path = Path::new(&sb.netns);
         let mut undo = Undo::new();
@@ -468,6 +476,18 @@ impl Engine {
         let Some(sb) = state.sandbox(&sb.id).cloned() else {
             return Ok(Removed { id: sb.id, warnings: Vec::new() });
         };
+        let failed = self.remove_sandbox_locked(&state, &sb).await?;
+        tracing::info!(sandbox = %sb.name, "removed");
+        Ok(Removed { id: sb.id.clone(), warnings: teardown_warnings(&sb.name, failed) })
+    }
+
+    /// Removes `sb` (the request lock held): its records in one
+    /// transaction, then every kernel step; returns the steps that failed.
+    pub(super) async fn remove_sandbox_locked(
+        &self,
+        state: &State,
+        sb: &Sandbox,
+    ) -> Result<Vec<(&'static str, Error)>> {
         let tx = self.store.begin()?;
         for ep in state.endpoints_of_sandbox(&sb.id) {
             tx.del_endpoint(ep)?;
@@ -476,8 +496,8 @@ impl Engine {
         self.store.commit(tx)?;
         let netns_path = PathBuf::from(&sb.netns);
         let addrs: Vec<Ipv4Addr> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ip).collect();
-        let mut failed: Vec<(&str, Error)> = Vec::new();
-        for e in self.unpublish(&sb, &addrs) {
+        let mut failed: Vec<(&'static str, Error)> = Vec::new();
+        for e in self.unpublish(sb, &addrs) {
             failed.push(("unpublishing the ports", e));
         }
         for ep in state.endpoints_of_sandbox(&sb.id) {
@@ -502,8 +522,7 @@ impl Engine {
         }
         self.exits.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
         self.sync_lb().await;
-        tracing::info!(sandbox = %sb.name, "removed");
-        Ok(Removed { id: sb.id.clone(), warnings: teardown_warnings(&sb.name, failed) })
+        Ok(failed)
     }
 }
 
