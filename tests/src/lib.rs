@@ -9,6 +9,7 @@ pub mod docker;
 pub mod etcd;
 pub mod http;
 pub mod monitor;
+pub mod podman;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};

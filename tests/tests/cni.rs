@@ -20,6 +20,12 @@ fn cni_config_prints_a_conflist_for_networks_with_endpoints() {
     for cap in ["portMappings", "ips", "mac", "aliases"] {
         assert_eq!(plugin["capabilities"][cap], true, "{cap}: {v}");
     }
+    let v: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["network", "cni-config", "--cni-version", "1.0.0", "dpnet"]))
+            .expect("json");
+    assert_eq!(v["cniVersion"], "1.0.0", "{v}");
+    let e = h.dp_err(&["network", "cni-config", "--cni-version", "0.2.0", "dpnet"]);
+    assert!(e.contains("0.2.0"), "{e}");
     let e = h.dp_err(&["network", "cni-config", "host"]);
     assert!(e.contains("has no endpoints"), "{e}");
     let e = h.dp_err(&["network", "cni-config", "nosuch"]);

@@ -200,10 +200,14 @@ pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
     }
 }
 
-/// The CNI network configuration list (spec 1.1) that attaches a runtime's
-/// containers to `net` through the `dataplane-cni` plugin, which asks the
-/// daemon at `socket`; refused for networks without endpoints.
-pub fn cni_conflist(net: &NetworkResource, socket: &std::path::Path) -> Result<serde_json::Value, String> {
+/// The CNI network configuration list (of CNI `version`) that attaches a
+/// runtime's containers to `net` through the `dataplane-cni` plugin, which
+/// asks the daemon at `socket`; refused for networks without endpoints.
+pub fn cni_conflist(
+    net: &NetworkResource,
+    socket: &std::path::Path,
+    version: &str,
+) -> Result<serde_json::Value, String> {
     if !matches!(net.driver.as_str(), "bridge" | "macvlan" | "overlay") {
         return Err(format!(
             "network {} (driver {}) has no endpoints: a CNI attachment needs a bridge, macvlan or overlay network",
@@ -211,10 +215,10 @@ pub fn cni_conflist(net: &NetworkResource, socket: &std::path::Path) -> Result<s
         ));
     }
     Ok(serde_json::json!({
-        "cniVersion": "1.1.0",
+        "cniVersion": version,
         "name": net.name,
         "plugins": [{
-            "type": "dataplane-cni",
+            "type": dataplane_cni::PLUGIN_TYPE,
             "network": net.name,
             "socket": socket.display().to_string(),
             "capabilities": { "portMappings": true, "ips": true, "mac": true, "aliases": true },

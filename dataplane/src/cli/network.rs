@@ -67,9 +67,17 @@ pub enum NetworkCmd {
     /// `dataplane-cni` plugin.
     #[command(
         name = "cni-config",
-        after_help = "Example:\n  dataplane network cni-config mynet > /etc/cni/net.d/mynet.conflist"
+        after_help = "Examples:\n  dataplane network cni-config mynet > /etc/cni/net.d/mynet.conflist\n  \
+                      dataplane network cni-config --cni-version 1.0.0 mynet   # Podman 4, containerd 1.x"
     )]
-    CniConfig { name: String },
+    CniConfig {
+        name: String,
+        /// The CNI version the runtime speaks: Podman 4 and the Debian
+        /// plugins (libcni 1.1) know 1.0.0 at most.
+        #[arg(long, default_value = dataplane_cni::LATEST_VERSION,
+              value_parser = clap::builder::PossibleValuesParser::new(dataplane_cni::SUPPORTED_VERSIONS.iter().copied()))]
+        cni_version: String,
+    },
     /// Remove all unused user networks.
     Prune {
         /// Do not prompt (always implied).
@@ -163,9 +171,9 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
                 return Ok(ExitCode::FAILURE);
             }
         }
-        NetworkCmd::CniConfig { name } => {
+        NetworkCmd::CniConfig { name, cni_version } => {
             let net: NetworkResource = client.get(&format!("/networks/{}", enc(&name))).await?;
-            let conf = cni_conflist(&net, client.socket()).map_err(|e| anyhow::anyhow!(e))?;
+            let conf = cni_conflist(&net, client.socket(), &cni_version).map_err(|e| anyhow::anyhow!(e))?;
             println!("{}", serde_json::to_string_pretty(&conf)?);
         }
         NetworkCmd::Prune { .. } => {

@@ -172,7 +172,8 @@ impl Engine {
             host_netns: self.paths.host_netns_file(),
             host_name: None,
             log: None,
-            ports: PortLimits::of_host(),
+            // No socket of ours holds them: the open-file budget does not apply.
+            ports: PortLimits { budget: None, ..PortLimits::of_host() },
             created: now(),
             id,
         };
@@ -180,6 +181,9 @@ impl Engine {
         plan.sb.owner = Some(Owner::Cni);
         plan.sb.runtime_id = Some(a.container_id.clone());
         plan.sb.state = SandboxState::Running;
+        // Podman holds its published ports in conmon; containerd and CRI-O
+        // hold none (as with the portmap plugin).
+        plan.ports.runtime_holds = true;
         if let Some(ep) = plan.endpoint.as_mut() {
             ep.ep.ifname = a.ifname.clone();
             if let Some(m) = a.mac {

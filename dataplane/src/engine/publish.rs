@@ -131,6 +131,10 @@ impl PortClaim {
 pub(super) struct PortPlan {
     pub claims: Vec<PortClaim>,
     pub taken: Vec<PortBinding>,
+    /// The runtime holds the host ports itself (Podman's conmon listens
+    /// on them): they are claimed against other sandboxes only, with no
+    /// socket of ours, which would keep the runtime from binding them.
+    pub runtime_holds: bool,
 }
 
 /// What the host allows when publishing: its ephemeral port range, and
@@ -232,7 +236,7 @@ pub(super) fn plan_ports(state: &State, sb: &Sandbox, limits: &PortLimits) -> Re
             add(c, &mut claims)?;
         }
     }
-    Ok(PortPlan { claims, taken })
+    Ok(PortPlan { claims, taken, runtime_holds: false })
 }
 
 fn already_allocated(b: &PortBinding) -> Error {
@@ -255,7 +259,9 @@ pub(super) fn reserve_ports(plan: &PortPlan) -> Result<(Vec<PortBinding>, Vec<Ow
             if held(&b, &out) {
                 return Err(already_allocated(&b));
             }
-            fds.push(reserve(&b)?);
+            if !plan.runtime_holds {
+                fds.push(reserve(&b)?);
+            }
             out.push(b);
             continue;
         }
@@ -263,7 +269,10 @@ pub(super) fn reserve_ports(plan: &PortPlan) -> Result<(Vec<PortBinding>, Vec<Ow
             if held(&b, &out) {
                 return None;
             }
-            reserve(&b).ok().map(|fd| (b, fd))
+            if plan.runtime_holds {
+                return Some((b, None));
+            }
+            reserve(&b).ok().map(|fd| (b, Some(fd)))
         });
         let Some((b, fd)) = found else {
             return Err(Error::Conflict(format!(
@@ -271,7 +280,7 @@ pub(super) fn reserve_ports(plan: &PortPlan) -> Result<(Vec<PortBinding>, Vec<Ow
                 c.container_port, c.proto, c.host_ip
             )));
         };
-        fds.push(fd);
+        fds.extend(fd);
         out.push(b);
     }
     Ok((out, fds))

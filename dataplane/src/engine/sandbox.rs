@@ -652,13 +652,21 @@ mod tests {
             proto: Proto::Tcp,
             v6_loopback: false,
         };
-        let err = reserve_ports(&PortPlan { claims: vec![claim(held..=held, false)], taken: vec![] })
-            .expect_err("held by a host process");
+        let err = reserve_ports(&PortPlan {
+            claims: vec![claim(held..=held, false)],
+            taken: vec![],
+            runtime_holds: false,
+        })
+        .expect_err("held by a host process");
         assert!(err.to_string().contains("the port is already in use"), "{err}");
         // The next port is held by another sandbox (in the store): a range skips both.
         let next = held.wrapping_add(1).max(1024);
         let taken = vec![claim(next..=next, false).binding(next)];
-        let plan = PortPlan { claims: vec![claim(held..=held.saturating_add(20), true)], taken };
+        let plan = PortPlan {
+            claims: vec![claim(held..=held.saturating_add(20), true)],
+            taken,
+            runtime_holds: false,
+        };
         let (bindings, fds) = reserve_ports(&plan).expect("a free port in the range");
         assert_eq!(fds.len(), 1);
         assert!(bindings[0].host_port != held && bindings[0].host_port != next, "{bindings:?}");
