@@ -99,6 +99,12 @@ pub const NET_FLAG_NO_ICC: u32 = 4;
 /// (otherwise only published ports and answers to the sandboxes' own flows).
 pub const NET_FLAG_ROUTED: u32 = 8;
 
+/// Endpoint flag (not a network's): its host-side veth has a root qdisc
+/// (a chained CNI `bandwidth` plugin's TBF, or any shaping an operator
+/// added), so packets for the sandbox go out of that veth, through the
+/// qdisc, instead of straight into the peer (`bpf_redirect_peer`).
+pub const EP_FLAG_SHAPED: u32 = 0x100;
+
 /// Daemon-wide datapath settings, one entry at index 0 of `DP_CONFIG`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -2,12 +2,12 @@
 
 use aya_ebpf::{
     bindings::{TC_ACT_SHOT, TC_ACT_UNSPEC},
-    helpers::{bpf_redirect_neigh, bpf_redirect_peer},
+    helpers::{bpf_redirect, bpf_redirect_neigh, bpf_redirect_peer},
     programs::TcContext,
 };
-use dataplane_common::{Direction, DropReason};
+use dataplane_common::{Direction, DropReason, EP_FLAG_SHAPED};
 
-use crate::{metrics::count, nat};
+use crate::{maps::ENDPOINTS, metrics::count, nat};
 
 /// tcx: let the next program (or the stack) decide.
 const NEXT: i32 = TC_ACT_UNSPEC;
@@ -54,12 +54,16 @@ pub fn to_neighbour_as(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Drop
     into_peer(ctx, ifindex, reason, dir)
 }
 
-/// Counts the packet under `reason` and hands it to the peer of `ifindex`.
+/// Counts the packet under `reason` and hands it to the peer of `ifindex`:
+/// straight in, or out of `ifindex` when that veth shapes its traffic
+/// (its qdisc must see the packet).
 #[inline(always)]
 fn into_peer(ctx: &TcContext, ifindex: u32, reason: DropReason, dir: Direction) -> i32 {
     count(reason, dir, ctx.len());
-    // SAFETY: plain helper call; the kernel checks the ifindex.
-    let ret = unsafe { bpf_redirect_peer(ifindex, 0) };
+    // SAFETY: map lookups return values valid for this program run.
+    let shaped = unsafe { ENDPOINTS.get(&ifindex) }.is_some_and(|e| e.flags & EP_FLAG_SHAPED != 0);
+    // SAFETY: plain helper calls; the kernel checks the ifindex.
+    let ret = if shaped { unsafe { bpf_redirect(ifindex, 0) } } else { unsafe { bpf_redirect_peer(ifindex, 0) } };
     if ret < 0 {
         return verdict(ctx, DropReason::RedirectFailed, dir);
     }

@@ -185,6 +185,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     engine.start_cluster_sync();
     // Drop events, and expiry of idle flows (LRU eviction only handles pressure).
     engine.start_datapath_tasks(CT_GC_INTERVAL).context("starting the datapath's tasks")?;
+    // Veths that shape their traffic (a chained CNI bandwidth plugin) get it through their qdisc.
+    engine.watch_shaping().await.context("watching the host's qdiscs")?;
 
     if let Some(dir) = paths.socket.parent() {
         std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;

@@ -282,3 +282,70 @@ fn cni_add_del_check_gc_and_status_behave_as_the_spec_says() {
     let a2 = c.run(&h, "ADD", &plain);
     assert_eq!((a2.ok, a2.code()), (false, 11), "{a2:?}");
 }
+
+/// iperf3's receiver rate (bits per second) from its JSON report.
+fn received_bps(out: &std::process::Output) -> f64 {
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("iperf3 output is not JSON ({e}): {}", text(out)));
+    v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or_else(|| panic!("no rate: {v}"))
+}
+
+#[test]
+fn a_chained_bandwidth_plugin_limits_what_reaches_the_container() {
+    let (h, ext) = Host::with_external("cnib");
+    h.dp_ok(&["network", "create", "--subnet", "10.94.3.0/24", "dpnet"]);
+    let (shaped_ns, free_ns) = (Netns::new("c"), Netns::new("c"));
+    let ports = |p: u16| serde_json::json!({"runtimeConfig": {"portMappings": [{"hostPort": p, "containerPort": 5201, "protocol": "tcp"}]}});
+    // The chain as a runtime runs it: ours, tuning with our result, then
+    // bandwidth with tuning's.
+    let shaped = cni::Attachment::new(&cid(20), &shaped_ns.path());
+    let ours = cni::config(&h, "1.0.0", "dpnet", ports(5201));
+    let added = shaped.run(&h, "ADD", &ours);
+    assert!(added.ok, "{added:?}");
+    let tuning = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "dpnet", "type": "tuning", "mtu": 1400, "prevResult": added.json,
+    });
+    let tuning_plugin = format!("{}/tuning", cni::DEBIAN_PLUGINS);
+    let tuned = shaped.run_with(&h, &tuning_plugin, "ADD", &tuning);
+    assert!(tuned.ok, "tuning took our result as prevResult: {tuned:?}");
+    assert!(text(&shaped_ns.run(&["ip", "link", "show", "eth0"])).contains("mtu 1400"));
+    let limit = 20_000_000u64;
+    let bw = serde_json::json!({
+        "cniVersion": "1.0.0", "name": "dpnet", "type": "bandwidth",
+        "ingressRate": limit, "ingressBurst": limit / 10,
+        "prevResult": tuned.json,
+    });
+    let plugin = format!("{}/bandwidth", cni::DEBIAN_PLUGINS);
+    let chained = shaped.run_with(&h, &plugin, "ADD", &bw);
+    assert!(chained.ok, "bandwidth took the chain's result as prevResult: {chained:?}");
+    assert_eq!(chained.json["ips"], added.json["ips"], "{chained:?}");
+    let free = cni::Attachment::new(&cid(21), &free_ns.path());
+    assert!(free.run(&h, "ADD", &cni::config(&h, "1.0.0", "dpnet", ports(5202))).ok);
+    let mut servers = Vec::new();
+    for ns in [&shaped_ns, &free_ns] {
+        servers.push(
+            std::process::Command::new("ip")
+                .args(["netns", "exec", &ns.name, "iperf3", "-s", "-p", "5201"])
+                .stdout(std::process::Stdio::null())
+                .stderr(std::process::Stdio::null())
+                .spawn()
+                .expect("iperf3 server"),
+        );
+    }
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let rate =
+        |port: &str| received_bps(&ext.run(&["iperf3", "-c", "192.0.2.1", "-p", port, "-t", "2", "-J"]));
+    let (limited, unlimited) = (rate("5201"), rate("5202"));
+    for mut s in servers {
+        let _ = s.kill();
+        let _ = s.wait();
+    }
+    eprintln!("shaped {limited} bit/s, unshaped {unlimited} bit/s");
+    assert!(limited < limit as f64 * 1.3, "the shaped container receives {limited} bit/s (limit {limit})");
+    assert!(unlimited > limit as f64 * 3.0, "the unshaped one is not limited: {unlimited} bit/s");
+    // DEL in reverse order, each with the final result.
+    let last = |c: &serde_json::Value| cni::with_prev(c, &chained.json);
+    assert!(shaped.run_with(&h, &plugin, "DEL", &last(&bw)).ok);
+    assert!(shaped.run_with(&h, &tuning_plugin, "DEL", &last(&tuning)).ok);
+    assert!(shaped.run(&h, "DEL", &last(&ours)).ok);
+}

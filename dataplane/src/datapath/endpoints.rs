@@ -10,7 +10,7 @@ use aya::Ebpf;
 use aya::maps::lpm_trie::Key;
 use aya::maps::{HashMap, LpmTrie, MapData};
 use dataplane_common::{
-    Endpoint, LocalTarget, MAP_ENDPOINTS, MAP_LOCAL, MAP_SUBNETS, NetworkInfo, SubnetKey,
+    EP_FLAG_SHAPED, Endpoint, LocalTarget, MAP_ENDPOINTS, MAP_LOCAL, MAP_SUBNETS, NetworkInfo, SubnetKey,
 };
 use ipnetwork::Ipv4Network;
 
@@ -19,6 +19,9 @@ use crate::error::Result;
 
 pub struct Endpoints {
     endpoints: Mutex<HashMap<MapData, u32, Endpoint>>,
+    /// Host-side veths with a root qdisc (see [`EP_FLAG_SHAPED`]): kept
+    /// here too, so an entry written anew keeps the flag.
+    shaped: Mutex<std::collections::HashSet<u32>>,
     locals: Mutex<HashMap<MapData, [u8; 4], LocalTarget>>,
     subnets: Mutex<LpmTrie<MapData, SubnetKey, NetworkInfo>>,
 }
@@ -44,6 +47,7 @@ impl Endpoints {
     pub(super) fn take(ebpf: &mut Ebpf) -> Result<Self> {
         Ok(Endpoints {
             endpoints: Mutex::new(take(ebpf, MAP_ENDPOINTS)?),
+            shaped: Mutex::default(),
             locals: Mutex::new(take(ebpf, MAP_LOCAL)?),
             subnets: Mutex::new(take(ebpf, MAP_SUBNETS)?),
         })
@@ -51,7 +55,10 @@ impl Endpoints {
 
     /// Records the endpoint and delivers its address to its veth; both or neither.
     pub fn set(&self, ep: EndpointEntry) -> Result<()> {
-        let EndpointEntry { ifindex, net_num, ip, mac, flags } = ep;
+        let EndpointEntry { ifindex, net_num, ip, mac, mut flags } = ep;
+        if lock(&self.shaped).contains(&ifindex) {
+            flags |= EP_FLAG_SHAPED;
+        }
         let value = Endpoint { net_id: net_num, ipv4: ip.octets(), mac, _pad: [0; 2], flags };
         let mut endpoints = lock(&self.endpoints);
         endpoints.insert(ifindex, value, 0).map_err(map_err(format!("insert endpoint {ifindex}")))?;
@@ -68,6 +75,8 @@ impl Endpoints {
     /// Forgets the endpoint of veth `ifindex` and, unless another endpoint
     /// took its address over, the address's delivery.
     pub fn remove(&self, ifindex: u32) -> Result<()> {
+        // The veth goes with its entry; its index may name another one later.
+        lock(&self.shaped).remove(&ifindex);
         let mut endpoints = lock(&self.endpoints);
         let ip = endpoints.get(&ifindex, 0).ok().map(|e| e.ipv4);
         removed(endpoints.remove(&ifindex)).map_err(map_err(format!("remove endpoint {ifindex}")))?;
@@ -79,6 +88,24 @@ impl Endpoints {
                 .map_err(map_err(format!("remove local delivery of {}", Ipv4Addr::from(ip))))?;
         }
         Ok(())
+    }
+
+    /// Records whether veth `ifindex` shapes its traffic (has a root
+    /// qdisc); its endpoint entry, if it has one, follows at once.
+    pub fn set_shaped(&self, ifindex: u32, shaped: bool) -> Result<()> {
+        let mut set = lock(&self.shaped);
+        let changed = if shaped { set.insert(ifindex) } else { set.remove(&ifindex) };
+        if !changed {
+            return Ok(());
+        }
+        let mut endpoints = lock(&self.endpoints);
+        let Ok(mut e) = endpoints.get(&ifindex, 0) else { return Ok(()) };
+        if shaped {
+            e.flags |= EP_FLAG_SHAPED;
+        } else {
+            e.flags &= !EP_FLAG_SHAPED;
+        }
+        endpoints.insert(ifindex, e, 0).map_err(map_err(format!("mark endpoint {ifindex} shaped={shaped}")))
     }
 
     /// The address the endpoint entry of veth `ifindex` delivers to, if any.

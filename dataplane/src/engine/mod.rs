@@ -234,6 +234,33 @@ impl Engine {
         self.store.state()
     }
 
+    /// Follows the root qdiscs of the host's links: an endpoint whose veth
+    /// gets one (the CNI `bandwidth` plugin's TBF, after our ADD) is then
+    /// delivered to through that veth, so the qdisc shapes what reaches
+    /// its sandbox; without one, straight into the sandbox as before.
+    pub async fn watch_shaping(self: &Arc<Self>) -> Result<()> {
+        use futures::StreamExt;
+        let (now, mut changes) = crate::sys::netlink::watch_root_qdiscs().await?;
+        let apply = |engine: &Engine, q: crate::sys::netlink::RootQdisc| {
+            let shaped = q.kind.as_deref().is_some_and(|k| k != "noqueue");
+            if let Err(e) = engine.dp.endpoints.set_shaped(q.index, shaped) {
+                tracing::warn!(ifindex = q.index, error = %e, "marking a shaped endpoint");
+            }
+        };
+        for q in now {
+            apply(self, q);
+        }
+        let engine = Arc::downgrade(self);
+        tokio::spawn(async move {
+            while let Some(q) = changes.next().await {
+                let Some(engine) = engine.upgrade() else { return };
+                tracing::debug!(ifindex = q.index, qdisc = ?q.kind, "root qdisc changed");
+                apply(&engine, q);
+            }
+        });
+        Ok(())
+    }
+
     /// Starts the task reading the datapath's drop events and the
     /// conntrack garbage collector (a thread of its own).
     pub fn start_datapath_tasks(&self, gc_interval: Duration) -> Result<()> {

@@ -384,3 +384,46 @@ impl Netlink {
         }
     }
 }
+
+/// A root qdisc appearing on (`Some(kind)`) or going from (`None`) link `index`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct RootQdisc {
+    pub index: u32,
+    pub kind: Option<String>,
+}
+
+fn root_qdisc(msg: &rtnetlink::packet_route::tc::TcMessage, present: bool) -> Option<RootQdisc> {
+    use rtnetlink::packet_route::tc::{TcAttribute, TcHandle};
+    if msg.header.parent != TcHandle::ROOT {
+        return None;
+    }
+    let kind = msg.attributes.iter().find_map(|a| match a {
+        TcAttribute::Kind(k) => Some(k.clone()),
+        _ => None,
+    });
+    Some(RootQdisc { index: u32::try_from(msg.header.index).ok()?, kind: if present { kind } else { None } })
+}
+
+/// Root qdiscs of the daemon's namespace as they are now, then as they
+/// change: the subscription is made before the listing, so nothing in
+/// between is missed. Needs a tokio runtime.
+pub async fn watch_root_qdiscs()
+-> Result<(Vec<RootQdisc>, impl futures::Stream<Item = RootQdisc> + Send + Unpin)> {
+    use futures::StreamExt;
+    use rtnetlink::packet_core::NetlinkPayload;
+    use rtnetlink::packet_route::RouteNetlinkMessage;
+    let (conn, handle, messages) = rtnetlink::new_multicast_connection(&[rtnetlink::MulticastGroup::Tc])
+        .map_err(|e| Error::io("open netlink socket", "tc events", e))?;
+    tokio::spawn(conn);
+    let now: Vec<_> =
+        handle.qdisc().get().execute().try_collect().await.map_err(nl("list qdiscs", "all links"))?;
+    let now = now.iter().filter_map(|m| root_qdisc(m, true)).collect();
+    let changes = messages.filter_map(|(m, _)| {
+        futures::future::ready(match m.payload {
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::NewQueueDiscipline(q)) => root_qdisc(&q, true),
+            NetlinkPayload::InnerMessage(RouteNetlinkMessage::DelQueueDiscipline(q)) => root_qdisc(&q, false),
+            _ => None,
+        })
+    });
+    Ok((now, changes))
+}
