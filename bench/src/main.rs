@@ -97,12 +97,13 @@ struct RunArgs {
 
 type Builder = fn() -> anyhow::Result<Mode>;
 
-const BUILDERS: [(&str, Builder); 9] = [
+const BUILDERS: [(&str, Builder); 10] = [
     ("dataplane", modes::dataplane),
     ("bare", modes::bare),
     ("docker-iptables", modes::docker_iptables),
     ("netavark", modes::netavark),
     ("cni", modes::cni),
+    ("cni-dataplane", modes::cni_dataplane),
     ("docker", modes::docker),
     ("docker-dataplane", modes::docker_dataplane),
     ("dataplane-localhost", modes::dataplane_localhost),
@@ -406,6 +407,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let mut ratios = report::ratios(&datapath, "dataplane", &report::EXTERNAL[1..]);
     ratios.extend(report::ratios(&datapath, "dataplane-localhost", &["docker-proxy"]));
     ratios.extend(report::ratios(&datapath, "docker-dataplane", &["docker"]));
+    ratios.extend(report::ratios(&datapath, "cni-dataplane", &["cni"]));
     let mut report = json!({
         "machine": machine(),
         "quick": r.args.quick,

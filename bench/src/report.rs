@@ -19,8 +19,16 @@ pub const METRICS: [(&str, &str, bool); 8] = [
 ];
 
 /// Modes whose client is outside the host, and the localhost pair.
-pub const EXTERNAL: [&str; 7] =
-    ["dataplane", "bare", "docker-iptables", "netavark", "cni", "docker", "docker-dataplane"];
+pub const EXTERNAL: [&str; 8] = [
+    "dataplane",
+    "bare",
+    "docker-iptables",
+    "netavark",
+    "cni",
+    "cni-dataplane",
+    "docker",
+    "docker-dataplane",
+];
 pub const LOCALHOST: [&str; 2] = ["dataplane-localhost", "docker-proxy"];
 /// The iptables-based peers (the goals compare against the best of them).
 pub const IPTABLES_PEERS: [&str; 4] = ["docker-iptables", "netavark", "cni", "docker"];
@@ -145,6 +153,18 @@ pub fn goals(r: &Value) -> Vec<Value> {
     goal(
         "Docker publishing 1,000 ports: Docker's bridge ÷ on dataplane",
         ratio(cp("docker"), cp("docker-dataplane")),
+        100.0,
+        true,
+    );
+    // The CNI harness: dataplane-cni against bridge + host-local + portmap.
+    let cn = |m: &str| ratio(median(r, "cni-dataplane", m), median(r, "cni", m));
+    goal("CNI: dataplane-cni TCP 1 stream ÷ bridge+portmap", cn("tcp_1_stream"), 1.0, true);
+    goal("CNI: dataplane-cni RR p50 ÷ bridge+portmap", cn("rr_p50"), 1.0, false);
+    goal("CNI: dataplane-cni UDP 64 B ÷ bridge+portmap", cn("udp_64b"), 1.3, true);
+    goal("CNI: dataplane-cni new connections ÷ bridge+portmap", cn("new_connections"), 1.0, true);
+    goal(
+        "CNI ADD with 1,000 port mappings: portmap ÷ dataplane-cni",
+        ratio(cp("cni"), cp("cni-dataplane")),
         100.0,
         true,
     );

@@ -9,8 +9,8 @@
 use std::process::Command;
 
 use super::{
-    Container, Mode, PeerHost, PortMap, Procs, Serve, System, main_ports, must, must_with_input, peer_mode,
-    timed, wait_listening,
+    Container, Kept, Mode, PeerHost, PortMap, Procs, Serve, System, main_ports, must, must_with_input,
+    peer_mode, timed, wait_listening,
 };
 
 const BRIDGE: &str = "br0";
@@ -97,8 +97,7 @@ impl System for DockerRules {
             Ok(())
         })?;
         c.serve(serve)?;
-        self.containers.push(c);
-        Ok(secs)
+        Ok(self.containers.kept(c, secs))
     }
 }
 

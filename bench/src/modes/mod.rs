@@ -25,7 +25,7 @@ use dataplane_tests::{Netns, sh};
 
 pub use alias_lb::alias_lb;
 pub use bare::bare;
-pub use cni::cni;
+pub use cni::{cni, cni_dataplane};
 pub use ct_scale::ct_scale;
 pub use dns::dns;
 pub use docker::{docker, docker_dataplane};
@@ -201,6 +201,19 @@ impl Container {
             .context("starting the servers")?;
         self.procs.0.push(child);
         wait_listening(&["ip", "netns", "exec", &self.ns.name], serve.ports())
+    }
+}
+
+/// The containers a system started, kept until it goes.
+pub trait Kept {
+    /// Keeps `c`; returns `secs` (what starting it took).
+    fn kept(&mut self, c: Container, secs: f64) -> f64;
+}
+
+impl Kept for Vec<Container> {
+    fn kept(&mut self, c: Container, secs: f64) -> f64 {
+        self.push(c);
+        secs
     }
 }
 

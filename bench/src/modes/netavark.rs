@@ -7,7 +7,7 @@ use std::process::Command;
 
 use serde_json::json;
 
-use super::{Container, Mode, PeerHost, PortMap, Serve, System, must_with_input, peer_mode, timed};
+use super::{Container, Kept, Mode, PeerHost, PortMap, Serve, System, must_with_input, peer_mode, timed};
 
 pub const NETAVARK: &str = "/usr/lib/podman/netavark";
 
@@ -73,7 +73,6 @@ impl System for Netavark {
             Ok(())
         })?;
         c.serve(serve)?;
-        self.containers.push(c);
-        Ok(secs)
+        Ok(self.containers.kept(c, secs))
     }
 }
