@@ -61,7 +61,7 @@ pub fn to_neighbour_as(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Drop
 fn into_peer(ctx: &TcContext, ifindex: u32, reason: DropReason, dir: Direction) -> i32 {
     count(reason, dir, ctx.len());
     // SAFETY: map lookups return values valid for this program run.
-    let shaped = unsafe { ENDPOINTS.get(&ifindex) }.is_some_and(|e| e.flags & EP_FLAG_SHAPED != 0);
+    let shaped = unsafe { ENDPOINTS.get(ifindex) }.is_some_and(|e| e.flags & EP_FLAG_SHAPED != 0);
     // SAFETY: plain helper calls; the kernel checks the ifindex.
     let ret = if shaped { unsafe { bpf_redirect(ifindex, 0) } } else { unsafe { bpf_redirect_peer(ifindex, 0) } };
     if ret < 0 {

@@ -219,11 +219,14 @@ fn cni_add_del_check_gc_and_status_behave_as_the_spec_says() {
     let flows = h.dp_ok(&["ct", "list"]);
     assert!(flows.contains("10.94.1.2"), "ct list shows the flow: {flows}");
     // A second container resolves the first by name and alias through our resolver.
+    // Its lo is down at ADD, as runtimes leave it; brought up afterwards.
+    assert!(b_ns.run(&["ip", "link", "set", "lo", "down"]).status.success());
     let mut b = cni::Attachment::new(&cid(11), &b_ns.path());
     b.args = "K8S_POD_NAME=web2".into();
     let conf_b = cni::config(&h, "1.0.0", "dpnet", serde_json::json!({}));
     let added_b = b.run(&h, "ADD", &conf_b);
     assert!(added_b.ok, "{added_b:?}");
+    assert!(b_ns.run(&["ip", "link", "set", "lo", "up"]).status.success());
     assert_eq!(
         (added_b.json["cniVersion"].as_str(), added_b.json["ips"][0].get("version")),
         (Some("1.0.0"), None)
@@ -262,6 +265,28 @@ fn cni_add_del_check_gc_and_status_behave_as_the_spec_says() {
     let left: Vec<_> = ps(&h).iter().filter_map(|s| s["RuntimeId"].as_str().map(String::from)).collect();
     assert_eq!(left, std::slice::from_ref(&c.container_id));
     assert!(!String::from_utf8_lossy(&d_ns.run(&["ip", "link"]).stdout).contains("eth0"));
+    // A second attachment of the same container (another network, eth1):
+    // one sandbox, two endpoints; its DEL leaves the first.
+    h.dp_ok(&["network", "create", "--subnet", "10.94.9.0/24", "second"]);
+    let mut c1 = cni::Attachment::new(&c.container_id, &c_ns.path());
+    c1.ifname = "eth1".into();
+    let second = cni::config(&h, "1.1.0", "second", serde_json::json!({}));
+    let two = c1.run(&h, "ADD", &second);
+    assert!(two.ok, "{two:?}");
+    assert_eq!(two.json["ips"][0]["address"], "10.94.9.2/24", "{two:?}");
+    assert!(two.json["routes"].is_null(), "the default route stays on eth0: {two:?}");
+    let listed = ps(&h);
+    assert_eq!(listed.len(), 1, "{listed:?}");
+    let mut nets: Vec<&str> =
+        listed[0]["Networks"].as_array().expect("networks").iter().filter_map(|n| n.as_str()).collect();
+    nets.sort();
+    assert_eq!(nets, ["dpnet", "second"], "{listed:?}");
+    assert!(text(&c_ns.run(&["ip", "-4", "addr"])).contains("10.94.9.2/"));
+    let again = c1.run(&h, "ADD", &cni::config(&h, "1.1.0", "dpnet", serde_json::json!({})));
+    assert!(!again.ok && again.msg().contains("already has interface eth1"), "{again:?}");
+    assert!(c1.run(&h, "DEL", &second).ok);
+    assert_eq!(ps(&h)[0]["Networks"], serde_json::json!(["dpnet"]));
+    assert!(text(&c_ns.run(&["ip", "-4", "addr"])).contains("10.94.1."), "eth0 stays");
     // STATUS: ready while the daemon answers, 50 once it is gone; other
     // commands ask to try again later.
     let status =

@@ -2,6 +2,7 @@
 //! `dataplane-cni` plugin: published ports in BPF, names through our
 //! resolver, isolation between networks, restart and removal.
 
+use dataplane_tests::monitor::Monitor;
 use dataplane_tests::podman::Podman;
 use dataplane_tests::{Host, PeerEcho, text};
 
@@ -55,6 +56,7 @@ fn podman_containers_publish_resolve_and_stay_isolated_on_dataplane_networks() {
     let _echo = PeerEcho::start(&ext, "tcp", 80);
     pm.run_detached("far", "other", &[], &["sleep", "300"]);
     let isolated_before = h.drops("POLICY_NETWORK_ISOLATION");
+    let mon = Monitor::start(&h);
     let blocked = pm.exec("far", &["sh", "-c", get]);
     assert!(!text(&blocked).contains("hello"), "{}", text(&blocked));
     assert!(
@@ -62,6 +64,19 @@ fn podman_containers_publish_resolve_and_stay_isolated_on_dataplane_networks() {
         "counted as an isolation drop: {}",
         h.dp_ok(&["stats"])
     );
+    // monitor names both containers.
+    let ev = mon.expect(
+        |v| v["Reason"] == "POLICY_NETWORK_ISOLATION",
+        || {
+            pm.exec("far", &["sh", "-c", get]);
+        },
+    );
+    assert_eq!(
+        (ev["SourceSandbox"].as_str(), ev["DestinationSandbox"].as_str()),
+        (Some("far"), Some("web")),
+        "{ev}"
+    );
+    drop(mon);
     let out = text(&pm.exec("far", &["sh", "-c", "nc -w 3 192.0.2.2 80 </dev/null"]));
     assert!(out.contains("peer=192.0.2.1"), "masqueraded to the uplink: {out}");
     // Restart keeps it working (a DEL and an ADD).
