@@ -253,11 +253,38 @@ fn cni_add_del_check_gc_and_status_behave_as_the_spec_says() {
     assert!(del.ok, "{del:?}");
     assert_eq!(ps(&h), Vec::<serde_json::Value>::new());
     assert_eq!(endpoint_links(&h), before);
-    // GC keeps the attachments named valid, removes the rest.
+    // The address and MAC asked for: through CNI_ARGS, or the `ips` and
+    // `mac` capabilities (which win over CNI_ARGS).
     let (c_ns, d_ns) = (Netns::new("c"), Netns::new("c"));
-    let (c, d) = (cni::Attachment::new(&cid(12), &c_ns.path()), cni::Attachment::new(&cid(13), &d_ns.path()));
+    let mut c = cni::Attachment::new(&cid(12), &c_ns.path());
+    c.args = "IgnoreUnknown=1;IP=10.94.1.50;MAC=02:00:00:00:00:50".into();
+    let mut d = cni::Attachment::new(&cid(13), &d_ns.path());
+    d.args = "IP=10.94.1.61".into();
     let plain = cni::config(&h, "1.1.0", "dpnet", serde_json::json!({}));
-    assert!(c.run(&h, "ADD", &plain).ok && d.run(&h, "ADD", &plain).ok);
+    let asked = cni::config(
+        &h,
+        "1.1.0",
+        "dpnet",
+        serde_json::json!({"runtimeConfig": {"ips": ["10.94.1.60/24"], "mac": "02:00:00:00:00:60"}}),
+    );
+    for (att, ns, conf, ip, mac) in [
+        (&c, &c_ns, &plain, "10.94.1.50", "02:00:00:00:00:50"),
+        (&d, &d_ns, &asked, "10.94.1.60", "02:00:00:00:00:60"),
+    ] {
+        let a = att.run(&h, "ADD", conf);
+        assert!(a.ok, "{a:?}");
+        assert_eq!(a.json["ips"][0]["address"], format!("{ip}/24"), "{a:?}");
+        assert_eq!(a.json["interfaces"][1]["mac"], mac, "{a:?}");
+        let link = text(&ns.run(&["ip", "addr", "show", "eth0"]));
+        assert!(link.contains(mac) && link.contains(&format!("inet {ip}/")), "{link}");
+    }
+    // An address another container has: refused, naming it.
+    let e_ns = Netns::new("c");
+    let mut e = cni::Attachment::new(&cid(14), &e_ns.path());
+    e.args = "IP=10.94.1.50".into();
+    let refused = e.run(&h, "ADD", &plain);
+    assert!(!refused.ok && refused.msg().contains("10.94.1.50"), "{refused:?}");
+    // GC keeps the attachments named valid, removes the rest.
     let mut gc = plain.clone();
     gc["cni.dev/valid-attachments"] = serde_json::json!([{"containerID": c.container_id, "ifname": "eth0"}]);
     let done = cni::run_raw(&h, &cni::plugin_bin(), &[("CNI_COMMAND", "GC")], &gc.to_string());

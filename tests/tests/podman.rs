@@ -12,7 +12,7 @@ fn curl(ext: &dataplane_tests::Netns, url: &str) -> String {
 
 #[test]
 fn podman_containers_publish_resolve_and_stay_isolated_on_dataplane_networks() {
-    let (h, ext) = Host::with_external("pod");
+    let (mut h, ext) = Host::with_external("pod");
     h.dp_ok(&["network", "create", "--subnet", "10.96.0.0/24", "dpnet"]);
     h.dp_ok(&["network", "create", "--subnet", "10.96.1.0/24", "other"]);
     let links_before = h.links();
@@ -83,6 +83,16 @@ fn podman_containers_publish_resolve_and_stay_isolated_on_dataplane_networks() {
     pm.ok(&["restart", "-t", "0", "web"]);
     assert!(curl(&ext, "http://192.0.2.1:8080/index.html").contains("hello from podman"));
     assert_eq!(h.ip_of("web", "dpnet"), "10.96.0.2");
+    // The daemon killed and started again: the published port and names keep working.
+    h.kill_daemon();
+    assert!(
+        curl(&ext, "http://192.0.2.1:8080/index.html").contains("hello from podman"),
+        "while the daemon is away"
+    );
+    h.start();
+    assert!(curl(&ext, "http://192.0.2.1:8080/index.html").contains("hello from podman"));
+    let out = text(&pm.exec("far", &["nslookup", "far"]));
+    assert!(out.contains("10.96.1.2"), "the resolver is back: {out}");
     // rm -f leaves nothing: no record, no interface, no namespace.
     pm.ok(&["rm", "-f", "-t", "0", "web", "far"]);
     assert_eq!(h.sandbox_names(), Vec::<String>::new());
