@@ -18,17 +18,66 @@ pub struct IpamRequest {
     pub aux: BTreeMap<String, String>,
 }
 
-fn parse_net(what: &'static str, s: &str) -> Result<Ipv4Network> {
-    let net: Ipv4Network =
-        s.parse().map_err(|e| Error::invalid(what, s, format!("not an IPv4 CIDR ({e})")))?;
-    if net.network() != net.ip() {
+/// What IPAM needs of a CIDR of either family.
+pub(super) trait Cidr:
+    Copy + std::fmt::Display + std::str::FromStr<Err = ipnetwork::IpNetworkError>
+{
+    type Addr: PartialEq + std::fmt::Display;
+    const FAMILY: &'static str;
+    fn base(&self) -> Self::Addr;
+    fn given(&self) -> Self::Addr;
+    fn last(&self) -> Self::Addr;
+    fn len(&self) -> u8;
+    fn holds(&self, a: Self::Addr) -> bool;
+}
+
+macro_rules! cidr {
+    ($net:ty, $addr:ty, $family:literal) => {
+        impl Cidr for $net {
+            type Addr = $addr;
+            const FAMILY: &'static str = $family;
+            fn base(&self) -> $addr {
+                self.network()
+            }
+            fn given(&self) -> $addr {
+                self.ip()
+            }
+            fn last(&self) -> $addr {
+                self.broadcast()
+            }
+            fn len(&self) -> u8 {
+                self.prefix()
+            }
+            fn holds(&self, a: $addr) -> bool {
+                self.contains(a)
+            }
+        }
+    };
+}
+cidr!(Ipv4Network, Ipv4Addr, "IPv4");
+cidr!(ipnetwork::Ipv6Network, std::net::Ipv6Addr, "IPv6");
+
+/// A CIDR of family `N` as given for `what`, its host bits clear.
+pub(super) fn parse_net<N: Cidr>(what: &'static str, s: &str) -> Result<N> {
+    let net: N =
+        s.parse().map_err(|e| Error::invalid(what, s, format!("not an {} CIDR ({e})", N::FAMILY)))?;
+    if net.base() != net.given() {
         return Err(Error::invalid(
             what,
             s,
-            format!("host bits are set; did you mean {}/{}?", net.network(), net.prefix()),
+            format!("host bits are set; did you mean {}/{}?", net.base(), net.len()),
         ));
     }
     Ok(net)
+}
+
+/// `--ip-range` `r`, which must lie inside `subnet`.
+pub(super) fn parse_range<N: Cidr>(r: &str, subnet: N) -> Result<N> {
+    let range: N = parse_net("ip-range", r)?;
+    if !(subnet.holds(range.base()) && subnet.holds(range.last())) {
+        return Err(Error::invalid("ip-range", r, format!("not inside subnet {subnet}")));
+    }
+    Ok(range)
 }
 
 fn parse_ip(what: &'static str, s: &str) -> Result<Ipv4Addr> {
@@ -66,7 +115,7 @@ fn plan_in(
 ) -> Result<Ipam> {
     let subnet = match &req.subnet {
         Some(s) => {
-            let net = parse_net("subnet", s)?;
+            let net: Ipv4Network = parse_net("subnet", s)?;
             if net.prefix() > 30 {
                 return Err(Error::invalid(
                     "subnet",
@@ -91,16 +140,7 @@ fn plan_in(
             pools.find(|p| !taken.iter().any(|(t, _)| t.overlaps(*p))).ok_or(Error::NoFreeSubnet)?
         }
     };
-    let ip_range = match &req.ip_range {
-        Some(r) => {
-            let range = parse_net("ip-range", r)?;
-            if !(subnet.contains(range.network()) && subnet.contains(range.broadcast())) {
-                return Err(Error::invalid("ip-range", r, format!("not inside subnet {subnet}")));
-            }
-            Some(range)
-        }
-        None => None,
-    };
+    let ip_range = req.ip_range.as_deref().map(|r| parse_range(r, subnet)).transpose()?;
     let gateway = match &req.gateway {
         Some(g) => {
             let ip = parse_ip("gateway", g)?;

@@ -6,6 +6,7 @@
 //! unit-tested without root.
 
 pub mod ipam;
+pub mod ipam6;
 pub mod model;
 pub mod names;
 pub mod options;
