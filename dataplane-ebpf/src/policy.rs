@@ -10,7 +10,7 @@ use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{DropReason, NET_FLAG_NO_ICC};
 use network_types::{
     eth::{EthHdr, EtherType},
-    ip::Ipv4Hdr,
+    ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
 use crate::{
@@ -24,7 +24,11 @@ pub fn check_isolation(ctx: &TcContext) -> DropReason {
         return DropReason::InvalidPacket;
     };
     // SAFETY: ptr_at checked the bounds.
-    if unsafe { (*eth).ether_type } != EtherType::Ipv4 as u16 {
+    let ether_type = unsafe { (*eth).ether_type };
+    if ether_type == EtherType::Ipv6 as u16 {
+        return check_ipv6(ctx);
+    }
+    if ether_type != EtherType::Ipv4 as u16 {
         return DropReason::Forwarded;
     }
     let Some(ip) = ptr_at::<Ipv4Hdr>(ctx, EthHdr::LEN) else {
@@ -52,4 +56,27 @@ pub fn check_isolation(ctx: &TcContext) -> DropReason {
         return DropReason::PolicyIcc;
     }
     DropReason::Forwarded
+}
+
+/// IPv6 from a sandbox. No network has IPv6 addresses yet, but a sandbox's
+/// interface has its link-local one (`fe80::…`): on a network with ICC off,
+/// unicast to another sandbox is refused as IPv4 is (it reached the
+/// neighbour's services over `fe80::` before). Multicast (neighbour
+/// discovery, MLD) goes on.
+#[inline(always)]
+fn check_ipv6(ctx: &TcContext) -> DropReason {
+    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN) else {
+        return DropReason::InvalidPacket;
+    };
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*ip).dst_addr[0] } == 0xff {
+        return DropReason::Forwarded;
+    }
+    // SAFETY: the skb pointer is valid for this program run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: map lookups return pointers valid for this program run.
+    match unsafe { ENDPOINTS.get(ifindex) } {
+        Some(me) if me.flags & NET_FLAG_NO_ICC != 0 => DropReason::PolicyIcc,
+        _ => DropReason::Forwarded,
+    }
 }

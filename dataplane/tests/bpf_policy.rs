@@ -48,6 +48,46 @@ fn icc_off_drops_between_sandboxes_of_the_network_but_not_to_the_gateway() {
     assert_eq!(f.veth(&icmp([10, 1, 0, 2], [10, 1, 0, 1])).0, NEXT, "the gateway stays reachable");
 }
 
+/// An ICMPv6 echo request from `src` to `dst` in a frame.
+fn ping6(src: [u8; 16], dst: [u8; 16]) -> Vec<u8> {
+    let icmp = [128u8, 0, 0, 0, 0, 1, 0, 1];
+    let mut f = vec![0x33, 0x33, 0, 0, 0, 1, 0x02, 0x42, 10, 1, 0, 2, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(icmp.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 64]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&icmp);
+    f
+}
+
+#[test]
+fn icc_off_holds_for_ipv6_link_local_unicast_too() {
+    let link_local = |last: u8| {
+        let mut a = [0u8; 16];
+        a[..2].copy_from_slice(&[0xfe, 0x80]);
+        a[15] = last;
+        a
+    };
+    let all_nodes = {
+        let mut a = [0u8; 16];
+        a[..2].copy_from_slice(&[0xff, 0x02]);
+        a[15] = 1;
+        a
+    };
+    let f = fixture("policy-icc6");
+    f.network(1, "10.1.0.0/24", NET_FLAG_NO_ICC);
+    f.network(2, "10.2.0.0/24", 0);
+    f.endpoint(LO, 1, [10, 1, 0, 2], NET_FLAG_NO_ICC);
+    assert_eq!(f.veth(&ping6(link_local(2), link_local(3))).0, DROP, "another sandbox's fe80::");
+    assert_eq!(f.count(DropReason::PolicyIcc), 1);
+    assert_eq!(f.veth(&ping6(link_local(2), all_nodes)).0, NEXT, "neighbour discovery goes on");
+    // The same sandbox on a network with ICC on: its link-local neighbours are fine.
+    f.endpoint(LO, 2, [10, 2, 0, 2], 0);
+    assert_eq!(f.veth(&ping6(link_local(2), link_local(3))).0, NEXT);
+    assert_eq!(f.count(DropReason::PolicyIcc), 1);
+}
+
 #[test]
 fn internal_networks_cannot_leave() {
     let f = fixture("policy-internal");

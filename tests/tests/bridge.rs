@@ -140,9 +140,47 @@ fn icc_false_keeps_sandboxes_of_a_network_apart() {
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
     assert_eq!(said, "hello", "published port through the host from the same icc=false network");
+    // Over IPv6 too: the interfaces' link-local addresses (fe80::) reached
+    // each other on an icc=false network before; now dropped (counted),
+    // while a network with icc on keeps them.
+    let ping6 = |from: &str, to: &str, tries: u32| {
+        let ll = link_local(&h, to);
+        let mut ok = false;
+        // The sender's own address may still be in duplicate address detection.
+        for _ in 0..tries {
+            ok = h.exec(from, &["ping", "-6", "-c", "1", "-W", "1", &format!("{ll}%eth0")]).status.success();
+            if ok {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        ok
+    };
+    link_local(&h, "q1");
+    link_local(&h, "c1");
+    assert!(ping6("c1", "c2", 10), "link-local IPv6 on a network with icc on");
+    let before = h.drops("POLICY_ICC");
+    assert!(!ping6("q1", "q2", 2), "q1 reached q2 over IPv6 link-local on an icc=false network");
+    assert!(h.drops("POLICY_ICC") > before, "the IPv6 icc drop is counted");
     let inspect: serde_json::Value =
         serde_json::from_str(&h.dp_ok(&["network", "inspect", "quiet"])).expect("json");
     assert_eq!(inspect[0]["Options"]["com.docker.network.bridge.enable_icc"], "false");
+}
+
+/// The link-local IPv6 address of `name`'s eth0, once duplicate address
+/// detection is done with it (bounded wait).
+fn link_local(h: &Host, name: &str) -> String {
+    let mut shown = String::new();
+    for _ in 0..50 {
+        shown = text(&h.exec(name, &["ip", "-6", "addr", "show", "dev", "eth0", "scope", "link"]));
+        if !shown.contains("tentative")
+            && let Some(a) = shown.split_whitespace().skip_while(|w| *w != "inet6").nth(1)
+        {
+            return a.split('/').next().unwrap_or(a).to_string();
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("{name} has no usable link-local address: {shown}");
 }
 
 #[test]
