@@ -185,6 +185,26 @@ pub struct NetworkInfo {
 }
 const _: () = assert!(core::mem::size_of::<NetworkInfo>() == 12);
 
+/// IPv6 subnet (LPM) of every network with IPv6 → [`NetworkInfo6`]
+/// (issue 15: filled once networks get IPv6; the policy reads it already).
+pub const MAP_SUBNETS6: &str = "DP_SUBNETS6";
+
+/// Value of the IPv6 subnet LPM trie: which network owns a prefix.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct NetworkInfo6 {
+    /// The network's number, as in [`NetworkInfo::net_id`].
+    pub net_id: u32,
+    /// `NET_FLAG_*` bits.
+    pub flags: u32,
+    /// The network's IPv6 gateway (the host's address on the bridge).
+    pub gateway: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<NetworkInfo6>() == 24);
+
+/// Key data of [`MAP_SUBNETS6`]: an IPv6 address (network byte order).
+pub type SubnetKey6 = [u8; 16];
+
 /// IP protocol numbers used in keys.
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
@@ -313,6 +333,7 @@ mod pod {
     unsafe impl aya::Pod for super::LocalTarget {}
     unsafe impl aya::Pod for super::RemoteTarget {}
     unsafe impl aya::Pod for super::NetworkInfo {}
+    unsafe impl aya::Pod for super::NetworkInfo6 {}
     unsafe impl aya::Pod for super::Counter {}
     unsafe impl aya::Pod for super::ServiceKey {}
     unsafe impl aya::Pod for super::Backend {}

@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{
     Backend, Config, DnsPorts, LocalTarget, EVENTS_RING_BYTES, MAX_DNS, EventRate, LbStatKey, LbTable, MAX_LB, MAX_LB_STATS, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
-    MAX_SOCK_NAT, MAX_SUBNETS, METRICS_LEN, NetworkInfo, RemoteTarget, MAX_REMOTE, ServiceKey, SockNatKey, SockNatOrig, SubnetKey,
+    MAX_SOCK_NAT, MAX_SUBNETS, METRICS_LEN, NetworkInfo, NetworkInfo6, RemoteTarget, MAX_REMOTE, ServiceKey, SockNatKey, SockNatOrig, SubnetKey, SubnetKey6,
 };
 
 /// Flag for LPM tries: the kernel requires BPF_F_NO_PREALLOC.
@@ -25,6 +25,9 @@ pub static REMOTE: HashMap<[u8; 4], RemoteTarget> = HashMap::pinned(MAX_REMOTE, 
 
 #[map(name = "DP_SUBNETS")]
 pub static SUBNETS: LpmTrie<SubnetKey, NetworkInfo> = LpmTrie::pinned(MAX_SUBNETS, BPF_F_NO_PREALLOC);
+
+#[map(name = "DP_SUBNETS6")]
+pub static SUBNETS6: LpmTrie<SubnetKey6, NetworkInfo6> = LpmTrie::pinned(MAX_SUBNETS, BPF_F_NO_PREALLOC);
 
 #[map(name = "DP_METRICS")]
 pub static METRICS: PerCpuArray<Counter> = PerCpuArray::pinned(METRICS_LEN, 0);

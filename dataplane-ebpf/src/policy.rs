@@ -1,20 +1,20 @@
 //! Isolation between bridge networks, judged on packets leaving a sandbox.
 //!
 //! Maps: `DP_ENDPOINTS` (which network the sending sandbox is on),
-//! `DP_SUBNETS` (which network owns the destination).
+//! `DP_SUBNETS` and `DP_SUBNETS6` (which network owns the destination).
 //! A packet from a sandbox to an address inside another bridge network's
 //! subnet is dropped, except to that network's gateway (a host address, as
 //! Docker allows).
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
-use dataplane_common::{DropReason, NET_FLAG_NO_ICC};
+use dataplane_common::{DropReason, NET_FLAG_INTERNAL, NET_FLAG_NO_ICC};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::{Ipv4Hdr, Ipv6Hdr},
 };
 
 use crate::{
-    maps::{ENDPOINTS, SUBNETS},
+    maps::{ENDPOINTS, SUBNETS, SUBNETS6},
     packet::ptr_at,
 };
 
@@ -58,25 +58,39 @@ pub fn check_isolation(ctx: &TcContext) -> DropReason {
     DropReason::Forwarded
 }
 
-/// IPv6 from a sandbox. No network has IPv6 addresses yet, but a sandbox's
-/// interface has its link-local one (`fe80::…`): on a network with ICC off,
-/// unicast to another sandbox is refused as IPv4 is (it reached the
-/// neighbour's services over `fe80::` before). Multicast (neighbour
-/// discovery, MLD) goes on.
+/// IPv6 from a sandbox, judged as IPv4 is: to another network's subnet
+/// (`DP_SUBNETS6`) dropped, except its gateway; with ICC off, to another
+/// sandbox of its own network dropped — its global address, or its
+/// interface's link-local one (`fe80::`, which every sandbox has, IPv6
+/// network or not); out of an `--internal` network dropped. Multicast
+/// (neighbour discovery, MLD) goes on.
 #[inline(always)]
 fn check_ipv6(ctx: &TcContext) -> DropReason {
     let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN) else {
         return DropReason::InvalidPacket;
     };
     // SAFETY: ptr_at checked the bounds.
-    if unsafe { (*ip).dst_addr[0] } == 0xff {
+    let dst = unsafe { (*ip).dst_addr };
+    if dst[0] == 0xff {
         return DropReason::Forwarded;
     }
     // SAFETY: the skb pointer is valid for this program run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: map lookups return pointers valid for this program run.
-    match unsafe { ENDPOINTS.get(ifindex) } {
-        Some(me) if me.flags & NET_FLAG_NO_ICC != 0 => DropReason::PolicyIcc,
-        _ => DropReason::Forwarded,
+    let Some(me) = (unsafe { ENDPOINTS.get(ifindex) }) else {
+        return DropReason::Forwarded;
+    };
+    let no_icc = me.flags & NET_FLAG_NO_ICC != 0;
+    // fe80::/10: the link, i.e. the sandbox's own network.
+    if dst[0] == 0xfe && dst[1] & 0xc0 == 0x80 {
+        return if no_icc { DropReason::PolicyIcc } else { DropReason::Forwarded };
+    }
+    match SUBNETS6.get(Key::new(128, dst)) {
+        Some(t) if t.gateway == dst => DropReason::Forwarded,
+        Some(t) if t.net_id != me.net_id => DropReason::PolicyNetworkIsolation,
+        Some(_) if no_icc => DropReason::PolicyIcc,
+        Some(_) => DropReason::Forwarded,
+        None if me.flags & NET_FLAG_INTERNAL != 0 => DropReason::PolicyInternal,
+        None => DropReason::Forwarded,
     }
 }

@@ -89,6 +89,34 @@ fn icc_off_holds_for_ipv6_link_local_unicast_too() {
 }
 
 #[test]
+fn ipv6_between_networks_is_judged_as_ipv4_is() {
+    let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().expect("addr").octets();
+    let f = fixture("policy-isolation6");
+    f.network(1, "10.1.0.0/24", 0);
+    f.network6(1, "fd00:1::/64", 0);
+    f.network6(2, "fd00:2::/64", 0);
+    f.endpoint(LO, 1, [10, 1, 0, 2], 0);
+    let me = v6("fd00:1::2");
+    assert_eq!(f.veth(&ping6(me, v6("fd00:2::2"))).0, DROP, "another network's sandbox");
+    assert_eq!(f.count(DropReason::PolicyNetworkIsolation), 1);
+    assert_eq!(f.veth(&ping6(me, v6("fd00:2::1"))).0, NEXT, "its gateway is the host");
+    assert_eq!(f.veth(&ping6(me, v6("fd00:1::3"))).0, NEXT, "its own network");
+    assert_eq!(f.veth(&ping6(me, v6("2001:db8::9"))).0, NEXT, "outside every network");
+    // ICC off: its own network's sandboxes are dropped, not its gateway or the outside.
+    f.network6(1, "fd00:1::/64", NET_FLAG_NO_ICC);
+    f.endpoint(LO, 1, [10, 1, 0, 2], NET_FLAG_NO_ICC);
+    assert_eq!(f.veth(&ping6(me, v6("fd00:1::3"))).0, DROP);
+    assert_eq!(f.count(DropReason::PolicyIcc), 1);
+    assert_eq!(f.veth(&ping6(me, v6("fd00:1::1"))).0, NEXT, "the gateway stays reachable");
+    assert_eq!(f.veth(&ping6(me, v6("2001:db8::9"))).0, NEXT, "so does the outside");
+    // --internal: nothing leaves over IPv6 either.
+    f.endpoint(LO, 1, [10, 1, 0, 2], NET_FLAG_INTERNAL);
+    assert_eq!(f.veth(&ping6(me, v6("2001:db8::9"))).0, DROP);
+    assert_eq!(f.count(DropReason::PolicyInternal), 1);
+    assert_eq!(f.veth(&ping6(me, v6("fd00:1::3"))).0, NEXT, "inside: fine");
+}
+
+#[test]
 fn internal_networks_cannot_leave() {
     let f = fixture("policy-internal");
     f.network(1, "10.1.0.0/24", NET_FLAG_INTERNAL);

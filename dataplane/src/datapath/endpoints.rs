@@ -3,16 +3,17 @@
 //! same-network traffic never crosses the bridge or netfilter), and the
 //! bridge networks' subnets with their gateway and flags (DP_SUBNETS).
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::Key;
 use aya::maps::{HashMap, LpmTrie, MapData};
 use dataplane_common::{
-    EP_FLAG_SHAPED, Endpoint, LocalTarget, MAP_ENDPOINTS, MAP_LOCAL, MAP_SUBNETS, NetworkInfo, SubnetKey,
+    EP_FLAG_SHAPED, Endpoint, LocalTarget, MAP_ENDPOINTS, MAP_LOCAL, MAP_SUBNETS, MAP_SUBNETS6, NetworkInfo,
+    NetworkInfo6, SubnetKey, SubnetKey6,
 };
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::{lock, map_err, removed, take};
 use crate::error::Result;
@@ -24,6 +25,7 @@ pub struct Endpoints {
     shaped: Mutex<std::collections::HashSet<u32>>,
     locals: Mutex<HashMap<MapData, [u8; 4], LocalTarget>>,
     subnets: Mutex<LpmTrie<MapData, SubnetKey, NetworkInfo>>,
+    subnets6: Mutex<LpmTrie<MapData, SubnetKey6, NetworkInfo6>>,
 }
 
 /// What the datapath knows of one endpoint.
@@ -50,6 +52,7 @@ impl Endpoints {
             shaped: Mutex::default(),
             locals: Mutex::new(take(ebpf, MAP_LOCAL)?),
             subnets: Mutex::new(take(ebpf, MAP_SUBNETS)?),
+            subnets6: Mutex::new(take(ebpf, MAP_SUBNETS6)?),
         })
     }
 
@@ -138,6 +141,24 @@ impl Endpoints {
         lock(&self.subnets)
             .insert(&subnet_key(subnet), info, 0)
             .map_err(map_err(format!("insert subnet {subnet}")))
+    }
+
+    /// Records a network's IPv6 subnet with its gateway and `NET_FLAG_*` bits.
+    pub fn set_subnet6(
+        &self,
+        subnet: Ipv6Network,
+        net_num: u32,
+        gateway: Ipv6Addr,
+        flags: u32,
+    ) -> Result<()> {
+        let info = NetworkInfo6 { net_id: net_num, flags, gateway: gateway.octets() };
+        let key = Key::new(u32::from(subnet.prefix()), subnet.network().octets());
+        lock(&self.subnets6).insert(&key, info, 0).map_err(map_err(format!("insert subnet {subnet}")))
+    }
+
+    pub fn remove_subnet6(&self, subnet: Ipv6Network) -> Result<()> {
+        let key = Key::new(u32::from(subnet.prefix()), subnet.network().octets());
+        removed(lock(&self.subnets6).remove(&key)).map_err(map_err(format!("remove subnet {subnet}")))
     }
 
     pub fn remove_subnet(&self, subnet: Ipv4Network) -> Result<()> {

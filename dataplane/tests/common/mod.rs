@@ -84,6 +84,13 @@ impl Fixture {
         self.dp.endpoints.set_subnet(s, net, gw, flags).expect("subnet");
     }
 
+    /// A network's IPv6 subnet (gateway `::1` of it).
+    pub fn network6(&self, net: u32, subnet: &str, flags: u32) {
+        let s: ipnetwork::Ipv6Network = subnet.parse().expect("subnet");
+        let gw = std::net::Ipv6Addr::from(u128::from(s.network()) + 1);
+        self.dp.endpoints.set_subnet6(s, net, gw, flags).expect("subnet6");
+    }
+
     /// An endpoint: veth `ifindex`, address `ip` on network `net`.
     pub fn endpoint(&self, ifindex: u32, net: u32, ip: [u8; 4], flags: u32) {
         self.dp
