@@ -243,6 +243,20 @@ fn cni_add_del_check_gc_and_status_behave_as_the_spec_says() {
     assert!(a_ns.run(&["ip", "link", "del", "eth0"]).status.success());
     let check = a.run(&h, "CHECK", &cni::with_prev(&conf, &added.json));
     assert!(!check.ok && check.msg().contains("interface eth0 is missing"), "{check:?}");
+    // The runtime made the container's namespace anew without a DEL (a
+    // crash): ADD there replaces the stale attachment.
+    let renewed_ns = Netns::new("c");
+    let renewed = cni::Attachment {
+        netns: renewed_ns.path(),
+        args: a.args.clone(),
+        ..cni::Attachment::new(&a.container_id, "")
+    };
+    let added_again = renewed.run(&h, "ADD", &conf);
+    assert!(added_again.ok, "{added_again:?}");
+    assert_eq!(added_again.json["interfaces"][1]["sandbox"].as_str(), Some(renewed.netns.as_str()));
+    assert_eq!(added_again.json["ips"], added.json["ips"], "its address is free again and taken anew");
+    assert_eq!(ps(&h).iter().filter(|s| s["RuntimeId"] == a.container_id.as_str()).count(), 1);
+    assert!(renewed.run(&h, "DEL", &conf).ok);
     // DEL: twice, and for an attachment never made.
     assert!(a.run(&h, "DEL", &cni::with_prev(&conf, &added.json)).ok);
     assert!(a.run(&h, "DEL", &conf).ok);

@@ -113,6 +113,23 @@ impl Engine {
             ));
         }
         let ip = a.ip.map(|i| i.to_string());
+        // The container's record names another namespace: the runtime made
+        // the container's namespace anew without a DEL (it crashed, or the
+        // host rebooted). What that record holds is stale: it goes first.
+        let state = match cni_sandbox(&state, &a.container_id) {
+            Some(old) if old.netns != a.netns => {
+                tracing::warn!(
+                    container = %a.container_id, old = %old.netns, new = %a.netns,
+                    "ADD in a new namespace without a DEL: the stale attachments go"
+                );
+                let failed = self.remove_sandbox_locked(&state, old).await?;
+                for w in teardown_warnings(&old.name, failed) {
+                    tracing::warn!("{w}");
+                }
+                State { overlay_skip, ..self.store.state()? }
+            }
+            _ => state,
+        };
         if let Some(sb) = cni_sandbox(&state, &a.container_id) {
             if let Some(ep) = state.endpoints_of_sandbox(&sb.id).find(|e| e.ifname == a.ifname) {
                 if ep.network_id == net.id {
@@ -122,13 +139,6 @@ impl Engine {
                     "container {} already has interface {} (on another network)",
                     a.container_id, a.ifname
                 )));
-            }
-            if sb.netns != a.netns {
-                return Err(Error::invalid(
-                    "CNI_NETNS",
-                    &a.netns,
-                    format!("container {} is attached in namespace {}", a.container_id, sb.netns),
-                ));
             }
             if !a.ports.is_empty() && a.ports != sb.ports {
                 return Err(Error::Unsupported(format!(
