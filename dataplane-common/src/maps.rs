@@ -105,6 +105,11 @@ pub const NET_FLAG_ROUTED: u32 = 8;
 /// qdisc, instead of straight into the peer (`bpf_redirect_peer`).
 pub const EP_FLAG_SHAPED: u32 = 0x100;
 
+/// One `u32` at index 0: how many endpoint entries carry
+/// [`EP_FLAG_SHAPED`]. While it is 0 (no shaping anywhere, the usual
+/// case) deliveries skip the endpoint lookup the flag needs.
+pub const MAP_SHAPED: &str = "DP_SHAPED";
+
 /// Daemon-wide datapath settings, one entry at index 0 of `DP_CONFIG`.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]

@@ -56,6 +56,9 @@ pub static LB_STATS: PerCpuHashMap<LbStatKey, u64> = PerCpuHashMap::pinned(MAX_L
 #[map(name = "DP_EVENTS")]
 pub static EVENTS: RingBuf = RingBuf::pinned(EVENTS_RING_BYTES, 0);
 
+#[map(name = "DP_SHAPED")]
+pub static SHAPED: Array<u32> = Array::pinned(1, 0);
+
 #[map(name = "DP_MONITOR")]
 pub static MONITOR: Array<u32> = Array::pinned(1, 0);
 

@@ -7,7 +7,11 @@ use aya_ebpf::{
 };
 use dataplane_common::{Direction, DropReason, EP_FLAG_SHAPED};
 
-use crate::{maps::ENDPOINTS, metrics::count, nat};
+use crate::{
+    maps::{ENDPOINTS, SHAPED},
+    metrics::count,
+    nat,
+};
 
 /// tcx: let the next program (or the stack) decide.
 const NEXT: i32 = TC_ACT_UNSPEC;
@@ -60,8 +64,10 @@ pub fn to_neighbour_as(ctx: &TcContext, ifindex: u32, mac: [u8; 6], reason: Drop
 #[inline(always)]
 fn into_peer(ctx: &TcContext, ifindex: u32, reason: DropReason, dir: Direction) -> i32 {
     count(reason, dir, ctx.len());
+    // Only while some veth shapes (an array read otherwise: no hash lookup).
     // SAFETY: map lookups return values valid for this program run.
-    let shaped = unsafe { ENDPOINTS.get(ifindex) }.is_some_and(|e| e.flags & EP_FLAG_SHAPED != 0);
+    let shaped = SHAPED.get(0).is_some_and(|n| *n != 0)
+        && unsafe { ENDPOINTS.get(ifindex) }.is_some_and(|e| e.flags & EP_FLAG_SHAPED != 0);
     // SAFETY: plain helper calls; the kernel checks the ifindex.
     let ret = if shaped { unsafe { bpf_redirect(ifindex, 0) } } else { unsafe { bpf_redirect_peer(ifindex, 0) } };
     if ret < 0 {

@@ -8,10 +8,10 @@ use std::sync::Mutex;
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::Key;
-use aya::maps::{HashMap, LpmTrie, MapData};
+use aya::maps::{Array, HashMap, LpmTrie, MapData};
 use dataplane_common::{
-    EP_FLAG_SHAPED, Endpoint, LocalTarget, MAP_ENDPOINTS, MAP_LOCAL, MAP_SUBNETS, MAP_SUBNETS6, NetworkInfo,
-    NetworkInfo6, SubnetKey, SubnetKey6,
+    EP_FLAG_SHAPED, Endpoint, LocalTarget, MAP_ENDPOINTS, MAP_LOCAL, MAP_SHAPED, MAP_SUBNETS, MAP_SUBNETS6,
+    NetworkInfo, NetworkInfo6, SubnetKey, SubnetKey6,
 };
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
@@ -23,6 +23,8 @@ pub struct Endpoints {
     /// Host-side veths with a root qdisc (see [`EP_FLAG_SHAPED`]): kept
     /// here too, so an entry written anew keeps the flag.
     shaped: Mutex<std::collections::HashSet<u32>>,
+    /// `DP_SHAPED`: how many entries carry the flag (the datapath's gate).
+    shaped_count: Mutex<Array<MapData, u32>>,
     locals: Mutex<HashMap<MapData, [u8; 4], LocalTarget>>,
     subnets: Mutex<LpmTrie<MapData, SubnetKey, NetworkInfo>>,
     subnets6: Mutex<LpmTrie<MapData, SubnetKey6, NetworkInfo6>>,
@@ -50,6 +52,7 @@ impl Endpoints {
         Ok(Endpoints {
             endpoints: Mutex::new(take(ebpf, MAP_ENDPOINTS)?),
             shaped: Mutex::default(),
+            shaped_count: Mutex::new(take(ebpf, MAP_SHAPED)?),
             locals: Mutex::new(take(ebpf, MAP_LOCAL)?),
             subnets: Mutex::new(take(ebpf, MAP_SUBNETS)?),
             subnets6: Mutex::new(take(ebpf, MAP_SUBNETS6)?),
@@ -59,7 +62,8 @@ impl Endpoints {
     /// Records the endpoint and delivers its address to its veth; both or neither.
     pub fn set(&self, ep: EndpointEntry) -> Result<()> {
         let EndpointEntry { ifindex, net_num, ip, mac, mut flags } = ep;
-        if lock(&self.shaped).contains(&ifindex) {
+        let shaped = lock(&self.shaped);
+        if shaped.contains(&ifindex) {
             flags |= EP_FLAG_SHAPED;
         }
         let value = Endpoint { net_id: net_num, ipv4: ip.octets(), mac, _pad: [0; 2], flags };
@@ -72,6 +76,9 @@ impl Endpoints {
             }
             return Err(map_err(format!("insert local delivery of {ip}"))(e));
         }
+        if flags & EP_FLAG_SHAPED != 0 {
+            self.count_shaped(&shaped, &endpoints)?;
+        }
         Ok(())
     }
 
@@ -79,10 +86,14 @@ impl Endpoints {
     /// took its address over, the address's delivery.
     pub fn remove(&self, ifindex: u32) -> Result<()> {
         // The veth goes with its entry; its index may name another one later.
-        lock(&self.shaped).remove(&ifindex);
+        let mut shaped = lock(&self.shaped);
+        let was_shaped = shaped.remove(&ifindex);
         let mut endpoints = lock(&self.endpoints);
         let ip = endpoints.get(&ifindex, 0).ok().map(|e| e.ipv4);
         removed(endpoints.remove(&ifindex)).map_err(map_err(format!("remove endpoint {ifindex}")))?;
+        if was_shaped {
+            self.count_shaped(&shaped, &endpoints)?;
+        }
         let mut locals = lock(&self.locals);
         if let Some(ip) = ip
             && locals.get(&ip, 0).is_ok_and(|t| t.ifindex == ifindex)
@@ -108,7 +119,21 @@ impl Endpoints {
         } else {
             e.flags &= !EP_FLAG_SHAPED;
         }
-        endpoints.insert(ifindex, e, 0).map_err(map_err(format!("mark endpoint {ifindex} shaped={shaped}")))
+        endpoints
+            .insert(ifindex, e, 0)
+            .map_err(map_err(format!("mark endpoint {ifindex} shaped={shaped}")))?;
+        self.count_shaped(&set, &endpoints)
+    }
+
+    /// Writes `DP_SHAPED`: the shaped veths that have an endpoint entry
+    /// (the host's own links may have root qdiscs too; they do not count).
+    fn count_shaped(
+        &self,
+        shaped: &std::collections::HashSet<u32>,
+        endpoints: &HashMap<MapData, u32, Endpoint>,
+    ) -> Result<()> {
+        let n = shaped.iter().filter(|i| endpoints.get(i, 0).is_ok()).count();
+        lock(&self.shaped_count).set(0, u32::try_from(n).unwrap_or(u32::MAX), 0).map_err(map_err(MAP_SHAPED))
     }
 
     /// The address the endpoint entry of veth `ifindex` delivers to, if any.

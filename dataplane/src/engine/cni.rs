@@ -236,21 +236,12 @@ impl Engine {
         let mut failed = if state.endpoints_of_sandbox(&sb.id).count() == 1 {
             self.remove_sandbox_locked(state, sb).await?
         } else {
-            let net = state.networks.iter().find(|n| n.id == ep.network_id).cloned();
-            let tx = self.store.begin()?;
-            tx.del_endpoint(ep)?;
-            self.store.commit(tx)?;
-            let mut failed: Vec<(&'static str, Error)> = Vec::new();
-            if let Some(net) = &net {
-                for e in self.remove_endpoint(net, ep, Path::new(&sb.netns)).await {
-                    failed.push(("removing the endpoint", e));
-                }
-            }
-            if let Err(e) = self.dp.conntrack.flush_addr(ep.ip) {
-                failed.push(("forgetting the endpoint's flows", e));
-            }
-            self.sync_lb().await;
-            failed
+            let net = state
+                .networks
+                .iter()
+                .find(|n| n.id == ep.network_id)
+                .ok_or_else(|| Error::Internal(format!("endpoint {} has no network", ep.id)))?;
+            self.unplug_attachment(net, sb, ep).await?
         };
         if ns_gone {
             failed.retain(|(_, e)| !matches!(e, Error::Sys { .. } | Error::Io { .. }));
@@ -263,13 +254,10 @@ impl Engine {
     /// address and default route, the host side and its BPF entries.
     pub async fn cni_check(&self, container_id: &str, ifname: &str, netns: &str) -> Result<()> {
         let state = self.store.state()?;
-        let sb = cni_sandbox(&state, container_id).ok_or_else(|| Error::NotConnected {
-            sandbox: format!("container {container_id}"),
-            network: "any dataplane network".into(),
-        })?;
-        let ep = state.endpoints_of_sandbox(&sb.id).find(|e| e.ifname == ifname).ok_or_else(|| {
-            Error::Conflict(format!("container {container_id} has no attachment with interface {ifname}"))
-        })?;
+        let unknown =
+            || Error::Conflict(format!("container {container_id} has no attachment with interface {ifname}"));
+        let sb = cni_sandbox(&state, container_id).ok_or_else(unknown)?;
+        let ep = state.endpoints_of_sandbox(&sb.id).find(|e| e.ifname == ifname).ok_or_else(unknown)?;
         let att = Self::cni_attached(&state, sb, ep)?;
         if sb.netns != netns {
             return Err(Error::Conflict(format!(

@@ -293,11 +293,26 @@ impl Engine {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
         let (net, sb, ep) = plan_disconnect(&state, net_ref, sb_ref)?;
+        let failed = self.unplug_attachment(&net, &sb, &ep).await?;
+        tracing::info!(network = %net.name, sandbox = %sb.name, "disconnected");
+        Ok(teardown_warnings(&sb.name, failed))
+    }
+
+    /// Takes endpoint `ep` off sandbox `sb`, which keeps others (the
+    /// request lock held): the record first (if it cannot go, nothing
+    /// changed), then the kernel side, every step tried; returns the steps
+    /// that failed.
+    pub(super) async fn unplug_attachment(
+        &self,
+        net: &Network,
+        sb: &Sandbox,
+        ep: &Endpoint,
+    ) -> Result<Vec<(&'static str, Error)>> {
         let tx = self.store.begin()?;
-        tx.del_endpoint(&ep)?;
+        tx.del_endpoint(ep)?;
         self.store.commit(tx)?;
-        let mut failed: Vec<(&str, Error)> = Vec::new();
-        for e in self.remove_endpoint(&net, &ep, Path::new(&sb.netns)).await {
+        let mut failed: Vec<(&'static str, Error)> = Vec::new();
+        for e in self.remove_endpoint(net, ep, Path::new(&sb.netns)).await {
             failed.push(("removing the endpoint", e));
         }
         // Flows through the endpoint that went are over; the published
@@ -306,16 +321,15 @@ impl Engine {
             failed.push(("forgetting the endpoint's flows", e));
         }
         if let Ok(st) = self.store.state() {
-            if let Err(e) = self.move_default_route(&st, &sb).await {
+            if let Err(e) = self.move_default_route(&st, sb).await {
                 failed.push(("moving the default route", e));
             }
-            if let Err(e) = self.sync_publications(&st, &sb).await {
+            if let Err(e) = self.sync_publications(&st, sb).await {
                 failed.push(("moving the published ports", e));
             }
         }
         self.sync_lb().await;
-        tracing::info!(network = %net.name, sandbox = %sb.name, "disconnected");
-        Ok(teardown_warnings(&sb.name, failed))
+        Ok(failed)
     }
 
     /// When the endpoint holding the sandbox's default route went, the
