@@ -29,8 +29,10 @@ pub enum Error {
     PoolExhausted { network: String },
     #[error("no free subnet left in 172.18.0.0/16..172.31.0.0/16 and 192.168.0.0/20..: pass --subnet")]
     NoFreeSubnet,
+    #[error("no free /64 left in the host's IPv6 pool {pool}: pass an IPv6 --subnet")]
+    NoFreeSubnet6 { pool: String },
     #[error("Address already in use: {ip} in network {network}")]
-    AddressInUse { ip: Ipv4Addr, network: String },
+    AddressInUse { ip: std::net::IpAddr, network: String },
     #[error("Address already in use: {ip} on overlay network {network} is held by a sandbox of host {node}")]
     AddressClaimed { ip: Ipv4Addr, network: String, node: String },
     #[error("error while removing network: network {name} id {id} has active endpoints on host(s) {nodes}")]
@@ -116,6 +118,7 @@ impl Error {
             | Error::UnknownDriver(_)
             | Error::PoolExhausted { .. }
             | Error::NoFreeSubnet
+            | Error::NoFreeSubnet6 { .. }
             | Error::PredefinedNetwork(_)
             | Error::HostNetworkConnect
             | Error::NotConnected { .. }

@@ -2,7 +2,7 @@
 //! sandboxes, endpoints and IP allocations, each record JSON under its id.
 //! Every API mutation is one write transaction: it commits whole or not at all.
 
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::Path;
 
 use redb::{Database, ReadableDatabase, ReadableTable, TableDefinition};
@@ -22,6 +22,10 @@ const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("endpoints")
 const ALLOCATIONS: TableDefinition<&str, &str> = TableDefinition::new("allocations");
 /// Key: pool ID → the address pools a runtime's IPAM requests hold.
 const POOLS: TableDefinition<&str, &str> = TableDefinition::new("pools");
+/// The host's own settings drawn once and kept: key → JSON.
+const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
+/// The 40-bit global ID of the host's ULA prefix (RFC 4193), as 5 bytes.
+const ULA_GLOBAL_ID: &str = "ula-global-id";
 
 fn store_err(e: impl Into<redb::Error>) -> Error {
     match e.into() {
@@ -44,7 +48,7 @@ pub fn endpoint_key(sandbox_id: &str, network_id: &str) -> String {
     format!("{sandbox_id}/{network_id}")
 }
 
-fn alloc_key(network_id: &str, ip: Ipv4Addr) -> String {
+fn alloc_key(network_id: &str, ip: IpAddr) -> String {
     format!("{network_id}/{ip}")
 }
 
@@ -92,7 +96,7 @@ fn open_db(path: &Path) -> Result<Database> {
 /// Makes sure every table exists so reads never fail on a fresh store.
 fn with_tables(db: Database) -> Result<Database> {
     let tx = db.begin_write().map_err(store_err)?;
-    for t in [NETWORKS, SANDBOXES, ENDPOINTS, ALLOCATIONS, POOLS] {
+    for t in [NETWORKS, SANDBOXES, ENDPOINTS, ALLOCATIONS, POOLS, SETTINGS] {
         tx.open_table(t).map_err(store_err)?;
     }
     tx.commit().map_err(store_err)?;
@@ -226,6 +230,35 @@ impl Store {
         self.publish()
     }
 
+    /// The host's ULA /48 (`fd` + a 40-bit random global ID, RFC 4193
+    /// §3.2.2), drawn the first time it is asked for and kept: automatic
+    /// IPv6 subnets come from it, the same across restarts.
+    pub fn host_ula(&self) -> Result<ipnetwork::Ipv6Network> {
+        let kept: Option<[u8; 5]> = self.with_db(|db| {
+            let tx = db.begin_read().map_err(store_err)?;
+            let table = tx.open_table(SETTINGS).map_err(store_err)?;
+            let value = table.get(ULA_GLOBAL_ID).map_err(store_err)?;
+            value
+                .map(|v| {
+                    serde_json::from_str(v.value())
+                        .map_err(|source| Error::StoreRecord { key: ULA_GLOBAL_ID.into(), source })
+                })
+                .transpose()
+        })?;
+        let id = match kept {
+            Some(id) => id,
+            None => {
+                use rand::RngExt;
+                let id: [u8; 5] = rand::rng().random();
+                let tx = self.begin()?;
+                tx.put(SETTINGS, ULA_GLOBAL_ID, &id)?;
+                self.commit(tx)?;
+                id
+            }
+        };
+        Ok(crate::domain::ipam6::ula_48(id))
+    }
+
     /// Begins a mutation; refused with a clear error while the state dir
     /// is (nearly) full, before anything is changed.
     pub fn begin(&self) -> Result<Tx> {
@@ -302,15 +335,18 @@ impl Tx {
     /// already claimed in that network.
     pub fn put_endpoint(&self, e: &Endpoint, network_name: &str) -> Result<()> {
         let key = endpoint_key(&e.sandbox_id, &e.network_id);
-        let akey = alloc_key(&e.network_id, e.ip);
         {
             let mut allocs = self.tx.open_table(ALLOCATIONS).map_err(store_err)?;
-            if let Some(owner) = allocs.get(akey.as_str()).map_err(store_err)?
-                && owner.value() != key
-            {
-                return Err(Error::AddressInUse { ip: e.ip, network: network_name.to_string() });
+            let ips = std::iter::once(IpAddr::from(e.ip)).chain(e.ip6.map(IpAddr::from));
+            for ip in ips {
+                let akey = alloc_key(&e.network_id, ip);
+                if let Some(owner) = allocs.get(akey.as_str()).map_err(store_err)?
+                    && owner.value() != key
+                {
+                    return Err(Error::AddressInUse { ip, network: network_name.to_string() });
+                }
+                allocs.insert(akey.as_str(), key.as_str()).map_err(store_err)?;
             }
-            allocs.insert(akey.as_str(), key.as_str()).map_err(store_err)?;
         }
         self.put(ENDPOINTS, &key, e)
     }
@@ -323,7 +359,10 @@ impl Tx {
     }
 
     pub fn del_endpoint(&self, e: &Endpoint) -> Result<()> {
-        self.del(ALLOCATIONS, &alloc_key(&e.network_id, e.ip))?;
+        self.del(ALLOCATIONS, &alloc_key(&e.network_id, e.ip.into()))?;
+        if let Some(ip6) = e.ip6 {
+            self.del(ALLOCATIONS, &alloc_key(&e.network_id, ip6.into()))?;
+        }
         self.del(ENDPOINTS, &endpoint_key(&e.sandbox_id, &e.network_id))
     }
 }
@@ -341,6 +380,7 @@ mod tests {
             ifname: "eth0".into(),
             host_ifname: None,
             ip: ip.parse().expect("ip"),
+            ip6: None,
             mac: [0; 6],
             aliases: vec![],
         }
@@ -415,6 +455,7 @@ mod tests {
             created: String::new(),
             num: 1,
             ipam: None,
+            ipam6: None,
             internal: false,
             options: Default::default(),
             labels: Default::default(),

@@ -118,7 +118,7 @@ fn attach_request(call: &Call, conf: &NetConf, network: String) -> Result<CniAtt
     let arg = |key: &str| args.iter().filter(|(k, _)| k == key).map(|(_, v)| v.clone()).collect::<Vec<_>>();
     let rc = &conf.runtime_config;
     let ips = if rc.ips.is_empty() { arg("IP") } else { rc.ips.clone() };
-    let mut ip = None;
+    let (mut ip, mut ip6) = (None, None);
     for text in &ips {
         let addr = text.split_once('/').map_or(text.as_str(), |(a, _)| a);
         match addr.parse::<IpAddr>() {
@@ -126,8 +126,9 @@ fn attach_request(call: &Call, conf: &NetConf, network: String) -> Result<CniAtt
             Ok(IpAddr::V4(_)) => {
                 return Err(invalid(format!("ips: more than one IPv4 address ({})", ips.join(", "))));
             }
+            Ok(IpAddr::V6(v6)) if ip6.is_none() => ip6 = Some(v6),
             Ok(IpAddr::V6(_)) => {
-                return Err(invalid(format!("ips: {text}: IPv6 on dataplane networks is not supported yet")));
+                return Err(invalid(format!("ips: more than one IPv6 address ({})", ips.join(", "))));
             }
             Err(_) => return Err(invalid(format!("ips: {text:?} is not an IP address"))),
         }
@@ -147,6 +148,7 @@ fn attach_request(call: &Call, conf: &NetConf, network: String) -> Result<CniAtt
         network,
         name: arg("K8S_POD_NAME").into_iter().next(),
         ip,
+        ip6,
         mac,
         ports,
         aliases: rc.aliases.as_ref().map(|a| a.for_network(&conf.name)).unwrap_or_default(),
@@ -201,20 +203,35 @@ fn result_of(a: &CniAttached) -> CniResult {
         .as_ref()
         .map_or((32, None), |i| (i.subnet.prefix(), (!a.network.internal).then_some(i.gateway)));
     let gw_text = gateway.map(|g: Ipv4Addr| g.to_string());
+    let mut ips = vec![IpConfig {
+        version: None,
+        address: format!("{}/{prefix}", ep.ip),
+        gateway: gw_text.clone(),
+        interface: Some(interfaces.len() - 1),
+    }];
+    let mut routes = Vec::new();
+    if a.default_route {
+        routes.push(Route { dst: "0.0.0.0/0".into(), gw: gw_text });
+    }
+    // A dual-stack network: the IPv6 address, and the IPv6 default route
+    // where the container has it through this attachment.
+    if let (Some(ip6), Some(ipam6)) = (ep.ip6, &a.network.ipam6) {
+        let gw6 = (!a.network.internal).then(|| ipam6.gateway.to_string());
+        ips.push(IpConfig {
+            version: None,
+            address: format!("{ip6}/{}", ipam6.subnet.prefix()),
+            gateway: gw6.clone(),
+            interface: Some(interfaces.len() - 1),
+        });
+        if a.default_route6 {
+            routes.push(Route { dst: "::/0".into(), gw: gw6 });
+        }
+    }
     CniResult {
         cni_version: LATEST_VERSION.into(),
-        ips: vec![IpConfig {
-            version: None,
-            address: format!("{}/{prefix}", ep.ip),
-            gateway: gw_text.clone(),
-            interface: Some(interfaces.len() - 1),
-        }],
+        ips,
         interfaces,
-        routes: if a.default_route {
-            vec![Route { dst: "0.0.0.0/0".into(), gw: gw_text }]
-        } else {
-            Vec::new()
-        },
+        routes,
         dns: Dns {
             nameservers: if a.dns { vec!["127.0.0.11".into()] } else { Vec::new() },
             ..Default::default()

@@ -14,6 +14,7 @@ use serde::Deserialize;
 use super::API_VERSION;
 use super::wire::*;
 use crate::domain::ipam::IpamRequest;
+use crate::domain::ipam6::Ipam6Request;
 use crate::domain::ports;
 use crate::engine::{Engine, NetworkCreate, SandboxCreate};
 use crate::error::Error;
@@ -178,38 +179,65 @@ async fn create_network(
     State(e): AppState,
     Json(req): Json<NetworkCreateRequest>,
 ) -> Res<(StatusCode, Json<NetworkCreateResponse>)> {
-    if req.enable_ipv6 == Some(true) {
-        return Err(Error::Unsupported("IPv6 networks are not supported yet".into()));
-    }
     let ipam = req.ipam.unwrap_or_default();
-    let configs = ipam.config.unwrap_or_default();
-    if configs.len() > 1 {
-        return Err(Error::Unsupported(
-            "only one IPAM config (one IPv4 subnet) per network is supported".into(),
-        ));
-    }
     if !ipam.driver.is_empty() && ipam.driver != "default" {
         return Err(Error::invalid("IPAM driver", &ipam.driver, "only the default IPAM driver is supported"));
     }
-    let ipam_req = configs
-        .into_iter()
-        .next()
-        .map(|c| IpamRequest {
-            subnet: (!c.subnet.is_empty()).then_some(c.subnet),
-            ip_range: (!c.ip_range.is_empty()).then_some(c.ip_range),
-            gateway: (!c.gateway.is_empty()).then_some(c.gateway),
-            aux: c.auxiliary_addresses,
-        })
-        .unwrap_or_default();
+    let (ipam_req, ipam6) = split_ipam_configs(ipam.config.unwrap_or_default())?;
     let id = e
         .create_network(NetworkCreate {
             ipam: ipam_req,
+            ipv6: req.enable_ipv6 == Some(true),
+            ipam6,
             internal: req.internal,
             labels: req.labels.unwrap_or_default(),
             ..NetworkCreate::new(&req.name, &req.driver, req.options.unwrap_or_default())?
         })
         .await?;
     Ok((StatusCode::CREATED, Json(NetworkCreateResponse { id, warning: String::new() })))
+}
+
+/// Docker's IPAM configs, at most one per address family: the IPv4 one
+/// (a config whose subnet, range or gateway is IPv6 is the IPv6 one), each
+/// checked to hold one family only.
+fn split_ipam_configs(configs: Vec<IpamConfig>) -> Result<(IpamRequest, Ipam6Request), Error> {
+    let given = |s: String| (!s.is_empty()).then_some(s);
+    let (mut v4, mut v6) = (None, None);
+    for c in configs {
+        let fields = [&c.subnet, &c.ip_range, &c.gateway];
+        let six = fields.iter().filter(|f| f.contains(':')).count();
+        let four = fields.iter().filter(|f| !f.is_empty() && !f.contains(':')).count();
+        let shown = fields.iter().filter(|f| !f.is_empty()).map(|f| f.as_str()).collect::<Vec<_>>().join(" ");
+        if six > 0 && four > 0 {
+            return Err(Error::invalid("IPAM config", shown, "mixes IPv4 and IPv6 values"));
+        }
+        if six > 0 {
+            if !c.auxiliary_addresses.is_empty() {
+                return Err(Error::Unsupported(
+                    "auxiliary addresses are supported in the IPv4 config only".into(),
+                ));
+            }
+            if v6.is_some() {
+                return Err(Error::invalid("IPAM config", shown, "one IPv6 config per network (two given)"));
+            }
+            v6 = Some(Ipam6Request {
+                subnet: given(c.subnet),
+                ip_range: given(c.ip_range),
+                gateway: given(c.gateway),
+            });
+        } else {
+            if v4.is_some() {
+                return Err(Error::invalid("IPAM config", shown, "one IPv4 config per network (two given)"));
+            }
+            v4 = Some(IpamRequest {
+                subnet: given(c.subnet),
+                ip_range: given(c.ip_range),
+                gateway: given(c.gateway),
+                aux: c.auxiliary_addresses,
+            });
+        }
+    }
+    Ok((v4.unwrap_or_default(), v6.unwrap_or_default()))
 }
 
 async fn remove_network(State(e): AppState, Path(id): Path<String>) -> Res<Response> {
@@ -228,8 +256,10 @@ async fn connect(
     Json(req): Json<ConnectRequest>,
 ) -> Res<StatusCode> {
     let cfg = req.endpoint_config.unwrap_or_default();
-    let ip = cfg.ipam_config.map(|c| c.ipv4_address).filter(|s| !s.is_empty());
-    e.connect(&id, &req.container, ip.as_deref(), &cfg.aliases.unwrap_or_default()).await?;
+    let (ip, ip6) = cfg.ipam_config.map(|c| (c.ipv4_address, c.ipv6_address)).unwrap_or_default();
+    let given = |s: String| (!s.is_empty()).then_some(s);
+    let (ip, ip6) = (given(ip), given(ip6));
+    e.connect(&id, &req.container, ip.as_deref(), ip6.as_deref(), &cfg.aliases.unwrap_or_default()).await?;
     Ok(StatusCode::OK)
 }
 
@@ -284,6 +314,7 @@ async fn create_sandbox(
             network: req.network_mode,
             aliases: req.aliases,
             ip: req.ip,
+            ip6: req.ip6,
             publish: req.publish.iter().map(|p| ports::parse_publish(p)).collect::<Result<_, _>>()?,
             publish_all: req.publish_all,
             expose: req

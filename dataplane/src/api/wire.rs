@@ -65,6 +65,8 @@ pub struct NetworkCreateResponse {
 pub struct EndpointIpamConfig {
     #[serde(rename = "IPv4Address")]
     pub ipv4_address: String,
+    #[serde(rename = "IPv6Address", skip_serializing_if = "String::is_empty")]
+    pub ipv6_address: String,
 }
 
 #[derive(Debug, Default, Serialize, Deserialize)]
@@ -142,19 +144,25 @@ pub struct Peer {
 
 /// Docker shows the null driver's network as `null` with name `none`.
 pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
-    let config = n.ipam.as_ref().map(|i| {
-        vec![IpamConfig {
-            subnet: i.subnet.to_string(),
-            ip_range: i.ip_range.map(|r| r.to_string()).unwrap_or_default(),
-            gateway: i.gateway.to_string(),
-            auxiliary_addresses: i.aux.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
-        }]
+    let config4 = n.ipam.as_ref().map(|i| IpamConfig {
+        subnet: i.subnet.to_string(),
+        ip_range: i.ip_range.map(|r| r.to_string()).unwrap_or_default(),
+        gateway: i.gateway.to_string(),
+        auxiliary_addresses: i.aux.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
     });
+    let config6 = n.ipam6.as_ref().map(|i| IpamConfig {
+        subnet: i.subnet.to_string(),
+        ip_range: i.ip_range.map(|r| r.to_string()).unwrap_or_default(),
+        gateway: i.gateway.to_string(),
+        auxiliary_addresses: BTreeMap::new(),
+    });
+    let config: Vec<IpamConfig> = config4.into_iter().chain(config6).collect();
     let containers = state
         .endpoints_of_network(&n.id)
         .filter_map(|e| {
             let sb = state.sandboxes.iter().find(|s| s.id == e.sandbox_id)?;
             let prefix = n.ipam.as_ref().map(|i| i.subnet.prefix()).unwrap_or(32);
+            let prefix6 = n.ipam6.as_ref().map(|i| i.subnet.prefix()).unwrap_or(128);
             Some((
                 sb.id.clone(),
                 NetworkContainer {
@@ -162,7 +170,7 @@ pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
                     endpoint_id: e.id.clone(),
                     mac_address: format_mac(&e.mac),
                     ipv4_address: format!("{}/{prefix}", e.ip),
-                    ipv6_address: String::new(),
+                    ipv6_address: e.ip6.map(|ip| format!("{ip}/{prefix6}")).unwrap_or_default(),
                 },
             ))
         })
@@ -174,12 +182,8 @@ pub fn network_resource(state: &State, n: &Network) -> NetworkResource {
         scope: if n.is_overlay() { "global" } else { "local" }.into(),
         driver: n.driver.name().to_string(),
         enable_ipv4: true,
-        enable_ipv6: false,
-        ipam: Ipam {
-            driver: "default".into(),
-            options: Some(BTreeMap::new()),
-            config: Some(config.unwrap_or_default()),
-        },
+        enable_ipv6: n.ipam6.is_some(),
+        ipam: Ipam { driver: "default".into(), options: Some(BTreeMap::new()), config: Some(config) },
         internal: n.internal,
         attachable: false,
         ingress: false,
@@ -237,6 +241,9 @@ pub struct SandboxCreateRequest {
     pub aliases: Vec<String>,
     #[serde(rename = "IP")]
     pub ip: Option<String>,
+    /// `--ip6` on a dual-stack network.
+    #[serde(rename = "IP6", skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<String>,
     pub publish: Vec<String>,
     pub publish_all: bool,
     pub expose: Vec<String>,
@@ -354,6 +361,7 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
             continue;
         };
         let ipam = n.ipam.as_ref();
+        let ipam6 = n.ipam6.as_ref().filter(|_| e.ip6.is_some());
         networks.insert(
             n.name.clone(),
             serde_json::json!({
@@ -362,6 +370,9 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
                 "Gateway": if n.internal { String::new() } else { ipam.map(|i| i.gateway.to_string()).unwrap_or_default() },
                 "IPAddress": e.ip.to_string(),
                 "IPPrefixLen": ipam.map(|i| i.subnet.prefix()).unwrap_or(0),
+                "IPv6Gateway": if n.internal { String::new() } else { ipam6.map(|i| i.gateway.to_string()).unwrap_or_default() },
+                "GlobalIPv6Address": e.ip6.map(|ip| ip.to_string()).unwrap_or_default(),
+                "GlobalIPv6PrefixLen": ipam6.map(|i| i.subnet.prefix()).unwrap_or(0),
                 "MacAddress": format_mac(&e.mac),
                 "Aliases": e.aliases,
                 "InterfaceName": e.ifname,

@@ -13,18 +13,24 @@ use crate::api::wire::*;
 pub enum NetworkCmd {
     /// Create a network.
     #[command(
-        after_help = "Examples:\n  dataplane network create mybridge\n  dataplane network create --subnet 172.30.0.0/24 --ip-range 172.30.0.128/25 --gateway 172.30.0.1 mynet\n  dataplane network create -d macvlan --subnet 192.168.50.0/24 -o parent=eth0 lan"
+        after_help = "Examples:\n  dataplane network create mybridge\n  dataplane network create --subnet 172.30.0.0/24 --ip-range 172.30.0.128/25 --gateway 172.30.0.1 mynet\n  dataplane network create --ipv6 --subnet 172.30.0.0/24 --subnet fd00:30::/64 dual\n  dataplane network create -d macvlan --subnet 192.168.50.0/24 -o parent=eth0 lan"
     )]
     Create {
         /// Driver: bridge or macvlan.
         #[arg(short, long, default_value = "bridge")]
         driver: String,
+        /// Subnet in CIDR form; once per address family (IPv4, and IPv6 with --ipv6).
         #[arg(long)]
-        subnet: Option<String>,
+        subnet: Vec<String>,
+        /// Allocate addresses from this sub-range; once per address family.
         #[arg(long)]
-        ip_range: Option<String>,
+        ip_range: Vec<String>,
+        /// Gateway address; once per address family.
         #[arg(long)]
-        gateway: Option<String>,
+        gateway: Vec<String>,
+        /// Dual stack: IPv6 too (a ULA /64 of the host's prefix unless an IPv6 --subnet is given).
+        #[arg(long)]
+        ipv6: bool,
         /// Addresses the IPAM must not hand out (NAME=IP).
         #[arg(long = "aux-address", value_parser = key_value)]
         aux_address: Vec<(String, String)>,
@@ -86,8 +92,12 @@ pub enum NetworkCmd {
     },
     /// Connect a sandbox to a network.
     Connect {
+        /// IPv4 address on the network.
         #[arg(long)]
         ip: Option<String>,
+        /// IPv6 address on a dual-stack network.
+        #[arg(long)]
+        ip6: Option<String>,
         #[arg(long)]
         alias: Vec<String>,
         network: String,
@@ -104,24 +114,45 @@ pub enum NetworkCmd {
 
 pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
     match cmd {
-        NetworkCmd::Create { driver, subnet, ip_range, gateway, aux_address, internal, opt, label, name } => {
-            let config =
-                if subnet.is_some() || ip_range.is_some() || gateway.is_some() || !aux_address.is_empty() {
-                    vec![IpamConfig {
-                        subnet: subnet.unwrap_or_default(),
-                        ip_range: ip_range.unwrap_or_default(),
-                        gateway: gateway.unwrap_or_default(),
-                        auxiliary_addresses: aux_address.into_iter().collect(),
-                    }]
-                } else {
-                    vec![]
-                };
+        NetworkCmd::Create {
+            driver,
+            subnet,
+            ip_range,
+            gateway,
+            ipv6,
+            aux_address,
+            internal,
+            opt,
+            label,
+            name,
+        } => {
+            use crate::domain::ipam6::split_by_family;
+            let (subnet4, subnet6) = split_by_family("subnet", &subnet)?;
+            let (range4, range6) = split_by_family("ip-range", &ip_range)?;
+            let (gateway4, gateway6) = split_by_family("gateway", &gateway)?;
+            let mut config = Vec::new();
+            if subnet4.is_some() || range4.is_some() || gateway4.is_some() || !aux_address.is_empty() {
+                config.push(IpamConfig {
+                    subnet: subnet4.unwrap_or_default(),
+                    ip_range: range4.unwrap_or_default(),
+                    gateway: gateway4.unwrap_or_default(),
+                    auxiliary_addresses: aux_address.into_iter().collect(),
+                });
+            }
+            if subnet6.is_some() || range6.is_some() || gateway6.is_some() {
+                config.push(IpamConfig {
+                    subnet: subnet6.unwrap_or_default(),
+                    ip_range: range6.unwrap_or_default(),
+                    gateway: gateway6.unwrap_or_default(),
+                    auxiliary_addresses: BTreeMap::new(),
+                });
+            }
             let req = NetworkCreateRequest {
                 name,
                 driver,
                 ipam: Some(Ipam { driver: "default".into(), options: None, config: Some(config) }),
                 internal,
-                enable_ipv6: None,
+                enable_ipv6: ipv6.then_some(true),
                 options: Some(opt.into_iter().collect::<BTreeMap<_, _>>()),
                 labels: Some(label.into_iter().collect::<BTreeMap<_, _>>()),
             };
@@ -185,13 +216,14 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
                 deleted.iter().for_each(|n| println!("{n}"));
             }
         }
-        NetworkCmd::Connect { ip, alias, network, container } => {
+        NetworkCmd::Connect { ip, ip6, alias, network, container } => {
+            let ipam_config = (ip.is_some() || ip6.is_some()).then(|| EndpointIpamConfig {
+                ipv4_address: ip.unwrap_or_default(),
+                ipv6_address: ip6.unwrap_or_default(),
+            });
             let req = ConnectRequest {
                 container,
-                endpoint_config: Some(EndpointConfig {
-                    ipam_config: ip.map(|ip| EndpointIpamConfig { ipv4_address: ip }),
-                    aliases: Some(alias),
-                }),
+                endpoint_config: Some(EndpointConfig { ipam_config, aliases: Some(alias) }),
             };
             let _: serde_json::Value =
                 client.post(&format!("/networks/{}/connect", enc(&network)), &req).await?;

@@ -37,6 +37,9 @@ pub struct RunArgs {
     /// IPv4 address on the network (user-defined networks only).
     #[arg(long)]
     ip: Option<String>,
+    /// IPv6 address on a dual-stack network (created with --ipv6).
+    #[arg(long)]
+    ip6: Option<String>,
     /// Publish a port: [IP:][HOST_PORT:]CONTAINER_PORT[/PROTO].
     #[arg(short = 'p', long = "publish")]
     publish: Vec<String>,
@@ -75,6 +78,7 @@ pub async fn run(client: &Client, a: RunArgs, start: bool) -> anyhow::Result<Exi
         network_mode: a.network,
         aliases: a.network_alias,
         ip: a.ip,
+        ip6: a.ip6,
         publish: a.publish,
         publish_all: a.publish_all,
         expose: a.expose,

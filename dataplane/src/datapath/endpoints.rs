@@ -191,6 +191,15 @@ impl Endpoints {
             .map_err(map_err(format!("remove subnet {subnet}")))
     }
 
+    /// IPv6 subnets currently in their trie.
+    pub fn subnets6(&self) -> Vec<Ipv6Network> {
+        lock(&self.subnets6)
+            .keys()
+            .filter_map(|k| k.ok())
+            .filter_map(|k| Ipv6Network::new(Ipv6Addr::from(k.data()), k.prefix_len() as u8).ok())
+            .collect()
+    }
+
     /// Subnets currently in the trie.
     pub fn subnets(&self) -> Vec<Ipv4Network> {
         lock(&self.subnets)

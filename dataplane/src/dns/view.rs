@@ -189,6 +189,7 @@ mod tests {
             driver: crate::domain::options::Driver::Bridge,
             created: String::new(),
             num: 1,
+            ipam6: None,
             ipam: Some(Ipam {
                 subnet: "10.1.0.0/24".parse().expect("valid literal"),
                 ip_range: None,
@@ -239,6 +240,7 @@ mod tests {
             ifname: "eth0".into(),
             host_ifname: None,
             ip: ip.parse().expect("valid literal"),
+            ip6: None,
             mac: [0; 6],
             aliases: aliases.iter().map(|s| s.to_string()).collect(),
         }

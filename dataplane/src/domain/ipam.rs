@@ -219,7 +219,7 @@ pub fn check_requested(ipam: &Ipam, ip: Ipv4Addr, used: &HashSet<Ipv4Addr>, netw
         ));
     }
     if reserved(ipam).contains(&ip) || used.contains(&ip) {
-        return Err(Error::AddressInUse { ip, network: network.to_string() });
+        return Err(Error::AddressInUse { ip: ip.into(), network: network.to_string() });
     }
     Ok(())
 }
@@ -315,7 +315,7 @@ pub fn pool_address(pool: &Pool, want: Option<Ipv4Addr>, gateway: bool) -> Resul
     if let Some(ip) = want {
         check_host_address("address", pool.subnet, ip)?;
         if pool.addresses.contains(&ip) {
-            return Err(Error::AddressInUse { ip, network: format!("pool {}", pool.id) });
+            return Err(Error::AddressInUse { ip: ip.into(), network: format!("pool {}", pool.id) });
         }
         return Ok(ip);
     }

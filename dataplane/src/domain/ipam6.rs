@@ -114,7 +114,7 @@ pub fn plan6(req: &Ipam6Request, taken: &[(Ipv6Network, String)], ula: Ipv6Netwo
             (0u128..1 << 16)
                 .filter_map(|i| Ipv6Network::new(Ipv6Addr::from(base | (i << 64)), 64).ok())
                 .find(|p| !taken.iter().any(|(t, _)| t.overlaps(*p)))
-                .ok_or(Error::NoFreeSubnet)?
+                .ok_or_else(|| Error::NoFreeSubnet6 { pool: ula.to_string() })?
         }
     };
     let ip_range = req.ip_range.as_deref().map(|r| parse_range(r, subnet)).transpose()?;
@@ -147,8 +147,18 @@ pub fn check_requested6(ipam: &Ipam6, ip: Ipv6Addr, used: &HashSet<Ipv6Addr>, ne
             format!("not inside subnet {} of network {network}", ipam.subnet),
         ));
     }
-    if ip == ipam.gateway || ip == ipam.subnet.network() || used.contains(&ip) {
-        return Err(Error::invalid("ip6", ip, format!("is already in use on network {network}")));
+    if ip == ipam.gateway {
+        return Err(Error::invalid("ip6", ip, format!("is the gateway of network {network}")));
+    }
+    if ip == ipam.subnet.network() {
+        return Err(Error::invalid(
+            "ip6",
+            ip,
+            format!("is the subnet-router anycast address of {}", ipam.subnet),
+        ));
+    }
+    if used.contains(&ip) {
+        return Err(Error::AddressInUse { ip: ip.into(), network: network.to_string() });
     }
     Ok(())
 }

@@ -22,6 +22,9 @@ pub struct Network {
     /// Small numeric id used in BPF maps (unique per daemon).
     pub num: u32,
     pub ipam: Option<Ipam>,
+    /// The IPv6 config of a dual-stack network (`--ipv6`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipam6: Option<super::ipam6::Ipam6>,
     pub internal: bool,
     pub options: BTreeMap<String, String>,
     pub labels: BTreeMap<String, String>,
@@ -232,6 +235,9 @@ pub struct Endpoint {
     /// Host-side veth (bridge networks only).
     pub host_ifname: Option<String>,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address, on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub mac: [u8; 6],
     pub aliases: Vec<String>,
 }

@@ -38,6 +38,9 @@ pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
             host.set_mac(idx, names::mac_for_ip(ipam.gateway)).await?;
             host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
         }
+        if let Some(ipam6) = &net.ipam6 {
+            host.add_address6(idx, ipam6.gateway, ipam6.subnet.prefix()).await?;
+        }
         host.set_up(idx).await
     }
     .await;

@@ -91,5 +91,14 @@ pub(crate) async fn configure_in_sandbox(
     if default_route && !net.internal {
         nl.add_default_route(ipam.gateway, idx).await?;
     }
+    // A dual-stack network: the IPv6 address with its prefix (the kernel
+    // adds the on-link route) and the IPv6 default route via the gateway
+    // when the sandbox has none yet (its first network may be IPv4-only).
+    if let (Some(ip6), Some(ipam6)) = (ep.ip6, &net.ipam6) {
+        nl.add_address6(idx, ip6, ipam6.subnet.prefix()).await?;
+        if !net.internal && nl.default_route6_interface().await?.is_none() {
+            nl.add_default_route6(ipam6.gateway, idx).await?;
+        }
+    }
     Ok(())
 }

@@ -32,6 +32,8 @@ pub struct CniAttach {
     /// sandbox's name when it is free, so `ps` and DNS show it.
     pub name: Option<String>,
     pub ip: Option<Ipv4Addr>,
+    /// The IPv6 address asked for (`ips`), on a dual-stack network.
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub mac: Option<[u8; 6]>,
     pub ports: Vec<PortSpec>,
     pub aliases: Vec<String>,
@@ -45,6 +47,9 @@ pub struct CniAttached {
     pub endpoint: Endpoint,
     /// The endpoint holds the sandbox's default route (via the gateway).
     pub default_route: bool,
+    /// The endpoint holds the sandbox's IPv6 default route: its first
+    /// dual-stack attachment outside `--internal` networks.
+    pub default_route6: bool,
     /// The sandbox has the embedded resolver (127.0.0.11).
     pub dns: bool,
 }
@@ -83,7 +88,15 @@ impl Engine {
                 .iter()
                 .find(|e| state.networks.iter().any(|n| n.id == e.network_id && !n.internal))
                 .is_some_and(|e| e.id == ep.id);
+        let default_route6 = !network.internal
+            && state
+                .endpoints_in_order(&sb.id)
+                .iter()
+                .filter(|e| e.ip6.is_some())
+                .find(|e| state.networks.iter().any(|n| n.id == e.network_id && !n.internal))
+                .is_some_and(|e| e.id == ep.id);
         Ok(CniAttached {
+            default_route6,
             dns: Self::wants_dns(state, sb),
             network,
             sandbox: sb.clone(),
@@ -113,6 +126,7 @@ impl Engine {
             ));
         }
         let ip = a.ip.map(|i| i.to_string());
+        let ip6 = a.ip6.map(|i| i.to_string());
         // The container's record names another namespace: the runtime made
         // the container's namespace anew without a DEL (it crashed, or the
         // host rebooted). What that record holds is stale: it goes first.
@@ -146,7 +160,7 @@ impl Engine {
                     a.container_id
                 )));
             }
-            let mut plan = plan_endpoint(&state, &net, sb, ip.as_deref(), &a.aliases)?;
+            let mut plan = plan_endpoint(&state, &net, sb, ip.as_deref(), ip6.as_deref(), &a.aliases)?;
             plan.ep.ifname = a.ifname.clone();
             if let Some(m) = a.mac {
                 plan.ep.mac = m;

@@ -158,7 +158,7 @@ impl Engine {
             owner: Some(Owner::Docker),
             ..Default::default()
         };
-        let mut plan = plan_endpoint(&state, net, &sb, Some(&ip.to_string()), &[])?;
+        let mut plan = plan_endpoint(&state, net, &sb, Some(&ip.to_string()), None, &[])?;
         plan.ep.id = ep_id.to_string();
         let host_if = plan.ep.host_ifname.get_or_insert_with(names::host_veth_name);
         plan.ep.ifname = names::runtime_peer_name(host_if);

@@ -1,12 +1,12 @@
 //! Endpoints: planning, plugging and programming one attachment; connect and disconnect.
 use std::collections::HashSet;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::path::Path;
 
 use super::*;
-use crate::domain::ipam;
 use crate::domain::names;
 use crate::domain::state::State;
+use crate::domain::{ipam, ipam6};
 use crate::drivers;
 use crate::error::{Error, Result};
 
@@ -26,6 +26,7 @@ pub(super) fn plan_connect(
     net_ref: &str,
     sb_ref: &str,
     ip: Option<&str>,
+    ip6: Option<&str>,
     aliases: &[String],
 ) -> Result<(Network, Sandbox, EndpointPlan)> {
     let net = state.require_network(net_ref)?.clone();
@@ -59,7 +60,7 @@ pub(super) fn plan_connect(
             "network-scoped alias is supported only for containers in user defined networks".into(),
         ));
     }
-    let plan = plan_endpoint(state, &net, &sb, ip, aliases)?;
+    let plan = plan_endpoint(state, &net, &sb, ip, ip6, aliases)?;
     Ok((net, sb, plan))
 }
 
@@ -98,13 +99,15 @@ pub(super) fn teardown_warnings(sandbox: &str, failed: Vec<(&str, Error)>) -> Ve
 }
 
 /// Plans endpoint `ip` (or the next free address) with `aliases` for
-/// sandbox `sb` on `net`: address, interface name, MAC, VIPs. No side
-/// effects; every refusal happens here.
+/// sandbox `sb` on `net`, and on a dual-stack network its IPv6 address
+/// `ip6` (or the next free one): addresses, interface name, MAC, VIPs. No
+/// side effects; every refusal happens here.
 pub(super) fn plan_endpoint(
     state: &State,
     net: &Network,
     sb: &Sandbox,
     ip: Option<&str>,
+    ip6: Option<&str>,
     aliases: &[String],
 ) -> Result<EndpointPlan> {
     let ipam = net
@@ -142,6 +145,7 @@ pub(super) fn plan_endpoint(
         _ if net.is_overlay() => ipam::allocate_from(ipam, &used, &net.name, state.overlay_skip)?,
         _ => ipam::allocate(ipam, &used, &net.name)?,
     };
+    let ip6 = plan_ip6(state, net, ip6)?;
     let taken: HashSet<String> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ifname.clone()).collect();
     let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();
     let ep = Endpoint {
@@ -151,12 +155,39 @@ pub(super) fn plan_endpoint(
         ifname,
         host_ifname: net.is_bridge().then(names::host_veth_name),
         ip,
+        ip6,
         mac: names::mac_for_ip(ip),
         aliases: aliases.to_vec(),
     };
     used.insert(ip);
     let vips = Engine::plan_vips(net, aliases, &used)?;
     Ok(EndpointPlan { ep, first: taken.is_empty(), vips })
+}
+
+/// The IPv6 address of an endpoint on `net`: `--ip6` checked, or the next
+/// free one on a dual-stack network; None on an IPv4-only network, where
+/// `--ip6` is refused.
+fn plan_ip6(state: &State, net: &Network, ip6: Option<&str>) -> Result<Option<Ipv6Addr>> {
+    let wanted = ip6.filter(|s| !s.is_empty());
+    let Some(ipam) = &net.ipam6 else {
+        return match wanted {
+            Some(s) => Err(Error::invalid(
+                "ip6",
+                s,
+                format!("network {} has no IPv6 (it was created without --ipv6)", net.name),
+            )),
+            None => Ok(None),
+        };
+    };
+    let used: HashSet<Ipv6Addr> = state.endpoints_of_network(&net.id).filter_map(|e| e.ip6).collect();
+    match wanted {
+        Some(s) => {
+            let ip: Ipv6Addr = s.parse().map_err(|_| Error::invalid("ip6", s, "not an IPv6 address"))?;
+            ipam6::check_requested6(ipam, ip, &used, &net.name)?;
+            Ok(Some(ip))
+        }
+        None => ipam6::allocate6(ipam, &used, &net.name).map(Some),
+    }
 }
 
 impl Engine {
@@ -237,11 +268,12 @@ impl Engine {
         net_ref: &str,
         sb_ref: &str,
         ip: Option<&str>,
+        ip6: Option<&str>,
         aliases: &[String],
     ) -> Result<()> {
         let _g = self.lock.lock().await;
         super::overlay::planning_again_on_lost_claims(ip.is_some_and(|i| !i.is_empty()), |skip| {
-            self.connect_locked(net_ref, sb_ref, ip, aliases, skip)
+            self.connect_locked(net_ref, sb_ref, ip, ip6, aliases, skip)
         })
         .await
     }
@@ -251,11 +283,12 @@ impl Engine {
         net_ref: &str,
         sb_ref: &str,
         ip: Option<&str>,
+        ip6: Option<&str>,
         aliases: &[String],
         overlay_skip: u32,
     ) -> Result<()> {
         let state = State { overlay_skip, ..self.store.state()? };
-        let (net, sb, plan) = plan_connect(&state, net_ref, sb_ref, ip, aliases)?;
+        let (net, sb, plan) = plan_connect(&state, net_ref, sb_ref, ip, ip6, aliases)?;
         self.plug_planned(&net, &sb, &plan).await?;
         let ep = &plan.ep;
         if let Ok(st) = self.store.state() {
@@ -339,16 +372,27 @@ impl Engine {
     async fn move_default_route(&self, state: &State, sb: &Sandbox) -> Result<()> {
         let path = Path::new(&sb.netns);
         let nl = crate::sys::netlink::Netlink::in_netns(path)?;
-        if nl.default_route_interface().await?.is_some() {
-            return Ok(());
-        }
+        let mut need4 = nl.default_route_interface().await?.is_none();
+        let mut need6 = nl.default_route6_interface().await?.is_none();
         for ep in state.endpoints_in_order(&sb.id) {
+            if !need4 && !need6 {
+                break;
+            }
             let Some(net) = state.networks.iter().find(|n| n.id == ep.network_id) else { continue };
-            let (false, Some(ipam)) = (net.internal, &net.ipam) else { continue };
+            if net.internal {
+                continue;
+            }
             let Some(idx) = nl.link_index(&ep.ifname).await? else { continue };
-            nl.add_default_route(ipam.gateway, idx).await?;
-            tracing::info!(sandbox = %sb.name, via = %ipam.gateway, dev = %ep.ifname, "default route moved");
-            return Ok(());
+            if let (true, Some(ipam)) = (need4, &net.ipam) {
+                nl.add_default_route(ipam.gateway, idx).await?;
+                tracing::info!(sandbox = %sb.name, via = %ipam.gateway, dev = %ep.ifname, "default route moved");
+                need4 = false;
+            }
+            if let (true, Some(ipam6), Some(_)) = (need6, &net.ipam6, ep.ip6) {
+                nl.add_default_route6(ipam6.gateway, idx).await?;
+                tracing::info!(sandbox = %sb.name, via = %ipam6.gateway, dev = %ep.ifname, "IPv6 default route moved");
+                need6 = false;
+            }
         }
         Ok(())
     }
@@ -362,11 +406,11 @@ mod tests {
     #[test]
     fn the_plan_takes_the_next_free_address_and_interface_name() {
         let st = state_with(&[('a', "eth0", "10.9.0.2"), ('b', "eth0", "10.9.0.3")]);
-        let p = plan_endpoint(&st, &net(false), &sandbox('c'), None, &[]).expect("plan");
+        let p = plan_endpoint(&st, &net(false), &sandbox('c'), None, None, &[]).expect("plan");
         assert_eq!((p.ep.ip.to_string().as_str(), p.ep.ifname.as_str(), p.first), ("10.9.0.4", "eth0", true));
         assert_eq!(p.ep.mac, names::mac_for_ip(p.ep.ip));
         // A second network for `a`: its next interface, not its first.
-        let p = plan_endpoint(&st, &net(false), &sandbox('a'), None, &[]).expect("plan");
+        let p = plan_endpoint(&st, &net(false), &sandbox('a'), None, None, &[]).expect("plan");
         assert_eq!((p.ep.ifname.as_str(), p.first), ("eth1", false));
     }
 
@@ -374,13 +418,15 @@ mod tests {
     fn the_plan_refuses_what_cannot_be_done_before_anything_happens() {
         let st = state_with(&[('a', "eth0", "10.9.0.2")]);
         let sb = sandbox('c');
-        let err = plan_endpoint(&st, &net(false), &sb, Some("10.9.0.2"), &[]).expect_err("in use");
+        let err = plan_endpoint(&st, &net(false), &sb, Some("10.9.0.2"), None, &[]).expect_err("in use");
         assert!(matches!(err, Error::AddressInUse { .. }), "{err}");
-        let err = plan_endpoint(&st, &net(false), &sb, Some("10.8.0.5"), &[]).expect_err("outside");
+        let err = plan_endpoint(&st, &net(false), &sb, Some("10.8.0.5"), None, &[]).expect_err("outside");
         assert!(err.to_string().contains("not inside subnet"), "{err}");
-        let err = plan_endpoint(&st, &net(false), &sb, Some("banana"), &[]).expect_err("not an address");
+        let err =
+            plan_endpoint(&st, &net(false), &sb, Some("banana"), None, &[]).expect_err("not an address");
         assert!(err.to_string().contains("not an IPv4 address"), "{err}");
-        let err = plan_endpoint(&st, &net(false), &sb, None, &["bad alias!".into()]).expect_err("alias");
+        let err =
+            plan_endpoint(&st, &net(false), &sb, None, None, &["bad alias!".into()]).expect_err("alias");
         assert!(err.to_string().contains("must be a DNS name"), "{err}");
         // A /29 has 5 addresses for sandboxes (.2-.6): the sixth is refused.
         let full = state_with(&[
@@ -390,7 +436,7 @@ mod tests {
             ('e', "eth0", "10.9.0.5"),
             ('f', "eth0", "10.9.0.6"),
         ]);
-        let err = plan_endpoint(&full, &net(false), &sb, None, &[]).expect_err("full");
+        let err = plan_endpoint(&full, &net(false), &sb, None, None, &[]).expect_err("full");
         assert!(matches!(err, Error::PoolExhausted { .. }), "{err}");
     }
 
@@ -401,16 +447,16 @@ mod tests {
         st.sandboxes.push(Sandbox { mode: NetworkMode::None, ..sandbox('z') });
         st.sandboxes.push(sandbox('c'));
         let refused = |sb: &str, aliases: &[String]| {
-            plan_connect(&st, "web", sb, None, aliases).map(|_| ()).expect_err("refused").to_string()
+            plan_connect(&st, "web", sb, None, None, aliases).map(|_| ()).expect_err("refused").to_string()
         };
         assert!(refused("sh", &[]).contains("host network"));
         assert!(refused("sz", &[]).contains("--network none"));
         assert!(refused("sa", &[]).contains("already exists in network web"));
         assert!(
-            plan_connect(&st, "nosuch", "sc", None, &[])
+            plan_connect(&st, "nosuch", "sc", None, None, &[])
                 .is_err_and(|e| matches!(e, Error::NetworkNotFound(_)))
         );
-        let (net, sb, plan) = plan_connect(&st, "web", "sc", Some("10.9.0.6"), &[]).expect("plan");
+        let (net, sb, plan) = plan_connect(&st, "web", "sc", Some("10.9.0.6"), None, &[]).expect("plan");
         assert_eq!(
             (net.name.as_str(), sb.name.as_str(), plan.ep.ip.to_string().as_str()),
             ("web", "sc", "10.9.0.6")
@@ -436,12 +482,12 @@ mod tests {
     #[test]
     fn an_alias_on_a_balancing_network_gets_a_vip_that_no_endpoint_has() {
         let st = state_with(&[('a', "eth0", "10.9.0.2")]);
-        let p = plan_endpoint(&st, &net(true), &sandbox('c'), None, &["svc".into()]).expect("plan");
+        let p = plan_endpoint(&st, &net(true), &sandbox('c'), None, None, &["svc".into()]).expect("plan");
         let vip = p.vips.as_ref().and_then(|n| n.vips.get("svc")).copied().expect("a VIP for svc");
         assert!(vip != p.ep.ip && vip.to_string() != "10.9.0.2" && vip.to_string() != "10.9.0.1", "{vip}");
         // Without lb=vip no VIP is planned.
         assert_eq!(
-            plan_endpoint(&st, &net(false), &sandbox('c'), None, &["svc".into()]).expect("plan").vips,
+            plan_endpoint(&st, &net(false), &sandbox('c'), None, None, &["svc".into()]).expect("plan").vips,
             None
         );
     }

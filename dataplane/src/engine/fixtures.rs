@@ -17,6 +17,7 @@ pub fn net(vips: bool) -> Network {
         driver: Driver::Bridge,
         created: String::new(),
         num: 1,
+        ipam6: None,
         ipam: Some(Ipam {
             subnet: "10.9.0.0/29".parse().expect("subnet"),
             ip_range: None,
@@ -55,6 +56,7 @@ pub fn state_with(eps: &[(char, &str, &str)]) -> State {
             ifname: ifname.to_string(),
             host_ifname: Some(format!("veth{id}")),
             ip: ip.parse().expect("ip"),
+            ip6: None,
             mac: [0; 6],
             aliases: vec![],
         });

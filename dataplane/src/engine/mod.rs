@@ -41,6 +41,10 @@ pub struct NetworkCreate {
     pub name: String,
     pub driver: Driver,
     pub ipam: IpamRequest,
+    /// `--ipv6` (Docker's `EnableIPv6`): a dual-stack network.
+    pub ipv6: bool,
+    /// The IPv6 `--subnet`, `--ip-range` and `--gateway`, if given.
+    pub ipam6: crate::domain::ipam6::Ipam6Request,
     pub internal: bool,
     /// The `-o` options as given (inspect shows them)…
     pub options: BTreeMap<String, String>,
@@ -61,6 +65,8 @@ impl NetworkCreate {
             name: name.to_string(),
             driver,
             ipam: IpamRequest::default(),
+            ipv6: false,
+            ipam6: Default::default(),
             internal: false,
             options,
             driver_options,
@@ -79,6 +85,8 @@ pub struct SandboxCreate {
     pub network: String,
     pub aliases: Vec<String>,
     pub ip: Option<String>,
+    /// `--ip6`: the IPv6 address on a dual-stack network.
+    pub ip6: Option<String>,
     /// `-p`, parsed at the API edge.
     pub publish: Vec<PortSpec>,
     pub publish_all: bool,

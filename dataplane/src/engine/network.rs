@@ -1,10 +1,11 @@
 //! Networks: create (with the predefined ones), remove, prune.
 use std::collections::{BTreeMap, HashSet};
 
-use ipnetwork::Ipv4Network;
+use ipnetwork::{Ipv4Network, Ipv6Network};
 
 use super::*;
 use crate::domain::ipam;
+use crate::domain::ipam6::{self, Ipam6, Ipam6Request};
 use crate::domain::names;
 use crate::domain::options::key;
 use crate::domain::state::State;
@@ -22,6 +23,10 @@ pub(super) struct NetworkContext {
     pub host_links: HashSet<String>,
     /// Subnets the host itself uses (routes, addresses), with what uses them.
     pub host_claims: Vec<(Ipv4Network, String)>,
+    /// The host's global IPv6 prefixes, with what uses them.
+    pub host_claims6: Vec<(Ipv6Network, String)>,
+    /// The host's ULA /48 automatic IPv6 subnets come from.
+    pub ula: Option<Ipv6Network>,
     /// The runtime asking (its network ID is `id`), if not our own API.
     pub owner: Option<Owner>,
     /// The cluster's overlay networks as the store has them now; None when
@@ -70,6 +75,7 @@ fn plan_overlay(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Resu
         created: cx.created.clone(),
         num: vni,
         ipam: Some(ipam),
+        ipam6: None,
         internal: req.internal,
         options: req.options.clone(),
         labels: req.labels.clone(),
@@ -78,6 +84,49 @@ fn plan_overlay(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Resu
         vips: BTreeMap::new(),
         owner: cx.owner,
     })
+}
+
+/// Plans the IPv6 side of `network create`: None without `--ipv6` (an
+/// IPv6 `--subnet`, `--gateway` or `--ip-range` without it is refused, not
+/// ignored); otherwise the subnet given, checked against every network's
+/// and the host's, or the first free /64 of the host's ULA prefix.
+fn plan_network6(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Result<Option<Ipam6>> {
+    if !req.ipv6 {
+        if req.ipam6 != Ipam6Request::default() {
+            let given = [&req.ipam6.subnet, &req.ipam6.ip_range, &req.ipam6.gateway];
+            let value = given.into_iter().flatten().next().cloned().unwrap_or_default();
+            return Err(Error::invalid("IPAM config", value, "an IPv6 address or subnet needs --ipv6"));
+        }
+        return Ok(None);
+    }
+    match req.driver {
+        Driver::Bridge | Driver::Macvlan => {}
+        Driver::Overlay => {
+            return Err(Error::Unsupported("IPv6 on overlay networks is not supported yet".into()));
+        }
+        d => {
+            return Err(Error::invalid("ipv6", "true", format!("driver {d} gives sandboxes no addresses")));
+        }
+    }
+    let mut taken: Vec<(Ipv6Network, String)> =
+        state.networks.iter().filter_map(|n| n.ipam6.as_ref().map(|i| (i.subnet, n.name.clone()))).collect();
+    if req.ipam6.subnet.is_none() {
+        taken.extend(cx.host_claims6.iter().map(|(n, what)| (*n, format!("the host's {what}"))));
+    }
+    let ula = cx.ula.ok_or_else(|| Error::Unsupported("the host's IPv6 pool is not known".into()))?;
+    let planned = ipam6::plan6(&req.ipam6, &taken, ula)?;
+    // As for IPv4: a bridge must not take addresses the host routes itself.
+    if req.driver == Driver::Bridge
+        && !cx.predefined
+        && let Some((_, what)) = cx.host_claims6.iter().find(|(c, _)| c.overlaps(planned.subnet))
+    {
+        return Err(Error::invalid(
+            "subnet",
+            planned.subnet,
+            format!("the host already uses it ({what}); choose a subnet the host does not reach"),
+        ));
+    }
+    Ok(Some(planned))
 }
 
 /// Plans `network create`: the record, its device and subnet, or Docker's
@@ -98,8 +147,12 @@ pub(super) fn plan_network(state: &State, req: &NetworkCreate, cx: &NetworkConte
         Driver::Ipvlan => {
             return Err(Error::Unsupported("driver ipvlan is not implemented by dataplane yet".into()));
         }
-        Driver::Overlay => return plan_overlay(state, req, cx),
+        Driver::Overlay => {
+            plan_network6(state, req, cx)?;
+            return plan_overlay(state, req, cx);
+        }
     }
+    let ipam6 = plan_network6(state, req, cx)?;
     let device = match &req.driver_options {
         DriverOptions::Bridge(b) => {
             let dev = b.name.clone().unwrap_or_else(|| names::bridge_name(&cx.id));
@@ -173,6 +226,7 @@ pub(super) fn plan_network(state: &State, req: &NetworkCreate, cx: &NetworkConte
             })?
         },
         ipam,
+        ipam6,
         internal: req.internal,
         options,
         labels: req.labels.clone(),
@@ -237,6 +291,8 @@ impl Engine {
             predefined,
             host_links: self.host.links().await?.into_iter().map(|l| l.name).collect(),
             host_claims: self.host.ipv4_claims().await?,
+            host_claims6: if req.ipv6 { self.host.ipv6_claims().await? } else { Vec::new() },
+            ula: if req.ipv6 { Some(self.store.host_ula()?) } else { None },
             cluster: None,
         };
         let net = plan_network(&state, &req, &cx)?;
@@ -261,6 +317,13 @@ impl Engine {
                 let subnet = ipam.subnet;
                 undo.push(format!("remove subnet {subnet}"), async move {
                     self.dp.endpoints.remove_subnet(subnet)
+                });
+            }
+            if let (true, Some(ipam6)) = (net.is_bridge(), &net.ipam6) {
+                self.dp.endpoints.set_subnet6(ipam6.subnet, net.num, ipam6.gateway, net.datapath_flags())?;
+                let subnet = ipam6.subnet;
+                undo.push(format!("remove subnet {subnet}"), async move {
+                    self.dp.endpoints.remove_subnet6(subnet)
                 });
             }
             let tx = self.store.begin()?;
@@ -338,6 +401,11 @@ impl Engine {
         {
             failed("removing the subnet from the datapath", e);
         }
+        if let (true, Some(ipam6)) = (net.is_bridge(), &net.ipam6)
+            && let Err(e) = self.dp.endpoints.remove_subnet6(ipam6.subnet)
+        {
+            failed("removing the IPv6 subnet from the datapath", e);
+        }
         match self.store.state() {
             Ok(st) => {
                 if let Err(e) = self.refresh_host_ips(&st).await {
@@ -379,6 +447,8 @@ mod tests {
             predefined: false,
             host_links: HashSet::from(["lo".to_string(), "up0".to_string(), "br-taken".to_string()]),
             host_claims: vec![("172.18.0.0/16".parse().expect("net"), "route via up0".into())],
+            host_claims6: vec![("fd00:99::/64".parse().expect("net"), "address fd00:99::2 on up0".into())],
+            ula: Some(ipam6::ula_48([0x12, 0x34, 0x56, 0x78, 0x9a])),
             owner: None,
             cluster: None,
         }
@@ -434,6 +504,55 @@ mod tests {
         // The daemon's own predefined networks may be host and null.
         let pre = NetworkContext { predefined: true, ..cx() };
         assert!(plan_network(&st, &req("host", "host", None, &[]), &pre).is_ok());
+    }
+
+    #[test]
+    fn a_dual_stack_network_gets_its_ipv6_config_planned_around_the_others_and_the_hosts() {
+        let st = state_with(&[]);
+        let v6 = |name: &str, subnet: Option<&str>| {
+            let mut r = req(name, "bridge", None, &[]);
+            r.ipv6 = true;
+            r.ipam6.subnet = subnet.map(str::to_string);
+            r
+        };
+        let n = plan_network(&st, &v6("d", None), &cx()).expect("auto");
+        let i6 = n.ipam6.expect("IPv6 config");
+        assert_eq!(
+            (i6.subnet.to_string(), i6.gateway.to_string()),
+            ("fd12:3456:789a::/64".into(), "fd12:3456:789a::1".into())
+        );
+        assert!(n.ipam.is_some(), "dual stack keeps its IPv4 config");
+        // Without --ipv6 there is none, and an IPv6 value is refused, not ignored.
+        assert_eq!(plan_network(&st, &req("p", "bridge", None, &[]), &cx()).expect("v4").ipam6, None);
+        let mut no_flag = req("p", "bridge", None, &[]);
+        no_flag.ipam6.subnet = Some("fd00:1::/64".into());
+        let e = plan_network(&st, &no_flag, &cx()).expect_err("no --ipv6");
+        assert!(e.to_string().contains("needs --ipv6"), "{e}");
+        // Another network's IPv6 subnet, and the host's, are refused.
+        let mut st2 = state_with(&[]);
+        st2.networks.push(Network {
+            ipam6: ipam6::plan6(
+                &Ipam6Request { subnet: Some("fd00:5::/64".into()), ..Default::default() },
+                &[],
+                ipam6::ula_48([0; 5]),
+            )
+            .ok(),
+            name: "six".into(),
+            id: "6".repeat(64),
+            num: 9,
+            device: Some("br-six".into()),
+            ..crate::engine::fixtures::net(false)
+        });
+        let e = plan_network(&st2, &v6("d", Some("fd00:5::/56")), &cx()).expect_err("overlap");
+        assert!(e.to_string().contains("six"), "{e}");
+        let e = plan_network(&st, &v6("d", Some("fd00:99::/64")), &cx()).expect_err("the host's");
+        assert!(e.to_string().contains("the host already uses it (address fd00:99::2 on up0)"), "{e}");
+        // Overlay networks stay IPv4 for now, and say so.
+        let mut ov = req("ov", "overlay", None, &[]);
+        ov.ipv6 = true;
+        let incx = NetworkContext { cluster: Some(vec![]), ..cx() };
+        let e = plan_network(&st, &ov, &incx).expect_err("overlay");
+        assert!(e.to_string().contains("IPv6 on overlay networks"), "{e}");
     }
 
     #[test]

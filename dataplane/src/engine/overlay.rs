@@ -77,6 +77,8 @@ impl Engine {
                 predefined: false,
                 host_links: HashSet::new(),
                 host_claims: self.host.ipv4_claims().await?,
+                host_claims6: Vec::new(),
+                ula: None,
                 owner: None,
                 cluster: Some(networks),
             };

@@ -233,6 +233,9 @@ impl Engine {
             if let (true, Some(ipam)) = (net.is_bridge(), &net.ipam) {
                 self.dp.endpoints.set_subnet(ipam.subnet, net.num, ipam.gateway, net.datapath_flags())?;
             }
+            if let (true, Some(ipam6)) = (net.is_bridge(), &net.ipam6) {
+                self.dp.endpoints.set_subnet6(ipam6.subnet, net.num, ipam6.gateway, net.datapath_flags())?;
+            }
         }
         for (id, fix) in &plan.netns {
             let Some(sb) = state.sandbox(id) else { continue };
@@ -296,6 +299,15 @@ impl Engine {
         }
         for s in &plan.stale_subnets {
             errors.extend(eps.remove_subnet(*s).err());
+        }
+        let subnets6: std::collections::HashSet<_> = state
+            .networks
+            .iter()
+            .filter(|n| n.is_bridge())
+            .filter_map(|n| n.ipam6.as_ref().map(|i| i.subnet))
+            .collect();
+        for s in eps.subnets6().into_iter().filter(|s| !subnets6.contains(s)) {
+            errors.extend(eps.remove_subnet6(s).err());
         }
         for e in errors {
             tracing::warn!(error = %e, "reconcile: removing stale datapath state");

@@ -124,7 +124,8 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
             "network-scoped alias is supported only for containers in user defined networks".into(),
         ));
     }
-    if req.ip.as_deref().is_some_and(|s| !s.is_empty()) && !user_defined {
+    let given = |ip: &Option<String>| ip.as_deref().is_some_and(|s| !s.is_empty());
+    if (given(&req.ip) || given(&req.ip6)) && !user_defined {
         return Err(Error::Conflict(
             "user specified IP address is supported on user defined networks only".into(),
         ));
@@ -168,7 +169,7 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
         runtime_id: None,
     };
     let endpoint = match &net {
-        Some(n) => Some(plan_endpoint(state, n, &sb, req.ip.as_deref(), &req.aliases)?),
+        Some(n) => Some(plan_endpoint(state, n, &sb, req.ip.as_deref(), req.ip6.as_deref(), &req.aliases)?),
         None => None,
     };
     let ports = if sb.ports.is_empty() && !sb.publish_all {

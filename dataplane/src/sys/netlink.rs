@@ -1,7 +1,7 @@
 //! rtnetlink wrappers: links, addresses, routes, in the daemon's namespace
 //! or, through a socket opened inside it, in a sandbox's namespace.
 
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::os::fd::AsRawFd;
 use std::path::Path;
 
@@ -237,6 +237,36 @@ impl Netlink {
         }
     }
 
+    /// IPv6 address `ip/prefix` on link `index`, usable at once: no
+    /// duplicate address detection (the address is ours to give, as
+    /// Docker's are), so nothing waits a second for it to leave the
+    /// tentative state. The kernel adds the prefix's on-link route.
+    pub async fn add_address6(&self, index: u32, ip: Ipv6Addr, prefix: u8) -> Result<()> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+        let mut req = self.handle.address().add(index, ip.into(), prefix);
+        req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        match req.execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -17 => Ok(()),
+            Err(e) => Err(nl("add address", format!("{ip}/{prefix} on {index}"))(e)),
+        }
+    }
+
+    /// The IPv6 default route via `gateway` on link `index`.
+    pub async fn add_default_route6(&self, gateway: Ipv6Addr, index: u32) -> Result<()> {
+        let msg = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gateway).output_interface(index).build();
+        match self.handle.route().add(msg).execute().await {
+            Ok(()) => Ok(()),
+            Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -17 => Ok(()),
+            Err(e) => Err(nl("add default route", gateway)(e)),
+        }
+    }
+
+    /// Interface of the IPv6 default route, if any.
+    pub async fn default_route6_interface(&self) -> Result<Option<u32>> {
+        self.default_interface::<Ipv6Addr>("ipv6").await
+    }
+
     /// An on-link route to `subnet` through `index`, preferring source `src`
     /// (what the kernel would add for an address of that prefix).
     pub async fn add_subnet_route(
@@ -268,28 +298,70 @@ impl Netlink {
         }
     }
 
-    /// Every IPv4 route.
-    async fn ipv4_routes(&self) -> Result<Vec<rtnetlink::packet_route::route::RouteMessage>> {
+    /// Every route of family `A` (`family` names it in errors).
+    async fn routes<A>(
+        &self,
+        family: &'static str,
+    ) -> Result<Vec<rtnetlink::packet_route::route::RouteMessage>>
+    where
+        RouteMessageBuilder<A>: Default,
+    {
         self.handle
             .route()
-            .get(RouteMessageBuilder::<Ipv4Addr>::new().build())
+            .get(RouteMessageBuilder::<A>::default().build())
             .execute()
             .try_collect()
             .await
-            .map_err(nl("list routes", "ipv4"))
+            .map_err(nl("list routes", family))
     }
 
     /// What the host itself uses of the IPv4 space, each with words for a
     /// message: connected and static routes of the main table (not the
     /// default route) and every address on every link.
     pub async fn ipv4_claims(&self) -> Result<Vec<(ipnetwork::Ipv4Network, String)>> {
+        Ok(self
+            .claims()
+            .await?
+            .into_iter()
+            .filter_map(|(n, what)| match n {
+                ipnetwork::IpNetwork::V4(n) => Some((n, what)),
+                ipnetwork::IpNetwork::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// The same of the IPv6 space: routes of the main table and global
+    /// addresses with their prefixes; link-local, multicast and loopback
+    /// are no network's anyway.
+    pub async fn ipv6_claims(&self) -> Result<Vec<(ipnetwork::Ipv6Network, String)>> {
+        Ok(self
+            .claims()
+            .await?
+            .into_iter()
+            .filter_map(|(n, what)| match n {
+                ipnetwork::IpNetwork::V6(n) => Some((n, what)),
+                ipnetwork::IpNetwork::V4(_) => None,
+            })
+            .filter(|(n, _)| {
+                let ip = n.network();
+                !(ip.is_loopback() || ip.is_multicast() || ip.is_unicast_link_local())
+            })
+            .collect())
+    }
+
+    /// Routes of the main table (not default routes) and addresses (IPv4
+    /// as /32, IPv6 with their prefix), of both families.
+    async fn claims(&self) -> Result<Vec<(ipnetwork::IpNetwork, String)>> {
         use rtnetlink::packet_route::address::AddressAttribute;
         use rtnetlink::packet_route::route::{RouteAddress, RouteAttribute};
+        use std::net::IpAddr;
         let names: std::collections::HashMap<u32, String> =
             self.links().await?.into_iter().map(|l| (l.index, l.name)).collect();
         let name = |i: u32| names.get(&i).cloned().unwrap_or_else(|| format!("#{i}"));
         let mut out = Vec::new();
-        for r in self.ipv4_routes().await? {
+        let mut routes = self.routes::<Ipv4Addr>("ipv4").await?;
+        routes.extend(self.routes::<Ipv6Addr>("ipv6").await?);
+        for r in routes {
             if r.header.destination_prefix_length == 0 || r.header.table != 254 {
                 continue;
             }
@@ -297,26 +369,37 @@ impl Netlink {
             let mut dev = String::new();
             for a in &r.attributes {
                 match a {
-                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => {
-                        dst = ipnetwork::Ipv4Network::new(*ip, r.header.destination_prefix_length).ok();
-                    }
+                    RouteAttribute::Destination(RouteAddress::Inet(ip)) => dst = Some(IpAddr::V4(*ip)),
+                    RouteAttribute::Destination(RouteAddress::Inet6(ip)) => dst = Some(IpAddr::V6(*ip)),
                     RouteAttribute::Oif(i) => dev = name(*i),
                     _ => {}
                 }
             }
-            if let Some(d) = dst {
+            if let Some(d) =
+                dst.and_then(|d| ipnetwork::IpNetwork::new(d, r.header.destination_prefix_length).ok())
+            {
                 out.push((d, format!("route {d} dev {dev}")));
             }
         }
         let msgs: Vec<_> =
             self.handle.address().get().execute().try_collect().await.map_err(nl("list addresses", "all"))?;
         for m in msgs {
+            let dev = name(m.header.index);
             for a in &m.attributes {
-                if let AddressAttribute::Local(std::net::IpAddr::V4(ip)) = a
-                    && let Ok(n) = ipnetwork::Ipv4Network::new(*ip, 32)
-                {
-                    out.push((n, format!("address {ip} on {}", name(m.header.index))));
-                }
+                let claim = match a {
+                    AddressAttribute::Local(IpAddr::V4(ip)) => ipnetwork::IpNetwork::new((*ip).into(), 32)
+                        .ok()
+                        .map(|n| (n, format!("address {ip} on {dev}"))),
+                    AddressAttribute::Address(IpAddr::V6(ip)) => {
+                        let len = m.header.prefix_len;
+                        ipnetwork::Ipv6Network::new(*ip, len)
+                            .and_then(|n| ipnetwork::Ipv6Network::new(n.network(), len))
+                            .ok()
+                            .map(|n| (n.into(), format!("address {ip}/{len} on {dev}")))
+                    }
+                    _ => None,
+                };
+                out.extend(claim);
             }
         }
         Ok(out)
@@ -346,14 +429,25 @@ impl Netlink {
 
     /// Interface of the IPv4 default route, if any.
     pub async fn default_route_interface(&self) -> Result<Option<u32>> {
-        let routes = self.ipv4_routes().await?;
+        self.default_interface::<Ipv4Addr>("ipv4").await
+    }
+
+    /// Interface of the default route of family `A` in the main table.
+    async fn default_interface<A>(&self, family: &'static str) -> Result<Option<u32>>
+    where
+        RouteMessageBuilder<A>: Default,
+    {
         use rtnetlink::packet_route::route::RouteAttribute;
-        Ok(routes.iter().filter(|r| r.header.destination_prefix_length == 0).find_map(|r| {
-            r.attributes.iter().find_map(|a| match a {
-                RouteAttribute::Oif(i) => Some(*i),
-                _ => None,
-            })
-        }))
+        let routes = self.routes::<A>(family).await?;
+        Ok(routes
+            .iter()
+            .filter(|r| r.header.destination_prefix_length == 0 && r.header.table == 254)
+            .find_map(|r| {
+                r.attributes.iter().find_map(|a| match a {
+                    RouteAttribute::Oif(i) => Some(*i),
+                    _ => None,
+                })
+            }))
     }
 }
 

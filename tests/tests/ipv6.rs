@@ -1,0 +1,260 @@
+//! Dual-stack networks (`--ipv6`): addresses, routes and inspect fields,
+//! IPv6 between sandboxes, isolation and ICC judged over IPv6 in BPF,
+//! restart, and bad input refused without leftovers.
+
+use dataplane_tests::{Host, text};
+
+/// `name`'s IPv6 address on `network`, as inspect shows it.
+fn ip6_of(h: &Host, name: &str, network: &str) -> String {
+    h.inspect(name)["NetworkSettings"]["Networks"][network]["GlobalIPv6Address"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string()
+}
+
+/// Whether `from` gets an ICMPv6 echo reply from `to`.
+fn ping6(h: &Host, from: &str, to: &str) -> bool {
+    h.exec(from, &["ping", "-6", "-c", "1", "-W", "2", to]).status.success()
+}
+
+fn network(h: &Host, name: &str) -> serde_json::Value {
+    let v: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["network", "inspect", name])).expect("network inspect json");
+    v[0].clone()
+}
+
+/// The IPv6 IPAM config of a network, as `network inspect` lists it.
+fn config6(net: &serde_json::Value) -> serde_json::Value {
+    net["IPAM"]["Config"]
+        .as_array()
+        .expect("IPAM config")
+        .iter()
+        .find(|c| c["Subnet"].as_str().is_some_and(|s| s.contains(':')))
+        .cloned()
+        .unwrap_or_default()
+}
+
+#[test]
+fn dual_stack_sandboxes_reach_each_other_and_the_gateway_over_ipv6() {
+    let (mut h, _ext) = Host::with_external("v6");
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.60.0.0/24", "--subnet", "fd00:60::/64", "dual"]);
+    let net = network(&h, "dual");
+    assert_eq!(net["EnableIPv6"], true, "{net}");
+    let cfg = &net["IPAM"]["Config"];
+    assert_eq!(cfg[0]["Subnet"], "10.60.0.0/24", "{cfg}");
+    assert_eq!(
+        (&cfg[1]["Subnet"], &cfg[1]["Gateway"]),
+        (&"fd00:60::/64".into(), &"fd00:60::1".into()),
+        "{cfg}"
+    );
+    // The bridge holds both gateways.
+    let bridge = format!("br-{}", &net["Id"].as_str().expect("id")[..12]);
+    let addrs = text(&h.run(&["ip", "-br", "addr", "show", &bridge]));
+    assert!(addrs.contains("10.60.0.1/24") && addrs.contains("fd00:60::1/64"), "{addrs}");
+
+    h.dp_ok(&["run", "-d", "--name", "a", "--network", "dual", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "b", "--network", "dual", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "c", "--network", "dual", "--ip6", "fd00:60::99", "sleep", "300"]);
+    let a = &h.inspect("a")["NetworkSettings"]["Networks"]["dual"];
+    assert_eq!(
+        (&a["GlobalIPv6Address"], &a["GlobalIPv6PrefixLen"], &a["IPv6Gateway"], &a["IPAddress"]),
+        (&"fd00:60::2".into(), &64.into(), &"fd00:60::1".into(), &"10.60.0.2".into()),
+        "{a}"
+    );
+    assert_eq!(ip6_of(&h, "b", "dual"), "fd00:60::3");
+    assert_eq!(ip6_of(&h, "c", "dual"), "fd00:60::99");
+    let containers = &network(&h, "dual")["Containers"];
+    let listed: Vec<&str> = containers
+        .as_object()
+        .expect("containers")
+        .values()
+        .filter_map(|c| c["IPv6Address"].as_str())
+        .collect();
+    assert!(listed.contains(&"fd00:60::2/64"), "{containers}");
+    // In the namespace: the address (no duplicate address detection: usable
+    // at once), the on-link prefix and the default route via the gateway;
+    // the MAC stays Docker's, made from the IPv4 address.
+    let addr6 = text(&h.exec("a", &["ip", "-6", "addr", "show", "eth0"]));
+    let global = addr6.lines().find(|l| l.contains("inet6 fd00:60::2/64")).unwrap_or_default();
+    assert!(!global.is_empty() && !global.contains("tentative"), "{addr6}");
+    let routes6 = text(&h.exec("a", &["ip", "-6", "route"]));
+    assert!(routes6.contains("default via fd00:60::1 dev eth0"), "{routes6}");
+    let link = text(&h.exec("a", &["ip", "-o", "link", "show", "eth0"]));
+    assert!(link.contains("02:42:0a:3c:00:02"), "{link}");
+    // Sandbox to sandbox and to the gateway.
+    assert!(ping6(&h, "a", "fd00:60::3"), "a cannot ping6 b");
+    assert!(ping6(&h, "b", "fd00:60::99"), "b cannot ping6 c");
+    assert!(ping6(&h, "a", "fd00:60::1"), "a cannot ping6 the gateway");
+    assert!(h.ping("a", "10.60.0.3"), "IPv4 on the same network");
+    // TCP over IPv6 between sandboxes.
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "srv",
+        "--network",
+        "dual",
+        "socat",
+        "TCP6-LISTEN:7000,fork",
+        "SYSTEM:echo v6-hi",
+    ]);
+    let srv6 = ip6_of(&h, "srv", "dual");
+    let mut said = String::new();
+    for _ in 0..30 {
+        said = text(&h.exec("a", &["socat", "-T", "2", "-", &format!("TCP6:[{srv6}]:7000")]));
+        if said.trim() == "v6-hi" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(said.trim(), "v6-hi", "TCP over IPv6 between sandboxes");
+
+    // connect --ip6 to a second dual-stack network: eth1 with its address.
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:61::/64", "dual2"]);
+    h.dp_ok(&["network", "connect", "--ip6", "fd00:61::42", "dual2", "b"]);
+    assert_eq!(ip6_of(&h, "b", "dual2"), "fd00:61::42");
+    let b_addr = text(&h.exec("b", &["ip", "-6", "addr", "show", "eth1"]));
+    assert!(b_addr.contains("fd00:61::42/64"), "{b_addr}");
+    // An automatic subnet is a /64 of the host's ULA /48 (fd00::/8 + 40 random bits).
+    h.dp_ok(&["network", "create", "--ipv6", "auto1"]);
+    h.dp_ok(&["network", "create", "--ipv6", "auto2"]);
+    let (s1, s2) = (config6(&network(&h, "auto1")), config6(&network(&h, "auto2")));
+    let (s1, s2) = (s1["Subnet"].as_str().unwrap_or_default(), s2["Subnet"].as_str().unwrap_or_default());
+    assert!(s1.starts_with("fd") && s1.ends_with("::/64"), "{s1}");
+    let prefix48 = |s: &str| s.split(':').take(3).collect::<Vec<_>>().join(":");
+    assert_eq!(prefix48(s1), prefix48(s2), "one /48 per host: {s1} {s2}");
+    assert_ne!(s1, s2);
+    // An IPv4-only network's sandboxes get no IPv6 address of ours.
+    h.dp_ok(&["network", "create", "--subnet", "10.62.0.0/24", "only4"]);
+    h.dp_ok(&["run", "-d", "--name", "d4", "--network", "only4", "sleep", "300"]);
+    assert_eq!(ip6_of(&h, "d4", "only4"), "");
+    assert_eq!(network(&h, "only4")["EnableIPv6"], false);
+
+    // A restart keeps it all: addresses, routes, reachability, and the ULA prefix.
+    h.kill_daemon();
+    h.start();
+    assert_eq!(ip6_of(&h, "a", "dual"), "fd00:60::2");
+    assert!(ping6(&h, "a", "fd00:60::3"), "after a restart");
+    assert!(ping6(&h, "a", "fd00:60::1"), "the gateway after a restart");
+    h.dp_ok(&["network", "create", "--ipv6", "auto3"]);
+    let s3 = config6(&network(&h, "auto3"));
+    let s3 = s3["Subnet"].as_str().unwrap_or_default();
+    assert_eq!(prefix48(s3), prefix48(s1), "the host's ULA prefix is kept across restarts");
+    // Removal takes the IPv6 gateway with the bridge, and frees the address.
+    h.dp_ok(&["rm", "-f", "c"]);
+    h.dp_ok(&["run", "-d", "--name", "c2", "--network", "dual", "--ip6", "fd00:60::99", "sleep", "300"]);
+    assert_eq!(ip6_of(&h, "c2", "dual"), "fd00:60::99");
+}
+
+#[test]
+fn isolation_and_icc_are_judged_over_ipv6_as_over_ipv4() {
+    let (h, _ext) = Host::with_external("v6iso");
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.63.0.0/24", "--subnet", "fd00:63::/64", "red"]);
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.64.0.0/24", "--subnet", "fd00:64::/64", "blue"]);
+    for (name, net) in [("r1", "red"), ("r2", "red"), ("b1", "blue")] {
+        h.dp_ok(&["run", "-d", "--name", name, "--network", net, "sleep", "300"]);
+    }
+    // The host forwards IPv6 between its bridges: only BPF stands between them.
+    h.run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    assert!(ping6(&h, "r1", "fd00:63::3"), "same network must work");
+    let before = h.drops("POLICY_NETWORK_ISOLATION");
+    assert!(!ping6(&h, "r1", "fd00:64::2"), "red reached blue over IPv6");
+    assert!(!ping6(&h, "b1", "fd00:63::2"), "blue reached red over IPv6");
+    assert!(h.drops("POLICY_NETWORK_ISOLATION") >= before + 2, "IPv6 isolation drops not counted");
+    // Connected to both, a sandbox reaches both.
+    h.dp_ok(&["network", "connect", "blue", "r2"]);
+    assert!(ping6(&h, "b1", &ip6_of(&h, "r2", "blue")), "r2 on blue");
+
+    // icc=false: the network's sandboxes are kept apart over IPv6 too, the gateway stays reachable.
+    let icc = "com.docker.network.bridge.enable_icc=false";
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:65::/64", "-o", icc, "quiet"]);
+    h.dp_ok(&["run", "-d", "--name", "q1", "--network", "quiet", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "q2", "--network", "quiet", "sleep", "300"]);
+    assert!(ping6(&h, "q1", "fd00:65::1"), "the gateway of an icc=false network");
+    let before = h.drops("POLICY_ICC");
+    assert!(!ping6(&h, "q1", &ip6_of(&h, "q2", "quiet")), "q1 reached q2 over IPv6 with icc=false");
+    assert!(h.drops("POLICY_ICC") > before, "the IPv6 icc drop is counted");
+}
+
+#[test]
+fn bad_ipv6_input_is_refused_and_leaves_nothing_behind() {
+    let (h, _ext) = Host::with_external("v6bad");
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:70::/64", "taken"]);
+    h.dp_ok(&["network", "create", "--subnet", "10.71.0.0/24", "plain"]);
+    h.dp_ok(&["run", "-d", "--name", "s", "--network", "taken", "sleep", "300"]);
+    let links = h.links();
+    let nets = h.network_names();
+    for (args, says) in [
+        (vec!["network", "create", "--ipv6", "--subnet", "fd00:70::/48", "x"], "taken"),
+        (vec!["network", "create", "--subnet", "fd00:72::/64", "x"], "needs --ipv6"),
+        (
+            vec!["network", "create", "--ipv6", "--subnet", "fd00:73::/64", "--gateway", "fd00:74::1", "x"],
+            "not inside subnet",
+        ),
+        (
+            vec!["network", "create", "--ipv6", "--subnet", "fd00:75::/64", "--subnet", "fd00:76::/64", "x"],
+            "once per address family",
+        ),
+        (vec!["network", "create", "--ipv6", "--subnet", "fe80::/64", "x"], "link-local"),
+        (vec!["network", "create", "--ipv6", "--subnet", "fd00:77::/127", "x"], "/126"),
+        (vec!["network", "create", "--ipv6", "--gateway", "fd00:78::1", "x"], "needs an IPv6 --subnet"),
+        (vec!["network", "create", "--ipv6", "--subnet", "fd00:79::1/64", "x"], "host bits"),
+        (
+            vec![
+                "network",
+                "create",
+                "--ipv6",
+                "-d",
+                "macvlan",
+                "--subnet",
+                "fd00:7a::/64",
+                "-o",
+                "parent=nosuchdev",
+                "x",
+            ],
+            "nosuchdev",
+        ),
+    ] {
+        let err = h.dp_err(&args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(h.network_names(), nets, "a refused network left a record");
+    assert_eq!(h.links(), links, "a refused network left an interface");
+    let sandboxes = h.sandbox_names();
+    for (args, says) in [
+        (
+            vec!["run", "-d", "--name", "y", "--network", "plain", "--ip6", "fd00:71::5", "sleep", "300"],
+            "created without --ipv6",
+        ),
+        (
+            vec!["run", "-d", "--name", "y", "--network", "taken", "--ip6", "fd00:70::2", "sleep", "300"],
+            "already in use",
+        ),
+        (
+            vec!["run", "-d", "--name", "y", "--network", "taken", "--ip6", "fd00:71::5", "sleep", "300"],
+            "not inside subnet",
+        ),
+        (
+            vec!["run", "-d", "--name", "y", "--network", "taken", "--ip6", "fd00:70::1", "sleep", "300"],
+            "gateway",
+        ),
+        (
+            vec!["run", "-d", "--name", "y", "--network", "taken", "--ip6", "banana", "sleep", "300"],
+            "not an IPv6 address",
+        ),
+        (
+            vec!["run", "-d", "--name", "y", "--ip6", "fd00:70::5", "sleep", "300"],
+            "user defined networks only",
+        ),
+    ] {
+        let err = h.dp_err(&args);
+        assert!(err.contains(says), "{args:?}: {err}");
+    }
+    assert_eq!(h.sandbox_names(), sandboxes, "a refused sandbox left a record");
+    assert_eq!(h.links(), links, "a refused sandbox left an interface");
+    // The same requests, corrected, work.
+    h.dp_ok(&["run", "-d", "--name", "y", "--network", "taken", "--ip6", "fd00:70::5", "sleep", "300"]);
+    assert_eq!(ip6_of(&h, "y", "taken"), "fd00:70::5");
+    let err = h.dp_err(&["network", "connect", "--ip6", "fd00:71::5", "plain", "s"]);
+    assert!(err.contains("created without --ipv6"), "{err}");
+}
