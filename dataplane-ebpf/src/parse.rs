@@ -60,6 +60,19 @@ pub fn ipv4_daddr(ctx: &TcContext) -> Option<[u8; 4]> {
     Some(unsafe { (*ip).dst_addr })
 }
 
+/// The destination of an IPv6 packet, whatever it carries.
+#[inline(always)]
+pub fn ipv6_daddr(ctx: &TcContext) -> Option<[u8; 16]> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).ether_type } != EtherType::Ipv6 as u16 {
+        return None;
+    }
+    let ip = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, IP_OFF)?;
+    // SAFETY: ptr_at checked the bounds.
+    Some(unsafe { (*ip).dst_addr })
+}
+
 /// An IPv4 packet that claims to carry TCP or UDP (a first fragment, or
 /// whole) whose headers are broken: header length under 20 bytes, a TCP or
 /// UDP header cut short, a TCP data offset under 5 words. No endpoint sends

@@ -4,7 +4,7 @@
 //! (`bpf_redirect_peer`), skipping the bridge and the host stack.
 //! Everything else goes on.
 //!
-//! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_SUBNETS`, `DP_CT`, `DP_CONFIG`, `DP_METRICS`.
+//! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_SUBNETS`, `DP_SUBNETS6`, `DP_CT`, `DP_CONFIG`, `DP_METRICS`.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use aya_ebpf::maps::lpm_trie::Key;
@@ -14,7 +14,7 @@ use dataplane_common::{
 
 use crate::{
     conntrack,
-    maps::{CONFIG, SUBNETS},
+    maps::{CONFIG, SUBNETS, SUBNETS6},
     nat::{self, End},
     parse::{self, Flow},
     redirect, service,
@@ -82,7 +82,10 @@ fn icmp_error(ctx: &TcContext) -> i32 {
                 verdict(ctx, DropReason::InvalidPacket)
             }
             Some(daddr) => direct_access(ctx, daddr),
-            None => NEXT,
+            None => match parse::ipv6_daddr(ctx) {
+                Some(daddr) => direct_access6(ctx, daddr),
+                None => NEXT,
+            },
         };
     };
     // The embedded packet is one we sent; its reply direction is tracked.
@@ -110,6 +113,20 @@ fn icmp_error(ctx: &TcContext) -> i32 {
 #[inline(always)]
 fn direct_access(ctx: &TcContext, daddr: [u8; 4]) -> i32 {
     match SUBNETS.get(Key::new(32, daddr)) {
+        Some(n) if n.gateway != daddr && n.flags & NET_FLAG_ROUTED == 0 => {
+            verdict(ctx, DropReason::PolicyDirectAccess)
+        }
+        _ => NEXT,
+    }
+}
+
+/// The same rule for IPv6: a packet from outside to a sandbox of a
+/// dual-stack network is dropped unless the network is routed — no
+/// unpublished port is reachable over IPv6 (the gap Docker's ip6tables
+/// rules long left open). The gateway is the host's and goes on.
+#[inline(always)]
+fn direct_access6(ctx: &TcContext, daddr: [u8; 16]) -> i32 {
+    match SUBNETS6.get(Key::new(128, daddr)) {
         Some(n) if n.gateway != daddr && n.flags & NET_FLAG_ROUTED == 0 => {
             verdict(ctx, DropReason::PolicyDirectAccess)
         }

@@ -151,6 +151,22 @@ fn outside_reaches_sandboxes_only_through_published_ports_unless_routed() {
 }
 
 #[test]
+fn outside_reaches_no_sandbox_over_ipv6_unless_the_network_is_routed() {
+    let v6 = |s: &str| s.parse::<std::net::Ipv6Addr>().expect("addr").octets();
+    let f = fixture("policy-direct6");
+    f.network6(1, "fd00:1::/64", 0);
+    let client = v6("2001:db8::7");
+    assert_eq!(f.uplink(&ping6(client, v6("fd00:1::2"))).0, DROP, "a NATed network's sandbox");
+    assert_eq!(f.count(DropReason::PolicyDirectAccess), 1);
+    assert_eq!(f.uplink(&ping6(client, v6("fd00:1::1"))).0, NEXT, "the gateway is the host's");
+    assert_eq!(f.uplink(&ping6(client, v6("2001:db8::1"))).0, NEXT, "the host's own traffic");
+    // gateway_mode_ipv6=routed: open to direct access.
+    f.network6(1, "fd00:1::/64", NET_FLAG_ROUTED);
+    assert_eq!(f.uplink(&ping6(client, v6("fd00:1::2"))).0, NEXT);
+    assert_eq!(f.count(DropReason::PolicyDirectAccess), 1);
+}
+
+#[test]
 fn only_a_syn_opens_a_flow_and_flag_garbage_is_invalid() {
     let f = fixture("policy-syn");
     let (host, client) = ([192, 0, 2, 1], [198, 51, 100, 7]);

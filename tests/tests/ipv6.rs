@@ -155,7 +155,8 @@ fn isolation_and_icc_are_judged_over_ipv6_as_over_ipv4() {
         h.dp_ok(&["run", "-d", "--name", name, "--network", net, "sleep", "300"]);
     }
     // The host forwards IPv6 between its bridges: only BPF stands between them.
-    h.run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    let fwd = text(&h.run(&["sysctl", "-n", "net.ipv6.conf.all.forwarding"]));
+    assert_eq!(fwd.trim(), "1", "a dual-stack network turns IPv6 forwarding on");
     assert!(ping6(&h, "r1", "fd00:63::3"), "same network must work");
     let before = h.drops("POLICY_NETWORK_ISOLATION");
     assert!(!ping6(&h, "r1", "fd00:64::2"), "red reached blue over IPv6");
@@ -174,6 +175,68 @@ fn isolation_and_icc_are_judged_over_ipv6_as_over_ipv4() {
     let before = h.drops("POLICY_ICC");
     assert!(!ping6(&h, "q1", &ip6_of(&h, "q2", "quiet")), "q1 reached q2 over IPv6 with icc=false");
     assert!(h.drops("POLICY_ICC") > before, "the IPv6 icc drop is counted");
+}
+
+/// The docker-ipv6nat bug: with the host forwarding IPv6, a client that
+/// routes a network's subnet via the host reached every port of every
+/// sandbox. Here only `gateway_mode_ipv6=routed` networks are reachable
+/// that way; the drop is counted.
+#[test]
+fn sandboxes_are_not_reachable_from_outside_over_ipv6_unless_the_network_is_routed() {
+    let (h, ext) = Host::with_external("v6da");
+    h.run(&["ip", "addr", "add", "fd00:ffff::1/64", "dev", "up0", "nodad"]);
+    ext.run(&["ip", "addr", "add", "fd00:ffff::2/64", "dev", "ext0", "nodad"]);
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:66::/64", "natted"]);
+    let routed = "com.docker.network.bridge.gateway_mode_ipv6=routed";
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:67::/64", "-o", routed, "open"]);
+    for net in ["fd00:66::/64", "fd00:67::/64"] {
+        ext.run(&["ip", "route", "add", net, "via", "fd00:ffff::1"]);
+    }
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "n1",
+        "--network",
+        "natted",
+        "socat",
+        "TCP6-LISTEN:7001,fork",
+        "SYSTEM:echo n1",
+    ]);
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "r1",
+        "--network",
+        "open",
+        "socat",
+        "TCP6-LISTEN:7001,fork",
+        "SYSTEM:echo r1",
+    ]);
+    let ping = |dst: &str| ext.run(&["ping", "-6", "-c", "1", "-W", "2", dst]).status.success();
+    // The first packets wait for neighbour discovery on fresh links.
+    let ping_soon = |dst: &str| (0..5).any(|_| ping(dst));
+    let fetch = |dst: &str| {
+        let mut said = String::new();
+        for _ in 0..20 {
+            said =
+                text(&ext.run(&["socat", "-T", "2", "-", &format!("TCP6:[{dst}]:7001,connect-timeout=2")]));
+            if !said.trim().is_empty() {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        said.trim().to_string()
+    };
+    assert!(ping_soon("fd00:66::1"), "the gateway is the host's own address");
+    assert!(ping_soon("fd00:67::2"), "a routed network's sandbox is reachable");
+    assert_eq!(fetch("fd00:67::2"), "r1", "a routed network's port");
+    let before = h.drops("POLICY_DIRECT_ACCESS");
+    assert!(!ping("fd00:66::2"), "a NATed network's sandbox answered from outside over IPv6");
+    let said = text(&ext.run(&["socat", "-T", "2", "-", "TCP6:[fd00:66::2]:7001,connect-timeout=2"]));
+    assert!(!said.lines().any(|l| l.trim() == "n1"), "an unpublished port was reachable over IPv6: {said}");
+    assert!(h.drops("POLICY_DIRECT_ACCESS") >= before + 2, "the direct-access drops are counted");
 }
 
 #[test]

@@ -293,6 +293,19 @@ impl Network {
 
     /// `NET_FLAG_*` bits the datapath enforces for this network's endpoints.
     pub fn datapath_flags(&self) -> u32 {
+        self.flags_with(|b| b.gateway_mode)
+    }
+
+    /// The same for the network's IPv6 subnet (`DP_SUBNETS6`): its own
+    /// gateway mode (`gateway_mode_ipv6`).
+    pub fn datapath_flags6(&self) -> u32 {
+        self.flags_with(|b| b.gateway_mode6)
+    }
+
+    fn flags_with(
+        &self,
+        gateway_mode: impl Fn(&super::options::BridgeOptions) -> super::options::GatewayMode,
+    ) -> u32 {
         use super::options::GatewayMode;
         let mut f = 0;
         if self.internal {
@@ -307,7 +320,7 @@ impl Network {
             }
             // Docker's gateway modes: `routed` (no NAT, direct access),
             // `nat-unprotected` (NAT, and direct access too); `nat` is the default.
-            match b.gateway_mode {
+            match gateway_mode(&b) {
                 GatewayMode::Routed => {
                     f |= dataplane_common::NET_FLAG_ROUTED | dataplane_common::NET_FLAG_NO_MASQUERADE
                 }

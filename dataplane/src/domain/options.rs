@@ -22,6 +22,7 @@ pub mod key {
     pub const HOST_BINDING_IPV4: &str = "com.docker.network.bridge.host_binding_ipv4";
     pub const MTU: &str = "com.docker.network.driver.mtu";
     pub const GATEWAY_MODE_IPV4: &str = "com.docker.network.bridge.gateway_mode_ipv4";
+    pub const GATEWAY_MODE_IPV6: &str = "com.docker.network.bridge.gateway_mode_ipv6";
     pub const PARENT: &str = "parent";
     pub const MACVLAN_MODE: &str = "macvlan_mode";
     /// `lb=vip`: every network alias gets a virtual IP balanced in BPF.
@@ -78,6 +79,7 @@ impl Driver {
                 key::HOST_BINDING_IPV4,
                 key::MTU,
                 key::GATEWAY_MODE_IPV4,
+                key::GATEWAY_MODE_IPV6,
                 key::LB,
             ],
             Driver::Macvlan | Driver::Ipvlan => &[key::PARENT, key::MACVLAN_MODE, key::MTU],
@@ -152,6 +154,8 @@ pub struct BridgeOptions {
     pub host_binding_ipv4: Option<Ipv4Addr>,
     pub mtu: Option<u32>,
     pub gateway_mode: GatewayMode,
+    /// The same for IPv6 (`gateway_mode_ipv6`), on dual-stack networks.
+    pub gateway_mode6: GatewayMode,
     /// `lb=vip`: aliases get virtual IPs balanced in BPF.
     pub balance_aliases: bool,
 }
@@ -166,6 +170,7 @@ impl Default for BridgeOptions {
             host_binding_ipv4: None,
             mtu: None,
             gateway_mode: GatewayMode::Nat,
+            gateway_mode6: GatewayMode::Nat,
             balance_aliases: false,
         }
     }
@@ -258,19 +263,17 @@ impl DriverOptions {
                 if let Some(v) = get(key::MTU) {
                     o.mtu = Some(mtu(key::MTU, v)?);
                 }
+                let mode = |k: &'static str, v: &str| match v {
+                    "nat" => Ok(GatewayMode::Nat),
+                    "nat-unprotected" => Ok(GatewayMode::NatUnprotected),
+                    "routed" => Ok(GatewayMode::Routed),
+                    _ => Err(invalid(k, v, "must be nat, nat-unprotected or routed")),
+                };
                 if let Some(v) = get(key::GATEWAY_MODE_IPV4) {
-                    o.gateway_mode = match v {
-                        "nat" => GatewayMode::Nat,
-                        "nat-unprotected" => GatewayMode::NatUnprotected,
-                        "routed" => GatewayMode::Routed,
-                        _ => {
-                            return Err(invalid(
-                                key::GATEWAY_MODE_IPV4,
-                                v,
-                                "must be nat, nat-unprotected or routed",
-                            ));
-                        }
-                    };
+                    o.gateway_mode = mode(key::GATEWAY_MODE_IPV4, v)?;
+                }
+                if let Some(v) = get(key::GATEWAY_MODE_IPV6) {
+                    o.gateway_mode6 = mode(key::GATEWAY_MODE_IPV6, v)?;
                 }
                 if let Some(v) = get(key::LB) {
                     if v != "vip" {

@@ -237,6 +237,16 @@ pub(super) fn plan_network(state: &State, req: &NetworkCreate, cx: &NetworkConte
     })
 }
 
+/// IPv6 forwarding, which a dual-stack network needs (as IPv4's
+/// `ip_forward`, set at start): between the bridges and the uplink, the
+/// BPF programs judge every packet. Docker sets it too; as there, a host
+/// that forwards no longer takes router advertisements on interfaces
+/// left at `accept_ra=1` (set 2 on an uplink configured by SLAAC).
+pub(super) fn enable_ipv6_forwarding() -> Result<()> {
+    let path = "/proc/sys/net/ipv6/conf/all/forwarding";
+    std::fs::write(path, "1").map_err(|e| Error::io("enabling IPv6 forwarding:", path, e))
+}
+
 impl Engine {
     /// Creates the predefined networks on first start.
     pub async fn ensure_predefined(&self) -> Result<()> {
@@ -305,6 +315,9 @@ impl Engine {
     /// Each kernel change pushes its reversal; a failure before the commit
     /// reverses them all (a half-made bridge does not survive).
     pub(super) async fn apply_network(&self, net: &Network) -> Result<()> {
+        if net.ipam6.is_some() {
+            enable_ipv6_forwarding()?;
+        }
         drivers::create_network(&self.host, net).await?;
         let mut undo = Undo::new();
         undo.push(
@@ -320,7 +333,7 @@ impl Engine {
                 });
             }
             if let (true, Some(ipam6)) = (net.is_bridge(), &net.ipam6) {
-                self.dp.endpoints.set_subnet6(ipam6.subnet, net.num, ipam6.gateway, net.datapath_flags())?;
+                self.dp.endpoints.set_subnet6(ipam6.subnet, net.num, ipam6.gateway, net.datapath_flags6())?;
                 let subnet = ipam6.subnet;
                 undo.push(format!("remove subnet {subnet}"), async move {
                     self.dp.endpoints.remove_subnet6(subnet)

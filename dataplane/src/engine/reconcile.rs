@@ -234,7 +234,10 @@ impl Engine {
                 self.dp.endpoints.set_subnet(ipam.subnet, net.num, ipam.gateway, net.datapath_flags())?;
             }
             if let (true, Some(ipam6)) = (net.is_bridge(), &net.ipam6) {
-                self.dp.endpoints.set_subnet6(ipam6.subnet, net.num, ipam6.gateway, net.datapath_flags())?;
+                if let Err(e) = super::network::enable_ipv6_forwarding() {
+                    tracing::warn!(network = %net.name, error = %e, "reconcile network");
+                }
+                self.dp.endpoints.set_subnet6(ipam6.subnet, net.num, ipam6.gateway, net.datapath_flags6())?;
             }
         }
         for (id, fix) in &plan.netns {
