@@ -109,6 +109,25 @@ fn dual_stack_sandboxes_reach_each_other_and_the_gateway_over_ipv6() {
     }
     assert_eq!(said.trim(), "v6-hi", "TCP over IPv6 between sandboxes");
 
+    // The embedded resolver: AAAA for names and aliases, PTR under ip6.arpa.
+    let dig = |args: &[&str]| {
+        let mut cmd = vec!["dig", "+short", "+time=2", "+tries=1"];
+        cmd.extend_from_slice(args);
+        let o = h.exec("a", &cmd);
+        assert!(o.status.success(), "dig {args:?}: {}", text(&o));
+        let mut lines: Vec<String> = text(&o).lines().map(str::to_string).collect();
+        lines.sort();
+        lines
+    };
+    assert_eq!(dig(&["AAAA", "b"]), ["fd00:60::3"]);
+    assert_eq!(dig(&["A", "b"]), ["10.60.0.3"]);
+    assert_eq!(dig(&["-x", "fd00:60::3"]), ["b.dual."]);
+    for x in ["x1", "x2"] {
+        h.dp_ok(&["run", "-d", "--name", x, "--network", "dual", "--network-alias", "svc", "sleep", "300"]);
+    }
+    let (x1, x2) = (ip6_of(&h, "x1", "dual"), ip6_of(&h, "x2", "dual"));
+    assert_eq!(dig(&["AAAA", "svc"]), [x1, x2], "an alias answers every address");
+    assert_eq!(dig(&["-x", "fd00:60::1"]), Vec::<String>::new(), "the gateway is nobody's name");
     // connect --ip6 to a second dual-stack network: eth1 with its address.
     h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:61::/64", "dual2"]);
     h.dp_ok(&["network", "connect", "--ip6", "fd00:61::42", "dual2", "b"]);

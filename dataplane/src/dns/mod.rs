@@ -11,8 +11,9 @@
 //! - A: sandbox names, hostnames, network aliases and IDs (12+ characters)
 //!   of live sandboxes sharing a user-defined network with the asker; several
 //!   addresses are all returned, rotated per query (round robin). TTL [`TTL`].
-//! - AAAA for those names: no data (our networks are IPv4).
-//! - PTR for their addresses: `NAME.NETWORK`.
+//! - AAAA for those names: their IPv6 addresses on dual-stack networks,
+//!   rotated as A answers are; no data for a name with none.
+//! - PTR for their addresses (`in-addr.arpa` and `ip6.arpa`): `NAME.NETWORK`.
 //! - Anything else: forwarded to the host's resolvers ([`forward`]) unless
 //!   every network of the asker is `--internal`, or the name is a single
 //!   label (those are ours or nobody's): then NXDOMAIN.
@@ -29,7 +30,7 @@ use std::time::Duration;
 use hickory_server::Server;
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_server::proto::rr::rdata::{A, PTR};
+use hickory_server::proto::rr::rdata::{A, AAAA, PTR};
 use hickory_server::proto::rr::{Name, RData, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
@@ -195,18 +196,29 @@ impl Handler {
             Some(vip) => Found::Addrs(vec![vip]),
             None => view.lookup(&text),
         };
+        let turn = |key: String| {
+            let mut rot = self.shared.rotation.lock().unwrap_or_else(|p| p.into_inner());
+            let c = rot.entry(key).or_insert(0);
+            *c = c.wrapping_add(1);
+            *c - 1
+        };
         match found {
             Found::Addrs(addrs) if qtype == RecordType::A => {
-                let n = {
-                    let mut rot = self.shared.rotation.lock().unwrap_or_else(|p| p.into_inner());
-                    let c = rot.entry(text).or_insert(0);
-                    *c = c.wrapping_add(1);
-                    *c - 1
-                };
+                let n = turn(text);
                 Reply::Records(
                     view::rotate(addrs, n)
                         .into_iter()
                         .map(|ip| Record::from_rdata(name.clone(), TTL, RData::A(A(ip))))
+                        .collect(),
+                )
+            }
+            Found::Addrs(_) if qtype == RecordType::AAAA => {
+                let addrs = view.lookup6(&text);
+                let n = turn(format!("{text}/6"));
+                Reply::Records(
+                    view::rotate(addrs, n)
+                        .into_iter()
+                        .map(|ip| Record::from_rdata(name.clone(), TTL, RData::AAAA(AAAA(ip))))
                         .collect(),
                 )
             }

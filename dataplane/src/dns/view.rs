@@ -3,7 +3,7 @@
 //! user-defined network with (names, hostnames, aliases, short IDs) and the
 //! reverse names of their addresses. Pure: no sockets, no clock.
 
-use std::net::Ipv4Addr;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::domain::model::{Endpoint, Network, RemoteEndpoint, Sandbox};
 use crate::domain::state::State;
@@ -36,13 +36,25 @@ pub fn normalize(name: &str) -> String {
     name.trim_end_matches('.').to_ascii_lowercase()
 }
 
-/// The IPv4 address named by an `in-addr.arpa` name.
-pub fn parse_reverse(name: &str) -> Option<Ipv4Addr> {
+/// The address named by an `in-addr.arpa` name (four octets) or an
+/// `ip6.arpa` name (32 nibbles, least significant first).
+pub fn parse_reverse(name: &str) -> Option<IpAddr> {
     let rest = normalize(name);
+    if let Some(nibbles) = rest.strip_suffix(".ip6.arpa") {
+        let digits: Vec<u8> = nibbles
+            .split('.')
+            .map(|p| if p.len() == 1 { u8::from_str_radix(p, 16).ok() } else { None })
+            .collect::<Option<_>>()?;
+        if digits.len() != 32 {
+            return None;
+        }
+        let value = digits.iter().rev().fold(0u128, |acc, d| (acc << 4) | u128::from(*d));
+        return Some(IpAddr::V6(Ipv6Addr::from(value)));
+    }
     let octets = rest.strip_suffix(".in-addr.arpa")?;
     let parts: Vec<u8> = octets.split('.').map(|p| p.parse().ok()).collect::<Option<_>>()?;
     match parts[..] {
-        [d, c, b, a] => Some(Ipv4Addr::new(a, b, c, d)),
+        [d, c, b, a] => Some(IpAddr::V4(Ipv4Addr::new(a, b, c, d))),
         _ => None,
     }
 }
@@ -70,8 +82,11 @@ impl<'a> View<'a> {
 
     /// Whether `ip` lies in the subnet of one of the asker's networks
     /// (reverse names there are ours to answer, never forwarded).
-    pub fn in_own_subnet(&self, ip: Ipv4Addr) -> bool {
-        self.networks.iter().any(|n| n.ipam.as_ref().is_some_and(|i| i.subnet.contains(ip)))
+    pub fn in_own_subnet(&self, ip: IpAddr) -> bool {
+        self.networks.iter().any(|n| match ip {
+            IpAddr::V4(ip) => n.ipam.as_ref().is_some_and(|i| i.subnet.contains(ip)),
+            IpAddr::V6(ip) => n.ipam6.as_ref().is_some_and(|i| i.subnet.contains(ip)),
+        })
     }
 
     /// Endpoints on the asker's networks that `matches`, whose sandbox is
@@ -94,17 +109,25 @@ impl<'a> View<'a> {
         out
     }
 
+    /// IPv6 addresses answering `name` (normalized): those of the live
+    /// sandboxes it names on the asker's dual-stack networks, in a stable
+    /// order (empty for a name with none: AAAA then has no data).
+    pub fn lookup6(&self, name: &str) -> Vec<Ipv6Addr> {
+        let mut addrs: Vec<Ipv6Addr> = self
+            .neighbours(|sb, ep| names_it(name, sb, ep))
+            .into_iter()
+            .filter_map(|(_, _, ep)| ep.ip6)
+            .collect();
+        addrs.sort();
+        addrs.dedup();
+        addrs
+    }
+
     /// Addresses answering `name` (normalized), in a stable order, or Unknown.
     pub fn lookup(&self, name: &str) -> Found {
         let mut addrs: Vec<Ipv4Addr> = Vec::new();
         let mut known = false;
-        let named = |sb: &Sandbox, ep: &Endpoint| {
-            sb.name.eq_ignore_ascii_case(name)
-                || sb.hostname.eq_ignore_ascii_case(name)
-                || (name.len() >= 12 && name.len() <= sb.id.len() && sb.id.starts_with(name))
-                || ep.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
-        };
-        for (_, _, ep) in self.neighbours(named) {
+        for (_, _, ep) in self.neighbours(|sb, ep| names_it(name, sb, ep)) {
             known = true;
             if !addrs.contains(&ep.ip) {
                 addrs.push(ep.ip);
@@ -146,11 +169,15 @@ impl<'a> View<'a> {
     }
 
     /// `NAME.NETWORK` of the live sandbox holding `ip` on a shared network.
-    pub fn reverse(&self, ip: Ipv4Addr) -> Found {
-        if let Some((net, sb, _)) = self.neighbours(|_, ep| ep.ip == ip).first() {
+    pub fn reverse(&self, ip: IpAddr) -> Found {
+        let holds = |ep: &Endpoint| match ip {
+            IpAddr::V4(ip) => ep.ip == ip,
+            IpAddr::V6(ip) => ep.ip6 == Some(ip),
+        };
+        if let Some((net, sb, _)) = self.neighbours(|_, ep| holds(ep)).first() {
             return Found::Ptr(format!("{}.{}", sb.name, net.name));
         }
-        self.remote(|r| r.ip == ip)
+        self.remote(|r| IpAddr::V4(r.ip) == ip)
             .first()
             .map(|(net, r)| Found::Ptr(format!("{}.{}", r.name, net.name)))
             .unwrap_or(Found::Unknown)
@@ -164,6 +191,15 @@ impl<'a> View<'a> {
             .filter(|(_, r)| r.live && matches(r))
             .collect()
     }
+}
+
+/// Whether `name` (normalized) names endpoint `ep` of sandbox `sb`: its
+/// name, hostname, ID (12 characters or more) or one of its aliases.
+fn names_it(name: &str, sb: &Sandbox, ep: &Endpoint) -> bool {
+    sb.name.eq_ignore_ascii_case(name)
+        || sb.hostname.eq_ignore_ascii_case(name)
+        || (name.len() >= 12 && name.len() <= sb.id.len() && sb.id.starts_with(name))
+        || ep.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
 /// Rotates `v` left by `n` (round robin over successive answers).
@@ -276,6 +312,36 @@ mod tests {
 
     fn live(sb: &Sandbox) -> bool {
         crate::domain::model::live_in(sb, &sb.state)
+    }
+
+    #[test]
+    fn ipv6_addresses_answer_aaaa_and_ip6_arpa_names() {
+        let mut st = state();
+        let b6: Ipv6Addr = "fd00:1::3".parse().expect("valid literal");
+        let c6: Ipv6Addr = "fd00:1::4".parse().expect("valid literal");
+        st.endpoints[1].ip6 = Some(b6);
+        st.endpoints[2].ip6 = Some(c6);
+        st.networks[0].ipam6 = crate::domain::ipam6::plan6(
+            &crate::domain::ipam6::Ipam6Request { subnet: Some("fd00:1::/64".into()), ..Default::default() },
+            &[],
+            crate::domain::ipam6::ula_48([0; 5]),
+        )
+        .ok();
+        let a = "1".repeat(64);
+        let v = View::new(&st, &a, &live);
+        assert_eq!(v.lookup6("b"), vec![b6]);
+        assert_eq!(v.lookup6("forever"), vec![b6], "the exited sandbox is not answered");
+        assert!(v.lookup6("a").is_empty(), "a name without IPv6: no data");
+        let name = "3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa.";
+        assert_eq!(parse_reverse(name), Some(IpAddr::V6(b6)));
+        assert_eq!(parse_reverse("3.0.ip6.arpa."), None, "32 nibbles or nothing");
+        assert_eq!(
+            parse_reverse("x3.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.0.1.0.0.0.0.0.d.f.ip6.arpa"),
+            None
+        );
+        assert_eq!(v.reverse(IpAddr::V6(b6)), Found::Ptr("b.mynet".into()));
+        assert!(v.in_own_subnet(IpAddr::V6(c6)));
+        assert!(!v.in_own_subnet("fd00:2::1".parse().expect("valid literal")));
     }
 
     #[test]
