@@ -331,6 +331,90 @@ const _: () = assert!(core::mem::size_of::<CtEntry>() == 32);
 /// Key of the subnet LPM trie (the data part; the prefix length is separate).
 pub type SubnetKey = [u8; 4];
 
+/// Ports published over IPv6: [`ServiceKey6`] → [`Backend6`] (the
+/// sandbox's IPv6 address), as [`MAP_SERVICES`] for IPv4.
+pub const MAP_SERVICES6: &str = "DP_SERVICES6";
+/// The host's own IPv6 addresses (where ports published on `::` answer):
+/// address → ifindex, as [`MAP_HOST_IPS`].
+pub const MAP_HOST_IPS6: &str = "DP_HOST_IPS6";
+/// Connection tracking of IPv6 flows: [`CtKey6`] → [`CtEntry6`], one LRU
+/// entry per direction, as [`MAP_CT`].
+pub const MAP_CT6: &str = "DP_CT6";
+pub const MAX_CT6: u32 = 131_072;
+
+/// A port published over IPv6: host address (`::` = every host address),
+/// port (network byte order) and protocol.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct ServiceKey6 {
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+}
+const _: () = assert!(core::mem::size_of::<ServiceKey6>() == 20);
+
+/// Where a port published over IPv6 leads, as [`Backend`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Backend6 {
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: u16,
+    /// ifindex of the host-side veth (redirect_peer target).
+    pub ifindex: u32,
+    /// MAC of the sandbox interface.
+    pub mac: [u8; 6],
+    pub _pad2: [u8; 2],
+}
+const _: () = assert!(core::mem::size_of::<Backend6>() == 32);
+
+/// An IPv6 connection-tracking key: the packet's 5-tuple as it arrives.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct CtKey6 {
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Network byte order.
+    pub sport: u16,
+    /// Network byte order.
+    pub dport: u16,
+    pub proto: u8,
+    pub _pad: [u8; 3],
+}
+const _: () = assert!(core::mem::size_of::<CtKey6>() == 40);
+
+impl CtKey6 {
+    /// As [`CtKey::between`].
+    #[inline(always)]
+    pub const fn between(proto: u8, from: ([u8; 16], u16), to: ([u8; 16], u16)) -> CtKey6 {
+        CtKey6 { saddr: from.0, daddr: to.0, sport: from.1, dport: to.1, proto, _pad: [0; 3] }
+    }
+}
+
+/// What to do with packets of a tracked IPv6 flow, as [`CtEntry`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtEntry6 {
+    pub dir: u32,
+    /// TCP state (`CT_STATE_*`), 0 for UDP.
+    pub state: u16,
+    /// `CT_FLAG_*`.
+    pub flags: u16,
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    /// Destination MAC for peer redirects.
+    pub mac: [u8; 6],
+    pub ifindex: u32,
+    pub _pad: u32,
+    /// bpf_ktime_get_ns() of the last packet.
+    pub last_seen: u64,
+}
+const _: () = assert!(core::mem::size_of::<CtEntry6>() == 48);
+
 #[cfg(feature = "user")]
 mod pod {
     // SAFETY: both are repr(C), Copy, with every byte an explicit field (no padding).
@@ -349,6 +433,10 @@ mod pod {
     unsafe impl aya::Pod for crate::lb::LbStatKey {}
     unsafe impl aya::Pod for super::CtKey {}
     unsafe impl aya::Pod for super::CtEntry {}
+    unsafe impl aya::Pod for super::ServiceKey6 {}
+    unsafe impl aya::Pod for super::Backend6 {}
+    unsafe impl aya::Pod for super::CtKey6 {}
+    unsafe impl aya::Pod for super::CtEntry6 {}
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::SockNatKey {}
     unsafe impl aya::Pod for super::SockNatOrig {}

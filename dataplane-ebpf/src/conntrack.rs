@@ -4,10 +4,13 @@
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use dataplane_common::{
     Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_FLAG_SEEN, CT_STATE_CLOSE,
-    CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_NONE, CT_STATE_SYN, CtEntry, CtKey, PROTO_TCP,
+    CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_NONE, CT_STATE_SYN, CtEntry, CtEntry6, CtKey, CtKey6, PROTO_TCP,
 };
 
-use crate::{maps::CT, parse::Flow};
+use crate::{
+    maps::{CT, CT6},
+    parse::{Flow, Flow6},
+};
 
 /// Map update flag: fail if the key exists (claims a SNAT port atomically).
 const BPF_NOEXIST: u64 = 1;
@@ -45,7 +48,13 @@ const URG: u8 = 0x20;
 /// garbage, dropped as INVALID_PACKET.
 #[inline(always)]
 pub fn valid_tcp_flags(flow: &Flow) -> bool {
-    if flow.proto != PROTO_TCP {
+    valid_flags(flow.proto, flow.tcp_flags)
+}
+
+/// [`valid_tcp_flags`] of a packet of protocol `proto` with TCP flags `flags`.
+#[inline(always)]
+pub fn valid_flags(proto: u8, tcp_flags: u8) -> bool {
+    if proto != PROTO_TCP {
         return true;
     }
     const SYN_URG: u8 = SYN | URG;
@@ -55,7 +64,7 @@ pub fn valid_tcp_flags(flow: &Flow) -> bool {
     const FIN_ACK_URG: u8 = FIN | ACK | URG;
     const ACK_URG: u8 = ACK | URG;
     matches!(
-        flow.tcp_flags & (FIN | SYN | RST | ACK | URG),
+        tcp_flags & (FIN | SYN | RST | ACK | URG),
         SYN | SYN_URG | SYN_ACK | RST | RST_ACK | FIN_ACK | FIN_ACK_URG | ACK | ACK_URG
     )
 }
@@ -98,20 +107,38 @@ pub fn tracked(flow: &Flow) -> bool {
     unsafe { CT.get(key(flow)) }.is_some()
 }
 
+/// An entry of either family, as a packet going through it updates it.
+trait Touch {
+    /// Seen now; for TCP, moved along the state machine by `tcp_flags`.
+    fn touch(&mut self, proto: u8, tcp_flags: u8);
+}
+
+macro_rules! touch {
+    ($entry:ty) => {
+        impl Touch for $entry {
+            #[inline(always)]
+            fn touch(&mut self, proto: u8, tcp_flags: u8) {
+                self.last_seen = unsafe { bpf_ktime_get_ns() };
+                self.flags |= CT_FLAG_SEEN;
+                if proto == PROTO_TCP {
+                    self.state = next_state(self.state, tcp_flags);
+                }
+            }
+        }
+    };
+}
+touch!(CtEntry);
+touch!(CtEntry6);
+
 /// The entry for this packet (any direction), refreshed and, for TCP,
 /// moved along the state machine.
 #[inline(always)]
 pub fn lookup(flow: &Flow) -> Option<CtEntry> {
     let e = CT.get_ptr_mut(key(flow))?;
     // SAFETY: pointer into the map value, valid for this program run.
-    unsafe {
-        (*e).last_seen = bpf_ktime_get_ns();
-        (*e).flags |= CT_FLAG_SEEN;
-        if flow.proto == PROTO_TCP {
-            (*e).state = next_state((*e).state, flow.tcp_flags);
-        }
-        Some(*e)
-    }
+    unsafe { (*e).touch(flow.proto, flow.tcp_flags) };
+    // SAFETY: as above.
+    Some(unsafe { *e })
 }
 
 /// A connection opening directly to `flow.daddr` (not translated): a reply
@@ -255,4 +282,66 @@ pub fn track_snat(
         }
     }
     Err(-1)
+}
+
+// ----- IPv6 -----------------------------------------------------------------
+
+/// The key of an IPv6 packet's own direction.
+#[inline(always)]
+fn key6(flow: &Flow6) -> CtKey6 {
+    CtKey6::between(flow.proto, (flow.saddr, flow.sport), (flow.daddr, flow.dport))
+}
+
+/// Whether an IPv6 TCP packet opens a connection (SYN without ACK).
+#[inline(always)]
+pub fn opens6(flow: &Flow6) -> bool {
+    flow.proto == PROTO_TCP && flow.tcp_flags & (SYN | ACK) == SYN
+}
+
+/// Whether this IPv6 packet's tuple is tracked (nothing is updated).
+#[inline(always)]
+pub fn tracked6(flow: &Flow6) -> bool {
+    // SAFETY: map lookups return values valid for this program run.
+    unsafe { CT6.get(key6(flow)) }.is_some()
+}
+
+/// The IPv6 entry for this packet (any direction), refreshed and, for
+/// TCP, moved along the state machine, as [`lookup`].
+#[inline(always)]
+pub fn lookup6(flow: &Flow6) -> Option<CtEntry6> {
+    let e = CT6.get_ptr_mut(key6(flow))?;
+    // SAFETY: pointer into the map value, valid for this program run.
+    unsafe { (*e).touch(flow.proto, flow.tcp_flags) };
+    // SAFETY: as above.
+    Some(unsafe { *e })
+}
+
+#[inline(always)]
+fn entry6(dir: u32, addr: [u8; 16], port: u16, ifindex: u32, mac: [u8; 6], now: u64, state: u16) -> CtEntry6 {
+    CtEntry6 { dir, state, flags: 0, addr, port, mac, ifindex, _pad: 0, last_seen: now }
+}
+
+/// Tracks a new IPv6 DNAT flow to `(addr, port)` behind veth `ifindex`
+/// (MAC `mac`); replies leave through `reply_ifindex` with the original
+/// destination restored as their source. Both entries or neither.
+#[inline(always)]
+pub fn track_dnat6(
+    flow: &Flow6,
+    addr: [u8; 16],
+    port: u16,
+    ifindex: u32,
+    mac: [u8; 6],
+    reply_ifindex: u32,
+) -> Result<CtEntry6, i32> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let state = if flow.proto == PROTO_TCP { next_state(CT_STATE_NONE, flow.tcp_flags) } else { CT_STATE_NONE };
+    let reverse = CtKey6::between(flow.proto, (addr, port), (flow.saddr, flow.sport));
+    CT6.insert(reverse, entry6(CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, [0; 6], now, state), 0)?;
+    let mut fwd = entry6(CT_DIR_DNAT, addr, port, ifindex, mac, now, state);
+    fwd.flags |= CT_FLAG_SEEN;
+    if let Err(e) = CT6.insert(key6(flow), fwd, 0) {
+        let _ = CT6.remove(reverse);
+        return Err(e);
+    }
+    Ok(fwd)
 }

@@ -9,6 +9,7 @@ use aya_ebpf::{
 use dataplane_common::{
     Backend, Config, DnsPorts, LocalTarget, EVENTS_RING_BYTES, MAX_DNS, EventRate, LbStatKey, LbTable, MAX_LB, MAX_LB_STATS, Counter, CtEntry, CtKey, Endpoint, MAX_CT, MAX_ENDPOINTS, MAX_HOST_IPS, MAX_SERVICES,
     MAX_SOCK_NAT, MAX_SUBNETS, METRICS_LEN, NetworkInfo, NetworkInfo6, RemoteTarget, MAX_REMOTE, ServiceKey, SockNatKey, SockNatOrig, SubnetKey, SubnetKey6,
+    Backend6, CtEntry6, CtKey6, MAX_CT6, ServiceKey6,
 };
 
 /// Flag for LPM tries: the kernel requires BPF_F_NO_PREALLOC.
@@ -40,6 +41,15 @@ pub static HOST_IPS: HashMap<[u8; 4], u32> = HashMap::pinned(MAX_HOST_IPS, 0);
 
 #[map(name = "DP_CT")]
 pub static CT: LruHashMap<CtKey, CtEntry> = LruHashMap::pinned(MAX_CT, 0);
+
+#[map(name = "DP_SERVICES6")]
+pub static SERVICES6: HashMap<ServiceKey6, Backend6> = HashMap::pinned(MAX_SERVICES, 0);
+
+#[map(name = "DP_HOST_IPS6")]
+pub static HOST_IPS6: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_HOST_IPS, 0);
+
+#[map(name = "DP_CT6")]
+pub static CT6: LruHashMap<CtKey6, CtEntry6> = LruHashMap::pinned(MAX_CT6, 0);
 
 #[map(name = "DP_CONFIG")]
 pub static CONFIG: Array<Config> = Array::pinned(1, 0);

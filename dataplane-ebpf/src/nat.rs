@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{PROTO_ICMP, PROTO_UDP};
 
-use crate::parse::{Flow, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IcmpError};
+use crate::parse::{Flow, Flow6, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP6_DST_OFF, IP6_SRC_OFF, IcmpError};
 
 /// Which end of the flow to rewrite.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -36,6 +36,35 @@ pub fn rewrite(ctx: &TcContext, flow: &Flow, end: End, addr: [u8; 4], port: u16)
             ctx.l4_csum_replace(csum, from, to, BPF_F_PSEUDO_HDR as u64 | mangled | 4)?;
         }
         ctx.l3_csum_replace(IP_CSUM_OFF, from, to, 4)?;
+        ctx.store(addr_off, &addr, 0)?;
+    }
+    if old_port != port {
+        ctx.l4_csum_replace(csum, old_port as u64, port as u64, mangled | 2)?;
+        ctx.store(port_off, &port, 0)?;
+    }
+    Ok(())
+}
+
+/// Rewrites the source or destination address and port of an IPv6 flow:
+/// no IP checksum, and the transport checksum's pseudo-header change
+/// applied a 32-bit word at a time.
+#[inline(always)]
+pub fn rewrite6(ctx: &TcContext, flow: &Flow6, end: End, addr: [u8; 16], port: u16) -> Result<(), i64> {
+    let (old_addr, old_port, addr_off, port_off) = match end {
+        End::Source => (flow.saddr, flow.sport, IP6_SRC_OFF, flow.l4_off),
+        End::Destination => (flow.daddr, flow.dport, IP6_DST_OFF, flow.l4_off + 2),
+    };
+    let mangled = if flow.proto == PROTO_UDP { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
+    let csum = flow.csum_off();
+    if old_addr != addr {
+        for i in 0..4 {
+            let w = i * 4;
+            let from = u32::from_ne_bytes([old_addr[w], old_addr[w + 1], old_addr[w + 2], old_addr[w + 3]]);
+            let to = u32::from_ne_bytes([addr[w], addr[w + 1], addr[w + 2], addr[w + 3]]);
+            if from != to {
+                ctx.l4_csum_replace(csum, from as u64, to as u64, BPF_F_PSEUDO_HDR as u64 | mangled | 4)?;
+            }
+        }
         ctx.store(addr_off, &addr, 0)?;
     }
     if old_port != port {

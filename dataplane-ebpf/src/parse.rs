@@ -15,6 +15,11 @@ pub const IP_CSUM_OFF: usize = IP_OFF + 10;
 pub const IP_SRC_OFF: usize = IP_OFF + 12;
 pub const IP_DST_OFF: usize = IP_OFF + 16;
 
+/// Offsets of IPv6 header fields from the start of the frame.
+pub const IP6_SRC_OFF: usize = IP_OFF + 8;
+pub const IP6_DST_OFF: usize = IP_OFF + 24;
+const IP6_LEN: usize = 40;
+
 /// ICMP echo request and reply types.
 const ICMP_ECHO_REPLY: u8 = 0;
 const ICMP_ECHO_REQUEST: u8 = 8;
@@ -140,26 +145,74 @@ pub fn l4_flow(ctx: &TcContext) -> Option<Flow> {
         let id = u16::from_ne_bytes([h[4], h[5]]);
         return Some(Flow { proto, saddr, daddr, sport: id, dport: id, l4_off, tcp_flags: 0 });
     }
-    // A UDP header cut short is no UDP packet (see `malformed`).
+    let (sport, dport, tcp_flags) = ports_and_flags(ctx, proto, l4_off)?;
+    Some(Flow { proto, saddr, daddr, sport, dport, l4_off, tcp_flags })
+}
+
+/// The ports (network byte order) and TCP flags of the TCP or UDP header
+/// at `l4_off`; `None` when it is cut short or (TCP) its data offset is
+/// under 5 words — no endpoint sends those (see `malformed`).
+#[inline(always)]
+fn ports_and_flags(ctx: &TcContext, proto: u8, l4_off: usize) -> Option<(u16, u16, u8)> {
     if proto == PROTO_UDP {
         ptr_at::<[u8; 8]>(ctx, l4_off)?;
     }
     let ports = ptr_at::<[u16; 2]>(ctx, l4_off)?;
     // SAFETY: ptr_at checked the bounds.
     let [sport, dport] = unsafe { *ports };
-    let tcp_flags = if proto == PROTO_TCP {
-        let f = ptr_at::<[u8; 2]>(ctx, l4_off + 12)?;
-        // SAFETY: ptr_at checked the bounds.
-        let [doff, flags] = unsafe { *f };
-        // A data offset under 5 words is no TCP header (see `malformed`).
-        if doff >> 4 < 5 {
-            return None;
-        }
-        flags
-    } else {
-        0
-    };
-    Some(Flow { proto, saddr, daddr, sport, dport, l4_off, tcp_flags })
+    if proto != PROTO_TCP {
+        return Some((sport, dport, 0));
+    }
+    let f = ptr_at::<[u8; 2]>(ctx, l4_off + 12)?;
+    // SAFETY: ptr_at checked the bounds.
+    let [doff, flags] = unsafe { *f };
+    if doff >> 4 < 5 {
+        return None;
+    }
+    Some((sport, dport, flags))
+}
+
+/// An IPv6 TCP or UDP packet (the transport header right after the fixed
+/// header: no extension headers).
+#[derive(Clone, Copy)]
+pub struct Flow6 {
+    pub proto: u8,
+    pub saddr: [u8; 16],
+    pub daddr: [u8; 16],
+    /// Network byte order, as on the wire.
+    pub sport: u16,
+    pub dport: u16,
+    /// Offset of the TCP/UDP header.
+    pub l4_off: usize,
+    /// TCP flags (0 for UDP).
+    pub tcp_flags: u8,
+}
+
+impl Flow6 {
+    /// Offset of the L4 checksum.
+    #[inline(always)]
+    pub fn csum_off(&self) -> usize {
+        if self.proto == PROTO_TCP { self.l4_off + 16 } else { self.l4_off + 6 }
+    }
+}
+
+/// Parses an IPv6 frame; `None` for anything but TCP/UDP with ports.
+#[inline(always)]
+pub fn l4_flow6(ctx: &TcContext) -> Option<Flow6> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).ether_type } != EtherType::Ipv6 as u16 {
+        return None;
+    }
+    let ip = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, IP_OFF)?;
+    // SAFETY: ptr_at checked the bounds.
+    let (proto, saddr, daddr) = unsafe { ((*ip).next_hdr, (*ip).src_addr, (*ip).dst_addr) };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let l4_off = IP_OFF + IP6_LEN;
+    let (sport, dport, tcp_flags) = ports_and_flags(ctx, proto, l4_off)?;
+    Some(Flow6 { proto, saddr, daddr, sport, dport, l4_off, tcp_flags })
 }
 
 /// ICMP error types that carry the offending packet.

@@ -1,10 +1,10 @@
 //! Published-port lookup: (proto, host address, port) → sandbox backend.
 
-use dataplane_common::{Backend, ServiceKey};
+use dataplane_common::{Backend, Backend6, ServiceKey, ServiceKey6};
 
 use crate::{
-    maps::{HOST_IPS, SERVICES},
-    parse::Flow,
+    maps::{HOST_IPS, HOST_IPS6, SERVICES, SERVICES6},
+    parse::{Flow, Flow6},
 };
 
 /// The backend of a port published on the packet's destination, exactly or
@@ -36,4 +36,20 @@ pub fn published(addr: [u8; 4], port: u16, proto: u8, loopback: bool) -> Option<
 pub fn is_host(addr: [u8; 4]) -> bool {
     // SAFETY: map lookups return values valid for this program run.
     unsafe { HOST_IPS.get(addr) }.is_some()
+}
+
+/// The backend of a port published over IPv6 on the packet's destination:
+/// exactly, or on `::` when the destination is one of the host's addresses.
+#[inline(always)]
+pub fn lookup6(flow: &Flow6) -> Option<Backend6> {
+    let mut key = ServiceKey6 { addr: flow.daddr, port: flow.dport, proto: flow.proto, _pad: 0 };
+    // SAFETY: map lookups return values valid for this program run.
+    if let Some(b) = unsafe { SERVICES6.get(key) } {
+        return Some(*b);
+    }
+    // SAFETY: as above.
+    unsafe { HOST_IPS6.get(flow.daddr) }?;
+    key.addr = [0; 16];
+    // SAFETY: as above.
+    unsafe { SERVICES6.get(key) }.copied()
 }

@@ -4,7 +4,11 @@
 //! (`bpf_redirect_peer`), skipping the bridge and the host stack.
 //! Everything else goes on.
 //!
-//! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_SUBNETS`, `DP_SUBNETS6`, `DP_CT`, `DP_CONFIG`, `DP_METRICS`.
+//! IPv6 the same way for ports published on `::` (`DP_SERVICES6`,
+//! `DP_HOST_IPS6`, `DP_CT6`).
+//!
+//! Maps: `DP_SERVICES`, `DP_HOST_IPS`, `DP_SUBNETS`, `DP_SUBNETS6`, `DP_CT`, `DP_CONFIG`, `DP_METRICS`,
+//! `DP_SERVICES6`, `DP_HOST_IPS6`, `DP_CT6`.
 
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use aya_ebpf::maps::lpm_trie::Key;
@@ -82,10 +86,7 @@ fn icmp_error(ctx: &TcContext) -> i32 {
                 verdict(ctx, DropReason::InvalidPacket)
             }
             Some(daddr) => direct_access(ctx, daddr),
-            None => match parse::ipv6_daddr(ctx) {
-                Some(daddr) => direct_access6(ctx, daddr),
-                None => NEXT,
-            },
+            None => ingress6(ctx),
         };
     };
     // The embedded packet is one we sent; its reply direction is tracked.
@@ -118,6 +119,45 @@ fn direct_access(ctx: &TcContext, daddr: [u8; 4]) -> i32 {
         }
         _ => NEXT,
     }
+}
+
+/// IPv6 from outside: a port published over IPv6 is DNATed to its
+/// sandbox's IPv6 address (the client's address kept) and redirected into
+/// it, as for IPv4; the next packets of the flow follow its entry; a
+/// packet for a sandbox that nothing accounts for is refused.
+#[inline(always)]
+fn ingress6(ctx: &TcContext) -> i32 {
+    let Some(daddr) = parse::ipv6_daddr(ctx) else { return NEXT };
+    let Some(flow) = parse::l4_flow6(ctx) else { return direct_access6(ctx, daddr) };
+    if !conntrack::valid_flags(flow.proto, flow.tcp_flags)
+        && (conntrack::tracked6(&flow) || service::lookup6(&flow).is_some())
+    {
+        return verdict(ctx, DropReason::InvalidPacket);
+    }
+    let fresh = if conntrack::opens6(&flow) { service::lookup6(&flow) } else { None };
+    let tracked = if fresh.is_some() { None } else { conntrack::lookup6(&flow) };
+    let target = match tracked {
+        Some(e) if e.dir == CT_DIR_DNAT => e,
+        Some(_) => return NEXT,
+        None => {
+            let Some(b) = fresh.or_else(|| service::lookup6(&flow)) else {
+                return direct_access6(ctx, daddr);
+            };
+            if flow.proto == PROTO_TCP && !conntrack::opens6(&flow) {
+                return verdict(ctx, DropReason::CtNoFlow);
+            }
+            // SAFETY: the skb pointer is valid for this program run.
+            let uplink = unsafe { (*ctx.skb.skb).ifindex };
+            match conntrack::track_dnat6(&flow, b.addr, b.port, b.ifindex, b.mac, uplink) {
+                Ok(e) => e,
+                Err(_) => return verdict(ctx, DropReason::CtInsertFailed),
+            }
+        }
+    };
+    if nat::rewrite6(ctx, &flow, End::Destination, target.addr, target.port).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    redirect::to_sandbox(ctx, target.ifindex, target.mac, DropReason::NatPublished, Direction::ToSandbox)
 }
 
 /// The same rule for IPv6: a packet from outside to a sandbox of a

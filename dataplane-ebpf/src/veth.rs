@@ -6,7 +6,11 @@
 //! (SNAT to the uplink address, out with `bpf_redirect_neigh`). Traffic to
 //! other networks, the host and the gateway goes on to the stack.
 //!
-//! Maps: `DP_ENDPOINTS`, `DP_LOCAL`, `DP_SUBNETS`, `DP_HOST_IPS`, `DP_CONFIG`, `DP_CT`, `DP_LB`, `DP_METRICS`.
+//! IPv6: replies of ports published over IPv6 (`DP_CT6`) leave as from the
+//! host; isolation and ICC are judged as for IPv4 (`DP_SUBNETS6`).
+//!
+//! Maps: `DP_ENDPOINTS`, `DP_LOCAL`, `DP_SUBNETS`, `DP_SUBNETS6`, `DP_HOST_IPS`, `DP_CONFIG`, `DP_CT`, `DP_CT6`,
+//! `DP_LB`, `DP_METRICS`.
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
@@ -29,6 +33,17 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         return v;
     }
     let flow = parse::l4_flow(ctx);
+    // IPv6: replies of ports published over IPv6 go back out as from the host.
+    if flow.is_none()
+        && let Some(f6) = parse::l4_flow6(ctx)
+        && let Some(ct) = conntrack::lookup6(&f6)
+        && ct.dir == CT_DIR_REPLY
+    {
+        if nat::rewrite6(ctx, &f6, End::Source, ct.addr, ct.port).is_err() {
+            return verdict(ctx, DropReason::NatRewriteFailed);
+        }
+        return redirect::out_of(ctx, ct.ifindex, DropReason::NatReply, Direction::FromSandbox);
+    }
     // Tracked flows were allowed when they started (a reply may cross
     // networks: a published port reached through a host address).
     if let Some(f) = &flow {

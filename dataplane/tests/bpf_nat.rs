@@ -108,3 +108,33 @@ fn egress_is_snated_keeping_the_port_when_free_and_replies_come_back() {
     assert_eq!((p.src, p.sport), (HOST, 777));
     assert!(checksums_ok(&out), "ICMP checksum after SNAT");
 }
+
+#[test]
+fn a_port_published_over_ipv6_keeps_the_client_and_replies_leave_from_the_host() {
+    let f = fixture("nat-published6");
+    let (host, client, backend) = (v6("2001:db8::1"), v6("2001:db8:99::7"), v6("fd00:1::2"));
+    f.network6(1, "fd00:1::/64", 0);
+    f.host_ips6(&[host]);
+    f.publish6([0; 16], 8080, TCP, backend, 80, 5);
+    f.publish6([0; 16], 8053, UDP, backend, 53, 5);
+    // The opening SYN: to the sandbox's address and port, the client's kept.
+    let (v, out) = f.uplink(&l4_frame6(TCP, (client, 40000), (host, 8080), SYN, b""));
+    assert_eq!(v, REDIRECT);
+    assert_eq!(parse6(&out), (client, backend, 40000, 80, true));
+    assert_eq!(f.count(DropReason::NatPublished), 1);
+    // The reply leaves from the host's address and port.
+    let (v, out) = f.veth(&l4_frame6(TCP, (backend, 80), (client, 40000), SYN | ACK, b""));
+    assert_eq!(v, REDIRECT);
+    assert_eq!(parse6(&out), (host, client, 8080, 40000, true));
+    // The next packets follow the entry.
+    let (v, out) = f.uplink(&l4_frame6(TCP, (client, 40000), (host, 8080), ACK, b""));
+    assert_eq!((v, parse6(&out)), (REDIRECT, (client, backend, 40000, 80, true)));
+    // UDP, with its checksum kept right.
+    let (v, out) = f.uplink(&l4_frame6(UDP, (client, 5353), (host, 8053), 0, b"query"));
+    assert_eq!((v, parse6(&out)), (REDIRECT, (client, backend, 5353, 53, true)));
+    // No flow is opened by a bare ACK; an address that is not the host's is not published.
+    assert_eq!(f.uplink(&l4_frame6(TCP, (client, 40001), (host, 8080), ACK, b"")).0, DROP);
+    assert_eq!(f.count(DropReason::CtNoFlow), 1);
+    let elsewhere = v6("2001:db8::2");
+    assert_eq!(f.uplink(&l4_frame6(TCP, (client, 40002), (elsewhere, 8080), SYN, b"")).0, NEXT);
+}

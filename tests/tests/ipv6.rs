@@ -258,6 +258,93 @@ fn sandboxes_are_not_reachable_from_outside_over_ipv6_unless_the_network_is_rout
     assert!(h.drops("POLICY_DIRECT_ACCESS") >= before + 2, "the direct-access drops are counted");
 }
 
+/// `-p 8080:7000` publishes on 0.0.0.0 and [::] (Docker 27): an IPv6
+/// client reaches the sandbox's IPv6 address through the host's, TCP and
+/// UDP, and the sandbox sees the client's own address; `-p 0.0.0.0:…`
+/// stays IPv4 only.
+#[test]
+fn published_ports_answer_over_ipv6_with_the_client_address_kept() {
+    let (mut h, ext) = Host::with_external("v6pub");
+    h.run(&["ip", "addr", "add", "fd00:ffff::1/64", "dev", "up0", "nodad"]);
+    ext.run(&["ip", "addr", "add", "fd00:ffff::2/64", "dev", "ext0", "nodad"]);
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.68.0.0/24", "--subnet", "fd00:68::/64", "pub6"]);
+    let peer = "SYSTEM:echo $SOCAT_PEERADDR";
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "web",
+        "--network",
+        "pub6",
+        "-p",
+        "8080:7000",
+        "-p",
+        "0.0.0.0:8082:7000",
+        "socat",
+        "TCP6-LISTEN:7000,fork,reuseaddr",
+        peer,
+    ]);
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "dns",
+        "--network",
+        "pub6",
+        "-p",
+        "8081:7001/udp",
+        "socat",
+        "UDP6-RECVFROM:7001,fork",
+        peer,
+    ]);
+    let ask = |args: &[&str]| {
+        let mut said = String::new();
+        for _ in 0..30 {
+            let mut cmd = vec!["socat", "-T", "2"];
+            cmd.extend_from_slice(args);
+            said = text(&ext.run(&cmd));
+            if said.contains('[') {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        said
+    };
+    // socat writes the peer in full: an IPv4 client of the sandbox's
+    // dual-stack socket as ::ffff:c000:202.
+    const CLIENT6: &str = "[fd00:ffff:0000:0000:0000:0000:0000:0002]";
+    const CLIENT4: &str = "ffff:c000:0202]";
+    let tcp6 = ask(&["-", "TCP6:[fd00:ffff::1]:8080,connect-timeout=2"]);
+    assert!(tcp6.contains(CLIENT6), "TCP over IPv6 with the client's address: {tcp6}");
+    let mut udp6 = String::new();
+    for _ in 0..30 {
+        udp6 = text(&ext.run(&["sh", "-c", "echo q | socat -T 2 - UDP6:[fd00:ffff::1]:8081"]));
+        if udp6.contains('[') {
+            break;
+        }
+    }
+    assert!(udp6.contains(CLIENT6), "UDP over IPv6 with the client's address: {udp6}");
+    let tcp4 = ask(&["-", "TCP4:192.0.2.1:8080,connect-timeout=2"]);
+    assert!(tcp4.contains(CLIENT4), "the same port over IPv4: {tcp4}");
+    // Named IPv4 address: over IPv4 only.
+    assert!(ask(&["-", "TCP4:192.0.2.1:8082,connect-timeout=2"]).contains(CLIENT4));
+    let v6_only4 = text(&ext.run(&["socat", "-T", "2", "-", "TCP6:[fd00:ffff::1]:8082,connect-timeout=2"]));
+    assert!(!v6_only4.contains(CLIENT6), "-p 0.0.0.0:… answered over IPv6: {v6_only4}");
+    // The flows were counted as published-port NAT, and `ct list` shows them.
+    assert!(h.drops("NAT_PUBLISHED") > 0);
+    let ct = h.dp_ok(&["ct", "list", "--format", "json"]);
+    assert!(ct.contains("[fd00:ffff::2]") && ct.contains("dnat to [fd00:68::2]:7000"), "{ct}");
+    // A restart keeps the IPv6 publication.
+    h.kill_daemon();
+    h.start();
+    let again = ask(&["-", "TCP6:[fd00:ffff::1]:8080,connect-timeout=2"]);
+    assert!(again.contains(CLIENT6), "after a restart: {again}");
+    // Removed: gone over IPv6 too.
+    h.dp_ok(&["rm", "-f", "web"]);
+    let gone = text(&ext.run(&["socat", "-T", "2", "-", "TCP6:[fd00:ffff::1]:8080,connect-timeout=2"]));
+    assert!(!gone.contains(CLIENT6), "a removed sandbox still answered: {gone}");
+}
+
 #[test]
 fn bad_ipv6_input_is_refused_and_leaves_nothing_behind() {
     let (h, _ext) = Host::with_external("v6bad");

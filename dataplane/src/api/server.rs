@@ -391,7 +391,13 @@ async fn stats(State(e): AppState) -> Res<Json<Stats>> {
 
 async fn ct_list(State(e): AppState) -> Res<Json<Vec<CtRow>>> {
     let now = crate::datapath::conntrack::now_ns();
-    let mut rows: Vec<CtRow> = e.ct_flows()?.iter().map(|f| CtRow::of(f, now)).collect();
+    let flows = e.ct_flows()?;
+    let mut rows: Vec<CtRow> = flows
+        .v4
+        .iter()
+        .map(|f| CtRow::of(f, now))
+        .chain(flows.v6.iter().map(|f| CtRow::of(f, now)))
+        .collect();
     rows.sort_by(|a, b| (&a.proto, &a.source, &a.destination).cmp(&(&b.proto, &b.source, &b.destination)));
     Ok(Json(rows))
 }

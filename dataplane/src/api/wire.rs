@@ -578,25 +578,31 @@ fn proto_name(p: u8) -> Option<&'static str> {
 
 impl CtRow {
     /// The row of flow direction `f`, `now` being CLOCK_MONOTONIC in ns.
-    pub fn of(f: &crate::datapath::conntrack::FlowDirection, now: u64) -> Self {
+    pub fn of<K: crate::datapath::conntrack::CtTuple>(
+        f: &crate::datapath::conntrack::FlowDirection<K>,
+        now: u64,
+    ) -> Self {
+        use crate::datapath::conntrack::CtRecord;
         use dataplane_common::{CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY};
         let (k, e) = (&f.key, &f.entry);
-        let ep = |a: [u8; 4], p: u16| format!("{}:{}", std::net::Ipv4Addr::from(a), u16::from_be(p));
-        let nat = match e.dir {
-            CT_DIR_DNAT => format!("dnat to {}", ep(e.addr, e.port)),
-            CT_DIR_REPLY => format!("reply from {}", ep(e.addr, e.port)),
-            CT_DIR_SNAT => format!("snat to {}", ep(e.addr, e.port)),
-            CT_DIR_SNAT_REPLY => format!("reply to {}", ep(e.addr, e.port)),
+        // IPv6 endpoints in brackets, as in URLs: [2001:db8::1]:8080.
+        let ep = |(a, p): (K::Addr, u16)| std::net::SocketAddr::new(K::ip(a), u16::from_be(p)).to_string();
+        let nat = match e.dir() {
+            CT_DIR_DNAT => format!("dnat to {}", ep(e.target())),
+            CT_DIR_REPLY => format!("reply from {}", ep(e.target())),
+            CT_DIR_SNAT => format!("snat to {}", ep(e.target())),
+            CT_DIR_SNAT_REPLY => format!("reply to {}", ep(e.target())),
             CT_DIR_ROUTED => "routed".to_string(),
             other => format!("dir {other}"),
         };
+        let (source, destination) = k.ends();
         CtRow {
-            proto: proto_name(k.proto).map_or_else(|| k.proto.to_string(), String::from),
-            source: ep(k.saddr, k.sport),
-            destination: ep(k.daddr, k.dport),
+            proto: proto_name(k.proto()).map_or_else(|| k.proto().to_string(), String::from),
+            source: ep(source),
+            destination: ep(destination),
             nat,
-            state: crate::datapath::conntrack::state_name(k.proto, e, f.partner.as_ref()).into(),
-            idle_seconds: now.saturating_sub(e.last_seen) / 1_000_000_000,
+            state: crate::datapath::conntrack::state_name(k.proto(), e, f.partner.as_ref()).into(),
+            idle_seconds: now.saturating_sub(e.last_seen()) / 1_000_000_000,
         }
     }
 }

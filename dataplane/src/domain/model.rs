@@ -215,6 +215,12 @@ pub struct PortBinding {
     /// socket hooks map ::1).
     #[serde(default)]
     pub v6_loopback: bool,
+    /// Published on an IPv4 address the user named (`-p 0.0.0.0:8080:80`):
+    /// not on IPv6. Without a host address a port is published on
+    /// `0.0.0.0` and `[::]` (Docker 27's rule), the latter where the
+    /// publishing endpoint has an IPv6 address.
+    #[serde(default)]
+    pub v4_only: bool,
 }
 
 impl PortBinding {

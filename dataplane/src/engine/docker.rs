@@ -221,7 +221,7 @@ impl Engine {
         tx.del_sandbox(&sb.id)?;
         self.store.commit(tx)?;
         let mut failed: Vec<(&str, Error)> = Vec::new();
-        for e in self.unpublish(sb, &[ep.ip]) {
+        for e in self.unpublish(sb, &[ep.ip.into()]) {
             failed.push(("unpublishing the ports", e));
         }
         for e in self.remove_endpoint(net, ep, std::path::Path::new("")).await {
@@ -253,7 +253,7 @@ impl Engine {
             if net.is_bridge() && !net.internal {
                 let entries = self.service_entries(&bindings, ep).await?;
                 self.dp.services.set(&entries)?;
-                let keys: Vec<_> = entries.iter().map(|(k, _)| *k).collect();
+                let keys = super::publish::keys_of(&entries);
                 undo.push("remove the published ports from the datapath", async move {
                     self.dp.services.remove(&keys).into_iter().next().map_or(Ok(()), Err)
                 });

@@ -314,7 +314,7 @@ impl Engine {
         self.dp.metrics.read()
     }
 
-    pub fn ct_flows(&self) -> Result<Vec<crate::datapath::conntrack::FlowDirection>> {
+    pub fn ct_flows(&self) -> Result<crate::datapath::conntrack::Flows> {
         self.dp.conntrack.flows()
     }
 

@@ -10,7 +10,9 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
 use std::ops::RangeInclusive;
 use std::os::fd::OwnedFd;
 
-use dataplane_common::{Backend, PROTO_TCP, PROTO_UDP, ServiceKey};
+use dataplane_common::{Backend, Backend6, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceKey6};
+
+use crate::datapath::services::{Published, PublishedKeys};
 use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, socket};
 
 use super::*;
@@ -111,6 +113,8 @@ pub(super) struct PortClaim {
     pub proto: Proto,
     /// Published on `[::1]` (served as 127.0.0.1 by the socket hooks).
     pub v6_loopback: bool,
+    /// An IPv4 host address was named: not published over IPv6.
+    pub v4_only: bool,
 }
 
 impl PortClaim {
@@ -121,6 +125,7 @@ impl PortClaim {
             container_port: self.container_port,
             proto: self.proto,
             v6_loopback: self.v6_loopback,
+            v4_only: self.v4_only,
         }
     }
 }
@@ -182,11 +187,11 @@ pub(super) fn plan_ports(state: &State, sb: &Sandbox, limits: &PortLimits) -> Re
         proto_number(spec.proto)?;
         // IPv6 host addresses: `::` is every address (as 0.0.0.0 is);
         // `::1` is served through the socket hooks' ::1 → 127.0.0.1 mapping.
-        let (host_ip, v6_loopback): (Ipv4Addr, bool) = match spec.host_ip {
-            None => (Ipv4Addr::UNSPECIFIED, false),
-            Some(IpAddr::V4(ip)) => (ip, false),
-            Some(IpAddr::V6(ip)) if ip.is_unspecified() => (Ipv4Addr::UNSPECIFIED, false),
-            Some(IpAddr::V6(ip)) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, true),
+        let (host_ip, v6_loopback, v4_only): (Ipv4Addr, bool, bool) = match spec.host_ip {
+            None => (Ipv4Addr::UNSPECIFIED, false, false),
+            Some(IpAddr::V4(ip)) => (ip, false, true),
+            Some(IpAddr::V6(ip)) if ip.is_unspecified() => (Ipv4Addr::UNSPECIFIED, false, false),
+            Some(IpAddr::V6(ip)) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, true, false),
             Some(IpAddr::V6(other)) => {
                 return Err(Error::Unsupported(format!(
                     "publishing on IPv6 host address {other} is not supported yet (only :: and ::1)"
@@ -200,6 +205,7 @@ pub(super) fn plan_ports(state: &State, sb: &Sandbox, limits: &PortLimits) -> Re
             container_port,
             proto: spec.proto,
             v6_loopback,
+            v4_only,
         };
         let cports = spec.container_port_start..=spec.container_port_end;
         let ncont = spec.container_port_end - spec.container_port_start;
@@ -232,6 +238,7 @@ pub(super) fn plan_ports(state: &State, sb: &Sandbox, limits: &PortLimits) -> Re
                 container_port: e.port,
                 proto: e.proto,
                 v6_loopback: false,
+                v4_only: false,
             };
             add(c, &mut claims)?;
         }
@@ -287,15 +294,12 @@ pub(super) fn reserve_ports(plan: &PortPlan) -> Result<(Vec<PortBinding>, Vec<Ow
 }
 
 impl Engine {
-    /// BPF service entries for `bindings`, leading to endpoint `ep`.
-    pub(super) async fn service_entries(
-        &self,
-        bindings: &[PortBinding],
-        ep: &Endpoint,
-    ) -> Result<Vec<(ServiceKey, Backend)>> {
-        let Some(host_if) = &ep.host_ifname else { return Ok(Vec::new()) };
+    /// BPF service entries for `bindings`, leading to endpoint `ep`: over
+    /// IPv4, and over IPv6 to its IPv6 address when it has one.
+    pub(super) async fn service_entries(&self, bindings: &[PortBinding], ep: &Endpoint) -> Result<Published> {
+        let Some(host_if) = &ep.host_ifname else { return Ok(Published::default()) };
         let ifindex = self.host.require_index(host_if).await?;
-        bindings
+        let v4 = bindings
             .iter()
             .map(|b| {
                 Ok((
@@ -310,13 +314,32 @@ impl Engine {
                     },
                 ))
             })
-            .collect()
+            .collect::<Result<_>>()?;
+        let v6 = match ep.ip6 {
+            Some(ip6) => bindings
+                .iter()
+                .filter_map(|b| service_key6(b).map(|k| (k, b)))
+                .map(|(k, b)| {
+                    let backend = Backend6 {
+                        addr: ip6.octets(),
+                        port: b.container_port.to_be(),
+                        _pad: 0,
+                        ifindex,
+                        mac: ep.mac,
+                        _pad2: [0; 2],
+                    };
+                    (k, backend)
+                })
+                .collect(),
+            None => Vec::new(),
+        };
+        Ok(Published { v4, v6 })
     }
 
     /// Removes the sandbox's services, releases its ports and forgets its
     /// connections.
     /// Every step is tried; each failure is returned.
-    pub(super) fn unpublish(&self, sb: &Sandbox, addrs: &[Ipv4Addr]) -> Vec<Error> {
+    pub(super) fn unpublish(&self, sb: &Sandbox, addrs: &[IpAddr]) -> Vec<Error> {
         let mut errors = self.dp.services.remove(&service_keys(&sb.bindings));
         for a in addrs {
             errors.extend(self.dp.conntrack.flush_addr(*a).err());
@@ -364,20 +387,29 @@ impl Engine {
     /// Tells BPF the host's own addresses, where ports published on 0.0.0.0
     /// answer: the uplink's, and every bridge network's gateway.
     pub(super) async fn refresh_host_ips(&self, state: &State) -> Result<()> {
-        let mut ips = Vec::new();
+        let (mut ips, mut ips6) = (Vec::new(), Vec::new());
         if let Some(up) = &self.uplink
             && let Some(idx) = self.host.link_index(up).await?
         {
             ips.extend(self.host.ipv4_addresses(idx).await?.into_iter().map(|ip| (ip, idx)));
+            ips6.extend(
+                self.host
+                    .ipv6_addresses(idx)
+                    .await?
+                    .into_iter()
+                    .filter(|ip| !ip.is_unicast_link_local())
+                    .map(|ip| (ip, idx)),
+            );
         }
         for n in state.networks.iter().filter(|n| n.is_bridge()) {
-            if let (Some(ipam), Some(dev)) = (&n.ipam, &n.device)
+            if let Some(dev) = &n.device
                 && let Some(idx) = self.host.link_index(dev).await?
             {
-                ips.push((ipam.gateway, idx));
+                ips.extend(n.ipam.as_ref().map(|i| (i.gateway, idx)));
+                ips6.extend(n.ipam6.as_ref().map(|i| (i.gateway, idx)));
             }
         }
-        self.dp.services.set_host_ips(&ips)
+        self.dp.services.set_host_ips(&ips, &ips6)
     }
 
     /// Points the sandbox's published ports at its publishing endpoint
@@ -390,7 +422,7 @@ impl Engine {
         }
         let entries = match state.publishing_endpoint(&sb.id) {
             Some(ep) => self.service_entries(&sb.bindings, ep).await?,
-            None => Vec::new(),
+            None => Published::default(),
         };
         if entries.is_empty() {
             match self.dp.services.remove(&service_keys(&sb.bindings)).into_iter().next() {
@@ -406,7 +438,7 @@ impl Engine {
     /// After a restart: reserve every stored binding again and program the
     /// services map to match the store exactly.
     pub(super) async fn reconcile_publications(&self, state: &State) -> Result<()> {
-        let mut desired = Vec::new();
+        let mut desired = Published::default();
         for sb in state.sandboxes.iter().filter(|s| !s.bindings.is_empty()) {
             let mut fds = Vec::new();
             for b in &sb.bindings {
@@ -420,9 +452,13 @@ impl Engine {
                 desired.extend(self.service_entries(&sb.bindings, ep).await?);
             }
         }
-        let keep: HashSet<ServiceKey> = desired.iter().map(|(k, _)| *k).collect();
-        let stale: Vec<ServiceKey> =
-            self.dp.services.keys().into_iter().filter(|k| !keep.contains(k)).collect();
+        let keep: HashSet<ServiceKey> = desired.v4.iter().map(|(k, _)| *k).collect();
+        let keep6: HashSet<ServiceKey6> = desired.v6.iter().map(|(k, _)| *k).collect();
+        let now = self.dp.services.keys();
+        let stale = PublishedKeys {
+            v4: now.v4.into_iter().filter(|k| !keep.contains(k)).collect(),
+            v6: now.v6.into_iter().filter(|k| !keep6.contains(k)).collect(),
+        };
         for e in self.dp.services.remove(&stale) {
             tracing::warn!(error = %e, "reconcile: removing a stale published port");
         }
@@ -440,7 +476,32 @@ fn service_key(b: &PortBinding) -> Result<ServiceKey> {
     })
 }
 
-/// The services-map keys of `bindings`.
-fn service_keys(bindings: &[PortBinding]) -> Vec<ServiceKey> {
-    bindings.iter().filter_map(|b| service_key(b).ok()).collect()
+/// The IPv6 services-map key of a binding published on every address
+/// (`::`), if it is published over IPv6 at all.
+fn service_key6(b: &PortBinding) -> Option<ServiceKey6> {
+    if !b.host_ip.is_unspecified() || b.v4_only || b.v6_loopback {
+        return None;
+    }
+    Some(ServiceKey6 {
+        addr: [0; 16],
+        port: b.host_port.to_be(),
+        proto: proto_number(b.proto).ok()?,
+        _pad: 0,
+    })
+}
+
+/// The services-map keys of `bindings`, of both families.
+pub(super) fn service_keys(bindings: &[PortBinding]) -> PublishedKeys {
+    PublishedKeys {
+        v4: bindings.iter().filter_map(|b| service_key(b).ok()).collect(),
+        v6: bindings.iter().filter_map(service_key6).collect(),
+    }
+}
+
+/// The keys of `entries`.
+pub(super) fn keys_of(entries: &Published) -> PublishedKeys {
+    PublishedKeys {
+        v4: entries.v4.iter().map(|(k, _)| *k).collect(),
+        v6: entries.v6.iter().map(|(k, _)| *k).collect(),
+    }
 }

@@ -1,5 +1,4 @@
 //! Sandboxes: create, start (with the reaper), wait, stop, remove.
-use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -272,7 +271,7 @@ impl Engine {
             if let (true, Some(ep)) = (plan.program_ports, &plan.endpoint) {
                 let entries = self.service_entries(&bindings, &ep.ep).await?;
                 self.dp.services.set(&entries)?;
-                let keys: Vec<_> = entries.iter().map(|(k, _)| *k).collect();
+                let keys = super::publish::keys_of(&entries);
                 undo.push("remove the published ports from the datapath", async move {
                     self.dp.services.remove(&keys).into_iter().next().map_or(Ok(()), Err)
                 });
@@ -496,7 +495,10 @@ impl Engine {
         tx.del_sandbox(&sb.id)?;
         self.store.commit(tx)?;
         let netns_path = PathBuf::from(&sb.netns);
-        let addrs: Vec<Ipv4Addr> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ip).collect();
+        let addrs: Vec<std::net::IpAddr> = state
+            .endpoints_of_sandbox(&sb.id)
+            .flat_map(|e| std::iter::once(e.ip.into()).chain(e.ip6.map(Into::into)))
+            .collect();
         let mut failed: Vec<(&'static str, Error)> = Vec::new();
         for e in self.unpublish(sb, &addrs) {
             failed.push(("unpublishing the ports", e));
@@ -617,6 +619,7 @@ mod tests {
             container_port: 80,
             proto: Proto::Tcp,
             v6_loopback: false,
+            v4_only: false,
         });
         let refused = |publish: &[&str]| {
             plan_sandbox(&st, &req("web", publish), &cx()).map(|_| ()).expect_err("refused").to_string()
@@ -652,6 +655,7 @@ mod tests {
             container_port: 80,
             proto: Proto::Tcp,
             v6_loopback: false,
+            v4_only: false,
         };
         let err = reserve_ports(&PortPlan {
             claims: vec![claim(held..=held, false)],

@@ -407,6 +407,32 @@ impl Netlink {
 
     /// IPv4 addresses on link `index`.
     pub async fn ipv4_addresses(&self, index: u32) -> Result<Vec<Ipv4Addr>> {
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .filter_map(|ip| match ip {
+                std::net::IpAddr::V4(ip) => Some(ip),
+                std::net::IpAddr::V6(_) => None,
+            })
+            .collect())
+    }
+
+    /// IPv6 addresses on link `index`.
+    pub async fn ipv6_addresses(&self, index: u32) -> Result<Vec<Ipv6Addr>> {
+        Ok(self
+            .addresses(index)
+            .await?
+            .into_iter()
+            .filter_map(|ip| match ip {
+                std::net::IpAddr::V6(ip) => Some(ip),
+                std::net::IpAddr::V4(_) => None,
+            })
+            .collect())
+    }
+
+    /// Addresses of both families on link `index` (IPv4 local, IPv6 address).
+    async fn addresses(&self, index: u32) -> Result<Vec<std::net::IpAddr>> {
         use rtnetlink::packet_route::address::AddressAttribute;
         let msgs: Vec<_> = self
             .handle
@@ -421,7 +447,8 @@ impl Netlink {
             .iter()
             .flat_map(|m| m.attributes.iter())
             .filter_map(|a| match a {
-                AddressAttribute::Local(std::net::IpAddr::V4(ip)) => Some(*ip),
+                AddressAttribute::Local(ip @ std::net::IpAddr::V4(_)) => Some(*ip),
+                AddressAttribute::Address(ip @ std::net::IpAddr::V6(_)) => Some(*ip),
                 _ => None,
             })
             .collect())

@@ -8,7 +8,8 @@ use std::net::Ipv4Addr;
 
 use dataplane::datapath::Datapath;
 use dataplane::datapath::endpoints::EndpointEntry;
-use dataplane_common::{Backend, Config, DropReason, ServiceKey};
+use dataplane::datapath::services::Published;
+use dataplane_common::{Backend, Backend6, Config, DropReason, ServiceKey, ServiceKey6};
 
 /// tcx verdicts.
 pub const NEXT: i32 = -1;
@@ -110,13 +111,42 @@ impl Fixture {
             mac: mac_of(backend),
             _pad2: [0; 2],
         };
-        self.dp.services.set(&[(key, b)]).expect("service");
+        self.dp.services.set(&Published { v4: vec![(key, b)], v6: Vec::new() }).expect("service");
+    }
+
+    /// Publishes `[host]:hport/proto` (`::`: every host address) to
+    /// `[backend]:port` behind veth `ifindex`.
+    pub fn publish6(
+        &self,
+        host: [u8; 16],
+        hport: u16,
+        proto: u8,
+        backend: [u8; 16],
+        port: u16,
+        ifindex: u32,
+    ) {
+        let key = ServiceKey6 { addr: host, port: hport.to_be(), proto, _pad: 0 };
+        let b = Backend6 {
+            addr: backend,
+            port: port.to_be(),
+            _pad: 0,
+            ifindex,
+            mac: [0x02, 0x42, 0, 0, 0, 0x66],
+            _pad2: [0; 2],
+        };
+        self.dp.services.set(&Published { v4: Vec::new(), v6: vec![(key, b)] }).expect("service6");
+    }
+
+    /// The host's IPv6 addresses (`::` publications answer there).
+    pub fn host_ips6(&self, ips: &[[u8; 16]]) {
+        let ips: Vec<(std::net::Ipv6Addr, u32)> = ips.iter().map(|ip| ((*ip).into(), LO)).collect();
+        self.dp.services.set_host_ips(&[], &ips).expect("host ips6");
     }
 
     /// The host's addresses (0.0.0.0 publications answer there).
     pub fn host_ips(&self, ips: &[[u8; 4]]) {
         let ips: Vec<(Ipv4Addr, u32)> = ips.iter().map(|ip| (Ipv4Addr::from(*ip), LO)).collect();
-        self.dp.services.set_host_ips(&ips).expect("host ips");
+        self.dp.services.set_host_ips(&ips, &[]).expect("host ips");
     }
 
     /// Egress SNAT through `uplink_ip` (the uplink is `lo` here).
@@ -137,6 +167,7 @@ impl Fixture {
             .conntrack
             .flows()
             .expect("flows")
+            .v4
             .iter()
             .map(|f| {
                 let ep = |a: [u8; 4], p: u16| format!("{}:{}", Ipv4Addr::from(a), u16::from_be(p));
@@ -306,4 +337,59 @@ pub fn checksums_ok(f: &[u8]) -> bool {
         _ => true,
     };
     header_ok && l4_ok
+}
+
+/// An IPv6 address from its text.
+pub fn v6(s: &str) -> [u8; 16] {
+    s.parse::<std::net::Ipv6Addr>().expect("IPv6 address").octets()
+}
+
+fn pseudo6(src: [u8; 16], dst: [u8; 16], proto: u8, len: usize) -> u32 {
+    sum16(&src) + sum16(&dst) + u32::from(proto) + len as u32
+}
+
+/// An IPv6 TCP segment (no payload) or UDP datagram (`payload`) in a frame,
+/// with a valid checksum.
+pub fn l4_frame6(
+    proto: u8,
+    src: ([u8; 16], u16),
+    dst: ([u8; 16], u16),
+    flags: u8,
+    payload: &[u8],
+) -> Vec<u8> {
+    let mut l4 = Vec::new();
+    l4.extend_from_slice(&src.1.to_be_bytes());
+    l4.extend_from_slice(&dst.1.to_be_bytes());
+    let at = if proto == TCP {
+        l4.extend_from_slice(&1000u32.to_be_bytes());
+        l4.extend_from_slice(&(if flags & ACK != 0 { 1u32 } else { 0 }).to_be_bytes());
+        l4.extend_from_slice(&[0x50, flags, 0xff, 0xff, 0, 0, 0, 0]);
+        16
+    } else {
+        l4.extend_from_slice(&((8 + payload.len()) as u16).to_be_bytes());
+        l4.extend_from_slice(&[0, 0]);
+        l4.extend_from_slice(payload);
+        6
+    };
+    let c = checksum(pseudo6(src.0, dst.0, proto, l4.len()), &l4);
+    l4[at..at + 2].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0x42, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x99, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[proto, 64]);
+    f.extend_from_slice(&src.0);
+    f.extend_from_slice(&dst.0);
+    f.extend_from_slice(&l4);
+    f
+}
+
+/// (source, destination, source port, destination port) of an IPv6 frame,
+/// and whether its transport checksum is right.
+pub fn parse6(f: &[u8]) -> ([u8; 16], [u8; 16], u16, u16, bool) {
+    let ip = &f[14..];
+    let src: [u8; 16] = ip[8..24].try_into().expect("src");
+    let dst: [u8; 16] = ip[24..40].try_into().expect("dst");
+    let l4 = &ip[40..];
+    let ok = fold(pseudo6(src, dst, ip[6], l4.len()) + sum16(l4)) == 0xffff;
+    (src, dst, u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]), ok)
 }
