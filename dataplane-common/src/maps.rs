@@ -214,6 +214,7 @@ pub type SubnetKey6 = [u8; 16];
 pub const PROTO_ICMP: u8 = 1;
 pub const PROTO_TCP: u8 = 6;
 pub const PROTO_UDP: u8 = 17;
+pub const PROTO_ICMP6: u8 = 58;
 
 /// A published port: host address (0.0.0.0 = every host address), port
 /// (network byte order) and protocol.
@@ -341,6 +342,9 @@ pub const MAP_HOST_IPS6: &str = "DP_HOST_IPS6";
 /// entry per direction, as [`MAP_CT`].
 pub const MAP_CT6: &str = "DP_CT6";
 pub const MAX_CT6: u32 = 131_072;
+/// The uplink's IPv6 address (one entry, all zero when it has none):
+/// egress over IPv6 from NATed networks is masqueraded to it (NAT66).
+pub const MAP_UPLINK6: &str = "DP_UPLINK6";
 
 /// A port published over IPv6: host address (`::` = every host address),
 /// port (network byte order) and protocol.

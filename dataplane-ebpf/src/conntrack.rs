@@ -334,14 +334,69 @@ pub fn track_dnat6(
     reply_ifindex: u32,
 ) -> Result<CtEntry6, i32> {
     let now = unsafe { bpf_ktime_get_ns() };
-    let state = if flow.proto == PROTO_TCP { next_state(CT_STATE_NONE, flow.tcp_flags) } else { CT_STATE_NONE };
+    let state = initial_state6(flow);
     let reverse = CtKey6::between(flow.proto, (addr, port), (flow.saddr, flow.sport));
     CT6.insert(reverse, entry6(CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, [0; 6], now, state), 0)?;
-    let mut fwd = entry6(CT_DIR_DNAT, addr, port, ifindex, mac, now, state);
+    insert_forward6(flow, entry6(CT_DIR_DNAT, addr, port, ifindex, mac, now, state), reverse)
+}
+
+/// The initial state of a new IPv6 entry.
+#[inline(always)]
+fn initial_state6(flow: &Flow6) -> u16 {
+    if flow.proto == PROTO_TCP { next_state(CT_STATE_NONE, flow.tcp_flags) } else { CT_STATE_NONE }
+}
+
+/// Second half of tracking an IPv6 flow, as [`insert_forward`].
+#[inline(always)]
+fn insert_forward6(flow: &Flow6, mut fwd: CtEntry6, reverse: CtKey6) -> Result<CtEntry6, i32> {
     fwd.flags |= CT_FLAG_SEEN;
     if let Err(e) = CT6.insert(key6(flow), fwd, 0) {
         let _ = CT6.remove(reverse);
         return Err(e);
     }
     Ok(fwd)
+}
+
+/// Tracks a sandbox's own IPv6 flow that leaves without NAT, as
+/// [`track_routed`]. Both entries or neither.
+#[inline(always)]
+pub fn track_routed6(flow: &Flow6, veth_ifindex: u32, mac: [u8; 6]) -> Result<(), i32> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let state = initial_state6(flow);
+    let reverse = CtKey6::between(flow.proto, (flow.daddr, flow.dport), (flow.saddr, flow.sport));
+    CT6.insert(reverse, entry6(CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac, now, state), 0)?;
+    insert_forward6(flow, entry6(CT_DIR_ROUTED, flow.saddr, flow.sport, 0, [0; 6], now, state), reverse).map(|_| ())
+}
+
+/// Tracks a new IPv6 egress flow masqueraded to `nat_addr` (NAT66), as
+/// [`track_snat`]: the sandbox's own port when free, else random ones in
+/// `[min, max]`. Returns the SNAT entry.
+#[inline(always)]
+pub fn track_snat6(
+    flow: &Flow6,
+    nat_addr: [u8; 16],
+    range: (u16, u16),
+    uplink: u32,
+    veth_ifindex: u32,
+    mac: [u8; 6],
+) -> Result<CtEntry6, i32> {
+    let now = unsafe { bpf_ktime_get_ns() };
+    let state = initial_state6(flow);
+    let back = entry6(CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac, now, state);
+    let span = (range.1 as u32).saturating_sub(range.0 as u32) + 1;
+    let mut port = flow.sport;
+    for i in 0..SNAT_TRIES {
+        if i > 0 {
+            let r = unsafe { bpf_get_prandom_u32() } % span;
+            port = ((range.0 as u32 + r) as u16).to_be();
+        }
+        // ICMPv6 echo replies carry the identifier in both "port" fields.
+        let from_port = if flow.proto == dataplane_common::PROTO_ICMP6 { port } else { flow.dport };
+        let reverse = CtKey6::between(flow.proto, (flow.daddr, from_port), (nat_addr, port));
+        if CT6.insert(reverse, back, BPF_NOEXIST).is_ok() {
+            let fwd = entry6(CT_DIR_SNAT, nat_addr, port, uplink, [0; 6], now, state);
+            return insert_forward6(flow, fwd, reverse);
+        }
+    }
+    Err(-1)
 }

@@ -6,7 +6,7 @@ use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
     programs::TcContext,
 };
-use dataplane_common::{PROTO_ICMP, PROTO_UDP};
+use dataplane_common::{PROTO_ICMP, PROTO_ICMP6, PROTO_UDP};
 
 use crate::parse::{Flow, Flow6, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP6_DST_OFF, IP6_SRC_OFF, IcmpError};
 
@@ -54,6 +54,9 @@ pub fn rewrite6(ctx: &TcContext, flow: &Flow6, end: End, addr: [u8; 16], port: u
         End::Source => (flow.saddr, flow.sport, IP6_SRC_OFF, flow.l4_off),
         End::Destination => (flow.daddr, flow.dport, IP6_DST_OFF, flow.l4_off + 2),
     };
+    // ICMPv6 echo: the "port" is the identifier (its checksum does cover
+    // the pseudo-header, unlike ICMP's).
+    let port_off = if flow.proto == PROTO_ICMP6 { flow.l4_off + 4 } else { port_off };
     let mangled = if flow.proto == PROTO_UDP { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
     let csum = flow.csum_off();
     if old_addr != addr {

@@ -1,7 +1,7 @@
 //! Header parsing shared by the programs: the IPv4 TCP/UDP 5-tuple.
 
 use aya_ebpf::programs::TcContext;
-use dataplane_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+use dataplane_common::{PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP};
 use network_types::{
     eth::{EthHdr, EtherType},
     ip::Ipv4Hdr,
@@ -172,8 +172,9 @@ fn ports_and_flags(ctx: &TcContext, proto: u8, l4_off: usize) -> Option<(u16, u1
     Some((sport, dport, flags))
 }
 
-/// An IPv6 TCP or UDP packet (the transport header right after the fixed
-/// header: no extension headers).
+/// An IPv6 TCP or UDP packet, or ICMPv6 echo (the transport header right
+/// after the fixed header: no extension headers). For ICMPv6 echo both
+/// "ports" are the echo identifier.
 #[derive(Clone, Copy)]
 pub struct Flow6 {
     pub proto: u8,
@@ -192,11 +193,19 @@ impl Flow6 {
     /// Offset of the L4 checksum.
     #[inline(always)]
     pub fn csum_off(&self) -> usize {
-        if self.proto == PROTO_TCP { self.l4_off + 16 } else { self.l4_off + 6 }
+        match self.proto {
+            PROTO_TCP => self.l4_off + 16,
+            PROTO_UDP => self.l4_off + 6,
+            _ => self.l4_off + 2,
+        }
     }
 }
 
-/// Parses an IPv6 frame; `None` for anything but TCP/UDP with ports.
+/// ICMPv6 echo request and reply types.
+const ICMP6_ECHO_REQUEST: u8 = 128;
+const ICMP6_ECHO_REPLY: u8 = 129;
+
+/// Parses an IPv6 frame; `None` for anything but TCP/UDP with ports and ICMPv6 echo.
 #[inline(always)]
 pub fn l4_flow6(ctx: &TcContext) -> Option<Flow6> {
     let eth = ptr_at::<EthHdr>(ctx, 0)?;
@@ -207,10 +216,20 @@ pub fn l4_flow6(ctx: &TcContext) -> Option<Flow6> {
     let ip = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, IP_OFF)?;
     // SAFETY: ptr_at checked the bounds.
     let (proto, saddr, daddr) = unsafe { ((*ip).next_hdr, (*ip).src_addr, (*ip).dst_addr) };
+    let l4_off = IP_OFF + IP6_LEN;
+    if proto == PROTO_ICMP6 {
+        let hdr = ptr_at::<[u8; 8]>(ctx, l4_off)?;
+        // SAFETY: ptr_at checked the bounds.
+        let h = unsafe { *hdr };
+        if h[0] != ICMP6_ECHO_REQUEST && h[0] != ICMP6_ECHO_REPLY {
+            return None;
+        }
+        let id = u16::from_ne_bytes([h[4], h[5]]);
+        return Some(Flow6 { proto, saddr, daddr, sport: id, dport: id, l4_off, tcp_flags: 0 });
+    }
     if proto != PROTO_TCP && proto != PROTO_UDP {
         return None;
     }
-    let l4_off = IP_OFF + IP6_LEN;
     let (sport, dport, tcp_flags) = ports_and_flags(ctx, proto, l4_off)?;
     Some(Flow6 { proto, saddr, daddr, sport, dport, l4_off, tcp_flags })
 }

@@ -123,8 +123,9 @@ fn direct_access(ctx: &TcContext, daddr: [u8; 4]) -> i32 {
 
 /// IPv6 from outside: a port published over IPv6 is DNATed to its
 /// sandbox's IPv6 address (the client's address kept) and redirected into
-/// it, as for IPv4; the next packets of the flow follow its entry; a
-/// packet for a sandbox that nothing accounts for is refused.
+/// it, as for IPv4; replies to egress get their sandbox destination back
+/// (NAT66); the next packets of a flow follow its entry; a packet for a
+/// sandbox that nothing accounts for is refused.
 #[inline(always)]
 fn ingress6(ctx: &TcContext) -> i32 {
     let Some(daddr) = parse::ipv6_daddr(ctx) else { return NEXT };
@@ -136,8 +137,9 @@ fn ingress6(ctx: &TcContext) -> i32 {
     }
     let fresh = if conntrack::opens6(&flow) { service::lookup6(&flow) } else { None };
     let tracked = if fresh.is_some() { None } else { conntrack::lookup6(&flow) };
-    let target = match tracked {
-        Some(e) if e.dir == CT_DIR_DNAT => e,
+    let (target, reason) = match tracked {
+        Some(e) if e.dir == CT_DIR_DNAT => (e, DropReason::NatPublished),
+        Some(e) if e.dir == CT_DIR_SNAT_REPLY => (e, DropReason::NatEgressReply),
         Some(_) => return NEXT,
         None => {
             let Some(b) = fresh.or_else(|| service::lookup6(&flow)) else {
@@ -149,7 +151,7 @@ fn ingress6(ctx: &TcContext) -> i32 {
             // SAFETY: the skb pointer is valid for this program run.
             let uplink = unsafe { (*ctx.skb.skb).ifindex };
             match conntrack::track_dnat6(&flow, b.addr, b.port, b.ifindex, b.mac, uplink) {
-                Ok(e) => e,
+                Ok(e) => (e, DropReason::NatPublished),
                 Err(_) => return verdict(ctx, DropReason::CtInsertFailed),
             }
         }
@@ -157,7 +159,7 @@ fn ingress6(ctx: &TcContext) -> i32 {
     if nat::rewrite6(ctx, &flow, End::Destination, target.addr, target.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
-    redirect::to_sandbox(ctx, target.ifindex, target.mac, DropReason::NatPublished, Direction::ToSandbox)
+    redirect::to_sandbox(ctx, target.ifindex, target.mac, reason, Direction::ToSandbox)
 }
 
 /// The same rule for IPv6: a packet from outside to a sandbox of a

@@ -7,23 +7,25 @@
 //! other networks, the host and the gateway goes on to the stack.
 //!
 //! IPv6: replies of ports published over IPv6 (`DP_CT6`) leave as from the
-//! host; isolation and ICC are judged as for IPv4 (`DP_SUBNETS6`).
+//! host; egress is masqueraded to the uplink's IPv6 address (NAT66,
+//! `DP_UPLINK6`) unless the network is routed; isolation and ICC are
+//! judged as for IPv4 (`DP_SUBNETS6`).
 //!
 //! Maps: `DP_ENDPOINTS`, `DP_LOCAL`, `DP_SUBNETS`, `DP_SUBNETS6`, `DP_HOST_IPS`, `DP_CONFIG`, `DP_CT`, `DP_CT6`,
 //! `DP_LB`, `DP_METRICS`.
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
-    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, Direction, DropReason,
+    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, CtEntry6, Direction, DropReason,
     NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, NET_FLAG_ROUTED, PROTO_ICMP, PROTO_TCP,
 };
 
 use crate::{
     conntrack, lb,
-    maps::{CONFIG, ENDPOINTS, HOST_IPS, LOCAL, REMOTE, SUBNETS},
+    maps::{CONFIG, ENDPOINTS, HOST_IPS, HOST_IPS6, LOCAL, REMOTE, SUBNETS, SUBNETS6, UPLINK6},
     nat::{self, End},
     overlay,
-    parse::{self, Flow},
+    parse::{self, Flow, Flow6},
     policy, redirect, service,
 };
 
@@ -33,16 +35,10 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         return v;
     }
     let flow = parse::l4_flow(ctx);
-    // IPv6: replies of ports published over IPv6 go back out as from the host.
     if flow.is_none()
         && let Some(f6) = parse::l4_flow6(ctx)
-        && let Some(ct) = conntrack::lookup6(&f6)
-        && ct.dir == CT_DIR_REPLY
     {
-        if nat::rewrite6(ctx, &f6, End::Source, ct.addr, ct.port).is_err() {
-            return verdict(ctx, DropReason::NatRewriteFailed);
-        }
-        return redirect::out_of(ctx, ct.ifindex, DropReason::NatReply, Direction::FromSandbox);
+        return ingress6(ctx, &f6);
     }
     // Tracked flows were allowed when they started (a reply may cross
     // networks: a published port reached through a host address).
@@ -219,6 +215,77 @@ fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
         Ok(ct) => send_out(ctx, flow, ct.addr, ct.port, ct.ifindex, DropReason::NatEgress),
         Err(_) => verdict(ctx, DropReason::NatPortExhausted),
     }
+}
+
+/// IPv6 from a sandbox: tracked flows first (replies of ports published
+/// over IPv6 leave as from the host, NAT66 egress keeps its port), then
+/// isolation, then new egress.
+#[inline(always)]
+fn ingress6(ctx: &TcContext, flow: &Flow6) -> i32 {
+    match conntrack::lookup6(flow) {
+        Some(ct) if ct.dir == CT_DIR_REPLY => return send_out6(ctx, flow, &ct, DropReason::NatReply),
+        Some(ct) if ct.dir == CT_DIR_SNAT => return send_out6(ctx, flow, &ct, DropReason::NatEgress),
+        Some(ct) if ct.dir == CT_DIR_ROUTED => return verdict(ctx, DropReason::Forwarded),
+        _ => {}
+    }
+    let reason = policy::check_isolation(ctx);
+    if !reason.is_pass() {
+        return verdict(ctx, reason);
+    }
+    egress6(ctx, flow)
+}
+
+/// A new IPv6 flow from a sandbox: masqueraded to the uplink's IPv6
+/// address (NAT66) when it leaves the host from a NATed network; a
+/// network with masquerade off is tracked so its answers come back in; a
+/// routed one goes on untouched.
+#[inline(always)]
+fn egress6(ctx: &TcContext, flow: &Flow6) -> i32 {
+    // Our networks and the host's own addresses stay on this host.
+    // SAFETY: map lookups return values valid for this program run.
+    if SUBNETS6.get(Key::new(128, flow.daddr)).is_some() || unsafe { HOST_IPS6.get(flow.daddr) }.is_some() {
+        return verdict(ctx, DropReason::Forwarded);
+    }
+    // The source network's IPv6 gateway mode (its own, gateway_mode_ipv6).
+    let Some(net) = SUBNETS6.get(Key::new(128, flow.saddr)) else {
+        return verdict(ctx, DropReason::Forwarded);
+    };
+    if net.flags & NET_FLAG_INTERNAL != 0 {
+        return verdict(ctx, DropReason::PolicyInternal);
+    }
+    // SAFETY: the skb pointer is valid for this program run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: map lookups return values valid for this program run.
+    let Some(ep) = (unsafe { ENDPOINTS.get(ifindex) }) else {
+        return verdict(ctx, DropReason::Forwarded);
+    };
+    if net.flags & NET_FLAG_NO_MASQUERADE != 0 {
+        if net.flags & NET_FLAG_ROUTED == 0 && conntrack::track_routed6(flow, ifindex, ep.mac).is_err() {
+            return verdict(ctx, DropReason::CtInsertFailed);
+        }
+        return verdict(ctx, DropReason::Forwarded);
+    }
+    let (Some(cfg), Some(nat_addr)) = (CONFIG.get(0), UPLINK6.get(0)) else {
+        return verdict(ctx, DropReason::Forwarded);
+    };
+    if cfg.uplink_ifindex == 0 || *nat_addr == [0; 16] {
+        return verdict(ctx, DropReason::Forwarded);
+    }
+    let range = (cfg.snat_port_min, cfg.snat_port_max);
+    match conntrack::track_snat6(flow, *nat_addr, range, cfg.uplink_ifindex, ifindex, ep.mac) {
+        Ok(ct) => send_out6(ctx, flow, &ct, DropReason::NatEgress),
+        Err(_) => verdict(ctx, DropReason::NatPortExhausted),
+    }
+}
+
+/// Rewrites an IPv6 source to the entry's address and port, and
+/// redirects out of its interface (neighbour lookup in the kernel).
+#[inline(always)]
+fn send_out6(ctx: &TcContext, flow: &Flow6, ct: &CtEntry6, reason: DropReason) -> i32 {
+    if nat::rewrite6(ctx, flow, End::Source, ct.addr, ct.port).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    redirect::out_of(ctx, ct.ifindex, reason, Direction::FromSandbox)
 }
 
 /// Rewrites the source and redirects out of `ifindex` (neighbour lookup in the kernel).

@@ -138,3 +138,34 @@ fn a_port_published_over_ipv6_keeps_the_client_and_replies_leave_from_the_host()
     let elsewhere = v6("2001:db8::2");
     assert_eq!(f.uplink(&l4_frame6(TCP, (client, 40002), (elsewhere, 8080), SYN, b"")).0, NEXT);
 }
+
+#[test]
+fn ipv6_egress_is_masqueraded_to_the_uplinks_address_and_replies_come_back() {
+    let f = fixture("nat-egress6");
+    let (uplink6, remote, sb) = (v6("2001:db8::1"), v6("2001:db8:99::53"), v6("fd00:1::2"));
+    f.network6(1, "fd00:1::/64", 0);
+    f.endpoint(LO, 1, [10, 1, 0, 2], 0);
+    f.uplink_config(HOST);
+    f.dp.config.set_uplink6(Some(uplink6.into())).expect("uplink6");
+    // Out: the source becomes the uplink's address, the port kept.
+    let (v, out) = f.veth(&l4_frame6(TCP, (sb, 40000), (remote, 443), SYN, b""));
+    assert_eq!((v, parse6(&out)), (REDIRECT, (uplink6, remote, 40000, 443, true)));
+    assert_eq!(f.count(DropReason::NatEgress), 1);
+    // Back: to the sandbox.
+    let (v, back) = f.uplink(&l4_frame6(TCP, (remote, 443), (uplink6, 40000), SYN | ACK, b""));
+    assert_eq!((v, parse6(&back)), (REDIRECT, (remote, sb, 443, 40000, true)));
+    assert_eq!(f.count(DropReason::NatEgressReply), 1);
+    // Another sandbox on the same source port gets another port.
+    let other = v6("fd00:1::3");
+    let (_, out2) = f.veth(&l4_frame6(TCP, (other, 40000), (remote, 443), SYN, b""));
+    let (src, _, sport, _, ok) = parse6(&out2);
+    assert!(src == uplink6 && sport != 40000 && sport >= 61000 && ok, "{sport}");
+    // A routed network (gateway_mode_ipv6=routed) leaves as it is.
+    f.network6(
+        1,
+        "fd00:1::/64",
+        dataplane_common::NET_FLAG_ROUTED | dataplane_common::NET_FLAG_NO_MASQUERADE,
+    );
+    let (v, out3) = f.veth(&l4_frame6(UDP, (sb, 5000), (remote, 53), 0, b"q"));
+    assert_eq!((v, parse6(&out3).0), (NEXT, sb));
+}

@@ -66,6 +66,14 @@ impl PeerEcho {
     pub fn start(ns: &Netns, proto: &str, port: u16) -> Self {
         let server = match proto {
             "udp" => udp_echo_command(port, "peer={addr}/{port}"),
+            "tcp6" => [
+                "socat",
+                &format!("TCP6-LISTEN:{port},fork,reuseaddr"),
+                "SYSTEM:echo peer=$SOCAT_PEERADDR/$SOCAT_PEERPORT",
+            ]
+            .iter()
+            .map(|s| s.to_string())
+            .collect(),
             _ => [
                 "socat",
                 &format!("TCP-LISTEN:{port},fork,reuseaddr"),

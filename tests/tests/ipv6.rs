@@ -2,7 +2,7 @@
 //! IPv6 between sandboxes, isolation and ICC judged over IPv6 in BPF,
 //! restart, and bad input refused without leftovers.
 
-use dataplane_tests::{Host, text};
+use dataplane_tests::{Host, PeerEcho, text};
 
 /// `name`'s IPv6 address on `network`, as inspect shows it.
 fn ip6_of(h: &Host, name: &str, network: &str) -> String {
@@ -343,6 +343,49 @@ fn published_ports_answer_over_ipv6_with_the_client_address_kept() {
     h.dp_ok(&["rm", "-f", "web"]);
     let gone = text(&ext.run(&["socat", "-T", "2", "-", "TCP6:[fd00:ffff::1]:8080,connect-timeout=2"]));
     assert!(!gone.contains(CLIENT6), "a removed sandbox still answered: {gone}");
+}
+
+/// Egress over IPv6: from a NATed network the outside sees the host's
+/// address (NAT66, the port kept when free); from a routed one, the
+/// sandbox's own; ping6 goes out too.
+#[test]
+fn egress_over_ipv6_is_masqueraded_to_the_hosts_address_unless_routed() {
+    let (h, ext) = Host::with_external("v6out");
+    h.run(&["ip", "addr", "add", "fd00:ffff::1/64", "dev", "up0", "nodad"]);
+    ext.run(&["ip", "addr", "add", "fd00:ffff::2/64", "dev", "ext0", "nodad"]);
+    let _echo = PeerEcho::start(&ext, "tcp6", 9000);
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:6a::/64", "natted6"]);
+    let routed = "com.docker.network.bridge.gateway_mode_ipv6=routed";
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:6b::/64", "-o", routed, "routed6"]);
+    ext.run(&["ip", "route", "add", "fd00:6b::/64", "via", "fd00:ffff::1"]);
+    h.dp_ok(&["run", "-d", "--name", "n", "--network", "natted6", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "r", "--network", "routed6", "sleep", "300"]);
+    let fetch = |who: &str| {
+        let mut said = String::new();
+        for _ in 0..30 {
+            said =
+                text(&h.exec(who, &["socat", "-T", "2", "-", "TCP6:[fd00:ffff::2]:9000,connect-timeout=2"]));
+            if said.contains("peer=") {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        said
+    };
+    let natted = fetch("n");
+    assert!(
+        natted.contains("peer=[fd00:ffff:0000:0000:0000:0000:0000:0001]"),
+        "NAT66 to the host's address: {natted}"
+    );
+    assert!(h.drops("NAT_EGRESS") > 0, "counted as egress NAT");
+    let ct = h.dp_ok(&["ct", "list", "--format", "json"]);
+    assert!(ct.contains("snat to [fd00:ffff::1]"), "{ct}");
+    let direct = fetch("r");
+    assert!(
+        direct.contains("peer=[fd00:006b:0000:0000:0000:0000:0000:0002]"),
+        "routed: the sandbox's own address: {direct}"
+    );
+    assert!((0..5).any(|_| ping6(&h, "n", "fd00:ffff::2")), "ping6 through NAT66");
 }
 
 #[test]

@@ -401,6 +401,8 @@ impl Engine {
                     .map(|ip| (ip, idx)),
             );
         }
+        // NAT66 masquerades to the uplink's first global IPv6 address.
+        self.dp.config.set_uplink6(ips6.first().map(|(ip, _)| *ip))?;
         for n in state.networks.iter().filter(|n| n.is_bridge()) {
             if let Some(dev) = &n.device
                 && let Some(idx) = self.host.link_index(dev).await?
