@@ -73,6 +73,12 @@ pub struct DaemonArgs {
     /// This host's underlay address, as other hosts reach it (with --cluster-store).
     #[arg(long, value_name = "IP", requires = "cluster_store")]
     pub cluster_advertise: Option<std::net::IpAddr>,
+    /// IPv6 on the default `bridge` network too (dual stack, as `network create --ipv6`).
+    #[arg(long)]
+    pub ipv6: bool,
+    /// The default bridge's IPv6 subnet (default: a /64 of the host's ULA prefix).
+    #[arg(long, value_name = "CIDR", requires = "ipv6")]
+    pub fixed_cidr_v6: Option<String>,
 }
 
 /// The daemon's command line, checked: logging set up, sizes parsed, paths found; then [`run`].
@@ -106,8 +112,21 @@ pub async fn main(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<()> {
         (Some(store), Some(ip)) => Some((crate::cluster::parse_store(store)?, ip)),
         _ => None,
     };
-    run(Options { paths, uplink: a.uplink, ct_timeouts, resolv_conf: a.resolv_conf, logs, min_free, cluster })
-        .await
+    let default_bridge6 = a.ipv6.then(|| crate::domain::ipam6::Ipam6Request {
+        subnet: a.fixed_cidr_v6.clone(),
+        ..Default::default()
+    });
+    run(Options {
+        paths,
+        uplink: a.uplink,
+        ct_timeouts,
+        resolv_conf: a.resolv_conf,
+        logs,
+        min_free,
+        cluster,
+        default_bridge6,
+    })
+    .await
 }
 
 pub struct Options {
@@ -122,6 +141,8 @@ pub struct Options {
     pub min_free: u64,
     /// The cluster store's endpoints and this host's underlay address.
     pub cluster: Option<(Vec<String>, std::net::IpAddr)>,
+    /// The default bridge's IPv6 config (`--ipv6 [--fixed-cidr-v6]`); None: IPv4 only.
+    pub default_bridge6: Option<crate::domain::ipam6::Ipam6Request>,
 }
 
 /// Each published port holds a socket (the port's reservation): the soft
@@ -175,8 +196,12 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let settings =
-        crate::engine::Settings { host_resolv_conf: opts.resolv_conf, log_defaults: opts.logs, cluster };
+    let settings = crate::engine::Settings {
+        host_resolv_conf: opts.resolv_conf,
+        log_defaults: opts.logs,
+        cluster,
+        default_bridge6: opts.default_bridge6,
+    };
     let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp, settings);
     engine.ensure_predefined().await.context("creating predefined networks")?;
     engine.reconcile().await.context("reconciling the kernel to the store")?;

@@ -388,6 +388,62 @@ fn egress_over_ipv6_is_masqueraded_to_the_hosts_address_unless_routed() {
     assert!((0..5).any(|_| ping6(&h, "n", "fd00:ffff::2")), "ping6 through NAT66");
 }
 
+/// `daemon --ipv6 --fixed-cidr-v6 CIDR`: the default bridge is dual-stack;
+/// started without `--ipv6` it is IPv4-only again; `--ipv6` alone takes a
+/// /64 of the host's ULA prefix.
+#[test]
+fn the_default_bridge_gets_ipv6_from_the_daemons_flags() {
+    let (mut h, _ext) = Host::with_external_args("v6def", &["--ipv6", "--fixed-cidr-v6", "fd00:dd::/64"]);
+    let bridge = network(&h, "bridge");
+    assert_eq!(bridge["EnableIPv6"], true, "{bridge}");
+    assert_eq!(config6(&bridge)["Subnet"], "fd00:dd::/64");
+    h.dp_ok(&["run", "-d", "--name", "d", "sleep", "300"]);
+    assert_eq!(ip6_of(&h, "d", "bridge"), "fd00:dd::2");
+    assert!(ping6(&h, "d", "fd00:dd::1"), "the default bridge's IPv6 gateway");
+    let dp0 = text(&h.run(&["ip", "-6", "addr", "show", "dp0"]));
+    assert!(dp0.contains("fd00:dd::1/64"), "{dp0}");
+    // Without --ipv6 (and no sandbox on it), IPv4 only again, gateway gone.
+    h.dp_ok(&["rm", "-f", "d"]);
+    h.kill_daemon();
+    h.daemon_args.clear();
+    h.start();
+    assert_eq!(network(&h, "bridge")["EnableIPv6"], false);
+    let dp0 = text(&h.run(&["ip", "-6", "addr", "show", "dp0"]));
+    assert!(!dp0.contains("fd00:dd::1"), "{dp0}");
+    h.dp_ok(&["run", "-d", "--name", "e", "sleep", "300"]);
+    assert_eq!(ip6_of(&h, "e", "bridge"), "");
+    h.dp_ok(&["rm", "-f", "e"]);
+    // --ipv6 alone: a ULA /64.
+    h.kill_daemon();
+    h.daemon_args = vec!["--ipv6".into()];
+    h.start();
+    let auto = config6(&network(&h, "bridge"));
+    assert!(auto["Subnet"].as_str().is_some_and(|s| s.starts_with("fd") && s.ends_with("::/64")), "{auto}");
+    // A bad --fixed-cidr-v6 stops the daemon with the reason.
+    h.kill_daemon();
+    let net = format!("--net={}", h.ns.path());
+    let o = dataplane_tests::sh(&[
+        "nsenter",
+        &net,
+        &dataplane_tests::bin(),
+        "--socket",
+        "/nonexistent/x.sock",
+        "daemon",
+        "--state-dir",
+        &h.state_dir().display().to_string(),
+        "--bpffs",
+        &h.bpffs.display().to_string(),
+        "--docker-plugin-dir",
+        "",
+        "--ipv6",
+        "--fixed-cidr-v6",
+        "fd00:de::1/64",
+    ]);
+    assert!(!o.status.success() && text(&o).contains("host bits"), "{}", text(&o));
+    let o = dataplane_tests::sh(&[&dataplane_tests::bin(), "daemon", "--fixed-cidr-v6", "fd00:de::/64"]);
+    assert!(!o.status.success() && text(&o).contains("--ipv6"), "{}", text(&o));
+}
+
 #[test]
 fn bad_ipv6_input_is_refused_and_leaves_nothing_behind() {
     let (h, _ext) = Host::with_external("v6bad");

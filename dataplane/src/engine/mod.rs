@@ -144,6 +144,8 @@ pub struct Engine {
     /// Set when the daemon begins to stop: long streams (monitor) end cleanly.
     stopping: watch::Sender<bool>,
     cluster: Option<crate::cluster::Cluster>,
+    /// The default bridge's IPv6 config asked for at start (None: IPv4 only).
+    default_bridge6: Option<crate::domain::ipam6::Ipam6Request>,
 }
 
 fn now() -> String {
@@ -158,6 +160,8 @@ pub struct Settings {
     pub log_defaults: crate::sys::logs::LogLimits,
     /// This host's membership of a cluster (`--cluster-store`), if any.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// The default bridge's IPv6 config (`daemon --ipv6 [--fixed-cidr-v6]`).
+    pub default_bridge6: Option<crate::domain::ipam6::Ipam6Request>,
 }
 
 impl Engine {
@@ -169,7 +173,7 @@ impl Engine {
         dp: Datapath,
         settings: Settings,
     ) -> Arc<Self> {
-        let Settings { host_resolv_conf, log_defaults, cluster } = settings;
+        let Settings { host_resolv_conf, log_defaults, cluster, default_bridge6 } = settings;
         let dns = crate::dns::Dns::new(store.view(), host_resolv_conf.clone());
         Arc::new(Engine {
             paths,
@@ -185,6 +189,7 @@ impl Engine {
             monitor: crate::datapath::events::Monitor::new(),
             log_defaults,
             cluster,
+            default_bridge6,
             stopping: watch::channel(false).0,
         })
     }

@@ -269,13 +269,93 @@ impl Engine {
                 gateway: Some("172.17.0.1".into()),
                 ..Default::default()
             };
+            req.ipv6 = self.default_bridge6.is_some();
+            req.ipam6 = self.default_bridge6.clone().unwrap_or_default();
             self.create_network_inner(req, true).await?;
+        } else {
+            self.sync_default_bridge6().await?;
         }
         for (name, driver) in [("host", "host"), ("none", "null")] {
             if state.network(name).is_none() {
                 self.create_network_inner(NetworkCreate::new(name, driver, BTreeMap::new())?, true).await?;
             }
         }
+        Ok(())
+    }
+
+    /// Gives the default bridge the IPv6 config the daemon was started
+    /// with (`--ipv6 [--fixed-cidr-v6]`), or takes it away: planned as for
+    /// `network create --ipv6`, applied to the bridge device, the datapath
+    /// and the record. Refused while sandboxes are on the bridge (their
+    /// addresses would not match the network's): it then keeps its config,
+    /// with a warning, until they are gone.
+    async fn sync_default_bridge6(&self) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let state = self.store.state()?;
+        let Some(net) = state.networks.iter().find(|n| n.predefined && n.name == "bridge").cloned() else {
+            return Ok(());
+        };
+        let wanted = self.default_bridge6.clone();
+        let same = match (&wanted, &net.ipam6) {
+            (None, None) => true,
+            // --ipv6 without --fixed-cidr-v6 keeps whatever subnet it had.
+            (Some(req), Some(cur)) => req.subnet.as_deref().is_none_or(|s| s == cur.subnet.to_string()),
+            _ => false,
+        };
+        if same {
+            return Ok(());
+        }
+        if state.endpoints_of_network(&net.id).next().is_some() {
+            tracing::warn!(
+                ipv6 = ?net.ipam6.as_ref().map(|i| i.subnet),
+                "the default bridge keeps its IPv6 config while sandboxes are on it; remove them and restart to change it"
+            );
+            return Ok(());
+        }
+        let planned = match &wanted {
+            Some(req) => {
+                let others = State {
+                    networks: state.networks.iter().filter(|n| n.id != net.id).cloned().collect(),
+                    ..Default::default()
+                };
+                let create = NetworkCreate {
+                    ipv6: true,
+                    ipam6: req.clone(),
+                    ..NetworkCreate::new("bridge", "bridge", BTreeMap::new())?
+                };
+                let cx = NetworkContext {
+                    predefined: true,
+                    host_claims6: self.host.ipv6_claims().await?,
+                    ula: Some(self.store.host_ula()?),
+                    ..Default::default()
+                };
+                plan_network6(&others, &create, &cx)?
+            }
+            None => None,
+        };
+        let updated = Network { ipam6: planned.clone(), ..net.clone() };
+        if let (Some(old), Some(dev)) = (&net.ipam6, &net.device) {
+            if let Some(idx) = self.host.link_index(dev).await? {
+                self.host.delete_address(idx, old.gateway.into(), old.subnet.prefix()).await?;
+            }
+            self.dp.endpoints.remove_subnet6(old.subnet)?;
+        }
+        let tx = self.store.begin()?;
+        tx.put_network(&updated)?;
+        self.store.commit(tx)?;
+        if updated.ipam6.is_some() {
+            enable_ipv6_forwarding()?;
+            drivers::create_network(&self.host, &updated).await?;
+            if let Some(i6) = &updated.ipam6 {
+                self.dp.endpoints.set_subnet6(
+                    i6.subnet,
+                    updated.num,
+                    i6.gateway,
+                    updated.datapath_flags6(),
+                )?;
+            }
+        }
+        tracing::info!(ipv6 = ?planned.map(|i| i.subnet), "default bridge IPv6 config changed");
         Ok(())
     }
 

@@ -228,6 +228,23 @@ impl Netlink {
         }
     }
 
+    /// Removes `ip/prefix` from link `index`; an address not there is fine.
+    pub async fn delete_address(&self, index: u32, ip: std::net::IpAddr, prefix: u8) -> Result<()> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        for m in self.address_messages(index).await? {
+            let holds = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(a) if *a == ip));
+            if holds && m.header.prefix_len == prefix {
+                self.handle
+                    .address()
+                    .del(m)
+                    .execute()
+                    .await
+                    .map_err(nl("delete address", format!("{ip}/{prefix}")))?;
+            }
+        }
+        Ok(())
+    }
+
     /// Adds `ip/prefix` to a link; an existing identical address is fine.
     pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
         match self.handle.address().add(index, ip.into(), prefix).execute().await {
@@ -431,19 +448,27 @@ impl Netlink {
             .collect())
     }
 
-    /// Addresses of both families on link `index` (IPv4 local, IPv6 address).
-    async fn addresses(&self, index: u32) -> Result<Vec<std::net::IpAddr>> {
-        use rtnetlink::packet_route::address::AddressAttribute;
-        let msgs: Vec<_> = self
-            .handle
+    /// The address messages of link `index`.
+    async fn address_messages(
+        &self,
+        index: u32,
+    ) -> Result<Vec<rtnetlink::packet_route::address::AddressMessage>> {
+        self.handle
             .address()
             .get()
             .set_link_index_filter(index)
             .execute()
             .try_collect()
             .await
-            .map_err(nl("list addresses", index))?;
-        Ok(msgs
+            .map_err(nl("list addresses", index))
+    }
+
+    /// Addresses of both families on link `index` (IPv4 local, IPv6 address).
+    async fn addresses(&self, index: u32) -> Result<Vec<std::net::IpAddr>> {
+        use rtnetlink::packet_route::address::AddressAttribute;
+        Ok(self
+            .address_messages(index)
+            .await?
             .iter()
             .flat_map(|m| m.attributes.iter())
             .filter_map(|a| match a {
