@@ -330,6 +330,10 @@ fn published_ports_answer_over_ipv6_with_the_client_address_kept() {
     assert!(ask(&["-", "TCP4:192.0.2.1:8082,connect-timeout=2"]).contains(CLIENT4));
     let v6_only4 = text(&ext.run(&["socat", "-T", "2", "-", "TCP6:[fd00:ffff::1]:8082,connect-timeout=2"]));
     assert!(!v6_only4.contains(CLIENT6), "-p 0.0.0.0:… answered over IPv6: {v6_only4}");
+    // `port` lists both, as Docker 27 does.
+    let ports = h.dp_ok(&["port", "web"]);
+    assert!(ports.contains("7000/tcp -> 0.0.0.0:8080") && ports.contains("7000/tcp -> [::]:8080"), "{ports}");
+    assert!(!ports.contains("[::]:8082"), "-p 0.0.0.0:8082 is IPv4-only: {ports}");
     // The flows were counted as published-port NAT, and `ct list` shows them.
     assert!(h.drops("NAT_PUBLISHED") > 0);
     let ct = h.dp_ok(&["ct", "list", "--format", "json"]);

@@ -338,14 +338,20 @@ fn published_ports(state: &State, sb: &Sandbox) -> serde_json::Value {
     for e in &sb.expose {
         ports.insert(e.to_string(), serde_json::Value::Null);
     }
-    let live = state.publishing_endpoint(&sb.id).is_some();
-    for b in sb.bindings.iter().filter(|_| live) {
+    let publishing = state.publishing_endpoint(&sb.id);
+    let dual = publishing.is_some_and(|ep| ep.ip6.is_some() && ep.host_ifname.is_some());
+    for b in sb.bindings.iter().filter(|_| publishing.is_some()) {
         let key = format!("{}/{}", b.container_port, b.proto);
-        let entry = serde_json::json!({"HostIp": b.host_ip_text(), "HostPort": b.host_port.to_string()});
+        let mut entries =
+            vec![serde_json::json!({"HostIp": b.host_ip_text(), "HostPort": b.host_port.to_string()})];
+        // Published on `::` too (Docker 27 lists it as a second binding).
+        if dual && b.ipv6_wildcard() {
+            entries.push(serde_json::json!({"HostIp": "::", "HostPort": b.host_port.to_string()}));
+        }
         match ports.get_mut(&key) {
-            Some(serde_json::Value::Array(list)) => list.push(entry),
+            Some(serde_json::Value::Array(list)) => list.extend(entries),
             _ => {
-                ports.insert(key, serde_json::Value::Array(vec![entry]));
+                ports.insert(key, serde_json::Value::Array(entries));
             }
         }
     }

@@ -224,6 +224,12 @@ pub struct PortBinding {
 }
 
 impl PortBinding {
+    /// Published on every IPv6 address (`::`) as well: no host address
+    /// was named (the publishing endpoint must have IPv6 for it to answer).
+    pub fn ipv6_wildcard(&self) -> bool {
+        self.host_ip.is_unspecified() && !self.v4_only && !self.v6_loopback
+    }
+
     /// The host address as the user wrote it.
     pub fn host_ip_text(&self) -> String {
         if self.v6_loopback { "::1".to_string() } else { self.host_ip.to_string() }

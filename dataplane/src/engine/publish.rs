@@ -481,7 +481,7 @@ fn service_key(b: &PortBinding) -> Result<ServiceKey> {
 /// The IPv6 services-map key of a binding published on every address
 /// (`::`), if it is published over IPv6 at all.
 fn service_key6(b: &PortBinding) -> Option<ServiceKey6> {
-    if !b.host_ip.is_unspecified() || b.v4_only || b.v6_loopback {
+    if !b.ipv6_wildcard() {
         return None;
     }
     Some(ServiceKey6 {
