@@ -2,8 +2,10 @@
 //! one LRU entry per direction, inserted both or neither.
 
 use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
+use aya_ebpf::macros::map;
+use aya_ebpf::maps::PerCpuArray;
 use dataplane_common::{
-    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_FLAG_SEEN, CT_STATE_CLOSE,
+    Backend, Backend6, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_FLAG_SEEN, CT_STATE_CLOSE,
     CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_NONE, CT_STATE_SYN, CtEntry, CtEntry6, CtKey, CtKey6, PROTO_TCP,
 };
 
@@ -285,6 +287,23 @@ pub fn track_snat(
 }
 
 // ----- IPv6 -----------------------------------------------------------------
+//
+// IPv6 tuples and entries are large (40 and 48 bytes): built on the stack,
+// a flow's two keys and two entries (and the compiler's copies of them)
+// took most of the 512 bytes BPF allows a call chain. They are built in a
+// per-CPU scratch cell instead and inserted from there.
+
+/// Where a new IPv6 flow's keys and entries are put together.
+#[repr(C)]
+pub struct Scratch6 {
+    fwd_key: CtKey6,
+    rev_key: CtKey6,
+    fwd: CtEntry6,
+    back: CtEntry6,
+}
+
+#[map]
+static CT6_SCRATCH: PerCpuArray<Scratch6> = PerCpuArray::with_max_entries(1, 0);
 
 /// The key of an IPv6 packet's own direction.
 #[inline(always)]
@@ -306,19 +325,67 @@ pub fn tracked6(flow: &Flow6) -> bool {
 }
 
 /// The IPv6 entry for this packet (any direction), refreshed and, for
-/// TCP, moved along the state machine, as [`lookup`].
+/// TCP, moved along the state machine, as [`lookup`]. The entry itself (in
+/// the map, valid for this program run), not a copy.
 #[inline(always)]
-pub fn lookup6(flow: &Flow6) -> Option<CtEntry6> {
+pub fn lookup6(flow: &Flow6) -> Option<&'static CtEntry6> {
     let e = CT6.get_ptr_mut(key6(flow))?;
-    // SAFETY: pointer into the map value, valid for this program run.
-    unsafe { (*e).touch(flow.proto, flow.tcp_flags) };
-    // SAFETY: as above.
-    Some(unsafe { *e })
+    // SAFETY: pointer into the map value, valid for this program run; the
+    // program only reads it after this update.
+    unsafe {
+        (*e).touch(flow.proto, flow.tcp_flags);
+        Some(&*e)
+    }
+}
+
+/// The scratch cell with the flow's own key and both entries started:
+/// the reply entry (`back`: `dir`, target, where replies go) and the
+/// forward one (`fwd`: `fwd_dir`, target, where the flow goes), both in
+/// the flow's initial state, the forward one marked SEEN.
+#[inline(always)]
+fn begin6(
+    flow: &Flow6,
+    back: (u32, [u8; 16], u16, u32, [u8; 6]),
+    fwd: (u32, [u8; 16], u16, u32, [u8; 6]),
+) -> Option<&'static mut Scratch6> {
+    let s = CT6_SCRATCH.get_ptr_mut(0)?;
+    let now = unsafe { bpf_ktime_get_ns() };
+    let state = if flow.proto == PROTO_TCP { next_state(CT_STATE_NONE, flow.tcp_flags) } else { CT_STATE_NONE };
+    // SAFETY: this CPU's cell, used by this program run only.
+    let s = unsafe { &mut *s };
+    s.fwd_key = key6(flow);
+    fill6(&mut s.back, back, now, state);
+    fill6(&mut s.fwd, fwd, now, state);
+    s.fwd.flags = CT_FLAG_SEEN;
+    Some(s)
 }
 
 #[inline(always)]
-fn entry6(dir: u32, addr: [u8; 16], port: u16, ifindex: u32, mac: [u8; 6], now: u64, state: u16) -> CtEntry6 {
-    CtEntry6 { dir, state, flags: 0, addr, port, mac, ifindex, _pad: 0, last_seen: now }
+fn fill6(e: &mut CtEntry6, (dir, addr, port, ifindex, mac): (u32, [u8; 16], u16, u32, [u8; 6]), now: u64, state: u16) {
+    e.dir = dir;
+    e.state = state;
+    e.flags = 0;
+    e.addr = addr;
+    e.port = port;
+    e.mac = mac;
+    e.ifindex = ifindex;
+    e._pad = 0;
+    e.last_seen = now;
+}
+
+/// Inserts the scratch cell's reply entry at `rev_key` (with `flags`),
+/// then the forward one; both or neither. Returns the forward entry.
+#[inline(always)]
+// By reference on purpose: by value, the map helpers' arguments are
+// copied to the stack, which the scratch cell is there to spare.
+#[allow(clippy::needless_borrows_for_generic_args)]
+fn commit6(s: &'static mut Scratch6, flags: u64) -> Result<&'static CtEntry6, i32> {
+    CT6.insert(&s.rev_key, &s.back, flags)?;
+    if let Err(e) = CT6.insert(&s.fwd_key, &s.fwd, 0) {
+        let _ = CT6.remove(&s.rev_key);
+        return Err(e);
+    }
+    Ok(&s.fwd)
 }
 
 /// Tracks a new IPv6 DNAT flow to `(addr, port)` behind veth `ifindex`
@@ -332,46 +399,53 @@ pub fn track_dnat6(
     ifindex: u32,
     mac: [u8; 6],
     reply_ifindex: u32,
-) -> Result<CtEntry6, i32> {
-    let now = unsafe { bpf_ktime_get_ns() };
-    let state = initial_state6(flow);
-    let reverse = CtKey6::between(flow.proto, (addr, port), (flow.saddr, flow.sport));
-    CT6.insert(reverse, entry6(CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, [0; 6], now, state), 0)?;
-    insert_forward6(flow, entry6(CT_DIR_DNAT, addr, port, ifindex, mac, now, state), reverse)
+) -> Result<&'static CtEntry6, i32> {
+    let back = (CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, [0; 6]);
+    let s = begin6(flow, back, (CT_DIR_DNAT, addr, port, ifindex, mac)).ok_or(-1)?;
+    s.rev_key = CtKey6::between(flow.proto, (addr, port), (flow.saddr, flow.sport));
+    commit6(s, 0)
 }
 
-/// The initial state of a new IPv6 entry.
+/// Tracks an IPv6 hairpin flow, as [`track_hairpin`]: a sandbox (veth
+/// `client_ifindex`, MAC `client_mac`) reaching a port published over IPv6
+/// by sandbox `b` here; to itself, its source becomes `gateway`.
 #[inline(always)]
-fn initial_state6(flow: &Flow6) -> u16 {
-    if flow.proto == PROTO_TCP { next_state(CT_STATE_NONE, flow.tcp_flags) } else { CT_STATE_NONE }
-}
-
-/// Second half of tracking an IPv6 flow, as [`insert_forward`].
-#[inline(always)]
-fn insert_forward6(flow: &Flow6, mut fwd: CtEntry6, reverse: CtKey6) -> Result<CtEntry6, i32> {
-    fwd.flags |= CT_FLAG_SEEN;
-    if let Err(e) = CT6.insert(key6(flow), fwd, 0) {
-        let _ = CT6.remove(reverse);
-        return Err(e);
-    }
-    Ok(fwd)
+pub fn track_hairpin6(
+    flow: &Flow6,
+    b: &Backend6,
+    client_ifindex: u32,
+    client_mac: [u8; 6],
+    gateway: Option<[u8; 16]>,
+) -> Result<&'static CtEntry6, i32> {
+    let back = (CT_DIR_REPLY, flow.daddr, flow.dport, client_ifindex, client_mac);
+    let s = begin6(flow, back, (CT_DIR_DNAT, b.addr, b.port, b.ifindex, b.mac)).ok_or(-1)?;
+    let reply_to = match gateway {
+        Some(gw) => {
+            s.back.flags = CT_FLAG_HAIRPIN_SELF;
+            s.fwd.flags |= CT_FLAG_HAIRPIN_SELF;
+            gw
+        }
+        None => flow.saddr,
+    };
+    s.rev_key = CtKey6::between(flow.proto, (b.addr, b.port), (reply_to, flow.sport));
+    commit6(s, 0)
 }
 
 /// Tracks a sandbox's own IPv6 flow that leaves without NAT, as
 /// [`track_routed`]. Both entries or neither.
 #[inline(always)]
 pub fn track_routed6(flow: &Flow6, veth_ifindex: u32, mac: [u8; 6]) -> Result<(), i32> {
-    let now = unsafe { bpf_ktime_get_ns() };
-    let state = initial_state6(flow);
-    let reverse = CtKey6::between(flow.proto, (flow.daddr, flow.dport), (flow.saddr, flow.sport));
-    CT6.insert(reverse, entry6(CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac, now, state), 0)?;
-    insert_forward6(flow, entry6(CT_DIR_ROUTED, flow.saddr, flow.sport, 0, [0; 6], now, state), reverse).map(|_| ())
+    let back = (CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac);
+    let s = begin6(flow, back, (CT_DIR_ROUTED, flow.saddr, flow.sport, 0, [0; 6])).ok_or(-1)?;
+    s.rev_key = CtKey6::between(flow.proto, (flow.daddr, flow.dport), (flow.saddr, flow.sport));
+    commit6(s, 0).map(|_| ())
 }
 
 /// Tracks a new IPv6 egress flow masqueraded to `nat_addr` (NAT66), as
 /// [`track_snat`]: the sandbox's own port when free, else random ones in
 /// `[min, max]`. Returns the SNAT entry.
 #[inline(always)]
+#[allow(clippy::needless_borrows_for_generic_args)] // see commit6
 pub fn track_snat6(
     flow: &Flow6,
     nat_addr: [u8; 16],
@@ -379,10 +453,9 @@ pub fn track_snat6(
     uplink: u32,
     veth_ifindex: u32,
     mac: [u8; 6],
-) -> Result<CtEntry6, i32> {
-    let now = unsafe { bpf_ktime_get_ns() };
-    let state = initial_state6(flow);
-    let back = entry6(CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac, now, state);
+) -> Result<&'static CtEntry6, i32> {
+    let back = (CT_DIR_SNAT_REPLY, flow.saddr, flow.sport, veth_ifindex, mac);
+    let s = begin6(flow, back, (CT_DIR_SNAT, nat_addr, flow.sport, uplink, [0; 6])).ok_or(-1)?;
     let span = (range.1 as u32).saturating_sub(range.0 as u32) + 1;
     let mut port = flow.sport;
     for i in 0..SNAT_TRIES {
@@ -392,10 +465,14 @@ pub fn track_snat6(
         }
         // ICMPv6 echo replies carry the identifier in both "port" fields.
         let from_port = if flow.proto == dataplane_common::PROTO_ICMP6 { port } else { flow.dport };
-        let reverse = CtKey6::between(flow.proto, (flow.daddr, from_port), (nat_addr, port));
-        if CT6.insert(reverse, back, BPF_NOEXIST).is_ok() {
-            let fwd = entry6(CT_DIR_SNAT, nat_addr, port, uplink, [0; 6], now, state);
-            return insert_forward6(flow, fwd, reverse);
+        s.rev_key = CtKey6::between(flow.proto, (flow.daddr, from_port), (nat_addr, port));
+        if CT6.insert(&s.rev_key, &s.back, BPF_NOEXIST).is_ok() {
+            s.fwd.port = port;
+            if let Err(e) = CT6.insert(&s.fwd_key, &s.fwd, 0) {
+                let _ = CT6.remove(&s.rev_key);
+                return Err(e);
+            }
+            return Ok(&s.fwd);
         }
     }
     Err(-1)

@@ -15,7 +15,9 @@ use crate::{
 const SECOND_NS: u64 = 1_000_000_000;
 
 /// Reports a dropped packet, if a monitor listens and the budget allows.
-#[inline(always)]
+/// A function of its own (a BPF-to-BPF call, made on drops only): inlined
+/// into every verdict, its event and parsed tuple took stack everywhere.
+#[inline(never)]
 pub fn dropped(ctx: &TcContext, reason: DropReason, dir: Direction) {
     match MONITOR.get(0) {
         Some(on) if *on != 0 => {}

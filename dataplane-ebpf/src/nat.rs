@@ -49,26 +49,33 @@ pub fn rewrite(ctx: &TcContext, flow: &Flow, end: End, addr: [u8; 4], port: u16)
 /// no IP checksum, and the transport checksum's pseudo-header change
 /// applied a 32-bit word at a time.
 #[inline(always)]
-pub fn rewrite6(ctx: &TcContext, flow: &Flow6, end: End, addr: [u8; 16], port: u16) -> Result<(), i64> {
+pub fn rewrite6(ctx: &TcContext, flow: &Flow6, end: End, addr: &[u8; 16], port: u16) -> Result<(), i64> {
+    // Addresses by reference, read a word at a time: as sixteen-byte
+    // values the compiler kept each byte in a register of its own, spilled
+    // to 128 bytes of stack.
     let (old_addr, old_port, addr_off, port_off) = match end {
-        End::Source => (flow.saddr, flow.sport, IP6_SRC_OFF, flow.l4_off),
-        End::Destination => (flow.daddr, flow.dport, IP6_DST_OFF, flow.l4_off + 2),
+        End::Source => (&flow.saddr, flow.sport, IP6_SRC_OFF, flow.l4_off),
+        End::Destination => (&flow.daddr, flow.dport, IP6_DST_OFF, flow.l4_off + 2),
     };
     // ICMPv6 echo: the "port" is the identifier (its checksum does cover
     // the pseudo-header, unlike ICMP's).
     let port_off = if flow.proto == PROTO_ICMP6 { flow.l4_off + 4 } else { port_off };
     let mangled = if flow.proto == PROTO_UDP { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
     let csum = flow.csum_off();
-    if old_addr != addr {
-        for i in 0..4 {
-            let w = i * 4;
-            let from = u32::from_ne_bytes([old_addr[w], old_addr[w + 1], old_addr[w + 2], old_addr[w + 3]]);
-            let to = u32::from_ne_bytes([addr[w], addr[w + 1], addr[w + 2], addr[w + 3]]);
-            if from != to {
-                ctx.l4_csum_replace(csum, from as u64, to as u64, BPF_F_PSEUDO_HDR as u64 | mangled | 4)?;
-            }
+    let word = |a: &[u8; 16], i: usize| -> u32 {
+        // SAFETY: i < 4, so the four bytes are inside the array.
+        unsafe { core::ptr::read_unaligned(a.as_ptr().add(i * 4).cast::<u32>()) }
+    };
+    let mut changed = false;
+    for i in 0..4 {
+        let (from, to) = (word(old_addr, i), word(addr, i));
+        if from != to {
+            ctx.l4_csum_replace(csum, from as u64, to as u64, BPF_F_PSEUDO_HDR as u64 | mangled | 4)?;
+            changed = true;
         }
-        ctx.store(addr_off, &addr, 0)?;
+    }
+    if changed {
+        ctx.store(addr_off, addr, 0)?;
     }
     if old_port != port {
         ctx.l4_csum_replace(csum, old_port as u64, port as u64, mangled | 2)?;

@@ -65,6 +65,13 @@ pub fn ipv4_daddr(ctx: &TcContext) -> Option<[u8; 4]> {
     Some(unsafe { (*ip).dst_addr })
 }
 
+/// Whether the frame carries IPv6.
+#[inline(always)]
+pub fn is_ipv6(ctx: &TcContext) -> bool {
+    // SAFETY: ptr_at checked the bounds.
+    ptr_at::<EthHdr>(ctx, 0).is_some_and(|eth| unsafe { (*eth).ether_type } == EtherType::Ipv6 as u16)
+}
+
 /// The destination of an IPv6 packet, whatever it carries.
 #[inline(always)]
 pub fn ipv6_daddr(ctx: &TcContext) -> Option<[u8; 16]> {

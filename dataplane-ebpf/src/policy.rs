@@ -65,13 +65,18 @@ pub fn check_isolation(ctx: &TcContext) -> DropReason {
 /// network or not); out of an `--internal` network dropped. Multicast
 /// (neighbour discovery, MLD) goes on.
 #[inline(always)]
-fn check_ipv6(ctx: &TcContext) -> DropReason {
-    let Some(ip) = ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN) else {
+pub fn check_ipv6(ctx: &TcContext) -> DropReason {
+    if ptr_at::<Ipv6Hdr>(ctx, EthHdr::LEN).is_none() {
+        return DropReason::InvalidPacket;
+    }
+    // The destination copied by the kernel into two words: read from the
+    // packet as sixteen bytes, the compiler kept each in a register of its
+    // own, spilled to 128 bytes of stack.
+    let Ok(words) = ctx.load::<[u64; 2]>(EthHdr::LEN + 24) else {
         return DropReason::InvalidPacket;
     };
-    // SAFETY: ptr_at checked the bounds.
-    let dst = unsafe { (*ip).dst_addr };
-    if dst[0] == 0xff {
+    let [first, second, ..] = words[0].to_ne_bytes();
+    if first == 0xff {
         return DropReason::Forwarded;
     }
     // SAFETY: the skb pointer is valid for this program run.
@@ -82,11 +87,16 @@ fn check_ipv6(ctx: &TcContext) -> DropReason {
     };
     let no_icc = me.flags & NET_FLAG_NO_ICC != 0;
     // fe80::/10: the link, i.e. the sandbox's own network.
-    if dst[0] == 0xfe && dst[1] & 0xc0 == 0x80 {
+    if first == 0xfe && second & 0xc0 == 0x80 {
         return if no_icc { DropReason::PolicyIcc } else { DropReason::Forwarded };
     }
+    // SAFETY: both are 16 plain bytes.
+    let dst: [u8; 16] = unsafe { core::mem::transmute(words) };
     match SUBNETS6.get(Key::new(128, dst)) {
-        Some(t) if t.gateway == dst => DropReason::Forwarded,
+        // SAFETY: as above.
+        Some(t) if unsafe { core::mem::transmute::<[u8; 16], [u64; 2]>(t.gateway) } == words => {
+            DropReason::Forwarded
+        }
         Some(t) if t.net_id != me.net_id => DropReason::PolicyNetworkIsolation,
         Some(_) if no_icc => DropReason::PolicyIcc,
         Some(_) => DropReason::Forwarded,

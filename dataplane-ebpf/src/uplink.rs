@@ -156,7 +156,7 @@ fn ingress6(ctx: &TcContext) -> i32 {
             }
         }
     };
-    if nat::rewrite6(ctx, &flow, End::Destination, target.addr, target.port).is_err() {
+    if nat::rewrite6(ctx, &flow, End::Destination, &target.addr, target.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
     redirect::to_sandbox(ctx, target.ifindex, target.mac, reason, Direction::ToSandbox)

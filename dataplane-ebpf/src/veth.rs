@@ -16,7 +16,7 @@
 
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
-    Backend, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, CtEntry6, Direction, DropReason,
+    Backend, Backend6, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, CtEntry6, Direction, DropReason,
     NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, NET_FLAG_ROUTED, PROTO_ICMP, PROTO_TCP,
 };
 
@@ -31,15 +31,19 @@ use crate::{
 
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
+    // Each family, and each IPv6 step, in a function of its own
+    // (BPF-to-BPF calls): inlined together, their tuples and entries need
+    // more than the 512 bytes of stack BPF allows a call chain.
+    if parse::is_ipv6(ctx) { ingress6(ctx) } else { ingress4(ctx) }
+}
+
+/// IPv4 (and ARP, and anything else not IPv6) from a sandbox.
+#[inline(never)]
+fn ingress4(ctx: &TcContext) -> i32 {
     if let Some(v) = overlay::arp_proxy(ctx) {
         return v;
     }
     let flow = parse::l4_flow(ctx);
-    if flow.is_none()
-        && let Some(f6) = parse::l4_flow6(ctx)
-    {
-        return ingress6(ctx, &f6);
-    }
     // Tracked flows were allowed when they started (a reply may cross
     // networks: a published port reached through a host address).
     if let Some(f) = &flow {
@@ -220,69 +224,153 @@ fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
 /// IPv6 from a sandbox: tracked flows first (replies of ports published
 /// over IPv6 leave as from the host, NAT66 egress keeps its port), then
 /// isolation, then new egress.
-#[inline(always)]
-fn ingress6(ctx: &TcContext, flow: &Flow6) -> i32 {
+#[inline(never)]
+fn ingress6(ctx: &TcContext) -> i32 {
+    // Neighbour discovery and the like: judged by the policy alone.
+    let Some(flow) = parse::l4_flow6(ctx) else {
+        return verdict(ctx, policy::check_ipv6(ctx));
+    };
+    let flow = &flow;
     match conntrack::lookup6(flow) {
-        Some(ct) if ct.dir == CT_DIR_REPLY => return send_out6(ctx, flow, &ct, DropReason::NatReply),
-        Some(ct) if ct.dir == CT_DIR_SNAT => return send_out6(ctx, flow, &ct, DropReason::NatEgress),
+        // A reply leaving through the uplink, or (hairpin) into a sandbox.
+        Some(ct) if ct.dir == CT_DIR_REPLY && ct.mac == [0; 6] => {
+            return send_out6(ctx, flow, ct, DropReason::NatReply);
+        }
+        Some(ct) if ct.dir == CT_DIR_REPLY => return reply6(ctx, flow, ct),
+        Some(ct) if ct.dir == CT_DIR_SNAT => return send_out6(ctx, flow, ct, DropReason::NatEgress),
         Some(ct) if ct.dir == CT_DIR_ROUTED => return verdict(ctx, DropReason::Forwarded),
+        // A connection opening on a tuple still tracked is a new flow (port reuse).
+        Some(ct) if ct.dir == CT_DIR_DNAT && !conntrack::opens6(flow) => {
+            return hairpin_forward6(ctx, flow, ct, DropReason::NatPublished);
+        }
         _ => {}
     }
-    let reason = policy::check_isolation(ctx);
+    let reason = policy::check_ipv6(ctx);
     if !reason.is_pass() {
         return verdict(ctx, reason);
     }
-    egress6(ctx, flow)
+    let Some(b) = service::lookup6(flow) else {
+        return match egress6(ctx, flow) {
+            Ok(ct) => send_out6(ctx, flow, ct, DropReason::NatEgress),
+            Err(reason) => verdict(ctx, reason),
+        };
+    };
+    match new_hairpin6(ctx, flow, &b) {
+        Ok(ct) => hairpin_forward6(ctx, flow, ct, DropReason::NatPublished),
+        Err(reason) => verdict(ctx, reason),
+    }
+}
+
+/// A sandbox reaches a port published over IPv6 (of another sandbox or its
+/// own) through a host address: tracked here, as the uplink would (to
+/// itself, its source becomes the gateway).
+#[inline(never)]
+fn new_hairpin6(ctx: &TcContext, flow: &Flow6, b: &Backend6) -> Result<&'static CtEntry6, DropReason> {
+    if !conntrack::valid_flags(flow.proto, flow.tcp_flags) {
+        return Err(DropReason::InvalidPacket);
+    }
+    if flow.proto == PROTO_TCP && !conntrack::opens6(flow) {
+        return Err(DropReason::CtNoFlow);
+    }
+    // SAFETY: the skb pointer is valid for this program run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: map lookups return values valid for this program run.
+    let Some(me) = (unsafe { ENDPOINTS.get(ifindex) }) else {
+        return Err(DropReason::Forwarded);
+    };
+    let gateway = if b.addr == flow.saddr {
+        match SUBNETS6.get(Key::new(128, flow.saddr)) {
+            Some(n) => Some(n.gateway),
+            None => return Err(DropReason::Forwarded),
+        }
+    } else {
+        None
+    };
+    conntrack::track_hairpin6(flow, b, ifindex, me.mac, gateway).map_err(|_| DropReason::CtInsertFailed)
+}
+
+/// Forward direction of an IPv6 hairpin flow: DNAT (and, to itself, SNAT
+/// to the gateway), then straight into the backend sandbox.
+#[inline(never)]
+fn hairpin_forward6(ctx: &TcContext, flow: &Flow6, ct: &CtEntry6, reason: DropReason) -> i32 {
+    if nat::rewrite6(ctx, flow, End::Destination, &ct.addr, ct.port).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    if ct.flags & CT_FLAG_HAIRPIN_SELF != 0 {
+        let Some(n) = SUBNETS6.get(Key::new(128, flow.saddr)) else {
+            return verdict(ctx, DropReason::NatRewriteFailed);
+        };
+        if nat::rewrite6(ctx, flow, End::Source, &n.gateway, flow.sport).is_err() {
+            return verdict(ctx, DropReason::NatRewriteFailed);
+        }
+    }
+    into_sandbox(ctx, ct.ifindex, ct.mac, reason)
+}
+
+/// Reply of an IPv6 hairpin flow: source restored, back into the sandbox
+/// that opened it.
+#[inline(never)]
+fn reply6(ctx: &TcContext, flow: &Flow6, ct: &CtEntry6) -> i32 {
+    if nat::rewrite6(ctx, flow, End::Source, &ct.addr, ct.port).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    // To itself: the reply went to the gateway; give it back its own address.
+    if ct.flags & CT_FLAG_HAIRPIN_SELF != 0
+        && nat::rewrite6(ctx, flow, End::Destination, &flow.saddr, flow.dport).is_err()
+    {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    into_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatReply)
 }
 
 /// A new IPv6 flow from a sandbox: masqueraded to the uplink's IPv6
-/// address (NAT66) when it leaves the host from a NATed network; a
-/// network with masquerade off is tracked so its answers come back in; a
-/// routed one goes on untouched.
-#[inline(always)]
-fn egress6(ctx: &TcContext, flow: &Flow6) -> i32 {
+/// address (NAT66) when it leaves the host from a NATed network (the
+/// SNAT entry is returned for the caller to send the packet out: no
+/// deeper call chain); a network with masquerade off is tracked so its
+/// answers come back in; a routed one goes on untouched (`Err` holds the
+/// verdict, passing or not).
+#[inline(never)]
+fn egress6(ctx: &TcContext, flow: &Flow6) -> Result<&'static CtEntry6, DropReason> {
     // Our networks and the host's own addresses stay on this host.
     // SAFETY: map lookups return values valid for this program run.
     if SUBNETS6.get(Key::new(128, flow.daddr)).is_some() || unsafe { HOST_IPS6.get(flow.daddr) }.is_some() {
-        return verdict(ctx, DropReason::Forwarded);
+        return Err(DropReason::Forwarded);
     }
     // The source network's IPv6 gateway mode (its own, gateway_mode_ipv6).
     let Some(net) = SUBNETS6.get(Key::new(128, flow.saddr)) else {
-        return verdict(ctx, DropReason::Forwarded);
+        return Err(DropReason::Forwarded);
     };
     if net.flags & NET_FLAG_INTERNAL != 0 {
-        return verdict(ctx, DropReason::PolicyInternal);
+        return Err(DropReason::PolicyInternal);
     }
     // SAFETY: the skb pointer is valid for this program run.
     let ifindex = unsafe { (*ctx.skb.skb).ifindex };
     // SAFETY: map lookups return values valid for this program run.
     let Some(ep) = (unsafe { ENDPOINTS.get(ifindex) }) else {
-        return verdict(ctx, DropReason::Forwarded);
+        return Err(DropReason::Forwarded);
     };
     if net.flags & NET_FLAG_NO_MASQUERADE != 0 {
         if net.flags & NET_FLAG_ROUTED == 0 && conntrack::track_routed6(flow, ifindex, ep.mac).is_err() {
-            return verdict(ctx, DropReason::CtInsertFailed);
+            return Err(DropReason::CtInsertFailed);
         }
-        return verdict(ctx, DropReason::Forwarded);
+        return Err(DropReason::Forwarded);
     }
     let (Some(cfg), Some(nat_addr)) = (CONFIG.get(0), UPLINK6.get(0)) else {
-        return verdict(ctx, DropReason::Forwarded);
+        return Err(DropReason::Forwarded);
     };
     if cfg.uplink_ifindex == 0 || *nat_addr == [0; 16] {
-        return verdict(ctx, DropReason::Forwarded);
+        return Err(DropReason::Forwarded);
     }
     let range = (cfg.snat_port_min, cfg.snat_port_max);
-    match conntrack::track_snat6(flow, *nat_addr, range, cfg.uplink_ifindex, ifindex, ep.mac) {
-        Ok(ct) => send_out6(ctx, flow, &ct, DropReason::NatEgress),
-        Err(_) => verdict(ctx, DropReason::NatPortExhausted),
-    }
+    conntrack::track_snat6(flow, *nat_addr, range, cfg.uplink_ifindex, ifindex, ep.mac)
+        .map_err(|_| DropReason::NatPortExhausted)
 }
 
 /// Rewrites an IPv6 source to the entry's address and port, and
 /// redirects out of its interface (neighbour lookup in the kernel).
-#[inline(always)]
+#[inline(never)]
 fn send_out6(ctx: &TcContext, flow: &Flow6, ct: &CtEntry6, reason: DropReason) -> i32 {
-    if nat::rewrite6(ctx, flow, End::Source, ct.addr, ct.port).is_err() {
+    if nat::rewrite6(ctx, flow, End::Source, &ct.addr, ct.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
     redirect::out_of(ctx, ct.ifindex, reason, Direction::FromSandbox)

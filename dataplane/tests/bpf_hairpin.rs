@@ -59,3 +59,29 @@ fn a_sandbox_reaches_itself_through_its_own_published_port() {
     assert_eq!((p.src, p.sport, p.dst, p.dport), (HOST, 8081, ME, 40001), "both ends restored");
     assert!(checksums_ok(&out));
 }
+
+#[test]
+fn over_ipv6_a_sandbox_reaches_another_and_itself_through_a_published_port() {
+    let f = fixture("hairpin6");
+    let (host, gw, me, other) = (v6("2001:db8::1"), v6("fd00:1::1"), v6("fd00:1::3"), v6("fd00:1::2"));
+    f.network6(1, "fd00:1::/64", 0);
+    f.endpoint(LO, 1, ME, 0);
+    f.host_ips6(&[host]);
+    f.publish6([0; 16], 8080, TCP, other, 80, 5);
+    f.publish6([0; 16], 8081, TCP, me, 81, LO);
+    // Another sandbox: DNAT only, the client's address kept.
+    let (v, out) = f.veth(&l4_frame6(TCP, (me, 40000), (host, 8080), SYN, b""));
+    assert_eq!((v, parse6(&out)), (REDIRECT, (me, other, 40000, 80, true)));
+    let (v, out) = f.veth(&l4_frame6(TCP, (other, 80), (me, 40000), SYN | ACK, b""));
+    assert_eq!(
+        (v, parse6(&out)),
+        (REDIRECT, (host, me, 8080, 40000, true)),
+        "the answer comes from the host"
+    );
+    // Itself: its source becomes the gateway, and the answer gets both ends back.
+    let (v, out) = f.veth(&l4_frame6(TCP, (me, 40001), (host, 8081), SYN, b""));
+    assert_eq!((v, parse6(&out)), (REDIRECT, (gw, me, 40001, 81, true)));
+    let (v, out) = f.veth(&l4_frame6(TCP, (me, 81), (gw, 40001), SYN | ACK, b""));
+    assert_eq!((v, parse6(&out)), (REDIRECT, (host, me, 8081, 40001, true)));
+    assert_eq!(f.count(DropReason::NatPublished), 2);
+}

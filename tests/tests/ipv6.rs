@@ -330,6 +330,31 @@ fn published_ports_answer_over_ipv6_with_the_client_address_kept() {
     assert!(ask(&["-", "TCP4:192.0.2.1:8082,connect-timeout=2"]).contains(CLIENT4));
     let v6_only4 = text(&ext.run(&["socat", "-T", "2", "-", "TCP6:[fd00:ffff::1]:8082,connect-timeout=2"]));
     assert!(!v6_only4.contains(CLIENT6), "-p 0.0.0.0:… answered over IPv6: {v6_only4}");
+    // Hairpin over IPv6: a sandbox reaches the port through the host's
+    // address with its own address kept; the publishing sandbox reaches
+    // itself (its source becomes the network's gateway).
+    let hairpin = |from: &str| {
+        let mut said = String::new();
+        for _ in 0..20 {
+            said =
+                text(&h.exec(from, &["socat", "-T", "2", "-", "TCP6:[fd00:ffff::1]:8080,connect-timeout=2"]));
+            if said.contains('[') {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        said
+    };
+    let from_dns = hairpin("dns");
+    assert!(
+        from_dns.contains("[fd00:0068:0000:0000:0000:0000:0000:0003]"),
+        "hairpin from another sandbox: {from_dns}"
+    );
+    let from_self = hairpin("web");
+    assert!(
+        from_self.contains("[fd00:0068:0000:0000:0000:0000:0000:0001]"),
+        "hairpin to itself: {from_self}"
+    );
     // `port` lists both, as Docker 27 does.
     let ports = h.dp_ok(&["port", "web"]);
     assert!(ports.contains("7000/tcp -> 0.0.0.0:8080") && ports.contains("7000/tcp -> [::]:8080"), "{ports}");
