@@ -8,7 +8,7 @@ use aya_ebpf::{
 };
 use dataplane_common::{PROTO_ICMP, PROTO_ICMP6, PROTO_UDP};
 
-use crate::parse::{Flow, Flow6, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP6_DST_OFF, IP6_SRC_OFF, IcmpError};
+use crate::parse::{Flow, Flow6, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP6_DST_OFF, IP6_SRC_OFF, IcmpError, IcmpError6};
 
 /// Which end of the flow to rewrite.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -62,19 +62,7 @@ pub fn rewrite6(ctx: &TcContext, flow: &Flow6, end: End, addr: &[u8; 16], port: 
     let port_off = if flow.proto == PROTO_ICMP6 { flow.l4_off + 4 } else { port_off };
     let mangled = if flow.proto == PROTO_UDP { BPF_F_MARK_MANGLED_0 as u64 } else { 0 };
     let csum = flow.csum_off();
-    let word = |a: &[u8; 16], i: usize| -> u32 {
-        // SAFETY: i < 4, so the four bytes are inside the array.
-        unsafe { core::ptr::read_unaligned(a.as_ptr().add(i * 4).cast::<u32>()) }
-    };
-    let mut changed = false;
-    for i in 0..4 {
-        let (from, to) = (word(old_addr, i), word(addr, i));
-        if from != to {
-            ctx.l4_csum_replace(csum, from as u64, to as u64, BPF_F_PSEUDO_HDR as u64 | mangled | 4)?;
-            changed = true;
-        }
-    }
-    if changed {
+    if replace_addr6(ctx, csum, old_addr, addr, BPF_F_PSEUDO_HDR as u64 | mangled)? {
         ctx.store(addr_off, addr, 0)?;
     }
     if old_port != port {
@@ -120,6 +108,50 @@ pub fn rewrite_icmp_error(ctx: &TcContext, e: &IcmpError, addr: [u8; 4], port: u
     if e.inner.sport != port {
         ctx.store(e.inner_l4_off, &port, 0)?;
         ctx.l4_csum_replace(icmp_csum, e.inner.sport as u64, port as u64, 2)?;
+    }
+    Ok(())
+}
+
+/// Word `i` (0..4) of an IPv6 address.
+#[inline(always)]
+fn word(a: &[u8; 16], i: usize) -> u32 {
+    // SAFETY: i < 4, so the four bytes are inside the array.
+    unsafe { core::ptr::read_unaligned(a.as_ptr().add(i * 4).cast::<u32>()) }
+}
+
+/// Updates the checksum at `csum` for an IPv6 address going from `old` to
+/// `new` (`flags`: pseudo-header, UDP's mangled zero), a word at a time
+/// (as values, 16-byte addresses were spilled to the stack byte by byte);
+/// returns whether they differ.
+#[inline(always)]
+fn replace_addr6(ctx: &TcContext, csum: usize, old: &[u8; 16], new: &[u8; 16], flags: u64) -> Result<bool, i64> {
+    let mut changed = false;
+    for i in 0..4 {
+        let (from, to) = (word(old, i), word(new, i));
+        if from != to {
+            ctx.l4_csum_replace(csum, from as u64, to as u64, flags | 4)?;
+            changed = true;
+        }
+    }
+    Ok(changed)
+}
+
+/// Translates an ICMPv6 error about an egress flow back to the sandbox, as
+/// [`rewrite_icmp_error`]: the outer destination (in the ICMPv6 checksum's
+/// pseudo-header) and the embedded packet's source address and port (its
+/// payload) become the sandbox's.
+#[inline(always)]
+pub fn rewrite_icmp6_error(ctx: &TcContext, e: &IcmpError6, addr: &[u8; 16], port: u16) -> Result<(), i64> {
+    let csum = e.icmp_off + 2;
+    if replace_addr6(ctx, csum, &e.outer_daddr, addr, BPF_F_PSEUDO_HDR as u64)? {
+        ctx.store(IP6_DST_OFF, addr, 0)?;
+    }
+    if replace_addr6(ctx, csum, &e.inner_saddr, addr, 0)? {
+        ctx.store(e.inner_ip_off + 8, addr, 0)?;
+    }
+    if e.inner_sport != port {
+        ctx.l4_csum_replace(csum, e.inner_sport as u64, port as u64, 2)?;
+        ctx.store(e.inner_l4_off, &port, 0)?;
     }
     Ok(())
 }

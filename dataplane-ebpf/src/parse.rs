@@ -316,3 +316,86 @@ pub fn icmp_error(ctx: &TcContext) -> Option<IcmpError> {
         },
     })
 }
+
+/// ICMPv6 error types that carry the offending packet: destination
+/// unreachable, packet too big, time exceeded.
+const ICMP6_DEST_UNREACH: u8 = 1;
+const ICMP6_PACKET_TOO_BIG: u8 = 2;
+const ICMP6_TIME_EXCEEDED: u8 = 3;
+
+/// An ICMPv6 error about a TCP/UDP packet (no extension headers in either):
+/// the outer destination and the embedded packet's tuple.
+#[derive(Clone, Copy)]
+pub struct IcmpError6 {
+    pub outer_daddr: [u8; 16],
+    /// Offset of the ICMPv6 header.
+    pub icmp_off: usize,
+    /// Offset of the embedded IPv6 header.
+    pub inner_ip_off: usize,
+    /// Offset of the embedded TCP/UDP header.
+    pub inner_l4_off: usize,
+    pub proto: u8,
+    pub inner_saddr: [u8; 16],
+    pub inner_daddr: [u8; 16],
+    pub inner_sport: u16,
+    pub inner_dport: u16,
+}
+
+/// Whether an IPv6 frame carries an ICMPv6 error (a cheap look, before
+/// [`icmp6_error`] parses it).
+#[inline(always)]
+pub fn is_icmp6_error(ctx: &TcContext) -> bool {
+    let Some(ip) = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, IP_OFF) else { return false };
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*ip).next_hdr } != PROTO_ICMP6 {
+        return false;
+    }
+    // SAFETY: as above.
+    ptr_at::<u8>(ctx, IP_OFF + IP6_LEN).is_some_and(|k| {
+        matches!(unsafe { *k }, ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED)
+    })
+}
+
+/// Parses an ICMPv6 error frame.
+#[inline(always)]
+pub fn icmp6_error(ctx: &TcContext) -> Option<IcmpError6> {
+    let eth = ptr_at::<EthHdr>(ctx, 0)?;
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*eth).ether_type } != EtherType::Ipv6 as u16 {
+        return None;
+    }
+    let ip = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, IP_OFF)?;
+    // SAFETY: ptr_at checked the bounds.
+    if unsafe { (*ip).next_hdr } != PROTO_ICMP6 {
+        return None;
+    }
+    let icmp_off = IP_OFF + IP6_LEN;
+    let kind = ptr_at::<u8>(ctx, icmp_off)?;
+    // SAFETY: ptr_at checked the bounds.
+    if !matches!(unsafe { *kind }, ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED) {
+        return None;
+    }
+    let inner_ip_off = icmp_off + 8;
+    let inner = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, inner_ip_off)?;
+    // SAFETY: ptr_at checked the bounds.
+    let proto = unsafe { (*inner).next_hdr };
+    if proto != PROTO_TCP && proto != PROTO_UDP {
+        return None;
+    }
+    let inner_l4_off = inner_ip_off + IP6_LEN;
+    let ports = ptr_at::<[u16; 2]>(ctx, inner_l4_off)?;
+    // SAFETY: ptr_at checked the bounds.
+    let ([inner_sport, inner_dport], outer_daddr, inner_saddr, inner_daddr) =
+        unsafe { (*ports, (*ip).dst_addr, (*inner).src_addr, (*inner).dst_addr) };
+    Some(IcmpError6 {
+        outer_daddr,
+        icmp_off,
+        inner_ip_off,
+        inner_l4_off,
+        proto,
+        inner_saddr,
+        inner_daddr,
+        inner_sport,
+        inner_dport,
+    })
+}

@@ -20,7 +20,7 @@ use crate::{
     conntrack,
     maps::{CONFIG, SUBNETS, SUBNETS6},
     nat::{self, End},
-    parse::{self, Flow},
+    parse::{self, Flow, Flow6},
     redirect, service,
 };
 
@@ -28,6 +28,20 @@ const NEXT: i32 = TC_ACT_UNSPEC;
 
 #[inline(always)]
 pub fn ingress(ctx: &TcContext) -> i32 {
+    // Each family in a function of its own (BPF-to-BPF calls), so the
+    // IPv6 path's call chain does not add to the IPv4 path's frame.
+    if !parse::is_ipv6(ctx) {
+        ingress4(ctx)
+    } else if parse::is_icmp6_error(ctx) {
+        icmp6_error(ctx)
+    } else {
+        ingress6(ctx)
+    }
+}
+
+/// IPv4 (and anything else not IPv6) from outside.
+#[inline(never)]
+fn ingress4(ctx: &TcContext) -> i32 {
     let Some(flow) = parse::l4_flow(ctx) else { return icmp_error(ctx) };
     // The overlay's own VXLAN packets (UDP 4789 to this host, in a
     // cluster) go straight on to the VXLAN socket: no published port can
@@ -86,7 +100,7 @@ fn icmp_error(ctx: &TcContext) -> i32 {
                 verdict(ctx, DropReason::InvalidPacket)
             }
             Some(daddr) => direct_access(ctx, daddr),
-            None => ingress6(ctx),
+            None => NEXT,
         };
     };
     // The embedded packet is one we sent; its reply direction is tracked.
@@ -126,10 +140,10 @@ fn direct_access(ctx: &TcContext, daddr: [u8; 4]) -> i32 {
 /// it, as for IPv4; replies to egress get their sandbox destination back
 /// (NAT66); the next packets of a flow follow its entry; a packet for a
 /// sandbox that nothing accounts for is refused.
-#[inline(always)]
+#[inline(never)]
 fn ingress6(ctx: &TcContext) -> i32 {
     let Some(daddr) = parse::ipv6_daddr(ctx) else { return NEXT };
-    let Some(flow) = parse::l4_flow6(ctx) else { return direct_access6(ctx, daddr) };
+    let Some(flow) = parse::l4_flow6(ctx) else { return direct_access6(ctx, &daddr) };
     if !conntrack::valid_flags(flow.proto, flow.tcp_flags)
         && (conntrack::tracked6(&flow) || service::lookup6(&flow).is_some())
     {
@@ -143,7 +157,7 @@ fn ingress6(ctx: &TcContext) -> i32 {
         Some(_) => return NEXT,
         None => {
             let Some(b) = fresh.or_else(|| service::lookup6(&flow)) else {
-                return direct_access6(ctx, daddr);
+                return direct_access6(ctx, &daddr);
             };
             if flow.proto == PROTO_TCP && !conntrack::opens6(&flow) {
                 return verdict(ctx, DropReason::CtNoFlow);
@@ -162,14 +176,43 @@ fn ingress6(ctx: &TcContext) -> i32 {
     redirect::to_sandbox(ctx, target.ifindex, target.mac, reason, Direction::ToSandbox)
 }
 
+/// An ICMPv6 error about an egress flow (packet too big, unreachable,
+/// time exceeded): translated back and handed to the sandbox, so its path
+/// MTU discovery works through NAT66. Anything else goes to the direct
+/// access rule. A function of its own (a BPF-to-BPF call, on errors only).
+#[inline(never)]
+fn icmp6_error(ctx: &TcContext) -> i32 {
+    let Some(e) = parse::icmp6_error(ctx) else { return NEXT };
+    // The embedded packet is one we sent; its reply direction is tracked.
+    let reply = Flow6 {
+        proto: e.proto,
+        saddr: e.inner_daddr,
+        daddr: e.inner_saddr,
+        sport: e.inner_dport,
+        dport: e.inner_sport,
+        l4_off: 0,
+        tcp_flags: 0,
+    };
+    let ct = match conntrack::lookup6(&reply) {
+        Some(ct) if ct.dir == CT_DIR_SNAT_REPLY => ct,
+        Some(_) => return NEXT,
+        // About nothing we sent: to a sandbox, that is direct access.
+        None => return direct_access6(ctx, &e.outer_daddr),
+    };
+    if nat::rewrite_icmp6_error(ctx, &e, &ct.addr, ct.port).is_err() {
+        return verdict(ctx, DropReason::NatRewriteFailed);
+    }
+    redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatEgressReply, Direction::ToSandbox)
+}
+
 /// The same rule for IPv6: a packet from outside to a sandbox of a
 /// dual-stack network is dropped unless the network is routed — no
 /// unpublished port is reachable over IPv6 (the gap Docker's ip6tables
 /// rules long left open). The gateway is the host's and goes on.
 #[inline(always)]
-fn direct_access6(ctx: &TcContext, daddr: [u8; 16]) -> i32 {
-    match SUBNETS6.get(Key::new(128, daddr)) {
-        Some(n) if n.gateway != daddr && n.flags & NET_FLAG_ROUTED == 0 => {
+fn direct_access6(ctx: &TcContext, daddr: &[u8; 16]) -> i32 {
+    match SUBNETS6.get(Key::new(128, *daddr)) {
+        Some(n) if n.gateway != *daddr && n.flags & NET_FLAG_ROUTED == 0 => {
             verdict(ctx, DropReason::PolicyDirectAccess)
         }
         _ => NEXT,

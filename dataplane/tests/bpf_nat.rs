@@ -155,6 +155,15 @@ fn ipv6_egress_is_masqueraded_to_the_uplinks_address_and_replies_come_back() {
     let (v, back) = f.uplink(&l4_frame6(TCP, (remote, 443), (uplink6, 40000), SYN | ACK, b""));
     assert_eq!((v, parse6(&back)), (REDIRECT, (remote, sb, 443, 40000, true)));
     assert_eq!(f.count(DropReason::NatEgressReply), 1);
+    // Packet too big from a router on the way, about the packet as it
+    // left: translated back to the sandbox (its path MTU discovery works).
+    let router = v6("2001:db8:77::1");
+    let sent = l4_frame6(TCP, (uplink6, 40000), (remote, 443), ACK, b"");
+    let (v, ptb) = f.uplink(&icmp6_error_frame(router, uplink6, 2, 0, 1280, &sent));
+    assert_eq!((v, parse_icmp6_error(&ptb)), (REDIRECT, (sb, sb, 40000, true)), "PTB to the sandbox");
+    // An error about nothing we track goes on to the host.
+    let stray = l4_frame6(TCP, (uplink6, 9), (remote, 443), ACK, b"");
+    assert_eq!(f.uplink(&icmp6_error_frame(router, uplink6, 2, 0, 1280, &stray)).0, NEXT);
     // Another sandbox on the same source port gets another port.
     let other = v6("fd00:1::3");
     let (_, out2) = f.veth(&l4_frame6(TCP, (other, 40000), (remote, 443), SYN, b""));

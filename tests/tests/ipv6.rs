@@ -473,6 +473,52 @@ fn the_default_bridge_gets_ipv6_from_the_daemons_flags() {
     assert!(!o.status.success() && text(&o).contains("--ipv6"), "{}", text(&o));
 }
 
+/// Path MTU discovery through NAT66: a router on the way (the external
+/// namespace, whose link onward has an MTU of 1280) answers a sandbox's
+/// large segment with "packet too big" to the host's address; the uplink
+/// program hands it to the sandbox translated, whose kernel lowers its
+/// path MTU, and the data gets through.
+#[test]
+fn packet_too_big_reaches_the_sandbox_through_nat66() {
+    let (h, ext) = Host::with_external("v6ptb");
+    let far = dataplane_tests::Netns::new("far");
+    h.run(&["ip", "addr", "add", "fd00:ffff::1/64", "dev", "up0", "nodad"]);
+    ext.run(&["ip", "addr", "add", "fd00:ffff::2/64", "dev", "ext0", "nodad"]);
+    ext.run(&["sysctl", "-qw", "net.ipv6.conf.all.forwarding=1"]);
+    let (near_end, far_end) = (dataplane_tests::unique("n"), dataplane_tests::unique("f"));
+    dataplane_tests::veth_pair(&near_end, &ext.name, &far_end, &far.name);
+    ext.run(&["ip", "link", "set", &near_end, "mtu", "1280", "up"]);
+    ext.run(&["ip", "addr", "add", "fd00:eeee::1/64", "dev", &near_end, "nodad"]);
+    far.run(&["ip", "link", "set", &far_end, "up"]);
+    far.run(&["ip", "addr", "add", "fd00:eeee::2/64", "dev", &far_end, "nodad"]);
+    far.run(&["ip", "-6", "route", "add", "default", "via", "fd00:eeee::1"]);
+    h.run(&["ip", "-6", "route", "add", "fd00:eeee::/64", "via", "fd00:ffff::2"]);
+    let _sink = dataplane_tests::PeerEcho::start(&far, "tcp6", 9001);
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:6c::/64", "ptb"]);
+    h.dp_ok(&["run", "-d", "--name", "big", "--network", "ptb", "sleep", "300"]);
+    let before = h.exec("big", &["ip", "-6", "route", "get", "fd00:eeee::2"]);
+    assert!(!text(&before).contains("mtu 1280"), "{}", text(&before));
+    // 20 kB in full-size segments: the first ones are too big for the far link.
+    let mut said = String::new();
+    for _ in 0..10 {
+        said = text(&h.exec(
+            "big",
+            &[
+                "sh",
+                "-c",
+                "head -c 20000 /dev/zero | socat -T 5 - TCP6:[fd00:eeee::2]:9001,connect-timeout=2",
+            ],
+        ));
+        if said.contains("peer=") {
+            break;
+        }
+    }
+    assert!(said.contains("peer=[fd00:ffff:0000:0000:0000:0000:0000:0001]"), "through NAT66: {said}");
+    let after = text(&h.exec("big", &["ip", "-6", "route", "get", "fd00:eeee::2"]));
+    assert!(after.contains("mtu 1280"), "the sandbox learnt the path MTU: {after}");
+    assert!(h.drops("NAT_EGRESS_REPLY") > 0);
+}
+
 #[test]
 fn bad_ipv6_input_is_refused_and_leaves_nothing_behind() {
     let (h, _ext) = Host::with_external("v6bad");

@@ -393,3 +393,41 @@ pub fn parse6(f: &[u8]) -> ([u8; 16], [u8; 16], u16, u16, bool) {
     let ok = fold(pseudo6(src, dst, ip[6], l4.len()) + sum16(l4)) == 0xffff;
     (src, dst, u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]), ok)
 }
+
+/// An ICMPv6 error (`kind`, `code`, `mtu` for packet too big) from `src`
+/// to `dst` quoting the IPv6 packet of frame `quoted`, with a valid checksum.
+pub fn icmp6_error_frame(
+    src: [u8; 16],
+    dst: [u8; 16],
+    kind: u8,
+    code: u8,
+    mtu: u32,
+    quoted: &[u8],
+) -> Vec<u8> {
+    let mut l4 = vec![kind, code, 0, 0];
+    l4.extend_from_slice(&mtu.to_be_bytes());
+    l4.extend_from_slice(&quoted[14..]);
+    let c = checksum(pseudo6(src, dst, 58, l4.len()), &l4);
+    l4[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x02, 0x42, 0, 0, 0, 0x01, 0x02, 0, 0, 0, 0, 0x99, 0x86, 0xdd];
+    f.extend_from_slice(&[0x60, 0, 0, 0]);
+    f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, 64]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&l4);
+    f
+}
+
+/// Of an ICMPv6 error frame: (outer destination, embedded source, embedded
+/// source port, whether the ICMPv6 checksum is right).
+pub fn parse_icmp6_error(f: &[u8]) -> ([u8; 16], [u8; 16], u16, bool) {
+    let ip = &f[14..];
+    let src: [u8; 16] = ip[8..24].try_into().expect("src");
+    let dst: [u8; 16] = ip[24..40].try_into().expect("dst");
+    let icmp = &ip[40..];
+    let ok = fold(pseudo6(src, dst, 58, icmp.len()) + sum16(icmp)) == 0xffff;
+    let inner = &icmp[8..];
+    let inner_src: [u8; 16] = inner[8..24].try_into().expect("inner src");
+    (dst, inner_src, u16::from_be_bytes([inner[40], inner[41]]), ok)
+}
