@@ -601,3 +601,41 @@ fn bad_ipv6_input_is_refused_and_leaves_nothing_behind() {
     let err = h.dp_err(&["network", "connect", "--ip6", "fd00:71::5", "plain", "s"]);
     assert!(err.contains("created without --ipv6"), "{err}");
 }
+
+/// macvlan takes an IPv6 subnet too: the LAN (the external namespace, on
+/// the far side of the parent) and the sandbox reach each other over IPv6.
+#[test]
+fn a_dual_stack_macvlan_network_is_reachable_on_the_lan_over_ipv6() {
+    let (h, ext) = Host::with_external("v6mv");
+    ext.run(&["ip", "addr", "add", "fd00:ffff::2/64", "dev", "ext0", "nodad"]);
+    h.dp_ok(&[
+        "network",
+        "create",
+        "-d",
+        "macvlan",
+        "--ipv6",
+        "--subnet",
+        "192.0.2.0/24",
+        "--gateway",
+        "192.0.2.2",
+        "--ip-range",
+        "192.0.2.64/26",
+        "--subnet",
+        "fd00:ffff::/64",
+        "--gateway",
+        "fd00:ffff::2",
+        "--ip-range",
+        "fd00:ffff::100/120",
+        "-o",
+        &format!("parent={}", dataplane_tests::UPLINK),
+        "lan6",
+    ]);
+    h.dp_ok(&["run", "-d", "--name", "m6", "--network", "lan6", "sleep", "300"]);
+    assert_eq!(ip6_of(&h, "m6", "lan6"), "fd00:ffff::100");
+    let routes = text(&h.exec("m6", &["ip", "-6", "route"]));
+    assert!(routes.contains("default via fd00:ffff::2"), "{routes}");
+    let lan_reaches =
+        (0..5).any(|_| ext.run(&["ping", "-6", "-c", "1", "-W", "2", "fd00:ffff::100"]).status.success());
+    assert!(lan_reaches, "the LAN cannot reach the macvlan sandbox over IPv6");
+    assert!(ping6(&h, "m6", "fd00:ffff::2"), "the sandbox cannot reach its IPv6 gateway on the LAN");
+}
