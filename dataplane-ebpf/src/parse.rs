@@ -72,16 +72,20 @@ pub fn is_ipv6(ctx: &TcContext) -> bool {
     ptr_at::<EthHdr>(ctx, 0).is_some_and(|eth| unsafe { (*eth).ether_type } == EtherType::Ipv6 as u16)
 }
 
+/// The IPv6 header of an IPv6 frame (bounds checked).
+#[inline(always)]
+fn ipv6_header(ctx: &TcContext) -> Option<*const network_types::ip::Ipv6Hdr> {
+    if !is_ipv6(ctx) {
+        return None;
+    }
+    ptr_at::<network_types::ip::Ipv6Hdr>(ctx, IP_OFF)
+}
+
 /// The destination of an IPv6 packet, whatever it carries.
 #[inline(always)]
 pub fn ipv6_daddr(ctx: &TcContext) -> Option<[u8; 16]> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY: ptr_at checked the bounds.
-    if unsafe { (*eth).ether_type } != EtherType::Ipv6 as u16 {
-        return None;
-    }
-    let ip = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, IP_OFF)?;
-    // SAFETY: ptr_at checked the bounds.
+    let ip = ipv6_header(ctx)?;
+    // SAFETY: ipv6_header checked the bounds.
     Some(unsafe { (*ip).dst_addr })
 }
 
@@ -215,13 +219,8 @@ const ICMP6_ECHO_REPLY: u8 = 129;
 /// Parses an IPv6 frame; `None` for anything but TCP/UDP with ports and ICMPv6 echo.
 #[inline(always)]
 pub fn l4_flow6(ctx: &TcContext) -> Option<Flow6> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY: ptr_at checked the bounds.
-    if unsafe { (*eth).ether_type } != EtherType::Ipv6 as u16 {
-        return None;
-    }
-    let ip = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, IP_OFF)?;
-    // SAFETY: ptr_at checked the bounds.
+    let ip = ipv6_header(ctx)?;
+    // SAFETY: ipv6_header checked the bounds.
     let (proto, saddr, daddr) = unsafe { ((*ip).next_hdr, (*ip).src_addr, (*ip).dst_addr) };
     let l4_off = IP_OFF + IP6_LEN;
     if proto == PROTO_ICMP6 {
@@ -341,12 +340,12 @@ pub struct IcmpError6 {
     pub inner_dport: u16,
 }
 
-/// Whether an IPv6 frame carries an ICMPv6 error (a cheap look, before
+/// Whether the frame carries an ICMPv6 error (a cheap look, before
 /// [`icmp6_error`] parses it).
 #[inline(always)]
 pub fn is_icmp6_error(ctx: &TcContext) -> bool {
-    let Some(ip) = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, IP_OFF) else { return false };
-    // SAFETY: ptr_at checked the bounds.
+    let Some(ip) = ipv6_header(ctx) else { return false };
+    // SAFETY: ipv6_header checked the bounds.
     if unsafe { (*ip).next_hdr } != PROTO_ICMP6 {
         return false;
     }
@@ -359,22 +358,11 @@ pub fn is_icmp6_error(ctx: &TcContext) -> bool {
 /// Parses an ICMPv6 error frame.
 #[inline(always)]
 pub fn icmp6_error(ctx: &TcContext) -> Option<IcmpError6> {
-    let eth = ptr_at::<EthHdr>(ctx, 0)?;
-    // SAFETY: ptr_at checked the bounds.
-    if unsafe { (*eth).ether_type } != EtherType::Ipv6 as u16 {
+    if !is_icmp6_error(ctx) {
         return None;
     }
-    let ip = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, IP_OFF)?;
-    // SAFETY: ptr_at checked the bounds.
-    if unsafe { (*ip).next_hdr } != PROTO_ICMP6 {
-        return None;
-    }
+    let ip = ipv6_header(ctx)?;
     let icmp_off = IP_OFF + IP6_LEN;
-    let kind = ptr_at::<u8>(ctx, icmp_off)?;
-    // SAFETY: ptr_at checked the bounds.
-    if !matches!(unsafe { *kind }, ICMP6_DEST_UNREACH | ICMP6_PACKET_TOO_BIG | ICMP6_TIME_EXCEEDED) {
-        return None;
-    }
     let inner_ip_off = icmp_off + 8;
     let inner = ptr_at::<network_types::ip::Ipv6Hdr>(ctx, inner_ip_off)?;
     // SAFETY: ptr_at checked the bounds.

@@ -142,8 +142,14 @@ fn direct_access(ctx: &TcContext, daddr: [u8; 4]) -> i32 {
 /// sandbox that nothing accounts for is refused.
 #[inline(never)]
 fn ingress6(ctx: &TcContext) -> i32 {
-    let Some(daddr) = parse::ipv6_daddr(ctx) else { return NEXT };
-    let Some(flow) = parse::l4_flow6(ctx) else { return direct_access6(ctx, &daddr) };
+    let Some(flow) = parse::l4_flow6(ctx) else {
+        // No flow of ours (neighbour discovery, other protocols): the
+        // direct-access rule alone.
+        return match parse::ipv6_daddr(ctx) {
+            Some(daddr) => direct_access6(ctx, &daddr),
+            None => NEXT,
+        };
+    };
     if !conntrack::valid_flags(flow.proto, flow.tcp_flags)
         && (conntrack::tracked6(&flow) || service::lookup6(&flow).is_some())
     {
@@ -157,7 +163,7 @@ fn ingress6(ctx: &TcContext) -> i32 {
         Some(_) => return NEXT,
         None => {
             let Some(b) = fresh.or_else(|| service::lookup6(&flow)) else {
-                return direct_access6(ctx, &daddr);
+                return direct_access6(ctx, &flow.daddr);
             };
             if flow.proto == PROTO_TCP && !conntrack::opens6(&flow) {
                 return verdict(ctx, DropReason::CtNoFlow);

@@ -343,17 +343,10 @@ impl Engine {
         let tx = self.store.begin()?;
         tx.put_network(&updated)?;
         self.store.commit(tx)?;
-        if updated.ipam6.is_some() {
+        if let Some(i6) = &updated.ipam6 {
             enable_ipv6_forwarding()?;
             drivers::create_network(&self.host, &updated).await?;
-            if let Some(i6) = &updated.ipam6 {
-                self.dp.endpoints.set_subnet6(
-                    i6.subnet,
-                    updated.num,
-                    i6.gateway,
-                    updated.datapath_flags6(),
-                )?;
-            }
+            self.dp.endpoints.set_subnet6(i6.subnet, updated.num, i6.gateway, updated.datapath_flags6())?;
         }
         tracing::info!(ipv6 = ?planned.map(|i| i.subnet), "default bridge IPv6 config changed");
         Ok(())
