@@ -280,6 +280,10 @@ fn published_ports_answer_over_ipv6_with_the_client_address_kept() {
         "8080:7000",
         "-p",
         "0.0.0.0:8082:7000",
+        "-p",
+        "[fd00:ffff::1]:8083:7000",
+        "-p",
+        "[::]:8084:7000",
         "socat",
         "TCP6-LISTEN:7000,fork,reuseaddr",
         peer,
@@ -330,6 +334,21 @@ fn published_ports_answer_over_ipv6_with_the_client_address_kept() {
     assert!(ask(&["-", "TCP4:192.0.2.1:8082,connect-timeout=2"]).contains(CLIENT4));
     let v6_only4 = text(&ext.run(&["socat", "-T", "2", "-", "TCP6:[fd00:ffff::1]:8082,connect-timeout=2"]));
     assert!(!v6_only4.contains(CLIENT6), "-p 0.0.0.0:… answered over IPv6: {v6_only4}");
+    // Named IPv6 address, and `[::]`: over IPv6 only, as Docker.
+    for port in ["8083", "8084"] {
+        let v6 = ask(&["-", &format!("TCP6:[fd00:ffff::1]:{port},connect-timeout=2")]);
+        assert!(v6.contains(CLIENT6), "-p [v6]:{port} over IPv6: {v6}");
+        let v4 =
+            text(&ext.run(&["socat", "-T", "2", "-", &format!("TCP4:192.0.2.1:{port},connect-timeout=2")]));
+        assert!(!v4.contains(CLIENT4), "-p [v6]:{port} answered over IPv4: {v4}");
+    }
+    // An IPv6 address the host does not have: refused, nothing left.
+    let err = h.dp_err(&["run", "-d", "--name", "elsewhere", "-p", "[fd00:eeee::1]:8085:80", "sleep", "60"]);
+    assert!(
+        err.contains("cannot publish [fd00:eeee::1]:8085/tcp: the address is not one of the host's"),
+        "{err}"
+    );
+    assert!(!h.dp_ok(&["ps", "-a"]).contains("elsewhere"));
     // Hairpin over IPv6: a sandbox reaches the port through the host's
     // address with its own address kept; the publishing sandbox reaches
     // itself (its source becomes the network's gateway).
@@ -359,6 +378,11 @@ fn published_ports_answer_over_ipv6_with_the_client_address_kept() {
     let ports = h.dp_ok(&["port", "web"]);
     assert!(ports.contains("7000/tcp -> 0.0.0.0:8080") && ports.contains("7000/tcp -> [::]:8080"), "{ports}");
     assert!(!ports.contains("[::]:8082"), "-p 0.0.0.0:8082 is IPv4-only: {ports}");
+    assert!(
+        ports.contains("7000/tcp -> [fd00:ffff::1]:8083") && ports.contains("7000/tcp -> [::]:8084"),
+        "{ports}"
+    );
+    assert!(!ports.contains("0.0.0.0:8083") && !ports.contains("0.0.0.0:8084"), "IPv6-only: {ports}");
     // The flows were counted as published-port NAT, and `ct list` shows them.
     assert!(h.drops("NAT_PUBLISHED") > 0);
     let ct = h.dp_ok(&["ct", "list", "--format", "json"]);

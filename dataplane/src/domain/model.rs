@@ -221,18 +221,39 @@ pub struct PortBinding {
     /// publishing endpoint has an IPv6 address.
     #[serde(default)]
     pub v4_only: bool,
+    /// Published on this IPv6 address only, not on IPv4: `-p
+    /// [2001:db8::1]:8080:80`, or `::` (every IPv6 address of the host)
+    /// for `-p [::]:8080:80`, as Docker. `host_ip` is unused then.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub host_ip6: Option<std::net::Ipv6Addr>,
 }
 
 impl PortBinding {
     /// Published on every IPv6 address (`::`) as well: no host address
     /// was named (the publishing endpoint must have IPv6 for it to answer).
     pub fn ipv6_wildcard(&self) -> bool {
-        self.host_ip.is_unspecified() && !self.v4_only && !self.v6_loopback
+        self.host_ip6.is_none() && self.host_ip.is_unspecified() && !self.v4_only && !self.v6_loopback
+    }
+
+    /// The IPv4 address it is published on (`[::1]` is served as
+    /// 127.0.0.1), if any.
+    pub fn host_v4(&self) -> Option<Ipv4Addr> {
+        self.host_ip6.is_none().then_some(self.host_ip)
+    }
+
+    /// The IPv6 address it is published on in the datapath (`::` for
+    /// every one), if any.
+    pub fn host_v6(&self) -> Option<std::net::Ipv6Addr> {
+        self.host_ip6.or_else(|| self.ipv6_wildcard().then_some(std::net::Ipv6Addr::UNSPECIFIED))
     }
 
     /// The host address as the user wrote it.
     pub fn host_ip_text(&self) -> String {
-        if self.v6_loopback { "::1".to_string() } else { self.host_ip.to_string() }
+        match self.host_ip6 {
+            Some(ip6) => ip6.to_string(),
+            None if self.v6_loopback => "::1".to_string(),
+            None => self.host_ip.to_string(),
+        }
     }
 }
 

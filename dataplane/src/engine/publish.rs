@@ -6,14 +6,14 @@
 //! services map through the sandbox's publishing endpoint.
 
 use std::collections::HashSet;
-use std::net::{IpAddr, Ipv4Addr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::RangeInclusive;
 use std::os::fd::OwnedFd;
 
 use dataplane_common::{Backend, Backend6, PROTO_TCP, PROTO_UDP, ServiceKey, ServiceKey6};
 
 use crate::datapath::services::{Published, PublishedKeys};
-use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, bind, socket};
+use nix::sys::socket::{AddressFamily, SockFlag, SockType, SockaddrIn, SockaddrIn6, bind, socket, sockopt};
 
 use super::*;
 use crate::error::{Error, Result};
@@ -61,23 +61,46 @@ fn ephemeral_range() -> (u16, u16) {
         .unwrap_or(EPHEMERAL_FALLBACK)
 }
 
-/// Holds `ip:port/proto` with a bound (not listening) socket.
+/// Holds the addresses a binding publishes on with one bound (not
+/// listening) socket: its IPv4 address; its IPv6 one (`IPV6_V6ONLY`); or,
+/// for a port on every address of both families, `[::]` as a dual-stack
+/// socket, which holds 0.0.0.0 too (an IPv4 socket where the host has no
+/// IPv6 sockets).
 fn reserve(b: &PortBinding) -> Result<OwnedFd> {
-    let ty = if b.proto == Proto::Udp { SockType::Datagram } else { SockType::Stream };
-    let fd = socket(AddressFamily::Inet, ty, SockFlag::SOCK_CLOEXEC, None)
-        .map_err(|e| Error::sys("socket", "port reservation", e))?;
-    let addr = SockaddrIn::from(SocketAddrV4::new(b.host_ip, b.host_port));
+    match (b.host_v4(), b.host_v6()) {
+        (Some(ip), Some(ip6)) => match reserve_on(b, SocketAddr::from((ip6, b.host_port)), false) {
+            Err(Error::Sys { source: nix::Error::EAFNOSUPPORT, .. }) => {
+                reserve_on(b, SocketAddr::from((ip, b.host_port)), true)
+            }
+            other => other,
+        },
+        (_, Some(ip6)) => reserve_on(b, SocketAddr::from((ip6, b.host_port)), true),
+        (ip, None) => reserve_on(b, SocketAddr::from((ip.unwrap_or(b.host_ip), b.host_port)), true),
+    }
+}
+
+/// One reservation socket, bound to `addr` (an IPv6 one dual-stack unless
+/// `v6_only`).
+fn reserve_on(b: &PortBinding, addr: SocketAddr, v6_only: bool) -> Result<OwnedFd> {
     use std::os::fd::AsRawFd;
-    bind(fd.as_raw_fd(), &addr).map_err(|e| {
+    let ty = if b.proto == Proto::Udp { SockType::Datagram } else { SockType::Stream };
+    let family = if addr.is_ipv4() { AddressFamily::Inet } else { AddressFamily::Inet6 };
+    let fd = socket(family, ty, SockFlag::SOCK_CLOEXEC, None)
+        .map_err(|e| Error::sys("socket", "port reservation", e))?;
+    let bound = match addr {
+        SocketAddr::V4(a) => bind(fd.as_raw_fd(), &SockaddrIn::from(a)),
+        SocketAddr::V6(a) => nix::sys::socket::setsockopt(&fd, sockopt::Ipv6V6Only, &v6_only)
+            .and_then(|()| bind(fd.as_raw_fd(), &SockaddrIn6::from(a))),
+    };
+    bound.map_err(|e| {
+        let shown = if v6_only { addr.to_string() } else { format!("0.0.0.0:{0} and [::]:{0}", addr.port()) };
         Error::Conflict(format!(
-            "cannot publish {}:{}/{}: {} on the host",
-            b.host_ip,
-            b.host_port,
+            "cannot publish {shown}/{}: {} on the host",
             b.proto,
-            if e == nix::Error::EADDRINUSE {
-                "the port is already in use".to_string()
-            } else {
-                e.to_string()
+            match e {
+                nix::Error::EADDRINUSE => "the port is already in use".to_string(),
+                nix::Error::EADDRNOTAVAIL => "the address is not one of the host's".to_string(),
+                other => other.to_string(),
             }
         ))
     })?;
@@ -96,10 +119,18 @@ fn reservation_budget() -> Option<(u64, usize)> {
     Some((soft, soft.saturating_sub(open).saturating_sub(FD_HEADROOM as u64) as usize))
 }
 
+/// Whether two bindings hold a common host address and port: per family,
+/// the same address or either one's wildcard.
 fn overlaps(a: &PortBinding, b: &PortBinding) -> bool {
-    a.proto == b.proto
-        && a.host_port == b.host_port
-        && (a.host_ip == b.host_ip || a.host_ip.is_unspecified() || b.host_ip.is_unspecified())
+    let v4 = match (a.host_v4(), b.host_v4()) {
+        (Some(x), Some(y)) => x == y || x.is_unspecified() || y.is_unspecified(),
+        _ => false,
+    };
+    let v6 = match (a.host_v6(), b.host_v6()) {
+        (Some(x), Some(y)) => x == y || x.is_unspecified() || y.is_unspecified(),
+        _ => false,
+    };
+    a.proto == b.proto && a.host_port == b.host_port && (v4 || v6)
 }
 
 /// One host port to claim for one container port: exactly the first port
@@ -115,6 +146,8 @@ pub(super) struct PortClaim {
     pub v6_loopback: bool,
     /// An IPv4 host address was named: not published over IPv6.
     pub v4_only: bool,
+    /// An IPv6 host address was named: published there only.
+    pub host_ip6: Option<Ipv6Addr>,
 }
 
 impl PortClaim {
@@ -126,6 +159,7 @@ impl PortClaim {
             proto: self.proto,
             v6_loopback: self.v6_loopback,
             v4_only: self.v4_only,
+            host_ip6: self.host_ip6,
         }
     }
 }
@@ -166,13 +200,6 @@ pub(super) fn plan_ports(state: &State, sb: &Sandbox, limits: &PortLimits) -> Re
     let (eph_lo, eph_hi) = limits.ephemeral;
     let mut claims: Vec<PortClaim> = Vec::new();
     let add = |c: PortClaim, claims: &mut Vec<PortClaim>| -> Result<()> {
-        if let Some((limit, free)) = limits.budget
-            && claims.len() >= free
-        {
-            return Err(Error::Conflict(format!(
-                "cannot publish more than {free} more ports: each holds an open file of the daemon, whose limit is {limit} ({FD_HEADROOM} kept for its own work); publish fewer ports or raise the daemon's LimitNOFILE"
-            )));
-        }
         if !c.any {
             let b = c.binding(*c.host_ports.start());
             let fixed = claims.iter().filter(|o| !o.any).map(|o| o.binding(*o.host_ports.start()));
@@ -185,18 +212,17 @@ pub(super) fn plan_ports(state: &State, sb: &Sandbox, limits: &PortLimits) -> Re
     };
     for spec in &sb.ports {
         proto_number(spec.proto)?;
-        // IPv6 host addresses: `::` is every address (as 0.0.0.0 is);
-        // `::1` is served through the socket hooks' ::1 → 127.0.0.1 mapping.
-        let (host_ip, v6_loopback, v4_only): (Ipv4Addr, bool, bool) = match spec.host_ip {
-            None => (Ipv4Addr::UNSPECIFIED, false, false),
-            Some(IpAddr::V4(ip)) => (ip, false, true),
-            Some(IpAddr::V6(ip)) if ip.is_unspecified() => (Ipv4Addr::UNSPECIFIED, false, false),
-            Some(IpAddr::V6(ip)) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, true, false),
-            Some(IpAddr::V6(other)) => {
-                return Err(Error::Unsupported(format!(
-                    "publishing on IPv6 host address {other} is not supported yet (only :: and ::1)"
-                )));
+        // No address: 0.0.0.0 and `::`. An IPv4 address: IPv4 only. An
+        // IPv6 one (`::` every IPv6 address): IPv6 only. `::1` is served
+        // through the socket hooks' ::1 → 127.0.0.1 mapping.
+        let (host_ip, v6_loopback, v4_only, host_ip6) = match spec.host_ip {
+            None => (Ipv4Addr::UNSPECIFIED, false, false, None),
+            Some(IpAddr::V4(ip)) => (ip, false, true, None),
+            Some(IpAddr::V6(ip)) if ip.is_loopback() => (Ipv4Addr::LOCALHOST, true, false, None),
+            Some(IpAddr::V6(ip)) if ip.to_ipv4_mapped().is_some() || ip.is_multicast() => {
+                return Err(Error::invalid("host address", ip, "not a unicast IPv6 address of the host"));
             }
+            Some(IpAddr::V6(ip)) => (Ipv4Addr::UNSPECIFIED, false, false, Some(ip)),
         };
         let claim = |host_ports: RangeInclusive<u16>, any: bool, container_port: u16| PortClaim {
             host_ip,
@@ -206,6 +232,7 @@ pub(super) fn plan_ports(state: &State, sb: &Sandbox, limits: &PortLimits) -> Re
             proto: spec.proto,
             v6_loopback,
             v4_only,
+            host_ip6,
         };
         let cports = spec.container_port_start..=spec.container_port_end;
         let ncont = spec.container_port_end - spec.container_port_start;
@@ -239,15 +266,32 @@ pub(super) fn plan_ports(state: &State, sb: &Sandbox, limits: &PortLimits) -> Re
                 proto: e.proto,
                 v6_loopback: false,
                 v4_only: false,
+                host_ip6: None,
             };
             add(c, &mut claims)?;
         }
+    }
+    // Every published port holds a socket of the daemon.
+    if let Some((limit, free)) = limits.budget
+        && claims.len() > free
+    {
+        return Err(Error::Conflict(format!(
+            "cannot publish more than {free} more ports: each holds an open file of the daemon, whose limit is {limit} ({FD_HEADROOM} kept for its own work); publish fewer ports or raise the daemon's LimitNOFILE"
+        )));
     }
     Ok(PortPlan { claims, taken, runtime_holds: false })
 }
 
 fn already_allocated(b: &PortBinding) -> Error {
-    Error::Conflict(format!("Bind for {}:{} failed: port is already allocated", b.host_ip, b.host_port))
+    Error::Conflict(format!("Bind for {} failed: port is already allocated", host_addr(b)))
+}
+
+/// `ip:port` as Docker prints it (`[ip6]:port` for IPv6).
+fn host_addr(b: &PortBinding) -> String {
+    match b.host_ip6 {
+        Some(ip6) => format!("[{ip6}]:{}", b.host_port),
+        None => format!("{}:{}", b.host_ip, b.host_port),
+    }
 }
 
 /// Claims the planned ports on the host: a bound socket holds each (so no
@@ -284,7 +328,9 @@ pub(super) fn reserve_ports(plan: &PortPlan) -> Result<(Vec<PortBinding>, Vec<Ow
         let Some((b, fd)) = found else {
             return Err(Error::Conflict(format!(
                 "no free host port for {}/{} on {}",
-                c.container_port, c.proto, c.host_ip
+                c.container_port,
+                c.proto,
+                c.host_ip6.map_or_else(|| c.host_ip.to_string(), |ip6| ip6.to_string())
             )));
         };
         fds.extend(fd);
@@ -301,6 +347,7 @@ impl Engine {
         let ifindex = self.host.require_index(host_if).await?;
         let v4 = bindings
             .iter()
+            .filter(|b| b.host_v4().is_some())
             .map(|b| {
                 Ok((
                     service_key(b)?,
@@ -478,14 +525,11 @@ fn service_key(b: &PortBinding) -> Result<ServiceKey> {
     })
 }
 
-/// The IPv6 services-map key of a binding published on every address
-/// (`::`), if it is published over IPv6 at all.
+/// The IPv6 services-map key of a binding, if it is published over IPv6
+/// (on one address, or on every one: `::`).
 fn service_key6(b: &PortBinding) -> Option<ServiceKey6> {
-    if !b.ipv6_wildcard() {
-        return None;
-    }
     Some(ServiceKey6 {
-        addr: [0; 16],
+        addr: b.host_v6()?.octets(),
         port: b.host_port.to_be(),
         proto: proto_number(b.proto).ok()?,
         _pad: 0,
@@ -495,7 +539,7 @@ fn service_key6(b: &PortBinding) -> Option<ServiceKey6> {
 /// The services-map keys of `bindings`, of both families.
 pub(super) fn service_keys(bindings: &[PortBinding]) -> PublishedKeys {
     PublishedKeys {
-        v4: bindings.iter().filter_map(|b| service_key(b).ok()).collect(),
+        v4: bindings.iter().filter(|b| b.host_v4().is_some()).filter_map(|b| service_key(b).ok()).collect(),
         v6: bindings.iter().filter_map(service_key6).collect(),
     }
 }

@@ -188,6 +188,20 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
             false
         }
     };
+    if let Some(n) = net.as_ref().filter(|n| program_ports && n.ipam6.is_none()) {
+        let v6: Vec<String> = ports
+            .claims
+            .iter()
+            .filter_map(|c| c.host_ip6.map(|ip6| format!("[{ip6}]:{}", c.host_ports.start())))
+            .collect();
+        if !v6.is_empty() {
+            warnings.push(format!(
+                "ports published on IPv6 addresses ({}) do not answer: network {} has no IPv6 (create it with --ipv6)",
+                v6.join(", "),
+                n.name
+            ));
+        }
+    }
     Ok(SandboxPlan { sb, net, endpoint, ports, program_ports, warnings })
 }
 
@@ -620,6 +634,7 @@ mod tests {
             proto: Proto::Tcp,
             v6_loopback: false,
             v4_only: false,
+            host_ip6: None,
         });
         let refused = |publish: &[&str]| {
             plan_sandbox(&st, &req("web", publish), &cx()).map(|_| ()).expect_err("refused").to_string()
@@ -632,7 +647,14 @@ mod tests {
         // udp 8080 is free; the budget (4 more) is not.
         assert!(plan_sandbox(&st, &req("web", &["8080:80/udp"]), &cx()).is_ok());
         assert!(refused(&["9000-9004:80-84"]).contains("cannot publish more than 4 more ports"));
-        assert!(refused(&["[2001:db8::1]:80:80"]).contains("not supported yet"));
+        // IPv6-only bindings: no overlap with 0.0.0.0.
+        assert!(plan_sandbox(&st, &req("web", &["[2001:db8::1]:9000-9003:80-83"]), &cx()).is_ok());
+        assert!(refused(&["[::ffff:10.0.0.1]:80:80"]).contains("not a unicast IPv6 address of the host"));
+        // 8080 is held on 0.0.0.0 and `::`: taken over IPv6 too.
+        assert!(
+            refused(&["[2001:db8::1]:8080:80"])
+                .ends_with("Bind for [2001:db8::1]:8080 failed: port is already allocated")
+        );
         // A range for one container port, and -P's exposed ports, are "any" claims.
         let mut r = req("web", &["9000-9009:80"]);
         r.publish_all = true;
@@ -656,6 +678,7 @@ mod tests {
             proto: Proto::Tcp,
             v6_loopback: false,
             v4_only: false,
+            host_ip6: None,
         };
         let err = reserve_ports(&PortPlan {
             claims: vec![claim(held..=held, false)],
@@ -679,5 +702,46 @@ mod tests {
         let port = bindings[0].host_port;
         drop(fds);
         assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok(), "port {port} still held");
+    }
+
+    #[test]
+    fn reservations_hold_each_family_a_port_is_published_on() {
+        let claim = |host_ip6: Option<std::net::Ipv6Addr>, port: u16| PortPlan {
+            claims: vec![PortClaim {
+                host_ip: std::net::Ipv4Addr::UNSPECIFIED,
+                host_ports: port..=port,
+                any: false,
+                container_port: 80,
+                proto: Proto::Tcp,
+                v6_loopback: false,
+                v4_only: false,
+                host_ip6,
+            }],
+            taken: vec![],
+            runtime_holds: false,
+        };
+        // A host process on 127.0.0.1: 0.0.0.0 + `::` (one dual-stack
+        // socket) is refused; `[::1]` alone is not.
+        let v4 = std::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let port = v4.local_addr().expect("addr").port();
+        let err = reserve_ports(&claim(None, port)).expect_err("0.0.0.0 is held");
+        assert!(err.to_string().contains(&format!("0.0.0.0:{port} and [::]:{port}")), "{err}");
+        let (_, fds) = reserve_ports(&claim(Some(std::net::Ipv6Addr::LOCALHOST), port)).expect("::1 is free");
+        assert_eq!(fds.len(), 1);
+        // Held on [::1]: a host process cannot take it, over IPv4 it can.
+        assert!(std::net::TcpListener::bind(("::1", port)).is_err(), "[::1]:{port} not held");
+        drop(v4);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", port)).is_ok());
+        // Both families held by the wildcard's one socket.
+        drop(fds);
+        let free = std::net::TcpListener::bind("[::]:0").expect("bind").local_addr().expect("addr").port();
+        let (_, fds) = reserve_ports(&claim(None, free)).expect("free");
+        assert_eq!(fds.len(), 1);
+        assert!(std::net::TcpListener::bind(("127.0.0.1", free)).is_err(), "0.0.0.0:{free} not held");
+        assert!(std::net::TcpListener::bind(("::1", free)).is_err(), "[::]:{free} not held");
+        // An address the host does not have.
+        let addr = "2001:db8::77".parse().ok();
+        let err = reserve_ports(&claim(addr, free)).expect_err("not the host's");
+        assert!(err.to_string().contains("not one of the host's"), "{err}");
     }
 }
