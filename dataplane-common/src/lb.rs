@@ -5,6 +5,12 @@
 /// `DP_LB`: virtual IP (network byte order) → [`LbTable`].
 pub const MAP_LB: &str = "DP_LB";
 pub const MAX_LB: u32 = 1024;
+/// `DP_LB6`: IPv6 virtual IP → the IPv4 VIP of the same alias, whose
+/// table it shares (the backends' IPv6 addresses are in `DP_ADDR6`).
+pub const MAP_LB6: &str = "DP_LB6";
+/// `DP_ADDR6`: a local endpoint's IPv4 address → its IPv6 address (on
+/// dual-stack networks).
+pub const MAP_ADDR6: &str = "DP_ADDR6";
 /// `DP_LB_STATS`: per-CPU new flows per (VIP, backend).
 pub const MAP_LB_STATS: &str = "DP_LB_STATS";
 pub const MAX_LB_STATS: u32 = 16_384;
@@ -43,6 +49,17 @@ const fn mix(mut h: u32) -> u32 {
     h ^= h >> 13;
     h = h.wrapping_mul(0xc2b2_ae35);
     h ^ (h >> 16)
+}
+
+/// An IPv6 address folded to 32 bits for [`flow_hash`].
+#[inline(always)]
+pub const fn fold6(a: &[u8; 16]) -> [u8; 4] {
+    [
+        a[0] ^ a[4] ^ a[8] ^ a[12],
+        a[1] ^ a[5] ^ a[9] ^ a[13],
+        a[2] ^ a[6] ^ a[10] ^ a[14],
+        a[3] ^ a[7] ^ a[11] ^ a[15],
+    ]
 }
 
 /// Hash of a flow's 5-tuple (addresses as in the packet, ports in network

@@ -2,13 +2,16 @@
 //! Maglev slot names (flow hash modulo the table size); conntrack then keeps
 //! the flow on it. Sockets of host processes pick a slot at connect time.
 //!
-//! Maps: `DP_LB`, `DP_LOCAL`, `DP_REMOTE`, `DP_LB_STATS`.
+//! An IPv6 VIP shares the table of its alias's IPv4 VIP; the backend's
+//! IPv6 address comes from `DP_ADDR6`.
+//!
+//! Maps: `DP_LB`, `DP_LB6`, `DP_ADDR6`, `DP_LOCAL`, `DP_REMOTE`, `DP_LB_STATS`.
 
-use dataplane_common::{Backend, LB_TABLE_SIZE, LbStatKey, flow_hash};
+use dataplane_common::{Backend, Backend6, LB_TABLE_SIZE, LbStatKey, flow_hash, fold6};
 
 use crate::{
-    maps::{LB, LB_STATS, LOCAL, REMOTE},
-    parse::Flow,
+    maps::{ADDR6, LB, LB_STATS, LB6, LOCAL, REMOTE},
+    parse::{Flow, Flow6},
 };
 
 /// What a destination means for the balancer.
@@ -54,6 +57,41 @@ pub fn pick(vip: [u8; 4], port: u16, hash: u32) -> Pick {
 #[inline(always)]
 pub fn pick_flow(flow: &Flow) -> Pick {
     pick(flow.daddr, flow.dport, flow_hash(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto))
+}
+
+/// What an IPv6 destination means for the balancer.
+pub enum Pick6 {
+    NotVip,
+    NoBackend,
+    Backend(Backend6),
+}
+
+/// The backend of a new IPv6 flow to a virtual IP: the slot of the flow's
+/// hash in the table of the alias's IPv4 VIP, at the backend's IPv6
+/// address (a backend of this host; overlay networks have no IPv6).
+#[inline(never)]
+pub fn pick_flow6(flow: &Flow6) -> Pick6 {
+    // SAFETY: map lookups return values valid for this program run.
+    let Some(vip) = (unsafe { LB6.get(flow.daddr) }) else { return Pick6::NotVip };
+    let vip = *vip;
+    // SAFETY: as above.
+    let Some(table) = (unsafe { LB.get(vip) }) else { return Pick6::NoBackend };
+    if table.backends == 0 || table.size == 0 {
+        return Pick6::NoBackend;
+    }
+    let hash = flow_hash(fold6(&flow.saddr), fold6(&flow.daddr), flow.sport, flow.dport, flow.proto);
+    let slot = (hash % table.size) as usize;
+    if slot >= LB_TABLE_SIZE {
+        return Pick6::NoBackend;
+    }
+    let Some(addr) = table.slots.get(slot) else { return Pick6::NoBackend };
+    let addr = addr.to_ne_bytes();
+    // SAFETY: as above.
+    let (Some(t), Some(addr6)) = (unsafe { LOCAL.get(addr) }, unsafe { ADDR6.get(addr) }) else {
+        return Pick6::NoBackend;
+    };
+    count(vip, addr);
+    Pick6::Backend(Backend6 { addr: *addr6, port: flow.dport, _pad: 0, ifindex: t.ifindex, mac: t.mac, _pad2: [0; 2] })
 }
 
 /// One more flow for (vip, backend).

@@ -63,6 +63,12 @@ pub static SOCK_NAT: LruHashMap<SockNatKey, SockNatOrig> = LruHashMap::pinned(MA
 #[map(name = "DP_LB")]
 pub static LB: HashMap<[u8; 4], LbTable> = HashMap::pinned(MAX_LB, BPF_F_NO_PREALLOC);
 
+#[map(name = "DP_LB6")]
+pub static LB6: HashMap<[u8; 16], [u8; 4]> = HashMap::pinned(MAX_LB, 0);
+
+#[map(name = "DP_ADDR6")]
+pub static ADDR6: HashMap<[u8; 4], [u8; 16]> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
 #[map(name = "DP_LB_STATS")]
 pub static LB_STATS: PerCpuHashMap<LbStatKey, u64> = PerCpuHashMap::pinned(MAX_LB_STATS, 0);
 

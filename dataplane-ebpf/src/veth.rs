@@ -17,7 +17,7 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
     Backend, Backend6, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, CtEntry6, Direction, DropReason,
-    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, NET_FLAG_ROUTED, PROTO_ICMP, PROTO_TCP,
+    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, NET_FLAG_ROUTED, PROTO_ICMP, PROTO_ICMP6, PROTO_TCP,
 };
 
 use crate::{
@@ -248,6 +248,19 @@ fn ingress6(ctx: &TcContext) -> i32 {
     let reason = policy::check_ipv6(ctx);
     if !reason.is_pass() {
         return verdict(ctx, reason);
+    }
+    // A virtual IP (ICMPv6 goes on to the host, which holds the VIP).
+    if flow.proto != PROTO_ICMP6 {
+        match lb::pick_flow6(flow) {
+            lb::Pick6::Backend(b) => {
+                return match new_hairpin6(ctx, flow, &b) {
+                    Ok(ct) => hairpin_forward6(ctx, flow, ct, DropReason::LbForwarded),
+                    Err(reason) => verdict(ctx, reason),
+                };
+            }
+            lb::Pick6::NoBackend => return verdict(ctx, DropReason::LbNoBackend),
+            lb::Pick6::NotVip => {}
+        }
     }
     let Some(b) = service::lookup6(flow) else {
         return match egress6(ctx, flow) {

@@ -462,6 +462,7 @@ mod tests {
             device: None,
             predefined: false,
             vips: Default::default(),
+            vips6: Default::default(),
             owner: None,
         }
     }

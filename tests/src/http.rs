@@ -7,10 +7,13 @@ use std::time::{Duration, Instant};
 
 use crate::{Host, text};
 
-/// A backend: HTTP/1.1 (keep-alive) answering every GET with its name.
+/// A backend: HTTP/1.1 (keep-alive) answering every GET with its name,
+/// over IPv4 and IPv6 (one dual-stack socket).
 pub const SERVER: &str = r#"
-import http.server, sys
+import http.server, socket, sys
 name = sys.argv[1].encode()
+class Server(http.server.ThreadingHTTPServer):
+    address_family = socket.AF_INET6
 class Name(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"
     def do_GET(self):
@@ -20,13 +23,15 @@ class Name(http.server.BaseHTTPRequestHandler):
         self.wfile.write(name)
     def log_message(self, *args):
         pass
-http.server.ThreadingHTTPServer(("0.0.0.0", 80), Name).serve_forever()
+Server(("::", 80), Name).serve_forever()
 "#;
 
-/// `n` short HTTP connections to NAME (resolved once); prints {"name": count}.
+/// `n` short HTTP connections to NAME (resolved once: A, or AAAA with a
+/// third argument `6`); prints {"name": count}.
 pub const CLIENT: &str = r#"
 import collections, http.client, json, socket, sys
-addr = socket.gethostbyname(sys.argv[1])
+family = socket.AF_INET6 if sys.argv[3:] == ["6"] else socket.AF_INET
+addr = socket.getaddrinfo(sys.argv[1], 80, family)[0][4][0]
 seen = collections.Counter()
 for _ in range(int(sys.argv[2])):
     c = http.client.HTTPConnection(addr, 80, timeout=5)
@@ -35,6 +40,28 @@ for _ in range(int(sys.argv[2])):
     c.close()
 print(json.dumps(seen))
 "#;
+
+/// Runs one SERVER sandbox per name on `network`, carrying `alias`.
+pub fn start_backends(h: &Host, network: &str, alias: &str, names: &[&str]) {
+    let script = h.dir.join("server.py");
+    std::fs::write(&script, SERVER).expect("server script");
+    let script = script.display().to_string();
+    for n in names {
+        h.dp_ok(&[
+            "run",
+            "-d",
+            "--name",
+            n,
+            "--network",
+            network,
+            "--network-alias",
+            alias,
+            "python3",
+            &script,
+            n,
+        ]);
+    }
+}
 
 /// Holds 60 keep-alive HTTP connections to web, asks each once (OUT.first),
 /// waits for OUT.go, asks each again on the same connection (OUT.second:

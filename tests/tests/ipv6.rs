@@ -2,6 +2,7 @@
 //! IPv6 between sandboxes, isolation and ICC judged over IPv6 in BPF,
 //! restart, and bad input refused without leftovers.
 
+use dataplane_tests::http::{CLIENT, start_backends};
 use dataplane_tests::{Host, PeerEcho, text};
 
 /// `name`'s IPv6 address on `network`, as inspect shows it.
@@ -662,4 +663,78 @@ fn a_dual_stack_macvlan_network_is_reachable_on_the_lan_over_ipv6() {
         (0..5).any(|_| ext.run(&["ping", "-6", "-c", "1", "-W", "2", "fd00:ffff::100"]).status.success());
     assert!(lan_reaches, "the LAN cannot reach the macvlan sandbox over IPv6");
     assert!(ping6(&h, "m6", "fd00:ffff::2"), "the sandbox cannot reach its IPv6 gateway on the LAN");
+}
+
+/// An `lb=vip` network with IPv6: each alias gets an IPv6 VIP too (AAAA),
+/// balanced in BPF over the same Maglev table as its IPv4 VIP.
+#[test]
+fn an_alias_of_a_dual_stack_lb_network_has_an_ipv6_vip_balanced_in_bpf() {
+    let (mut h, _ext) = Host::with_external("v6lb");
+    h.dp_ok(&[
+        "network",
+        "create",
+        "--ipv6",
+        "--subnet",
+        "10.99.0.0/24",
+        "--subnet",
+        "fd00:99::/64",
+        "-o",
+        "lb=vip",
+        "lb6",
+    ]);
+    start_backends(&h, "lb6", "web", &["w1", "w2", "w3"]);
+    let client = h.dir.join("client.py");
+    std::fs::write(&client, CLIENT).expect("client script");
+    let client = client.display().to_string();
+    h.dp_ok(&["run", "-d", "--name", "client", "--network", "lb6", "sleep", "600"]);
+    // AAAA answers the IPv6 VIP `lb list` shows; A the IPv4 one.
+    let dig = |t: &str| text(&h.exec("client", &["dig", "+short", "+time=2", t, "web"])).trim().to_string();
+    let rows: serde_json::Value =
+        serde_json::from_str(&h.dp_ok(&["lb", "list", "--format", "json"])).expect("lb json");
+    let vip6 = rows[0]["Vip6"].as_str().unwrap_or_default().to_string();
+    assert!(vip6.starts_with("fd00:99::"), "an IPv6 VIP from the subnet: {rows}");
+    assert_eq!(dig("AAAA"), vip6);
+    assert_eq!(dig("A"), rows[0]["Vip"].as_str().unwrap_or_default());
+    for n in ["w1", "w2", "w3"] {
+        assert_ne!(ip6_of(&h, n, "lb6"), vip6, "the VIP is an address of its own");
+    }
+    assert!(h.dp_ok(&["lb", "list"]).contains(&format!(", {vip6}")));
+    // The host holds the VIP: ping6 answers.
+    assert!((0..5).any(|_| ping6(&h, "client", &vip6)), "ping6 the VIP");
+    let count = |h: &Host, n: &str| -> std::collections::BTreeMap<String, u64> {
+        let mut last = String::new();
+        for _ in 0..30 {
+            let o = h.exec("client", &["python3", &client, "web", n, "6"]);
+            if o.status.success() {
+                return serde_json::from_slice(&o.stdout).expect("client json");
+            }
+            last = text(&o);
+            std::thread::sleep(std::time::Duration::from_millis(200));
+        }
+        panic!("client over IPv6: {last}");
+    };
+    // Every backend listening, then 1,500 connections over IPv6: spread.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while count(&h, "30").len() < 3 {
+        assert!(std::time::Instant::now() < deadline, "not all three backends answered over the IPv6 VIP");
+    }
+    let got = count(&h, "1500");
+    eprintln!("1,500 connections through [{vip6}]: {got:?}");
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ["w1", "w2", "w3"], "{got:?}");
+    assert!(got.values().all(|c| (400..=600).contains(c)), "1,500 over three backends: {got:?}");
+    assert!(h.drops("LB_FORWARDED") >= 1500, "counted as balanced");
+    // A stopped backend leaves the table; after a restart it all holds.
+    h.dp_ok(&["stop", "w3"]);
+    let got = count(&h, "60");
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ["w1", "w2"], "{got:?}");
+    h.kill_daemon();
+    h.start();
+    let got = count(&h, "60");
+    assert_eq!(got.keys().cloned().collect::<Vec<_>>(), ["w1", "w2"], "after a restart: {got:?}");
+    // Gone with its network.
+    for n in ["w1", "w2", "w3", "client"] {
+        h.dp_ok(&["rm", "-f", n]);
+    }
+    h.dp_ok(&["network", "rm", "lb6"]);
+    assert_eq!(h.dp_ok(&["lb", "list", "--format", "json"]).trim(), "[]");
 }

@@ -6,7 +6,7 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use dataplane_tests::http::{CLIENT, HOLDER, SERVER, counts, try_counts, wait_for};
+use dataplane_tests::http::{CLIENT, HOLDER, SERVER, counts, start_backends, try_counts, wait_for};
 use dataplane_tests::{Host, text};
 
 fn lb_rows(h: &Host) -> serde_json::Value {
@@ -17,24 +17,7 @@ fn lb_rows(h: &Host) -> serde_json::Value {
 fn alias_vip_spreads_connections_evenly_and_a_leaving_backend_breaks_no_other_flow() {
     let (h, _ext) = Host::with_external("lb");
     h.dp_ok(&["network", "create", "--subnet", "10.98.0.0/24", "-o", "lb=vip", "lbnet"]);
-    let server_py = h.dir.join("server.py");
-    std::fs::write(&server_py, SERVER).expect("server script");
-    let server = server_py.display().to_string();
-    for n in ["w1", "w2", "w3"] {
-        h.dp_ok(&[
-            "run",
-            "-d",
-            "--name",
-            n,
-            "--network",
-            "lbnet",
-            "--network-alias",
-            "web",
-            "python3",
-            &server,
-            n,
-        ]);
-    }
+    start_backends(&h, "lbnet", "web", &["w1", "w2", "w3"]);
     h.dp_ok(&["run", "-d", "--name", "client", "--network", "lbnet", "sleep", "600"]);
     let client_py = h.dir.join("client.py");
     std::fs::write(&client_py, CLIENT).expect("client script");

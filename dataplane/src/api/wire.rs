@@ -529,6 +529,9 @@ pub struct LbRow {
     pub network: String,
     pub alias: String,
     pub vip: std::net::Ipv4Addr,
+    /// Its IPv6 VIP, on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vip6: Option<std::net::Ipv6Addr>,
     pub backends: Vec<LbBackendRow>,
 }
 
@@ -538,6 +541,7 @@ impl From<crate::engine::Vip> for LbRow {
             network: v.network,
             alias: v.alias,
             vip: v.vip,
+            vip6: v.vip6,
             backends: v
                 .backends
                 .into_iter()

@@ -31,7 +31,7 @@ pub async fn run(client: &Client, cmd: LbCmd) -> anyhow::Result<ExitCode> {
                     lines.push(vec![
                         r.network.clone(),
                         r.alias.clone(),
-                        r.vip.to_string(),
+                        vip_text(r),
                         "-".into(),
                         "".into(),
                         "".into(),
@@ -41,7 +41,7 @@ pub async fn run(client: &Client, cmd: LbCmd) -> anyhow::Result<ExitCode> {
                     lines.push(vec![
                         r.network.clone(),
                         r.alias.clone(),
-                        r.vip.to_string(),
+                        vip_text(r),
                         format!("{} ({})", b.sandbox, b.ip),
                         if b.live { "live" } else { "down" }.to_string(),
                         b.flows.to_string(),
@@ -53,4 +53,12 @@ pub async fn run(client: &Client, cmd: LbCmd) -> anyhow::Result<ExitCode> {
         other => anyhow::bail!("--format {other:?}: use table or json"),
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `10.1.0.200`, or `10.1.0.200, fd00:1::c8` with an IPv6 VIP.
+fn vip_text(r: &LbRow) -> String {
+    match r.vip6 {
+        Some(v6) => format!("{}, {v6}", r.vip),
+        None => r.vip.to_string(),
+    }
 }

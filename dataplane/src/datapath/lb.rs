@@ -1,5 +1,7 @@
 //! Alias load balancing in the datapath: the Maglev table of each virtual
-//! IP (DP_LB) and new flows per (VIP, backend) (DP_LB_STATS).
+//! IP (DP_LB), each IPv6 VIP's IPv4 sibling whose table it shares (DP_LB6)
+//! with the backends' IPv6 addresses (DP_ADDR6), and new flows per (VIP,
+//! backend) (DP_LB_STATS; an IPv6 flow counts under the IPv4 VIP).
 //!
 //! Maglev tables (Eisenbud et al., NSDI 2016):
 //! every backend walks the table in its own permutation (offset and skip
@@ -9,12 +11,12 @@
 //! flow hash ([`dataplane_common::flow_hash`]).
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
 use aya::Ebpf;
 use aya::maps::{HashMap, MapData, PerCpuHashMap};
-use dataplane_common::{LB_TABLE_SIZE, LbStatKey, LbTable, MAP_LB, MAP_LB_STATS};
+use dataplane_common::{LB_TABLE_SIZE, LbStatKey, LbTable, MAP_ADDR6, MAP_LB, MAP_LB_STATS, MAP_LB6};
 
 use super::{lock, map_err, removed, take};
 use crate::error::Result;
@@ -22,6 +24,8 @@ use crate::error::Result;
 pub struct LoadBalancer {
     tables: Mutex<HashMap<MapData, [u8; 4], LbTable>>,
     stats: Mutex<PerCpuHashMap<MapData, LbStatKey, u64>>,
+    v6: Mutex<HashMap<MapData, [u8; 16], [u8; 4]>>,
+    addr6: Mutex<HashMap<MapData, [u8; 4], [u8; 16]>>,
 }
 
 impl LoadBalancer {
@@ -29,7 +33,48 @@ impl LoadBalancer {
         Ok(LoadBalancer {
             tables: Mutex::new(take(ebpf, MAP_LB)?),
             stats: Mutex::new(take(ebpf, MAP_LB_STATS)?),
+            v6: Mutex::new(take(ebpf, MAP_LB6)?),
+            addr6: Mutex::new(take(ebpf, MAP_ADDR6)?),
         })
+    }
+
+    /// Balances IPv6 VIP `vip6` with the table of `vip`.
+    pub fn set6(&self, vip6: Ipv6Addr, vip: Ipv4Addr) -> Result<()> {
+        lock(&self.v6).insert(vip6.octets(), vip.octets(), 0).map_err(map_err(format!("insert VIP {vip6}")))
+    }
+
+    pub fn remove6(&self, vip6: Ipv6Addr) -> Result<()> {
+        removed(lock(&self.v6).remove(&vip6.octets())).map_err(map_err(format!("remove VIP {vip6}")))
+    }
+
+    /// IPv6 VIPs balanced now, with their IPv4 sibling.
+    pub fn vips6(&self) -> std::collections::HashMap<Ipv6Addr, Ipv4Addr> {
+        lock(&self.v6)
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (Ipv6Addr::from(k), Ipv4Addr::from(v)))
+            .collect()
+    }
+
+    /// Records backend `ip`'s IPv6 address.
+    pub fn set_addr6(&self, ip: Ipv4Addr, ip6: Ipv6Addr) -> Result<()> {
+        lock(&self.addr6)
+            .insert(ip.octets(), ip6.octets(), 0)
+            .map_err(map_err(format!("insert the IPv6 address of backend {ip}")))
+    }
+
+    pub fn remove_addr6(&self, ip: Ipv4Addr) -> Result<()> {
+        removed(lock(&self.addr6).remove(&ip.octets()))
+            .map_err(map_err(format!("remove the IPv6 address of backend {ip}")))
+    }
+
+    /// Backends' IPv6 addresses recorded now.
+    pub fn addrs6(&self) -> std::collections::HashMap<Ipv4Addr, Ipv6Addr> {
+        lock(&self.addr6)
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(k, v)| (Ipv4Addr::from(k), Ipv6Addr::from(v)))
+            .collect()
     }
 
     /// Installs (or atomically replaces) the table of a virtual IP.

@@ -9,7 +9,7 @@
 //! | [`overlay`]   | DP_REMOTE                              | overlay addresses on other hosts (VXLAN)  |
 //! | [`services`]  | DP_SERVICES, DP_HOST_IPS               | published ports and where they answer     |
 //! | [`conntrack`] | DP_CT                                  | tracked flows, their timeouts and GC      |
-//! | [`lb`]        | DP_LB, DP_LB_STATS                     | Maglev tables of alias VIPs               |
+//! | [`lb`]        | DP_LB, DP_LB6, DP_ADDR6, DP_LB_STATS   | Maglev tables of alias VIPs (both families) |
 //! | [`dns`]       | DP_DNS                                 | 127.0.0.11:53 redirection per namespace   |
 //! | [`events`]    | DP_EVENTS, DP_MONITOR, DP_EVENT_RATE   | drop events for `dataplane monitor`       |
 //! | [`metrics`]   | DP_METRICS                             | counters by verdict and direction         |

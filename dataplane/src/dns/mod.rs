@@ -7,7 +7,8 @@
 //! Every query is answered from a fresh store snapshot, so stopped or
 //! removed sandboxes vanish from answers at once.
 //!
-//! - A for an alias of an `lb=vip` network: its virtual IP (balanced in BPF).
+//! - A for an alias of an `lb=vip` network: its virtual IP (balanced in
+//!   BPF); AAAA its IPv6 VIP on a dual-stack network.
 //! - A: sandbox names, hostnames, network aliases and IDs (12+ characters)
 //!   of live sandboxes sharing a user-defined network with the asker; several
 //!   addresses are all returned, rotated per query (round robin). TTL [`TTL`].
@@ -192,8 +193,9 @@ impl Handler {
                 _ => Reply::NxDomain,
             };
         }
-        let found = match view.vip(&text) {
-            Some(vip) => Found::Addrs(vec![vip]),
+        let vip = view.vip(&text);
+        let found = match vip {
+            Some((vip, _)) => Found::Addrs(vec![vip]),
             None => view.lookup(&text),
         };
         let turn = |key: String| {
@@ -213,7 +215,10 @@ impl Handler {
                 )
             }
             Found::Addrs(_) if qtype == RecordType::AAAA => {
-                let addrs = view.lookup6(&text);
+                let addrs = match vip {
+                    Some((_, vip6)) => vip6.into_iter().collect(),
+                    None => view.lookup6(&text),
+                };
                 let n = turn(format!("{text}/6"));
                 Reply::Records(
                     view::rotate(addrs, n)

@@ -155,7 +155,8 @@ impl<'a> View<'a> {
 
     /// The virtual IP answering alias `name` on one of the asker's `lb=vip`
     /// networks, while a live sandbox carries that alias there.
-    pub fn vip(&self, name: &str) -> Option<Ipv4Addr> {
+    /// Its IPv6 VIP too on a dual-stack network.
+    pub fn vip(&self, name: &str) -> Option<(Ipv4Addr, Option<Ipv6Addr>)> {
         self.networks.iter().filter(|n| n.balances_aliases()).find_map(|net| {
             let (alias, vip) = net.vips.iter().find(|(a, _)| a.eq_ignore_ascii_case(name))?;
             let local = self
@@ -164,7 +165,7 @@ impl<'a> View<'a> {
                 .filter(|ep| ep.aliases.contains(alias))
                 .any(|ep| self.sandboxes.get(ep.sandbox_id.as_str()).is_some_and(|sb| (self.live)(sb)));
             let remote = self.state.remote_of_network(&net.id).any(|r| r.live && r.aliases.contains(alias));
-            (local || remote).then_some(*vip)
+            (local || remote).then(|| (*vip, net.vips6.get(alias).copied()))
         })
     }
 
@@ -238,6 +239,7 @@ mod tests {
             device: None,
             predefined,
             vips: BTreeMap::new(),
+            vips6: BTreeMap::new(),
             owner: None,
         }
     }
@@ -425,7 +427,7 @@ mod tests {
         mynet.vips.insert("forever".into(), "10.1.0.200".parse().expect("valid literal"));
         let a = "1".repeat(64);
         let v = View::new(&st, &a, &live);
-        assert_eq!(v.vip("forever"), Some("10.1.0.200".parse().expect("valid literal")));
+        assert_eq!(v.vip("forever"), Some(("10.1.0.200".parse().expect("valid literal"), None)));
         assert_eq!(v.vip("b"), None, "names that are not aliases keep their address");
         // b (the running one) stops: only the exited c carries the alias.
         st.sandboxes[1].state = SandboxState::Exited(0);

@@ -35,6 +35,9 @@ pub struct Network {
     /// Virtual IPs of the network's aliases (`lb=vip` networks), taken from its subnet.
     #[serde(default)]
     pub vips: BTreeMap<String, Ipv4Addr>,
+    /// IPv6 virtual IPs of the same aliases, on a dual-stack network.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub vips6: BTreeMap<String, std::net::Ipv6Addr>,
     /// Who asked for it: None for our own API, `Docker` for a network
     /// dockerd made through the plugin (it has Docker's network ID).
     #[serde(default, skip_serializing_if = "Option::is_none")]

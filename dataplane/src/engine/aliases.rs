@@ -4,10 +4,10 @@
 //! sandboxes carrying each alias.
 
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, Ipv6Addr};
 
 use super::*;
-use crate::domain::ipam;
+use crate::domain::{ipam, ipam6};
 use crate::error::Result;
 
 /// A balanced alias: its virtual IP and the sandboxes behind it.
@@ -16,6 +16,8 @@ pub struct Vip {
     pub network: String,
     pub alias: String,
     pub vip: Ipv4Addr,
+    /// Its IPv6 VIP (dual-stack networks), balanced over the same table.
+    pub vip6: Option<Ipv6Addr>,
     pub backends: Vec<VipBackend>,
 }
 
@@ -35,19 +37,23 @@ fn slot(ip: Ipv4Addr) -> u32 {
 }
 
 impl Engine {
-    /// `net` with a virtual IP for each of `aliases` it has none for yet,
-    /// avoiding `used` (endpoint addresses and VIPs); None if nothing was added.
+    /// `net` with a virtual IP for each of `aliases` it has none for yet
+    /// (and an IPv6 one on a dual-stack network), avoiding `used` and
+    /// `used6` (endpoint addresses and VIPs); None if nothing was added.
     pub(super) fn plan_vips(
         net: &Network,
         aliases: &[String],
         used: &HashSet<Ipv4Addr>,
+        used6: &HashSet<Ipv6Addr>,
     ) -> Result<Option<Network>> {
-        if !net.balances_aliases() || aliases.iter().all(|a| net.vips.contains_key(a)) {
+        let has = |a: &String| net.vips.contains_key(a) && (net.ipam6.is_none() || net.vips6.contains_key(a));
+        if !net.balances_aliases() || aliases.iter().all(has) {
             return Ok(None);
         }
         let Some(pool) = &net.ipam else { return Ok(None) };
         let mut net = net.clone();
         let mut taken = used.clone();
+        let mut taken6 = used6.clone();
         for a in aliases {
             if !net.vips.contains_key(a) {
                 let vip = if net.is_overlay() {
@@ -57,6 +63,13 @@ impl Engine {
                 };
                 taken.insert(vip);
                 net.vips.insert(a.clone(), vip);
+            }
+            if let Some(pool6) = &net.ipam6
+                && !net.vips6.contains_key(a)
+            {
+                let vip6 = ipam6::allocate6(pool6, &taken6, &net.name)?;
+                taken6.insert(vip6);
+                net.vips6.insert(a.clone(), vip6);
             }
         }
         Ok(Some(net))
@@ -71,6 +84,10 @@ impl Engine {
         // Liveness changes reach the cluster's other hosts from here too.
         self.publish_overlay_liveness(&state).await;
         let mut want: HashMap<Ipv4Addr, dataplane_common::LbTable> = HashMap::new();
+        // IPv6 VIPs share their alias's IPv4 table; the datapath finds the
+        // backends' IPv6 addresses by their IPv4 ones.
+        let mut want6: HashMap<Ipv6Addr, Ipv4Addr> = HashMap::new();
+        let mut addrs6: HashMap<Ipv4Addr, Ipv6Addr> = HashMap::new();
         for net in state.networks.iter().filter(|n| n.balances_aliases()) {
             let bridge = match &net.device {
                 Some(d) => self.host.link_index(d).await.ok().flatten(),
@@ -82,8 +99,20 @@ impl Engine {
                 {
                     tracing::warn!(network = %net.name, %vip, error = %e, "cannot put the VIP on the bridge");
                 }
+                let vip6 = net.vips6.get(alias).copied();
+                if let Some(vip6) = vip6 {
+                    if let Some(b) = bridge
+                        && let Err(e) = self.host.add_address6(b, vip6, 128).await
+                    {
+                        tracing::warn!(network = %net.name, %vip6, error = %e, "cannot put the VIP on the bridge");
+                    }
+                    want6.insert(vip6, *vip);
+                }
                 let mut backends = Vec::new();
                 for ep in state.endpoints_of_network(&net.id).filter(|e| e.aliases.contains(alias)) {
+                    if let (Some(_), Some(ip6)) = (vip6, ep.ip6) {
+                        addrs6.insert(ep.ip, ip6);
+                    }
                     let live =
                         state.sandboxes.iter().find(|s| s.id == ep.sandbox_id).is_some_and(Sandbox::is_live);
                     if let (true, Some(h)) = (live, &ep.host_ifname)
@@ -110,6 +139,28 @@ impl Engine {
                 && let Err(e) = self.dp.lb.remove(vip)
             {
                 tracing::warn!(%vip, error = %e, "cannot remove the VIP");
+            }
+        }
+        // IPv6: written only where they differ (a healthy host gets no write).
+        let (now6, now_addrs6) = (self.dp.lb.vips6(), self.dp.lb.addrs6());
+        for (ip, ip6) in addrs6.iter().filter(|(ip, ip6)| now_addrs6.get(ip) != Some(ip6)) {
+            if let Err(e) = self.dp.lb.set_addr6(*ip, *ip6) {
+                tracing::warn!(%ip, %ip6, error = %e, "cannot record the backend's IPv6 address");
+            }
+        }
+        for (vip6, vip) in want6.iter().filter(|(v6, v)| now6.get(v6) != Some(v)) {
+            if let Err(e) = self.dp.lb.set6(*vip6, *vip) {
+                tracing::warn!(%vip6, error = %e, "cannot program the VIP");
+            }
+        }
+        for vip6 in now6.keys().filter(|v| !want6.contains_key(v)) {
+            if let Err(e) = self.dp.lb.remove6(*vip6) {
+                tracing::warn!(%vip6, error = %e, "cannot remove the VIP");
+            }
+        }
+        for ip in now_addrs6.keys().filter(|ip| !addrs6.contains_key(ip)) {
+            if let Err(e) = self.dp.lb.remove_addr6(*ip) {
+                tracing::warn!(%ip, error = %e, "cannot remove the backend's IPv6 address");
             }
         }
     }
@@ -143,7 +194,13 @@ impl Engine {
                     },
                 ));
                 backends.sort_by(|a, b| a.sandbox.cmp(&b.sandbox));
-                rows.push(Vip { network: net.name.clone(), alias: alias.clone(), vip: *vip, backends });
+                rows.push(Vip {
+                    network: net.name.clone(),
+                    alias: alias.clone(),
+                    vip: *vip,
+                    vip6: net.vips6.get(alias).copied(),
+                    backends,
+                });
             }
         }
         Ok(rows)

@@ -160,7 +160,10 @@ pub(super) fn plan_endpoint(
         aliases: aliases.to_vec(),
     };
     used.insert(ip);
-    let vips = Engine::plan_vips(net, aliases, &used)?;
+    let mut used6: HashSet<Ipv6Addr> = state.endpoints_of_network(&net.id).filter_map(|e| e.ip6).collect();
+    used6.extend(net.vips6.values().copied());
+    used6.extend(ip6);
+    let vips = Engine::plan_vips(net, aliases, &used, &used6)?;
     Ok(EndpointPlan { ep, first: taken.is_empty(), vips })
 }
 
@@ -179,7 +182,9 @@ fn plan_ip6(state: &State, net: &Network, ip6: Option<&str>) -> Result<Option<Ip
             None => Ok(None),
         };
     };
-    let used: HashSet<Ipv6Addr> = state.endpoints_of_network(&net.id).filter_map(|e| e.ip6).collect();
+    let mut used: HashSet<Ipv6Addr> = state.endpoints_of_network(&net.id).filter_map(|e| e.ip6).collect();
+    // Virtual IPs live on the bridge.
+    used.extend(net.vips6.values().copied());
     match wanted {
         Some(s) => {
             let ip: Ipv6Addr = s.parse().map_err(|_| Error::invalid("ip6", s, "not an IPv6 address"))?;

@@ -30,6 +30,7 @@ pub fn net(vips: bool) -> Network {
         device: Some("br-test".into()),
         predefined: false,
         vips: BTreeMap::new(),
+        vips6: BTreeMap::new(),
         owner: None,
     }
 }

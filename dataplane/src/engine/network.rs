@@ -82,6 +82,7 @@ fn plan_overlay(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Resu
         device: Some(names::overlay_bridge_name(&cx.id)),
         predefined: false,
         vips: BTreeMap::new(),
+        vips6: BTreeMap::new(),
         owner: cx.owner,
     })
 }
@@ -233,6 +234,7 @@ pub(super) fn plan_network(state: &State, req: &NetworkCreate, cx: &NetworkConte
         device,
         predefined,
         vips: BTreeMap::new(),
+        vips6: BTreeMap::new(),
         owner: cx.owner,
     })
 }
