@@ -292,6 +292,48 @@ pub const CT_FLAG_HAIRPIN_SELF: u16 = 1;
 /// carry it has seen traffic both ways (Linux's "assured"); until then it
 /// is unreplied and expires soon.
 pub const CT_FLAG_SEEN: u16 = 2;
+/// A NAT46 flow: an IPv6 client of a port published by a sandbox that has
+/// only IPv4. Its forward entry is keyed by the IPv6 tuple; its reply entry
+/// by the sandbox's IPv4 reply tuple in v4-mapped form (`::ffff:a.b.c.d`),
+/// the client's IPv6 address kept in `DP_NAT46` under the same key.
+pub const CT_FLAG_NAT46: u16 = 4;
+
+/// `DP_NAT46`: the IPv6 client of each NAT46 flow, by its reply key (LRU:
+/// written when a flow starts, read only while its conntrack entry lives).
+pub const MAP_NAT46: &str = "DP_NAT46";
+
+/// IPv6 clients of NAT46 flows appear to IPv4-only sandboxes as addresses
+/// of 100.64.0.0/10 (RFC 6598's shared address space): 22 bits of a hash
+/// of the client's address, so one client always appears as one address.
+pub const NAT46_NET: [u8; 4] = [100, 64, 0, 0];
+pub const NAT46_PREFIX_LEN: u8 = 10;
+
+/// The IPv4 address IPv6 client `a` appears as to an IPv4-only sandbox.
+#[inline(always)]
+pub const fn nat46_client(a: &[u8; 16]) -> [u8; 4] {
+    let h = crate::lb::flow_hash(crate::lb::fold6(a), NAT46_NET, 0, 0, 0).to_be_bytes();
+    [NAT46_NET[0], NAT46_NET[1] | (h[1] & 0x3f), h[2], h[3]]
+}
+
+/// Whether `a` is in the NAT46 client prefix.
+#[inline(always)]
+pub const fn is_nat46_client(a: [u8; 4]) -> bool {
+    a[0] == NAT46_NET[0] && a[1] & 0xc0 == NAT46_NET[1]
+}
+
+/// `::ffff:a.b.c.d`.
+#[inline(always)]
+pub const fn v4_mapped(a: [u8; 4]) -> [u8; 16] {
+    [0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0xff, 0xff, a[0], a[1], a[2], a[3]]
+}
+
+/// The IPv4 address of a v4-mapped IPv6 address.
+#[inline(always)]
+pub fn v4_of_mapped(a: &[u8; 16]) -> Option<[u8; 4]> {
+    let w = |i: usize| u32::from_ne_bytes([a[i], a[i + 1], a[i + 2], a[i + 3]]);
+    (w(0) == 0 && w(4) == 0 && w(8) == u32::from_ne_bytes([0, 0, 0xff, 0xff]))
+        .then_some([a[12], a[13], a[14], a[15]])
+}
 
 /// TCP states tracked per entry; each has its own idle timeout.
 pub const CT_STATE_NONE: u16 = 0;

@@ -5,12 +5,12 @@ use aya_ebpf::helpers::{bpf_get_prandom_u32, bpf_ktime_get_ns};
 use aya_ebpf::macros::map;
 use aya_ebpf::maps::PerCpuArray;
 use dataplane_common::{
-    Backend, Backend6, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_FLAG_SEEN, CT_STATE_CLOSE,
+    Backend, Backend6, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY, CT_FLAG_HAIRPIN_SELF, CT_FLAG_NAT46, CT_FLAG_SEEN, CT_STATE_CLOSE,
     CT_STATE_ESTABLISHED, CT_STATE_FIN, CT_STATE_NONE, CT_STATE_SYN, CtEntry, CtEntry6, CtKey, CtKey6, PROTO_TCP,
 };
 
 use crate::{
-    maps::{CT, CT6},
+    maps::{CT, CT6, NAT46},
     parse::{Flow, Flow6},
 };
 
@@ -324,6 +324,13 @@ pub fn tracked6(flow: &Flow6) -> bool {
     unsafe { CT6.get(key6(flow)) }.is_some()
 }
 
+/// The IPv6 entry of this packet's tuple as it is (nothing updated).
+#[inline(always)]
+pub fn entry6(flow: &Flow6) -> Option<&'static CtEntry6> {
+    // SAFETY: map lookups return values valid for this program run.
+    unsafe { CT6.get(key6(flow)) }
+}
+
 /// The IPv6 entry for this packet (any direction), refreshed and, for
 /// TCP, moved along the state machine, as [`lookup`]. The entry itself (in
 /// the map, valid for this program run), not a copy.
@@ -404,6 +411,50 @@ pub fn track_dnat6(
     let s = begin6(flow, back, (CT_DIR_DNAT, addr, port, ifindex, mac)).ok_or(-1)?;
     s.rev_key = CtKey6::between(flow.proto, (addr, port), (flow.saddr, flow.sport));
     commit6(s, 0)
+}
+
+/// Tracks a new NAT46 flow: IPv6 client `flow` of a port published by a
+/// sandbox with only IPv4 (`b`, its address v4-mapped), to which the client
+/// appears as `client4`. The forward entry (IPv6 tuple) leads to the
+/// sandbox; the reply entry, keyed by the sandbox's IPv4 reply tuple in
+/// v4-mapped form, back to the host address and port the client used, the
+/// client itself kept in `DP_NAT46`. Refused when another client's live
+/// flow holds that reply tuple (two clients hashed to one address, using
+/// the same port towards the same backend).
+#[inline(always)]
+#[allow(clippy::needless_borrows_for_generic_args)] // see commit6
+pub fn track_dnat46(flow: &Flow6, b: &Backend6, client4: [u8; 4], uplink: u32) -> Result<&'static CtEntry6, i32> {
+    let back = (CT_DIR_REPLY, flow.daddr, flow.dport, uplink, [0; 6]);
+    let s = begin6(flow, back, (CT_DIR_DNAT, b.addr, b.port, b.ifindex, b.mac)).ok_or(-1)?;
+    s.back.flags = CT_FLAG_NAT46;
+    s.fwd.flags |= CT_FLAG_NAT46;
+    // The reply key in place (built on the stack, its bytes would spill).
+    s.rev_key.proto = flow.proto;
+    s.rev_key._pad = [0; 3];
+    s.rev_key.saddr = b.addr;
+    s.rev_key.sport = b.port;
+    s.rev_key.daddr = [0; 16];
+    s.rev_key.daddr[10] = 0xff;
+    s.rev_key.daddr[11] = 0xff;
+    s.rev_key.daddr[12..].copy_from_slice(&client4);
+    s.rev_key.dport = flow.sport;
+    // SAFETY: map lookups return values valid for this program run.
+    if let Some(other) = unsafe { NAT46.get(&s.rev_key) }
+        && !same6(other, &flow.saddr)
+        && unsafe { CT6.get(&s.rev_key) }.is_some()
+    {
+        return Err(-17);
+    }
+    NAT46.insert(&s.rev_key, &flow.saddr, 0)?;
+    commit6(s, 0)
+}
+
+/// Whether two IPv6 addresses are equal, compared a word at a time.
+#[inline(always)]
+fn same6(a: &[u8; 16], b: &[u8; 16]) -> bool {
+    // SAFETY: i < 4: each word is inside both arrays.
+    let w = |x: &[u8; 16], i: usize| unsafe { core::ptr::read_unaligned(x.as_ptr().add(4 * i).cast::<u32>()) };
+    (0..4).all(|i| w(a, i) == w(b, i))
 }
 
 /// Tracks an IPv6 hairpin flow, as [`track_hairpin`]: a sandbox (veth

@@ -51,6 +51,9 @@ pub static HOST_IPS6: HashMap<[u8; 16], u32> = HashMap::pinned(MAX_HOST_IPS, 0);
 #[map(name = "DP_CT6")]
 pub static CT6: LruHashMap<CtKey6, CtEntry6> = LruHashMap::pinned(MAX_CT6, 0);
 
+#[map(name = "DP_NAT46")]
+pub static NAT46: LruHashMap<CtKey6, [u8; 16]> = LruHashMap::pinned(MAX_CT6, 0);
+
 #[map(name = "DP_UPLINK6")]
 pub static UPLINK6: Array<[u8; 16]> = Array::pinned(1, 0);
 

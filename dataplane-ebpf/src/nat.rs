@@ -4,11 +4,12 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_MARK_MANGLED_0, BPF_F_PSEUDO_HDR},
+    helpers::bpf_csum_diff,
     programs::TcContext,
 };
 use dataplane_common::{PROTO_ICMP, PROTO_ICMP6, PROTO_UDP};
 
-use crate::parse::{Flow, Flow6, IP_CSUM_OFF, IP_DST_OFF, IP_SRC_OFF, IP6_DST_OFF, IP6_SRC_OFF, IcmpError, IcmpError6};
+use crate::parse::{Flow, Flow6, IP_CSUM_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP6_DST_OFF, IP6_SRC_OFF, IcmpError, IcmpError6};
 
 /// Which end of the flow to rewrite.
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -154,4 +155,122 @@ pub fn rewrite_icmp6_error(ctx: &TcContext, e: &IcmpError6, addr: &[u8; 16], por
         ctx.store(e.inner_l4_off, &port, 0)?;
     }
     Ok(())
+}
+
+/// EtherTypes, network byte order.
+const ETH_P_IP: u16 = 0x0800;
+const ETH_P_IPV6: u16 = 0x86dd;
+/// IPv4 header without options, IPv6 fixed header.
+const IP4_LEN: usize = 20;
+const IP6_HDR_LEN: usize = 40;
+
+/// The checksum difference of the pseudo-header's addresses going from
+/// `from` to `to` (sizes in bytes, multiples of 4).
+#[inline(always)]
+fn csum_diff(from: &[u32], to: &[u32]) -> Result<u64, i64> {
+    // SAFETY: both buffers are on this stack, read only, their sizes given.
+    let d = unsafe {
+        bpf_csum_diff(
+            from.as_ptr() as *mut u32,
+            (from.len() * 4) as u32,
+            to.as_ptr() as *mut u32,
+            (to.len() * 4) as u32,
+            0,
+        )
+    };
+    if d < 0 { Err(d) } else { Ok(d as u64) }
+}
+
+/// An IPv4 header checksum from the header's nonzero 16-bit words.
+#[inline(always)]
+fn ip4_checksum(words: &[u32]) -> u16 {
+    let mut sum = 0u32;
+    for w in words {
+        sum += *w;
+    }
+    sum = (sum & 0xffff) + (sum >> 16);
+    sum = (sum & 0xffff) + (sum >> 16);
+    !(sum as u16)
+}
+
+/// NAT46, inbound: the IPv6 TCP/UDP packet of `flow` becomes an IPv4 one
+/// from `saddr` to `daddr`, destination port `dport` (traffic class, hop
+/// limit and payload kept; Don't Fragment set, as IPv6 never fragments on
+/// the way). The transport checksum follows incrementally (pseudo-header
+/// addresses, port); the IPv4 header is new, its checksum computed.
+#[inline(always)]
+pub fn to_ipv4(ctx: &TcContext, flow: &Flow6, saddr: [u8; 4], daddr: [u8; 4], dport: u16) -> Result<(), i64> {
+    let head: [u8; 8] = ctx.load(IP_OFF)?;
+    let old: [u32; 8] = ctx.load(IP6_SRC_OFF)?;
+    let new = [u32::from_ne_bytes(saddr), u32::from_ne_bytes(daddr)];
+    let diff = csum_diff(&old, &new)?;
+    ctx.change_proto(ETH_P_IP.to_be(), 0)?;
+    let tos = (head[0] << 4) | (head[1] >> 4);
+    let total = (u16::from_be_bytes([head[4], head[5]]) as usize + IP4_LEN) as u16;
+    let t = total.to_be_bytes();
+    // Version/IHL and TOS, total length, no ID, Don't Fragment, TTL and
+    // protocol, the addresses: summed as 16-bit words for the checksum.
+    let words = [
+        u32::from(u16::from_be_bytes([0x45, tos])),
+        u32::from(total),
+        0x4000,
+        u32::from(u16::from_be_bytes([head[7], flow.proto])),
+        u32::from(u16::from_be_bytes([saddr[0], saddr[1]])),
+        u32::from(u16::from_be_bytes([saddr[2], saddr[3]])),
+        u32::from(u16::from_be_bytes([daddr[0], daddr[1]])),
+        u32::from(u16::from_be_bytes([daddr[2], daddr[3]])),
+    ];
+    let c = ip4_checksum(&words).to_be_bytes();
+    ctx.store(IP_OFF, &[0x45, tos, t[0], t[1]], 0)?;
+    ctx.store(IP_OFF + 4, &[0u8, 0, 0x40, 0], 0)?;
+    ctx.store(IP_OFF + 8, &[head[7], flow.proto, c[0], c[1]], 0)?;
+    ctx.store(IP_OFF + 12, &saddr, 0)?;
+    ctx.store(IP_OFF + 16, &daddr, 0)?;
+    ctx.store(12, &ETH_P_IP.to_be(), 0)?;
+    let l4 = IP_OFF + IP4_LEN;
+    finish_l4(ctx, flow.proto, l4, diff, (l4 + 2, flow.dport, dport))
+}
+
+/// NAT46, outbound: the IPv4 TCP/UDP packet of `flow` (no IP options, not
+/// a fragment) becomes an IPv6 one from `saddr` to `daddr`, source port
+/// `sport`, as [`to_ipv4`] the other way.
+#[inline(always)]
+pub fn to_ipv6(ctx: &TcContext, flow: &Flow, saddr: &[u8; 16], daddr: &[u8; 16], sport: u16) -> Result<(), i64> {
+    let head: [u8; 12] = ctx.load(IP_OFF)?;
+    // Options, or a fragment (offset or more-fragments set): not translated.
+    if head[0] != 0x45 || (u16::from_be_bytes([head[6], head[7]]) & 0x3fff) != 0 {
+        return Err(-1);
+    }
+    let old = [u32::from_ne_bytes(flow.saddr), u32::from_ne_bytes(flow.daddr)];
+    let w = |a: &[u8; 16], i: usize| u32::from_ne_bytes([a[4 * i], a[4 * i + 1], a[4 * i + 2], a[4 * i + 3]]);
+    let new = [w(saddr, 0), w(saddr, 1), w(saddr, 2), w(saddr, 3), w(daddr, 0), w(daddr, 1), w(daddr, 2), w(daddr, 3)];
+    let diff = csum_diff(&old, &new)?;
+    ctx.change_proto(ETH_P_IPV6.to_be(), 0)?;
+    let payload = (u16::from_be_bytes([head[2], head[3]]) as usize).saturating_sub(IP4_LEN) as u16;
+    let p = payload.to_be_bytes();
+    let tos = head[1];
+    ctx.store(IP_OFF, &[0x60 | (tos >> 4), tos << 4, 0, 0, p[0], p[1], flow.proto, head[8]], 0)?;
+    ctx.store(IP6_SRC_OFF, &new, 0)?;
+    ctx.store(12, &ETH_P_IPV6.to_be(), 0)?;
+    let l4 = IP_OFF + IP6_HDR_LEN;
+    finish_l4(ctx, flow.proto, l4, diff, (l4, flow.sport, sport))
+}
+
+/// The transport header at `l4` after a family change: the pseudo-header
+/// difference `diff` into its checksum, then one port (offset, old, new).
+#[inline(always)]
+fn finish_l4(ctx: &TcContext, proto: u8, l4: usize, diff: u64, (at, old, new): (usize, u16, u16)) -> Result<(), i64> {
+    let (csum, mangled) = l4_csum(proto, l4);
+    ctx.l4_csum_replace(csum, 0, diff, BPF_F_PSEUDO_HDR as u64 | mangled)?;
+    if old != new {
+        ctx.l4_csum_replace(csum, old as u64, new as u64, mangled | 2)?;
+        ctx.store(at, &new, 0)?;
+    }
+    Ok(())
+}
+
+/// (checksum offset, mangled-zero flag) of a TCP or UDP header at `l4`.
+#[inline(always)]
+fn l4_csum(proto: u8, l4: usize) -> (usize, u64) {
+    if proto == PROTO_UDP { (l4 + 6, BPF_F_MARK_MANGLED_0 as u64) } else { (l4 + 16, 0) }
 }

@@ -13,7 +13,8 @@
 use aya_ebpf::{bindings::TC_ACT_UNSPEC, programs::TcContext};
 use aya_ebpf::maps::lpm_trie::Key;
 use dataplane_common::{
-    CT_DIR_DNAT, CT_DIR_SNAT_REPLY, Direction, DropReason, NET_FLAG_ROUTED, PROTO_TCP, PROTO_UDP, VXLAN_PORT,
+    Backend6, CT_DIR_DNAT, CT_DIR_SNAT_REPLY, CT_FLAG_NAT46, CtEntry6, Direction, DropReason, NET_FLAG_ROUTED, PROTO_TCP,
+    PROTO_UDP, VXLAN_PORT, nat46_client, v4_of_mapped,
 };
 
 use crate::{
@@ -35,8 +36,22 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     } else if parse::is_icmp6_error(ctx) {
         icmp6_error(ctx)
     } else {
-        ingress6(ctx)
+        // NAT46 translation called from here, next to the IPv6 path
+        // rather than under it: their frames together pass BPF's 512 bytes.
+        // (Only a verdict comes back: a map pointer returned through the
+        // caller's stack reaches the verifier as a plain number.)
+        match ingress6(ctx) {
+            Step6::Done(v) => v,
+            Step6::Nat46 => nat46_in(ctx),
+        }
     }
+}
+
+/// What the IPv6 path decided: a verdict, or a NAT46 flow's packet to
+/// translate (its entry, tracked and refreshed, looked up again there).
+enum Step6 {
+    Done(i32),
+    Nat46,
 }
 
 /// IPv4 (and anything else not IPv6) from outside.
@@ -141,45 +156,74 @@ fn direct_access(ctx: &TcContext, daddr: [u8; 4]) -> i32 {
 /// (NAT66); the next packets of a flow follow its entry; a packet for a
 /// sandbox that nothing accounts for is refused.
 #[inline(never)]
-fn ingress6(ctx: &TcContext) -> i32 {
+fn ingress6(ctx: &TcContext) -> Step6 {
     let Some(flow) = parse::l4_flow6(ctx) else {
         // No flow of ours (neighbour discovery, other protocols): the
         // direct-access rule alone.
-        return match parse::ipv6_daddr(ctx) {
+        return Step6::Done(match parse::ipv6_daddr(ctx) {
             Some(daddr) => direct_access6(ctx, &daddr),
             None => NEXT,
-        };
+        });
     };
     if !conntrack::valid_flags(flow.proto, flow.tcp_flags)
         && (conntrack::tracked6(&flow) || service::lookup6(&flow).is_some())
     {
-        return verdict(ctx, DropReason::InvalidPacket);
+        return Step6::Done(verdict(ctx, DropReason::InvalidPacket));
     }
     let fresh = if conntrack::opens6(&flow) { service::lookup6(&flow) } else { None };
     let tracked = if fresh.is_some() { None } else { conntrack::lookup6(&flow) };
     let (target, reason) = match tracked {
         Some(e) if e.dir == CT_DIR_DNAT => (e, DropReason::NatPublished),
         Some(e) if e.dir == CT_DIR_SNAT_REPLY => (e, DropReason::NatEgressReply),
-        Some(_) => return NEXT,
+        Some(_) => return Step6::Done(NEXT),
         None => {
             let Some(b) = fresh.or_else(|| service::lookup6(&flow)) else {
-                return direct_access6(ctx, &flow.daddr);
+                return Step6::Done(direct_access6(ctx, &flow.daddr));
             };
             if flow.proto == PROTO_TCP && !conntrack::opens6(&flow) {
-                return verdict(ctx, DropReason::CtNoFlow);
+                return Step6::Done(verdict(ctx, DropReason::CtNoFlow));
             }
             // SAFETY: the skb pointer is valid for this program run.
             let uplink = unsafe { (*ctx.skb.skb).ifindex };
-            match conntrack::track_dnat6(&flow, b.addr, b.port, b.ifindex, b.mac, uplink) {
+            // A sandbox with only IPv4 (its address v4-mapped): NAT46.
+            let tracked = if v4_of_mapped(&b.addr).is_some() {
+                nat46_track(&flow, &b, uplink)
+            } else {
+                conntrack::track_dnat6(&flow, b.addr, b.port, b.ifindex, b.mac, uplink)
+            };
+            match tracked {
                 Ok(e) => (e, DropReason::NatPublished),
-                Err(_) => return verdict(ctx, DropReason::CtInsertFailed),
+                Err(_) => return Step6::Done(verdict(ctx, DropReason::CtInsertFailed)),
             }
         }
     };
+    if target.flags & CT_FLAG_NAT46 != 0 {
+        return Step6::Nat46;
+    }
     if nat::rewrite6(ctx, &flow, End::Destination, &target.addr, target.port).is_err() {
+        return Step6::Done(verdict(ctx, DropReason::NatRewriteFailed));
+    }
+    Step6::Done(redirect::to_sandbox(ctx, target.ifindex, target.mac, reason, Direction::ToSandbox))
+}
+
+/// Tracks a new NAT46 flow (a function of its own: its frame is not
+/// added to the translation's).
+#[inline(never)]
+fn nat46_track(flow: &Flow6, b: &Backend6, uplink: u32) -> Result<&'static CtEntry6, i32> {
+    conntrack::track_dnat46(flow, b, nat46_client(&flow.saddr), uplink)
+}
+
+/// NAT46 inbound: the client's IPv6 packet becomes IPv4, from the
+/// client's address in the NAT46 prefix to the sandbox, and goes into it.
+#[inline(never)]
+fn nat46_in(ctx: &TcContext) -> i32 {
+    let Some(flow) = parse::l4_flow6(ctx) else { return verdict(ctx, DropReason::NatRewriteFailed) };
+    let Some(ct) = conntrack::entry6(&flow) else { return verdict(ctx, DropReason::CtNoFlow) };
+    let Some(backend) = v4_of_mapped(&ct.addr) else { return verdict(ctx, DropReason::NatRewriteFailed) };
+    if nat::to_ipv4(ctx, &flow, nat46_client(&flow.saddr), backend, ct.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
-    redirect::to_sandbox(ctx, target.ifindex, target.mac, reason, Direction::ToSandbox)
+    redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatPublished, Direction::ToSandbox)
 }
 
 /// An ICMPv6 error about an egress flow (packet too big, unreachable,

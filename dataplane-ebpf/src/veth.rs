@@ -17,12 +17,13 @@
 use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
     Backend, Backend6, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, CtEntry6, Direction, DropReason,
-    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, NET_FLAG_ROUTED, PROTO_ICMP, PROTO_ICMP6, PROTO_TCP,
+    NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, NET_FLAG_ROUTED, PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP,
+    CT_FLAG_NAT46, CtKey6, is_nat46_client, v4_mapped, v4_of_mapped,
 };
 
 use crate::{
     conntrack, lb,
-    maps::{CONFIG, ENDPOINTS, HOST_IPS, HOST_IPS6, LOCAL, REMOTE, SUBNETS, SUBNETS6, UPLINK6},
+    maps::{CONFIG, ENDPOINTS, HOST_IPS, HOST_IPS6, LOCAL, NAT46, REMOTE, SUBNETS, SUBNETS6, UPLINK6},
     nat::{self, End},
     overlay,
     parse::{self, Flow, Flow6},
@@ -34,7 +35,17 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     // Each family, and each IPv6 step, in a function of its own
     // (BPF-to-BPF calls): inlined together, their tuples and entries need
     // more than the 512 bytes of stack BPF allows a call chain.
-    if parse::is_ipv6(ctx) { ingress6(ctx) } else { ingress4(ctx) }
+    if parse::is_ipv6(ctx) {
+        return ingress6(ctx);
+    }
+    // A reply to an IPv6 client of a NAT46 flow (its IPv4 stand-in as
+    // destination); other traffic to that prefix goes on as any.
+    if parse::ipv4_daddr(ctx).is_some_and(is_nat46_client)
+        && let Some(v) = nat46_reply(ctx)
+    {
+        return v;
+    }
+    ingress4(ctx)
 }
 
 /// IPv4 (and ARP, and anything else not IPv6) from a sandbox.
@@ -221,6 +232,39 @@ fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
     }
 }
 
+/// NAT46 outbound: a sandbox's IPv4 reply to an IPv6 client becomes IPv6,
+/// from the host address and port the client used, and leaves through the
+/// uplink. None when the packet belongs to no NAT46 flow.
+#[inline(never)]
+fn nat46_reply(ctx: &TcContext) -> Option<i32> {
+    let flow = parse::l4_flow(ctx)?;
+    if flow.proto != PROTO_TCP && flow.proto != PROTO_UDP {
+        return None;
+    }
+    let mapped = Flow6 {
+        proto: flow.proto,
+        saddr: v4_mapped(flow.saddr),
+        daddr: v4_mapped(flow.daddr),
+        sport: flow.sport,
+        dport: flow.dport,
+        l4_off: flow.l4_off,
+        tcp_flags: flow.tcp_flags,
+    };
+    let ct = conntrack::lookup6(&mapped)?;
+    if ct.dir != CT_DIR_REPLY || ct.flags & CT_FLAG_NAT46 == 0 {
+        return None;
+    }
+    let key = CtKey6::between(flow.proto, (mapped.saddr, flow.sport), (mapped.daddr, flow.dport));
+    // SAFETY: map lookups return values valid for this program run.
+    let Some(client) = (unsafe { NAT46.get(key) }) else {
+        return Some(verdict(ctx, DropReason::CtNoFlow));
+    };
+    if nat::to_ipv6(ctx, &flow, &ct.addr, client, ct.port).is_err() {
+        return Some(verdict(ctx, DropReason::NatRewriteFailed));
+    }
+    Some(redirect::out_of(ctx, ct.ifindex, DropReason::NatReply, Direction::FromSandbox))
+}
+
 /// IPv6 from a sandbox: tracked flows first (replies of ports published
 /// over IPv6 leave as from the host, NAT66 egress keeps its port), then
 /// isolation, then new egress.
@@ -262,7 +306,9 @@ fn ingress6(ctx: &TcContext) -> i32 {
             lb::Pick6::NotVip => {}
         }
     }
-    let Some(b) = service::lookup6(flow) else {
+    // A port whose sandbox has only IPv4 (NAT46, served from outside
+    // only): not published to sandboxes over IPv6; on to the host.
+    let Some(b) = service::lookup6(flow).filter(|b| v4_of_mapped(&b.addr).is_none()) else {
         return match egress6(ctx, flow) {
             Ok(ct) => send_out6(ctx, flow, ct, DropReason::NatEgress),
             Err(reason) => verdict(ctx, reason),

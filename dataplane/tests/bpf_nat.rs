@@ -178,3 +178,46 @@ fn ipv6_egress_is_masqueraded_to_the_uplinks_address_and_replies_come_back() {
     let (v, out3) = f.veth(&l4_frame6(UDP, (sb, 5000), (remote, 53), 0, b"q"));
     assert_eq!((v, parse6(&out3).0), (NEXT, sb));
 }
+
+#[test]
+fn nat46_turns_an_ipv6_client_into_ipv4_for_a_sandbox_without_ipv6_and_back() {
+    let f = fixture("nat46");
+    let (host, client) = (v6("2001:db8::1"), v6("2001:db8:99::7"));
+    f.network(1, "10.1.0.0/24", 0);
+    f.endpoint(BACKEND_VETH, 1, BACKEND, 0);
+    f.host_ips6(&[host]);
+    let mapped: [u8; 16] = std::net::Ipv4Addr::from(BACKEND).to_ipv6_mapped().octets();
+    f.publish6([0; 16], 8080, TCP, mapped, 80, BACKEND_VETH);
+    f.publish6([0; 16], 8053, UDP, mapped, 53, BACKEND_VETH);
+    let stand_in = dataplane_common::nat46_client(&client);
+    assert!(dataplane_common::is_nat46_client(stand_in), "{stand_in:?}");
+    // The opening SYN becomes IPv4: from the client's stand-in, to the
+    // sandbox's address and port, both checksums right.
+    let (v, out) = f.uplink(&l4_frame6(TCP, (client, 40000), (host, 8080), SYN, b""));
+    assert_eq!(v, REDIRECT);
+    assert_eq!(u16::from_be_bytes([out[12], out[13]]), 0x0800, "an IPv4 frame");
+    let p = parse(&out);
+    assert_eq!((p.src, p.dst, p.sport, p.dport, p.proto), (stand_in, BACKEND, 40000, 80, TCP));
+    assert!(checksums_ok(&out), "IPv4 header and TCP checksums");
+    assert_eq!(out[14 + 8], 64, "hop limit kept as TTL");
+    // The answer becomes IPv6 again: from the host's address and port.
+    let (v, back) = f.veth(&tcp((BACKEND, 80), (stand_in, 40000), SYN | ACK));
+    assert_eq!(v, REDIRECT);
+    assert_eq!(u16::from_be_bytes([back[12], back[13]]), 0x86dd, "an IPv6 frame");
+    assert_eq!(parse6(&back), (host, client, 8080, 40000, true));
+    // The next packets follow the entry; UDP too.
+    let (v, out) = f.uplink(&l4_frame6(TCP, (client, 40000), (host, 8080), ACK, b""));
+    assert_eq!((v, parse(&out).dst, checksums_ok(&out)), (REDIRECT, BACKEND, true));
+    let (v, out) = f.uplink(&l4_frame6(UDP, (client, 5353), (host, 8053), 0, b"query"));
+    let p = parse(&out);
+    assert_eq!(
+        (v, p.src, p.dst, p.sport, p.dport, checksums_ok(&out)),
+        (REDIRECT, stand_in, BACKEND, 5353, 53, true)
+    );
+    let (v, back) = f.veth(&udp((BACKEND, 53), (stand_in, 5353), b"answer"));
+    assert_eq!((v, parse6(&back)), (REDIRECT, (host, client, 8053, 5353, true)));
+    assert_eq!(f.count(DropReason::NatPublished), 3);
+    // Another address of that prefix with no flow: an ordinary packet.
+    let (v, _) = f.veth(&tcp((BACKEND, 80), ([100, 64, 0, 9], 40000), SYN | ACK));
+    assert_ne!(v, REDIRECT, "no NAT46 flow, nothing translated");
+}

@@ -738,3 +738,83 @@ fn an_alias_of_a_dual_stack_lb_network_has_an_ipv6_vip_balanced_in_bpf() {
     h.dp_ok(&["network", "rm", "lb6"]);
     assert_eq!(h.dp_ok(&["lb", "list", "--format", "json"]).trim(), "[]");
 }
+
+/// NAT46 (beyond Docker, which needs its userland proxy for this): a port
+/// published by a sandbox with only IPv4 answers over the host's IPv6
+/// address, translated in BPF; the sandbox sees the client as an address
+/// of 100.64.0.0/10 derived from the client's IPv6 address.
+#[test]
+fn a_port_of_an_ipv4_only_sandbox_answers_over_ipv6_through_nat46() {
+    let (mut h, ext) = Host::with_external("v6n46");
+    h.run(&["ip", "addr", "add", "fd00:ffff::1/64", "dev", "up0", "nodad"]);
+    ext.run(&["ip", "addr", "add", "fd00:ffff::2/64", "dev", "ext0", "nodad"]);
+    h.dp_ok(&["network", "create", "--subnet", "10.70.0.0/24", "v4only"]);
+    let peer = "SYSTEM:echo $SOCAT_PEERADDR";
+    let run = |name: &str, publish: &str, listen: &str, answer: &str| {
+        h.dp_ok(&[
+            "run",
+            "-d",
+            "--name",
+            name,
+            "--network",
+            "v4only",
+            "-p",
+            publish,
+            "socat",
+            listen,
+            answer,
+        ]);
+    };
+    run("web", "8080:7000", "TCP4-LISTEN:7000,fork,reuseaddr", peer);
+    run("dns", "8081:7001/udp", "UDP4-RECVFROM:7001,fork", peer);
+    run("bulk", "8082:7002", "TCP4-LISTEN:7002,fork,reuseaddr", "SYSTEM:head -c 3000000 /dev/zero");
+    run("sink", "8083:7003", "TCP4-LISTEN:7003,fork,reuseaddr", "SYSTEM:wc -c");
+    let client =
+        dataplane_common::nat46_client(&"fd00:ffff::2".parse::<std::net::Ipv6Addr>().expect("ip").octets());
+    let client = std::net::Ipv4Addr::from(client).to_string();
+    assert!(client.starts_with("100."), "{client}");
+    let ask = |cmd: &str, want: &str| {
+        let mut said = String::new();
+        for _ in 0..30 {
+            said = text(&ext.run(&["sh", "-c", cmd]));
+            if said.contains(want) {
+                break;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        said
+    };
+    // TCP and UDP over IPv6 to the host's address; the sandbox saw the
+    // client's stand-in address.
+    let tcp = ask("socat -T 2 - TCP6:[fd00:ffff::1]:8080,connect-timeout=2 </dev/null", &client);
+    assert!(tcp.contains(&client), "TCP over NAT46: {tcp}");
+    let udp = ask("echo q | socat -T 2 - UDP6:[fd00:ffff::1]:8081", &client);
+    assert!(udp.contains(&client), "UDP over NAT46: {udp}");
+    // And over IPv4, as ever (the client's own address).
+    let tcp4 = ask("socat -T 2 - TCP4:192.0.2.1:8080,connect-timeout=2 </dev/null", "192.0.2.2");
+    assert!(tcp4.contains("192.0.2.2"), "{tcp4}");
+    // Bulk both ways: 3 MB out of the sandbox (IPv4 segments grown into
+    // IPv6 ones), 3 MB into it, every byte counted.
+    let down = ask("socat -T 5 -u TCP6:[fd00:ffff::1]:8082,connect-timeout=2 - | wc -c", "3000000");
+    assert_eq!(down.trim(), "3000000", "from the sandbox over NAT46");
+    let up = ask(
+        "head -c 3000000 /dev/zero | socat -T 5 -t 5 - TCP6:[fd00:ffff::1]:8083,connect-timeout=2",
+        "3000000",
+    );
+    assert_eq!(up.trim(), "3000000", "into the sandbox over NAT46");
+    // Listed as Docker lists it, tracked, counted.
+    assert!(h.dp_ok(&["port", "web"]).contains("7000/tcp -> [::]:8080"));
+    let ct = h.dp_ok(&["ct", "list"]);
+    assert!(ct.contains("[fd00:ffff::2]") && ct.contains(&client), "{ct}");
+    assert!(h.drops("NAT_PUBLISHED") > 0 && h.drops("NAT_REPLY") > 0);
+    // Kept across a restart; gone with the sandbox.
+    h.kill_daemon();
+    h.start();
+    let again = ask("socat -T 2 - TCP6:[fd00:ffff::1]:8080,connect-timeout=2 </dev/null", &client);
+    assert!(again.contains(&client), "after a restart: {again}");
+    h.dp_ok(&["rm", "-f", "web"]);
+    let gone =
+        text(&ext.run(&["sh", "-c", "socat -T 2 - TCP6:[fd00:ffff::1]:8080,connect-timeout=2 </dev/null"]));
+    assert!(!gone.contains(&client), "a removed sandbox answered: {gone}");
+    assert!(!h.dp_ok(&["ct", "list"]).contains("8080"), "its flows went with it");
+}

@@ -61,10 +61,11 @@ fn external_client_reaches_published_tcp_and_udp_ports_with_its_own_address() {
     let o = ext.run(&["sh", "-c", "echo q | socat -t 3 -T 3 - UDP:192.0.2.1:5353"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "udp-peer=192.0.2.2", "{}", text(&o));
 
-    // Docker's `port` output and inspect's Ports.
-    assert_eq!(h.dp_ok(&["port", "srv"]), "80/tcp -> 0.0.0.0:8080\n");
-    assert_eq!(h.dp_ok(&["port", "srv", "80"]), "0.0.0.0:8080\n");
-    assert_eq!(h.dp_ok(&["port", "dns"]), "53/udp -> 0.0.0.0:5353\n");
+    // Docker's `port` output and inspect's Ports (`[::]` too: served over
+    // IPv6 by NAT46, as Docker's proxy does).
+    assert_eq!(h.dp_ok(&["port", "srv"]), "80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n");
+    assert_eq!(h.dp_ok(&["port", "srv", "80"]), "0.0.0.0:8080\n[::]:8080\n");
+    assert_eq!(h.dp_ok(&["port", "dns"]), "53/udp -> 0.0.0.0:5353\n53/udp -> [::]:5353\n");
     let ports = h.inspect("srv")["NetworkSettings"]["Ports"].clone();
     assert_eq!(ports["80/tcp"][0]["HostPort"], "8080");
     let stats = h.dp_ok(&["stats"]);
@@ -100,11 +101,12 @@ fn free_ports_ranges_and_expose() {
     h.dp_ok(&["run", "-d", "--name", "r", "-p", "8000-8002:90-92", "sleep", "300"]);
     assert_eq!(
         h.dp_ok(&["port", "r"]),
-        "90/tcp -> 0.0.0.0:8000\n91/tcp -> 0.0.0.0:8001\n92/tcp -> 0.0.0.0:8002\n"
+        "90/tcp -> 0.0.0.0:8000\n90/tcp -> [::]:8000\n91/tcp -> 0.0.0.0:8001\n91/tcp -> [::]:8001\n\
+         92/tcp -> 0.0.0.0:8002\n92/tcp -> [::]:8002\n"
     );
     // One container port, any free port of a host range (8000 is taken).
     h.dp_ok(&["run", "-d", "--name", "any", "-p", "8000-8010:80", "sleep", "300"]);
-    assert_eq!(h.dp_ok(&["port", "any"]), "80/tcp -> 0.0.0.0:8003\n");
+    assert_eq!(h.dp_ok(&["port", "any"]), "80/tcp -> 0.0.0.0:8003\n80/tcp -> [::]:8003\n");
     // A port only exposed is not reachable from outside.
     tcp_peer_echo(&h, "exp", 7000, &["--expose", "7000"]);
     assert!(!tcp_ask(&ext, "192.0.2.1:7000").status.success(), "exposed-only port answered");
@@ -156,7 +158,7 @@ fn published_ports_survive_a_daemon_restart() {
     h.start();
     let o = tcp_ask(&ext, "192.0.2.1:8080");
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "peer=192.0.2.2", "{}", text(&o));
-    assert_eq!(h.dp_ok(&["port", "s"]), "80/tcp -> 0.0.0.0:8080\n");
+    assert_eq!(h.dp_ok(&["port", "s"]), "80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n");
     // The reservation is taken again after the restart.
     let o = h.run(&["socat", "-T", "1", "TCP-LISTEN:8080", "-"]);
     assert!(text(&o).contains("Address already in use"), "{}", text(&o));
@@ -361,7 +363,7 @@ fn published_ports_follow_disconnect_and_connect() {
         (outside, hairpin)
     };
     assert_eq!(reached(&h), (true, true), "published port before any change");
-    let listed = "80/tcp -> 0.0.0.0:8501\n";
+    let listed = "80/tcp -> 0.0.0.0:8501\n80/tcp -> [::]:8501\n";
     assert_eq!(h.dp_ok(&["port", "rc1"]), listed);
 
     // No network left: the port answers nowhere, and says so.
@@ -527,5 +529,5 @@ fn publishing_past_the_open_file_limit_is_refused_and_leaves_nothing() {
         h.run(&["python3", "-c", "import socket; socket.socket().bind(('0.0.0.0', 21000)); print('bound')"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "bound", "{}", text(&o));
     h.dp_ok(&["run", "-d", "--name", "after", "-p", "8080:80", "sleep", "600"]);
-    assert_eq!(h.dp_ok(&["port", "after"]), "80/tcp -> 0.0.0.0:8080\n");
+    assert_eq!(h.dp_ok(&["port", "after"]), "80/tcp -> 0.0.0.0:8080\n80/tcp -> [::]:8080\n");
 }

@@ -339,7 +339,9 @@ fn published_ports(state: &State, sb: &Sandbox) -> serde_json::Value {
         ports.insert(e.to_string(), serde_json::Value::Null);
     }
     let publishing = state.publishing_endpoint(&sb.id);
-    let dual = publishing.is_some_and(|ep| ep.ip6.is_some() && ep.host_ifname.is_some());
+    // Published over IPv6 too wherever the datapath serves it: to the
+    // endpoint's IPv6 address, or by NAT46 to its IPv4 one.
+    let dual = publishing.is_some_and(|ep| ep.host_ifname.is_some());
     for b in sb.bindings.iter().filter(|_| publishing.is_some()) {
         let key = format!("{}/{}", b.container_port, b.proto);
         let mut entries =

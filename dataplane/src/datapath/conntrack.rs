@@ -321,7 +321,12 @@ impl Conntrack {
             s == a || d == a || e.target().0 == a
         }
         match addr.into() {
-            IpAddr::V4(a) => remove_where::<CtKey>(self.fd(), |k, e| involves(k, e, a.octets())),
+            // NAT46 flows name an IPv4 address v4-mapped in the IPv6 table.
+            IpAddr::V4(a) => {
+                let mapped = a.to_ipv6_mapped().octets();
+                let n = remove_where::<CtKey>(self.fd(), |k, e| involves(k, e, a.octets()))?;
+                Ok(n + remove_where::<CtKey6>(self.fd6(), |k, e| involves(k, e, mapped))?)
+            }
             IpAddr::V6(a) => remove_where::<CtKey6>(self.fd6(), |k, e| involves(k, e, a.octets())),
         }
     }

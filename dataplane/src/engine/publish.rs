@@ -341,7 +341,8 @@ pub(super) fn reserve_ports(plan: &PortPlan) -> Result<(Vec<PortBinding>, Vec<Ow
 
 impl Engine {
     /// BPF service entries for `bindings`, leading to endpoint `ep`: over
-    /// IPv4, and over IPv6 to its IPv6 address when it has one.
+    /// IPv4, and over IPv6 to its IPv6 address — or, when it has none, to
+    /// its IPv4 address v4-mapped, which the datapath serves by NAT46.
     pub(super) async fn service_entries(&self, bindings: &[PortBinding], ep: &Endpoint) -> Result<Published> {
         let Some(host_if) = &ep.host_ifname else { return Ok(Published::default()) };
         let ifindex = self.host.require_index(host_if).await?;
@@ -362,24 +363,22 @@ impl Engine {
                 ))
             })
             .collect::<Result<_>>()?;
-        let v6 = match ep.ip6 {
-            Some(ip6) => bindings
-                .iter()
-                .filter_map(|b| service_key6(b).map(|k| (k, b)))
-                .map(|(k, b)| {
-                    let backend = Backend6 {
-                        addr: ip6.octets(),
-                        port: b.container_port.to_be(),
-                        _pad: 0,
-                        ifindex,
-                        mac: ep.mac,
-                        _pad2: [0; 2],
-                    };
-                    (k, backend)
-                })
-                .collect(),
-            None => Vec::new(),
-        };
+        let addr6 = ep.ip6.unwrap_or_else(|| ep.ip.to_ipv6_mapped()).octets();
+        let v6 = bindings
+            .iter()
+            .filter_map(|b| service_key6(b).map(|k| (k, b)))
+            .map(|(k, b)| {
+                let backend = Backend6 {
+                    addr: addr6,
+                    port: b.container_port.to_be(),
+                    _pad: 0,
+                    ifindex,
+                    mac: ep.mac,
+                    _pad2: [0; 2],
+                };
+                (k, backend)
+            })
+            .collect();
         Ok(Published { v4, v6 })
     }
 

@@ -188,20 +188,6 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
             false
         }
     };
-    if let Some(n) = net.as_ref().filter(|n| program_ports && n.ipam6.is_none()) {
-        let v6: Vec<String> = ports
-            .claims
-            .iter()
-            .filter_map(|c| c.host_ip6.map(|ip6| format!("[{ip6}]:{}", c.host_ports.start())))
-            .collect();
-        if !v6.is_empty() {
-            warnings.push(format!(
-                "ports published on IPv6 addresses ({}) do not answer: network {} has no IPv6 (create it with --ipv6)",
-                v6.join(", "),
-                n.name
-            ));
-        }
-    }
     Ok(SandboxPlan { sb, net, endpoint, ports, program_ports, warnings })
 }
 
