@@ -11,7 +11,8 @@ use serde::Serialize;
 
 /// Echoes every byte back, one thread per connection, until killed.
 pub fn serve(port: u16) -> anyhow::Result<()> {
-    let l = TcpListener::bind(("0.0.0.0", port))?;
+    // IPv4 and IPv6 (one dual-stack socket).
+    let l = TcpListener::bind(("::", port))?;
     for c in l.incoming() {
         let Ok(mut c) = c else { continue };
         std::thread::spawn(move || {
@@ -20,7 +21,7 @@ pub fn serve(port: u16) -> anyhow::Result<()> {
             // "?" asks who the server sees as the client.
             if c.peek(&mut buf[..1]).is_ok_and(|n| n == 1) && buf[0] == b'?' {
                 let _ = c.read(&mut buf[..1]);
-                let peer = c.peer_addr().map(|a| a.ip().to_string()).unwrap_or_default();
+                let peer = c.peer_addr().map(|a| a.ip().to_canonical().to_string()).unwrap_or_default();
                 let _ = writeln!(c, "{peer}");
                 let _ = c.shutdown(std::net::Shutdown::Write);
                 let _ = c.read(&mut buf);

@@ -61,16 +61,39 @@ enum Cmd {
         #[arg(long)]
         quick: bool,
     },
-    /// Only the overlay phase (as root); prints its JSON.
-    Overlay {
-        /// 1 round of 1 s, 10 control-plane samples, 3 sandboxes per host.
+    /// Only the IPv6 phase (as root); prints its JSON.
+    Ipv6 {
+        #[command(flatten)]
+        phase: PhaseArgs,
+        /// An older `dataplane` binary: IPv4 measured before (it) and after (this build).
         #[arg(long)]
-        quick: bool,
-        #[arg(long, default_value_t = 3)]
-        rounds: u32,
-        #[arg(long, default_value_t = 5.0)]
-        seconds: f64,
+        before: Option<String>,
     },
+    /// Only the overlay phase (as root); prints its JSON (with --quick
+    /// also 10 control-plane samples, 3 sandboxes per host).
+    Overlay {
+        #[command(flatten)]
+        phase: PhaseArgs,
+    },
+}
+
+/// Rounds and seconds of a phase run on its own.
+#[derive(clap::Args)]
+struct PhaseArgs {
+    /// 1 round of 1 s.
+    #[arg(long)]
+    quick: bool,
+    #[arg(long, default_value_t = 3)]
+    rounds: u32,
+    #[arg(long, default_value_t = 5.0)]
+    seconds: f64,
+}
+
+impl PhaseArgs {
+    /// (rounds, seconds), --quick applied.
+    fn effective(&self) -> (u32, f64) {
+        if self.quick { (1, 1.0) } else { (self.rounds, self.seconds) }
+    }
 }
 
 #[derive(clap::Args)]
@@ -93,6 +116,10 @@ struct RunArgs {
     /// Output directory.
     #[arg(long, default_value = "target/bench")]
     out: PathBuf,
+    /// An older `dataplane` binary (DATAPLANE_BIN form): IPv4 is measured
+    /// with it and with this build, interleaved (the IPv6 phase).
+    #[arg(long)]
+    before: Option<String>,
 }
 
 type Builder = fn() -> anyhow::Result<Mode>;
@@ -383,7 +410,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let wanted =
         BUILDERS.iter().filter(|(n, _)| args.modes.is_empty() || args.modes.iter().any(|m| m == n)).count();
     let steps = if args.quick { 2 } else { 3 };
-    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 4;
+    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 5;
     let mut r = Run {
         args,
         rounds,
@@ -460,6 +487,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             })
         });
         save(&mut report, &r)?;
+        r.progress.step("IPv6: published port over IPv6, and IPv4 before/after");
+        report["ipv6"] = guarded(&mut r, "IPv6", |r| {
+            let before = r.args.before.clone();
+            modes::ipv6(r.rounds, r.seconds, before.as_deref()).unwrap_or_else(|e| {
+                r.unavailable.insert("IPv6".into(), format!("{e:#}"));
+                Value::Null
+            })
+        });
+        save(&mut report, &r)?;
         r.progress.step("memory: 100 sandboxes");
         report["memory"] = guarded(&mut r, "memory", |r| {
             modes::memory(100).unwrap_or_else(|e| {
@@ -525,10 +561,16 @@ fn main() -> anyhow::Result<()> {
             println!("{}", serde_json::to_string_pretty(&modes::dns(quick, seconds)?)?);
             Ok(())
         }
-        Cmd::Overlay { quick, rounds, seconds } => {
+        Cmd::Ipv6 { phase, before } => {
             dataplane_tests::require_privileges();
-            let (rounds, seconds) = if quick { (1, 1.0) } else { (rounds, seconds) };
-            println!("{}", serde_json::to_string_pretty(&modes::overlay(rounds, seconds, quick)?)?);
+            let (rounds, seconds) = phase.effective();
+            println!("{}", serde_json::to_string_pretty(&modes::ipv6(rounds, seconds, before.as_deref())?)?);
+            Ok(())
+        }
+        Cmd::Overlay { phase } => {
+            dataplane_tests::require_privileges();
+            let (rounds, seconds) = phase.effective();
+            println!("{}", serde_json::to_string_pretty(&modes::overlay(rounds, seconds, phase.quick)?)?);
             Ok(())
         }
         Cmd::CtScale { quick } => {

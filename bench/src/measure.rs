@@ -17,7 +17,9 @@ fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
 fn iperf(m: &Mode, secs: f64, extra: &[&str]) -> anyhow::Result<serde_json::Value> {
     let t = format!("{secs}");
     let port = IPERF_PORT.to_string();
-    let mut args = vec!["iperf3", "-c", &m.addr, "-p", &port, "-t", &t, "-J"];
+    // iperf3 takes an IPv6 address without brackets.
+    let host = m.addr.trim_start_matches('[').trim_end_matches(']');
+    let mut args = vec!["iperf3", "-c", host, "-p", &port, "-t", &t, "-J"];
     args.extend_from_slice(extra);
     let o = in_ns(&m.client, &args);
     let v: serde_json::Value = serde_json::from_slice(&o.stdout)

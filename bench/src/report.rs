@@ -141,6 +141,17 @@ pub fn goals(r: &Value) -> Vec<Value> {
     goal("Docker on dataplane: RR p50 ÷ Docker's bridge", dd("rr_p50"), 1.0, false);
     goal("Docker on dataplane: UDP 64 B ÷ Docker's bridge", dd("udp_64b"), 1.3, true);
     goal("Docker on dataplane: new connections ÷ Docker's bridge", dd("new_connections"), 1.0, true);
+    // IPv6: the same published port against Docker's ip6tables shape; and
+    // IPv4 against the build before (no regression: within 5%).
+    let v6 = |m: &str| r["ipv6"]["ratios"]["dataplane/docker-iptables"][m].as_f64();
+    goal("IPv6: TCP 1 stream ÷ docker-iptables (ip6tables)", v6("tcp_1_stream"), 1.0, true);
+    goal("IPv6: UDP 64 B ÷ docker-iptables (ip6tables)", v6("udp_64b"), 1.4, true);
+    goal("IPv6: new connections ÷ docker-iptables (ip6tables)", v6("new_connections"), 1.0, true);
+    let ba = |m: &str| r["ipv6"]["ipv4_before_after"]["ratios"]["dataplane/dataplane-before"][m].as_f64();
+    goal("IPv4 after ÷ before: TCP 1 stream", ba("tcp_1_stream"), 0.95, true);
+    goal("IPv4 after ÷ before: UDP 64 B", ba("udp_64b"), 0.95, true);
+    goal("IPv4 after ÷ before: RR p50", ba("rr_p50"), 1.05, false);
+    goal("IPv4 after ÷ before: new connections", ba("new_connections"), 0.95, true);
     // Across hosts: our overlay against two namespaces joined by plain kernel VXLAN.
     let ov = |m: &str| r["overlay"]["ratios"]["overlay-dataplane/overlay-vxlan"][m].as_f64();
     goal("overlay: TCP 1 stream ÷ plain VXLAN", ov("tcp_1_stream"), 0.95, true);
@@ -339,6 +350,32 @@ pub fn markdown(r: &Value) -> String {
                 f(&row["aardvark-dns"]["avg_ms"]),
                 f(&row["qps_ratio"]),
             ));
+        }
+    }
+    if let Some(v6) = r["ipv6"].as_object().filter(|o| !o.is_empty()) {
+        let v6 = Value::Object(v6.clone());
+        s.push_str("\n**Published port over IPv6, client outside the host** (Docker's ip6tables rule shape as the peer)\n\n");
+        let keys = ["dataplane/docker-iptables".to_string(), "dataplane/bare".to_string()];
+        table(&mut s, &v6, &["dataplane", "docker-iptables", "bare"], &keys);
+        if let Some(seen) = v6["client_address_seen"].as_object().filter(|o| !o.is_empty()) {
+            let parts: Vec<String> =
+                seen.iter().map(|(k, v)| format!("{k} {}", v.as_str().unwrap_or("?"))).collect();
+            s.push_str(&format!("\nClient address the server sees: {}\n", parts.join(", ")));
+        }
+        let ba = &v6["ipv4_before_after"];
+        if ba["modes"].is_object() {
+            s.push_str(&format!(
+                "\n**IPv4 before and after** (this build's `dataplane` vs `{}`, interleaved)\n\n",
+                ba["before"].as_str().unwrap_or("?")
+            ));
+            table(
+                &mut s,
+                ba,
+                &["dataplane", "dataplane-before"],
+                &["dataplane/dataplane-before".to_string()],
+            );
+        } else if let Some(why) = ba["not_measured"].as_str() {
+            s.push_str(&format!("\nIPv4 before and after: not measured ({why})\n"));
         }
     }
     if let Some(ov) = r["overlay"].as_object().filter(|o| !o.is_empty()) {

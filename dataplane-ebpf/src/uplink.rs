@@ -104,8 +104,9 @@ fn ingress4(ctx: &TcContext) -> i32 {
     redirect::to_sandbox(ctx, target.ifindex, target.mac, reason, Direction::ToSandbox)
 }
 
-/// An ICMP error about an egress flow (port unreachable, fragmentation
-/// needed, time exceeded): translated back and handed to the sandbox.
+/// An ICMP error about an egress flow or a published port's reply (port
+/// unreachable, fragmentation needed, time exceeded): translated back and
+/// handed to the sandbox.
 #[inline(always)]
 fn icmp_error(ctx: &TcContext) -> i32 {
     let Some(e) = parse::icmp_error(ctx) else {
@@ -127,13 +128,17 @@ fn icmp_error(ctx: &TcContext) -> i32 {
         ..e.inner
     };
     let Some(ct) = conntrack::lookup(&reply) else { return NEXT };
-    if ct.dir != CT_DIR_SNAT_REPLY {
-        return NEXT;
-    }
+    // About an egress flow, or about a published port's reply (whose
+    // quoted source is the host's port: the sandbox's is put back).
+    let reason = match ct.dir {
+        CT_DIR_SNAT_REPLY => DropReason::NatEgressReply,
+        CT_DIR_DNAT if ct.ifindex != 0 => DropReason::NatPublished,
+        _ => return NEXT,
+    };
     if nat::rewrite_icmp_error(ctx, &e, ct.addr, ct.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
-    redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatEgressReply, Direction::ToSandbox)
+    redirect::to_sandbox(ctx, ct.ifindex, ct.mac, reason, Direction::ToSandbox)
 }
 
 /// A packet from outside to a sandbox address that no published port or
@@ -226,9 +231,10 @@ fn nat46_in(ctx: &TcContext) -> i32 {
     redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatPublished, Direction::ToSandbox)
 }
 
-/// An ICMPv6 error about an egress flow (packet too big, unreachable,
-/// time exceeded): translated back and handed to the sandbox, so its path
-/// MTU discovery works through NAT66. Anything else goes to the direct
+/// An ICMPv6 error about an egress flow or a published port's reply
+/// (packet too big, unreachable, time exceeded): translated back and
+/// handed to the sandbox, so its path MTU discovery works through NAT66
+/// and behind published ports. Anything else goes to the direct
 /// access rule. A function of its own (a BPF-to-BPF call, on errors only).
 #[inline(never)]
 fn icmp6_error(ctx: &TcContext) -> i32 {
@@ -243,8 +249,11 @@ fn icmp6_error(ctx: &TcContext) -> i32 {
         l4_off: 0,
         tcp_flags: 0,
     };
-    let ct = match conntrack::lookup6(&reply) {
-        Some(ct) if ct.dir == CT_DIR_SNAT_REPLY => ct,
+    // About an egress flow, or a published port's reply (not NAT46: the
+    // quoted packet would have to change family too).
+    let (ct, reason) = match conntrack::lookup6(&reply) {
+        Some(ct) if ct.dir == CT_DIR_SNAT_REPLY => (ct, DropReason::NatEgressReply),
+        Some(ct) if ct.dir == CT_DIR_DNAT && ct.flags & CT_FLAG_NAT46 == 0 => (ct, DropReason::NatPublished),
         Some(_) => return NEXT,
         // About nothing we sent: to a sandbox, that is direct access.
         None => return direct_access6(ctx, &e.outer_daddr),
@@ -252,7 +261,7 @@ fn icmp6_error(ctx: &TcContext) -> i32 {
     if nat::rewrite_icmp6_error(ctx, &e, &ct.addr, ct.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
-    redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatEgressReply, Direction::ToSandbox)
+    redirect::to_sandbox(ctx, ct.ifindex, ct.mac, reason, Direction::ToSandbox)
 }
 
 /// The same rule for IPv6: a packet from outside to a sandbox of a

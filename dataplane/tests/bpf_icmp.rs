@@ -58,3 +58,27 @@ fn icmp_errors_about_egress_flows_reach_the_sandbox_translated() {
     assert_eq!(verdict, NEXT);
     assert_eq!(out, frame);
 }
+
+#[test]
+fn icmp_errors_about_a_published_ports_replies_reach_its_sandbox_translated() {
+    let f = fixture("icmp-published");
+    f.network(1, "10.1.0.0/24", 0);
+    f.endpoint(LO, 1, SANDBOX, 0);
+    f.host_ips(&[HOST]);
+    f.publish(HOST, 8080, TCP, SANDBOX, 80, LO);
+    // A client opens the port; the sandbox answers (from the host's port).
+    let (verdict, _) = f.uplink(&tcp((REMOTE, 40000), (HOST, 8080), SYN));
+    assert_eq!(verdict, REDIRECT);
+    let (verdict, reply) = f.veth(&tcp((SANDBOX, 80), (REMOTE, 40000), SYN | ACK));
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(quoted_source(&icmp_error(ROUTER, HOST, 3, 4, 1400, &reply)), (HOST, 8080));
+    // A router on the way cannot carry it: fragmentation needed, about the
+    // reply as sent (from the host's port), reaches the sandbox about its own.
+    let (verdict, out) = f.uplink(&icmp_error(ROUTER, HOST, 3, 4, 1400, &reply));
+    assert_eq!(verdict, REDIRECT, "into the publishing sandbox");
+    let p = parse(&out);
+    assert_eq!((p.src, p.dst, p.proto), (ROUTER, SANDBOX, ICMP));
+    assert_eq!(quoted_source(&out), (SANDBOX, 80), "the quoted packet is the sandbox's own");
+    assert_eq!(u16::from_be_bytes([out[14 + 20 + 6], out[14 + 20 + 7]]), 1400, "the MTU is kept");
+    assert!(checksums_ok(&out));
+}

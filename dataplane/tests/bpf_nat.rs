@@ -132,6 +132,12 @@ fn a_port_published_over_ipv6_keeps_the_client_and_replies_leave_from_the_host()
     // UDP, with its checksum kept right.
     let (v, out) = f.uplink(&l4_frame6(UDP, (client, 5353), (host, 8053), 0, b"query"));
     assert_eq!((v, parse6(&out)), (REDIRECT, (client, backend, 5353, 53, true)));
+    // Packet too big about the reply as it left (from the host's port):
+    // to the sandbox, about its own packet (its path MTU discovery works).
+    let router = v6("2001:db8:77::1");
+    let sent = l4_frame6(TCP, (host, 8080), (client, 40000), ACK, b"");
+    let (v, ptb) = f.uplink(&icmp6_error_frame(router, host, 2, 0, 1280, &sent));
+    assert_eq!((v, parse_icmp6_error(&ptb)), (REDIRECT, (backend, backend, 80, true)), "PTB to the sandbox");
     // No flow is opened by a bare ACK; an address that is not the host's is not published.
     assert_eq!(f.uplink(&l4_frame6(TCP, (client, 40001), (host, 8080), ACK, b"")).0, DROP);
     assert_eq!(f.count(DropReason::CtNoFlow), 1);

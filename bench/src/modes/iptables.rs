@@ -67,7 +67,7 @@ impl DockerRules {
         host.run(&["ip", "link", "set", BRIDGE, "up"])?;
         must_with_input(
             Command::new("ip").args(["netns", "exec", &host.host.name, "iptables-restore"]),
-            base_rules().as_bytes(),
+            base_rules(SUBNET, "127.0.0.0/8").as_bytes(),
         )?;
         Ok(DockerRules { containers: Vec::new(), host })
     }
@@ -101,13 +101,14 @@ impl System for DockerRules {
     }
 }
 
-/// Docker's chains and the rules it writes once per bridge network.
-fn base_rules() -> String {
+/// Docker's chains and the rules it writes once per bridge network, for
+/// iptables (`subnet` IPv4, `loopback` 127.0.0.0/8) or ip6tables.
+pub(super) fn base_rules(subnet: &str, loopback: &str) -> String {
     format!(
         "*nat\n:PREROUTING ACCEPT [0:0]\n:INPUT ACCEPT [0:0]\n:OUTPUT ACCEPT [0:0]\n:POSTROUTING ACCEPT [0:0]\n:DOCKER - [0:0]\n\
          -A PREROUTING -m addrtype --dst-type LOCAL -j DOCKER\n\
-         -A OUTPUT ! -d 127.0.0.0/8 -m addrtype --dst-type LOCAL -j DOCKER\n\
-         -A POSTROUTING -s {SUBNET} ! -o {BRIDGE} -j MASQUERADE\n\
+         -A OUTPUT ! -d {loopback} -m addrtype --dst-type LOCAL -j DOCKER\n\
+         -A POSTROUTING -s {subnet} ! -o {BRIDGE} -j MASQUERADE\n\
          -A DOCKER -i {BRIDGE} -j RETURN\nCOMMIT\n\
          *filter\n:INPUT ACCEPT [0:0]\n:FORWARD DROP [0:0]\n:OUTPUT ACCEPT [0:0]\n:DOCKER - [0:0]\n\
          -A FORWARD -o {BRIDGE} -m conntrack --ctstate RELATED,ESTABLISHED -j ACCEPT\n\
@@ -117,16 +118,21 @@ fn base_rules() -> String {
     )
 }
 
-/// What Docker appends for a container at `ip` publishing `ports`.
-fn port_rules(ip: &str, ports: &[PortMap]) -> String {
+/// What Docker appends (to iptables or ip6tables) for a container at `ip`
+/// publishing `ports`.
+pub(super) fn port_rules(ip: &str, ports: &[PortMap]) -> String {
+    let (to, host) = match ip.parse::<std::net::IpAddr>() {
+        Ok(std::net::IpAddr::V6(_)) => (format!("[{ip}]"), format!("{ip}/128")),
+        _ => (ip.to_string(), format!("{ip}/32")),
+    };
     let (mut nat, mut filter) = (String::from("*nat\n"), String::from("*filter\n"));
     for p in ports {
         let (proto, h, c) = (p.proto, p.host, p.container);
         nat.push_str(&format!(
-            "-A DOCKER ! -i {BRIDGE} -p {proto} -m {proto} --dport {h} -j DNAT --to-destination {ip}:{c}\n"
+            "-A DOCKER ! -i {BRIDGE} -p {proto} -m {proto} --dport {h} -j DNAT --to-destination {to}:{c}\n"
         ));
         filter.push_str(&format!(
-            "-A DOCKER -d {ip}/32 ! -i {BRIDGE} -o {BRIDGE} -p {proto} -m {proto} --dport {c} -j ACCEPT\n"
+            "-A DOCKER -d {host} ! -i {BRIDGE} -o {BRIDGE} -p {proto} -m {proto} --dport {c} -j ACCEPT\n"
         ));
     }
     format!("{nat}COMMIT\n{filter}COMMIT\n")
