@@ -176,6 +176,33 @@ pub struct SockNatOrig {
 }
 const _: () = assert!(core::mem::size_of::<SockNatOrig>() == 8);
 
+/// `DP_SOCK_NAT6`: as `DP_SOCK_NAT`, for sockets that asked for an IPv6
+/// address (a host address or an IPv6 VIP).
+pub const MAP_SOCK_NAT6: &str = "DP_SOCK_NAT6";
+
+/// A socket (by cookie) and the IPv6 backend it was sent to.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct SockNatKey6 {
+    pub cookie: u64,
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<SockNatKey6>() == 32);
+
+/// What an IPv6 application asked for.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct SockNatOrig6 {
+    pub addr: [u8; 16],
+    /// Network byte order.
+    pub port: u16,
+    pub _pad: [u8; 6],
+}
+const _: () = assert!(core::mem::size_of::<SockNatOrig6>() == 24);
+
 /// Value of the subnet LPM trie: which network owns a prefix.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -486,6 +513,8 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::SockNatKey {}
     unsafe impl aya::Pod for super::SockNatOrig {}
+    unsafe impl aya::Pod for super::SockNatKey6 {}
+    unsafe impl aya::Pod for super::SockNatOrig6 {}
 }
 
 pub use crate::metrics::Counter;

@@ -71,15 +71,22 @@ pub enum Pick6 {
 /// address (a backend of this host; overlay networks have no IPv6).
 #[inline(never)]
 pub fn pick_flow6(flow: &Flow6) -> Pick6 {
+    let hash = flow_hash(fold6(&flow.saddr), fold6(&flow.daddr), flow.sport, flow.dport, flow.proto);
+    pick6(&flow.daddr, flow.dport, hash)
+}
+
+/// The backend of slot `hash % size` of IPv6 VIP `vip6`'s table (its IPv4
+/// sibling's), keeping the port.
+#[inline(never)]
+pub fn pick6(vip6: &[u8; 16], port: u16, hash: u32) -> Pick6 {
     // SAFETY: map lookups return values valid for this program run.
-    let Some(vip) = (unsafe { LB6.get(flow.daddr) }) else { return Pick6::NotVip };
+    let Some(vip) = (unsafe { LB6.get(vip6) }) else { return Pick6::NotVip };
     let vip = *vip;
     // SAFETY: as above.
     let Some(table) = (unsafe { LB.get(vip) }) else { return Pick6::NoBackend };
     if table.backends == 0 || table.size == 0 {
         return Pick6::NoBackend;
     }
-    let hash = flow_hash(fold6(&flow.saddr), fold6(&flow.daddr), flow.sport, flow.dport, flow.proto);
     let slot = (hash % table.size) as usize;
     if slot >= LB_TABLE_SIZE {
         return Pick6::NoBackend;
@@ -91,7 +98,7 @@ pub fn pick_flow6(flow: &Flow6) -> Pick6 {
         return Pick6::NoBackend;
     };
     count(vip, addr);
-    Pick6::Backend(Backend6 { addr: *addr6, port: flow.dport, _pad: 0, ifindex: t.ifindex, mac: t.mac, _pad2: [0; 2] })
+    Pick6::Backend(Backend6 { addr: *addr6, port, _pad: 0, ifindex: t.ifindex, mac: t.mac, _pad2: [0; 2] })
 }
 
 /// One more flow for (vip, backend).

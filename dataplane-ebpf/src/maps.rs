@@ -63,6 +63,10 @@ pub static CONFIG: Array<Config> = Array::pinned(1, 0);
 #[map(name = "DP_SOCK_NAT")]
 pub static SOCK_NAT: LruHashMap<SockNatKey, SockNatOrig> = LruHashMap::pinned(MAX_SOCK_NAT, 0);
 
+#[map(name = "DP_SOCK_NAT6")]
+pub static SOCK_NAT6: LruHashMap<dataplane_common::SockNatKey6, dataplane_common::SockNatOrig6> =
+    LruHashMap::pinned(MAX_SOCK_NAT, 0);
+
 #[map(name = "DP_LB")]
 pub static LB: HashMap<[u8; 4], LbTable> = HashMap::pinned(MAX_LB, BPF_F_NO_PREALLOC);
 

@@ -42,13 +42,20 @@ pub fn is_host(addr: [u8; 4]) -> bool {
 /// exactly, or on `::` when the destination is one of the host's addresses.
 #[inline(always)]
 pub fn lookup6(flow: &Flow6) -> Option<Backend6> {
-    let mut key = ServiceKey6 { addr: flow.daddr, port: flow.dport, proto: flow.proto, _pad: 0 };
+    published6(&flow.daddr, flow.dport, flow.proto)
+}
+
+/// The backend of a port published over IPv6 on `addr:port` (network byte
+/// order): the exact address first, then `::` when `addr` is the host's.
+#[inline(always)]
+pub fn published6(addr: &[u8; 16], port: u16, proto: u8) -> Option<Backend6> {
+    let mut key = ServiceKey6 { addr: *addr, port, proto, _pad: 0 };
     // SAFETY: map lookups return values valid for this program run.
     if let Some(b) = unsafe { SERVICES6.get(key) } {
         return Some(*b);
     }
     // SAFETY: as above.
-    unsafe { HOST_IPS6.get(flow.daddr) }?;
+    unsafe { HOST_IPS6.get(addr) }?;
     key.addr = [0; 16];
     // SAFETY: as above.
     unsafe { SERVICES6.get(key) }.copied()

@@ -231,8 +231,9 @@ fn bad_input_from_docker_is_refused_with_our_words_and_leaves_nothing() {
     assert!(e.contains("ours"), "our IPAM refuses a pool it cannot give: {e}");
     let e = refused(&["network", "create", "-d", "dataplane", "-o", "lb=vip", "n5"]);
     assert!(e.contains("does not pass"), "why lb=vip cannot work on Docker networks: {e}");
-    let e = refused(&["network", "create", "-d", "dataplane", "--ipv6", "--subnet", "fd00:1::/64", "n4"]);
-    assert!(e.contains("IPv6"), "{e}");
+    let ipv6 = ["network", "create", "-d", "dataplane", "--ipv6", "--ipam-driver", "dataplane"];
+    let e = refused(&[&ipv6[..], &["--subnet", "fd00:1::/64", "n4"]].concat());
+    assert!(e.contains("IPv4 pools only"), "{e}");
     assert_eq!(
         (h.dp_ok(&["network", "ls", "-q"]), our_bridges(h)),
         before,
@@ -646,4 +647,53 @@ fn docker_ipam_options_and_masquerade_off_are_honoured() {
     let out = d.docker(&["exec", "p1", "sh", "-c", "nc -w 3 192.0.2.2 7000 </dev/null"]);
     let own = container_ip(&s, "p1", "plain");
     assert!(String::from_utf8_lossy(&out.stdout).starts_with(&format!("peer={own}/")), "{}", text(&out));
+}
+
+/// `docker network create --ipv6` on our driver: Docker's IPAM hands out
+/// the IPv6 addresses, we wire them; containers reach each other over
+/// IPv6 and a published port answers over the host's IPv6 address with
+/// the client's address kept.
+#[test]
+fn docker_containers_get_ipv6_on_a_dual_stack_dataplane_network() {
+    let _one = ONE_DOCKER.lock().unwrap_or_else(|p| p.into_inner());
+    let s = setup("dk6");
+    let (d, h) = (&s.d, &s.h);
+    h.run(&["ip", "addr", "add", "fd00:ffff::1/64", "dev", "up0", "nodad"]);
+    s.ext.run(&["ip", "addr", "add", "fd00:ffff::2/64", "dev", "ext0", "nodad"]);
+    let v6 = ["--ipv6", "--subnet", "10.209.0.0/24", "--subnet", "fd00:d6::/64"];
+    d.docker_ok(&[&["network", "create", "-d", "dataplane"][..], &v6, &["v6net"]].concat());
+    page_server(d, "web6", "v6net", "8080:80");
+    d.docker_ok(&["run", "-d", "--name", "c6", "--network", "v6net", IMAGE, "sleep", "300"]);
+    let f = "{{(index .NetworkSettings.Networks \"v6net\").GlobalIPv6Address}}";
+    let web6 = d.docker_ok(&["inspect", "-f", f, "web6"]);
+    assert!(web6.starts_with("fd00:d6::"), "Docker's IPv6 address: {web6:?}");
+    // Our record agrees with Docker's.
+    let ep = d.docker_ok(&["inspect", "-f", "{{.NetworkSettings.Networks.v6net.EndpointID}}", "web6"]);
+    let ours = h.inspect(&format!("docker-{}", &ep[..12]));
+    let net_id = d.docker_ok(&["network", "inspect", "-f", "{{.Id}}", "v6net"]);
+    assert_eq!(
+        ours["NetworkSettings"]["Networks"][&net_id[..12]]["GlobalIPv6Address"],
+        web6.as_str(),
+        "{ours}"
+    );
+    // The container's IPv6 default route goes to our bridge's gateway.
+    let route = text(&d.docker(&["exec", "c6", "ip", "-6", "route"]));
+    assert!(route.contains("default via fd00:d6::1"), "{route}");
+    // Container to container over IPv6.
+    let ping = d.docker(&["exec", "c6", "ping", "-6", "-c", "1", "-W", "3", &web6]);
+    assert!(ping.status.success(), "c6 → web6 over IPv6: {}", text(&ping));
+    // The published port over the host's IPv6 address, the client kept.
+    let page = fetch(&s.ext, "http://[fd00:ffff::1]:8080/");
+    assert_eq!(
+        String::from_utf8_lossy(&page.stdout).trim(),
+        "hello from a docker container",
+        "{}",
+        text(&page)
+    );
+    let log = text(&d.docker(&["logs", "web6"]));
+    assert!(log.contains("fd00:ffff::2"), "the server saw the client's own IPv6 address: {log}");
+    // Gone with Docker's removal.
+    d.docker_ok(&["rm", "-f", "web6", "c6"]);
+    d.docker_ok(&["network", "rm", "v6net"]);
+    assert_eq!(h.dp_ok(&["network", "ls", "-q"]).lines().count(), 3, "only the predefined networks stay");
 }

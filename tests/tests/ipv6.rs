@@ -375,6 +375,27 @@ fn published_ports_answer_over_ipv6_with_the_client_address_kept() {
         from_self.contains("[fd00:0068:0000:0000:0000:0000:0000:0001]"),
         "hairpin to itself: {from_self}"
     );
+    // A host process through the host's IPv6 address (the socket hooks:
+    // no NAT on the path; the sandbox sees the gateway, the host's address
+    // on its network), getpeername showing what it asked for.
+    let mut from_host = String::new();
+    for _ in 0..20 {
+        from_host = text(&h.run(&[
+            "python3",
+            "-c",
+            "import socket; s = socket.create_connection(('fd00:ffff::1', 8080), timeout=3); \
+             print(s.getpeername()[:2], s.recv(200).decode().strip())",
+        ]));
+        if from_host.contains("fd00:0068") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(
+        from_host.contains("('fd00:ffff::1', 8080)")
+            && from_host.contains("[fd00:0068:0000:0000:0000:0000:0000:0001]"),
+        "a host process through the host's IPv6 address: {from_host}"
+    );
     // `port` lists both, as Docker 27 does.
     let ports = h.dp_ok(&["port", "web"]);
     assert!(ports.contains("7000/tcp -> 0.0.0.0:8080") && ports.contains("7000/tcp -> [::]:8080"), "{ports}");
@@ -701,6 +722,24 @@ fn an_alias_of_a_dual_stack_lb_network_has_an_ipv6_vip_balanced_in_bpf() {
     assert!(h.dp_ok(&["lb", "list"]).contains(&format!(", {vip6}")));
     // The host holds the VIP: ping6 answers.
     assert!((0..5).any(|_| ping6(&h, "client", &vip6)), "ping6 the VIP");
+    // Host processes reach the IPv6 VIP too (a backend per socket).
+    let host_client = format!(
+        "import collections, http.client, json\nseen = collections.Counter()\nfor _ in range(60):\n    \
+         c = http.client.HTTPConnection('{vip6}', 80, timeout=5)\n    c.request('GET', '/')\n    \
+         seen[c.getresponse().read().decode()] += 1\nprint(json.dumps(seen))"
+    );
+    let mut from_host = String::new();
+    for _ in 0..30 {
+        from_host = text(&h.run(&["python3", "-c", &host_client]));
+        if from_host.contains("w1") && from_host.contains("w2") && from_host.contains("w3") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert!(
+        ["w1", "w2", "w3"].iter().all(|w| from_host.contains(w)),
+        "60 host connections to [{vip6}]:80 over the three backends: {from_host}"
+    );
     let count = |h: &Host, n: &str| -> std::collections::BTreeMap<String, u64> {
         let mut last = String::new();
         for _ in 0..30 {
@@ -817,4 +856,54 @@ fn a_port_of_an_ipv4_only_sandbox_answers_over_ipv6_through_nat46() {
         text(&ext.run(&["sh", "-c", "socat -T 2 - TCP6:[fd00:ffff::1]:8080,connect-timeout=2 </dev/null"]));
     assert!(!gone.contains(&client), "a removed sandbox answered: {gone}");
     assert!(!h.dp_ok(&["ct", "list"]).contains("8080"), "its flows went with it");
+}
+
+/// CNI (Podman, containerd) on a dual-stack network: the attachment gets
+/// an IPv6 address (chosen, or asked for with `ips`), the result reports it
+/// with its `::/0` route, and the container reaches its gateway over IPv6.
+#[test]
+fn a_cni_attachment_to_a_dual_stack_network_gets_and_reports_ipv6() {
+    use dataplane_tests::{Netns, cni};
+    let (h, _ext) = Host::with_external("v6cni");
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.95.1.0/24", "--subnet", "fd00:95::/64", "cni6"]);
+    let (a_ns, b_ns) = (Netns::new("c"), Netns::new("c"));
+    let a = cni::Attachment::new("a6a6a6a6a6a6a6a6a6a6a6a6", &a_ns.path());
+    let conf = cni::config(&h, "1.1.0", "cni6", serde_json::json!({}));
+    let added = a.run(&h, "ADD", &conf);
+    assert!(added.ok, "{added:?}");
+    let r = &added.json;
+    let ips: Vec<&str> =
+        r["ips"].as_array().expect("ips").iter().filter_map(|i| i["address"].as_str()).collect();
+    assert_eq!(ips, ["10.95.1.2/24", "fd00:95::2/64"], "{r}");
+    let routes = r["routes"].to_string();
+    assert!(routes.contains(r#""dst":"::/0","gw":"fd00:95::1""#), "{r}");
+    let addr = text(&a_ns.run(&["ip", "-6", "addr", "show", "eth0"]));
+    assert!(addr.contains("inet6 fd00:95::2/64"), "{addr}");
+    let ping = a_ns.run(&["ping", "-6", "-c", "1", "-W", "2", "fd00:95::1"]);
+    assert!(ping.status.success(), "ping6 the gateway from the CNI container: {}", text(&ping));
+    // An address asked for with `ips`, one per family.
+    let b = cni::Attachment::new("b6b6b6b6b6b6b6b6b6b6b6b6", &b_ns.path());
+    let conf_b = cni::config(
+        &h,
+        "1.1.0",
+        "cni6",
+        serde_json::json!({"runtimeConfig": {"ips": ["10.95.1.50", "fd00:95::50"]}}),
+    );
+    let added_b = b.run(&h, "ADD", &conf_b);
+    assert!(added_b.ok, "{added_b:?}");
+    assert!(added_b.json["ips"].to_string().contains("fd00:95::50/64"), "{}", added_b.json);
+    let ping = b_ns.run(&["ping", "-6", "-c", "1", "-W", "2", "fd00:95::2"]);
+    assert!(ping.status.success(), "container to container over IPv6: {}", text(&ping));
+    // DEL: gone, and the address free again.
+    for (att, c) in [(&a, &conf), (&b, &conf_b)] {
+        let del = att.run(&h, "DEL", &cni::with_prev(c, &serde_json::json!({})));
+        assert!(del.ok, "{del:?}");
+    }
+    let net = network(&h, "cni6");
+    assert!(net["Containers"].as_object().is_some_and(|c| c.is_empty()), "attachments gone: {net}");
+    // The addresses are free again: a new attachment asking for one gets it.
+    let again = b.run(&h, "ADD", &conf_b);
+    assert!(again.ok && again.json["ips"].to_string().contains("fd00:95::50/64"), "{again:?}");
+    let del = b.run(&h, "DEL", &cni::with_prev(&conf_b, &serde_json::json!({})));
+    assert!(del.ok, "{del:?}");
 }

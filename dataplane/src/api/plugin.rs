@@ -134,11 +134,20 @@ async fn capabilities() -> Answer {
 }
 
 fn parse_cidr_addr(what: &'static str, s: &str) -> Result<Option<Ipv4Addr>, Error> {
+    parse_addr(what, s, "not an IPv4 address")
+}
+
+fn parse_cidr_addr6(what: &'static str, s: &str) -> Result<Option<std::net::Ipv6Addr>, Error> {
+    parse_addr(what, s, "not an IPv6 address")
+}
+
+/// The address of `ADDR` or `ADDR/PREFIX`; None when empty.
+fn parse_addr<A: std::str::FromStr>(what: &'static str, s: &str, not: &str) -> Result<Option<A>, Error> {
     if s.is_empty() {
         return Ok(None);
     }
     let ip = s.split('/').next().unwrap_or(s);
-    ip.parse().map(Some).map_err(|_| Error::invalid(what, s, "not an IPv4 address"))
+    ip.parse().map(Some).map_err(|_| Error::invalid(what, s, not))
 }
 
 /// `CreateNetwork`, typed: Docker's pool, gateway and aux addresses, its
@@ -161,6 +170,17 @@ fn docker_network(r: CreateNetwork) -> Result<DockerNetwork, Error> {
                 d.aux.insert(k.clone(), ip);
             }
         }
+    }
+    if r.ipv6_data.len() > 1 {
+        return Err(Error::Unsupported("one IPv6 subnet per dataplane network".into()));
+    }
+    if let Some(v6) = r.ipv6_data.first() {
+        d.pool6 = Some(
+            v6.pool
+                .parse::<ipnetwork::Ipv6Network>()
+                .map_err(|_| Error::invalid("IPv6Data.Pool", &v6.pool, "not an IPv6 CIDR"))?,
+        );
+        d.gateway6 = parse_cidr_addr6("IPv6Data.Gateway", &v6.gateway)?;
     }
     let flag = |k: &str| r.options.get(k).and_then(serde_json::Value::as_bool).unwrap_or(false);
     d.internal = flag(INTERNAL);
@@ -201,10 +221,8 @@ async fn create_endpoint(State(e): PluginState, b: Bytes) -> Answer {
     let r: CreateEndpoint = decode!("CreateEndpoint", b);
     let res = async {
         let iface = r.interface.unwrap_or_default();
-        if !iface.address_ipv6.is_empty() {
-            return Err(Error::Unsupported("IPv6 on dataplane networks is not supported yet".into()));
-        }
         let address = parse_cidr_addr("Interface.Address", &iface.address)?;
+        let address6 = parse_cidr_addr6("Interface.AddressIPv6", &iface.address_ipv6)?;
         let mac = match iface.mac_address.as_str() {
             "" => None,
             m => Some(
@@ -212,7 +230,8 @@ async fn create_endpoint(State(e): PluginState, b: Bytes) -> Answer {
                     .ok_or_else(|| Error::invalid("Interface.MacAddress", m, "not a MAC address"))?,
             ),
         };
-        let chosen = e.docker_create_endpoint(&r.network_id, &r.endpoint_id, address, mac).await?;
+        let chosen =
+            e.docker_create_endpoint(&r.network_id, &r.endpoint_id, (address, address6), mac).await?;
         // Only what Docker did not give comes back (Docker refuses changes).
         Ok(EndpointCreated {
             interface: chosen.map(|m| Interface { mac_address: names::format_mac(&m), ..Default::default() }),
@@ -236,6 +255,7 @@ async fn join(State(e): PluginState, b: Bytes) -> Answer {
     let res = e.docker_join(&r.endpoint_id, &r.sandbox_key).await.map(|j| Joined {
         interface_name: InterfaceName { src_name: j.src_name, dst_prefix: "eth" },
         gateway: j.gateway.map(|g| g.to_string()).unwrap_or_default(),
+        gateway_ipv6: j.gateway6.map(|g| g.to_string()).unwrap_or_default(),
         disable_gateway_service: false,
     });
     done("Join", res)

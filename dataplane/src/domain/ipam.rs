@@ -291,7 +291,10 @@ pub fn plan_pool(
     taken: &[(Ipv4Network, String)],
 ) -> Result<(Ipv4Network, Option<Ipv4Network>)> {
     if v6 || pool.is_some_and(|p| p.contains(':')) {
-        return Err(Error::Unsupported("IPv6 address pools are not supported yet".into()));
+        return Err(Error::Unsupported(
+            "dataplane's IPAM driver gives IPv4 pools only: for an IPv6 subnet, leave the IPAM driver at Docker's default"
+                .into(),
+        ));
     }
     if pool.is_none() && sub_pool.is_some() {
         return Err(Error::invalid("SubPool", sub_pool.unwrap_or_default(), "a sub-pool needs a pool"));

@@ -102,7 +102,7 @@ impl Engine {
                 let vip6 = net.vips6.get(alias).copied();
                 if let Some(vip6) = vip6 {
                     if let Some(b) = bridge
-                        && let Err(e) = self.host.add_address6(b, vip6, 128).await
+                        && let Err(e) = self.host.add_vip6(b, vip6).await
                     {
                         tracing::warn!(network = %net.name, %vip6, error = %e, "cannot put the VIP on the bridge");
                     }

@@ -187,6 +187,7 @@ impl Engine {
             network: net.name.clone(),
             aliases: a.aliases.clone(),
             ip,
+            ip6,
             publish: a.ports.clone(),
             netns_path: Some(a.netns.clone()),
             ..Default::default()

@@ -28,7 +28,11 @@ pub struct DockerNetwork {
     pub gateway: Option<Ipv4Addr>,
     pub aux: BTreeMap<String, Ipv4Addr>,
     pub internal: bool,
+    /// `--ipv6`: a dual-stack network, its IPv6 pool and gateway from
+    /// Docker's IPAM.
     pub ipv6: bool,
+    pub pool6: Option<ipnetwork::Ipv6Network>,
+    pub gateway6: Option<std::net::Ipv6Addr>,
     /// `-o` driver options.
     pub options: BTreeMap<String, String>,
 }
@@ -63,6 +67,8 @@ pub struct Joined {
     pub src_name: String,
     /// None on an `--internal` network (Docker then adds no gateway network either).
     pub gateway: Option<Ipv4Addr>,
+    /// The IPv6 gateway, on a dual-stack network that is not `--internal`.
+    pub gateway6: Option<std::net::Ipv6Addr>,
 }
 
 /// The Docker endpoint `ep_id`: its sandbox record, endpoint and network.
@@ -88,8 +94,14 @@ impl Engine {
         if self.store.state()?.networks.iter().any(|n| n.id == d.id) {
             return Ok(());
         }
-        if d.ipv6 {
-            return Err(Error::Unsupported("IPv6 on dataplane networks is not supported yet".into()));
+        // Docker's IPAM gives the IPv6 pool; a dual-stack network without
+        // one would hand out addresses Docker does not know.
+        if d.ipv6 && d.pool6.is_none() {
+            return Err(Error::invalid(
+                "IPv6Data",
+                "",
+                "--ipv6 needs an IPv6 --subnet on a dataplane network (Docker's IPAM hands out its addresses)",
+            ));
         }
         if d.id.len() < 12 || !d.id.chars().all(|c| c.is_ascii_hexdigit()) {
             return Err(Error::invalid("NetworkID", &d.id, "not a Docker network ID"));
@@ -112,6 +124,12 @@ impl Engine {
             gateway: d.gateway.map(|g| g.to_string()),
             aux: d.aux.iter().map(|(k, v)| (k.clone(), v.to_string())).collect(),
         };
+        req.ipv6 = d.ipv6;
+        req.ipam6 = crate::domain::ipam6::Ipam6Request {
+            subnet: d.pool6.map(|p| p.to_string()),
+            ip_range: None,
+            gateway: d.gateway6.map(|g| g.to_string()),
+        };
         req.origin = Some((Owner::Docker, d.id));
         self.create_network(req).await.map(|_| ())
     }
@@ -125,13 +143,14 @@ impl Engine {
         Ok(self.remove_network_locked(&state, net.clone()).await?.warnings)
     }
 
-    /// `CreateEndpoint`: the address Docker's IPAM gave, the MAC Docker
-    /// gave (or ours, `02:42` + the address, returned to be reported).
+    /// `CreateEndpoint`: the addresses Docker's IPAM gave (IPv4, and IPv6
+    /// on a dual-stack network), the MAC Docker gave (or ours, `02:42` +
+    /// the address, returned to be reported).
     pub async fn docker_create_endpoint(
         &self,
         net_id: &str,
         ep_id: &str,
-        address: Option<Ipv4Addr>,
+        (address, address6): (Option<Ipv4Addr>, Option<std::net::Ipv6Addr>),
         mac: Option<[u8; 6]>,
     ) -> Result<Option<[u8; 6]>> {
         let _g = self.lock.lock().await;
@@ -158,7 +177,8 @@ impl Engine {
             owner: Some(Owner::Docker),
             ..Default::default()
         };
-        let mut plan = plan_endpoint(&state, net, &sb, Some(&ip.to_string()), None, &[])?;
+        let ip6 = address6.map(|a| a.to_string());
+        let mut plan = plan_endpoint(&state, net, &sb, Some(&ip.to_string()), ip6.as_deref(), &[])?;
         plan.ep.id = ep_id.to_string();
         let host_if = plan.ep.host_ifname.get_or_insert_with(names::host_veth_name);
         plan.ep.ifname = names::runtime_peer_name(host_if);
@@ -194,7 +214,8 @@ impl Engine {
             (Some(ipam), false) => Some(ipam.gateway),
             _ => None,
         };
-        Ok(Joined { src_name: ep.ifname.clone(), gateway })
+        let gateway6 = net.ipam6.as_ref().filter(|_| !net.internal).map(|i| i.gateway);
+        Ok(Joined { src_name: ep.ifname.clone(), gateway, gateway6 })
     }
 
     /// `Leave`: the container's namespace is no longer ours to know.

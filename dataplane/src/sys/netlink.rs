@@ -259,9 +259,28 @@ impl Netlink {
     /// Docker's are), so nothing waits a second for it to leave the
     /// tentative state. The kernel adds the prefix's on-link route.
     pub async fn add_address6(&self, index: u32, ip: Ipv6Addr, prefix: u8) -> Result<()> {
-        use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags};
+        self.add_address6_as(index, ip, prefix, false).await
+    }
+
+    /// A virtual IPv6 address (an alias's VIP) on link `index`: as
+    /// [`Self::add_address6`], /128 and deprecated (preferred lifetime 0,
+    /// valid forever), so the host never picks it as the source of its
+    /// own connections — their answers would come back to the VIP and be
+    /// taken for new flows to balance.
+    pub async fn add_vip6(&self, index: u32, ip: Ipv6Addr) -> Result<()> {
+        self.add_address6_as(index, ip, 128, true).await
+    }
+
+    async fn add_address6_as(&self, index: u32, ip: Ipv6Addr, prefix: u8, deprecated: bool) -> Result<()> {
+        use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, CacheInfo};
         let mut req = self.handle.address().add(index, ip.into(), prefix);
         req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
+        if deprecated {
+            let mut lifetimes = CacheInfo::default();
+            lifetimes.ifa_preferred = 0;
+            lifetimes.ifa_valid = u32::MAX;
+            req.message_mut().attributes.push(AddressAttribute::CacheInfo(lifetimes));
+        }
         match req.execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -17 => Ok(()),
