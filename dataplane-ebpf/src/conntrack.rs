@@ -417,14 +417,20 @@ pub fn track_dnat6(
 /// sandbox with only IPv4 (`b`, its address v4-mapped), to which the client
 /// appears as `client4`. The forward entry (IPv6 tuple) leads to the
 /// sandbox; the reply entry, keyed by the sandbox's IPv4 reply tuple in
-/// v4-mapped form, back to the host address and port the client used, the
-/// client itself kept in `DP_NAT46`. Refused when another client's live
+/// v4-mapped form, back to the host address and port the client used —
+/// out of the uplink (MAC zero) or, for a sandbox client, into its veth —
+/// the client itself kept in `DP_NAT46`. Refused when another client's live
 /// flow holds that reply tuple (two clients hashed to one address, using
 /// the same port towards the same backend).
 #[inline(always)]
 #[allow(clippy::needless_borrows_for_generic_args)] // see commit6
-pub fn track_dnat46(flow: &Flow6, b: &Backend6, client4: [u8; 4], uplink: u32) -> Result<&'static CtEntry6, i32> {
-    let back = (CT_DIR_REPLY, flow.daddr, flow.dport, uplink, [0; 6]);
+pub fn track_dnat46(
+    flow: &Flow6,
+    b: &Backend6,
+    client4: [u8; 4],
+    (reply_ifindex, reply_mac): (u32, [u8; 6]),
+) -> Result<&'static CtEntry6, i32> {
+    let back = (CT_DIR_REPLY, flow.daddr, flow.dport, reply_ifindex, reply_mac);
     let s = begin6(flow, back, (CT_DIR_DNAT, b.addr, b.port, b.ifindex, b.mac)).ok_or(-1)?;
     s.back.flags = CT_FLAG_NAT46;
     s.fwd.flags |= CT_FLAG_NAT46;

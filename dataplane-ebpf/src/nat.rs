@@ -7,7 +7,7 @@ use aya_ebpf::{
     helpers::bpf_csum_diff,
     programs::TcContext,
 };
-use dataplane_common::{PROTO_ICMP, PROTO_ICMP6, PROTO_UDP};
+use dataplane_common::{Direction, DropReason, PROTO_ICMP, PROTO_ICMP6, PROTO_UDP, nat46_client, v4_of_mapped};
 
 use crate::parse::{Flow, Flow6, IP_CSUM_OFF, IP_DST_OFF, IP_OFF, IP_SRC_OFF, IP6_DST_OFF, IP6_SRC_OFF, IcmpError, IcmpError6};
 
@@ -273,4 +273,19 @@ fn finish_l4(ctx: &TcContext, proto: u8, l4: usize, diff: u64, (at, old, new): (
 #[inline(always)]
 fn l4_csum(proto: u8, l4: usize) -> (usize, u64) {
     if proto == PROTO_UDP { (l4 + 6, BPF_F_MARK_MANGLED_0 as u64) } else { (l4 + 16, 0) }
+}
+
+/// NAT46, a client's packet of a tracked flow (from outside, or from a
+/// sandbox through a host address): it becomes IPv4, from the client's
+/// stand-in address to the IPv4-only sandbox, and goes into that sandbox.
+#[inline(always)]
+pub fn nat46_forward(ctx: &TcContext, dir: Direction) -> i32 {
+    let verdict = |reason| crate::redirect::verdict(ctx, reason, dir);
+    let Some(flow) = crate::parse::l4_flow6(ctx) else { return verdict(DropReason::NatRewriteFailed) };
+    let Some(ct) = crate::conntrack::entry6(&flow) else { return verdict(DropReason::CtNoFlow) };
+    let Some(backend) = v4_of_mapped(&ct.addr) else { return verdict(DropReason::NatRewriteFailed) };
+    if to_ipv4(ctx, &flow, nat46_client(&flow.saddr), backend, ct.port).is_err() {
+        return verdict(DropReason::NatRewriteFailed);
+    }
+    crate::redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatPublished, dir)
 }

@@ -215,20 +215,14 @@ fn ingress6(ctx: &TcContext) -> Step6 {
 /// added to the translation's).
 #[inline(never)]
 fn nat46_track(flow: &Flow6, b: &Backend6, uplink: u32) -> Result<&'static CtEntry6, i32> {
-    conntrack::track_dnat46(flow, b, nat46_client(&flow.saddr), uplink)
+    conntrack::track_dnat46(flow, b, nat46_client(&flow.saddr), (uplink, [0; 6]))
 }
 
 /// NAT46 inbound: the client's IPv6 packet becomes IPv4, from the
 /// client's address in the NAT46 prefix to the sandbox, and goes into it.
 #[inline(never)]
 fn nat46_in(ctx: &TcContext) -> i32 {
-    let Some(flow) = parse::l4_flow6(ctx) else { return verdict(ctx, DropReason::NatRewriteFailed) };
-    let Some(ct) = conntrack::entry6(&flow) else { return verdict(ctx, DropReason::CtNoFlow) };
-    let Some(backend) = v4_of_mapped(&ct.addr) else { return verdict(ctx, DropReason::NatRewriteFailed) };
-    if nat::to_ipv4(ctx, &flow, nat46_client(&flow.saddr), backend, ct.port).is_err() {
-        return verdict(ctx, DropReason::NatRewriteFailed);
-    }
-    redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatPublished, Direction::ToSandbox)
+    nat::nat46_forward(ctx, Direction::ToSandbox)
 }
 
 /// An ICMPv6 error about an egress flow or a published port's reply

@@ -18,7 +18,7 @@ use aya_ebpf::{maps::lpm_trie::Key, programs::TcContext};
 use dataplane_common::{
     Backend, Backend6, CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_FLAG_HAIRPIN_SELF, CtEntry, CtEntry6, Direction, DropReason,
     NET_FLAG_INTERNAL, NET_FLAG_NO_MASQUERADE, NET_FLAG_ROUTED, PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP,
-    CT_FLAG_NAT46, CtKey6, is_nat46_client, v4_mapped, v4_of_mapped,
+    CT_FLAG_NAT46, CtKey6, is_nat46_client, nat46_client, v4_mapped, v4_of_mapped,
 };
 
 use crate::{
@@ -36,7 +36,12 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     // (BPF-to-BPF calls): inlined together, their tuples and entries need
     // more than the 512 bytes of stack BPF allows a call chain.
     if parse::is_ipv6(ctx) {
-        return ingress6(ctx);
+        // NAT46 translation called from here, next to the IPv6 path
+        // rather than under it: their frames together pass 512 bytes.
+        return match ingress6(ctx) {
+            NAT46_PENDING => nat46_forward(ctx),
+            v => v,
+        };
     }
     // A reply to an IPv6 client of a NAT46 flow (its IPv4 stand-in as
     // destination); other traffic to that prefix goes on as any.
@@ -232,9 +237,44 @@ fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
     }
 }
 
+/// What [`ingress6`] returns for a packet of a NAT46 flow (tracked, not
+/// yet translated): never a TC verdict.
+const NAT46_PENDING: i32 = i32::MIN;
+
+/// A sandbox reaching a port that an IPv4-only sandbox publishes, through
+/// the host's IPv6 address (NAT46 hairpin): tracked here, with the replies
+/// going back into this sandbox.
+#[inline(never)]
+fn nat46_hairpin(ctx: &TcContext, flow: &Flow6, b: &Backend6) -> i32 {
+    if !conntrack::valid_flags(flow.proto, flow.tcp_flags) {
+        return verdict(ctx, DropReason::InvalidPacket);
+    }
+    if flow.proto == PROTO_TCP && !conntrack::opens6(flow) {
+        return verdict(ctx, DropReason::CtNoFlow);
+    }
+    // SAFETY: the skb pointer is valid for this program run.
+    let ifindex = unsafe { (*ctx.skb.skb).ifindex };
+    // SAFETY: map lookups return values valid for this program run.
+    let Some(me) = (unsafe { ENDPOINTS.get(ifindex) }) else {
+        return verdict(ctx, DropReason::Forwarded);
+    };
+    match conntrack::track_dnat46(flow, b, nat46_client(&flow.saddr), (ifindex, me.mac)) {
+        Ok(_) => NAT46_PENDING,
+        Err(_) => verdict(ctx, DropReason::CtInsertFailed),
+    }
+}
+
+/// NAT46, a sandbox's packet of a tracked flow: it becomes IPv4, from the
+/// sandbox's stand-in address to the IPv4-only sandbox, and goes into it.
+#[inline(never)]
+fn nat46_forward(ctx: &TcContext) -> i32 {
+    nat::nat46_forward(ctx, Direction::FromSandbox)
+}
+
 /// NAT46 outbound: a sandbox's IPv4 reply to an IPv6 client becomes IPv6,
 /// from the host address and port the client used, and leaves through the
-/// uplink. None when the packet belongs to no NAT46 flow.
+/// uplink (or, to a sandbox client, goes into it). None when the packet
+/// belongs to no NAT46 flow.
 #[inline(never)]
 fn nat46_reply(ctx: &TcContext) -> Option<i32> {
     let flow = parse::l4_flow(ctx)?;
@@ -262,6 +302,9 @@ fn nat46_reply(ctx: &TcContext) -> Option<i32> {
     if nat::to_ipv6(ctx, &flow, &ct.addr, client, ct.port).is_err() {
         return Some(verdict(ctx, DropReason::NatRewriteFailed));
     }
+    if ct.mac != [0; 6] {
+        return Some(into_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatReply));
+    }
     Some(redirect::out_of(ctx, ct.ifindex, DropReason::NatReply, Direction::FromSandbox))
 }
 
@@ -284,6 +327,9 @@ fn ingress6(ctx: &TcContext) -> i32 {
         Some(ct) if ct.dir == CT_DIR_SNAT => return send_out6(ctx, flow, ct, DropReason::NatEgress),
         Some(ct) if ct.dir == CT_DIR_ROUTED => return verdict(ctx, DropReason::Forwarded),
         // A connection opening on a tuple still tracked is a new flow (port reuse).
+        Some(ct) if ct.dir == CT_DIR_DNAT && ct.flags & CT_FLAG_NAT46 != 0 && !conntrack::opens6(flow) => {
+            return NAT46_PENDING;
+        }
         Some(ct) if ct.dir == CT_DIR_DNAT && !conntrack::opens6(flow) => {
             return hairpin_forward6(ctx, flow, ct, DropReason::NatPublished);
         }
@@ -306,14 +352,16 @@ fn ingress6(ctx: &TcContext) -> i32 {
             lb::Pick6::NotVip => {}
         }
     }
-    // A port whose sandbox has only IPv4 (NAT46, served from outside
-    // only): not published to sandboxes over IPv6; on to the host.
-    let Some(b) = service::lookup6(flow).filter(|b| v4_of_mapped(&b.addr).is_none()) else {
+    let Some(b) = service::lookup6(flow) else {
         return match egress6(ctx, flow) {
             Ok(ct) => send_out6(ctx, flow, ct, DropReason::NatEgress),
             Err(reason) => verdict(ctx, reason),
         };
     };
+    // A port whose sandbox has only IPv4: NAT46 hairpin.
+    if v4_of_mapped(&b.addr).is_some() {
+        return nat46_hairpin(ctx, flow, &b);
+    }
     match new_hairpin6(ctx, flow, &b) {
         Ok(ct) => hairpin_forward6(ctx, flow, ct, DropReason::NatPublished),
         Err(reason) => verdict(ctx, reason),

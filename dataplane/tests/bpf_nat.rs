@@ -226,4 +226,20 @@ fn nat46_turns_an_ipv6_client_into_ipv4_for_a_sandbox_without_ipv6_and_back() {
     // Another address of that prefix with no flow: an ordinary packet.
     let (v, _) = f.veth(&tcp((BACKEND, 80), ([100, 64, 0, 9], 40000), SYN | ACK));
     assert_ne!(v, REDIRECT, "no NAT46 flow, nothing translated");
+    // A dual-stack sandbox through the host's IPv6 address (hairpin): the
+    // same translation, and the answer goes back into that sandbox.
+    let sandbox6 = v6("fd00:1::7");
+    f.network6(1, "fd00:1::/64", 0);
+    f.endpoint(LO, 1, [10, 1, 0, 7], 0);
+    let (v, out) = f.veth(&l4_frame6(TCP, (sandbox6, 41000), (host, 8080), SYN, b""));
+    let stand_in = dataplane_common::nat46_client(&sandbox6);
+    let p = parse(&out);
+    assert_eq!(
+        (v, p.src, p.dst, p.sport, p.dport, checksums_ok(&out)),
+        (REDIRECT, stand_in, BACKEND, 41000, 80, true)
+    );
+    let (v, back) = f.veth(&tcp((BACKEND, 80), (stand_in, 41000), SYN | ACK));
+    assert_eq!((v, parse6(&back)), (REDIRECT, (host, sandbox6, 8080, 41000, true)));
+    let (v, out) = f.veth(&l4_frame6(TCP, (sandbox6, 41000), (host, 8080), ACK, b""));
+    assert_eq!((v, parse(&out).dst, checksums_ok(&out)), (REDIRECT, BACKEND, true), "the flow's next packet");
 }

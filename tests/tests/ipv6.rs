@@ -841,6 +841,23 @@ fn a_port_of_an_ipv4_only_sandbox_answers_over_ipv6_through_nat46() {
         "3000000",
     );
     assert_eq!(up.trim(), "3000000", "into the sandbox over NAT46");
+    // A dual-stack sandbox through the host's IPv6 address (hairpin): NAT46 too.
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.71.0.0/24", "--subnet", "fd00:71::/64", "dual"]);
+    h.dp_ok(&["run", "-d", "--name", "c6", "--network", "dual", "--ip6", "fd00:71::9", "sleep", "300"]);
+    let c6 = std::net::Ipv4Addr::from(dataplane_common::nat46_client(
+        &"fd00:71::9".parse::<std::net::Ipv6Addr>().expect("ip").octets(),
+    ))
+    .to_string();
+    let mut hairpin = String::new();
+    for _ in 0..30 {
+        hairpin =
+            text(&h.exec("c6", &["socat", "-T", "2", "-", "TCP6:[fd00:ffff::1]:8080,connect-timeout=2"]));
+        if hairpin.contains(&c6) {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert!(hairpin.contains(&c6), "a sandbox through the host's IPv6 address: {hairpin}");
     // Listed as Docker lists it, tracked, counted.
     assert!(h.dp_ok(&["port", "web"]).contains("7000/tcp -> [::]:8080"));
     let ct = h.dp_ok(&["ct", "list"]);
