@@ -861,7 +861,8 @@ fn a_port_of_an_ipv4_only_sandbox_answers_over_ipv6_through_nat46() {
     // Listed as Docker lists it, tracked, counted.
     assert!(h.dp_ok(&["port", "web"]).contains("7000/tcp -> [::]:8080"));
     let ct = h.dp_ok(&["ct", "list"]);
-    assert!(ct.contains("[fd00:ffff::2]") && ct.contains(&client), "{ct}");
+    assert!(ct.contains("[fd00:ffff::2]") && ct.contains(&format!(" {client}:")), "{ct}");
+    assert!(!ct.contains("::ffff:"), "NAT46 ends shown as IPv4: {ct}");
     assert!(h.drops("NAT_PUBLISHED") > 0 && h.drops("NAT_REPLY") > 0);
     // Kept across a restart; gone with the sandbox.
     h.kill_daemon();

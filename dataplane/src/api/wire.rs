@@ -579,11 +579,12 @@ pub struct CtRow {
 
 /// The name of an IP protocol number the datapath tracks, if it has one.
 fn proto_name(p: u8) -> Option<&'static str> {
-    use dataplane_common::{PROTO_ICMP, PROTO_TCP, PROTO_UDP};
+    use dataplane_common::{PROTO_ICMP, PROTO_ICMP6, PROTO_TCP, PROTO_UDP};
     match p {
         PROTO_TCP => Some("tcp"),
         PROTO_UDP => Some("udp"),
         PROTO_ICMP => Some("icmp"),
+        PROTO_ICMP6 => Some("icmpv6"),
         _ => None,
     }
 }
@@ -597,8 +598,11 @@ impl CtRow {
         use crate::datapath::conntrack::CtRecord;
         use dataplane_common::{CT_DIR_DNAT, CT_DIR_REPLY, CT_DIR_ROUTED, CT_DIR_SNAT, CT_DIR_SNAT_REPLY};
         let (k, e) = (&f.key, &f.entry);
-        // IPv6 endpoints in brackets, as in URLs: [2001:db8::1]:8080.
-        let ep = |(a, p): (K::Addr, u16)| std::net::SocketAddr::new(K::ip(a), u16::from_be(p)).to_string();
+        // IPv6 endpoints in brackets, as in URLs: [2001:db8::1]:8080; the
+        // v4-mapped ends of NAT46 flows as the IPv4 addresses they are.
+        let ep = |(a, p): (K::Addr, u16)| {
+            std::net::SocketAddr::new(K::ip(a).to_canonical(), u16::from_be(p)).to_string()
+        };
         let nat = match e.dir() {
             CT_DIR_DNAT => format!("dnat to {}", ep(e.target())),
             CT_DIR_REPLY => format!("reply from {}", ep(e.target())),
