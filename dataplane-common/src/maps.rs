@@ -513,8 +513,6 @@ mod pod {
     unsafe impl aya::Pod for super::Config {}
     unsafe impl aya::Pod for super::SockNatKey {}
     unsafe impl aya::Pod for super::SockNatOrig {}
-    unsafe impl aya::Pod for super::SockNatKey6 {}
-    unsafe impl aya::Pod for super::SockNatOrig6 {}
 }
 
 pub use crate::metrics::Counter;

@@ -14,56 +14,63 @@ use crate::{
     parse::{Flow, Flow6},
 };
 
-/// What a destination means for the balancer.
-pub enum Pick {
+/// What a destination means for the balancer: `T` is the backend.
+pub enum Picked<T> {
     /// Not a virtual IP.
     NotVip,
     /// A virtual IP with no live backend.
     NoBackend,
-    Backend(Backend),
+    Backend(T),
+}
+
+pub type Pick = Picked<Backend>;
+pub type Pick6 = Picked<Backend6>;
+
+/// The IPv4 address in slot `hash % size` of `vip`'s Maglev table.
+#[inline(always)]
+fn slot_of(vip: [u8; 4], hash: u32) -> Picked<[u8; 4]> {
+    // SAFETY: map lookups return values valid for this program run.
+    let Some(table) = (unsafe { LB.get(vip) }) else { return Picked::NotVip };
+    if table.backends == 0 || table.size == 0 {
+        return Picked::NoBackend;
+    }
+    let slot = (hash % table.size) as usize;
+    if slot >= LB_TABLE_SIZE {
+        return Picked::NoBackend;
+    }
+    match table.slots.get(slot) {
+        Some(addr) => Picked::Backend(addr.to_ne_bytes()),
+        None => Picked::NoBackend,
+    }
 }
 
 /// The backend of slot `hash % LB_TABLE_SIZE` of `vip`'s table, keeping the port.
 #[inline(always)]
 pub fn pick(vip: [u8; 4], port: u16, hash: u32) -> Pick {
-    // SAFETY: map lookups return values valid for this program run.
-    let Some(table) = (unsafe { LB.get(vip) }) else { return Pick::NotVip };
-    if table.backends == 0 || table.size == 0 {
-        return Pick::NoBackend;
-    }
-    let slot = (hash % table.size) as usize;
-    if slot >= LB_TABLE_SIZE {
-        return Pick::NoBackend;
-    }
-    let Some(addr) = table.slots.get(slot) else { return Pick::NoBackend };
-    let addr = addr.to_ne_bytes();
+    let addr = match slot_of(vip, hash) {
+        Picked::Backend(a) => a,
+        Picked::NotVip => return Picked::NotVip,
+        Picked::NoBackend => return Picked::NoBackend,
+    };
     // A sandbox of this host (its veth), or of another host (ifindex 0:
     // the packet goes through the VXLAN tunnel).
-    // SAFETY: as above.
+    // SAFETY: map lookups return values valid for this program run.
     let (ifindex, mac) = match unsafe { LOCAL.get(addr) } {
         Some(t) => (t.ifindex, t.mac),
         // SAFETY: as above.
         None => match unsafe { REMOTE.get(addr) } {
             Some(r) => (0, r.mac),
-            None => return Pick::NoBackend,
+            None => return Picked::NoBackend,
         },
     };
-    let b = Backend { addr, port, _pad: 0, ifindex, mac, _pad2: [0; 2] };
-    count(vip, b.addr);
-    Pick::Backend(b)
+    count(vip, addr);
+    Picked::Backend(Backend { addr, port, _pad: 0, ifindex, mac, _pad2: [0; 2] })
 }
 
 /// The backend of a new packet flow to a virtual IP.
 #[inline(always)]
 pub fn pick_flow(flow: &Flow) -> Pick {
     pick(flow.daddr, flow.dport, flow_hash(flow.saddr, flow.daddr, flow.sport, flow.dport, flow.proto))
-}
-
-/// What an IPv6 destination means for the balancer.
-pub enum Pick6 {
-    NotVip,
-    NoBackend,
-    Backend(Backend6),
 }
 
 /// The backend of a new IPv6 flow to a virtual IP: the slot of the flow's
@@ -80,25 +87,15 @@ pub fn pick_flow6(flow: &Flow6) -> Pick6 {
 #[inline(never)]
 pub fn pick6(vip6: &[u8; 16], port: u16, hash: u32) -> Pick6 {
     // SAFETY: map lookups return values valid for this program run.
-    let Some(vip) = (unsafe { LB6.get(vip6) }) else { return Pick6::NotVip };
+    let Some(vip) = (unsafe { LB6.get(vip6) }) else { return Picked::NotVip };
     let vip = *vip;
-    // SAFETY: as above.
-    let Some(table) = (unsafe { LB.get(vip) }) else { return Pick6::NoBackend };
-    if table.backends == 0 || table.size == 0 {
-        return Pick6::NoBackend;
-    }
-    let slot = (hash % table.size) as usize;
-    if slot >= LB_TABLE_SIZE {
-        return Pick6::NoBackend;
-    }
-    let Some(addr) = table.slots.get(slot) else { return Pick6::NoBackend };
-    let addr = addr.to_ne_bytes();
+    let Picked::Backend(addr) = slot_of(vip, hash) else { return Picked::NoBackend };
     // SAFETY: as above.
     let (Some(t), Some(addr6)) = (unsafe { LOCAL.get(addr) }, unsafe { ADDR6.get(addr) }) else {
-        return Pick6::NoBackend;
+        return Picked::NoBackend;
     };
     count(vip, addr);
-    Pick6::Backend(Backend6 { addr: *addr6, port, _pad: 0, ifindex: t.ifindex, mac: t.mac, _pad2: [0; 2] })
+    Picked::Backend(Backend6 { addr: *addr6, port, _pad: 0, ifindex: t.ifindex, mac: t.mac, _pad2: [0; 2] })
 }
 
 /// One more flow for (vip, backend).

@@ -275,10 +275,17 @@ fn l4_csum(proto: u8, l4: usize) -> (usize, u64) {
     if proto == PROTO_UDP { (l4 + 6, BPF_F_MARK_MANGLED_0 as u64) } else { (l4 + 16, 0) }
 }
 
+/// What an IPv6 step returns for a packet of a NAT46 flow (tracked, not yet
+/// translated) so that its program's entry runs [`nat46_forward`] next to
+/// it rather than under it (their frames together pass BPF's 512 bytes):
+/// never a TC verdict.
+pub const NAT46_PENDING: i32 = i32::MIN;
+
 /// NAT46, a client's packet of a tracked flow (from outside, or from a
 /// sandbox through a host address): it becomes IPv4, from the client's
 /// stand-in address to the IPv4-only sandbox, and goes into that sandbox.
-#[inline(always)]
+/// A function of its own (a BPF-to-BPF call from the program's entry).
+#[inline(never)]
 pub fn nat46_forward(ctx: &TcContext, dir: Direction) -> i32 {
     let verdict = |reason| crate::redirect::verdict(ctx, reason, dir);
     let Some(flow) = crate::parse::l4_flow6(ctx) else { return verdict(DropReason::NatRewriteFailed) };

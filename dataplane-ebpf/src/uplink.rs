@@ -41,17 +41,10 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         // (Only a verdict comes back: a map pointer returned through the
         // caller's stack reaches the verifier as a plain number.)
         match ingress6(ctx) {
-            Step6::Done(v) => v,
-            Step6::Nat46 => nat46_in(ctx),
+            nat::NAT46_PENDING => nat::nat46_forward(ctx, Direction::ToSandbox),
+            v => v,
         }
     }
-}
-
-/// What the IPv6 path decided: a verdict, or a NAT46 flow's packet to
-/// translate (its entry, tracked and refreshed, looked up again there).
-enum Step6 {
-    Done(i32),
-    Nat46,
 }
 
 /// IPv4 (and anything else not IPv6) from outside.
@@ -161,32 +154,32 @@ fn direct_access(ctx: &TcContext, daddr: [u8; 4]) -> i32 {
 /// (NAT66); the next packets of a flow follow its entry; a packet for a
 /// sandbox that nothing accounts for is refused.
 #[inline(never)]
-fn ingress6(ctx: &TcContext) -> Step6 {
+fn ingress6(ctx: &TcContext) -> i32 {
     let Some(flow) = parse::l4_flow6(ctx) else {
         // No flow of ours (neighbour discovery, other protocols): the
         // direct-access rule alone.
-        return Step6::Done(match parse::ipv6_daddr(ctx) {
+        return match parse::ipv6_daddr(ctx) {
             Some(daddr) => direct_access6(ctx, &daddr),
             None => NEXT,
-        });
+        };
     };
     if !conntrack::valid_flags(flow.proto, flow.tcp_flags)
         && (conntrack::tracked6(&flow) || service::lookup6(&flow).is_some())
     {
-        return Step6::Done(verdict(ctx, DropReason::InvalidPacket));
+        return verdict(ctx, DropReason::InvalidPacket);
     }
     let fresh = if conntrack::opens6(&flow) { service::lookup6(&flow) } else { None };
     let tracked = if fresh.is_some() { None } else { conntrack::lookup6(&flow) };
     let (target, reason) = match tracked {
         Some(e) if e.dir == CT_DIR_DNAT => (e, DropReason::NatPublished),
         Some(e) if e.dir == CT_DIR_SNAT_REPLY => (e, DropReason::NatEgressReply),
-        Some(_) => return Step6::Done(NEXT),
+        Some(_) => return NEXT,
         None => {
             let Some(b) = fresh.or_else(|| service::lookup6(&flow)) else {
-                return Step6::Done(direct_access6(ctx, &flow.daddr));
+                return direct_access6(ctx, &flow.daddr);
             };
             if flow.proto == PROTO_TCP && !conntrack::opens6(&flow) {
-                return Step6::Done(verdict(ctx, DropReason::CtNoFlow));
+                return verdict(ctx, DropReason::CtNoFlow);
             }
             // SAFETY: the skb pointer is valid for this program run.
             let uplink = unsafe { (*ctx.skb.skb).ifindex };
@@ -198,17 +191,17 @@ fn ingress6(ctx: &TcContext) -> Step6 {
             };
             match tracked {
                 Ok(e) => (e, DropReason::NatPublished),
-                Err(_) => return Step6::Done(verdict(ctx, DropReason::CtInsertFailed)),
+                Err(_) => return verdict(ctx, DropReason::CtInsertFailed),
             }
         }
     };
     if target.flags & CT_FLAG_NAT46 != 0 {
-        return Step6::Nat46;
+        return nat::NAT46_PENDING;
     }
     if nat::rewrite6(ctx, &flow, End::Destination, &target.addr, target.port).is_err() {
-        return Step6::Done(verdict(ctx, DropReason::NatRewriteFailed));
+        return verdict(ctx, DropReason::NatRewriteFailed);
     }
-    Step6::Done(redirect::to_sandbox(ctx, target.ifindex, target.mac, reason, Direction::ToSandbox))
+    redirect::to_sandbox(ctx, target.ifindex, target.mac, reason, Direction::ToSandbox)
 }
 
 /// Tracks a new NAT46 flow (a function of its own: its frame is not
@@ -218,12 +211,6 @@ fn nat46_track(flow: &Flow6, b: &Backend6, uplink: u32) -> Result<&'static CtEnt
     conntrack::track_dnat46(flow, b, nat46_client(&flow.saddr), (uplink, [0; 6]))
 }
 
-/// NAT46 inbound: the client's IPv6 packet becomes IPv4, from the
-/// client's address in the NAT46 prefix to the sandbox, and goes into it.
-#[inline(never)]
-fn nat46_in(ctx: &TcContext) -> i32 {
-    nat::nat46_forward(ctx, Direction::ToSandbox)
-}
 
 /// An ICMPv6 error about an egress flow or a published port's reply
 /// (packet too big, unreachable, time exceeded): translated back and

@@ -39,7 +39,7 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         // NAT46 translation called from here, next to the IPv6 path
         // rather than under it: their frames together pass 512 bytes.
         return match ingress6(ctx) {
-            NAT46_PENDING => nat46_forward(ctx),
+            nat::NAT46_PENDING => nat::nat46_forward(ctx, Direction::FromSandbox),
             v => v,
         };
     }
@@ -237,10 +237,6 @@ fn egress(ctx: &TcContext, flow: &Flow) -> i32 {
     }
 }
 
-/// What [`ingress6`] returns for a packet of a NAT46 flow (tracked, not
-/// yet translated): never a TC verdict.
-const NAT46_PENDING: i32 = i32::MIN;
-
 /// A sandbox reaching a port that an IPv4-only sandbox publishes, through
 /// the host's IPv6 address (NAT46 hairpin): tracked here, with the replies
 /// going back into this sandbox.
@@ -259,16 +255,9 @@ fn nat46_hairpin(ctx: &TcContext, flow: &Flow6, b: &Backend6) -> i32 {
         return verdict(ctx, DropReason::Forwarded);
     };
     match conntrack::track_dnat46(flow, b, nat46_client(&flow.saddr), (ifindex, me.mac)) {
-        Ok(_) => NAT46_PENDING,
+        Ok(_) => nat::NAT46_PENDING,
         Err(_) => verdict(ctx, DropReason::CtInsertFailed),
     }
-}
-
-/// NAT46, a sandbox's packet of a tracked flow: it becomes IPv4, from the
-/// sandbox's stand-in address to the IPv4-only sandbox, and goes into it.
-#[inline(never)]
-fn nat46_forward(ctx: &TcContext) -> i32 {
-    nat::nat46_forward(ctx, Direction::FromSandbox)
 }
 
 /// NAT46 outbound: a sandbox's IPv4 reply to an IPv6 client becomes IPv6,
@@ -328,7 +317,7 @@ fn ingress6(ctx: &TcContext) -> i32 {
         Some(ct) if ct.dir == CT_DIR_ROUTED => return verdict(ctx, DropReason::Forwarded),
         // A connection opening on a tuple still tracked is a new flow (port reuse).
         Some(ct) if ct.dir == CT_DIR_DNAT && ct.flags & CT_FLAG_NAT46 != 0 && !conntrack::opens6(flow) => {
-            return NAT46_PENDING;
+            return nat::NAT46_PENDING;
         }
         Some(ct) if ct.dir == CT_DIR_DNAT && !conntrack::opens6(flow) => {
             return hairpin_forward6(ctx, flow, ct, DropReason::NatPublished);

@@ -341,13 +341,13 @@ fn published_ports(state: &State, sb: &Sandbox) -> serde_json::Value {
     let publishing = state.publishing_endpoint(&sb.id);
     // Published over IPv6 too wherever the datapath serves it: to the
     // endpoint's IPv6 address, or by NAT46 to its IPv4 one.
-    let dual = publishing.is_some_and(|ep| ep.host_ifname.is_some());
+    let served6 = publishing.is_some_and(|ep| ep.host_ifname.is_some());
     for b in sb.bindings.iter().filter(|_| publishing.is_some()) {
         let key = format!("{}/{}", b.container_port, b.proto);
         let mut entries =
             vec![serde_json::json!({"HostIp": b.host_ip_text(), "HostPort": b.host_port.to_string()})];
         // Published on `::` too (Docker 27 lists it as a second binding).
-        if dual && b.ipv6_wildcard() {
+        if served6 && b.ipv6_wildcard() {
             entries.push(serde_json::json!({"HostIp": "::", "HostPort": b.host_port.to_string()}));
         }
         match ports.get_mut(&key) {

@@ -313,22 +313,33 @@ impl Conntrack {
         Ok(remove_where::<CtKey>(self.fd(), |_, _| true)? + remove_where::<CtKey6>(self.fd6(), |_, _| true)?)
     }
 
-    /// Removes the entries that involve `addr` (either key end or the NAT
-    /// target); returns how many went.
-    pub fn flush_addr(&self, addr: impl Into<IpAddr>) -> Result<usize> {
-        fn involves<K: CtTuple>(k: &K, e: &K::Entry, a: K::Addr) -> bool {
+    /// Removes the entries that involve any of `addrs` (either key end or
+    /// the NAT target), walking each table once; returns how many went.
+    pub fn flush_addrs(&self, addrs: &[IpAddr]) -> Result<usize> {
+        fn involves<K: CtTuple>(k: &K, e: &K::Entry, addrs: &[K::Addr]) -> bool {
             let ((s, _), (d, _)) = k.ends();
-            s == a || d == a || e.target().0 == a
+            addrs.iter().any(|a| s == *a || d == *a || e.target().0 == *a)
         }
-        match addr.into() {
-            // NAT46 flows name an IPv4 address v4-mapped in the IPv6 table.
-            IpAddr::V4(a) => {
-                let mapped = a.to_ipv6_mapped().octets();
-                let n = remove_where::<CtKey>(self.fd(), |k, e| involves(k, e, a.octets()))?;
-                Ok(n + remove_where::<CtKey6>(self.fd6(), |k, e| involves(k, e, mapped))?)
+        let mut v4 = Vec::new();
+        let mut v6 = Vec::new();
+        for a in addrs {
+            match a {
+                // NAT46 flows name an IPv4 address v4-mapped in the IPv6 table.
+                IpAddr::V4(a) => {
+                    v4.push(a.octets());
+                    v6.push(a.to_ipv6_mapped().octets());
+                }
+                IpAddr::V6(a) => v6.push(a.octets()),
             }
-            IpAddr::V6(a) => remove_where::<CtKey6>(self.fd6(), |k, e| involves(k, e, a.octets())),
         }
+        let mut n = 0;
+        if !v4.is_empty() {
+            n += remove_where::<CtKey>(self.fd(), |k, e| involves(k, e, &v4))?;
+        }
+        if !v6.is_empty() {
+            n += remove_where::<CtKey6>(self.fd6(), |k, e| involves(k, e, &v6))?;
+        }
+        Ok(n)
     }
 
     /// One garbage-collection pass over both tables: removes flows idle

@@ -278,6 +278,13 @@ pub struct Endpoint {
     pub aliases: Vec<String>,
 }
 
+impl Endpoint {
+    /// Its addresses: IPv4, and IPv6 on a dual-stack network.
+    pub fn addrs(&self) -> Vec<std::net::IpAddr> {
+        std::iter::once(self.ip.into()).chain(self.ip6.map(Into::into)).collect()
+    }
+}
+
 /// An endpoint of an overlay network on another host of the cluster, as
 /// that host registered it in the cluster store.
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]

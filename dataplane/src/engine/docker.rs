@@ -242,7 +242,7 @@ impl Engine {
         tx.del_sandbox(&sb.id)?;
         self.store.commit(tx)?;
         let mut failed: Vec<(&str, Error)> = Vec::new();
-        for e in self.unpublish(sb, &[ep.ip.into()]) {
+        for e in self.unpublish(sb, &ep.addrs()) {
             failed.push(("unpublishing the ports", e));
         }
         for e in self.remove_endpoint(net, ep, std::path::Path::new("")).await {

@@ -355,10 +355,8 @@ impl Engine {
         }
         // Flows through the endpoint that went are over; the published
         // ports move to the endpoint that publishes now (or go quiet).
-        for ip in std::iter::once(std::net::IpAddr::from(ep.ip)).chain(ep.ip6.map(Into::into)) {
-            if let Err(e) = self.dp.conntrack.flush_addr(ip) {
-                failed.push(("forgetting the endpoint's flows", e));
-            }
+        if let Err(e) = self.dp.conntrack.flush_addrs(&ep.addrs()) {
+            failed.push(("forgetting the endpoint's flows", e));
         }
         if let Ok(st) = self.store.state() {
             if let Err(e) = self.move_default_route(&st, sb).await {

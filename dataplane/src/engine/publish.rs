@@ -75,7 +75,7 @@ fn reserve(b: &PortBinding) -> Result<OwnedFd> {
             other => other,
         },
         (_, Some(ip6)) => reserve_on(b, SocketAddr::from((ip6, b.host_port)), true),
-        (ip, None) => reserve_on(b, SocketAddr::from((ip.unwrap_or(b.host_ip), b.host_port)), true),
+        (_, None) => reserve_on(b, SocketAddr::from((b.host_ip, b.host_port)), true),
     }
 }
 
@@ -387,9 +387,7 @@ impl Engine {
     /// Every step is tried; each failure is returned.
     pub(super) fn unpublish(&self, sb: &Sandbox, addrs: &[IpAddr]) -> Vec<Error> {
         let mut errors = self.dp.services.remove(&service_keys(&sb.bindings));
-        for a in addrs {
-            errors.extend(self.dp.conntrack.flush_addr(*a).err());
-        }
+        errors.extend(self.dp.conntrack.flush_addrs(addrs).err());
         self.reservations.lock().unwrap_or_else(|p| p.into_inner()).remove(&sb.id);
         errors
     }

@@ -495,10 +495,8 @@ impl Engine {
         tx.del_sandbox(&sb.id)?;
         self.store.commit(tx)?;
         let netns_path = PathBuf::from(&sb.netns);
-        let addrs: Vec<std::net::IpAddr> = state
-            .endpoints_of_sandbox(&sb.id)
-            .flat_map(|e| std::iter::once(e.ip.into()).chain(e.ip6.map(Into::into)))
-            .collect();
+        let addrs: Vec<std::net::IpAddr> =
+            state.endpoints_of_sandbox(&sb.id).flat_map(Endpoint::addrs).collect();
         let mut failed: Vec<(&'static str, Error)> = Vec::new();
         for e in self.unpublish(sb, &addrs) {
             failed.push(("unpublishing the ports", e));
