@@ -44,6 +44,9 @@ pub struct LocalTarget {
     pub _pad: [u8; 2],
 }
 const _: () = assert!(core::mem::size_of::<LocalTarget>() == 12);
+/// IPv6 sandbox address → [`LocalTarget`]: where an overlay packet from
+/// another host to that address is delivered.
+pub const MAP_LOCAL6: &str = "DP_LOCAL6";
 /// VXLAN's IANA port, where every host of a cluster listens (host byte order).
 pub const VXLAN_PORT: u16 = 4789;
 
@@ -52,6 +55,9 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const MAP_REMOTE: &str = "DP_REMOTE";
 /// Overlay endpoints on other hosts one daemon knows.
 pub const MAX_REMOTE: u32 = 262_144;
+/// IPv6 overlay address on another host → [`RemoteTarget`] (as
+/// [`MAP_REMOTE`]; the underlay stays IPv4).
+pub const MAP_REMOTE6: &str = "DP_REMOTE6";
 
 /// Value of [`MAP_REMOTE`].
 #[repr(C)]

@@ -24,6 +24,12 @@ pub static LOCAL: HashMap<[u8; 4], LocalTarget> = HashMap::pinned(MAX_ENDPOINTS,
 #[map(name = "DP_REMOTE")]
 pub static REMOTE: HashMap<[u8; 4], RemoteTarget> = HashMap::pinned(MAX_REMOTE, 0);
 
+#[map(name = "DP_LOCAL6")]
+pub static LOCAL6: HashMap<[u8; 16], LocalTarget> = HashMap::pinned(MAX_ENDPOINTS, 0);
+
+#[map(name = "DP_REMOTE6")]
+pub static REMOTE6: HashMap<[u8; 16], RemoteTarget> = HashMap::pinned(MAX_REMOTE, 0);
+
 #[map(name = "DP_SUBNETS")]
 pub static SUBNETS: LpmTrie<SubnetKey, NetworkInfo> = LpmTrie::pinned(MAX_SUBNETS, BPF_F_NO_PREALLOC);
 

@@ -9,7 +9,9 @@
 //! IPv6: replies of ports published over IPv6 (`DP_CT6`) leave as from the
 //! host; egress is masqueraded to the uplink's IPv6 address (NAT66,
 //! `DP_UPLINK6`) unless the network is routed; isolation and ICC are
-//! judged as for IPv4 (`DP_SUBNETS6`).
+//! judged as for IPv4 (`DP_SUBNETS6`); an overlay sandbox on another host
+//! (`DP_REMOTE6`) is reached through VXLAN, its neighbour solicitations
+//! answered here.
 //!
 //! Maps: `DP_ENDPOINTS`, `DP_LOCAL`, `DP_SUBNETS`, `DP_SUBNETS6`, `DP_HOST_IPS`, `DP_CONFIG`, `DP_CT`, `DP_CT6`,
 //! `DP_LB`, `DP_METRICS`.
@@ -23,7 +25,7 @@ use dataplane_common::{
 
 use crate::{
     conntrack, lb,
-    maps::{CONFIG, ENDPOINTS, HOST_IPS, HOST_IPS6, LOCAL, NAT46, REMOTE, SUBNETS, SUBNETS6, UPLINK6},
+    maps::{CONFIG, ENDPOINTS, HOST_IPS, HOST_IPS6, LOCAL, NAT46, REMOTE, REMOTE6, SUBNETS, SUBNETS6, UPLINK6},
     nat::{self, End},
     overlay,
     parse::{self, Flow, Flow6},
@@ -302,9 +304,13 @@ fn nat46_reply(ctx: &TcContext) -> Option<i32> {
 /// isolation, then new egress.
 #[inline(never)]
 fn ingress6(ctx: &TcContext) -> i32 {
-    // Neighbour discovery and the like: judged by the policy alone.
+    // Neighbour discovery and the like: judged by the policy alone, but
+    // a solicitation for an overlay sandbox on another host is answered.
     let Some(flow) = parse::l4_flow6(ctx) else {
-        return verdict(ctx, policy::check_ipv6(ctx));
+        return match overlay::ndp_proxy(ctx) {
+            overlay::NOT_SOLICITATION => verdict(ctx, policy::check_ipv6(ctx)),
+            v => v,
+        };
     };
     let flow = &flow;
     match conntrack::lookup6(flow) {
@@ -342,6 +348,11 @@ fn ingress6(ctx: &TcContext) -> i32 {
         }
     }
     let Some(b) = service::lookup6(flow) else {
+        // An overlay sandbox on another host (isolation let it through): VXLAN toward it.
+        // SAFETY: map lookups return values valid for this program run.
+        if let Some(r) = unsafe { REMOTE6.get(flow.daddr) } {
+            return overlay::encap(ctx, r);
+        }
         return match egress6(ctx, flow) {
             Ok(ct) => send_out6(ctx, flow, ct, DropReason::NatEgress),
             Err(reason) => verdict(ctx, reason),

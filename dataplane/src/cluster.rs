@@ -55,6 +55,16 @@ fn endpoints_prefix(network_id: &str) -> String {
 fn endpoint_key(network_id: &str, ip: std::net::Ipv4Addr) -> String {
     format!("{PREFIX}endpoints/{network_id}/{ip}")
 }
+/// An IPv6 overlay address's claim (the same record as its IPv4 one's).
+fn address6_key(network_id: &str, ip: std::net::Ipv6Addr) -> String {
+    format!("{PREFIX}addresses6/{network_id}/{ip}")
+}
+/// The keys holding `ep`'s claims: its IPv4 address's, and its IPv6 one's.
+fn claim_keys(ep: &RemoteEndpoint) -> Vec<String> {
+    std::iter::once(endpoint_key(&ep.network_id, ep.ip))
+        .chain(ep.ip6.map(|ip6| address6_key(&ep.network_id, ip6)))
+        .collect()
+}
 fn vips_prefix(network_id: &str) -> String {
     format!("{PREFIX}vips/{network_id}/")
 }
@@ -397,44 +407,50 @@ impl Cluster {
     /// Keeps `ep` among this host's claims without writing it (the store
     /// did not answer): it is written when the host registers again.
     pub fn remember(&self, ep: &RemoteEndpoint) {
-        let key = endpoint_key(&ep.network_id, ep.ip);
         if let Ok(value) = serde_json::to_vec(ep) {
-            lock(&self.mine).insert(key, value);
+            let mut mine = lock(&self.mine);
+            for key in claim_keys(ep) {
+                mine.insert(key, value.clone());
+            }
         }
     }
 
-    /// Claims `ep.ip` on its network for this host (under its lease).
+    /// Claims `ep.ip` (and `ep.ip6`) on its network for this host (under its lease).
     pub async fn claim(&self, ep: &RemoteEndpoint) -> Result<Claim> {
-        let key = endpoint_key(&ep.network_id, ep.ip);
+        let keys = claim_keys(ep);
+        let key = keys[0].clone();
         let value = serde_json::to_vec(ep).map_err(record_err(&key))?;
         let lease = self.lease()?;
+        let free = keys.iter().map(|k| Compare::create_revision(k.clone(), CompareOp::Equal, 0));
+        let puts = |keys: &[String]| -> Vec<TxnOp> {
+            keys.iter()
+                .map(|k| TxnOp::put(k.clone(), value.clone(), Some(PutOptions::new().with_lease(lease))))
+                .collect()
+        };
+        let mut lost = vec![TxnOp::get(key.clone(), None), TxnOp::get(network_key(&ep.network_id), None)];
+        lost.extend(keys[1..].iter().map(|k| TxnOp::get(k.clone(), None)));
         let txn = Txn::new()
-            .when([
-                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-                Compare::create_revision(vip_addr_key(&ep.network_id, ep.ip), CompareOp::Equal, 0),
-                Compare::version(network_key(&ep.network_id), CompareOp::Greater, 0),
-            ])
-            .and_then([TxnOp::put(key.clone(), value.clone(), Some(PutOptions::new().with_lease(lease)))])
-            .or_else([TxnOp::get(key.clone(), None), TxnOp::get(network_key(&ep.network_id), None)]);
+            .when(
+                free.chain([
+                    Compare::create_revision(vip_addr_key(&ep.network_id, ep.ip), CompareOp::Equal, 0),
+                    Compare::version(network_key(&ep.network_id), CompareOp::Greater, 0),
+                ])
+                .collect::<Vec<_>>(),
+            )
+            .and_then(puts(&keys))
+            .or_else(lost);
         let resp = self.txn(txn).await.map_err(self.err(format!("claiming address {}", ep.ip)))?;
         if resp.succeeded() {
-            lock(&self.mine).insert(key, value);
+            self.keep(&keys, &value);
             return Ok(Claim::Claimed);
         }
         let holder = lost_claim(&resp, &ep.network_id)?;
         match holder.as_ref().and_then(|(k, v)| decode::<RemoteEndpoint>(k, v)) {
             // Ours already (a claim repeated after a restart): held anew under this lease.
             Some(held) if held.node == self.me.id && held.sandbox_id == ep.sandbox_id => {
-                let (k, v) = (&key, &value);
-                self.pool
-                    .call(|c| async move {
-                        c.kv_client()
-                            .put(k.clone(), v.clone(), Some(PutOptions::new().with_lease(lease)))
-                            .await
-                    })
-                    .await
-                    .map_err(self.err(format!("claiming address {}", ep.ip)))?;
-                lock(&self.mine).insert(key, value);
+                let txn = Txn::new().and_then(puts(&keys));
+                self.txn(txn).await.map_err(self.err(format!("claiming address {}", ep.ip)))?;
+                self.keep(&keys, &value);
                 Ok(Claim::Claimed)
             }
             Some(held) => Ok(Claim::Taken(Box::new(held))),
@@ -444,23 +460,29 @@ impl Cluster {
         }
     }
 
+    /// Notes `keys` as this host's claims, holding `value`.
+    fn keep(&self, keys: &[String], value: &[u8]) {
+        let mut mine = lock(&self.mine);
+        for k in keys {
+            mine.insert(k.clone(), value.to_vec());
+        }
+    }
+
     /// Writes this host's record `ep` again if it changed (its liveness),
     /// under the current lease.
     pub async fn refresh(&self, ep: &RemoteEndpoint) -> Result<()> {
-        let key = endpoint_key(&ep.network_id, ep.ip);
-        let value = serde_json::to_vec(ep).map_err(record_err(&key))?;
-        if lock(&self.mine).get(&key).is_none_or(|v| *v == value) {
+        let keys = claim_keys(ep);
+        let value = serde_json::to_vec(ep).map_err(record_err(&keys[0]))?;
+        if lock(&self.mine).get(&keys[0]).is_none_or(|v| *v == value) {
             return Ok(());
         }
         let lease = self.lease()?;
-        let (k, v) = (&key, &value);
-        self.pool
-            .call(|c| async move {
-                c.kv_client().put(k.clone(), v.clone(), Some(PutOptions::new().with_lease(lease))).await
-            })
-            .await
-            .map_err(self.err(format!("updating address {}", ep.ip)))?;
-        lock(&self.mine).insert(key, value);
+        let puts: Vec<TxnOp> = keys
+            .iter()
+            .map(|k| TxnOp::put(k.clone(), value.clone(), Some(PutOptions::new().with_lease(lease))))
+            .collect();
+        self.txn(Txn::new().and_then(puts)).await.map_err(self.err(format!("updating address {}", ep.ip)))?;
+        self.keep(&keys, &value);
         Ok(())
     }
 
@@ -493,15 +515,22 @@ impl Cluster {
         }
     }
 
-    /// Gives address `ip` of network `network_id` back.
-    pub async fn release(&self, network_id: &str, ip: std::net::Ipv4Addr) -> Result<()> {
-        let key = endpoint_key(network_id, ip);
-        let k = &key;
-        self.pool
-            .call(|c| async move { c.kv_client().delete(k.clone(), None).await })
-            .await
-            .map_err(self.err(format!("releasing address {ip}")))?;
-        lock(&self.mine).remove(&key);
+    /// Gives address `ip` (and `ip6`) of network `network_id` back.
+    pub async fn release(
+        &self,
+        network_id: &str,
+        ip: std::net::Ipv4Addr,
+        ip6: Option<std::net::Ipv6Addr>,
+    ) -> Result<()> {
+        let keys: Vec<String> = std::iter::once(endpoint_key(network_id, ip))
+            .chain(ip6.map(|a| address6_key(network_id, a)))
+            .collect();
+        let deletes: Vec<TxnOp> = keys.iter().map(|k| TxnOp::delete(k.clone(), None)).collect();
+        self.txn(Txn::new().and_then(deletes)).await.map_err(self.err(format!("releasing address {ip}")))?;
+        let mut mine = lock(&self.mine);
+        for k in &keys {
+            mine.remove(k);
+        }
         Ok(())
     }
 }
@@ -515,8 +544,8 @@ impl Drop for Cluster {
 }
 
 /// What a claim transaction that failed read (its `or_else`: the key
-/// claimed, then its network's): the key's holder if any, or the network
-/// is gone.
+/// claimed, its network's, then any further key claimed with it): the
+/// first holder found, or the network is gone.
 fn lost_claim(resp: &etcd_client::TxnResponse, network_id: &str) -> Result<Option<(Vec<u8>, Vec<u8>)>> {
     let gets: Vec<_> = resp
         .op_responses()
@@ -526,7 +555,8 @@ fn lost_claim(resp: &etcd_client::TxnResponse, network_id: &str) -> Result<Optio
     if gets.get(1).is_none_or(|g| g.kvs().is_empty()) {
         return Err(Error::NetworkNotFound(network_id.to_string()));
     }
-    Ok(gets.first().and_then(|g| g.kvs().first()).map(|kv| (kv.key().to_vec(), kv.value().to_vec())))
+    let held = gets.iter().enumerate().filter(|(i, _)| *i != 1).find_map(|(_, g)| g.kvs().first());
+    Ok(held.map(|kv| (kv.key().to_vec(), kv.value().to_vec())))
 }
 
 /// A record of the store, or None (logged) when it does not decode.

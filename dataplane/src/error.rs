@@ -1,8 +1,6 @@
 //! The daemon's error type. Each variant says what failed, with which name;
 //! [`Error::status`] maps it to the HTTP status the API returns.
 
-use std::net::Ipv4Addr;
-
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
     #[error("network {0} not found")]
@@ -34,7 +32,7 @@ pub enum Error {
     #[error("Address already in use: {ip} in network {network}")]
     AddressInUse { ip: std::net::IpAddr, network: String },
     #[error("Address already in use: {ip} on overlay network {network} is held by a sandbox of host {node}")]
-    AddressClaimed { ip: Ipv4Addr, network: String, node: String },
+    AddressClaimed { ip: std::net::IpAddr, network: String, node: String },
     #[error("error while removing network: network {name} id {id} has active endpoints on host(s) {nodes}")]
     NetworkInUseElsewhere { name: String, id: String, nodes: String },
     #[error("error while removing network: network {name} id {id} has active endpoints")]

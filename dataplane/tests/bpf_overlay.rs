@@ -3,7 +3,8 @@
 //! packets to it go to the VXLAN device with that MAC as destination
 //! (counted); an address of another overlay network is dropped as
 //! isolation (and not answered); a virtual IP balances onto a backend of
-//! another host (DNAT, then the tunnel).
+//! another host (DNAT, then the tunnel). IPv6: a neighbour solicitation for
+//! a remote sandbox is answered in BPF, its packets enter the tunnel.
 
 mod common;
 
@@ -74,6 +75,100 @@ fn arp_for_a_remote_sandbox_is_answered_in_bpf_and_its_packets_enter_the_tunnel(
     // Another overlay network's sandbox on another host: isolated, counted.
     let (verdict, _) = f.veth(&tcp((CLIENT, 40001), (ELSEWHERE, 80), SYN));
     assert_eq!(verdict, DROP);
+    assert_eq!(f.count(DropReason::PolicyNetworkIsolation), 1);
+    assert_eq!(f.count(DropReason::OverlayEncap), 1);
+}
+
+const CLIENT6: &str = "fd00:7::2";
+const REMOTE6: &str = "fd00:7::9";
+const ELSEWHERE6: &str = "fd00:8::9";
+
+/// A neighbour solicitation from the client for `target` (multicast, with
+/// its link-layer address option, or unicast without).
+fn solicitation(target: [u8; 16], with_lladdr: bool) -> Vec<u8> {
+    let mut body = vec![135, 0, 0, 0, 0, 0, 0, 0];
+    body.extend_from_slice(&target);
+    if with_lladdr {
+        body.extend_from_slice(&[1, 1]);
+        body.extend_from_slice(&mac_of(CLIENT));
+    }
+    let dst = if with_lladdr {
+        let mut d = v6("ff02::1:ff00:0");
+        d[13..].copy_from_slice(&target[13..]);
+        d
+    } else {
+        target
+    };
+    icmp6_frame(v6(CLIENT6), dst, 255, mac_of(CLIENT), &body)
+}
+
+#[test]
+fn neighbour_solicitations_for_remote_sandboxes_are_answered_in_bpf_and_ipv6_enters_the_tunnel() {
+    let f = overlay_fixture("ov-ndp");
+    f.network6(VNI, "fd00:7::/64", 0);
+    f.network6(OTHER_VNI, "fd00:8::/64", 0);
+    f.dp.endpoints
+        .set(dataplane::datapath::endpoints::EndpointEntry {
+            ifindex: LO,
+            net_num: VNI,
+            ip: CLIENT.into(),
+            ip6: Some(CLIENT6.parse().expect("v6")),
+            mac: mac_of(CLIENT),
+            flags: 0,
+        })
+        .expect("endpoint");
+    let mac = [2, 0x42, 7, 7, 7, 7];
+    let remote = |vni| RemoteEntry { underlay: [192, 0, 2, 12].into(), vni, mac };
+    let want = HashMap::from([
+        (REMOTE.into(), remote(VNI)),
+        (REMOTE6.parse().expect("v6"), remote(VNI)),
+        (ELSEWHERE6.parse().expect("v6"), remote(OTHER_VNI)),
+    ]);
+    f.dp.overlay.sync(&want).expect("remote");
+    for with_lladdr in [true, false] {
+        let before = f.count(DropReason::ArpProxy);
+        let (verdict, out) = f.veth(&solicitation(v6(REMOTE6), with_lladdr));
+        assert_eq!(verdict, REDIRECT, "the advertisement goes back into the asking sandbox");
+        assert_eq!(
+            (&out[0..6], &out[6..12]),
+            (&mac_of(CLIENT)[..], &mac[..]),
+            "to the asker, from the remote"
+        );
+        let ip = &out[14..];
+        assert_eq!(ip[7], 255, "hop limit of neighbour discovery");
+        assert_eq!(
+            (&ip[8..24], &ip[24..40]),
+            (&v6(REMOTE6)[..], &v6(CLIENT6)[..]),
+            "from the target to the asker"
+        );
+        let nd = &ip[40..];
+        assert_eq!((nd[0], nd[1], nd[4]), (136, 0, 0x60), "a solicited advertisement that overrides");
+        assert_eq!(&nd[8..24], &v6(REMOTE6), "its target");
+        if with_lladdr {
+            assert_eq!((nd[24], nd[25], &nd[26..32]), (2, 1, &mac[..]), "the target's link-layer address");
+        } else {
+            assert_eq!(nd.len(), 24, "no option asked, none given");
+        }
+        assert!(icmp6_checksum_ok(&out), "ICMPv6 checksum");
+        assert_eq!(f.count(DropReason::ArpProxy), before + 1);
+    }
+    // Another overlay network's sandbox, or this host's gateway: not ours to answer.
+    let before = f.count(DropReason::ArpProxy);
+    assert_ne!(f.veth(&solicitation(v6(ELSEWHERE6), true)).0, REDIRECT, "another network's sandbox");
+    assert_ne!(f.veth(&solicitation(v6("fd00:7::1"), true)).0, REDIRECT, "the gateway");
+    assert_eq!(f.count(DropReason::ArpProxy), before);
+
+    // TCP over IPv6 to the remote sandbox: towards the VXLAN device, its MAC set.
+    let syn = l4_frame6(TCP, (v6(CLIENT6), 40000), (v6(REMOTE6), 80), SYN, &[]);
+    let (verdict, out) = f.veth(&syn);
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(&out[0..6], &mac, "to the remote sandbox's MAC");
+    let (_, dst, _, dport, ok) = parse6(&out);
+    assert!(dst == v6(REMOTE6) && dport == 80 && ok);
+    assert_eq!(f.count(DropReason::OverlayEncap), 1);
+    // Another overlay network's sandbox: isolated, counted, not encapsulated.
+    let syn = l4_frame6(TCP, (v6(CLIENT6), 40001), (v6(ELSEWHERE6), 80), SYN, &[]);
+    assert_eq!(f.veth(&syn).0, DROP);
     assert_eq!(f.count(DropReason::PolicyNetworkIsolation), 1);
     assert_eq!(f.count(DropReason::OverlayEncap), 1);
 }

@@ -482,6 +482,14 @@ impl Host {
             .to_string()
     }
 
+    /// `name`'s IPv6 address on `network`, as inspect shows it ("" without one).
+    pub fn ip6_of(&self, name: &str, network: &str) -> String {
+        self.inspect(name)["NetworkSettings"]["Networks"][network]["GlobalIPv6Address"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    }
+
     /// Packets counted for a drop reason (both directions).
     pub fn drops(&self, reason: &str) -> u64 {
         let rows: serde_json::Value =

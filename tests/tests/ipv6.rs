@@ -5,14 +5,6 @@
 use dataplane_tests::http::{CLIENT, start_backends};
 use dataplane_tests::{Host, PeerEcho, text};
 
-/// `name`'s IPv6 address on `network`, as inspect shows it.
-fn ip6_of(h: &Host, name: &str, network: &str) -> String {
-    h.inspect(name)["NetworkSettings"]["Networks"][network]["GlobalIPv6Address"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string()
-}
-
 /// Whether `from` gets an ICMPv6 echo reply from `to`.
 fn ping6(h: &Host, from: &str, to: &str) -> bool {
     h.exec(from, &["ping", "-6", "-c", "1", "-W", "2", to]).status.success()
@@ -62,8 +54,8 @@ fn dual_stack_sandboxes_reach_each_other_and_the_gateway_over_ipv6() {
         (&"fd00:60::2".into(), &64.into(), &"fd00:60::1".into(), &"10.60.0.2".into()),
         "{a}"
     );
-    assert_eq!(ip6_of(&h, "b", "dual"), "fd00:60::3");
-    assert_eq!(ip6_of(&h, "c", "dual"), "fd00:60::99");
+    assert_eq!(h.ip6_of("b", "dual"), "fd00:60::3");
+    assert_eq!(h.ip6_of("c", "dual"), "fd00:60::99");
     let containers = &network(&h, "dual")["Containers"];
     let listed: Vec<&str> = containers
         .as_object()
@@ -99,7 +91,7 @@ fn dual_stack_sandboxes_reach_each_other_and_the_gateway_over_ipv6() {
         "TCP6-LISTEN:7000,fork",
         "SYSTEM:echo v6-hi",
     ]);
-    let srv6 = ip6_of(&h, "srv", "dual");
+    let srv6 = h.ip6_of("srv", "dual");
     let mut said = String::new();
     for _ in 0..30 {
         said = text(&h.exec("a", &["socat", "-T", "2", "-", &format!("TCP6:[{srv6}]:7000")]));
@@ -126,13 +118,13 @@ fn dual_stack_sandboxes_reach_each_other_and_the_gateway_over_ipv6() {
     for x in ["x1", "x2"] {
         h.dp_ok(&["run", "-d", "--name", x, "--network", "dual", "--network-alias", "svc", "sleep", "300"]);
     }
-    let (x1, x2) = (ip6_of(&h, "x1", "dual"), ip6_of(&h, "x2", "dual"));
+    let (x1, x2) = (h.ip6_of("x1", "dual"), h.ip6_of("x2", "dual"));
     assert_eq!(dig(&["AAAA", "svc"]), [x1, x2], "an alias answers every address");
     assert_eq!(dig(&["-x", "fd00:60::1"]), Vec::<String>::new(), "the gateway is nobody's name");
     // connect --ip6 to a second dual-stack network: eth1 with its address.
     h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:61::/64", "dual2"]);
     h.dp_ok(&["network", "connect", "--ip6", "fd00:61::42", "dual2", "b"]);
-    assert_eq!(ip6_of(&h, "b", "dual2"), "fd00:61::42");
+    assert_eq!(h.ip6_of("b", "dual2"), "fd00:61::42");
     let b_addr = text(&h.exec("b", &["ip", "-6", "addr", "show", "eth1"]));
     assert!(b_addr.contains("fd00:61::42/64"), "{b_addr}");
     // An automatic subnet is a /64 of the host's ULA /48 (fd00::/8 + 40 random bits).
@@ -147,13 +139,13 @@ fn dual_stack_sandboxes_reach_each_other_and_the_gateway_over_ipv6() {
     // An IPv4-only network's sandboxes get no IPv6 address of ours.
     h.dp_ok(&["network", "create", "--subnet", "10.62.0.0/24", "only4"]);
     h.dp_ok(&["run", "-d", "--name", "d4", "--network", "only4", "sleep", "300"]);
-    assert_eq!(ip6_of(&h, "d4", "only4"), "");
+    assert_eq!(h.ip6_of("d4", "only4"), "");
     assert_eq!(network(&h, "only4")["EnableIPv6"], false);
 
     // A restart keeps it all: addresses, routes, reachability, and the ULA prefix.
     h.kill_daemon();
     h.start();
-    assert_eq!(ip6_of(&h, "a", "dual"), "fd00:60::2");
+    assert_eq!(h.ip6_of("a", "dual"), "fd00:60::2");
     assert!(ping6(&h, "a", "fd00:60::3"), "after a restart");
     assert!(ping6(&h, "a", "fd00:60::1"), "the gateway after a restart");
     h.dp_ok(&["network", "create", "--ipv6", "auto3"]);
@@ -163,7 +155,7 @@ fn dual_stack_sandboxes_reach_each_other_and_the_gateway_over_ipv6() {
     // Removal takes the IPv6 gateway with the bridge, and frees the address.
     h.dp_ok(&["rm", "-f", "c"]);
     h.dp_ok(&["run", "-d", "--name", "c2", "--network", "dual", "--ip6", "fd00:60::99", "sleep", "300"]);
-    assert_eq!(ip6_of(&h, "c2", "dual"), "fd00:60::99");
+    assert_eq!(h.ip6_of("c2", "dual"), "fd00:60::99");
 }
 
 #[test]
@@ -184,7 +176,7 @@ fn isolation_and_icc_are_judged_over_ipv6_as_over_ipv4() {
     assert!(h.drops("POLICY_NETWORK_ISOLATION") >= before + 2, "IPv6 isolation drops not counted");
     // Connected to both, a sandbox reaches both.
     h.dp_ok(&["network", "connect", "blue", "r2"]);
-    assert!(ping6(&h, "b1", &ip6_of(&h, "r2", "blue")), "r2 on blue");
+    assert!(ping6(&h, "b1", &h.ip6_of("r2", "blue")), "r2 on blue");
 
     // icc=false: the network's sandboxes are kept apart over IPv6 too, the gateway stays reachable.
     let icc = "com.docker.network.bridge.enable_icc=false";
@@ -193,7 +185,7 @@ fn isolation_and_icc_are_judged_over_ipv6_as_over_ipv4() {
     h.dp_ok(&["run", "-d", "--name", "q2", "--network", "quiet", "sleep", "300"]);
     assert!(ping6(&h, "q1", "fd00:65::1"), "the gateway of an icc=false network");
     let before = h.drops("POLICY_ICC");
-    assert!(!ping6(&h, "q1", &ip6_of(&h, "q2", "quiet")), "q1 reached q2 over IPv6 with icc=false");
+    assert!(!ping6(&h, "q1", &h.ip6_of("q2", "quiet")), "q1 reached q2 over IPv6 with icc=false");
     assert!(h.drops("POLICY_ICC") > before, "the IPv6 icc drop is counted");
 }
 
@@ -473,7 +465,7 @@ fn the_default_bridge_gets_ipv6_from_the_daemons_flags() {
     assert_eq!(bridge["EnableIPv6"], true, "{bridge}");
     assert_eq!(config6(&bridge)["Subnet"], "fd00:dd::/64");
     h.dp_ok(&["run", "-d", "--name", "d", "sleep", "300"]);
-    assert_eq!(ip6_of(&h, "d", "bridge"), "fd00:dd::2");
+    assert_eq!(h.ip6_of("d", "bridge"), "fd00:dd::2");
     assert!(ping6(&h, "d", "fd00:dd::1"), "the default bridge's IPv6 gateway");
     let dp0 = text(&h.run(&["ip", "-6", "addr", "show", "dp0"]));
     assert!(dp0.contains("fd00:dd::1/64"), "{dp0}");
@@ -486,7 +478,7 @@ fn the_default_bridge_gets_ipv6_from_the_daemons_flags() {
     let dp0 = text(&h.run(&["ip", "-6", "addr", "show", "dp0"]));
     assert!(!dp0.contains("fd00:dd::1"), "{dp0}");
     h.dp_ok(&["run", "-d", "--name", "e", "sleep", "300"]);
-    assert_eq!(ip6_of(&h, "e", "bridge"), "");
+    assert_eq!(h.ip6_of("e", "bridge"), "");
     h.dp_ok(&["rm", "-f", "e"]);
     // --ipv6 alone: a ULA /64.
     h.kill_daemon();
@@ -643,7 +635,7 @@ fn bad_ipv6_input_is_refused_and_leaves_nothing_behind() {
     assert_eq!(h.links(), links, "a refused sandbox left an interface");
     // The same requests, corrected, work.
     h.dp_ok(&["run", "-d", "--name", "y", "--network", "taken", "--ip6", "fd00:70::5", "sleep", "300"]);
-    assert_eq!(ip6_of(&h, "y", "taken"), "fd00:70::5");
+    assert_eq!(h.ip6_of("y", "taken"), "fd00:70::5");
     let err = h.dp_err(&["network", "connect", "--ip6", "fd00:71::5", "plain", "s"]);
     assert!(err.contains("created without --ipv6"), "{err}");
 }
@@ -677,7 +669,7 @@ fn a_dual_stack_macvlan_network_is_reachable_on_the_lan_over_ipv6() {
         "lan6",
     ]);
     h.dp_ok(&["run", "-d", "--name", "m6", "--network", "lan6", "sleep", "300"]);
-    assert_eq!(ip6_of(&h, "m6", "lan6"), "fd00:ffff::100");
+    assert_eq!(h.ip6_of("m6", "lan6"), "fd00:ffff::100");
     let routes = text(&h.exec("m6", &["ip", "-6", "route"]));
     assert!(routes.contains("default via fd00:ffff::2"), "{routes}");
     let lan_reaches =
@@ -717,7 +709,7 @@ fn an_alias_of_a_dual_stack_lb_network_has_an_ipv6_vip_balanced_in_bpf() {
     assert_eq!(dig("AAAA"), vip6);
     assert_eq!(dig("A"), rows[0]["Vip"].as_str().unwrap_or_default());
     for n in ["w1", "w2", "w3"] {
-        assert_ne!(ip6_of(&h, n, "lb6"), vip6, "the VIP is an address of its own");
+        assert_ne!(h.ip6_of(n, "lb6"), vip6, "the VIP is an address of its own");
     }
     assert!(h.dp_ok(&["lb", "list"]).contains(&format!(", {vip6}")));
     // The host holds the VIP: ping6 answers.

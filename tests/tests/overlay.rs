@@ -54,6 +54,19 @@ fn dig(h: &Host, from: &str, name: &str) -> Vec<String> {
     String::from_utf8_lossy(&o.stdout).lines().map(str::to_string).filter(|l| !l.is_empty()).collect()
 }
 
+/// Sends `bytes` random bytes from sandbox `from` to socat address `to`
+/// (TCP); returns their md5sum line.
+fn send_random(h: &Host, from: &str, bytes: usize, to: &str) -> String {
+    let f = h.dir.join(format!("overlay-tx-{from}"));
+    let f = f.display();
+    let script = format!(
+        "head -c {bytes} /dev/urandom > {f} && socat -u OPEN:{f} {to},connect-timeout=5 && md5sum < {f}"
+    );
+    let send = h.exec(from, &["sh", "-c", &script]);
+    assert!(send.status.success(), "{}", text(&send));
+    String::from_utf8_lossy(&send.stdout).trim().to_string()
+}
+
 #[test]
 fn an_overlay_network_spans_hosts_with_vxlan_in_bpf() {
     let etcd = Etcd::lan(3);
@@ -142,16 +155,7 @@ fn an_overlay_network_spans_hosts_with_vxlan_in_bpf() {
     // TCP across hosts: 20 MB, checksummed on both ends.
     start_sink(&h2, 5001, "md5sum");
     let sink = h2.ip_of("sink", "web");
-    let file = h1.dir.join("overlay-tx");
-    let send = h1.exec(
-        "a",
-        &["sh", "-c", &format!(
-            "head -c 20000000 /dev/urandom > {f} && socat -u OPEN:{f} TCP:{sink}:5001,connect-timeout=5 && md5sum < {f}",
-            f = file.display()
-        )],
-    );
-    assert!(send.status.success(), "{}", text(&send));
-    let sent = String::from_utf8_lossy(&send.stdout).trim().to_string();
+    let sent = send_random(&h1, "a", 20_000_000, &format!("TCP:{sink}:5001"));
     let received = || String::from_utf8_lossy(&h2.dp(&["logs", "sink"]).stdout).trim().to_string();
     assert!(
         eventually(Duration::from_secs(10), || received() == sent),
@@ -529,4 +533,107 @@ fn alias_vips_balance_over_backends_on_every_host() {
     for (before, now) in second.iter().filter(|(b, _)| b != "w3") {
         assert_eq!(before, now, "a held connection changed or broke: {second:?}");
     }
+}
+
+fn ping6(h: &Host, from: &str, to: &str) -> bool {
+    h.exec(from, &["ping", "-6", "-c", "1", "-W", "2", to]).status.success()
+}
+
+#[test]
+fn a_dual_stack_overlay_network_carries_ipv6_across_hosts() {
+    let etcd = Etcd::lan(1);
+    let h1 = etcd.host("ov61", 11);
+    let h2 = etcd.host("ov62", 12);
+    // IPv6 virtual IPs are not claimed across hosts yet: refused by name, nothing made.
+    let e = h1.dp_err(&["network", "create", "-d", "overlay", "--ipv6", "-o", "lb=vip", "vip6"]);
+    assert!(e.contains("IPv6 virtual IPs on overlay networks"), "{e}");
+    h1.dp_ok(&["network", "create", "-d", "overlay", "--ipv6", "--subnet", "10.78.0.0/24", "web6"]);
+    h2.dp_ok(&["network", "create", "-d", "overlay", "--ipv6", "other6"]);
+    networks_reach(&[&h1, &h2], &["web6", "other6"]);
+    assert!(!h1.network_names().contains(&"vip6".to_string()));
+    // One IPv6 subnet (a ULA /64 chosen by its creator) on every host.
+    let subnet6 = |h: &Host, n: &str| {
+        let v: serde_json::Value = serde_json::from_str(&h.dp_ok(&["network", "inspect", n])).expect("json");
+        assert_eq!(v[0]["EnableIPv6"], true, "{v}");
+        let six: Vec<String> = v[0]["IPAM"]["Config"]
+            .as_array()
+            .expect("config")
+            .iter()
+            .filter_map(|c| c["Subnet"].as_str())
+            .filter(|s| s.contains(':'))
+            .map(str::to_string)
+            .collect();
+        assert_eq!(six.len(), 1, "{v}");
+        six[0].clone()
+    };
+    let (web6, other6) = (subnet6(&h1, "web6"), subnet6(&h2, "other6"));
+    assert_eq!(subnet6(&h2, "web6"), web6);
+    assert_eq!(subnet6(&h1, "other6"), other6);
+    assert!(web6.starts_with("fd") && web6.ends_with("/64") && web6 != other6, "{web6} {other6}");
+
+    sleeper(&h1, "a", "web6");
+    sleeper(&h2, "b", "web6");
+    sleeper(&h2, "o", "other6");
+    let (a6, b6, o6) = (h1.ip6_of("a", "web6"), h2.ip6_of("b", "web6"), h2.ip6_of("o", "other6"));
+    assert!(!a6.is_empty() && !b6.is_empty() && a6 != b6, "{a6} {b6}");
+    // Each IPv6 address sits at its IPv4 address's place in the subnet.
+    let last =
+        |h: &Host, n: &str| h.ip_of(n, "web6").rsplit('.').next().expect("octet").parse::<u16>().expect("n");
+    assert!(a6.ends_with(&format!("::{:x}", last(&h1, "a"))), "{a6}");
+    assert!(b6.ends_with(&format!("::{:x}", last(&h2, "b"))), "{b6}");
+
+    // Across hosts over IPv6, both ways: neighbour discovery answered in
+    // BPF, VXLAN over the IPv4 underlay.
+    let ndp_before = h1.drops("ARP_PROXY");
+    assert!(eventually(Duration::from_secs(5), || ping6(&h1, "a", &b6)), "a cannot ping6 b at {b6}");
+    assert!(ping6(&h2, "b", &a6), "b cannot ping6 a at {a6}");
+    assert!(h1.drops("ARP_PROXY") > ndp_before, "no neighbour solicitation answered in BPF");
+    assert!(h1.drops("OVERLAY_ENCAP") > 0 && h1.drops("OVERLAY_DECAP") > 0);
+    let neigh = text(&h1.exec("a", &["ip", "-6", "neigh", "show", &b6]));
+    let b_mac = h2.inspect("b")["NetworkSettings"]["Networks"]["web6"]["MacAddress"]
+        .as_str()
+        .unwrap_or("")
+        .to_string();
+    assert!(!b_mac.is_empty() && neigh.contains(&b_mac), "a's neighbour entry for b: {neigh} (b is {b_mac})");
+    // Another overlay network's sandbox is not reached over IPv6.
+    assert!(!ping6(&h1, "a", &o6), "a reached another network's sandbox over IPv6");
+
+    // Names: AAAA and IPv6 PTR for a sandbox of another host.
+    let aaaa = |name: &str| {
+        let o = h1.exec("a", &["dig", "+short", "+time=2", "+tries=1", "AAAA", name]);
+        text(&o).trim().to_string()
+    };
+    assert!(eventually(Duration::from_secs(5), || aaaa("b") == b6), "AAAA b: {}", aaaa("b"));
+    let ptr = text(&h1.exec("a", &["dig", "+short", "+time=2", "+tries=1", "-x", &b6]));
+    assert_eq!(ptr.trim(), "b.web6.", "{ptr}");
+
+    // TCP over IPv6 across hosts: 4 MB, checksummed on both ends.
+    let cmd = "socat -u TCP6-LISTEN:5003,reuseaddr - | md5sum";
+    h2.dp_ok(&["run", "-d", "--name", "sink6", "--network", "web6", "sh", "-c", cmd]);
+    let sink6 = h2.ip6_of("sink6", "web6");
+    let sent = send_random(&h1, "a", 4_000_000, &format!("TCP6:[{sink6}]:5003"));
+    assert!(
+        eventually(Duration::from_secs(10), || sunk(&h2, "sink6") == sent),
+        "received {:?}",
+        sunk(&h2, "sink6")
+    );
+
+    // An IPv6 address is one host's: asking another host for it is refused
+    // by name, nothing left; given back when its sandbox goes.
+    let e = h2.dp_err(&["run", "-d", "--name", "dup", "--network", "web6", "--ip6", &a6, "sleep", "600"]);
+    assert!(e.contains("Address already in use") && e.contains(&a6), "{e}");
+    assert!(!h2.sandbox_names().contains(&"dup".to_string()), "a refused run left a sandbox");
+    h1.dp_ok(&["rm", "-f", "a"]);
+    assert!(
+        eventually(Duration::from_secs(5), || h2
+            .dp(&["run", "-d", "--name", "dup", "--network", "web6", "--ip6", &a6, "sleep", "600"])
+            .status
+            .success()),
+        "the address of a removed sandbox was not given back"
+    );
+    sleeper(&h1, "c", "web6");
+    assert!(
+        eventually(Duration::from_secs(5), || ping6(&h1, "c", &a6)),
+        "the address's new holder on host 2 is not reached from host 1"
+    );
 }

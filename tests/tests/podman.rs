@@ -100,3 +100,41 @@ fn podman_containers_publish_resolve_and_stay_isolated_on_dataplane_networks() {
     assert!(!std::path::Path::new(&sandbox_key).exists(), "{sandbox_key} is gone");
     assert!(!curl(&ext, "http://192.0.2.1:8080/index.html").contains("hello"));
 }
+
+#[test]
+fn podman_containers_get_ipv6_on_a_dual_stack_dataplane_network() {
+    let (h, ext) = Host::with_external("pod6");
+    h.run(&["ip", "addr", "add", "fd00:ffff::1/64", "dev", "up0", "nodad"]);
+    ext.run(&["ip", "addr", "add", "fd00:ffff::2/64", "dev", "ext0", "nodad"]);
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.96.2.0/24", "--subnet", "fd00:96::/64", "dual"]);
+    let links_before = h.links();
+    let pm = Podman::new(&h);
+    pm.add_network(&h, "dual");
+    pm.run_detached("web6", "dual", &["-p", "8081:80"], &["httpd", "-f", "-v", "-p", "80", "-h", "/www"]);
+    // Podman reports the IPv6 address dataplane gave (its record), with the gateway.
+    let ours = h.ip6_of("web6", "dual");
+    assert!(ours.starts_with("fd00:96::"), "{ours}");
+    let theirs =
+        pm.ok(&["inspect", "web6", "--format", "{{.NetworkSettings.Networks.dual.GlobalIPv6Address}}"]);
+    assert_eq!(theirs.trim(), ours);
+    let route = text(&pm.exec("web6", &["ip", "-6", "route", "show", "default"]));
+    assert!(route.contains("via fd00:96::1"), "{route}");
+    // From outside over IPv6: published in BPF, the client's address kept.
+    let url = "http://[fd00:ffff::1]:8081/index.html";
+    let got = text(&ext.run(&["curl", "-g", "-s", "-m", "5", url]));
+    assert!(got.contains("hello from podman"), "{got}");
+    let logs = text(&pm.podman(&["logs", "web6"]));
+    assert!(logs.contains("fd00:ffff::2"), "httpd saw the client's own IPv6 address: {logs}");
+    // A second container reaches it over IPv6, by address and by name (AAAA).
+    pm.run_detached("cli6", "dual", &[], &["sleep", "300"]);
+    let ping = pm.exec("cli6", &["ping", "-6", "-c", "1", "-W", "2", &ours]);
+    assert!(ping.status.success(), "{}", text(&ping));
+    let ns = text(&pm.exec("cli6", &["nslookup", "web6"]));
+    assert!(ns.contains(&ours), "AAAA through our resolver: {ns}");
+    // rm -f leaves nothing.
+    pm.ok(&["rm", "-f", "-t", "0", "web6", "cli6"]);
+    assert_eq!(h.sandbox_names(), Vec::<String>::new());
+    assert_eq!(h.links(), links_before);
+    let gone = text(&ext.run(&["curl", "-g", "-s", "-m", "3", url]));
+    assert!(!gone.contains("hello"), "{gone}");
+}

@@ -1,17 +1,18 @@
 //! Which host-side veth is which endpoint, on which network (DP_ENDPOINTS),
 //! the veth and MAC each sandbox address is delivered to directly (DP_LOCAL:
-//! same-network traffic never crosses the bridge or netfilter), and the
-//! bridge networks' subnets with their gateway and flags (DP_SUBNETS).
+//! same-network traffic never crosses the bridge or netfilter; DP_LOCAL6 for
+//! IPv6 addresses, where overlay traffic from other hosts is delivered), and
+//! the bridge networks' subnets with their gateway and flags (DP_SUBNETS).
 
-use std::net::{Ipv4Addr, Ipv6Addr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Mutex;
 
 use aya::Ebpf;
 use aya::maps::lpm_trie::Key;
 use aya::maps::{Array, HashMap, LpmTrie, MapData};
 use dataplane_common::{
-    EP_FLAG_SHAPED, Endpoint, LocalTarget, MAP_ENDPOINTS, MAP_LOCAL, MAP_SHAPED, MAP_SUBNETS, MAP_SUBNETS6,
-    NetworkInfo, NetworkInfo6, SubnetKey, SubnetKey6,
+    EP_FLAG_SHAPED, Endpoint, LocalTarget, MAP_ENDPOINTS, MAP_LOCAL, MAP_LOCAL6, MAP_SHAPED, MAP_SUBNETS,
+    MAP_SUBNETS6, NetworkInfo, NetworkInfo6, SubnetKey, SubnetKey6,
 };
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
@@ -26,6 +27,7 @@ pub struct Endpoints {
     /// `DP_SHAPED`: how many entries carry the flag (the datapath's gate).
     shaped_count: Mutex<Array<MapData, u32>>,
     locals: Mutex<HashMap<MapData, [u8; 4], LocalTarget>>,
+    locals6: Mutex<HashMap<MapData, [u8; 16], LocalTarget>>,
     subnets: Mutex<LpmTrie<MapData, SubnetKey, NetworkInfo>>,
     subnets6: Mutex<LpmTrie<MapData, SubnetKey6, NetworkInfo6>>,
 }
@@ -38,6 +40,8 @@ pub struct EndpointEntry {
     /// The network's number (isolation compares these).
     pub net_num: u32,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address on a dual-stack network.
+    pub ip6: Option<Ipv6Addr>,
     pub mac: [u8; 6],
     /// `NET_FLAG_*` bits of the network.
     pub flags: u32,
@@ -54,14 +58,15 @@ impl Endpoints {
             shaped: Mutex::default(),
             shaped_count: Mutex::new(take(ebpf, MAP_SHAPED)?),
             locals: Mutex::new(take(ebpf, MAP_LOCAL)?),
+            locals6: Mutex::new(take(ebpf, MAP_LOCAL6)?),
             subnets: Mutex::new(take(ebpf, MAP_SUBNETS)?),
             subnets6: Mutex::new(take(ebpf, MAP_SUBNETS6)?),
         })
     }
 
-    /// Records the endpoint and delivers its address to its veth; both or neither.
+    /// Records the endpoint and delivers its addresses to its veth; all or none.
     pub fn set(&self, ep: EndpointEntry) -> Result<()> {
-        let EndpointEntry { ifindex, net_num, ip, mac, mut flags } = ep;
+        let EndpointEntry { ifindex, net_num, ip, ip6, mac, mut flags } = ep;
         let shaped = lock(&self.shaped);
         if shaped.contains(&ifindex) {
             flags |= EP_FLAG_SHAPED;
@@ -70,11 +75,23 @@ impl Endpoints {
         let mut endpoints = lock(&self.endpoints);
         endpoints.insert(ifindex, value, 0).map_err(map_err(format!("insert endpoint {ifindex}")))?;
         let local = LocalTarget { ifindex, mac, _pad: [0; 2] };
-        if let Err(e) = lock(&self.locals).insert(ip.octets(), local, 0) {
+        let mut locals = lock(&self.locals);
+        let written =
+            locals.insert(ip.octets(), local, 0).map_err(map_err(format!("insert local delivery of {ip}")));
+        let written = written.and_then(|()| match ip6 {
+            Some(ip6) => lock(&self.locals6).insert(ip6.octets(), local, 0).map_err(|e| {
+                if let Err(undo) = removed(locals.remove(&ip.octets())) {
+                    tracing::warn!(%ip, error = %undo, "cannot undo the local delivery");
+                }
+                map_err(format!("insert local delivery of {ip6}"))(e)
+            }),
+            None => Ok(()),
+        });
+        if let Err(e) = written {
             if let Err(undo) = removed(endpoints.remove(&ifindex)) {
                 tracing::warn!(ifindex, error = %undo, "cannot undo the endpoint entry");
             }
-            return Err(map_err(format!("insert local delivery of {ip}"))(e));
+            return Err(e);
         }
         if flags & EP_FLAG_SHAPED != 0 {
             self.count_shaped(&shaped, &endpoints)?;
@@ -100,6 +117,18 @@ impl Endpoints {
         {
             removed(locals.remove(&ip))
                 .map_err(map_err(format!("remove local delivery of {}", Ipv4Addr::from(ip))))?;
+        }
+        // The IPv6 address is not in the endpoint entry: found by its veth.
+        let mut locals6 = lock(&self.locals6);
+        let mine: Vec<[u8; 16]> = locals6
+            .iter()
+            .filter_map(|r| r.ok())
+            .filter(|(_, t)| t.ifindex == ifindex)
+            .map(|(k, _)| k)
+            .collect();
+        for ip6 in mine {
+            removed(locals6.remove(&ip6))
+                .map_err(map_err(format!("remove local delivery of {}", Ipv6Addr::from(ip6))))?;
         }
         Ok(())
     }
@@ -146,18 +175,25 @@ impl Endpoints {
         lock(&self.endpoints).keys().filter_map(|k| k.ok()).collect()
     }
 
-    /// Addresses in the local-delivery table, with their veth.
-    pub fn local_entries(&self) -> Vec<(Ipv4Addr, u32)> {
-        lock(&self.locals)
+    /// Addresses in the local-delivery tables, with their veth.
+    pub fn local_entries(&self) -> Vec<(IpAddr, u32)> {
+        let mut all: Vec<(IpAddr, u32)> = lock(&self.locals)
             .iter()
             .filter_map(|r| r.ok())
-            .map(|(k, v)| (Ipv4Addr::from(k), v.ifindex))
-            .collect()
+            .map(|(k, v)| (IpAddr::from(k), v.ifindex))
+            .collect();
+        all.extend(
+            lock(&self.locals6).iter().filter_map(|r| r.ok()).map(|(k, v)| (IpAddr::from(k), v.ifindex)),
+        );
+        all
     }
 
-    pub fn remove_local(&self, ip: Ipv4Addr) -> Result<()> {
-        removed(lock(&self.locals).remove(&ip.octets()))
-            .map_err(map_err(format!("remove local delivery of {ip}")))
+    pub fn remove_local(&self, ip: IpAddr) -> Result<()> {
+        let res = match ip {
+            IpAddr::V4(a) => removed(lock(&self.locals).remove(&a.octets())),
+            IpAddr::V6(a) => removed(lock(&self.locals6).remove(&a.octets())),
+        };
+        res.map_err(map_err(format!("remove local delivery of {ip}")))
     }
 
     /// Records a bridge network's subnet with its gateway and `NET_FLAG_*` bits.

@@ -118,6 +118,7 @@ impl<'a> View<'a> {
             .into_iter()
             .filter_map(|(_, _, ep)| ep.ip6)
             .collect();
+        addrs.extend(self.remote(|r| remote_names_it(name, r)).into_iter().filter_map(|(_, r)| r.ip6));
         addrs.sort();
         addrs.dedup();
         addrs
@@ -135,12 +136,7 @@ impl<'a> View<'a> {
         }
         // Sandboxes of the asker's overlay networks on other hosts (live:
         // their host's lease holds their records).
-        for r in self.remote(|r| {
-            r.name.eq_ignore_ascii_case(name)
-                || r.hostname.eq_ignore_ascii_case(name)
-                || (name.len() >= 12 && name.len() <= r.sandbox_id.len() && r.sandbox_id.starts_with(name))
-                || r.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
-        }) {
+        for r in self.remote(|r| remote_names_it(name, r)) {
             known = true;
             if !addrs.contains(&r.1.ip) {
                 addrs.push(r.1.ip);
@@ -178,7 +174,7 @@ impl<'a> View<'a> {
         if let Some((net, sb, _)) = self.neighbours(|_, ep| holds(ep)).first() {
             return Found::Ptr(format!("{}.{}", sb.name, net.name));
         }
-        self.remote(|r| IpAddr::V4(r.ip) == ip)
+        self.remote(|r| IpAddr::V4(r.ip) == ip || r.ip6.map(IpAddr::V6) == Some(ip))
             .first()
             .map(|(net, r)| Found::Ptr(format!("{}.{}", r.name, net.name)))
             .unwrap_or(Found::Unknown)
@@ -192,6 +188,15 @@ impl<'a> View<'a> {
             .filter(|(_, r)| r.live && matches(r))
             .collect()
     }
+}
+
+/// Whether `name` (normalized) names another host's endpoint `r`: its
+/// sandbox's name, hostname, ID (12 characters or more) or one of its aliases.
+fn remote_names_it(name: &str, r: &RemoteEndpoint) -> bool {
+    r.name.eq_ignore_ascii_case(name)
+        || r.hostname.eq_ignore_ascii_case(name)
+        || (name.len() >= 12 && name.len() <= r.sandbox_id.len() && r.sandbox_id.starts_with(name))
+        || r.aliases.iter().any(|a| a.eq_ignore_ascii_case(name))
 }
 
 /// Whether `name` (normalized) names endpoint `ep` of sandbox `sb`: its
@@ -384,6 +389,7 @@ mod tests {
             hostname: format!("host-{name}"),
             aliases: vec!["forever".into()],
             ip: ip.parse().expect("valid literal"),
+            ip6: None,
             mac: [2, 0x42, 0, 0, 0, 1],
             live: true,
         };
@@ -402,6 +408,12 @@ mod tests {
         );
         assert_eq!(v.lookup("s"), Found::Unknown, "not a network the asker is on");
         assert_eq!(v.reverse("10.1.0.9".parse().expect("valid literal")), Found::Ptr("r.mynet".into()));
+        // A dual-stack overlay sandbox: AAAA and IPv6 PTR answered too.
+        assert_eq!(v.lookup6("r"), Vec::<std::net::Ipv6Addr>::new());
+        st.remote[0].ip6 = Some("fd00:1::9".parse().expect("valid literal"));
+        let v = View::new(&st, &"1".repeat(64), &live);
+        assert_eq!(v.lookup6("r"), ["fd00:1::9".parse::<std::net::Ipv6Addr>().expect("valid literal")]);
+        assert_eq!(v.reverse("fd00:1::9".parse().expect("valid literal")), Found::Ptr("r.mynet".into()));
         // Stopped on its host: no answer here either.
         st.remote[0].live = false;
         let v = View::new(&st, &"1".repeat(64), &live);

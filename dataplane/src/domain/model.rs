@@ -299,6 +299,9 @@ pub struct RemoteEndpoint {
     pub hostname: String,
     pub aliases: Vec<String>,
     pub ip: Ipv4Addr,
+    /// Its IPv6 address on a dual-stack overlay network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
     pub mac: [u8; 6],
     /// Its sandbox is running (a stopped one keeps its address but gets
     /// no flows through VIPs and no DNS answers, as on its own host).

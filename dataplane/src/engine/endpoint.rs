@@ -145,7 +145,7 @@ pub(super) fn plan_endpoint(
         _ if net.is_overlay() => ipam::allocate_from(ipam, &used, &net.name, state.overlay_skip)?,
         _ => ipam::allocate(ipam, &used, &net.name)?,
     };
-    let ip6 = plan_ip6(state, net, ip6)?;
+    let ip6 = plan_ip6(state, net, ip6, ip)?;
     let taken: HashSet<String> = state.endpoints_of_sandbox(&sb.id).map(|e| e.ifname.clone()).collect();
     let ifname = (0..).map(|i| format!("eth{i}")).find(|n| !taken.contains(n)).unwrap_or_default();
     let ep = Endpoint {
@@ -169,8 +169,11 @@ pub(super) fn plan_endpoint(
 
 /// The IPv6 address of an endpoint on `net`: `--ip6` checked, or the next
 /// free one on a dual-stack network; None on an IPv4-only network, where
-/// `--ip6` is refused.
-fn plan_ip6(state: &State, net: &Network, ip6: Option<&str>) -> Result<Option<Ipv6Addr>> {
+/// `--ip6` is refused. On an overlay network the other hosts' addresses
+/// are taken too, and the address first tried is the one at the IPv4
+/// address's place in the subnet (10.0.1.7 → fd…::7): unique across the
+/// hosts as the IPv4 address is, and easy to read.
+fn plan_ip6(state: &State, net: &Network, ip6: Option<&str>, ip: Ipv4Addr) -> Result<Option<Ipv6Addr>> {
     let wanted = ip6.filter(|s| !s.is_empty());
     let Some(ipam) = &net.ipam6 else {
         return match wanted {
@@ -185,11 +188,25 @@ fn plan_ip6(state: &State, net: &Network, ip6: Option<&str>) -> Result<Option<Ip
     let mut used: HashSet<Ipv6Addr> = state.endpoints_of_network(&net.id).filter_map(|e| e.ip6).collect();
     // Virtual IPs live on the bridge.
     used.extend(net.vips6.values().copied());
+    used.extend(state.remote_of_network(&net.id).filter_map(|e| e.ip6));
     match wanted {
         Some(s) => {
             let ip: Ipv6Addr = s.parse().map_err(|_| Error::invalid("ip6", s, "not an IPv6 address"))?;
             ipam6::check_requested6(ipam, ip, &used, &net.name)?;
             Ok(Some(ip))
+        }
+        None if net.is_overlay() => {
+            let beside = net.ipam.as_ref().map(|v4| {
+                let offset = u32::from(ip).wrapping_sub(u32::from(v4.subnet.network()));
+                Ipv6Addr::from(u128::from(ipam.subnet.network()).wrapping_add(u128::from(offset)))
+            });
+            let in_range = |a: Ipv6Addr| ipam.ip_range.is_none_or(|r| r.contains(a));
+            match beside {
+                Some(a) if in_range(a) && ipam6::check_requested6(ipam, a, &used, &net.name).is_ok() => {
+                    Ok(Some(a))
+                }
+                _ => ipam6::allocate6(ipam, &used, &net.name).map(Some),
+            }
         }
         None => ipam6::allocate6(ipam, &used, &net.name).map(Some),
     }
@@ -239,6 +256,7 @@ impl Engine {
             ifindex: host_index,
             net_num: net.num,
             ip: ep.ip,
+            ip6: ep.ip6,
             mac: ep.mac,
             flags: net.datapath_flags(),
         })?;
@@ -277,7 +295,8 @@ impl Engine {
         aliases: &[String],
     ) -> Result<()> {
         let _g = self.lock.lock().await;
-        super::overlay::planning_again_on_lost_claims(ip.is_some_and(|i| !i.is_empty()), |skip| {
+        let requested = [ip, ip6].iter().any(|i| i.is_some_and(|i| !i.is_empty()));
+        super::overlay::planning_again_on_lost_claims(requested, |skip| {
             self.connect_locked(net_ref, sb_ref, ip, ip6, aliases, skip)
         })
         .await

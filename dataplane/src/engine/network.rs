@@ -42,7 +42,12 @@ const VNI_MAX: u32 = (1 << 24) - 1;
 
 /// Plans an overlay network against the cluster's networks: name, subnet
 /// (10.0.X.0/24 when none is given) and VNI unique cluster-wide.
-fn plan_overlay(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Result<Network> {
+fn plan_overlay(
+    state: &State,
+    req: &NetworkCreate,
+    cx: &NetworkContext,
+    ipam6: Option<Ipam6>,
+) -> Result<Network> {
     let Some(cluster) = &cx.cluster else {
         return Err(Error::Unsupported(
             "overlay networks need a cluster: start the daemon with --cluster-store etcd://IP:PORT --cluster-advertise IP"
@@ -75,7 +80,7 @@ fn plan_overlay(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Resu
         created: cx.created.clone(),
         num: vni,
         ipam: Some(ipam),
-        ipam6: None,
+        ipam6,
         internal: req.internal,
         options: req.options.clone(),
         labels: req.labels.clone(),
@@ -102,22 +107,32 @@ fn plan_network6(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Res
     }
     match req.driver {
         Driver::Bridge | Driver::Macvlan => {}
-        Driver::Overlay => {
-            return Err(Error::Unsupported("IPv6 on overlay networks is not supported yet".into()));
+        // Virtual IPs are claimed cluster-wide, IPv4 ones only so far.
+        Driver::Overlay if crate::domain::options::balances_aliases(&req.options) => {
+            return Err(Error::Unsupported(
+                "IPv6 virtual IPs on overlay networks are not supported yet: leave out --ipv6 or -o lb=vip"
+                    .into(),
+            ));
         }
+        Driver::Overlay => {}
         d => {
             return Err(Error::invalid("ipv6", "true", format!("driver {d} gives sandboxes no addresses")));
         }
     }
-    let mut taken: Vec<(Ipv6Network, String)> =
-        state.networks.iter().filter_map(|n| n.ipam6.as_ref().map(|i| (i.subnet, n.name.clone()))).collect();
+    // Every network's here, and on an overlay network the cluster's too.
+    let mut taken: Vec<(Ipv6Network, String)> = state
+        .networks
+        .iter()
+        .chain(cx.cluster.iter().flatten())
+        .filter_map(|n| n.ipam6.as_ref().map(|i| (i.subnet, n.name.clone())))
+        .collect();
     if req.ipam6.subnet.is_none() {
         taken.extend(cx.host_claims6.iter().map(|(n, what)| (*n, format!("the host's {what}"))));
     }
     let ula = cx.ula.ok_or_else(|| Error::Unsupported("the host's IPv6 pool is not known".into()))?;
     let planned = ipam6::plan6(&req.ipam6, &taken, ula)?;
     // As for IPv4: a bridge must not take addresses the host routes itself.
-    if req.driver == Driver::Bridge
+    if req.driver != Driver::Macvlan
         && !cx.predefined
         && let Some((_, what)) = cx.host_claims6.iter().find(|(c, _)| c.overlaps(planned.subnet))
     {
@@ -149,8 +164,8 @@ pub(super) fn plan_network(state: &State, req: &NetworkCreate, cx: &NetworkConte
             return Err(Error::Unsupported("driver ipvlan is not implemented by dataplane yet".into()));
         }
         Driver::Overlay => {
-            plan_network6(state, req, cx)?;
-            return plan_overlay(state, req, cx);
+            let ipam6 = plan_network6(state, req, cx)?;
+            return plan_overlay(state, req, cx, ipam6);
         }
     }
     let ipam6 = plan_network6(state, req, cx)?;
@@ -635,12 +650,24 @@ mod tests {
         assert!(e.to_string().contains("six"), "{e}");
         let e = plan_network(&st, &v6("d", Some("fd00:99::/64")), &cx()).expect_err("the host's");
         assert!(e.to_string().contains("the host already uses it (address fd00:99::2 on up0)"), "{e}");
-        // Overlay networks stay IPv4 for now, and say so.
+        // Overlay networks: planned around the cluster's IPv6 subnets too;
+        // IPv6 VIPs (lb=vip) are refused by name.
         let mut ov = req("ov", "overlay", None, &[]);
         ov.ipv6 = true;
-        let incx = NetworkContext { cluster: Some(vec![]), ..cx() };
-        let e = plan_network(&st, &ov, &incx).expect_err("overlay");
-        assert!(e.to_string().contains("IPv6 on overlay networks"), "{e}");
+        ov.ipam6.subnet = Some("fd00:5::/64".into());
+        let incx = NetworkContext { cluster: Some(vec![st2.networks.last().expect("six").clone()]), ..cx() };
+        let e = plan_network(&st, &ov, &incx).expect_err("overlap in the cluster");
+        assert!(e.to_string().contains("six"), "{e}");
+        ov.ipam6.subnet = None;
+        let planned = plan_network(&st, &ov, &incx).expect("dual-stack overlay");
+        let six = planned.ipam6.expect("ipv6");
+        assert!(
+            six.subnet.prefix() == 64 && !six.subnet.overlaps("fd00:5::/64".parse().expect("net")),
+            "{six:?}"
+        );
+        ov.options.insert("lb".into(), "vip".into());
+        let e = plan_network(&st, &ov, &incx).expect_err("v6 vips on overlay");
+        assert!(e.to_string().contains("IPv6 virtual IPs on overlay networks"), "{e}");
     }
 
     #[test]

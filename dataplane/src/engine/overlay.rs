@@ -5,7 +5,7 @@
 //! other hosts' endpoints into DP_REMOTE, from the store's watch. An
 //! address is claimed in the store before its endpoint is plugged.
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, Ipv4Addr};
+use std::net::IpAddr;
 use std::sync::Arc;
 
 use super::network::{NetworkContext, plan_network};
@@ -77,8 +77,8 @@ impl Engine {
                 predefined: false,
                 host_links: HashSet::new(),
                 host_claims: self.host.ipv4_claims().await?,
-                host_claims6: Vec::new(),
-                ula: None,
+                host_claims6: if req.ipv6 { self.host.ipv6_claims().await? } else { Vec::new() },
+                ula: if req.ipv6 { Some(self.store.host_ula()?) } else { None },
                 owner: None,
                 cluster: Some(networks),
             };
@@ -147,14 +147,14 @@ impl Engine {
                     tx.put_network(&known)?;
                     self.store.commit(tx)?;
                     return Err(Error::AddressClaimed {
-                        ip: *vip,
+                        ip: IpAddr::V4(*vip),
                         network: net.name.clone(),
                         node: format!("another host (the VIP of {alias} is {theirs})"),
                     });
                 }
                 VipClaim::AddressTaken => {
                     return Err(Error::AddressClaimed {
-                        ip: *vip,
+                        ip: IpAddr::V4(*vip),
                         network: net.name.clone(),
                         node: "another host".into(),
                     });
@@ -164,21 +164,26 @@ impl Engine {
         let record = self.remote_record(cluster, sb, ep);
         match cluster.claim(&record).await? {
             Claim::Claimed => {
-                let ip = ep.ip;
+                let (ip, ip6) = (ep.ip, ep.ip6);
                 undo.push(format!("release address {ip} in the cluster store"), async move {
-                    cluster.release(&net.id, ip).await
+                    cluster.release(&net.id, ip, ip6).await
                 });
                 Ok(())
             }
             Claim::Taken(by) => {
                 let node = by.node.clone();
-                tracing::debug!(network = %net.name, ip = %ep.ip, node = %by.node, sandbox = %by.name, "address claimed by another host first");
+                // The IPv4 address, or else the IPv6 one, is the holder's.
+                let ip = match ep.ip6 {
+                    Some(ip6) if by.ip != ep.ip => IpAddr::V6(ip6),
+                    _ => IpAddr::V4(ep.ip),
+                };
+                tracing::debug!(network = %net.name, %ip, node = %by.node, sandbox = %by.name, "address claimed by another host first");
                 // Known at once, before the watch brings it: the next plan avoids it.
                 self.store.learn_remote(*by);
-                Err(Error::AddressClaimed { ip: ep.ip, network: net.name.clone(), node })
+                Err(Error::AddressClaimed { ip, network: net.name.clone(), node })
             }
             Claim::TakenByVip => Err(Error::AddressClaimed {
-                ip: ep.ip,
+                ip: IpAddr::V4(ep.ip),
                 network: net.name.clone(),
                 node: "a virtual IP".into(),
             }),
@@ -200,6 +205,7 @@ impl Engine {
             hostname: sb.hostname.clone(),
             aliases: ep.aliases.clone(),
             ip: ep.ip,
+            ip6: ep.ip6,
             mac: ep.mac,
             live: sb.is_live(),
         }
@@ -219,7 +225,7 @@ impl Engine {
     /// Gives an overlay endpoint's address back to the cluster.
     pub(super) async fn release_overlay(&self, net: &Network, ep: &Endpoint) -> Result<()> {
         match (&self.cluster, net.is_overlay()) {
-            (Some(c), true) => c.release(&net.id, ep.ip).await,
+            (Some(c), true) => c.release(&net.id, ep.ip, ep.ip6).await,
             _ => Ok(()),
         }
     }
@@ -301,13 +307,17 @@ impl Engine {
             .filter(|e| &e.node != me && state.networks.iter().any(|n| n.id == e.network_id))
             .cloned()
             .collect();
-        let want: HashMap<Ipv4Addr, RemoteEntry> = remote
+        let want: HashMap<IpAddr, RemoteEntry> = remote
             .iter()
             .filter_map(|e| {
                 let net = state.networks.iter().find(|n| n.id == e.network_id)?;
                 let IpAddr::V4(underlay) = e.underlay else { return None };
-                Some((e.ip, RemoteEntry { underlay, vni: net.num, mac: e.mac }))
+                let entry = RemoteEntry { underlay, vni: net.num, mac: e.mac };
+                Some(
+                    std::iter::once(IpAddr::V4(e.ip)).chain(e.ip6.map(IpAddr::V6)).map(move |ip| (ip, entry)),
+                )
             })
+            .flatten()
             .collect();
         match self.dp.overlay.sync(&want) {
             Ok((0, 0)) => {}

@@ -3,7 +3,7 @@
 //! store (`plan_reconcile`, pure: what to re-pin, recreate, re-plug and
 //! remove), apply it (`reconcile`), every step tried and its failure logged.
 use std::collections::{HashMap, HashSet};
-use std::net::Ipv4Addr;
+use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 
 use ipnetwork::Ipv4Network;
@@ -41,7 +41,7 @@ pub(super) struct Observed {
     pub pins: Vec<String>,
     /// Datapath entries: endpoints by ifindex, local addresses, subnets.
     pub entry_indexes: Vec<u32>,
-    pub local_entries: Vec<(Ipv4Addr, u32)>,
+    pub local_entries: Vec<(IpAddr, u32)>,
     pub subnets: Vec<Ipv4Network>,
 }
 
@@ -79,7 +79,7 @@ pub(super) struct ReconcilePlan {
     /// Veth program link pins of interfaces no record knows.
     pub detach_pins: Vec<String>,
     pub stale_entries: Vec<u32>,
-    pub stale_locals: Vec<Ipv4Addr>,
+    pub stale_locals: Vec<IpAddr>,
     pub stale_subnets: Vec<Ipv4Network>,
 }
 
@@ -118,7 +118,8 @@ pub(super) fn plan_reconcile(state: &State, seen: &Observed, uplink: Option<&str
             }
             known_ifs.extend(ep.host_ifname.as_deref());
             if ep.host_ifname.is_some() {
-                programmed.insert(ep.ip);
+                programmed.insert(IpAddr::V4(ep.ip));
+                programmed.extend(ep.ip6.map(IpAddr::V6));
             }
             let present = seen.endpoints.get(&ep.id).copied();
             let fix = match present {
@@ -478,7 +479,7 @@ mod tests {
         assert_eq!(plan.delete_links, [(9, "vethdead".to_string()), (11, "dppabc".to_string())]);
         assert_eq!(plan.detach_pins, ["veth_a".to_string(), "vethdead".to_string()]);
         assert_eq!(plan.stale_entries, [9]);
-        assert_eq!(plan.stale_locals, ["10.9.0.9".parse::<Ipv4Addr>().expect("ip")]);
+        assert_eq!(plan.stale_locals, ["10.9.0.9".parse::<IpAddr>().expect("ip")]);
         assert_eq!(plan.stale_subnets, ["10.99.0.0/24".parse::<Ipv4Network>().expect("net")]);
     }
 
@@ -519,7 +520,7 @@ mod tests {
         // a's old entry goes (its new interface gets a new one); its address
         // is written anew, so its local entry is not removed after.
         assert_eq!(plan.stale_entries, [5]);
-        assert_eq!(plan.stale_locals, Vec::<Ipv4Addr>::new());
+        assert_eq!(plan.stale_locals, Vec::<IpAddr>::new());
         assert_eq!(plan.delete_links, Vec::<(u32, String)>::new());
     }
 }

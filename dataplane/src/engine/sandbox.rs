@@ -194,7 +194,7 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
 impl Engine {
     pub async fn create_sandbox(&self, req: SandboxCreate) -> Result<Created> {
         let _g = self.lock.lock().await;
-        let requested = req.ip.as_deref().is_some_and(|i| !i.is_empty());
+        let requested = [&req.ip, &req.ip6].iter().any(|i| i.as_deref().is_some_and(|i| !i.is_empty()));
         super::overlay::planning_again_on_lost_claims(requested, |skip| {
             self.create_sandbox_locked(&req, skip)
         })

@@ -96,7 +96,7 @@ impl Fixture {
     pub fn endpoint(&self, ifindex: u32, net: u32, ip: [u8; 4], flags: u32) {
         self.dp
             .endpoints
-            .set(EndpointEntry { ifindex, net_num: net, ip: ip.into(), mac: mac_of(ip), flags })
+            .set(EndpointEntry { ifindex, net_num: net, ip: ip.into(), ip6: None, mac: mac_of(ip), flags })
             .expect("endpoint");
     }
 
@@ -392,6 +392,31 @@ pub fn parse6(f: &[u8]) -> ([u8; 16], [u8; 16], u16, u16, bool) {
     let l4 = &ip[40..];
     let ok = fold(pseudo6(src, dst, ip[6], l4.len()) + sum16(l4)) == 0xffff;
     (src, dst, u16::from_be_bytes([l4[0], l4[1]]), u16::from_be_bytes([l4[2], l4[3]]), ok)
+}
+
+/// An ICMPv6 message `body` (type, code, checksum left zero, the rest)
+/// from `src` to `dst` with hop limit `hops`, its checksum set, from MAC `mac`.
+pub fn icmp6_frame(src: [u8; 16], dst: [u8; 16], hops: u8, mac: [u8; 6], body: &[u8]) -> Vec<u8> {
+    let mut l4 = body.to_vec();
+    let c = checksum(pseudo6(src, dst, 58, l4.len()), &l4);
+    l4[2..4].copy_from_slice(&c.to_be_bytes());
+    let mut f = vec![0x33, 0x33, 0xff, src[13], src[14], src[15]];
+    f.extend_from_slice(&mac);
+    f.extend_from_slice(&[0x86, 0xdd, 0x60, 0, 0, 0]);
+    f.extend_from_slice(&(l4.len() as u16).to_be_bytes());
+    f.extend_from_slice(&[58, hops]);
+    f.extend_from_slice(&src);
+    f.extend_from_slice(&dst);
+    f.extend_from_slice(&l4);
+    f
+}
+
+/// Whether the ICMPv6 checksum of an IPv6 frame is right.
+pub fn icmp6_checksum_ok(f: &[u8]) -> bool {
+    let ip = &f[14..];
+    let src: [u8; 16] = ip[8..24].try_into().expect("src");
+    let dst: [u8; 16] = ip[24..40].try_into().expect("dst");
+    fold(pseudo6(src, dst, 58, ip[40..].len()) + sum16(&ip[40..])) == 0xffff
 }
 
 /// An ICMPv6 error (`kind`, `code`, `mtu` for packet too big) from `src`
