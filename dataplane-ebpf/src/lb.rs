@@ -75,7 +75,7 @@ pub fn pick_flow(flow: &Flow) -> Pick {
 
 /// The backend of a new IPv6 flow to a virtual IP: the slot of the flow's
 /// hash in the table of the alias's IPv4 VIP, at the backend's IPv6
-/// address (a backend of this host; overlay networks have no IPv6).
+/// address (of this host's sandbox, or another host's: ifindex 0).
 #[inline(never)]
 pub fn pick_flow6(flow: &Flow6) -> Pick6 {
     let hash = flow_hash(fold6(&flow.saddr), fold6(&flow.daddr), flow.sport, flow.dport, flow.proto);
@@ -91,11 +91,18 @@ pub fn pick6(vip6: &[u8; 16], port: u16, hash: u32) -> Pick6 {
     let vip = *vip;
     let Picked::Backend(addr) = slot_of(vip, hash) else { return Picked::NoBackend };
     // SAFETY: as above.
-    let (Some(t), Some(addr6)) = (unsafe { LOCAL.get(addr) }, unsafe { ADDR6.get(addr) }) else {
-        return Picked::NoBackend;
+    let Some(addr6) = (unsafe { ADDR6.get(addr) }) else { return Picked::NoBackend };
+    // SAFETY: as above.
+    let (ifindex, mac) = match unsafe { LOCAL.get(addr) } {
+        Some(t) => (t.ifindex, t.mac),
+        // SAFETY: as above.
+        None => match unsafe { REMOTE.get(addr) } {
+            Some(r) => (0, r.mac),
+            None => return Picked::NoBackend,
+        },
     };
     count(vip, addr);
-    Picked::Backend(Backend6 { addr: *addr6, port, _pad: 0, ifindex: t.ifindex, mac: t.mac, _pad2: [0; 2] })
+    Picked::Backend(Backend6 { addr: *addr6, port, _pad: 0, ifindex, mac, _pad2: [0; 2] })
 }
 
 /// One more flow for (vip, backend).

@@ -311,6 +311,18 @@ fn ingress6(ctx: &TcContext, vni: u32) -> i32 {
         Some(_) => return redirect::verdict(ctx, DropReason::PolicyNetworkIsolation, dir),
         None => return redirect::verdict(ctx, DropReason::OverlayNoEndpoint, dir),
     }
+    // The answer of a backend on another host to a flow this host
+    // balanced: its source goes back to the virtual IP.
+    if let Some(flow) = parse::l4_flow6(ctx)
+        && let Some(ct) = conntrack::lookup6(&flow)
+        && ct.dir == CT_DIR_REPLY
+        && ct.mac != [0; 6]
+    {
+        if nat::rewrite6(ctx, &flow, End::Source, &ct.addr, ct.port).is_err() {
+            return redirect::verdict(ctx, DropReason::NatRewriteFailed, dir);
+        }
+        return redirect::to_sandbox(ctx, ct.ifindex, ct.mac, DropReason::NatReply, dir);
+    }
     // SAFETY: map lookups return values valid for this program run.
     match unsafe { LOCAL6.get(dst) } {
         Some(t) => redirect::to_neighbour_as(ctx, t.ifindex, t.mac, DropReason::OverlayDecap, dir),

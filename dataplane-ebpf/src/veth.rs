@@ -403,6 +403,14 @@ fn hairpin_forward6(ctx: &TcContext, flow: &Flow6, ct: &CtEntry6, reason: DropRe
     if nat::rewrite6(ctx, flow, End::Destination, &ct.addr, ct.port).is_err() {
         return verdict(ctx, DropReason::NatRewriteFailed);
     }
+    // A backend on another host: through the tunnel.
+    if ct.ifindex == 0 {
+        // SAFETY: map lookups return values valid for this program run.
+        return match unsafe { REMOTE6.get(ct.addr) } {
+            Some(r) => overlay::encap_as(ctx, r, reason),
+            None => verdict(ctx, DropReason::LbNoBackend),
+        };
+    }
     if ct.flags & CT_FLAG_HAIRPIN_SELF != 0 {
         let Some(n) = SUBNETS6.get(Key::new(128, flow.saddr)) else {
             return verdict(ctx, DropReason::NatRewriteFailed);

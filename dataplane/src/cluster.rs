@@ -9,9 +9,11 @@
 //! |---|---|---|
 //! | `/dataplane/v1/nodes/<node id>` | `{"id", "address", "hostname", "joined"}` (JSON) | bound to the node's lease: gone a TTL after its daemon stops |
 //! | `/dataplane/v1/networks/<network id>` | the network record (JSON; `num` is its VNI) | until `network rm` |
-//! | `/dataplane/v1/endpoints/<network id>/<IPv4>` | `{"node", "underlay", "sandbox_id", "name", "hostname", "aliases", "ip", "mac", …}` | bound to the owning node's lease |
-//! | `/dataplane/v1/vips/<network id>/<alias>` | `{"network_id", "alias", "ip"}`: the alias's virtual IP (`-o lb=vip`) | until `network rm` |
+//! | `/dataplane/v1/endpoints/<network id>/<IPv4>` | `{"node", "underlay", "sandbox_id", "name", "hostname", "aliases", "ip", "ip6", "mac", …}` | bound to the owning node's lease |
+//! | `/dataplane/v1/addresses6/<network id>/<IPv6>` | the same record: the claim of its IPv6 address (dual stack) | bound to the owning node's lease |
+//! | `/dataplane/v1/vips/<network id>/<alias>` | `{"network_id", "alias", "ip", "ip6"}`: the alias's virtual IPs (`-o lb=vip`) | until `network rm` |
 //! | `/dataplane/v1/vip-addresses/<network id>/<IPv4>` | the alias holding the address (no sandbox may claim it) | until `network rm` |
+//! | `/dataplane/v1/vip-addresses6/<network id>/<IPv6>` | as above, for an IPv6 VIP | until `network rm` |
 //!
 //! Every change is one transaction: a network is created only if no
 //! network key changed since the list it was planned against (names,
@@ -77,6 +79,12 @@ fn vip_addrs_prefix(network_id: &str) -> String {
 fn vip_addr_key(network_id: &str, ip: std::net::Ipv4Addr) -> String {
     format!("{PREFIX}vip-addresses/{network_id}/{ip}")
 }
+fn vip_addrs6_prefix(network_id: &str) -> String {
+    format!("{PREFIX}vip-addresses6/{network_id}/")
+}
+fn vip_addr6_key(network_id: &str, ip: std::net::Ipv6Addr) -> String {
+    format!("{PREFIX}vip-addresses6/{network_id}/{ip}")
+}
 
 fn store_err(what: impl Into<String>) -> impl FnOnce(etcd_client::Error) -> Error {
     let what = what.into();
@@ -116,14 +124,17 @@ pub struct VipRecord {
     pub network_id: String,
     pub alias: String,
     pub ip: std::net::Ipv4Addr,
+    /// Its IPv6 VIP on a dual-stack network.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ip6: Option<std::net::Ipv6Addr>,
 }
 
 /// What a claim for an alias's virtual IP found.
 #[derive(Debug, PartialEq)]
 pub enum VipClaim {
     Claimed,
-    /// The alias has its VIP already (another host made it first).
-    Exists(std::net::Ipv4Addr),
+    /// The alias has its VIPs already (another host made them first).
+    Exists(std::net::Ipv4Addr, Option<std::net::Ipv6Addr>),
     /// The address is a sandbox's or another alias's.
     AddressTaken,
 }
@@ -371,6 +382,7 @@ impl Cluster {
                 TxnOp::delete(network_key(id), None),
                 TxnOp::delete(vips_prefix(id), Some(etcd_client::DeleteOptions::new().with_prefix())),
                 TxnOp::delete(vip_addrs_prefix(id), Some(etcd_client::DeleteOptions::new().with_prefix())),
+                TxnOp::delete(vip_addrs6_prefix(id), Some(etcd_client::DeleteOptions::new().with_prefix())),
             ])
             .or_else([TxnOp::get(endpoints_prefix(id), Some(GetOptions::new().with_prefix()))]);
         let resp = self.txn(txn).await.map_err(self.err("removing an overlay network"))?;
@@ -429,13 +441,16 @@ impl Cluster {
         };
         let mut lost = vec![TxnOp::get(key.clone(), None), TxnOp::get(network_key(&ep.network_id), None)];
         lost.extend(keys[1..].iter().map(|k| TxnOp::get(k.clone(), None)));
+        let vip6 =
+            ep.ip6.map(|a| Compare::create_revision(vip_addr6_key(&ep.network_id, a), CompareOp::Equal, 0));
         let txn = Txn::new()
             .when(
-                free.chain([
-                    Compare::create_revision(vip_addr_key(&ep.network_id, ep.ip), CompareOp::Equal, 0),
-                    Compare::version(network_key(&ep.network_id), CompareOp::Greater, 0),
-                ])
-                .collect::<Vec<_>>(),
+                free.chain(vip6)
+                    .chain([
+                        Compare::create_revision(vip_addr_key(&ep.network_id, ep.ip), CompareOp::Equal, 0),
+                        Compare::version(network_key(&ep.network_id), CompareOp::Greater, 0),
+                    ])
+                    .collect::<Vec<_>>(),
             )
             .and_then(puts(&keys))
             .or_else(lost);
@@ -486,23 +501,35 @@ impl Cluster {
         Ok(())
     }
 
-    /// Records `ip` as the virtual IP of `alias` on network `network_id`,
-    /// unless the alias has one already or a sandbox or alias holds `ip`.
-    pub async fn claim_vip(&self, network_id: &str, alias: &str, ip: std::net::Ipv4Addr) -> Result<VipClaim> {
+    /// Records `ip` (and `ip6`) as the virtual IPs of `alias` on network
+    /// `network_id`, unless the alias has them already or a sandbox or
+    /// alias holds either address.
+    pub async fn claim_vip(
+        &self,
+        network_id: &str,
+        alias: &str,
+        ip: std::net::Ipv4Addr,
+        ip6: Option<std::net::Ipv6Addr>,
+    ) -> Result<VipClaim> {
         let key = vip_key(network_id, alias);
-        let record = VipRecord { network_id: network_id.to_string(), alias: alias.to_string(), ip };
+        let record = VipRecord { network_id: network_id.to_string(), alias: alias.to_string(), ip, ip6 };
         let value = serde_json::to_vec(&record).map_err(record_err(&key))?;
+        let mut when = vec![
+            Compare::create_revision(key.clone(), CompareOp::Equal, 0),
+            Compare::create_revision(vip_addr_key(network_id, ip), CompareOp::Equal, 0),
+            Compare::create_revision(endpoint_key(network_id, ip), CompareOp::Equal, 0),
+            Compare::version(network_key(network_id), CompareOp::Greater, 0),
+        ];
+        let mut puts =
+            vec![TxnOp::put(key.clone(), value, None), TxnOp::put(vip_addr_key(network_id, ip), alias, None)];
+        if let Some(a) = ip6 {
+            when.push(Compare::create_revision(vip_addr6_key(network_id, a), CompareOp::Equal, 0));
+            when.push(Compare::create_revision(address6_key(network_id, a), CompareOp::Equal, 0));
+            puts.push(TxnOp::put(vip_addr6_key(network_id, a), alias, None));
+        }
         let txn = Txn::new()
-            .when([
-                Compare::create_revision(key.clone(), CompareOp::Equal, 0),
-                Compare::create_revision(vip_addr_key(network_id, ip), CompareOp::Equal, 0),
-                Compare::create_revision(endpoint_key(network_id, ip), CompareOp::Equal, 0),
-                Compare::version(network_key(network_id), CompareOp::Greater, 0),
-            ])
-            .and_then([
-                TxnOp::put(key.clone(), value, None),
-                TxnOp::put(vip_addr_key(network_id, ip), alias, None),
-            ])
+            .when(when)
+            .and_then(puts)
             .or_else([TxnOp::get(key.clone(), None), TxnOp::get(network_key(network_id), None)]);
         let resp = self.txn(txn).await.map_err(self.err(format!("claiming virtual IP {ip} for {alias}")))?;
         if resp.succeeded() {
@@ -510,7 +537,7 @@ impl Cluster {
         }
         let held = lost_claim(&resp, network_id)?;
         match held.and_then(|(k, v)| decode::<VipRecord>(&k, &v)) {
-            Some(existing) => Ok(VipClaim::Exists(existing.ip)),
+            Some(existing) => Ok(VipClaim::Exists(existing.ip, existing.ip6)),
             None => Ok(VipClaim::AddressTaken),
         }
     }

@@ -4,7 +4,8 @@
 //! (counted); an address of another overlay network is dropped as
 //! isolation (and not answered); a virtual IP balances onto a backend of
 //! another host (DNAT, then the tunnel). IPv6: a neighbour solicitation for
-//! a remote sandbox is answered in BPF, its packets enter the tunnel.
+//! a remote sandbox is answered in BPF, its packets enter the tunnel, and
+//! an IPv6 VIP balances onto a backend of another host.
 
 mod common;
 
@@ -104,27 +105,8 @@ fn solicitation(target: [u8; 16], with_lladdr: bool) -> Vec<u8> {
 
 #[test]
 fn neighbour_solicitations_for_remote_sandboxes_are_answered_in_bpf_and_ipv6_enters_the_tunnel() {
-    let f = overlay_fixture("ov-ndp");
-    f.network6(VNI, "fd00:7::/64", 0);
-    f.network6(OTHER_VNI, "fd00:8::/64", 0);
-    f.dp.endpoints
-        .set(dataplane::datapath::endpoints::EndpointEntry {
-            ifindex: LO,
-            net_num: VNI,
-            ip: CLIENT.into(),
-            ip6: Some(CLIENT6.parse().expect("v6")),
-            mac: mac_of(CLIENT),
-            flags: 0,
-        })
-        .expect("endpoint");
     let mac = [2, 0x42, 7, 7, 7, 7];
-    let remote = |vni| RemoteEntry { underlay: [192, 0, 2, 12].into(), vni, mac };
-    let want = HashMap::from([
-        (REMOTE.into(), remote(VNI)),
-        (REMOTE6.parse().expect("v6"), remote(VNI)),
-        (ELSEWHERE6.parse().expect("v6"), remote(OTHER_VNI)),
-    ]);
-    f.dp.overlay.sync(&want).expect("remote");
+    let f = overlay_fixture6("ov-ndp", mac);
     for with_lladdr in [true, false] {
         let before = f.count(DropReason::ArpProxy);
         let (verdict, out) = f.veth(&solicitation(v6(REMOTE6), with_lladdr));
@@ -171,6 +153,57 @@ fn neighbour_solicitations_for_remote_sandboxes_are_answered_in_bpf_and_ipv6_ent
     assert_eq!(f.veth(&syn).0, DROP);
     assert_eq!(f.count(DropReason::PolicyNetworkIsolation), 1);
     assert_eq!(f.count(DropReason::OverlayEncap), 1);
+}
+
+/// The overlay fixture with IPv6: the client endpoint dual-stack, the
+/// remote sandboxes' IPv6 addresses known (MAC `mac`).
+fn overlay_fixture6(tag: &str, mac: [u8; 6]) -> Fixture {
+    let f = overlay_fixture(tag);
+    f.network6(VNI, "fd00:7::/64", 0);
+    f.network6(OTHER_VNI, "fd00:8::/64", 0);
+    f.dp.endpoints
+        .set(dataplane::datapath::endpoints::EndpointEntry {
+            ifindex: LO,
+            net_num: VNI,
+            ip: CLIENT.into(),
+            ip6: Some(CLIENT6.parse().expect("v6")),
+            mac: mac_of(CLIENT),
+            flags: 0,
+        })
+        .expect("endpoint");
+    let remote = |vni| RemoteEntry { underlay: [192, 0, 2, 12].into(), vni, mac };
+    let want = HashMap::from([
+        (REMOTE.into(), remote(VNI)),
+        (REMOTE6.parse().expect("v6"), remote(VNI)),
+        (ELSEWHERE6.parse().expect("v6"), remote(OTHER_VNI)),
+    ]);
+    f.dp.overlay.sync(&want).expect("remote");
+    f
+}
+
+#[test]
+fn an_ipv6_virtual_ip_balances_onto_a_backend_of_another_host() {
+    let mac = [2, 0x42, 7, 7, 7, 7];
+    let f = overlay_fixture6("ov-lb6", mac);
+    let table = dataplane::datapath::lb::maglev(&[("remote".into(), u32::from_ne_bytes(REMOTE))]);
+    f.dp.lb.set(VIP.into(), &table).expect("VIP");
+    let vip6: std::net::Ipv6Addr = "fd00:7::fe".parse().expect("v6");
+    f.dp.lb.set6(vip6, VIP.into()).expect("VIP6");
+    f.dp.lb.set_addr6(REMOTE.into(), REMOTE6.parse().expect("v6")).expect("addr6");
+    let syn = l4_frame6(TCP, (v6(CLIENT6), 40000), (vip6.octets(), 80), SYN, &[]);
+    let (verdict, out) = f.veth(&syn);
+    assert_eq!(verdict, REDIRECT, "into the tunnel");
+    assert_eq!(&out[0..6], &mac, "to the remote backend's MAC");
+    let (src, dst, _, dport, ok) = parse6(&out);
+    assert_eq!((src, dst, dport), (v6(CLIENT6), v6(REMOTE6), 80), "DNAT to the backend's IPv6 address");
+    assert!(ok, "TCP checksum");
+    assert_eq!(f.count(DropReason::LbForwarded), 1);
+    // The flow's next packet follows its tracked entry, through the tunnel too.
+    let ack = l4_frame6(TCP, (v6(CLIENT6), 40000), (vip6.octets(), 80), ACK, &[]);
+    let (verdict, out) = f.veth(&ack);
+    assert_eq!(verdict, REDIRECT);
+    assert_eq!(parse6(&out).1, v6(REMOTE6));
+    assert_eq!(f.count(DropReason::NatPublished) + f.count(DropReason::LbForwarded), 2);
 }
 
 #[test]

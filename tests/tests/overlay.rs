@@ -544,13 +544,9 @@ fn a_dual_stack_overlay_network_carries_ipv6_across_hosts() {
     let etcd = Etcd::lan(1);
     let h1 = etcd.host("ov61", 11);
     let h2 = etcd.host("ov62", 12);
-    // IPv6 virtual IPs are not claimed across hosts yet: refused by name, nothing made.
-    let e = h1.dp_err(&["network", "create", "-d", "overlay", "--ipv6", "-o", "lb=vip", "vip6"]);
-    assert!(e.contains("IPv6 virtual IPs on overlay networks"), "{e}");
     h1.dp_ok(&["network", "create", "-d", "overlay", "--ipv6", "--subnet", "10.78.0.0/24", "web6"]);
     h2.dp_ok(&["network", "create", "-d", "overlay", "--ipv6", "other6"]);
     networks_reach(&[&h1, &h2], &["web6", "other6"]);
-    assert!(!h1.network_names().contains(&"vip6".to_string()));
     // One IPv6 subnet (a ULA /64 chosen by its creator) on every host.
     let subnet6 = |h: &Host, n: &str| {
         let v: serde_json::Value = serde_json::from_str(&h.dp_ok(&["network", "inspect", n])).expect("json");
@@ -636,4 +632,45 @@ fn a_dual_stack_overlay_network_carries_ipv6_across_hosts() {
         eventually(Duration::from_secs(5), || ping6(&h1, "c", &a6)),
         "the address's new holder on host 2 is not reached from host 1"
     );
+
+    // An alias's IPv6 VIP, the same on both hosts, balances over the
+    // backends of both: to the other host's through the tunnel.
+    h2.dp_ok(&["network", "create", "-d", "overlay", "--ipv6", "-o", "lb=vip", "api6"]);
+    networks_reach(&[&h1], &["api6"]);
+    dataplane_tests::http::start_backends(&h1, "api6", "web", &["w1"]);
+    dataplane_tests::http::start_backends(&h2, "api6", "web", &["w2"]);
+    sleeper(&h1, "client", "api6");
+    sleeper(&h2, "client", "api6");
+    let vip6 = |h: &Host| text(&h.exec("client", &["dig", "+short", "+time=2", "+tries=1", "AAAA", "web"]));
+    assert!(
+        eventually(Duration::from_secs(5), || {
+            let (one, two) = (vip6(&h1), vip6(&h2));
+            one.trim().contains(':') && one.lines().count() == 1 && one == two
+        }),
+        "one IPv6 VIP on both hosts: {:?} {:?}",
+        vip6(&h1),
+        vip6(&h2)
+    );
+    let vip6 = vip6(&h1).trim().to_string();
+    let vip4 = dig(&h1, "client", "web");
+    let octet: u16 = vip4[0].rsplit('.').next().expect("octet").parse().expect("number");
+    assert!(vip6.ends_with(&format!("::{octet:x}")), "the IPv6 VIP {vip6} sits at the IPv4 one's {vip4:?}");
+    let client = h1.dir.join("client.py");
+    std::fs::write(&client, dataplane_tests::http::CLIENT).expect("client script");
+    let client = client.display().to_string();
+    let count = |h: &Host| -> Result<std::collections::BTreeMap<String, u64>, String> {
+        let o = h.exec("client", &["python3", &client, "web", "60", "6"]);
+        if !o.status.success() {
+            return Err(text(&o));
+        }
+        serde_json::from_slice(&o.stdout).map_err(|e| format!("{e}: {}", text(&o)))
+    };
+    for h in [&h1, &h2] {
+        assert!(
+            eventually(Duration::from_secs(20), || count(h).is_ok_and(|c| c.len() == 2)),
+            "60 connections from {} over the IPv6 VIP did not reach both hosts' backends: {:?}",
+            h.ns.name,
+            count(h)
+        );
+    }
 }

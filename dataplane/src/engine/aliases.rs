@@ -67,7 +67,14 @@ impl Engine {
             if let Some(pool6) = &net.ipam6
                 && !net.vips6.contains_key(a)
             {
-                let vip6 = ipam6::allocate6(pool6, &taken6, &net.name)?;
+                // On an overlay network at the IPv4 VIP's place in the
+                // subnet, as sandboxes' addresses are: unique cluster-wide
+                // as the IPv4 VIP is (claimed with it).
+                let beside = net.vips.get(a).map(|v4| super::endpoint::beside_v4(pool, pool6, *v4));
+                let vip6 = match beside {
+                    Some(b) if net.is_overlay() && super::endpoint::free6(pool6, b, &taken6, &net.name) => b,
+                    _ => ipam6::allocate6(pool6, &taken6, &net.name)?,
+                };
                 taken6.insert(vip6);
                 net.vips6.insert(a.clone(), vip6);
             }
@@ -123,8 +130,13 @@ impl Engine {
                 }
                 // On an overlay network, the other hosts' sandboxes with the
                 // alias too (live while their host's lease holds them).
-                for r in state.remote_of_network(&net.id).filter(|r| r.live && r.aliases.contains(alias)) {
-                    backends.push((r.sandbox_id.clone(), slot(r.ip)));
+                for r in state.remote_of_network(&net.id).filter(|r| r.aliases.contains(alias)) {
+                    if let (Some(_), Some(ip6)) = (vip6, r.ip6) {
+                        addrs6.insert(r.ip, ip6);
+                    }
+                    if r.live {
+                        backends.push((r.sandbox_id.clone(), slot(r.ip)));
+                    }
                 }
                 want.insert(*vip, crate::datapath::lb::maglev(&backends));
             }

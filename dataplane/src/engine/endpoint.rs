@@ -196,20 +196,25 @@ fn plan_ip6(state: &State, net: &Network, ip6: Option<&str>, ip: Ipv4Addr) -> Re
             Ok(Some(ip))
         }
         None if net.is_overlay() => {
-            let beside = net.ipam.as_ref().map(|v4| {
-                let offset = u32::from(ip).wrapping_sub(u32::from(v4.subnet.network()));
-                Ipv6Addr::from(u128::from(ipam.subnet.network()).wrapping_add(u128::from(offset)))
-            });
-            let in_range = |a: Ipv6Addr| ipam.ip_range.is_none_or(|r| r.contains(a));
+            let beside = net.ipam.as_ref().map(|v4| beside_v4(v4, ipam, ip));
             match beside {
-                Some(a) if in_range(a) && ipam6::check_requested6(ipam, a, &used, &net.name).is_ok() => {
-                    Ok(Some(a))
-                }
+                Some(a) if free6(ipam, a, &used, &net.name) => Ok(Some(a)),
                 _ => ipam6::allocate6(ipam, &used, &net.name).map(Some),
             }
         }
         None => ipam6::allocate6(ipam, &used, &net.name).map(Some),
     }
+}
+
+/// The IPv6 address at IPv4 address `ip`'s place in the subnet (10.0.1.7 → fd…::7).
+pub(super) fn beside_v4(v4: &Ipam, v6: &ipam6::Ipam6, ip: Ipv4Addr) -> Ipv6Addr {
+    let offset = u32::from(ip).wrapping_sub(u32::from(v4.subnet.network()));
+    Ipv6Addr::from(u128::from(v6.subnet.network()).wrapping_add(u128::from(offset)))
+}
+
+/// Whether `a` may be handed out: in the range, not the gateway, not taken.
+pub(super) fn free6(ipam: &ipam6::Ipam6, a: Ipv6Addr, used: &HashSet<Ipv6Addr>, network: &str) -> bool {
+    ipam.ip_range.is_none_or(|r| r.contains(a)) && ipam6::check_requested6(ipam, a, used, network).is_ok()
 }
 
 impl Engine {

@@ -106,15 +106,7 @@ fn plan_network6(state: &State, req: &NetworkCreate, cx: &NetworkContext) -> Res
         return Ok(None);
     }
     match req.driver {
-        Driver::Bridge | Driver::Macvlan => {}
-        // Virtual IPs are claimed cluster-wide, IPv4 ones only so far.
-        Driver::Overlay if crate::domain::options::balances_aliases(&req.options) => {
-            return Err(Error::Unsupported(
-                "IPv6 virtual IPs on overlay networks are not supported yet: leave out --ipv6 or -o lb=vip"
-                    .into(),
-            ));
-        }
-        Driver::Overlay => {}
+        Driver::Bridge | Driver::Macvlan | Driver::Overlay => {}
         d => {
             return Err(Error::invalid("ipv6", "true", format!("driver {d} gives sandboxes no addresses")));
         }
@@ -650,8 +642,7 @@ mod tests {
         assert!(e.to_string().contains("six"), "{e}");
         let e = plan_network(&st, &v6("d", Some("fd00:99::/64")), &cx()).expect_err("the host's");
         assert!(e.to_string().contains("the host already uses it (address fd00:99::2 on up0)"), "{e}");
-        // Overlay networks: planned around the cluster's IPv6 subnets too;
-        // IPv6 VIPs (lb=vip) are refused by name.
+        // Overlay networks: planned around the cluster's IPv6 subnets too.
         let mut ov = req("ov", "overlay", None, &[]);
         ov.ipv6 = true;
         ov.ipam6.subnet = Some("fd00:5::/64".into());
@@ -665,9 +656,6 @@ mod tests {
             six.subnet.prefix() == 64 && !six.subnet.overlaps("fd00:5::/64".parse().expect("net")),
             "{six:?}"
         );
-        ov.options.insert("lb".into(), "vip".into());
-        let e = plan_network(&st, &ov, &incx).expect_err("v6 vips on overlay");
-        assert!(e.to_string().contains("IPv6 virtual IPs on overlay networks"), "{e}");
     }
 
     #[test]

@@ -137,12 +137,16 @@ impl Engine {
             if net.vips.contains_key(alias) {
                 continue;
             }
-            match cluster.claim_vip(&net.id, alias, *vip).await? {
+            let vip6 = with_vips.and_then(|n| n.vips6.get(alias)).copied();
+            match cluster.claim_vip(&net.id, alias, *vip, vip6).await? {
                 VipClaim::Claimed => {}
-                VipClaim::Exists(theirs) => {
+                VipClaim::Exists(theirs, theirs6) => {
                     // Another host made it first: it is the alias's VIP here too.
                     let mut known = net.clone();
                     known.vips.insert(alias.clone(), theirs);
+                    if let Some(v6) = theirs6 {
+                        known.vips6.insert(alias.clone(), v6);
+                    }
                     let tx = self.store.begin()?;
                     tx.put_network(&known)?;
                     self.store.commit(tx)?;
@@ -387,15 +391,17 @@ impl Engine {
         for local in state.networks.iter().filter(|n| n.is_overlay()) {
             // (VIPs go only with their network: what this host recorded
             // before the watch brought it stays.)
+            let theirs = || snap.vips.iter().filter(|v| v.network_id == local.id);
             let mut want = local.vips.clone();
-            want.extend(
-                snap.vips.iter().filter(|v| v.network_id == local.id).map(|v| (v.alias.clone(), v.ip)),
-            );
-            if want == local.vips {
+            want.extend(theirs().map(|v| (v.alias.clone(), v.ip)));
+            let mut want6 = local.vips6.clone();
+            want6.extend(theirs().filter_map(|v| Some((v.alias.clone(), v.ip6?))));
+            if want == local.vips && want6 == local.vips6 {
                 continue;
             }
             let mut known = local.clone();
             known.vips = want;
+            known.vips6 = want6;
             let res = self.store.begin().and_then(|tx| {
                 tx.put_network(&known)?;
                 self.store.commit(tx)
