@@ -94,6 +94,12 @@ pub static SHAPED: Array<u32> = Array::pinned(1, 0);
 #[map(name = "DP_MONITOR")]
 pub static MONITOR: Array<u32> = Array::pinned(1, 0);
 
+/// Per-CPU scratch space for messages built whole (translated ICMP
+/// errors): kept off the 512-byte stack. Nothing outside a program run
+/// reads it.
+#[map(name = "DP_SCRATCH")]
+pub static SCRATCH: PerCpuArray<[u8; 128]> = PerCpuArray::pinned(1, 0);
+
 #[map(name = "DP_EVENT_RATE")]
 pub static EVENT_RATE: PerCpuArray<EventRate> = PerCpuArray::pinned(1, 0);
 

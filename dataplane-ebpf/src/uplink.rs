@@ -18,7 +18,7 @@ use dataplane_common::{
 };
 
 use crate::{
-    conntrack,
+    conntrack, icmp46,
     maps::{CONFIG, SUBNETS, SUBNETS6},
     nat::{self, End},
     parse::{self, Flow, Flow6},
@@ -34,7 +34,12 @@ pub fn ingress(ctx: &TcContext) -> i32 {
     if !parse::is_ipv6(ctx) {
         ingress4(ctx)
     } else if parse::is_icmp6_error(ctx) {
-        icmp6_error(ctx)
+        // An error about a NAT46 flow is translated from here, next to
+        // the parse rather than under it (stack).
+        match icmp6_error(ctx) {
+            icmp46::NAT46_ERROR => icmp46::error_to_sandbox(ctx),
+            v => v,
+        }
     } else {
         // NAT46 translation called from here, next to the IPv6 path
         // rather than under it: their frames together pass BPF's 512 bytes.
@@ -230,11 +235,12 @@ fn icmp6_error(ctx: &TcContext) -> i32 {
         l4_off: 0,
         tcp_flags: 0,
     };
-    // About an egress flow, or a published port's reply (not NAT46: the
-    // quoted packet would have to change family too).
+    // About an egress flow, or a published port's reply (NAT46: the
+    // error changes family too).
     let (ct, reason) = match conntrack::lookup6(&reply) {
         Some(ct) if ct.dir == CT_DIR_SNAT_REPLY => (ct, DropReason::NatEgressReply),
-        Some(ct) if ct.dir == CT_DIR_DNAT && ct.flags & CT_FLAG_NAT46 == 0 => (ct, DropReason::NatPublished),
+        Some(ct) if ct.dir == CT_DIR_DNAT && ct.flags & CT_FLAG_NAT46 != 0 => return icmp46::NAT46_ERROR,
+        Some(ct) if ct.dir == CT_DIR_DNAT => (ct, DropReason::NatPublished),
         Some(_) => return NEXT,
         // About nothing we sent: to a sandbox, that is direct access.
         None => return direct_access6(ctx, &e.outer_daddr),

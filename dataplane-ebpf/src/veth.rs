@@ -24,7 +24,7 @@ use dataplane_common::{
 };
 
 use crate::{
-    conntrack, lb,
+    conntrack, icmp46, lb,
     maps::{CONFIG, ENDPOINTS, HOST_IPS, HOST_IPS6, LOCAL, NAT46, REMOTE, REMOTE6, SUBNETS, SUBNETS6, UPLINK6},
     nat::{self, End},
     overlay,
@@ -46,11 +46,16 @@ pub fn ingress(ctx: &TcContext) -> i32 {
         };
     }
     // A reply to an IPv6 client of a NAT46 flow (its IPv4 stand-in as
-    // destination); other traffic to that prefix goes on as any.
-    if parse::ipv4_daddr(ctx).is_some_and(is_nat46_client)
-        && let Some(v) = nat46_reply(ctx)
-    {
-        return v;
+    // destination), or an ICMP error about its packet; other traffic to
+    // that prefix goes on as any.
+    if parse::ipv4_daddr(ctx).is_some_and(is_nat46_client) {
+        if let Some(v) = nat46_reply(ctx) {
+            return v;
+        }
+        match icmp46::error_to_client(ctx) {
+            icmp46::NOT_NAT46 => {}
+            v => return v,
+        }
     }
     ingress4(ctx)
 }

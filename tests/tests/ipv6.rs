@@ -516,9 +516,10 @@ fn the_default_bridge_gets_ipv6_from_the_daemons_flags() {
 /// large segment with "packet too big" to the host's address; the uplink
 /// program hands it to the sandbox translated, whose kernel lowers its
 /// path MTU, and the data gets through.
-#[test]
-fn packet_too_big_reaches_the_sandbox_through_nat66() {
-    let (h, ext) = Host::with_external("v6ptb");
+/// host (fd00:ffff::1) — router (ext, fd00:ffff::2) — a link whose
+/// router side has an MTU of 1280 — far (fd00:eeee::2, MTU 1500).
+fn behind_a_1280_link(tag: &str) -> (Host, dataplane_tests::Netns, dataplane_tests::Netns) {
+    let (h, ext) = Host::with_external(tag);
     let far = dataplane_tests::Netns::new("far");
     h.run(&["ip", "addr", "add", "fd00:ffff::1/64", "dev", "up0", "nodad"]);
     ext.run(&["ip", "addr", "add", "fd00:ffff::2/64", "dev", "ext0", "nodad"]);
@@ -531,6 +532,12 @@ fn packet_too_big_reaches_the_sandbox_through_nat66() {
     far.run(&["ip", "addr", "add", "fd00:eeee::2/64", "dev", &far_end, "nodad"]);
     far.run(&["ip", "-6", "route", "add", "default", "via", "fd00:eeee::1"]);
     h.run(&["ip", "-6", "route", "add", "fd00:eeee::/64", "via", "fd00:ffff::2"]);
+    (h, ext, far)
+}
+
+#[test]
+fn packet_too_big_reaches_the_sandbox_through_nat66() {
+    let (h, _ext, far) = behind_a_1280_link("v6ptb");
     let _sink = dataplane_tests::PeerEcho::start(&far, "tcp6", 9001);
     h.dp_ok(&["network", "create", "--ipv6", "--subnet", "fd00:6c::/64", "ptb"]);
     h.dp_ok(&["run", "-d", "--name", "big", "--network", "ptb", "sleep", "300"]);
@@ -916,4 +923,86 @@ fn a_cni_attachment_to_a_dual_stack_network_gets_and_reports_ipv6() {
     assert!(again.ok && again.json["ips"].to_string().contains("fd00:95::50/64"), "{again:?}");
     let del = b.run(&h, "DEL", &cni::with_prev(&conf_b, &serde_json::json!({})));
     assert!(del.ok, "{del:?}");
+}
+
+#[test]
+fn icmp_errors_of_nat46_flows_change_family_both_ways() {
+    let (h, ext, far) = behind_a_1280_link("v6n46icmp");
+    h.dp_ok(&["network", "create", "--subnet", "10.72.0.0/24", "v4only"]);
+    let bulk = "SYSTEM:head -c 200000 /dev/zero";
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "bulk",
+        "--network",
+        "v4only",
+        "-p",
+        "8090:7004",
+        "socat",
+        "TCP4-LISTEN:7004,fork,reuseaddr",
+        bulk,
+    ]);
+    h.dp_ok(&["run", "-d", "--name", "mute", "--network", "v4only", "-p", "8091:7005/udp", "sleep", "300"]);
+    let client =
+        dataplane_common::nat46_client(&"fd00:eeee::2".parse::<std::net::Ipv6Addr>().expect("ip").octets());
+    let client = std::net::Ipv4Addr::from(client).to_string();
+    let before = text(&h.exec("bulk", &["ip", "-4", "route", "get", &client]));
+    assert!(!before.contains("mtu 1260"), "{before}");
+
+    // The client's MSS fits its own link (1500) but not the router's far
+    // side: the router's packet too big reaches the IPv4-only sandbox as
+    // "fragmentation needed" (MTU 1260: 1280 less the 20 bytes IPv6 adds),
+    // it sends smaller segments, and the transfer completes.
+    let mut got = String::new();
+    for _ in 0..5 {
+        got = text(&far.run(&[
+            "sh",
+            "-c",
+            "socat -T 5 -u TCP6:[fd00:ffff::1]:8090,connect-timeout=3 - | wc -c",
+        ]));
+        if got.trim() == "200000" {
+            break;
+        }
+    }
+    assert_eq!(got.trim(), "200000", "the whole transfer through NAT46 and the smaller link");
+    let after = text(&h.exec("bulk", &["ip", "-4", "route", "get", &client]));
+    assert!(after.contains("mtu 1260"), "the sandbox learnt the path MTU: {after}");
+
+    // A UDP port nobody listens on: the sandbox's port unreachable reaches
+    // the IPv6 client as ICMPv6 (its connected socket is refused), where
+    // it would otherwise wait in vain.
+    let probe = "import socket\n\
+s = socket.socket(socket.AF_INET6, socket.SOCK_DGRAM)\n\
+s.settimeout(3)\n\
+s.connect(('fd00:ffff::1', PORT))\n\
+s.send(b'x')\n\
+try:\n    s.recv(100); print('answer')\n\
+except ConnectionRefusedError:\n    print('refused')\n\
+except socket.timeout:\n    print('timeout')\n";
+    let said = text(&ext.run(&["python3", "-c", &probe.replace("PORT", "8091")]));
+    assert_eq!(said.trim(), "refused", "{said}");
+    // (A port that answers does: the probe itself works.)
+    h.dp_ok(&[
+        "run",
+        "-d",
+        "--name",
+        "echo",
+        "--network",
+        "v4only",
+        "-p",
+        "8092:7006/udp",
+        "socat",
+        "UDP4-RECVFROM:7006,fork",
+        "SYSTEM:echo hi",
+    ]);
+    let mut said = String::new();
+    for _ in 0..10 {
+        said = text(&ext.run(&["python3", "-c", &probe.replace("PORT", "8092")]));
+        if said.trim() == "answer" {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(200));
+    }
+    assert_eq!(said.trim(), "answer", "{said}");
 }
