@@ -79,6 +79,10 @@ pub struct DaemonArgs {
     /// The default bridge's IPv6 subnet (default: a /64 of the host's ULA prefix).
     #[arg(long, value_name = "CIDR", requires = "ipv6")]
     pub fixed_cidr_v6: Option<String>,
+    /// Also serve Prometheus metrics (GET /metrics) on this TCP address
+    /// (they are always on the API socket). Off by default.
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// The daemon's command line, checked: logging set up, sizes parsed, paths found; then [`run`].
@@ -125,6 +129,7 @@ pub async fn main(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<()> {
         min_free,
         cluster,
         default_bridge6,
+        metrics_addr: a.metrics_addr,
     })
     .await
 }
@@ -143,6 +148,8 @@ pub struct Options {
     pub cluster: Option<(Vec<String>, std::net::IpAddr)>,
     /// The default bridge's IPv6 config (`--ipv6 [--fixed-cidr-v6]`); None: IPv4 only.
     pub default_bridge6: Option<crate::domain::ipam6::Ipam6Request>,
+    /// Where Prometheus metrics are served over TCP too (`--metrics-addr`).
+    pub metrics_addr: Option<std::net::SocketAddr>,
 }
 
 /// Each published port holds a socket (the port's reservation): the soft
@@ -159,6 +166,16 @@ fn raise_fd_limit() {
 
 pub async fn run(opts: Options) -> anyhow::Result<()> {
     let paths = opts.paths;
+    // Bound first: an address that cannot be had stops the start before
+    // anything is made.
+    let metrics_listener = match opts.metrics_addr {
+        Some(addr) => Some(
+            tokio::net::TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--metrics-addr {addr}: binding"))?,
+        ),
+        None => None,
+    };
     raise_fd_limit();
     std::fs::create_dir_all(&paths.state_dir)
         .with_context(|| format!("creating state dir {}", paths.state_dir.display()))?;
@@ -223,6 +240,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     tracing::info!(socket = %paths.socket.display(), uplink = ?uplink, "dataplane daemon ready");
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
+    let metrics = metrics_listener.map(|l| serve_metrics(l, Arc::clone(&engine)));
     let plugin = match &paths.docker_plugin {
         Some(sock) => Some(serve_docker_plugin(sock, Arc::clone(&engine))?),
         None => None,
@@ -249,6 +267,9 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     }
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Stopping]);
     let _ = std::fs::remove_file(&paths.socket);
+    if let Some(task) = metrics {
+        task.abort();
+    }
     if let (Some(task), Some(sock)) = (plugin, &paths.docker_plugin) {
         task.abort();
         let _ = std::fs::remove_file(sock);
@@ -269,6 +290,19 @@ fn node_id(state_dir: &std::path::Path) -> anyhow::Result<String> {
     std::fs::create_dir_all(state_dir)?;
     std::fs::write(&file, &id).with_context(|| format!("writing {}", file.display()))?;
     Ok(id)
+}
+
+/// Serves `GET /metrics` on `listener` (`--metrics-addr`) until the daemon stops.
+fn serve_metrics(listener: tokio::net::TcpListener, engine: Arc<Engine>) -> tokio::task::JoinHandle<()> {
+    if let Ok(addr) = listener.local_addr() {
+        tracing::info!(%addr, "serving Prometheus metrics");
+    }
+    let app = server::metrics_router(engine);
+    tokio::spawn(async move {
+        if let Err(e) = axum::serve(listener, app).await {
+            tracing::error!(error = %e, "the metrics listener stopped");
+        }
+    })
 }
 
 /// Serves Docker's plugin protocol on `sock` until the daemon stops.

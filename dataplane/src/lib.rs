@@ -37,3 +37,4 @@ pub mod engine;
 pub mod error;
 pub mod store;
 pub mod sys;
+pub mod telemetry;

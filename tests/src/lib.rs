@@ -10,6 +10,7 @@ pub mod etcd;
 pub mod http;
 pub mod monitor;
 pub mod podman;
+pub mod prometheus;
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -323,7 +324,50 @@ impl Host {
 
     /// Runs `launcher … dataplane daemon …` and waits until the API answers
     /// (the launcher must put the daemon into this host's namespace).
-    pub fn launch(&mut self, mut launcher: Command) {
+    pub fn launch(&mut self, launcher: Command) {
+        self.spawn_daemon(launcher);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            let o = self.dp(&["network", "ls", "-q"]);
+            if o.status.success() {
+                return;
+            }
+            if let Some(Some(status)) = self.daemon.as_mut().map(|c| c.try_wait().ok().flatten()) {
+                panic!("daemon exited with {status}: {}", self.daemon_log_tail());
+            }
+            assert!(
+                Instant::now() < deadline,
+                "daemon did not answer within 20 s: {}",
+                self.daemon_log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// Starts the daemon, which must refuse to start (within 20 s, with a
+    /// failing status, never answering); returns its log.
+    pub fn start_expecting_failure(&mut self) -> String {
+        let mut cmd = Command::new("nsenter");
+        cmd.arg(format!("--net={}", self.ns.path()));
+        self.spawn_daemon(cmd);
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(Some(status)) = self.daemon.as_mut().map(|c| c.try_wait().ok().flatten()) {
+                self.daemon = None;
+                assert!(!status.success(), "the daemon exited successfully: {}", self.daemon_log_tail());
+                return self.daemon_log();
+            }
+            assert!(!self.dp(&["network", "ls", "-q"]).status.success(), "the daemon started and answers");
+            assert!(
+                Instant::now() < deadline,
+                "the daemon neither failed nor answered: {}",
+                self.daemon_log_tail()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn spawn_daemon(&mut self, mut launcher: Command) {
         if !self.resolv_conf().exists() {
             std::fs::write(self.resolv_conf(), "search test.example\nnameserver 192.0.2.2\n")
                 .expect("resolv.conf");
@@ -364,22 +408,6 @@ impl Host {
             .spawn()
             .expect("start daemon");
         self.daemon = Some(child);
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            let o = self.dp(&["network", "ls", "-q"]);
-            if o.status.success() {
-                return;
-            }
-            if let Some(Some(status)) = self.daemon.as_mut().map(|c| c.try_wait().ok().flatten()) {
-                panic!("daemon exited with {status}: {}", self.daemon_log_tail());
-            }
-            assert!(
-                Instant::now() < deadline,
-                "daemon did not answer within 20 s: {}",
-                self.daemon_log_tail()
-            );
-            std::thread::sleep(Duration::from_millis(100));
-        }
     }
 
     /// Sends `signal` (e.g. "INT") to the daemon and waits for it to exit;

@@ -48,6 +48,8 @@ const PEER_PACKAGES: &[&str] = &[
     "libprotobuf-dev",
     // A CNI runtime for the CNI plugin's tests (Podman 4.3, CNI backend).
     "podman",
+    // The metrics test scrapes the daemon with a real Prometheus (2.42).
+    "prometheus",
 ];
 
 /// `policy-rc.d` that refuses every service start while peers install.

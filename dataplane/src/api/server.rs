@@ -65,8 +65,42 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/dataplane/lb", get(lb_list))
         .route("/dataplane/monitor", get(monitor))
         .route("/dataplane/conntrack/flush", post(ct_flush))
+        .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&engine.telemetry), count_request))
+        .route("/metrics", get(metrics))
         .with_state(engine)
         .layer(axum::middleware::map_response(add_headers))
+}
+
+/// Only `GET /metrics`: what `daemon --metrics-addr` serves over TCP.
+pub fn metrics_router(engine: Arc<Engine>) -> Router {
+    Router::new().route("/metrics", get(metrics)).with_state(engine)
+}
+
+/// `GET /metrics`: every series in the OpenMetrics text format (read on a
+/// blocking thread: a scrape walks BPF maps).
+async fn metrics(State(e): AppState) -> Response {
+    let t = Arc::clone(&e.telemetry);
+    match tokio::task::spawn_blocking(move || t.encode()).await {
+        Ok(Ok(body)) => {
+            ([(axum::http::header::CONTENT_TYPE, crate::telemetry::CONTENT_TYPE)], body).into_response()
+        }
+        _ => (StatusCode::INTERNAL_SERVER_ERROR, "cannot encode the metrics\n").into_response(),
+    }
+}
+
+/// Counts an API request by its route (the pattern, not the path: no
+/// label per container name), method and status, with its duration.
+async fn count_request(
+    State(t): State<Arc<crate::telemetry::Telemetry>>,
+    route: axum::extract::MatchedPath,
+    req: Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (route, method) = (route.as_str().to_string(), req.method().to_string());
+    let t0 = std::time::Instant::now();
+    let resp = next.run(req).await;
+    t.api.observe(&route, &method, resp.status().as_u16(), t0.elapsed());
+    resp
 }
 
 /// Docker's container, image and system routes on our socket: 501 in

@@ -360,8 +360,13 @@ impl Conntrack {
     }
 
     /// Runs a GC pass every `interval` on a thread of its own (never on an
-    /// async worker, never under a lock a request needs).
-    pub fn spawn_gc(self: &Arc<Self>, interval: Duration) -> std::io::Result<()> {
+    /// async worker, never under a lock a request needs); `on_pass` hears
+    /// how long each pass took.
+    pub fn spawn_gc(
+        self: &Arc<Self>,
+        interval: Duration,
+        on_pass: impl Fn(Duration) + Send + 'static,
+    ) -> std::io::Result<()> {
         let me = Arc::clone(self);
         std::thread::Builder::new().name("dp-ct-gc".into()).spawn(move || {
             // Collection can wait: the thread runs only on CPU time nothing
@@ -371,7 +376,11 @@ impl Conntrack {
             }
             loop {
                 std::thread::sleep(interval);
-                match me.gc_pass() {
+                let pass = me.gc_pass();
+                if let Ok(p) = &pass {
+                    on_pass(p.took);
+                }
+                match pass {
                     Ok(p) if p.removed == 0 => {}
                     Ok(p) => tracing::debug!(expired = p.removed, entries = p.entries, cpu = ?p.cpu, "conntrack gc"),
                     Err(e) => tracing::warn!(error = %e, "conntrack gc"),

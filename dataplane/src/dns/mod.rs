@@ -55,6 +55,8 @@ pub type StateView = tokio::sync::watch::Receiver<Arc<State>>;
 
 struct Shared {
     state: StateView,
+    /// Queries by kind and outcome, and their latency (`/metrics`).
+    metrics: crate::telemetry::DnsMetrics,
     /// The host's resolv.conf: upstream resolvers and search domains.
     host_resolv_conf: PathBuf,
     /// Round-robin position per name.
@@ -77,9 +79,14 @@ pub struct Listening {
 }
 
 impl Dns {
-    pub fn new(state: StateView, host_resolv_conf: PathBuf) -> Self {
+    pub fn new(state: StateView, host_resolv_conf: PathBuf, metrics: crate::telemetry::DnsMetrics) -> Self {
         Dns {
-            shared: Arc::new(Shared { state, host_resolv_conf, rotation: Mutex::new(HashMap::new()) }),
+            shared: Arc::new(Shared {
+                state,
+                metrics,
+                host_resolv_conf,
+                rotation: Mutex::new(HashMap::new()),
+            }),
             servers: Mutex::new(HashMap::new()),
         }
     }
@@ -246,17 +253,32 @@ impl RequestHandler for Handler {
         request: &Request,
         mut rh: R,
     ) -> ResponseInfo {
+        let t0 = std::time::Instant::now();
         let mut meta = Metadata::response_from_request(&request.metadata);
         meta.recursion_available = true;
         let builder = MessageResponseBuilder::from_message_request(request);
         let Ok(info) = request.request_info() else {
             meta.response_code = ResponseCode::FormErr;
+            self.shared.metrics.observe("other", "formerr", false, t0.elapsed());
             return rh.send_response(builder.build_no_records(meta)).await.unwrap_or_else(|_| failed(meta));
         };
         let name: Name = info.query.name().clone().into();
         let qtype = info.query.query_type();
+        let kind = match qtype {
+            RecordType::A => "a",
+            RecordType::AAAA => "aaaa",
+            RecordType::PTR => "ptr",
+            _ => "other",
+        };
         let state = Arc::clone(&self.shared.state.borrow());
         let reply = self.decide(&state, &name, qtype);
+        let (outcome, forwarded) = match &reply {
+            Reply::Records(r) if r.is_empty() => ("nodata", false),
+            Reply::Records(_) => ("answered", false),
+            Reply::NxDomain => ("nxdomain", false),
+            Reply::Forward => ("forwarded", true),
+        };
+        let mut outcome = outcome;
         let sent = match reply {
             Reply::Records(records) => {
                 meta.authoritative = true;
@@ -283,12 +305,14 @@ impl RequestHandler for Handler {
                         .await
                     }
                     None => {
+                        outcome = "upstream_failed";
                         meta.response_code = ResponseCode::ServFail;
                         rh.send_response(builder.build_no_records(meta)).await
                     }
                 }
             }
         };
+        self.shared.metrics.observe(kind, outcome, forwarded, t0.elapsed());
         sent.unwrap_or_else(|e| {
             tracing::debug!(sandbox = %self.sandbox, error = %e, "cannot send DNS answer");
             failed(meta)

@@ -146,6 +146,8 @@ pub struct Engine {
     cluster: Option<crate::cluster::Cluster>,
     /// The default bridge's IPv6 config asked for at start (None: IPv4 only).
     default_bridge6: Option<crate::domain::ipam6::Ipam6Request>,
+    /// Prometheus series (`/metrics`).
+    pub telemetry: Arc<crate::telemetry::Telemetry>,
 }
 
 fn now() -> String {
@@ -174,8 +176,9 @@ impl Engine {
         settings: Settings,
     ) -> Arc<Self> {
         let Settings { host_resolv_conf, log_defaults, cluster, default_bridge6 } = settings;
-        let dns = crate::dns::Dns::new(store.view(), host_resolv_conf.clone());
-        Arc::new(Engine {
+        let telemetry = crate::telemetry::Telemetry::new();
+        let dns = crate::dns::Dns::new(store.view(), host_resolv_conf.clone(), telemetry.dns.clone());
+        let engine = Arc::new(Engine {
             paths,
             uplink,
             store,
@@ -191,7 +194,70 @@ impl Engine {
             cluster,
             default_bridge6,
             stopping: watch::channel(false).0,
-        })
+            telemetry,
+        });
+        let me = Arc::downgrade(&engine);
+        engine.telemetry.bind(move || me.upgrade().map(|e| e.scrape()));
+        engine
+    }
+
+    /// What a Prometheus scrape reads: the datapath's counters and fill,
+    /// and the store's networks and sandboxes (a part that cannot be read
+    /// is left out, not faked).
+    fn scrape(&self) -> crate::telemetry::Scrape {
+        use dataplane_common::{DropReason, PROTO_TCP, PROTO_UDP};
+        let verdicts = self.dp.metrics.read().unwrap_or_default();
+        let packets = |r: DropReason| verdicts.iter().filter(|m| m.reason == r).map(|m| m.packets).sum();
+        let proto = |p: u8| match p {
+            PROTO_TCP => "tcp",
+            PROTO_UDP => "udp",
+            _ => "other",
+        };
+        let keys = self.dp.services.keys();
+        // Every (family, protocol) row, zero included: a series that
+        // appears only once a port is published cannot be graphed from 0.
+        let mut published: Vec<(&'static str, &'static str, u64)> =
+            vec![("ipv4", "tcp", 0), ("ipv4", "udp", 0), ("ipv6", "tcp", 0), ("ipv6", "udp", 0)];
+        let mut add = |family: &'static str, p: &'static str| match published
+            .iter_mut()
+            .find(|r| r.0 == family && r.1 == p)
+        {
+            Some(r) => r.2 += 1,
+            None => published.push((family, p, 1)),
+        };
+        keys.v4.iter().for_each(|k| add("ipv4", proto(k.proto)));
+        keys.v6.iter().for_each(|k| add("ipv6", proto(k.proto)));
+        let mut lb_flows: Vec<_> = self.dp.lb.stats().into_iter().map(|((v, b), n)| (v, b, n)).collect();
+        lb_flows.sort();
+        let (mut networks, mut sandboxes) = (Vec::new(), Vec::new());
+        if let Ok(state) = self.store.state() {
+            let mut by_driver: std::collections::BTreeMap<String, u64> = Default::default();
+            for n in &state.networks {
+                *by_driver.entry(n.driver.to_string()).or_default() += 1;
+            }
+            networks = by_driver.into_iter().collect();
+            let mut by_state = [("created", 0), ("running", 0), ("exited", 0)];
+            for sb in &state.sandboxes {
+                let i = match sb.effective_state() {
+                    SandboxState::Created => 0,
+                    SandboxState::Running => 1,
+                    SandboxState::Exited(_) => 2,
+                };
+                by_state[i].1 += 1;
+            }
+            sandboxes = by_state.to_vec();
+        }
+        crate::telemetry::Scrape {
+            insert_failed: packets(DropReason::CtInsertFailed),
+            port_exhausted: packets(DropReason::NatPortExhausted),
+            verdicts,
+            conntrack: Some(self.dp.conntrack.pressure()),
+            published,
+            lb_flows,
+            networks,
+            sandboxes,
+            suppressed: self.dp.events.suppressed().unwrap_or(0),
+        }
     }
 
     /// The hosts of this daemon's cluster, and which one is this host.
@@ -282,9 +348,10 @@ impl Engine {
         self.monitor
             .spawn_reader(ring)
             .map_err(|e| crate::error::Error::io("watch", "the event ring buffer", e))?;
+        let telemetry = Arc::clone(&self.telemetry);
         self.dp
             .conntrack
-            .spawn_gc(gc_interval)
+            .spawn_gc(gc_interval, move |took| telemetry.observe_gc(took))
             .map_err(|e| crate::error::Error::io("start", "the conntrack GC thread", e))
     }
 
