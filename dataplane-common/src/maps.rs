@@ -494,8 +494,64 @@ pub struct CtEntry6 {
 }
 const _: () = assert!(core::mem::size_of::<CtEntry6>() == 48);
 
+/// Firewall rules for published ports (`dataplane firewall`): an LPM trie
+/// whose key leads with the exact part (network, port, protocol; 0 for
+/// "any") and ends with the client's address prefix. The datapath looks
+/// up, in order, (network, port), (network, any port), (any network,
+/// port), (any, any); the first hit decides, the longest prefix within it.
+pub const MAP_FIREWALL: &str = "DP_FIREWALL";
+pub const MAP_FIREWALL6: &str = "DP_FIREWALL6";
+/// How many rules are installed (the datapath's gate: 0 costs one array read).
+pub const MAP_FIREWALL_RULES: &str = "DP_FIREWALL_RULES";
+pub const MAX_FIREWALL: u32 = 4_096;
+/// Bits of a firewall key before the address (network, port, protocol, pad).
+pub const FW_EXACT_BITS: u32 = 64;
+
+/// Key data of [`MAP_FIREWALL`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FwKey {
+    /// The published port's network number (0: any), network byte order.
+    pub net: [u8; 4],
+    /// The published host port, network byte order (0: any).
+    pub port: u16,
+    /// `PROTO_TCP` or `PROTO_UDP`.
+    pub proto: u8,
+    pub _pad: u8,
+    pub addr: [u8; 4],
+}
+const _: () = assert!(core::mem::size_of::<FwKey>() == 12);
+
+/// Key data of [`MAP_FIREWALL6`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct FwKey6 {
+    pub net: [u8; 4],
+    pub port: u16,
+    pub proto: u8,
+    pub _pad: u8,
+    pub addr: [u8; 16],
+}
+const _: () = assert!(core::mem::size_of::<FwKey6>() == 24);
+
+/// Value of the firewall maps.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FwRule {
+    /// [`FW_ALLOW`] or [`FW_DENY`].
+    pub action: u32,
+    /// The rule's ID (`firewall ls`).
+    pub id: u32,
+}
+pub const FW_ALLOW: u32 = 1;
+pub const FW_DENY: u32 = 2;
+
 #[cfg(feature = "user")]
 mod pod {
+    // SAFETY: repr(C), Copy, every byte an explicit field.
+    unsafe impl aya::Pod for super::FwKey {}
+    unsafe impl aya::Pod for super::FwKey6 {}
+    unsafe impl aya::Pod for super::FwRule {}
     // SAFETY: both are repr(C), Copy, with every byte an explicit field (no padding).
     unsafe impl aya::Pod for super::Endpoint {}
     unsafe impl aya::Pod for super::LocalTarget {}

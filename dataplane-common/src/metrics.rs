@@ -55,10 +55,13 @@ pub enum DropReason {
     ArpProxy = 20,
     /// From the VXLAN tunnel to an address no sandbox of this host has.
     OverlayNoEndpoint = 21,
+    /// From outside to a published port, refused by a `dataplane firewall`
+    /// rule (what Docker's DOCKER-USER chain is for).
+    FirewallDeny = 22,
 }
 
 /// Number of [`DropReason`] values (the metrics array is sized from it).
-pub const DROP_REASON_COUNT: u32 = 22;
+pub const DROP_REASON_COUNT: u32 = 23;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -85,6 +88,7 @@ impl DropReason {
         DropReason::OverlayDecap,
         DropReason::ArpProxy,
         DropReason::OverlayNoEndpoint,
+        DropReason::FirewallDeny,
     ];
 
     /// Stable, user-facing name (shown by `dataplane stats`).
@@ -112,6 +116,7 @@ impl DropReason {
             DropReason::OverlayDecap => "OVERLAY_DECAP",
             DropReason::ArpProxy => "ARP_PROXY",
             DropReason::OverlayNoEndpoint => "OVERLAY_NO_ENDPOINT",
+            DropReason::FirewallDeny => "FIREWALL_DENY",
         }
     }
 }

@@ -14,6 +14,7 @@
 mod conntrack;
 mod dns;
 mod events;
+mod firewall;
 mod icmp46;
 mod lb;
 mod maps;

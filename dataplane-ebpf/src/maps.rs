@@ -100,6 +100,17 @@ pub static MONITOR: Array<u32> = Array::pinned(1, 0);
 #[map(name = "DP_SCRATCH")]
 pub static SCRATCH: PerCpuArray<[u8; 128]> = PerCpuArray::pinned(1, 0);
 
+#[map(name = "DP_FIREWALL")]
+pub static FIREWALL: LpmTrie<dataplane_common::FwKey, dataplane_common::FwRule> =
+    LpmTrie::pinned(dataplane_common::MAX_FIREWALL, BPF_F_NO_PREALLOC);
+
+#[map(name = "DP_FIREWALL6")]
+pub static FIREWALL6: LpmTrie<dataplane_common::FwKey6, dataplane_common::FwRule> =
+    LpmTrie::pinned(dataplane_common::MAX_FIREWALL, BPF_F_NO_PREALLOC);
+
+#[map(name = "DP_FIREWALL_RULES")]
+pub static FIREWALL_RULES: Array<u32> = Array::pinned(1, 0);
+
 #[map(name = "DP_EVENT_RATE")]
 pub static EVENT_RATE: PerCpuArray<EventRate> = PerCpuArray::pinned(1, 0);
 

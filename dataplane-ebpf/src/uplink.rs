@@ -18,7 +18,7 @@ use dataplane_common::{
 };
 
 use crate::{
-    conntrack, icmp46,
+    conntrack, firewall, icmp46,
     maps::{CONFIG, SUBNETS, SUBNETS6},
     nat::{self, End},
     parse::{self, Flow, Flow6},
@@ -75,13 +75,22 @@ fn ingress4(ctx: &TcContext) -> i32 {
     let fresh = if conntrack::opens(&flow) { service::lookup(&flow) } else { None };
     let tracked = if fresh.is_some() { None } else { conntrack::lookup(&flow) };
     let (target, reason) = match tracked {
-        Some(e) if e.dir == CT_DIR_DNAT => (e, DropReason::NatPublished),
+        Some(e) if e.dir == CT_DIR_DNAT => {
+            if firewall::denied(flow.saddr, flow.dport, flow.proto, e.ifindex) {
+                return verdict(ctx, DropReason::FirewallDeny);
+            }
+            (e, DropReason::NatPublished)
+        }
         Some(e) if e.dir == CT_DIR_SNAT_REPLY => (e, DropReason::NatEgressReply),
         Some(_) => return NEXT,
         None => {
             let Some(b) = fresh.or_else(|| service::lookup(&flow)) else {
                 return direct_access(ctx, flow.daddr);
             };
+            // The firewall's rules before any state is made.
+            if firewall::denied(flow.saddr, flow.dport, flow.proto, b.ifindex) {
+                return verdict(ctx, DropReason::FirewallDeny);
+            }
             // From outside, only a SYN opens a TCP flow: bare ACK/FIN/RST
             // packets must not fill the table.
             if flow.proto == PROTO_TCP && !conntrack::opens(&flow) {
@@ -176,13 +185,21 @@ fn ingress6(ctx: &TcContext) -> i32 {
     let fresh = if conntrack::opens6(&flow) { service::lookup6(&flow) } else { None };
     let tracked = if fresh.is_some() { None } else { conntrack::lookup6(&flow) };
     let (target, reason) = match tracked {
-        Some(e) if e.dir == CT_DIR_DNAT => (e, DropReason::NatPublished),
+        Some(e) if e.dir == CT_DIR_DNAT => {
+            if firewall::denied6(&flow.saddr, flow.dport, flow.proto, e.ifindex) {
+                return verdict(ctx, DropReason::FirewallDeny);
+            }
+            (e, DropReason::NatPublished)
+        }
         Some(e) if e.dir == CT_DIR_SNAT_REPLY => (e, DropReason::NatEgressReply),
         Some(_) => return NEXT,
         None => {
             let Some(b) = fresh.or_else(|| service::lookup6(&flow)) else {
                 return direct_access6(ctx, &flow.daddr);
             };
+            if firewall::denied6(&flow.saddr, flow.dport, flow.proto, b.ifindex) {
+                return verdict(ctx, DropReason::FirewallDeny);
+            }
             if flow.proto == PROTO_TCP && !conntrack::opens6(&flow) {
                 return verdict(ctx, DropReason::CtNoFlow);
             }

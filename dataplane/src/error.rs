@@ -47,6 +47,14 @@ pub enum Error {
     AlreadyConnected { sandbox: String, network: String },
     #[error("conflicting options: {0}")]
     Conflict(String),
+    #[error("no firewall rule {0} (dataplane firewall ls lists them)")]
+    FirewallRuleNotFound(u32),
+    #[error("firewall rule {id} already matches {what}: remove it first (dataplane firewall rm {id})")]
+    FirewallRuleExists { id: u32, what: String },
+    #[error(
+        "network {name} is named by firewall rule(s) {ids}: remove them first (dataplane firewall rm {ids})"
+    )]
+    NetworkInFirewall { name: String, ids: String },
     #[error(
         "You cannot remove a running container {0}. Stop the container before attempting removal or force remove"
     )]
@@ -100,7 +108,7 @@ impl Error {
     /// HTTP status, following the Docker Engine API.
     pub fn status(&self) -> u16 {
         match self {
-            Error::NetworkNotFound(_) | Error::SandboxNotFound(_) => 404,
+            Error::NetworkNotFound(_) | Error::SandboxNotFound(_) | Error::FirewallRuleNotFound(_) => 404,
             Error::NetworkExists(_)
             | Error::SandboxExists(_)
             | Error::AddressInUse { .. }
@@ -109,6 +117,8 @@ impl Error {
             | Error::NetworkInUseElsewhere { .. }
             | Error::SandboxRunning(_)
             | Error::AlreadyConnected { .. }
+            | Error::FirewallRuleExists { .. }
+            | Error::NetworkInFirewall { .. }
             | Error::SubnetOverlap { .. } => 409,
             Error::InvalidName { .. }
             | Error::NameTooLong { .. }

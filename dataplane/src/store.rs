@@ -22,6 +22,8 @@ const ENDPOINTS: TableDefinition<&str, &str> = TableDefinition::new("endpoints")
 const ALLOCATIONS: TableDefinition<&str, &str> = TableDefinition::new("allocations");
 /// Key: pool ID → the address pools a runtime's IPAM requests hold.
 const POOLS: TableDefinition<&str, &str> = TableDefinition::new("pools");
+/// Key: the rule's ID, zero-padded (listed in order) → a firewall rule.
+const FIREWALL: TableDefinition<&str, &str> = TableDefinition::new("firewall");
 /// The host's own settings drawn once and kept: key → JSON.
 const SETTINGS: TableDefinition<&str, &str> = TableDefinition::new("settings");
 /// The 40-bit global ID of the host's ULA prefix (RFC 4193), as 5 bytes.
@@ -96,7 +98,7 @@ fn open_db(path: &Path) -> Result<Database> {
 /// Makes sure every table exists so reads never fail on a fresh store.
 fn with_tables(db: Database) -> Result<Database> {
     let tx = db.begin_write().map_err(store_err)?;
-    for t in [NETWORKS, SANDBOXES, ENDPOINTS, ALLOCATIONS, POOLS, SETTINGS] {
+    for t in [NETWORKS, SANDBOXES, ENDPOINTS, ALLOCATIONS, POOLS, SETTINGS, FIREWALL] {
         tx.open_table(t).map_err(store_err)?;
     }
     tx.commit().map_err(store_err)?;
@@ -199,6 +201,7 @@ impl Store {
                 sandboxes: read_all(&tx, SANDBOXES)?,
                 endpoints: read_all(&tx, ENDPOINTS)?,
                 pools: read_all(&tx, POOLS)?,
+                firewall: read_all(&tx, FIREWALL)?,
                 remote: self.remote_now(),
                 overlay_skip: 0,
             })
@@ -316,6 +319,13 @@ impl Tx {
     fn del(&self, t: TableDefinition<&str, &str>, key: &str) -> Result<()> {
         self.tx.open_table(t).map_err(store_err)?.remove(key).map_err(store_err)?;
         Ok(())
+    }
+
+    pub fn put_firewall_rule(&self, r: &crate::domain::model::FirewallRule) -> Result<()> {
+        self.put(FIREWALL, &format!("{:010}", r.id), r)
+    }
+    pub fn del_firewall_rule(&self, id: u32) -> Result<()> {
+        self.del(FIREWALL, &format!("{id:010}"))
     }
 
     pub fn put_network(&self, n: &Network) -> Result<()> {

@@ -65,6 +65,8 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/dataplane/lb", get(lb_list))
         .route("/dataplane/monitor", get(monitor))
         .route("/dataplane/conntrack/flush", post(ct_flush))
+        .route("/dataplane/firewall", get(firewall_list).post(firewall_add))
+        .route("/dataplane/firewall/{id}", delete(firewall_rm))
         .route_layer(axum::middleware::from_fn_with_state(Arc::clone(&engine.telemetry), count_request))
         .route("/metrics", get(metrics))
         .with_state(engine)
@@ -421,6 +423,40 @@ async fn stats(State(e): AppState) -> Res<Json<Stats>> {
         events_suppressed: e.events_suppressed()?,
         programs: e.attachments().await?.into_iter().map(ProgramRow::from).collect(),
     }))
+}
+
+async fn firewall_list(State(e): AppState) -> Res<Json<Vec<FirewallRow>>> {
+    Ok(Json(e.firewall_rules()?.into_iter().map(|(r, m)| FirewallRow::new(r, m)).collect()))
+}
+
+async fn firewall_add(
+    State(e): AppState,
+    Json(req): Json<FirewallRequest>,
+) -> Res<(StatusCode, Json<FirewallRow>)> {
+    use crate::domain::model::FirewallAction;
+    let action = match req.action.as_str() {
+        "allow" => FirewallAction::Allow,
+        "deny" => FirewallAction::Deny,
+        other => return Err(Error::invalid("action", other, "allow or deny")),
+    };
+    let add = crate::engine::FirewallAdd {
+        action: Some(action),
+        from: req.from,
+        port: req.port,
+        network: req.network,
+    };
+    let rule = e.firewall_add(add).await?;
+    let matches =
+        e.firewall_rules()?.into_iter().find(|(r, _)| r.id == rule.id).map(|(_, m)| m).unwrap_or_default();
+    Ok((StatusCode::CREATED, Json(FirewallRow::new(rule, matches))))
+}
+
+async fn firewall_rm(State(e): AppState, Path(id): Path<String>) -> Res<StatusCode> {
+    let id: u32 = id
+        .parse()
+        .map_err(|_| Error::invalid("firewall rule ID", &id, "not a number (firewall ls lists them)"))?;
+    e.firewall_rm(id).await?;
+    Ok(StatusCode::NO_CONTENT)
 }
 
 async fn ct_list(State(e): AppState) -> Res<Json<Vec<CtRow>>> {

@@ -1003,3 +1003,53 @@ pub mod plugin {
     #[derive(Debug, Serialize)]
     pub struct Empty {}
 }
+
+/// `POST /dataplane/firewall`: a rule to add.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FirewallRequest {
+    /// `allow` or `deny`.
+    pub action: String,
+    /// CIDR (or one address).
+    pub from: String,
+    /// `P` or `P/tcp` / `P/udp`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<String>,
+    /// A network's name or ID.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+}
+
+/// `GET /dataplane/firewall`: one rule.
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct FirewallRow {
+    pub id: u32,
+    pub action: String,
+    pub from: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// The network's ID, if the rule names one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    /// What it matches, in words.
+    pub matches: String,
+    pub created: String,
+}
+
+impl FirewallRow {
+    pub fn new(r: crate::domain::model::FirewallRule, matches: String) -> Self {
+        FirewallRow {
+            id: r.id,
+            action: r.action.to_string(),
+            from: r.from.to_string(),
+            port: r.port,
+            proto: r.proto,
+            network: r.network,
+            matches,
+            created: r.created,
+        }
+    }
+}

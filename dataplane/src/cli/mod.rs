@@ -2,6 +2,7 @@
 
 mod ct;
 mod exec;
+mod firewall;
 mod format;
 mod lb;
 mod monitor;
@@ -99,6 +100,9 @@ enum Command {
     /// Alias load balancing: virtual IPs, backends, flows per backend.
     #[command(subcommand)]
     Lb(lb::LbCmd),
+    /// Who may reach published ports from outside (Docker's DOCKER-USER chain).
+    #[command(subcommand)]
+    Firewall(firewall::FirewallCmd),
     /// Datapath counters (packets and bytes by verdict and direction).
     Stats {
         /// Output format: table or json.
@@ -204,6 +208,7 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Stats { format } => stats::run(&client, &format).await,
         Command::Ct(cmd) => ct::run(&client, cmd).await,
         Command::Lb(cmd) => lb::run(&client, cmd).await,
+        Command::Firewall(cmd) => firewall::run(&client, cmd).await,
         Command::Monitor { format } => monitor::run(&client, &format).await,
         Command::Exec(_) | Command::LogPump { .. } => unreachable!("handled before the runtime starts"),
     }

@@ -14,6 +14,7 @@
 //! | [`events`]    | DP_EVENTS, DP_MONITOR, DP_EVENT_RATE   | drop events for `dataplane monitor`       |
 //! | [`metrics`]   | DP_METRICS                             | counters by verdict and direction         |
 //! | [`config`]    | DP_CONFIG                              | uplink, SNAT ports, the daemon's netns    |
+//! | [`firewall`]  | DP_FIREWALL, DP_FIREWALL6, DP_FIREWALL_RULES | who may reach published ports       |
 //!
 //! Each owner holds its own short lock (or none, where the kernel map is the
 //! synchronisation), so no request waits behind another concern's map work.
@@ -31,6 +32,7 @@ pub mod conntrack;
 pub mod dns;
 pub mod endpoints;
 pub mod events;
+pub mod firewall;
 mod generations;
 pub mod lb;
 pub mod metrics;
@@ -53,6 +55,7 @@ pub struct Datapath {
     pub events: events::Events,
     pub metrics: metrics::Metrics,
     pub config: config::ConfigMap,
+    pub firewall: firewall::Firewall,
 }
 
 impl Datapath {
@@ -70,6 +73,7 @@ impl Datapath {
             events: events::Events::take(&mut ebpf)?,
             metrics: metrics::Metrics::take(&mut ebpf)?,
             config: config::ConfigMap::take(&mut ebpf)?,
+            firewall: firewall::Firewall::take(&mut ebpf)?,
             programs: programs::Programs::new(ebpf, bpffs),
         })
     }

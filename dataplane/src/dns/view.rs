@@ -311,9 +311,9 @@ mod tests {
             networks: vec![mynet, other, bridge],
             sandboxes: vec![a, b, c, d, e],
             endpoints,
-            pools: vec![],
             remote: vec![],
             overlay_skip: 0,
+            ..State::default()
         }
     }
 

@@ -420,3 +420,40 @@ impl Sandbox {
         &self.id[..12]
     }
 }
+
+/// What a firewall rule does with the packets it matches.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum FirewallAction {
+    Allow,
+    Deny,
+}
+
+impl std::fmt::Display for FirewallAction {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            FirewallAction::Allow => "allow",
+            FirewallAction::Deny => "deny",
+        })
+    }
+}
+
+/// A rule of `dataplane firewall`: who may reach published ports from
+/// outside (Docker users write these into the DOCKER-USER chain).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct FirewallRule {
+    pub id: u32,
+    pub action: FirewallAction,
+    /// The clients' address prefix.
+    pub from: ipnetwork::IpNetwork,
+    /// The published host port (None: every port).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub port: Option<u16>,
+    /// `tcp` or `udp` (None with a port: both).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proto: Option<String>,
+    /// Only ports published by sandboxes of this network (its ID).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub network: Option<String>,
+    pub created: String,
+}

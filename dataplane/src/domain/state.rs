@@ -12,6 +12,8 @@ pub struct State {
     pub endpoints: Vec<Endpoint>,
     /// Address pools of runtimes' IPAM requests.
     pub pools: Vec<crate::domain::ipam::Pool>,
+    /// `dataplane firewall` rules, by ID.
+    pub firewall: Vec<crate::domain::model::FirewallRule>,
     /// Endpoints of overlay networks on the cluster's other hosts (from the
     /// cluster store's watch; kept in memory, not in the store).
     pub remote: Vec<crate::domain::model::RemoteEndpoint>,

@@ -21,11 +21,13 @@ mod aliases;
 mod cni;
 mod docker;
 mod endpoint;
+mod firewall;
 #[cfg(test)]
 mod fixtures;
 pub use aliases::{Vip, VipBackend};
 pub use cni::{CniAttach, CniAttached};
 pub use docker::{DockerNetwork, DockerPort, Joined};
+pub use firewall::FirewallAdd;
 mod network;
 mod overlay;
 mod publish;

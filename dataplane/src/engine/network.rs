@@ -468,6 +468,7 @@ impl Engine {
         if state.endpoints_of_network(&net.id).next().is_some() {
             return Err(Error::NetworkInUse { name: net.name, id: net.id });
         }
+        Self::check_firewall_names(state, &net)?;
         if net.is_overlay() {
             self.remove_overlay_record(&net).await?;
         }

@@ -286,6 +286,14 @@ impl Engine {
             }
         }
         self.reconcile_publications(&state).await?;
+        // Firewall rules are in force before the API answers.
+        match self.sync_firewall(&state) {
+            Ok((0, 0)) => {}
+            Ok((written, removed)) => {
+                tracing::info!(written, removed, "firewall rules put back in the datapath")
+            }
+            Err(e) => tracing::warn!(error = %e, "reconcile firewall rules"),
+        }
         self.sync_lb().await;
         self.program_config().await?;
         self.dp.programs.attach_socket_hooks(&self.paths.cgroup)?;
