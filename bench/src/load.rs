@@ -116,3 +116,30 @@ pub fn peer(addr: &str) -> anyhow::Result<String> {
     c.read_to_string(&mut s)?;
     Ok(s.trim().to_string())
 }
+
+/// What a UDP flood sent.
+#[derive(serde::Serialize)]
+pub struct Flood {
+    pub sent: u64,
+    pub seconds: f64,
+}
+
+/// Sends 18-byte UDP datagrams (64-byte frames) to `addr` as fast as one
+/// socket can for `secs` (the firewall phase's denied client).
+pub fn flood(addr: &str, secs: f64) -> anyhow::Result<Flood> {
+    let sock = std::net::UdpSocket::bind("0.0.0.0:0")?;
+    sock.connect(addr)?;
+    let payload = [0u8; 18];
+    let t0 = std::time::Instant::now();
+    let limit = std::time::Duration::from_secs_f64(secs);
+    let mut sent = 0u64;
+    while t0.elapsed() < limit {
+        for _ in 0..256 {
+            // A refusal from an ICMP error is not the point here: keep sending.
+            if sock.send(&payload).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    Ok(Flood { sent, seconds: t0.elapsed().as_secs_f64() })
+}

@@ -69,6 +69,17 @@ enum Cmd {
         #[arg(long)]
         before: Option<String>,
     },
+    /// UDP flood of 64-byte frames to ADDR (the firewall phase's denied client); prints JSON.
+    Flood {
+        addr: String,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Only the firewall phase (as root): denied packets dropped in tcx vs XDP; prints its JSON.
+    Firewall {
+        #[command(flatten)]
+        phase: PhaseArgs,
+    },
     /// Only the overlay phase (as root); prints its JSON (with --quick
     /// also 10 control-plane samples, 3 sandboxes per host).
     Overlay {
@@ -410,7 +421,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let wanted =
         BUILDERS.iter().filter(|(n, _)| args.modes.is_empty() || args.modes.iter().any(|m| m == n)).count();
     let steps = if args.quick { 2 } else { 3 };
-    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 5;
+    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 6;
     let mut r = Run {
         args,
         rounds,
@@ -496,6 +507,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             })
         });
         save(&mut report, &r)?;
+        r.progress.step("firewall: denied packets dropped in tcx vs XDP");
+        report["firewall"] = guarded(&mut r, "firewall", |r| {
+            modes::firewall(r.rounds, r.seconds).unwrap_or_else(|e| {
+                r.unavailable.insert("firewall".into(), format!("{e:#}"));
+                Value::Null
+            })
+        });
+        save(&mut report, &r)?;
         r.progress.step("memory: 100 sandboxes");
         report["memory"] = guarded(&mut r, "memory", |r| {
             modes::memory(100).unwrap_or_else(|e| {
@@ -550,6 +569,16 @@ fn main() -> anyhow::Result<()> {
         }
         Cmd::Conns { addr, seconds } => {
             println!("{}", serde_json::to_string(&load::conns(&addr, seconds)?)?);
+            Ok(())
+        }
+        Cmd::Flood { addr, seconds } => {
+            println!("{}", serde_json::to_string(&load::flood(&addr, seconds)?)?);
+            Ok(())
+        }
+        Cmd::Firewall { phase } => {
+            dataplane_tests::require_privileges();
+            let (rounds, seconds) = phase.effective();
+            println!("{}", serde_json::to_string_pretty(&modes::firewall(rounds, seconds)?)?);
             Ok(())
         }
         Cmd::Peer { addr } => {

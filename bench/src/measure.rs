@@ -42,7 +42,7 @@ fn tool(m: &Mode, what: &str, port: u16, secs: f64) -> anyhow::Result<serde_json
 
 /// Busy CPU time of the whole machine so far, in seconds (all CPUs:
 /// everything in /proc/stat's first line but idle and iowait).
-fn busy_cpu_seconds() -> f64 {
+pub fn busy_cpu_seconds() -> f64 {
     let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
     let fields: Vec<f64> = stat
         .lines()
@@ -55,6 +55,12 @@ fn busy_cpu_seconds() -> f64 {
     let busy: f64 = fields.iter().enumerate().filter(|(i, _)| *i != 3 && *i != 4).map(|(_, v)| v).sum();
     // USER_HZ is 100 on every Linux architecture we run on.
     busy / 100.0
+}
+
+/// TCP throughput of one stream from the mode's client (Gbit/s).
+pub fn tcp_gbps(m: &Mode, secs: f64) -> anyhow::Result<f64> {
+    let v = iperf(m, secs, &[])?;
+    Ok(v["end"]["sum_received"]["bits_per_second"].as_f64().unwrap_or(0.0) / 1e9)
 }
 
 /// One sample of every data-path metric for mode `m`.

@@ -378,6 +378,27 @@ pub fn markdown(r: &Value) -> String {
             s.push_str(&format!("\nIPv4 before and after: not measured ({why})\n"));
         }
     }
+    if let Some(fw) = r["firewall"].as_object().filter(|o| !o.is_empty()) {
+        s.push_str(
+            "\n**Firewall: a denied client floods a published UDP port** (64-byte frames from one socket; the rule judged \
+             in tcx alone, or dropped by `--xdp` in the uplink veth's native XDP; medians)\n\n\
+             | metric | tcx | xdp | xdp ÷ tcx |\n|---|---|---|---|\n",
+        );
+        for (metric, label) in [
+            ("dropped_kpps", "denied packets dropped (kpps)"),
+            ("sent_kpps", "packets the client sent (kpps)"),
+            ("cpu_s_per_million_drops", "busy CPU s per million drops (whole machine, sender included)"),
+            ("tcp_allowed_gbps", "TCP to an allowed published port (Gbit/s)"),
+        ] {
+            let m = |mode: &str| f(&fw["modes"][mode][metric]["median"]);
+            s.push_str(&format!(
+                "| {label} | {} | {} | {} |\n",
+                m("tcx"),
+                m("xdp"),
+                f(&fw["ratios"]["xdp/tcx"][metric])
+            ));
+        }
+    }
     if let Some(ov) = r["overlay"].as_object().filter(|o| !o.is_empty()) {
         s.push_str(
             "\n**Overlay across hosts** (client sandbox on host A, server on host B, hosts on one LAN bridge; \

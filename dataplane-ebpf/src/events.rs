@@ -14,11 +14,36 @@ use crate::{
 
 const SECOND_NS: u64 = 1_000_000_000;
 
+/// The IPv4 tuple an event carries.
+#[derive(Clone, Copy)]
+pub struct Tuple {
+    pub proto: u8,
+    pub saddr: [u8; 4],
+    pub daddr: [u8; 4],
+    pub sport: u16,
+    pub dport: u16,
+}
+
 /// Reports a dropped packet, if a monitor listens and the budget allows.
 /// A function of its own (a BPF-to-BPF call, made on drops only): inlined
 /// into every verdict, its event and parsed tuple took stack everywhere.
 #[inline(never)]
 pub fn dropped(ctx: &TcContext, reason: DropReason, dir: Direction) {
+    let tuple = parse::l4_flow(ctx).map(|f| Tuple {
+        proto: f.proto,
+        saddr: f.saddr,
+        daddr: f.daddr,
+        sport: f.sport,
+        dport: f.dport,
+    });
+    // SAFETY: the skb pointer is valid for this program run.
+    emit(reason, dir, unsafe { (*ctx.skb.skb).ifindex }, tuple);
+}
+
+/// Reports a drop on interface `ifindex` (its IPv4 tuple, if it has one),
+/// if a monitor listens and this CPU's budget allows.
+#[inline(always)]
+pub fn emit(reason: DropReason, dir: Direction, ifindex: u32, tuple: Option<Tuple>) {
     match MONITOR.get(0) {
         Some(on) if *on != 0 => {}
         _ => return,
@@ -38,20 +63,13 @@ pub fn dropped(ctx: &TcContext, reason: DropReason, dir: Direction) {
         }
         (*rate).sent += 1;
     }
-    let mut ev = Event {
-        ts_ns: now,
-        reason: reason as u32,
-        dir: dir as u32,
-        // SAFETY: the skb pointer is valid for this program run.
-        ifindex: unsafe { (*ctx.skb.skb).ifindex },
-        ..Event::default()
-    };
-    if let Some(f) = parse::l4_flow(ctx) {
-        ev.proto = f.proto;
-        ev.saddr = f.saddr;
-        ev.daddr = f.daddr;
-        ev.sport = f.sport;
-        ev.dport = f.dport;
+    let mut ev = Event { ts_ns: now, reason: reason as u32, dir: dir as u32, ifindex, ..Event::default() };
+    if let Some(t) = tuple {
+        ev.proto = t.proto;
+        ev.saddr = t.saddr;
+        ev.daddr = t.daddr;
+        ev.sport = t.sport;
+        ev.dport = t.dport;
     }
     let _ = EVENTS.output::<Event>(&ev, 0);
 }

@@ -15,7 +15,7 @@ use crate::maps::{ENDPOINTS, FIREWALL, FIREWALL6, FIREWALL_RULES};
 
 /// Whether any rule is installed (one array read when none is).
 #[inline(always)]
-fn active() -> bool {
+pub fn active() -> bool {
     FIREWALL_RULES.get(0).is_some_and(|n| *n != 0)
 }
 

@@ -4,6 +4,8 @@
 //! - `dp_veth_ingress` — tcx ingress on every host-side veth (packets leaving
 //!   a sandbox): isolation (`policy`), published-port replies (`veth`).
 //! - `dp_uplink_ingress` — tcx ingress on the uplink: published ports (`uplink`).
+//! - `dp_uplink_xdp` — XDP on the uplink (`daemon --xdp`): firewall denies
+//!   dropped in the driver (`xdp`).
 //! - `dp_overlay_ingress` — tcx ingress on the VXLAN device: overlay
 //!   packets from other hosts into their sandbox (`overlay`).
 //! - `dp_connect4/6`, `dp_sendmsg4/6`, `dp_getpeername4/6`, `dp_recvmsg4/6` —
@@ -29,10 +31,11 @@ mod sock;
 mod overlay;
 mod uplink;
 mod veth;
+mod xdp;
 
 use aya_ebpf::{
-    macros::{cgroup_sock_addr, classifier},
-    programs::{SockAddrContext, TcContext},
+    macros::{cgroup_sock_addr, classifier, xdp},
+    programs::{SockAddrContext, TcContext, XdpContext},
 };
 
 #[classifier]
@@ -48,6 +51,11 @@ pub fn dp_overlay_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn dp_uplink_ingress(ctx: TcContext) -> i32 {
     uplink::ingress(&ctx)
+}
+
+#[xdp]
+pub fn dp_uplink_xdp(ctx: XdpContext) -> u32 {
+    xdp::uplink(&ctx)
 }
 
 #[cgroup_sock_addr(connect4)]

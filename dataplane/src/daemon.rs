@@ -79,6 +79,11 @@ pub struct DaemonArgs {
     /// The default bridge's IPv6 subnet (default: a /64 of the host's ULA prefix).
     #[arg(long, value_name = "CIDR", requires = "ipv6")]
     pub fixed_cidr_v6: Option<String>,
+    /// Drop packets that firewall rules deny with XDP in the uplink's driver
+    /// (native XDP only), before the kernel allocates them; off by default
+    /// (on veth, XDP costs GRO). tcx judges the same rules either way.
+    #[arg(long)]
+    pub xdp: bool,
     /// Also serve Prometheus metrics (GET /metrics) on this TCP address
     /// (they are always on the API socket). Off by default.
     #[arg(long, value_name = "ADDR:PORT")]
@@ -130,6 +135,7 @@ pub async fn main(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<()> {
         cluster,
         default_bridge6,
         metrics_addr: a.metrics_addr,
+        xdp: a.xdp,
     })
     .await
 }
@@ -150,6 +156,8 @@ pub struct Options {
     pub default_bridge6: Option<crate::domain::ipam6::Ipam6Request>,
     /// Where Prometheus metrics are served over TCP too (`--metrics-addr`).
     pub metrics_addr: Option<std::net::SocketAddr>,
+    /// XDP on the uplink for firewall denies (`--xdp`).
+    pub xdp: bool,
 }
 
 /// Each published port holds a socket (the port's reservation): the soft
@@ -218,6 +226,7 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         log_defaults: opts.logs,
         cluster,
         default_bridge6: opts.default_bridge6,
+        xdp: opts.xdp,
     };
     let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp, settings);
     engine.ensure_predefined().await.context("creating predefined networks")?;

@@ -31,13 +31,19 @@ fn rule(
         .collect()
 }
 
-#[test]
-fn the_most_specific_rule_decides_for_every_packet_to_a_published_port() {
-    let f = fixture("fw");
+/// A sandbox on network 1 behind veth `LO` with HOST:8080/tcp published to it.
+fn published(tag: &str) -> Fixture {
+    let f = fixture(tag);
     f.network(1, "10.1.0.0/24", 0);
     f.endpoint(LO, 1, BACKEND, 0);
     f.host_ips(&[HOST]);
     f.publish(HOST, 8080, TCP, BACKEND, 80, LO);
+    f
+}
+
+#[test]
+fn the_most_specific_rule_decides_for_every_packet_to_a_published_port() {
+    let f = published("fw");
     let syn = |src: [u8; 4], sport: u16| f.uplink(&tcp((src, sport), (HOST, 8080), SYN)).0;
     assert_eq!(syn(STRANGER, 40000), REDIRECT, "no rule: open");
 
@@ -84,4 +90,36 @@ fn the_most_specific_rule_decides_for_every_packet_to_a_published_port() {
     // No rules: the gate closes, everything open again.
     f.dp.firewall.sync(&HashMap::new()).expect("none");
     assert_eq!(syn(STRANGER, 40006), REDIRECT);
+}
+
+/// XDP verdicts.
+const XDP_DROP: i32 = 1;
+const XDP_PASS: i32 = 2;
+
+#[test]
+fn xdp_drops_what_the_firewall_denies_and_passes_the_rest_to_tcx() {
+    let f = published("fwxdp");
+    let xdp = |src: [u8; 4], dport: u16| f.run("dp_uplink_xdp", &tcp((src, 40000), (HOST, dport), SYN)).0;
+    // No rules: everything passes (one array read).
+    assert_eq!(xdp(STRANGER, 8080), XDP_PASS);
+    let mut want: HashMap<FwEntry, FwRule> = HashMap::new();
+    want.extend(rule(FW_DENY, 1, "0.0.0.0/0", 0, None, None));
+    want.extend(rule(FW_ALLOW, 2, "203.0.113.0/24", 0, Some(8080), Some(TCP)));
+    f.dp.firewall.sync(&want).expect("rules");
+    assert_eq!(xdp(STRANGER, 8080), XDP_DROP, "denied: dropped in the driver");
+    assert_eq!(f.count(DropReason::FirewallDeny), 1);
+    assert_eq!(xdp(FRIEND, 8080), XDP_PASS, "allowed: on to tcx");
+    assert_eq!(xdp(STRANGER, 9999), XDP_PASS, "not a published port: not the firewall's");
+    let udp_frame = udp((STRANGER, 5353), (HOST, 53), b"q");
+    assert_eq!(f.run("dp_uplink_xdp", &udp_frame).0, XDP_PASS);
+    // IPv6 clients too.
+    let (host6, stranger6) = (v6("2001:db8::1"), v6("2001:db8:99::7"));
+    f.host_ips6(&[host6]);
+    let mapped: [u8; 16] = std::net::Ipv4Addr::from(BACKEND).to_ipv6_mapped().octets();
+    f.publish6([0; 16], 8080, TCP, mapped, 80, LO);
+    want.extend(rule(FW_DENY, 3, "2001:db8:99::/48", 0, Some(8080), None));
+    f.dp.firewall.sync(&want).expect("rules");
+    let v = f.run("dp_uplink_xdp", &l4_frame6(TCP, (stranger6, 41000), (host6, 8080), SYN, b"")).0;
+    assert_eq!(v, XDP_DROP);
+    assert_eq!(f.count(DropReason::FirewallDeny), 2);
 }

@@ -7,12 +7,12 @@ use dataplane_tests::{Host, Netns, sh_ok, unique, veth_pair};
 
 /// A LAN (a bridge in its own namespace) with the host on it at
 /// 192.0.2.1 and two clients at 192.0.2.10 and 192.0.2.20.
-fn lan() -> (Host, Netns, Netns, Netns) {
+fn lan(daemon_args: &[&str]) -> (Host, Netns, Netns, Netns) {
     let lan = Netns::new("fwlan");
     sh_ok(&["ip", "-n", &lan.name, "link", "add", "lan0", "type", "bridge"]);
     sh_ok(&["ip", "-n", &lan.name, "link", "set", "lan0", "up"]);
     let mut h = Host::new("fw", &lan, Some("lan0"), "192.0.2.1/24");
-    h.daemon_args = vec!["--uplink".into(), "up0".into()];
+    h.daemon_args = ["--uplink", "up0"].iter().chain(daemon_args).map(|a| a.to_string()).collect();
     h.start();
     let client = |addr: &str| {
         let ns = Netns::new("fwc");
@@ -61,7 +61,7 @@ fn rules(h: &Host) -> Vec<String> {
 
 #[test]
 fn firewall_rules_decide_who_reaches_published_ports_and_survive_a_restart() {
-    let (mut h, _lan, c1, c2) = lan();
+    let (mut h, _lan, c1, c2) = lan(&[]);
     h.dp_ok(&["network", "create", "--subnet", "10.98.0.0/24", "front"]);
     h.dp_ok(&["network", "create", "--subnet", "10.98.1.0/24", "back"]);
     serve(&h, "web", "front", "8080:80");
@@ -151,4 +151,37 @@ fn firewall_rules_decide_who_reaches_published_ports_and_survive_a_restart() {
     h.dp_ok(&["firewall", "rm", "2", "3"]);
     assert!(rules(&h).is_empty());
     assert_eq!(ask(&c2, 5432), "peer=192.0.2.20");
+}
+
+/// Whether an XDP program is attached to the host's uplink in the driver.
+fn xdp_on_uplink(h: &Host) -> bool {
+    let link = String::from_utf8_lossy(&h.run(&["ip", "-d", "link", "show", "up0"]).stdout).into_owned();
+    link.contains("xdp ") || link.contains("prog/xdp")
+}
+
+#[test]
+fn with_xdp_the_uplinks_driver_drops_what_the_rules_deny() {
+    let (mut h, _lan, c1, c2) = lan(&["--xdp"]);
+    h.dp_ok(&["network", "create", "--subnet", "10.98.3.0/24", "front"]);
+    serve(&h, "web", "front", "8080:80");
+    assert!(xdp_on_uplink(&h), "no XDP program on up0: {}", h.daemon_log_tail());
+    for _ in 0..20 {
+        if ask(&c2, 8080).starts_with("peer=") {
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(ask(&c2, 8080), "peer=192.0.2.20", "XDP passes what no rule denies");
+    h.dp_ok(&["firewall", "deny", "--from", "192.0.2.20"]);
+    let before = h.drops("FIREWALL_DENY");
+    assert_eq!(ask(&c2, 8080), "", "denied");
+    assert_eq!(ask(&c1, 8080), "peer=192.0.2.10", "the other client");
+    assert!(h.drops("FIREWALL_DENY") > before, "counted");
+    // Started without --xdp: the XDP program goes, tcx keeps judging.
+    h.kill_daemon();
+    h.daemon_args.retain(|a| a != "--xdp");
+    h.start();
+    assert!(!xdp_on_uplink(&h), "XDP still on up0 without --xdp");
+    assert_eq!(ask(&c2, 8080), "", "denied by tcx");
+    assert_eq!(ask(&c1, 8080), "peer=192.0.2.10");
 }

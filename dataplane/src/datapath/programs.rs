@@ -9,7 +9,9 @@ use std::sync::{Mutex, MutexGuard};
 
 use aya::programs::links::{FdLink, LinkOrder, PinnedLink};
 use aya::programs::tc::{TcAttachOptions, TcAttachType};
-use aya::programs::{CgroupAttachMode, CgroupSockAddr, SchedClassifier, TestRun, TestRunOptions};
+use aya::programs::{
+    CgroupAttachMode, CgroupSockAddr, SchedClassifier, TestRun, TestRunOptions, Xdp, XdpMode,
+};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 
 use crate::error::{Error, Result};
@@ -24,6 +26,10 @@ pub const PROG_VETH_INGRESS: &str = "dp_veth_ingress";
 pub const PROG_UPLINK_INGRESS: &str = "dp_uplink_ingress";
 /// Program on the VXLAN device (tcx ingress): overlay packets from other hosts.
 pub const PROG_OVERLAY_INGRESS: &str = "dp_overlay_ingress";
+/// Program on the uplink's driver (XDP, `daemon --xdp`): firewall denies.
+pub const PROG_UPLINK_XDP: &str = "dp_uplink_xdp";
+/// Prefix of the pin name of an interface's XDP link.
+pub const XDP_LINK_PREFIX: &str = "xdp_";
 /// Every tcx program.
 pub const TC_PROGRAMS: [&str; 3] = [PROG_VETH_INGRESS, PROG_UPLINK_INGRESS, PROG_OVERLAY_INGRESS];
 /// cgroup-v2 socket hooks (host processes → published ports).
@@ -133,6 +139,12 @@ pub(super) fn load(bpffs: &Path) -> Result<Ebpf> {
             ebpf.program_mut(name).ok_or_else(|| missing(name))?.try_into().map_err(prog_err(name))?;
         prog.load().map_err(prog_err(format!("load {name} (needs cgroup-v2 socket hooks)")))?;
     }
+    let xdp: &mut Xdp = ebpf
+        .program_mut(PROG_UPLINK_XDP)
+        .ok_or_else(|| missing(PROG_UPLINK_XDP))?
+        .try_into()
+        .map_err(prog_err(PROG_UPLINK_XDP))?;
+    xdp.load().map_err(prog_err(format!("load {PROG_UPLINK_XDP}")))?;
     Ok(ebpf)
 }
 
@@ -236,6 +248,42 @@ impl Programs {
         Ok(())
     }
 
+    /// Attaches the XDP program to `ifname` in the driver (native XDP) and
+    /// pins the link; a driver without native XDP is refused by the kernel,
+    /// named in the error. Idempotent.
+    pub fn attach_uplink_xdp(&self, ifname: &str) -> Result<()> {
+        let pin = self.links_dir.join(format!("{XDP_LINK_PREFIX}{}", pin_name(ifname)));
+        if Self::live_pin(&pin)? {
+            return Ok(());
+        }
+        let mut ebpf = self.object();
+        let prog: &mut Xdp = ebpf
+            .program_mut(PROG_UPLINK_XDP)
+            .ok_or_else(|| missing(PROG_UPLINK_XDP))?
+            .try_into()
+            .map_err(prog_err(PROG_UPLINK_XDP))?;
+        let id = prog
+            .attach(ifname, XdpMode::Driver)
+            .map_err(prog_err(format!("attach {PROG_UPLINK_XDP} to {ifname} in native (driver) mode")))?;
+        let link = prog.take_link(id).map_err(prog_err(format!("take the XDP link on {ifname}")))?;
+        let fd: FdLink = link
+            .try_into()
+            .map_err(|source| Error::Link { what: format!("XDP link on {ifname}"), source })?;
+        fd.pin(&pin).map_err(|source| Error::Pin { what: pin.display().to_string(), source })?;
+        Ok(())
+    }
+
+    /// Takes the XDP program off `ifname` (its pin held the link).
+    pub fn detach_uplink_xdp(&self, ifname: &str) -> Result<()> {
+        let pin = self.links_dir.join(format!("{XDP_LINK_PREFIX}{}", pin_name(ifname)));
+        match std::fs::remove_file(&pin) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove link pin", pin.display(), e))
+            }
+            _ => Ok(()),
+        }
+    }
+
     /// Drops the pinned link of `ifname` (the interface may be gone already).
     pub fn detach_veth(&self, ifname: &str) -> Result<()> {
         let pin = self.link_pin(ifname);
@@ -260,12 +308,18 @@ impl Programs {
     /// program left it.
     pub fn test_run(&self, name: &str, packet: &[u8]) -> Result<(i32, Vec<u8>)> {
         let ebpf = self.object();
-        let prog: &SchedClassifier =
-            ebpf.program(name).ok_or_else(|| missing(name))?.try_into().map_err(prog_err(name))?;
+        let prog = ebpf.program(name).ok_or_else(|| missing(name))?;
         let mut out = vec![0u8; packet.len() + 256];
         let opts =
             TestRunOptions { data_in: Some(packet), data_out: Some(&mut out), ..TestRunOptions::new() };
-        let res = prog.test_run(opts).map_err(prog_err(format!("BPF_PROG_TEST_RUN of {name}")))?;
+        let res = if name == PROG_UPLINK_XDP {
+            let xdp: &Xdp = prog.try_into().map_err(prog_err(name))?;
+            xdp.test_run(opts)
+        } else {
+            let tc: &SchedClassifier = prog.try_into().map_err(prog_err(name))?;
+            tc.test_run(opts)
+        }
+        .map_err(prog_err(format!("BPF_PROG_TEST_RUN of {name}")))?;
         let len = (res.data_size_out as usize).min(out.len());
         out.truncate(len);
         Ok((res.return_value as i32, out))

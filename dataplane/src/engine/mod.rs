@@ -150,6 +150,8 @@ pub struct Engine {
     default_bridge6: Option<crate::domain::ipam6::Ipam6Request>,
     /// Prometheus series (`/metrics`).
     pub telemetry: Arc<crate::telemetry::Telemetry>,
+    /// XDP on the uplink (`daemon --xdp`).
+    xdp: bool,
 }
 
 fn now() -> String {
@@ -166,6 +168,8 @@ pub struct Settings {
     pub cluster: Option<crate::cluster::Cluster>,
     /// The default bridge's IPv6 config (`daemon --ipv6 [--fixed-cidr-v6]`).
     pub default_bridge6: Option<crate::domain::ipam6::Ipam6Request>,
+    /// Firewall denies dropped by XDP on the uplink too (`daemon --xdp`).
+    pub xdp: bool,
 }
 
 impl Engine {
@@ -177,7 +181,7 @@ impl Engine {
         dp: Datapath,
         settings: Settings,
     ) -> Arc<Self> {
-        let Settings { host_resolv_conf, log_defaults, cluster, default_bridge6 } = settings;
+        let Settings { host_resolv_conf, log_defaults, cluster, default_bridge6, xdp } = settings;
         let telemetry = crate::telemetry::Telemetry::new();
         let dns = crate::dns::Dns::new(store.view(), host_resolv_conf.clone(), telemetry.dns.clone());
         let engine = Arc::new(Engine {
@@ -197,6 +201,7 @@ impl Engine {
             default_bridge6,
             stopping: watch::channel(false).0,
             telemetry,
+            xdp,
         });
         let me = Arc::downgrade(&engine);
         engine.telemetry.bind(move || me.upgrade().map(|e| e.scrape()));

@@ -424,6 +424,20 @@ impl Engine {
         self.dp.config.set(cfg)?;
         if let Some(up) = uplink {
             self.dp.programs.attach_uplink(up)?;
+            // XDP where the driver runs it natively; tcx judges the same
+            // rules either way, so a driver without it costs only speed.
+            if self.xdp {
+                match self.dp.programs.attach_uplink_xdp(up) {
+                    Ok(()) => {
+                        tracing::info!(uplink = %up, "firewall denies dropped by XDP in the uplink's driver")
+                    }
+                    Err(e) => {
+                        tracing::warn!(uplink = %up, error = %e, "no native XDP on the uplink: the firewall runs in tcx only")
+                    }
+                }
+            } else {
+                self.dp.programs.detach_uplink_xdp(up)?;
+            }
         }
         Ok(())
     }

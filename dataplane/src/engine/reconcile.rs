@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use ipnetwork::Ipv4Network;
 
 use super::*;
-use crate::datapath::programs::{CGROUP_LINK_PREFIX, pin_name};
+use crate::datapath::programs::{CGROUP_LINK_PREFIX, XDP_LINK_PREFIX, pin_name};
 use crate::domain::names;
 use crate::domain::state::State;
 use crate::drivers;
@@ -154,7 +154,10 @@ pub(super) fn plan_reconcile(state: &State, seen: &Observed, uplink: Option<&str
     plan.detach_pins = seen
         .pins
         .iter()
-        .filter(|p| !known_pins.contains(*p) && !p.starts_with(CGROUP_LINK_PREFIX))
+        // (The uplink's XDP link comes and goes with --xdp, at its attach.)
+        .filter(|p| {
+            !known_pins.contains(*p) && !p.starts_with(CGROUP_LINK_PREFIX) && !p.starts_with(XDP_LINK_PREFIX)
+        })
         .cloned()
         .collect();
     // Entries of recreated endpoints get new indexes: only kept ones stay.
