@@ -40,17 +40,34 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
-use crate::datapath::conntrack::Pressure;
-use crate::datapath::metrics::Metric;
-
 /// The content type of the OpenMetrics text format.
 pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; charset=utf-8";
 
-/// What one scrape reads from the datapath and the store.
+/// One datapath counter: a verdict (drop reason) in one direction.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub reason: &'static str,
+    pub direction: &'static str,
+    /// A drop (not a verdict that passes the packet on).
+    pub drop: bool,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Conntrack fill.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CtFill {
+    pub entries: u64,
+    pub capacity: u64,
+    pub expired: u64,
+}
+
+/// What one scrape reads from the datapath and the store (plain values:
+/// this module sees no other layer).
 #[derive(Clone, Debug, Default)]
 pub struct Scrape {
-    pub verdicts: Vec<Metric>,
-    pub conntrack: Option<Pressure>,
+    pub verdicts: Vec<Verdict>,
+    pub conntrack: Option<CtFill>,
     /// Packets counted as conntrack insert failures, and as NAT port exhaustion.
     pub insert_failed: u64,
     pub port_exhausted: u64,
@@ -242,7 +259,7 @@ impl Collector for Scraper {
     fn encode(&self, mut encoder: DescriptorEncoder) -> Result<(), std::fmt::Error> {
         let Some(s) = self.source.get().and_then(|f| f()) else { return Ok(()) };
         let e = &mut encoder;
-        let verdict = |m: &Metric| if m.reason.is_pass() { "pass" } else { "drop" };
+        let verdict = |m: &Verdict| if m.drop { "drop" } else { "pass" };
         family(
             e,
             (
@@ -251,20 +268,14 @@ impl Collector for Scraper {
                 true,
             ),
             s.verdicts.iter().map(|m| {
-                (
-                    [("reason", m.reason.name()), ("direction", m.direction.name()), ("verdict", verdict(m))],
-                    m.packets,
-                )
+                ([("reason", m.reason), ("direction", m.direction), ("verdict", verdict(m))], m.packets)
             }),
         )?;
         family(
             e,
             ("dataplane_bytes", "Bytes by datapath verdict (drop reason) and direction.", true),
             s.verdicts.iter().map(|m| {
-                (
-                    [("reason", m.reason.name()), ("direction", m.direction.name()), ("verdict", verdict(m))],
-                    m.bytes,
-                )
+                ([("reason", m.reason), ("direction", m.direction), ("verdict", verdict(m))], m.bytes)
             }),
         )?;
         if let Some(ct) = s.conntrack {
@@ -343,7 +354,6 @@ impl Collector for Scraper {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use dataplane_common::{Direction, DropReason};
 
     #[test]
     fn a_scrape_is_encoded_as_openmetrics_series() {
@@ -353,9 +363,10 @@ mod tests {
         assert!(!before.contains("dataplane_packets_total") && before.ends_with("# EOF\n"), "{before}");
         t.bind(|| {
             Some(Scrape {
-                verdicts: vec![Metric {
-                    reason: DropReason::PolicyNetworkIsolation,
-                    direction: Direction::FromSandbox,
+                verdicts: vec![Verdict {
+                    reason: "POLICY_NETWORK_ISOLATION",
+                    direction: "egress",
+                    drop: true,
                     packets: 3,
                     bytes: 294,
                 }],

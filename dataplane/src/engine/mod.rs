@@ -254,11 +254,25 @@ impl Engine {
             }
             sandboxes = by_state.to_vec();
         }
+        let ct = self.dp.conntrack.pressure();
         crate::telemetry::Scrape {
             insert_failed: packets(DropReason::CtInsertFailed),
             port_exhausted: packets(DropReason::NatPortExhausted),
-            verdicts,
-            conntrack: Some(self.dp.conntrack.pressure()),
+            verdicts: verdicts
+                .iter()
+                .map(|m| crate::telemetry::Verdict {
+                    reason: m.reason.name(),
+                    direction: m.direction.name(),
+                    drop: !m.reason.is_pass(),
+                    packets: m.packets,
+                    bytes: m.bytes,
+                })
+                .collect(),
+            conntrack: Some(crate::telemetry::CtFill {
+                entries: ct.entries,
+                capacity: ct.capacity,
+                expired: ct.expired,
+            }),
             published,
             lb_flows,
             networks,
