@@ -177,6 +177,13 @@ fn with_xdp_the_uplinks_driver_drops_what_the_rules_deny() {
     assert_eq!(ask(&c2, 8080), "", "denied");
     assert_eq!(ask(&c1, 8080), "peer=192.0.2.10", "the other client");
     assert!(h.drops("FIREWALL_DENY") > before, "counted");
+    // kill -9 and start with --xdp again: the pinned XDP link takes the new
+    // program (one program on the link, denies still dropped).
+    h.kill_daemon();
+    h.start();
+    assert!(xdp_on_uplink(&h), "XDP gone after a restart: {}", h.daemon_log_tail());
+    assert_eq!(ask(&c2, 8080), "", "denied after the restart");
+    assert_eq!(ask(&c1, 8080), "peer=192.0.2.10");
     // Started without --xdp: the XDP program goes, tcx keeps judging.
     h.kill_daemon();
     h.daemon_args.retain(|a| a != "--xdp");
