@@ -20,7 +20,7 @@
 
 use aya_ebpf::{
     bindings::bpf_adj_room_mode::BPF_ADJ_ROOM_NET,
-    helpers::{bpf_csum_diff, bpf_skb_change_tail},
+    helpers::bpf_skb_change_tail,
     programs::TcContext,
 };
 use dataplane_common::{
@@ -103,15 +103,8 @@ fn checksum<const N: usize>(buf: &mut [u8; SCRATCH_LEN], at: usize) -> Result<[u
     if at + N > SCRATCH_LEN {
         return Err(DropReason::NatRewriteFailed);
     }
-    // SAFETY: N bytes inside the scratch value, read only by the helper.
-    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, buf.as_mut_ptr().add(at) as *mut u32, N as u32, 0) };
-    if sum < 0 {
-        return Err(DropReason::NatRewriteFailed);
-    }
-    let mut s = sum as u64;
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    Ok((!(s as u16)).to_ne_bytes())
+    // SAFETY: N bytes inside the scratch value (checked above).
+    unsafe { crate::packet::checksum(buf.as_ptr().add(at), N as u32) }.ok_or(DropReason::NatRewriteFailed)
 }
 
 /// `N` bytes of `buf` at `at`, as an array reference (for a store).

@@ -20,7 +20,7 @@
 
 use aya_ebpf::{
     bindings::{BPF_F_ZERO_CSUM_TX, bpf_tunnel_key},
-    helpers::{bpf_csum_diff, bpf_redirect, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
+    helpers::{bpf_redirect, bpf_skb_get_tunnel_key, bpf_skb_set_tunnel_key},
     maps::lpm_trie::Key,
     programs::TcContext,
 };
@@ -35,7 +35,7 @@ use crate::{
     maps::{CONFIG, ENDPOINTS, LOCAL, LOCAL6, REMOTE, REMOTE6, SUBNETS, SUBNETS6},
     metrics::count,
     nat::{self, End},
-    packet::ptr_at,
+    packet::{self, ptr_at},
     parse, redirect,
 };
 
@@ -214,15 +214,10 @@ fn ndp_answer(ctx: &TcContext) -> Option<i32> {
     msg[65] = 1;
     msg[66..72].copy_from_slice(&remote.mac);
     let size = if len == ND_LEN_WITH_LLADDR { 72 } else { 64 };
-    // SAFETY: the buffer lives on this stack, read only, its size given.
-    let sum = unsafe { bpf_csum_diff(core::ptr::null_mut(), 0, msg.as_mut_ptr() as *mut u32, size, 0) };
-    if sum < 0 {
+    // SAFETY: the buffer lives on this stack, `size` bytes of it read.
+    let Some(checksum) = (unsafe { packet::checksum(msg.as_ptr(), size) }) else {
         return Some(redirect::verdict(ctx, DropReason::NatRewriteFailed, dir));
-    }
-    let mut s = sum as u64;
-    s = (s & 0xffff) + (s >> 16);
-    s = (s & 0xffff) + (s >> 16);
-    let checksum = !(s as u16);
+    };
     let mut rewritten = ctx.store(0, &asker, 0).is_ok()
         && ctx.store(6, &remote.mac, 0).is_ok()
         && ctx.store(IP6_HOP_LIMIT, &ND_HOP_LIMIT, 0).is_ok()

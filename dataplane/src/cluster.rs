@@ -420,10 +420,7 @@ impl Cluster {
     /// did not answer): it is written when the host registers again.
     pub fn remember(&self, ep: &RemoteEndpoint) {
         if let Ok(value) = serde_json::to_vec(ep) {
-            let mut mine = lock(&self.mine);
-            for key in claim_keys(ep) {
-                mine.insert(key, value.clone());
-            }
+            self.keep(&claim_keys(ep), &value);
         }
     }
 

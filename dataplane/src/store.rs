@@ -129,6 +129,11 @@ impl Store {
         Ok(store)
     }
 
+    /// The state as of the last commit, from memory (no database read).
+    pub fn published(&self) -> std::sync::Arc<State> {
+        self.view.borrow().clone()
+    }
+
     /// The state as of the last commit, kept up to date.
     pub fn view(&self) -> tokio::sync::watch::Receiver<std::sync::Arc<State>> {
         self.view.subscribe()

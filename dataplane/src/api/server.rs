@@ -439,15 +439,8 @@ async fn firewall_add(
         "deny" => FirewallAction::Deny,
         other => return Err(Error::invalid("action", other, "allow or deny")),
     };
-    let add = crate::engine::FirewallAdd {
-        action: Some(action),
-        from: req.from,
-        port: req.port,
-        network: req.network,
-    };
-    let rule = e.firewall_add(add).await?;
-    let matches =
-        e.firewall_rules()?.into_iter().find(|(r, _)| r.id == rule.id).map(|(_, m)| m).unwrap_or_default();
+    let add = crate::engine::FirewallAdd { action, from: req.from, port: req.port, network: req.network };
+    let (rule, matches) = e.firewall_add(add).await?;
     Ok((StatusCode::CREATED, Json(FirewallRow::new(rule, matches))))
 }
 

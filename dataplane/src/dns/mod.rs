@@ -272,13 +272,12 @@ impl RequestHandler for Handler {
         };
         let state = Arc::clone(&self.shared.state.borrow());
         let reply = self.decide(&state, &name, qtype);
-        let (outcome, forwarded) = match &reply {
+        let (mut outcome, forwarded) = match &reply {
             Reply::Records(r) if r.is_empty() => ("nodata", false),
             Reply::Records(_) => ("answered", false),
             Reply::NxDomain => ("nxdomain", false),
             Reply::Forward => ("forwarded", true),
         };
-        let mut outcome = outcome;
         let sent = match reply {
             Reply::Records(records) => {
                 meta.authoritative = true;

@@ -15,9 +15,9 @@ use crate::domain::model::{FirewallAction, FirewallRule};
 use crate::error::{Error, Result};
 
 /// `firewall allow|deny` as asked.
-#[derive(Clone, Debug, Default)]
+#[derive(Clone, Debug)]
 pub struct FirewallAdd {
-    pub action: Option<FirewallAction>,
+    pub action: FirewallAction,
     /// CIDR, or a bare address (one host).
     pub from: String,
     /// `P` or `P/tcp` / `P/udp`.
@@ -115,7 +115,7 @@ pub fn describe(state: &State, r: &FirewallRule) -> String {
 
 /// Plans a new rule against `state`: checked, numbered, no side effects.
 pub(super) fn plan_rule(state: &State, req: &FirewallAdd, created: String) -> Result<FirewallRule> {
-    let action = req.action.ok_or_else(|| Error::invalid("action", "", "allow or deny"))?;
+    let action = req.action;
     let from = parse_from(&req.from)?;
     let (port, proto) = match &req.port {
         Some(p) => {
@@ -154,8 +154,9 @@ pub(super) fn plan_rule(state: &State, req: &FirewallAdd, created: String) -> Re
 }
 
 impl Engine {
-    /// `firewall allow|deny`: the rule, in force when this returns.
-    pub async fn firewall_add(&self, req: FirewallAdd) -> Result<FirewallRule> {
+    /// `firewall allow|deny`: the rule, in force when this returns, and
+    /// what it matches in words.
+    pub async fn firewall_add(&self, req: FirewallAdd) -> Result<(FirewallRule, String)> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
         let rule = plan_rule(&state, &req, now())?;
@@ -172,8 +173,9 @@ impl Engine {
             }
             return Err(e);
         }
-        tracing::info!(rule = rule.id, action = %rule.action, what = %describe(&state, &rule), "firewall rule added");
-        Ok(rule)
+        let what = describe(&state, &rule);
+        tracing::info!(rule = rule.id, action = %rule.action, %what, "firewall rule added");
+        Ok((rule, what))
     }
 
     /// `firewall rm ID`.
@@ -225,7 +227,7 @@ mod tests {
 
     fn add(action: FirewallAction, from: &str, port: Option<&str>, network: Option<&str>) -> FirewallAdd {
         FirewallAdd {
-            action: Some(action),
+            action,
             from: from.into(),
             port: port.map(str::to_string),
             network: network.map(str::to_string),

@@ -236,23 +236,20 @@ impl Engine {
         keys.v6.iter().for_each(|k| add("ipv6", proto(k.proto)));
         let mut lb_flows: Vec<_> = self.dp.lb.stats().into_iter().map(|((v, b), n)| (v, b, n)).collect();
         lb_flows.sort();
-        let (mut networks, mut sandboxes) = (Vec::new(), Vec::new());
-        if let Ok(state) = self.store.state() {
-            let mut by_driver: std::collections::BTreeMap<String, u64> = Default::default();
-            for n in &state.networks {
-                *by_driver.entry(n.driver.to_string()).or_default() += 1;
-            }
-            networks = by_driver.into_iter().collect();
-            let mut by_state = [("created", 0), ("running", 0), ("exited", 0)];
-            for sb in &state.sandboxes {
-                let i = match sb.effective_state() {
-                    SandboxState::Created => 0,
-                    SandboxState::Running => 1,
-                    SandboxState::Exited(_) => 2,
-                };
-                by_state[i].1 += 1;
-            }
-            sandboxes = by_state.to_vec();
+        // The state the last commit published: a scrape reads no database.
+        let state = self.store.published();
+        let mut by_driver: std::collections::BTreeMap<String, u64> = Default::default();
+        for n in &state.networks {
+            *by_driver.entry(n.driver.to_string()).or_default() += 1;
+        }
+        let mut sandboxes = [("created", 0), ("running", 0), ("exited", 0)];
+        for sb in &state.sandboxes {
+            let i = match sb.effective_state() {
+                SandboxState::Created => 0,
+                SandboxState::Running => 1,
+                SandboxState::Exited(_) => 2,
+            };
+            sandboxes[i].1 += 1;
         }
         let ct = self.dp.conntrack.pressure();
         crate::telemetry::Scrape {
@@ -275,8 +272,8 @@ impl Engine {
             }),
             published,
             lb_flows,
-            networks,
-            sandboxes,
+            networks: by_driver.into_iter().collect(),
+            sandboxes: sandboxes.to_vec(),
             suppressed: self.dp.events.suppressed().unwrap_or(0),
         }
     }
