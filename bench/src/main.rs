@@ -80,6 +80,19 @@ enum Cmd {
         #[command(flatten)]
         phase: PhaseArgs,
     },
+    /// Only the restart phase (as root): kill -9 and start with many sandboxes
+    /// and published ports; prints its JSON.
+    Restart {
+        /// 100 sandboxes, 1,000 ports, 5 flows.
+        #[arg(long)]
+        quick: bool,
+        #[arg(long, default_value_t = 1000)]
+        sandboxes: usize,
+        #[arg(long, default_value_t = 10000)]
+        ports: usize,
+        #[arg(long, default_value_t = 20)]
+        flows: usize,
+    },
     /// Only the overlay phase (as root); prints its JSON (with --quick
     /// also 10 control-plane samples, 3 sandboxes per host).
     Overlay {
@@ -421,7 +434,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let wanted =
         BUILDERS.iter().filter(|(n, _)| args.modes.is_empty() || args.modes.iter().any(|m| m == n)).count();
     let steps = if args.quick { 2 } else { 3 };
-    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 6;
+    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 7;
     let mut r = Run {
         args,
         rounds,
@@ -515,6 +528,15 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
             })
         });
         save(&mut report, &r)?;
+        r.progress.step("restart: kill -9 and start with 1,000 sandboxes and 10,000 ports");
+        report["restart"] = guarded(&mut r, "restart", |r| {
+            let (n, ports, flows) = if r.args.quick { (50, 500, 4) } else { (1000, 10000, 20) };
+            modes::restart(n, ports, flows).unwrap_or_else(|e| {
+                r.unavailable.insert("restart".into(), format!("{e:#}"));
+                Value::Null
+            })
+        });
+        save(&mut report, &r)?;
         r.progress.step("memory: 100 sandboxes");
         report["memory"] = guarded(&mut r, "memory", |r| {
             modes::memory(100).unwrap_or_else(|e| {
@@ -579,6 +601,12 @@ fn main() -> anyhow::Result<()> {
             dataplane_tests::require_privileges();
             let (rounds, seconds) = phase.effective();
             println!("{}", serde_json::to_string_pretty(&modes::firewall(rounds, seconds)?)?);
+            Ok(())
+        }
+        Cmd::Restart { quick, sandboxes, ports, flows } => {
+            dataplane_tests::require_privileges();
+            let (s, p, f) = if quick { (100, 1000, 5) } else { (sandboxes, ports, flows) };
+            println!("{}", serde_json::to_string_pretty(&modes::restart(s, p, f)?)?);
             Ok(())
         }
         Cmd::Peer { addr } => {

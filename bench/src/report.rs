@@ -179,6 +179,17 @@ pub fn goals(r: &Value) -> Vec<Value> {
         100.0,
         true,
     );
+    // Restart at scale: kill -9 and start with 1,000 sandboxes and 10,000
+    // published ports (moby#34906: Docker users report 15–20 minutes).
+    let rs = &r["restart"];
+    goal("restart: seconds to READY (sd_notify)", rs["ready_s"].as_f64(), 2.0, false);
+    goal("restart: seconds to reconciled", rs["reconciled_s"].as_f64(), 10.0, false);
+    let writes = match (rs["reconcile_netlink_writes"].as_f64(), rs["reconcile_bpf_writes"].as_f64()) {
+        (Some(a), Some(b)) => Some(a + b),
+        _ => None,
+    };
+    goal("restart: writes reconcile makes on a healthy host", writes, 0.0, false);
+    goal("restart: established connections broken", rs["held"]["broken"].as_f64(), 0.0, false);
     out
 }
 
@@ -377,6 +388,35 @@ pub fn markdown(r: &Value) -> String {
         } else if let Some(why) = ba["not_measured"].as_str() {
             s.push_str(&format!("\nIPv4 before and after: not measured ({why})\n"));
         }
+    }
+    if let Some(rs) = r["restart"].as_object().filter(|o| !o.is_empty()) {
+        let v = |k: &str| f(&rs[k]);
+        s.push_str(&format!(
+            "\n**Restart at scale**: {} sandboxes publishing {} ports (created in {} s), {} connections \
+             through published ports exchanging a byte every 5 ms; the daemon killed (`kill -9`), down 1 s, \
+             started again\n\n| metric | value |\n|---|---|\n\
+             | seconds from start to READY (sd_notify) | {} |\n\
+             | seconds from start to reconciled (`STATUS=reconciled`) | {} |\n\
+             | writes reconcile made (netlink + BPF) | {} + {} |\n\
+             | pinned program links moved to the new start's programs | {} |\n\
+             | connections broken | {} of {} |\n\
+             | longest wait for one echo on any connection (ms) | {} |\n\
+             | daemon memory before / after (MiB resident) | {} / {} |\n",
+            v("sandboxes"),
+            v("published_ports"),
+            v("seconds_to_create"),
+            f(&rs["held"]["flows"]),
+            v("ready_s"),
+            v("reconciled_s"),
+            v("reconcile_netlink_writes"),
+            v("reconcile_bpf_writes"),
+            v("program_links"),
+            f(&rs["held"]["broken"]),
+            f(&rs["held"]["flows"]),
+            f(&rs["held"]["max_gap_ms"]),
+            v("rss_mib_before"),
+            v("rss_mib_after"),
+        ));
     }
     if let Some(fw) = r["firewall"].as_object().filter(|o| !o.is_empty()) {
         s.push_str(

@@ -229,10 +229,35 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         xdp: opts.xdp,
     };
     let engine = Engine::new(paths.clone(), uplink.clone(), store, host, dp, settings);
+    // What the kernel already has right is not written again: the writes
+    // of this pass are counted (0 on a host that was right).
+    let (started, netlink0, bpf0) =
+        (std::time::Instant::now(), crate::sys::netlink::writes(), crate::datapath::write::count());
     engine.ensure_predefined().await.context("creating predefined networks")?;
-    engine.reconcile().await.context("reconciling the kernel to the store")?;
+    let program_links = engine.reconcile().await.context("reconciling the kernel to the store")?;
     // Overlay: this host's addresses claimed again, then the others' followed.
     engine.reclaim_overlay().await;
+    let done = crate::telemetry::Reconciled {
+        took: started.elapsed(),
+        netlink_writes: crate::sys::netlink::writes() - netlink0,
+        bpf_writes: crate::datapath::write::count() - bpf0,
+        program_links,
+    };
+    engine.telemetry.observe_reconcile(done);
+    tracing::info!(
+        seconds = format_args!("{:.3}", done.took.as_secs_f64()),
+        netlink_writes = done.netlink_writes,
+        bpf_writes = done.bpf_writes,
+        program_links,
+        "kernel reconciled to the store"
+    );
+    let _ = sd_notify::notify(&[sd_notify::NotifyState::Status(&format!(
+        "reconciled in {:.3} s: netlink_writes={} bpf_writes={} program_links={}",
+        done.took.as_secs_f64(),
+        done.netlink_writes,
+        done.bpf_writes,
+        program_links
+    ))]);
     engine.start_cluster_sync();
     // Drop events, and expiry of idle flows (LRU eviction only handles pressure).
     engine.start_datapath_tasks(CT_GC_INTERVAL).context("starting the datapath's tasks")?;

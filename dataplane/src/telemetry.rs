@@ -27,6 +27,8 @@
 //! | `dataplane_api_requests_total` | counter | `route`, `method`, `status` |
 //! | `dataplane_api_request_duration_seconds` | histogram | `route` |
 //! | `dataplane_conntrack_gc_duration_seconds` | histogram | |
+//! | `dataplane_reconcile_duration_seconds` | gauge | (the start's reconcile pass) |
+//! | `dataplane_reconcile_writes` | gauge | `kind` (`netlink`, `bpf`: changes that pass made; `program_links`: links moved to the start's programs) |
 
 use std::net::Ipv4Addr;
 use std::sync::{Arc, OnceLock};
@@ -36,7 +38,7 @@ use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeLabelSet, EncodeMetric};
 use prometheus_client::metrics::counter::{ConstCounter, Counter};
 use prometheus_client::metrics::family::Family;
-use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::gauge::{ConstGauge, Gauge};
 use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
@@ -106,6 +108,23 @@ pub struct RouteLabel {
     pub route: String,
 }
 
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+pub struct WriteKind {
+    pub kind: &'static str,
+}
+
+/// What the start's reconcile pass did (see `dataplane::daemon`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Reconciled {
+    pub took: Duration,
+    /// Change requests sent over netlink (links, addresses, routes).
+    pub netlink_writes: u64,
+    /// BPF map entries written or removed, programs attached or detached.
+    pub bpf_writes: u64,
+    /// Pinned links moved to this start's programs (every start loads its own).
+    pub program_links: u64,
+}
+
 /// The DNS series, updated by the resolvers.
 #[derive(Clone, Debug)]
 pub struct DnsMetrics {
@@ -158,6 +177,8 @@ pub struct Telemetry {
     pub dns: DnsMetrics,
     pub api: ApiMetrics,
     gc: Histogram,
+    reconcile_seconds: Gauge<f64, std::sync::atomic::AtomicU64>,
+    reconcile_writes: Family<WriteKind, Gauge>,
     source: Arc<OnceLock<ScrapeFn>>,
 }
 
@@ -199,9 +220,21 @@ impl Telemetry {
             "Duration of conntrack garbage collection passes",
             gc.clone(),
         );
+        let reconcile_seconds = Gauge::<f64, std::sync::atomic::AtomicU64>::default();
+        let reconcile_writes = Family::<WriteKind, Gauge>::default();
+        registry.register(
+            "dataplane_reconcile_duration_seconds",
+            "Duration of the reconcile pass of this start (the kernel made to match the store)",
+            reconcile_seconds.clone(),
+        );
+        registry.register(
+            "dataplane_reconcile_writes",
+            "Changes the reconcile pass of this start made, by kind (0 on a host that was right)",
+            reconcile_writes.clone(),
+        );
         let source: Arc<OnceLock<ScrapeFn>> = Arc::default();
         registry.register_collector(Box::new(Scraper { source: Arc::clone(&source) }));
-        Arc::new(Telemetry { registry, dns, api, gc, source })
+        Arc::new(Telemetry { registry, dns, api, gc, reconcile_seconds, reconcile_writes, source })
     }
 
     /// Gives the function each scrape reads the datapath and store through.
@@ -212,6 +245,18 @@ impl Telemetry {
     /// One conntrack GC pass took `took`.
     pub fn observe_gc(&self, took: Duration) {
         self.gc.observe(took.as_secs_f64());
+    }
+
+    /// The start's reconcile pass.
+    pub fn observe_reconcile(&self, r: Reconciled) {
+        self.reconcile_seconds.set(r.took.as_secs_f64());
+        for (kind, n) in
+            [("netlink", r.netlink_writes), ("bpf", r.bpf_writes), ("program_links", r.program_links)]
+        {
+            self.reconcile_writes
+                .get_or_create(&WriteKind { kind })
+                .set(i64::try_from(n).unwrap_or(i64::MAX));
+        }
     }
 
     /// Every series, in the OpenMetrics text format.

@@ -7,6 +7,7 @@
 pub mod cni;
 pub mod docker;
 pub mod etcd;
+pub mod hold;
 pub mod http;
 pub mod monitor;
 pub mod podman;

@@ -76,17 +76,12 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
 fn daemon_tells_systemd_it_is_ready_and_stops_cleanly_on_ctrl_c() {
     let ext = dataplane_tests::Netns::new("x");
     let mut h = Host::new("ntf", &ext, None, "192.0.2.1/24");
-    let notify_path = h.dir.join("notify.sock");
-    let sock = std::os::unix::net::UnixDatagram::bind(&notify_path).expect("bind notify socket");
-    sock.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
-    h.start_with_env(&[("NOTIFY_SOCKET", notify_path.to_str().expect("utf-8 path"))]);
-    let mut buf = [0u8; 256];
-    let n = sock.recv(&mut buf).expect("no sd_notify message from the daemon");
-    assert!(
-        String::from_utf8_lossy(&buf[..n]).contains("READY=1"),
-        "{:?}",
-        String::from_utf8_lossy(&buf[..n])
-    );
+    let (notify, notify_path) = Notify::bind(&h);
+    h.start_with_env(&[("NOTIFY_SOCKET", notify_path.as_str())]);
+    // First what the start's reconcile pass did, then READY.
+    let status = notify.next("STATUS=");
+    assert!(status.contains("reconciled in") && status.contains("bpf_writes="), "{status}");
+    notify.next("READY=1");
     // A foreground `run` long-polls the daemon; Ctrl-C must still stop it promptly.
     h.dp_ok(&["run", "-d", "--name", "s", "sleep", "300"]);
     let mut waiter = std::process::Command::new(dataplane_tests::bin())
@@ -297,4 +292,123 @@ fn a_restart_puts_its_new_programs_on_every_existing_interface() {
     let o = ext.run(&["socat", "-t", "3", "-T", "3", "-", "TCP:192.0.2.1:5202,connect-timeout=3"]);
     assert_eq!(String::from_utf8_lossy(&o.stdout).trim(), "w");
     assert!(h.daemon_log().contains("pinned links now run this start's programs"), "{}", h.daemon_log_tail());
+}
+
+/// The sd_notify messages a daemon sends to a socket of the test.
+struct Notify(std::os::unix::net::UnixDatagram);
+
+impl Notify {
+    fn bind(h: &Host) -> (Notify, String) {
+        let path = h.dir.join("notify.sock");
+        let sock = std::os::unix::net::UnixDatagram::bind(&path).expect("bind notify socket");
+        sock.set_read_timeout(Some(std::time::Duration::from_secs(30))).expect("timeout");
+        (Notify(sock), path.to_str().expect("utf-8 path").to_string())
+    }
+
+    /// The next message containing `what` (within 30 s).
+    fn next(&self, what: &str) -> String {
+        let mut buf = [0u8; 1024];
+        for _ in 0..20 {
+            let n = self.0.recv(&mut buf).unwrap_or_else(|e| panic!("no sd_notify message with {what}: {e}"));
+            let msg = String::from_utf8_lossy(&buf[..n]).into_owned();
+            if msg.contains(what) {
+                return msg;
+            }
+        }
+        panic!("no sd_notify message with {what}");
+    }
+}
+
+/// `name value` of series `series` with labels containing `labels` in the daemon's /metrics.
+fn metric(h: &Host, series: &str, labels: &str) -> Option<f64> {
+    let socket = h.socket.display().to_string();
+    let body = dataplane_tests::text(&h.run(&["curl", "-s", "--unix-socket", &socket, "http://d/metrics"]));
+    body.lines()
+        .find(|l| l.starts_with(&format!("{series}{{")) && l.contains(labels))
+        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+}
+
+/// Echo servers on port 7000 of `name`, published on host ports `first`…`first+9`.
+fn echo_sandbox(h: &Host, name: &str, first: u16, serve: bool) {
+    let spec = format!("{first}-{}:7000-7009", first + 9);
+    let cmd: &[&str] =
+        if serve { &["socat", "TCP-LISTEN:7000,fork,reuseaddr", "PIPE"] } else { &["sleep", "600"] };
+    let mut args = vec!["run", "-d", "--name", name, "-p", &spec];
+    args.extend_from_slice(cmd);
+    h.dp_ok(&args);
+    if serve {
+        for _ in 0..100 {
+            if String::from_utf8_lossy(&h.exec(name, &["ss", "-tln"]).stdout).contains(":7000 ") {
+                return;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        panic!("{name} never listened");
+    }
+}
+
+#[test]
+fn a_restart_of_a_healthy_host_changes_nothing_and_keeps_established_connections() {
+    let (mut h, ext) = Host::with_external_unstarted("rsc");
+    let (notify, notify_path) = Notify::bind(&h);
+    let env = [("NOTIFY_SOCKET", notify_path.as_str())];
+    h.start_with_env(&env);
+    notify.next("READY=1");
+    // Everything reconcile restores: networks of each kind, published
+    // ports of both families, VIPs, a firewall rule, resolvers.
+    h.dp_ok(&["network", "create", "--ipv6", "--subnet", "10.73.0.0/24", "--subnet", "fd00:73::/64", "dual"]);
+    h.dp_ok(&["network", "create", "--subnet", "10.74.0.0/24", "-o", "lb=vip", "lbnet"]);
+    for b in ["api1", "api2"] {
+        h.dp_ok(&["run", "-d", "--name", b, "--network", "lbnet", "--network-alias", "api", "sleep", "600"]);
+    }
+    h.dp_ok(&["run", "-d", "--name", "d1", "--network", "dual", "-p", "8080:80", "sleep", "600"]);
+    h.dp_ok(&["firewall", "deny", "--from", "198.51.100.0/24", "--port", "8080"]);
+    for i in 0..40u16 {
+        echo_sandbox(&h, &format!("s{i}"), 30000 + i * 10, i < 4);
+    }
+    let vip = text_of(&h.exec("api1", &["dig", "+short", "+time=2", "+tries=1", "api"]));
+    assert!(vip.starts_with("10.74.0."), "the alias resolves to its VIP: {vip:?}");
+    let addrs: Vec<std::net::SocketAddr> =
+        (0..4u16).map(|i| std::net::SocketAddr::from(([192, 0, 2, 1], 30000 + i * 10))).collect();
+    let held =
+        dataplane_tests::hold::Held::open(&ext.path(), &addrs).expect("connections through published ports");
+    std::thread::sleep(std::time::Duration::from_millis(500));
+
+    h.kill_daemon();
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    h.start_with_env(&env);
+    let status = notify.next("reconciled");
+    notify.next("READY=1");
+    assert!(status.contains("netlink_writes=0 bpf_writes=0"), "a healthy host was written to: {status}");
+    assert_eq!(metric(&h, "dataplane_reconcile_writes", "kind=\"bpf\""), Some(0.0));
+    assert_eq!(metric(&h, "dataplane_reconcile_writes", "kind=\"netlink\""), Some(0.0));
+    // Every start loads its programs: the pinned links move to them.
+    assert!(metric(&h, "dataplane_reconcile_writes", "kind=\"program_links\"").is_some_and(|n| n > 40.0));
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let report = held.finish();
+    assert_eq!((report.flows, report.broken), (4, 0), "established connections broke: {report:?}");
+    assert!(report.exchanges > 100, "{report:?}");
+    // What was there still works: the resolver (on its old port), the VIP, a port.
+    assert_eq!(text_of(&h.exec("api2", &["dig", "+short", "+time=2", "+tries=1", "api"])), vip);
+    assert!(h.ping("api1", &vip), "the VIP does not answer after the restart");
+    let o = ext.run(&["socat", "-t", "2", "-T", "2", "-", "TCP:192.0.2.1:30010,connect-timeout=3"]);
+    assert!(o.status.success(), "a published port after the restart: {}", dataplane_tests::text(&o));
+
+    // The pair: on a host that is not right, the pass does write (and repairs).
+    let veth = h.inspect("s5")["NetworkSettings"]["Networks"]["bridge"]["HostInterfaceName"]
+        .as_str()
+        .expect("host veth")
+        .to_string();
+    h.kill_daemon();
+    assert!(h.run(&["ip", "link", "del", &veth]).status.success());
+    h.start_with_env(&env);
+    let status = notify.next("reconciled");
+    assert!(!status.contains("netlink_writes=0 "), "a repair was not counted: {status}");
+    assert!(!status.contains("bpf_writes=0 "), "a repair was not counted: {status}");
+    assert!(h.links().contains(&veth), "the lost veth was not made again");
+    assert!(h.ping("s4", &h.ip_of("s5", "bridge")), "s5 not reachable after the repair");
+}
+
+fn text_of(o: &std::process::Output) -> String {
+    String::from_utf8_lossy(&o.stdout).trim().to_string()
 }

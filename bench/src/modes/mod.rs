@@ -17,6 +17,7 @@ mod ipv6;
 mod netavark;
 mod ours;
 mod overlay;
+mod restart;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -37,6 +38,7 @@ pub use ipv6::ipv6;
 pub use netavark::netavark;
 pub use ours::{dataplane, dataplane_localhost, memory};
 pub use overlay::overlay;
+pub use restart::restart;
 
 /// Ports the servers listen on (and that are published).
 pub const IPERF_PORT: u16 = 5201;

@@ -41,18 +41,7 @@ pub fn dataplane_localhost() -> anyhow::Result<Mode> {
 /// and how long creating them took.
 pub fn memory(n: usize) -> anyhow::Result<serde_json::Value> {
     let (mut ours, _ext) = start()?;
-    let rss = |h: &Host| -> anyhow::Result<f64> {
-        let pid = h.daemon_pid().ok_or_else(|| anyhow::anyhow!("no daemon"))?;
-        let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-        let kb: f64 = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.split_whitespace().next())
-            .and_then(|v| v.parse().ok())
-            .ok_or_else(|| anyhow::anyhow!("no VmRSS for the daemon"))?;
-        Ok(kb / 1024.0)
-    };
-    let idle = rss(&ours.host)?;
+    let idle = rss_mib(&ours.host)?;
     let t = std::time::Instant::now();
     for _ in 0..n {
         ours.container(&[], Serve::Nothing)?;
@@ -60,10 +49,23 @@ pub fn memory(n: usize) -> anyhow::Result<serde_json::Value> {
     let secs = t.elapsed().as_secs_f64();
     Ok(serde_json::json!({
         "rss_mib_idle": idle,
-        "rss_mib_loaded": rss(&ours.host)?,
+        "rss_mib_loaded": rss_mib(&ours.host)?,
         "sandboxes": n + 1,
         "seconds_to_create": secs,
     }))
+}
+
+/// The daemon's resident memory (MiB).
+pub fn rss_mib(h: &Host) -> anyhow::Result<f64> {
+    let pid = h.daemon_pid().ok_or_else(|| anyhow::anyhow!("no daemon"))?;
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    let kb: f64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())
+        .ok_or_else(|| anyhow::anyhow!("no VmRSS for the daemon"))?;
+    Ok(kb / 1024.0)
 }
 
 /// `-p` specs for `ports`: consecutive ports of one protocol become one range.

@@ -9,6 +9,7 @@ use aya::Ebpf;
 use aya::maps::{Array, MapData};
 use dataplane_common::{Config, MAP_CONFIG, MAP_UPLINK6};
 
+use super::write::put;
 use super::{lock, map_err, take};
 use crate::error::Result;
 
@@ -28,10 +29,10 @@ impl ConfigMap {
     /// The uplink's IPv6 address egress is masqueraded to; None: no NAT66.
     pub fn set_uplink6(&self, addr: Option<std::net::Ipv6Addr>) -> Result<()> {
         let bytes = addr.map_or([0; 16], |a| a.octets());
-        lock(&self.uplink6).set(0, bytes, 0).map_err(map_err(MAP_UPLINK6))
+        put(&mut *lock(&self.uplink6), 0, bytes).map_err(map_err(MAP_UPLINK6))
     }
 
     pub fn set(&self, cfg: Config) -> Result<()> {
-        lock(&self.map).set(0, cfg, 0).map_err(map_err(MAP_CONFIG))
+        put(&mut *lock(&self.map), 0, cfg).map_err(map_err(MAP_CONFIG))
     }
 }

@@ -8,7 +8,8 @@ use aya::Ebpf;
 use aya::maps::{HashMap, MapData};
 use dataplane_common::{DnsPorts, MAP_DNS};
 
-use super::{lock, map_err, removed, take};
+use super::write::{erase, put};
+use super::{lock, map_err, take};
 use crate::error::Result;
 
 pub struct DnsRedirect {
@@ -23,14 +24,21 @@ impl DnsRedirect {
     /// Sends 127.0.0.11:53 of namespace `cookie` to the resolver's ports (host byte order).
     pub fn set(&self, cookie: u64, udp: u16, tcp: u16) -> Result<()> {
         let ports = DnsPorts { udp: udp.to_be(), tcp: tcp.to_be() };
-        lock(&self.map)
-            .insert(cookie, ports, 0)
+        put(&mut *lock(&self.map), cookie, ports)
             .map_err(map_err(format!("insert resolver of netns {cookie}")))
     }
 
     pub fn remove(&self, cookie: u64) -> Result<()> {
-        removed(lock(&self.map).remove(&cookie))
-            .map_err(map_err(format!("remove resolver of netns {cookie}")))
+        erase(&mut *lock(&self.map), cookie).map_err(map_err(format!("remove resolver of netns {cookie}")))
+    }
+
+    /// Every redirect: namespace cookie → (UDP port, TCP port), host byte order.
+    pub fn entries(&self) -> std::collections::HashMap<u64, (u16, u16)> {
+        lock(&self.map)
+            .iter()
+            .filter_map(|r| r.ok())
+            .map(|(c, p)| (c, (u16::from_be(p.udp), u16::from_be(p.tcp))))
+            .collect()
     }
 
     /// Namespace cookies with a redirect.

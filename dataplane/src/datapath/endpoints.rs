@@ -16,7 +16,8 @@ use dataplane_common::{
 };
 use ipnetwork::{Ipv4Network, Ipv6Network};
 
-use super::{lock, map_err, removed, take};
+use super::write::{erase, put};
+use super::{lock, map_err, take};
 use crate::error::Result;
 
 pub struct Endpoints {
@@ -73,14 +74,14 @@ impl Endpoints {
         }
         let value = Endpoint { net_id: net_num, ipv4: ip.octets(), mac, _pad: [0; 2], flags };
         let mut endpoints = lock(&self.endpoints);
-        endpoints.insert(ifindex, value, 0).map_err(map_err(format!("insert endpoint {ifindex}")))?;
+        put(&mut *endpoints, ifindex, value).map_err(map_err(format!("insert endpoint {ifindex}")))?;
         let local = LocalTarget { ifindex, mac, _pad: [0; 2] };
         let mut locals = lock(&self.locals);
         let written =
-            locals.insert(ip.octets(), local, 0).map_err(map_err(format!("insert local delivery of {ip}")));
+            put(&mut *locals, ip.octets(), local).map_err(map_err(format!("insert local delivery of {ip}")));
         let written = written.and_then(|()| match ip6 {
-            Some(ip6) => lock(&self.locals6).insert(ip6.octets(), local, 0).map_err(|e| {
-                if let Err(undo) = removed(locals.remove(&ip.octets())) {
+            Some(ip6) => put(&mut *lock(&self.locals6), ip6.octets(), local).map_err(|e| {
+                if let Err(undo) = erase(&mut *locals, ip.octets()) {
                     tracing::warn!(%ip, error = %undo, "cannot undo the local delivery");
                 }
                 map_err(format!("insert local delivery of {ip6}"))(e)
@@ -88,7 +89,7 @@ impl Endpoints {
             None => Ok(()),
         });
         if let Err(e) = written {
-            if let Err(undo) = removed(endpoints.remove(&ifindex)) {
+            if let Err(undo) = erase(&mut *endpoints, ifindex) {
                 tracing::warn!(ifindex, error = %undo, "cannot undo the endpoint entry");
             }
             return Err(e);
@@ -107,7 +108,7 @@ impl Endpoints {
         let was_shaped = shaped.remove(&ifindex);
         let mut endpoints = lock(&self.endpoints);
         let ip = endpoints.get(&ifindex, 0).ok().map(|e| e.ipv4);
-        removed(endpoints.remove(&ifindex)).map_err(map_err(format!("remove endpoint {ifindex}")))?;
+        erase(&mut *endpoints, ifindex).map_err(map_err(format!("remove endpoint {ifindex}")))?;
         if was_shaped {
             self.count_shaped(&shaped, &endpoints)?;
         }
@@ -115,7 +116,7 @@ impl Endpoints {
         if let Some(ip) = ip
             && locals.get(&ip, 0).is_ok_and(|t| t.ifindex == ifindex)
         {
-            removed(locals.remove(&ip))
+            erase(&mut *locals, ip)
                 .map_err(map_err(format!("remove local delivery of {}", Ipv4Addr::from(ip))))?;
         }
         // The IPv6 address is not in the endpoint entry: found by its veth.
@@ -127,7 +128,7 @@ impl Endpoints {
             .map(|(k, _)| k)
             .collect();
         for ip6 in mine {
-            removed(locals6.remove(&ip6))
+            erase(&mut *locals6, ip6)
                 .map_err(map_err(format!("remove local delivery of {}", Ipv6Addr::from(ip6))))?;
         }
         Ok(())
@@ -148,8 +149,7 @@ impl Endpoints {
         } else {
             e.flags &= !EP_FLAG_SHAPED;
         }
-        endpoints
-            .insert(ifindex, e, 0)
+        put(&mut *endpoints, ifindex, e)
             .map_err(map_err(format!("mark endpoint {ifindex} shaped={shaped}")))?;
         self.count_shaped(&set, &endpoints)
     }
@@ -162,7 +162,8 @@ impl Endpoints {
         endpoints: &HashMap<MapData, u32, Endpoint>,
     ) -> Result<()> {
         let n = shaped.iter().filter(|i| endpoints.get(i, 0).is_ok()).count();
-        lock(&self.shaped_count).set(0, u32::try_from(n).unwrap_or(u32::MAX), 0).map_err(map_err(MAP_SHAPED))
+        put(&mut *lock(&self.shaped_count), 0, u32::try_from(n).unwrap_or(u32::MAX))
+            .map_err(map_err(MAP_SHAPED))
     }
 
     /// The address the endpoint entry of veth `ifindex` delivers to, if any.
@@ -190,8 +191,8 @@ impl Endpoints {
 
     pub fn remove_local(&self, ip: IpAddr) -> Result<()> {
         let res = match ip {
-            IpAddr::V4(a) => removed(lock(&self.locals).remove(&a.octets())),
-            IpAddr::V6(a) => removed(lock(&self.locals6).remove(&a.octets())),
+            IpAddr::V4(a) => erase(&mut *lock(&self.locals), a.octets()),
+            IpAddr::V6(a) => erase(&mut *lock(&self.locals6), a.octets()),
         };
         res.map_err(map_err(format!("remove local delivery of {ip}")))
     }
@@ -199,8 +200,7 @@ impl Endpoints {
     /// Records a bridge network's subnet with its gateway and `NET_FLAG_*` bits.
     pub fn set_subnet(&self, subnet: Ipv4Network, net_num: u32, gateway: Ipv4Addr, flags: u32) -> Result<()> {
         let info = NetworkInfo { net_id: net_num, gateway: gateway.octets(), flags };
-        lock(&self.subnets)
-            .insert(&subnet_key(subnet), info, 0)
+        put(&mut *lock(&self.subnets), subnet_key(subnet), info)
             .map_err(map_err(format!("insert subnet {subnet}")))
     }
 
@@ -214,16 +214,16 @@ impl Endpoints {
     ) -> Result<()> {
         let info = NetworkInfo6 { net_id: net_num, flags, gateway: gateway.octets() };
         let key = Key::new(u32::from(subnet.prefix()), subnet.network().octets());
-        lock(&self.subnets6).insert(&key, info, 0).map_err(map_err(format!("insert subnet {subnet}")))
+        put(&mut *lock(&self.subnets6), key, info).map_err(map_err(format!("insert subnet {subnet}")))
     }
 
     pub fn remove_subnet6(&self, subnet: Ipv6Network) -> Result<()> {
         let key = Key::new(u32::from(subnet.prefix()), subnet.network().octets());
-        removed(lock(&self.subnets6).remove(&key)).map_err(map_err(format!("remove subnet {subnet}")))
+        erase(&mut *lock(&self.subnets6), key).map_err(map_err(format!("remove subnet {subnet}")))
     }
 
     pub fn remove_subnet(&self, subnet: Ipv4Network) -> Result<()> {
-        removed(lock(&self.subnets).remove(&subnet_key(subnet)))
+        erase(&mut *lock(&self.subnets), subnet_key(subnet))
             .map_err(map_err(format!("remove subnet {subnet}")))
     }
 

@@ -16,6 +16,7 @@ use dataplane_common::{Event, EventRate, MAP_EVENT_RATE, MAP_EVENTS, MAP_MONITOR
 use tokio::io::unix::AsyncFd;
 use tokio::sync::broadcast;
 
+use super::write::put;
 use super::{lock, map_err, take};
 use crate::error::{Error, Result};
 
@@ -44,7 +45,7 @@ impl Events {
 
     /// Turns event reporting on (a monitor listens) or off.
     pub fn set_reporting(&self, on: bool) -> Result<()> {
-        lock(&self.switch).set(0, u32::from(on), 0).map_err(map_err(MAP_MONITOR))
+        put(&mut *lock(&self.switch), 0, u32::from(on)).map_err(map_err(MAP_MONITOR))
     }
 
     /// Events the per-CPU budget suppressed, summed over CPUs.

@@ -15,7 +15,8 @@ use dataplane_common::{
 };
 use ipnetwork::IpNetwork;
 
-use super::{lock, map_err, removed, take};
+use super::write::{erase, put};
+use super::{lock, map_err, take};
 use crate::error::Result;
 
 /// One entry of a rule: the client prefix, the exact part, the verdict.
@@ -113,7 +114,7 @@ impl Firewall {
         let n = u32::try_from(want.len()).unwrap_or(u32::MAX);
         let mut gate = lock(&self.rules);
         if gate.get(&0, 0).ok() != Some(n) {
-            gate.set(0, n, 0).map_err(map_err(MAP_FIREWALL_RULES))?;
+            put(&mut *gate, 0, n).map_err(map_err(MAP_FIREWALL_RULES))?;
         }
         Ok((written, gone))
     }
@@ -122,10 +123,10 @@ impl Firewall {
         let what = || format!("insert firewall rule {} for {}", rule.id, e.from);
         match e.from {
             IpNetwork::V4(n) => {
-                lock(&self.v4).insert(&key4(e, n.network(), n.prefix()), rule, 0).map_err(map_err(what()))
+                put(&mut *lock(&self.v4), key4(e, n.network(), n.prefix()), rule).map_err(map_err(what()))
             }
             IpNetwork::V6(n) => {
-                lock(&self.v6).insert(&key6(e, n.network(), n.prefix()), rule, 0).map_err(map_err(what()))
+                put(&mut *lock(&self.v6), key6(e, n.network(), n.prefix()), rule).map_err(map_err(what()))
             }
         }
     }
@@ -134,10 +135,10 @@ impl Firewall {
         let what = || format!("remove the firewall entry for {}", e.from);
         match e.from {
             IpNetwork::V4(n) => {
-                removed(lock(&self.v4).remove(&key4(e, n.network(), n.prefix()))).map_err(map_err(what()))
+                erase(&mut *lock(&self.v4), key4(e, n.network(), n.prefix())).map_err(map_err(what()))
             }
             IpNetwork::V6(n) => {
-                removed(lock(&self.v6).remove(&key6(e, n.network(), n.prefix()))).map_err(map_err(what()))
+                erase(&mut *lock(&self.v6), key6(e, n.network(), n.prefix())).map_err(map_err(what()))
             }
         }
     }

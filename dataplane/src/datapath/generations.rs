@@ -202,6 +202,7 @@ impl Programs {
             sys::link_detach(a.link_id).map_err(|e| {
                 Error::io("detach stale BPF link", format!("{} on {}", a.link_id, a.target), e)
             })?;
+            super::write::counted();
             retired.push(a);
         }
         Ok(retired)

@@ -18,7 +18,8 @@ use aya::Ebpf;
 use aya::maps::{HashMap, MapData, PerCpuHashMap};
 use dataplane_common::{LB_TABLE_SIZE, LbStatKey, LbTable, MAP_ADDR6, MAP_LB, MAP_LB_STATS, MAP_LB6};
 
-use super::{lock, map_err, removed, take};
+use super::write::{erase, put};
+use super::{lock, map_err, take};
 use crate::error::Result;
 
 pub struct LoadBalancer {
@@ -40,11 +41,11 @@ impl LoadBalancer {
 
     /// Balances IPv6 VIP `vip6` with the table of `vip`.
     pub fn set6(&self, vip6: Ipv6Addr, vip: Ipv4Addr) -> Result<()> {
-        lock(&self.v6).insert(vip6.octets(), vip.octets(), 0).map_err(map_err(format!("insert VIP {vip6}")))
+        put(&mut *lock(&self.v6), vip6.octets(), vip.octets()).map_err(map_err(format!("insert VIP {vip6}")))
     }
 
     pub fn remove6(&self, vip6: Ipv6Addr) -> Result<()> {
-        removed(lock(&self.v6).remove(&vip6.octets())).map_err(map_err(format!("remove VIP {vip6}")))
+        erase(&mut *lock(&self.v6), vip6.octets()).map_err(map_err(format!("remove VIP {vip6}")))
     }
 
     /// IPv6 VIPs balanced now, with their IPv4 sibling.
@@ -58,13 +59,12 @@ impl LoadBalancer {
 
     /// Records backend `ip`'s IPv6 address.
     pub fn set_addr6(&self, ip: Ipv4Addr, ip6: Ipv6Addr) -> Result<()> {
-        lock(&self.addr6)
-            .insert(ip.octets(), ip6.octets(), 0)
+        put(&mut *lock(&self.addr6), ip.octets(), ip6.octets())
             .map_err(map_err(format!("insert the IPv6 address of backend {ip}")))
     }
 
     pub fn remove_addr6(&self, ip: Ipv4Addr) -> Result<()> {
-        removed(lock(&self.addr6).remove(&ip.octets()))
+        erase(&mut *lock(&self.addr6), ip.octets())
             .map_err(map_err(format!("remove the IPv6 address of backend {ip}")))
     }
 
@@ -79,17 +79,18 @@ impl LoadBalancer {
 
     /// Installs (or atomically replaces) the table of a virtual IP.
     pub fn set(&self, vip: Ipv4Addr, table: &LbTable) -> Result<()> {
-        lock(&self.tables).insert(vip.octets(), table, 0).map_err(map_err(format!("insert VIP {vip}")))
+        put(&mut *lock(&self.tables), vip.octets(), table).map_err(map_err(format!("insert VIP {vip}")))
     }
 
     /// Forgets a virtual IP and its flow counters.
     pub fn remove(&self, vip: Ipv4Addr) -> Result<()> {
-        removed(lock(&self.tables).remove(&vip.octets())).map_err(map_err(format!("remove VIP {vip}")))?;
+        erase(&mut *lock(&self.tables), vip.octets()).map_err(map_err(format!("remove VIP {vip}")))?;
         let mut stats = lock(&self.stats);
         let doomed: Vec<LbStatKey> =
             stats.keys().filter_map(|k| k.ok()).filter(|k| k.vip == vip.octets()).collect();
         for k in doomed {
-            removed(stats.remove(&k)).map_err(map_err(format!("remove flow counters of VIP {vip}")))?;
+            super::removed(stats.remove(&k).inspect(|()| super::write::counted()))
+                .map_err(map_err(format!("remove flow counters of VIP {vip}")))?;
         }
         Ok(())
     }

@@ -16,6 +16,10 @@
 //! | [`config`]    | DP_CONFIG                              | uplink, SNAT ports, the daemon's netns    |
 //! | [`firewall`]  | DP_FIREWALL, DP_FIREWALL6, DP_FIREWALL_RULES | who may reach published ports       |
 //!
+//! Every owner changes its maps through [`write::put`] and [`write::erase`]:
+//! a value already in place is not written again, and each change is
+//! counted (a restart reports how many it made).
+//!
 //! Each owner holds its own short lock (or none, where the kernel map is the
 //! synchronisation), so no request waits behind another concern's map work.
 
@@ -40,6 +44,7 @@ pub mod overlay;
 pub mod programs;
 pub mod services;
 pub mod sys;
+pub mod write;
 
 pub use generations::Attachment;
 

@@ -11,7 +11,8 @@ use aya::Ebpf;
 use aya::maps::{HashMap, MapData};
 use dataplane_common::{MAP_REMOTE, MAP_REMOTE6, RemoteTarget};
 
-use super::{lock, map_err, removed, take};
+use super::write::{erase, put};
+use super::{lock, map_err, take};
 use crate::error::Result;
 
 pub struct Overlay {
@@ -66,13 +67,13 @@ where
     for (ip, e) in want {
         let v = RemoteTarget { underlay: e.underlay.octets(), vni: e.vni, mac: e.mac, _pad: [0; 2] };
         if have.get(ip) != Some(&v) {
-            map.insert(*ip, v, 0).map_err(map_err(format!("insert remote overlay address {}", show(ip))))?;
+            put(map, *ip, v).map_err(map_err(format!("insert remote overlay address {}", show(ip))))?;
             written += 1;
         }
     }
     let mut gone = 0;
     for ip in have.keys().filter(|ip| !want.contains_key(ip)) {
-        removed(map.remove(ip)).map_err(map_err(format!("remove remote overlay address {}", show(ip))))?;
+        erase(map, ip).map_err(map_err(format!("remove remote overlay address {}", show(ip))))?;
         gone += 1;
     }
     Ok((written, gone))

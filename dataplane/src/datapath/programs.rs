@@ -218,6 +218,7 @@ impl Programs {
                 .try_into()
                 .map_err(|source| Error::Link { what: format!("cgroup link of {name}"), source })?;
             fd.pin(&pin).map_err(|source| Error::Pin { what: pin.display().to_string(), source })?;
+            super::write::counted();
         }
         Ok(())
     }
@@ -245,6 +246,7 @@ impl Programs {
             .try_into()
             .map_err(|source| Error::Link { what: format!("tcx link on {ifname}"), source })?;
         fd.pin(&pin).map_err(|source| Error::Pin { what: pin.display().to_string(), source })?;
+        super::write::counted();
         Ok(())
     }
 
@@ -270,6 +272,7 @@ impl Programs {
             .try_into()
             .map_err(|source| Error::Link { what: format!("XDP link on {ifname}"), source })?;
         fd.pin(&pin).map_err(|source| Error::Pin { what: pin.display().to_string(), source })?;
+        super::write::counted();
         Ok(())
     }
 
@@ -280,7 +283,11 @@ impl Programs {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(Error::io("remove link pin", pin.display(), e))
             }
-            _ => Ok(()),
+            Err(_) => Ok(()),
+            Ok(()) => {
+                super::write::counted();
+                Ok(())
+            }
         }
     }
 
@@ -291,7 +298,11 @@ impl Programs {
             Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
                 Err(Error::io("remove link pin", pin.display(), e))
             }
-            _ => Ok(()),
+            Err(_) => Ok(()),
+            Ok(()) => {
+                super::write::counted();
+                Ok(())
+            }
         }
     }
 

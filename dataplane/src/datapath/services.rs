@@ -13,7 +13,8 @@ use dataplane_common::{
     Backend, Backend6, MAP_HOST_IPS, MAP_HOST_IPS6, MAP_SERVICES, MAP_SERVICES6, ServiceKey, ServiceKey6,
 };
 
-use super::{lock, map_err, removed, take};
+use super::write::{erase, put};
+use super::{lock, map_err, take};
 use crate::error::{Error, Result};
 
 /// The services-map entries of some publications, per address family.
@@ -54,9 +55,9 @@ fn insert_all<K: aya::Pod + Eq + Hash, V: aya::Pod>(
     entries: &[(K, V)],
 ) -> Result<()> {
     for (i, (k, v)) in entries.iter().enumerate() {
-        if let Err(e) = m.insert(k, v, 0) {
+        if let Err(e) = put(m, k, v) {
             for (k, _) in &entries[..i] {
-                if let Err(undo) = removed(m.remove(k)) {
+                if let Err(undo) = erase(m, k) {
                     tracing::warn!(error = %undo, "cannot undo a published port");
                 }
             }
@@ -71,11 +72,11 @@ fn replace_all<const N: usize>(m: &mut HashMap<MapData, [u8; N], u32>, ips: &[([
     let old: Vec<[u8; N]> = m.keys().filter_map(|k| k.ok()).collect();
     for k in old {
         if !ips.iter().any(|(ip, _)| *ip == k) {
-            removed(m.remove(&k)).map_err(map_err("remove a host address"))?;
+            erase(m, k).map_err(map_err("remove a host address"))?;
         }
     }
     for (ip, idx) in ips {
-        m.insert(ip, idx, 0).map_err(map_err("insert a host address"))?;
+        put(m, ip, idx).map_err(map_err("insert a host address"))?;
     }
     Ok(())
 }
@@ -111,7 +112,7 @@ impl Services {
             keys.v4
                 .iter()
                 .filter_map(|k| {
-                    removed(m.remove(k)).err().map(|e| {
+                    erase(&mut *m, k).err().map(|e| {
                         let port = u16::from_be(k.port);
                         map_err(format!("remove published port {}:{port}", Ipv4Addr::from(k.addr)))(e)
                     })
@@ -120,7 +121,7 @@ impl Services {
         };
         let mut m = lock(&self.services6);
         errors.extend(keys.v6.iter().filter_map(|k| {
-            removed(m.remove(k)).err().map(|e| {
+            erase(&mut *m, k).err().map(|e| {
                 let port = u16::from_be(k.port);
                 map_err(format!("remove published port [{}]:{port}", Ipv6Addr::from(k.addr)))(e)
             })

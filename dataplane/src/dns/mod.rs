@@ -107,18 +107,28 @@ impl Dns {
     /// Serves 127.0.0.11 (UDP and TCP, ports of its own) inside the
     /// namespace at `netns` for sandbox `sandbox_id`; returns where, for the
     /// socket hooks. Serving twice returns the first. Must run inside the
-    /// daemon's runtime.
-    pub fn attach(&self, sandbox_id: &str, netns: &Path) -> Result<Listening> {
+    /// daemon's runtime. `earlier`: the ports served before, by namespace
+    /// cookie (a restarted daemon listens where its redirect already points
+    /// when it can, so the redirect stays as it is).
+    pub fn attach(
+        &self,
+        sandbox_id: &str,
+        netns: &Path,
+        earlier: &Arc<HashMap<u64, (u16, u16)>>,
+    ) -> Result<Listening> {
         let mut servers = self.servers.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((_, l)) = servers.get(sandbox_id) {
             return Ok(*l);
         }
-        let addr = SocketAddr::from((RESOLVER_ADDR, 0));
         let shown = netns.display().to_string();
+        let earlier = Arc::clone(earlier);
         let (udp, tcp, cookie) = crate::sys::netns::run_in(netns, move || -> std::io::Result<_> {
-            let udp = std::net::UdpSocket::from(freebind(socket2::Type::DGRAM, addr)?);
+            let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+            let (udp_port, tcp_port) =
+                earlier.get(&crate::sys::netns::socket_cookie(&probe)?).copied().unwrap_or_default();
+            let udp = std::net::UdpSocket::from(freebind(socket2::Type::DGRAM, udp_port)?);
             udp.set_nonblocking(true)?;
-            let tcp = freebind(socket2::Type::STREAM, addr)?;
+            let tcp = freebind(socket2::Type::STREAM, tcp_port)?;
             tcp.listen(128)?;
             let tcp = std::net::TcpListener::from(tcp);
             tcp.set_nonblocking(true)?;
@@ -158,13 +168,24 @@ impl Dns {
     }
 }
 
-/// A socket bound to `addr` even if no interface holds it yet
-/// (IP_FREEBIND): a runtime may bring the namespace's `lo` up after its
-/// network plugin ran; the resolver answers from the moment it does.
-fn freebind(kind: socket2::Type, addr: SocketAddr) -> std::io::Result<socket2::Socket> {
+/// A socket bound to the resolver's address even if no interface holds it
+/// yet (IP_FREEBIND): a runtime may bring the namespace's `lo` up after its
+/// network plugin ran; the resolver answers from the moment it does. On
+/// `port` if it is free (0: any).
+fn freebind(kind: socket2::Type, port: u16) -> std::io::Result<socket2::Socket> {
     let s = socket2::Socket::new(socket2::Domain::IPV4, kind, None)?;
     s.set_freebind_v4(true)?;
-    s.bind(&addr.into())?;
+    if kind == socket2::Type::STREAM {
+        // The last run's connections may linger in TIME_WAIT on the port.
+        s.set_reuse_address(true)?;
+    }
+    let bound = s.bind(&SocketAddr::from((RESOLVER_ADDR, port)).into());
+    match bound {
+        Err(e) if port != 0 && e.raw_os_error() == Some(nix::libc::EADDRINUSE) => {
+            s.bind(&SocketAddr::from((RESOLVER_ADDR, 0)).into())?
+        }
+        other => other?,
+    }
     Ok(s)
 }
 

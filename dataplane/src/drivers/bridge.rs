@@ -7,7 +7,7 @@ use std::path::Path;
 use crate::domain::model::{Endpoint, Network};
 use crate::domain::names;
 use crate::error::{Error, Result};
-use crate::sys::netlink::Netlink;
+use crate::sys::netlink::{LinkInfo, Netlink};
 
 fn device(net: &Network) -> Result<&str> {
     net.device
@@ -26,22 +26,40 @@ fn device(net: &Network) -> Result<&str> {
 /// refused address (the kernel's EINVAL) leaves no device behind.
 pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
     let name = device(net)?;
-    let (idx, made) = match host.link_index(name).await? {
-        Some(i) => (i, false),
-        None => (host.create_bridge(name).await?, true),
+    let (link, made) = match host.link(name).await? {
+        Some(l) => (l, false),
+        None => {
+            let index = host.create_bridge(name).await?;
+            (LinkInfo { index, ..Default::default() }, true)
+        }
     };
+    let idx = link.index;
+    // Only what differs is changed (a restart finds the bridge right).
     let res = async {
-        if let Some(mtu) = net.mtu() {
+        if let Some(mtu) = net.mtu()
+            && link.mtu != mtu
+        {
             host.set_mtu(idx, mtu).await?;
         }
+        let addrs = if made { Vec::new() } else { host.ipv4_addresses(idx).await? };
         if let Some(ipam) = &net.ipam {
-            host.set_mac(idx, names::mac_for_ip(ipam.gateway)).await?;
-            host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
+            let mac = names::mac_for_ip(ipam.gateway);
+            if link.mac != mac {
+                host.set_mac(idx, mac).await?;
+            }
+            if !addrs.contains(&ipam.gateway) {
+                host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
+            }
         }
-        if let Some(ipam6) = &net.ipam6 {
+        if let Some(ipam6) = &net.ipam6
+            && (made || !host.ipv6_addresses(idx).await?.contains(&ipam6.gateway))
+        {
             host.add_address6(idx, ipam6.gateway, ipam6.subnet.prefix()).await?;
         }
-        host.set_up(idx).await
+        if !link.up {
+            host.set_up(idx).await?;
+        }
+        Ok(())
     }
     .await;
     if res.is_err()

@@ -100,8 +100,17 @@ impl Engine {
                 Some(d) => self.host.link_index(d).await.ok().flatten(),
                 None => None,
             };
+            // The VIPs the bridge holds already are not added again.
+            let (held, held6) = match bridge {
+                Some(b) => (
+                    self.host.ipv4_addresses(b).await.unwrap_or_default(),
+                    self.host.ipv6_addresses(b).await.unwrap_or_default(),
+                ),
+                None => Default::default(),
+            };
             for (alias, vip) in &net.vips {
                 if let Some(b) = bridge
+                    && !held.contains(vip)
                     && let Err(e) = self.host.add_address(b, *vip, 32).await
                 {
                     tracing::warn!(network = %net.name, %vip, error = %e, "cannot put the VIP on the bridge");
@@ -109,6 +118,7 @@ impl Engine {
                 let vip6 = net.vips6.get(alias).copied();
                 if let Some(vip6) = vip6 {
                     if let Some(b) = bridge
+                        && !held6.contains(&vip6)
                         && let Err(e) = self.host.add_vip6(b, vip6).await
                     {
                         tracing::warn!(network = %net.name, %vip6, error = %e, "cannot put the VIP on the bridge");

@@ -304,10 +304,21 @@ impl Engine {
     /// Starts the sandbox's resolver if it should have one; a failure is a
     /// warning (the sandbox works, without names).
     fn serve_dns(&self, state: &State, sb: &Sandbox) -> Option<String> {
+        self.serve_dns_at(state, sb, &Arc::default())
+    }
+
+    /// [`Self::serve_dns`], on the ports of `earlier` (namespace cookie →
+    /// ports) where the sandbox had a resolver before.
+    fn serve_dns_at(
+        &self,
+        state: &State,
+        sb: &Sandbox,
+        earlier: &Arc<std::collections::HashMap<u64, (u16, u16)>>,
+    ) -> Option<String> {
         if !Self::wants_dns(state, sb) {
             return None;
         }
-        let res = self.dns.attach(&sb.id, std::path::Path::new(&sb.netns)).and_then(|l| {
+        let res = self.dns.attach(&sb.id, std::path::Path::new(&sb.netns), earlier).and_then(|l| {
             self.dp.dns.set(l.netns_cookie, l.udp_port, l.tcp_port).inspect_err(|_| {
                 self.dns.detach(&sb.id);
             })

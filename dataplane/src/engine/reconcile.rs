@@ -218,16 +218,23 @@ impl Engine {
     /// Makes the kernel match the store: bridges, addresses, namespaces,
     /// veths, BPF entries and links; removes our interfaces the store does
     /// not know. Reports (and keeps going past) individual failures.
-    pub async fn reconcile(&self) -> Result<()> {
+    /// Returns how many pinned links were moved to this start's programs.
+    pub async fn reconcile(&self) -> Result<u64> {
         let _g = self.lock.lock().await;
         let state = self.store.state()?;
         netns::pin_current(&self.paths.host_netns_file())?;
         // Pinned links of the previous start run this start's programs from now on.
-        match self.dp.programs.adopt_pinned_links() {
-            Ok(0) => {}
-            Ok(n) => tracing::info!(links = n, "pinned links now run this start's programs"),
-            Err(e) => tracing::warn!(error = %e, "updating pinned links"),
-        }
+        let moved = match self.dp.programs.adopt_pinned_links() {
+            Ok(0) => 0,
+            Ok(n) => {
+                tracing::info!(links = n, "pinned links now run this start's programs");
+                n as u64
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "updating pinned links");
+                0
+            }
+        };
         let seen = self.observe(&state).await?;
         let plan = plan_reconcile(&state, &seen, self.uplink.as_deref());
         for net in &state.networks {
@@ -261,6 +268,8 @@ impl Engine {
                 }
             }
         }
+        // Each host-side interface's bridge now, by index.
+        let masters: HashMap<u32, Option<u32>> = seen.links.iter().map(|l| (l.index, l.master)).collect();
         for (id, fix) in &plan.endpoints {
             let Some(ep) = state.endpoints.iter().find(|e| &e.id == id) else { continue };
             let (Some(net), Some(sb)) =
@@ -268,7 +277,7 @@ impl Engine {
             else {
                 continue;
             };
-            if let Err(e) = self.fix_endpoint(net, sb, ep, fix).await {
+            if let Err(e) = self.fix_endpoint(net, sb, ep, fix, &masters).await {
                 tracing::warn!(sandbox = %sb.name, network = %net.name, error = %e, "reconcile endpoint");
             }
         }
@@ -277,8 +286,10 @@ impl Engine {
             tracing::info!(interface = %name, "removing interface unknown to the store");
             let _ = self.host.delete(*index).await;
         }
+        // Resolvers listen where the redirects left by the last run point.
+        let earlier = std::sync::Arc::new(self.dp.dns.entries());
         for sb in &state.sandboxes {
-            self.serve_dns(&state, sb);
+            self.serve_dns_at(&state, sb, &earlier);
         }
         let served = self.dns.cookies();
         for c in self.dp.dns.cookies() {
@@ -327,7 +338,8 @@ impl Engine {
         for e in errors {
             tracing::warn!(error = %e, "reconcile: removing stale datapath state");
         }
-        self.retire_stale_links().await
+        self.retire_stale_links().await?;
+        Ok(moved)
     }
 
     /// Applies one endpoint's step of the plan.
@@ -337,6 +349,7 @@ impl Engine {
         sb: &Sandbox,
         ep: &Endpoint,
         fix: &EndpointFix,
+        masters: &HashMap<u32, Option<u32>>,
     ) -> Result<()> {
         let path = Path::new(&sb.netns);
         let index = match fix {
@@ -344,6 +357,7 @@ impl Engine {
                 // A recreated bridge has lost its ports: plug the veth back in.
                 if let (Some(_), true, Some(dev)) = (&ep.host_ifname, net.is_bridge(), &net.device)
                     && let Some(br) = self.host.link_index(dev).await?
+                    && masters.get(index).copied().flatten() != Some(br)
                 {
                     self.host.set_master(*index, br).await?;
                 }
@@ -461,6 +475,7 @@ mod tests {
             name: name.into(),
             kind: "veth".into(),
             alias: if ours { OWNER_ALIAS.into() } else { String::new() },
+            ..Default::default()
         }
     }
 

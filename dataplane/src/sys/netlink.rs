@@ -17,13 +17,55 @@ use crate::sys::netns;
 /// (Docker uses the same names).
 pub const OWNER_ALIAS: &str = "dataplane";
 
+static WRITES: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// Change requests (links, addresses, routes) sent since the start, in any
+/// namespace, whether or not the kernel found anything to change.
+pub fn writes() -> u64 {
+    WRITES.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn wrote() {
+    WRITES.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
+
 /// One link as listed by [`Netlink::links`].
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct LinkInfo {
     pub index: u32,
     pub name: String,
     pub kind: String,
     pub alias: String,
+    /// The bridge (or other controller) it is a port of.
+    pub master: Option<u32>,
+    /// Administratively up.
+    pub up: bool,
+    pub mtu: u32,
+    pub mac: Vec<u8>,
+}
+
+fn link_info(m: &LinkMessage) -> LinkInfo {
+    use rtnetlink::packet_route::link::LinkFlags;
+    let mut l =
+        LinkInfo { index: m.header.index, up: m.header.flags.contains(LinkFlags::Up), ..Default::default() };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::IfAlias(n) => l.alias = n.clone(),
+            LinkAttribute::Controller(i) => l.master = Some(*i),
+            LinkAttribute::Mtu(v) => l.mtu = *v,
+            LinkAttribute::Address(a) => l.mac = a.clone(),
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let rtnetlink::packet_route::link::LinkInfo::Kind(k) = i {
+                        l.kind = k.to_string();
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    l
 }
 
 /// A netlink handle bound to one network namespace.
@@ -66,9 +108,14 @@ impl Netlink {
     }
 
     pub async fn link_index(&self, name: &str) -> Result<Option<u32>> {
+        Ok(self.link(name).await?.map(|l| l.index))
+    }
+
+    /// The link named `name`, if there is one.
+    pub async fn link(&self, name: &str) -> Result<Option<LinkInfo>> {
         let mut s = self.handle.link().get().match_name(name.to_string()).execute();
         match s.try_next().await {
-            Ok(Some(m)) => Ok(Some(m.header.index)),
+            Ok(Some(m)) => Ok(Some(link_info(&m))),
             Ok(None) => Ok(None),
             Err(e) if is_not_found(&e) => Ok(None),
             Err(e) => Err(nl("get link", name)(e)),
@@ -85,35 +132,11 @@ impl Netlink {
     pub async fn links(&self) -> Result<Vec<LinkInfo>> {
         let msgs: Vec<LinkMessage> =
             self.handle.link().get().execute().try_collect().await.map_err(nl("list links", "all"))?;
-        Ok(msgs
-            .into_iter()
-            .map(|m| {
-                let mut l = LinkInfo {
-                    index: m.header.index,
-                    name: String::new(),
-                    kind: String::new(),
-                    alias: String::new(),
-                };
-                for a in &m.attributes {
-                    match a {
-                        LinkAttribute::IfName(n) => l.name = n.clone(),
-                        LinkAttribute::IfAlias(n) => l.alias = n.clone(),
-                        LinkAttribute::LinkInfo(infos) => {
-                            for i in infos {
-                                if let rtnetlink::packet_route::link::LinkInfo::Kind(k) = i {
-                                    l.kind = k.to_string();
-                                }
-                            }
-                        }
-                        _ => {}
-                    }
-                }
-                l
-            })
-            .collect())
+        Ok(msgs.iter().map(link_info).collect())
     }
 
     pub async fn create_bridge(&self, name: &str) -> Result<u32> {
+        wrote();
         self.handle
             .link()
             .add(LinkBridge::new(name).build())
@@ -131,6 +154,7 @@ impl Netlink {
     /// An external-mode (collect_md) VXLAN device on UDP `port`: BPF sets
     /// each packet's VNI and remote host; up, marked ours.
     pub async fn create_vxlan_external(&self, name: &str, port: u16) -> Result<u32> {
+        wrote();
         self.handle
             .link()
             .add(LinkVxlan::new(name, 0).port(port).collect_metadata(true).learning(false).build())
@@ -151,6 +175,7 @@ impl Netlink {
     }
 
     pub async fn create_veth(&self, name: &str, peer: &str) -> Result<(u32, u32)> {
+        wrote();
         self.handle
             .link()
             .add(LinkVeth::new(name, peer).build())
@@ -167,6 +192,7 @@ impl Netlink {
     }
 
     pub async fn create_macvlan(&self, name: &str, parent: u32, mode: MacVlanMode) -> Result<u32> {
+        wrote();
         self.handle
             .link()
             .add(LinkMacVlan::new(name, parent, mode).build())
@@ -177,6 +203,7 @@ impl Netlink {
     }
 
     async fn set(&self, what: &'static str, index: u32, msg: LinkMessage) -> Result<()> {
+        wrote();
         self.handle.link().set(msg).execute().await.map_err(nl(what, index))
     }
 
@@ -214,6 +241,7 @@ impl Netlink {
     }
 
     pub async fn delete(&self, index: u32) -> Result<()> {
+        wrote();
         match self.handle.link().del(index).execute().await {
             Ok(()) => Ok(()),
             Err(e) if is_not_found(&e) => Ok(()),
@@ -234,6 +262,7 @@ impl Netlink {
         for m in self.address_messages(index).await? {
             let holds = m.attributes.iter().any(|a| matches!(a, AddressAttribute::Address(a) if *a == ip));
             if holds && m.header.prefix_len == prefix {
+                wrote();
                 self.handle
                     .address()
                     .del(m)
@@ -247,6 +276,7 @@ impl Netlink {
 
     /// Adds `ip/prefix` to a link; an existing identical address is fine.
     pub async fn add_address(&self, index: u32, ip: Ipv4Addr, prefix: u8) -> Result<()> {
+        wrote();
         match self.handle.address().add(index, ip.into(), prefix).execute().await {
             Ok(()) => Ok(()),
             Err(rtnetlink::Error::NetlinkError(m)) if m.raw_code() == -17 => Ok(()),
@@ -272,6 +302,7 @@ impl Netlink {
     }
 
     async fn add_address6_as(&self, index: u32, ip: Ipv6Addr, prefix: u8, deprecated: bool) -> Result<()> {
+        wrote();
         use rtnetlink::packet_route::address::{AddressAttribute, AddressFlags, CacheInfo};
         let mut req = self.handle.address().add(index, ip.into(), prefix);
         req.message_mut().attributes.push(AddressAttribute::Flags(AddressFlags::Nodad));
@@ -290,6 +321,7 @@ impl Netlink {
 
     /// The IPv6 default route via `gateway` on link `index`.
     pub async fn add_default_route6(&self, gateway: Ipv6Addr, index: u32) -> Result<()> {
+        wrote();
         let msg = RouteMessageBuilder::<Ipv6Addr>::new().gateway(gateway).output_interface(index).build();
         match self.handle.route().add(msg).execute().await {
             Ok(()) => Ok(()),
@@ -311,6 +343,7 @@ impl Netlink {
         index: u32,
         src: Ipv4Addr,
     ) -> Result<()> {
+        wrote();
         let msg = RouteMessageBuilder::<Ipv4Addr>::new()
             .destination_prefix(subnet.network(), subnet.prefix())
             .output_interface(index)
@@ -326,6 +359,7 @@ impl Netlink {
     }
 
     pub async fn add_default_route(&self, gateway: Ipv4Addr, index: u32) -> Result<()> {
+        wrote();
         let msg = RouteMessageBuilder::<Ipv4Addr>::new().gateway(gateway).output_interface(index).build();
         match self.handle.route().add(msg).execute().await {
             Ok(()) => Ok(()),
