@@ -179,6 +179,16 @@ pub fn goals(r: &Value) -> Vec<Value> {
         100.0,
         true,
     );
+    // Name resolution against aardvark-dns (the best peer measured here).
+    let dns = &r["dns"];
+    goal("DNS: sandbox names q/s ÷ aardvark-dns", dns["qps_ratio"]["names"].as_f64(), 3.0, true);
+    goal("DNS: sandbox names p99 (ms)", dns["dataplane"]["names"]["p99_ms"].as_f64(), 1.0, false);
+    goal(
+        "DNS: names q/s with 500 more sandboxes ÷ without",
+        dns["larger_store_qps_ratio"].as_f64(),
+        0.9,
+        true,
+    );
     // Restart at scale: kill -9 and start with 1,000 sandboxes and 10,000
     // published ports (moby#34906: Docker users report 15–20 minutes).
     let rs = &r["restart"];
@@ -348,20 +358,38 @@ pub fn markdown(r: &Value) -> String {
         ));
     }
     if let Some(dns) = r["dns"].as_object().filter(|o| !o.is_empty()) {
-        s.push_str("\n**Name resolution** (`dnsperf -c 4`, A queries over N names; ↑ q/s, ↓ ms)\n\n");
-        s.push_str("| names | dataplane q/s | ms | aardvark-dns q/s | ms | dataplane ÷ aardvark |\n|---|---|---|---|---|---|\n");
-        let mut sizes: Vec<(&String, &Value)> = dns.iter().collect();
-        sizes.sort_by_key(|(n, _)| n.parse::<u64>().unwrap_or(0));
-        for (n, row) in sizes {
+        s.push_str(&format!(
+            "\n**Name resolution** ({} names of each kind; most q/s `dnsperf -c 4` gets, with its loss; \
+             p50/p99 of every answer at a fixed {} q/s; ↑ q/s, ↓ ms)\n\n\
+             | query set | dataplane q/s | lost % | p50 ms | p99 ms | aardvark-dns q/s | lost % | p50 ms | p99 ms | q/s ÷ aardvark |\n\
+             |---|---|---|---|---|---|---|---|---|---|\n",
+            f(&dns["names"]),
+            f(&dns["latency_rate_qps"]),
+        ));
+        for (set, _) in [("names", ()), ("aliases", ()), ("forwarded", ())] {
+            let (o, a) = (&dns["dataplane"][set], &dns["aardvark-dns"][set]);
             s.push_str(&format!(
-                "| {n} | {} | {} | {} | {} | {} |\n",
-                f(&row["dataplane"]["qps"]),
-                f(&row["dataplane"]["avg_ms"]),
-                f(&row["aardvark-dns"]["qps"]),
-                f(&row["aardvark-dns"]["avg_ms"]),
-                f(&row["qps_ratio"]),
+                "| {set} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                f(&o["qps"]),
+                f(&o["lost_pct"]),
+                f(&o["p50_ms"]),
+                f(&o["p99_ms"]),
+                f(&a["qps"]),
+                f(&a["lost_pct"]),
+                f(&a["p50_ms"]),
+                f(&a["p99_ms"]),
+                f(&dns["qps_ratio"][set]),
             ));
         }
+        let big = &dns["dataplane_larger_store"];
+        s.push_str(&format!(
+            "\nWith {} more sandboxes in the store (another network): names {} q/s, p99 {} ms \
+             (÷ before: {}).\n",
+            f(&big["sandboxes_added"]),
+            f(&big["sets"]["names"]["qps"]),
+            f(&big["sets"]["names"]["p99_ms"]),
+            f(&dns["larger_store_qps_ratio"]),
+        ));
     }
     if let Some(v6) = r["ipv6"].as_object().filter(|o| !o.is_empty()) {
         let v6 = Value::Object(v6.clone());

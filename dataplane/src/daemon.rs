@@ -92,9 +92,20 @@ pub struct DaemonArgs {
 
 /// The daemon's command line, checked: logging set up, sizes parsed, paths found; then [`run`].
 pub async fn main(socket: PathBuf, a: DaemonArgs) -> anyhow::Result<()> {
-    let filter = tracing_subscriber::EnvFilter::try_new(&a.log_level)
+    // The resolver library logs every query at info (a log write per query
+    // costs more than answering it): at info it says only warnings.
+    let spec = match a.log_level.as_str() {
+        "info" => "info,hickory_server=warn,hickory_proto=warn".to_string(),
+        other => other.to_string(),
+    };
+    let filter = tracing_subscriber::EnvFilter::try_new(&spec)
         .map_err(|e| anyhow::anyhow!("--log-level {}: {e}", a.log_level))?;
-    tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).init();
+    use std::io::IsTerminal;
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(std::io::stderr)
+        .init();
     let cgroup = match a.cgroup {
         Some(c) => c,
         None => paths::default_cgroup().map_err(|e| anyhow::anyhow!("finding the cgroup-v2 root: {e}"))?,

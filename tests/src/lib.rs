@@ -697,3 +697,45 @@ for p in [{packets}]:
     let o = ns.run(&["python3", "-c", &script]);
     assert!(o.status.success(), "sending raw frames: {}", text(&o));
 }
+
+/// dnsmasq answering `*.outside.example` with 198.51.100.7 at 192.0.2.2:53
+/// in namespace `ns` (the external namespace of [`Host::with_external`]:
+/// the host resolver the daemon forwards to). Killed on drop.
+pub struct DnsUpstream(Child);
+
+impl DnsUpstream {
+    pub fn start(ns: &Netns) -> DnsUpstream {
+        Self::start_at(ns, "192.0.2.2")
+    }
+
+    /// The same on `addr` (an address namespace `ns` holds).
+    pub fn start_at(ns: &Netns, addr: &str) -> DnsUpstream {
+        let child = Command::new("ip")
+            .args(["netns", "exec", &ns.name, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts"])
+            .args(["--bind-interfaces", &format!("--listen-address={addr}"), "--port=53"])
+            .args(["--address=/outside.example/198.51.100.7", "--pid-file=", "--cache-size=0"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start dnsmasq");
+        // Killed on drop, also when it never answers.
+        let up = DnsUpstream(child);
+        for _ in 0..50 {
+            let at = format!("@{addr}");
+            let o = ns.run(&["dig", "+short", "+time=1", "+tries=1", &at, "outside.example"]);
+            if String::from_utf8_lossy(&o.stdout).contains("198.51.100.7") {
+                return up;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("dnsmasq did not answer in namespace {}", ns.name);
+    }
+}
+
+impl Drop for DnsUpstream {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -5,7 +5,7 @@
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
 
-use dataplane_tests::{Host, Netns, text};
+use dataplane_tests::{Host, text};
 
 /// `dig +short NAME` (extra flags allowed) from sandbox `from`: the answer lines.
 fn dig(h: &Host, from: &str, args: &[&str]) -> Vec<String> {
@@ -134,43 +134,11 @@ fn seeds_alias_demo_round_robins_through_the_embedded_dns() {
 }
 
 /// dnsmasq answering `outside.example` in the external namespace; killed on drop.
-struct Upstream(Child);
-
-impl Upstream {
-    fn start(ext: &Netns) -> Upstream {
-        let child = Command::new("ip")
-            .args(["netns", "exec", &ext.name, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts"])
-            .args(["--bind-interfaces", "--listen-address=192.0.2.2", "--port=53"])
-            .args(["--address=/outside.example/198.51.100.7", "--pid-file="])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start dnsmasq");
-        // Killed on drop, also when it never answers.
-        let up = Upstream(child);
-        for _ in 0..50 {
-            let o = ext.run(&["dig", "+short", "+time=1", "+tries=1", "@192.0.2.2", "outside.example"]);
-            if String::from_utf8_lossy(&o.stdout).contains("198.51.100.7") {
-                return up;
-            }
-            std::thread::sleep(std::time::Duration::from_millis(100));
-        }
-        panic!("dnsmasq did not answer in the external namespace");
-    }
-}
-
-impl Drop for Upstream {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 #[test]
 fn unknown_names_go_to_the_hosts_resolver_except_from_internal_networks() {
     let (mut h, ext) = Host::with_external("fwd");
-    let _up = Upstream::start(&ext);
+    let _up = dataplane_tests::DnsUpstream::start(&ext);
     h.dp_ok(&["network", "create", "--subnet", "10.93.0.0/24", "open"]);
     h.dp_ok(&["network", "create", "--internal", "--subnet", "10.94.0.0/24", "sealed"]);
     h.dp_ok(&["run", "-d", "--name", "o1", "--network", "open", "sleep", "300"]);
@@ -216,4 +184,53 @@ fn unknown_names_go_to_the_hosts_resolver_except_from_internal_networks() {
     h.start();
     assert_eq!(dig(&h, "s1", &["s2"]), vec![h.ip_of("s2", "sealed")]);
     assert_eq!(dig(&h, "o1", &["outside.example"]), vec!["198.51.100.7"]);
+}
+
+#[test]
+fn an_unreachable_upstream_does_not_hold_up_local_names() {
+    let (h, ext) = Host::with_external("unr");
+    let _up = dataplane_tests::DnsUpstream::start(&ext);
+    h.dp_ok(&["network", "create", "--subnet", "10.95.0.0/24", "names"]);
+    for n in ["a", "b"] {
+        h.dp_ok(&["run", "-d", "--name", n, "--network", "names", "sleep", "300"]);
+    }
+    let b = h.ip_of("b", "names");
+    // Reachable first (the pair): the upstream answers.
+    assert_eq!(dig(&h, "a", &["outside.example"]), vec!["198.51.100.7"]);
+    // Now the host's resolver is an address on the LAN nobody holds:
+    // forwarded queries wait out their upstream timeout (2 s) each.
+    std::fs::write(h.resolv_conf(), "nameserver 192.0.2.99\n").expect("resolv.conf");
+    let mut waiting: Vec<Child> = (0..20)
+        .map(|i| {
+            Command::new(dataplane_tests::bin())
+                .arg("--socket")
+                .arg(&h.socket)
+                .args(["exec", "a", "dig", "+time=6", "+tries=1", &format!("n{i}.outside.example")])
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dig")
+        })
+        .collect();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    // Meanwhile local names answer within dig's 1 s, every time.
+    for _ in 0..5 {
+        let o = h.exec("a", &["dig", "+short", "+time=1", "+tries=1", "b"]);
+        assert_eq!(text_of(&o), b, "a local name stalled behind the unreachable upstream: {}", text(&o));
+    }
+    // And the forwarded ones did fail (SERVFAIL after the timeout), so the
+    // upstream really was out of reach while the local names answered.
+    for c in &mut waiting {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(15);
+        while c.try_wait().ok().flatten().is_none() && std::time::Instant::now() < deadline {
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        let _ = c.kill();
+    }
+    let failed = waiting
+        .into_iter()
+        .filter_map(|c| c.wait_with_output().ok())
+        .filter(|o| String::from_utf8_lossy(&o.stdout).contains("status: SERVFAIL"))
+        .count();
+    assert_eq!(failed, 20, "forwarded queries to an unreachable upstream should fail");
 }

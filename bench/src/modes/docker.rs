@@ -8,7 +8,7 @@ use dataplane_tests::docker::Dockerd;
 
 use super::{Mode, PeerHost, PortMap, Serve, System, must, peer_mode, timed, wait_listening};
 
-const IMAGE: &str = "dataplane-bench:latest";
+pub(super) const IMAGE: &str = "dataplane-bench:latest";
 const BRIDGE: &str = "dkbr0";
 
 struct Docker {
@@ -86,7 +86,7 @@ pub fn docker_dataplane() -> anyhow::Result<Mode> {
 }
 
 /// The image: busybox, iperf3 and the harness, with their libraries.
-fn import(daemon: &Dockerd) -> anyhow::Result<()> {
+pub(super) fn import(daemon: &Dockerd) -> anyhow::Result<()> {
     let iperf = must(&["sh", "-c", "command -v iperf3"])?;
     daemon.import_image(IMAGE, &[iperf.trim(), &super::bench_bin()]).map_err(anyhow::Error::msg)
 }

@@ -61,6 +61,53 @@ struct Shared {
     host_resolv_conf: PathBuf,
     /// Round-robin position per name.
     rotation: Mutex<HashMap<String, usize>>,
+    /// The index of the latest store snapshot a query saw (made again on
+    /// the first query after the store changes).
+    index: Mutex<Option<(Arc<State>, Arc<view::Index>)>>,
+    /// Whether a sandbox's process runs (by `id/pid`), as read from /proc, for [`LIVENESS_TTL`].
+    liveness: Mutex<HashMap<String, (std::time::Instant, bool)>>,
+}
+
+/// How long a sandbox's liveness, read from /proc, is taken as true (a
+/// sandbox that just died may be answered this much longer; our answers'
+/// TTL is longer still).
+const LIVENESS_TTL: Duration = Duration::from_secs(1);
+
+impl Shared {
+    /// Whether `sb` is up: the store's word, and for a running sandbox its
+    /// process as read from /proc (at most once per [`LIVENESS_TTL`]).
+    fn is_live(&self, sb: &Sandbox) -> bool {
+        let (crate::domain::model::SandboxState::Running, Some(pid)) = (&sb.state, sb.pid) else {
+            return sb.is_live();
+        };
+        let now = std::time::Instant::now();
+        let key = format!("{}/{pid}", sb.id);
+        let mut cache = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some((at, live)) = cache.get(&key)
+            && now.duration_since(*at) < LIVENESS_TTL
+        {
+            return *live;
+        }
+        if cache.len() > 65_536 {
+            cache.retain(|_, (at, _)| now.duration_since(*at) < LIVENESS_TTL);
+        }
+        let live = sb.is_live();
+        cache.insert(key, (now, live));
+        live
+    }
+
+    /// The index of snapshot `state`.
+    fn index_of(&self, state: &Arc<State>) -> Arc<view::Index> {
+        let mut cached = self.index.lock().unwrap_or_else(|p| p.into_inner());
+        match &*cached {
+            Some((s, ix)) if Arc::ptr_eq(s, state) => Arc::clone(ix),
+            _ => {
+                let ix = Arc::new(view::Index::new(state));
+                *cached = Some((Arc::clone(state), Arc::clone(&ix)));
+                ix
+            }
+        }
+    }
 }
 
 /// The resolvers of all sandboxes, one server per sandbox namespace.
@@ -86,6 +133,8 @@ impl Dns {
                 metrics,
                 host_resolv_conf,
                 rotation: Mutex::new(HashMap::new()),
+                index: Mutex::new(None),
+                liveness: Mutex::new(HashMap::new()),
             }),
             servers: Mutex::new(HashMap::new()),
         }
@@ -203,8 +252,9 @@ enum Reply {
 }
 
 impl Handler {
-    fn decide(&self, state: &State, name: &Name, qtype: RecordType) -> Reply {
-        let view = View::new(state, &self.sandbox, &Sandbox::is_live);
+    fn decide(&self, state: &State, index: &view::Index, name: &Name, qtype: RecordType) -> Reply {
+        let live = |sb: &Sandbox| self.shared.is_live(sb);
+        let view = View::new(state, index, &self.sandbox, &live);
         let text = view::normalize(&name.to_ascii());
         let forwardable = view.may_forward(&self.sandbox);
         if qtype == RecordType::PTR
@@ -292,7 +342,8 @@ impl RequestHandler for Handler {
             _ => "other",
         };
         let state = Arc::clone(&self.shared.state.borrow());
-        let reply = self.decide(&state, &name, qtype);
+        let index = self.shared.index_of(&state);
+        let reply = self.decide(&state, &index, &name, qtype);
         let (mut outcome, forwarded) = match &reply {
             Reply::Records(r) if r.is_empty() => ("nodata", false),
             Reply::Records(_) => ("answered", false),

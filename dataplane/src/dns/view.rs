@@ -2,7 +2,12 @@
 //! the sandbox asking: the names of the live sandboxes it shares a
 //! user-defined network with (names, hostnames, aliases, short IDs) and the
 //! reverse names of their addresses. Pure: no sockets, no clock.
+//!
+//! [`Index`] is built once per store snapshot (the resolver rebuilds it when
+//! the store changes), so a query costs the same however many sandboxes the
+//! store holds: the asker's networks, then the name within each.
 
+use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use crate::domain::model::{Endpoint, Network, RemoteEndpoint, Sandbox};
@@ -20,13 +25,54 @@ pub enum Found {
     Unknown,
 }
 
+/// Positions in one store snapshot, by what queries look up.
+#[derive(Default)]
+pub struct Index {
+    /// Sandbox id → its position.
+    sandboxes: HashMap<String, usize>,
+    /// Network id → its position.
+    networks: HashMap<String, usize>,
+    /// Network id → positions of its endpoints.
+    eps_of_net: HashMap<String, Vec<usize>>,
+    /// Sandbox id → positions of its endpoints.
+    eps_of_sandbox: HashMap<String, Vec<usize>>,
+    /// Network id → lowercase name, hostname or alias → endpoint positions.
+    names: HashMap<String, HashMap<String, Vec<usize>>>,
+}
+
+impl Index {
+    pub fn new(state: &State) -> Index {
+        let mut ix = Index {
+            sandboxes: state.sandboxes.iter().enumerate().map(|(i, s)| (s.id.clone(), i)).collect(),
+            networks: state.networks.iter().enumerate().map(|(i, n)| (n.id.clone(), i)).collect(),
+            ..Index::default()
+        };
+        for (i, ep) in state.endpoints.iter().enumerate() {
+            ix.eps_of_net.entry(ep.network_id.clone()).or_default().push(i);
+            ix.eps_of_sandbox.entry(ep.sandbox_id.clone()).or_default().push(i);
+            let Some(sb) = ix.sandboxes.get(&ep.sandbox_id).map(|&s| &state.sandboxes[s]) else { continue };
+            let mut keys: Vec<String> = [&sb.name, &sb.hostname]
+                .into_iter()
+                .chain(ep.aliases.iter())
+                .filter(|n| !n.is_empty())
+                .map(|n| n.to_ascii_lowercase())
+                .collect();
+            keys.sort();
+            keys.dedup();
+            for k in keys {
+                ix.names.entry(ep.network_id.clone()).or_default().entry(k).or_default().push(i);
+            }
+        }
+        ix
+    }
+}
+
 /// How the asking sandbox sees the names around it.
 pub struct View<'a> {
     state: &'a State,
+    index: &'a Index,
     /// User-defined networks the asker is attached to.
     networks: Vec<&'a Network>,
-    /// Sandboxes by id (one pass over the snapshot instead of one per endpoint).
-    sandboxes: std::collections::HashMap<&'a str, &'a Sandbox>,
     /// Asked only of sandboxes a name matched (it may read /proc).
     live: &'a dyn Fn(&Sandbox) -> bool,
 }
@@ -61,23 +107,37 @@ pub fn parse_reverse(name: &str) -> Option<IpAddr> {
 
 impl<'a> View<'a> {
     /// The view of sandbox `asker` (its id). `live` says whether a sandbox is up.
-    pub fn new(state: &'a State, asker: &str, live: &'a dyn Fn(&Sandbox) -> bool) -> Self {
-        let networks = state
-            .endpoints_of_sandbox(asker)
-            .filter_map(|ep| state.networks.iter().find(|n| n.id == ep.network_id))
-            .filter(|n| !n.predefined)
-            .collect();
-        let sandboxes = state.sandboxes.iter().map(|s| (s.id.as_str(), s)).collect();
-        View { state, networks, sandboxes, live }
+    /// `index` must be that of `state`.
+    pub fn new(state: &'a State, index: &'a Index, asker: &str, live: &'a dyn Fn(&Sandbox) -> bool) -> Self {
+        let networks = Self::asker_networks(state, index, asker).filter(|n| !n.predefined).collect();
+        View { state, index, networks, live }
+    }
+
+    /// Every network the asker is attached to.
+    fn asker_networks(state: &'a State, index: &'a Index, asker: &str) -> impl Iterator<Item = &'a Network> {
+        index
+            .eps_of_sandbox
+            .get(asker)
+            .into_iter()
+            .flatten()
+            .filter_map(move |&e| index.networks.get(&state.endpoints[e].network_id))
+            .map(move |&n| &state.networks[n])
+    }
+
+    /// Endpoints of network `net_id`.
+    fn endpoints_of(&self, net_id: &str) -> impl Iterator<Item = &'a Endpoint> {
+        let state = self.state;
+        self.index.eps_of_net.get(net_id).into_iter().flatten().map(move |&e| &state.endpoints[e])
+    }
+
+    fn sandbox(&self, id: &str) -> Option<&'a Sandbox> {
+        self.index.sandboxes.get(id).map(|&s| &self.state.sandboxes[s])
     }
 
     /// Whether names the view does not know may be sent upstream: the asker
     /// has a network that reaches outside (not `--internal`).
     pub fn may_forward(&self, asker: &str) -> bool {
-        self.state
-            .endpoints_of_sandbox(asker)
-            .filter_map(|ep| self.state.networks.iter().find(|n| n.id == ep.network_id))
-            .any(|n| !n.internal)
+        Self::asker_networks(self.state, self.index, asker).any(|n| !n.internal)
     }
 
     /// Whether `ip` lies in the subnet of one of the asker's networks
@@ -97,12 +157,34 @@ impl<'a> View<'a> {
     ) -> Vec<(&'a Network, &'a Sandbox, &'a Endpoint)> {
         let mut out = Vec::new();
         for net in &self.networks {
-            for ep in self.state.endpoints_of_network(&net.id) {
-                if let Some(sb) = self.sandboxes.get(ep.sandbox_id.as_str())
+            for ep in self.endpoints_of(&net.id) {
+                if let Some(sb) = self.sandbox(&ep.sandbox_id)
                     && matches(sb, ep)
                     && (self.live)(sb)
                 {
-                    out.push((*net, *sb, ep));
+                    out.push((*net, sb, ep));
+                }
+            }
+        }
+        out
+    }
+
+    /// [`Self::neighbours`] named `name` (normalized): looked up by name,
+    /// hostname and alias; a sandbox ID prefix (12 hex digits or more) is
+    /// searched for on the asker's networks.
+    fn named(&self, name: &str) -> Vec<(&'a Network, &'a Sandbox, &'a Endpoint)> {
+        if name.len() >= 12 && name.bytes().all(|b| b.is_ascii_hexdigit()) {
+            return self.neighbours(|sb, ep| names_it(name, sb, ep));
+        }
+        let mut out = Vec::new();
+        for net in &self.networks {
+            let found = self.index.names.get(&net.id).and_then(|names| names.get(name));
+            for &e in found.into_iter().flatten() {
+                let ep = &self.state.endpoints[e];
+                if let Some(sb) = self.sandbox(&ep.sandbox_id)
+                    && (self.live)(sb)
+                {
+                    out.push((*net, sb, ep));
                 }
             }
         }
@@ -113,11 +195,7 @@ impl<'a> View<'a> {
     /// sandboxes it names on the asker's dual-stack networks, in a stable
     /// order (empty for a name with none: AAAA then has no data).
     pub fn lookup6(&self, name: &str) -> Vec<Ipv6Addr> {
-        let mut addrs: Vec<Ipv6Addr> = self
-            .neighbours(|sb, ep| names_it(name, sb, ep))
-            .into_iter()
-            .filter_map(|(_, _, ep)| ep.ip6)
-            .collect();
+        let mut addrs: Vec<Ipv6Addr> = self.named(name).into_iter().filter_map(|(_, _, ep)| ep.ip6).collect();
         addrs.extend(self.remote(|r| remote_names_it(name, r)).into_iter().filter_map(|(_, r)| r.ip6));
         addrs.sort();
         addrs.dedup();
@@ -128,7 +206,7 @@ impl<'a> View<'a> {
     pub fn lookup(&self, name: &str) -> Found {
         let mut addrs: Vec<Ipv4Addr> = Vec::new();
         let mut known = false;
-        for (_, _, ep) in self.neighbours(|sb, ep| names_it(name, sb, ep)) {
+        for (_, _, ep) in self.named(name) {
             known = true;
             if !addrs.contains(&ep.ip) {
                 addrs.push(ep.ip);
@@ -156,10 +234,9 @@ impl<'a> View<'a> {
         self.networks.iter().filter(|n| n.balances_aliases()).find_map(|net| {
             let (alias, vip) = net.vips.iter().find(|(a, _)| a.eq_ignore_ascii_case(name))?;
             let local = self
-                .state
-                .endpoints_of_network(&net.id)
+                .endpoints_of(&net.id)
                 .filter(|ep| ep.aliases.contains(alias))
-                .any(|ep| self.sandboxes.get(ep.sandbox_id.as_str()).is_some_and(|sb| (self.live)(sb)));
+                .any(|ep| self.sandbox(&ep.sandbox_id).is_some_and(|sb| (self.live)(sb)));
             let remote = self.state.remote_of_network(&net.id).any(|r| r.live && r.aliases.contains(alias));
             (local || remote).then(|| (*vip, net.vips6.get(alias).copied()))
         })
@@ -335,7 +412,8 @@ mod tests {
         )
         .ok();
         let a = "1".repeat(64);
-        let v = View::new(&st, &a, &live);
+        let idx = Index::new(&st);
+        let v = View::new(&st, &idx, &a, &live);
         assert_eq!(v.lookup6("b"), vec![b6]);
         assert_eq!(v.lookup6("forever"), vec![b6], "the exited sandbox is not answered");
         assert!(v.lookup6("a").is_empty(), "a name without IPv6: no data");
@@ -355,7 +433,8 @@ mod tests {
     fn names_hostnames_aliases_and_short_ids_resolve_on_shared_networks() {
         let st = state();
         let a = "1".repeat(64);
-        let v = View::new(&st, &a, &live);
+        let idx = Index::new(&st);
+        let v = View::new(&st, &idx, &a, &live);
         let b_ip = vec!["10.1.0.3".parse().expect("valid literal")];
         assert_eq!(v.lookup("b"), Found::Addrs(b_ip.clone()));
         assert_eq!(v.lookup("host-b"), Found::Addrs(b_ip.clone()));
@@ -370,7 +449,8 @@ mod tests {
     #[test]
     fn reverse_names_are_name_dot_network() {
         let st = state();
-        let v = View::new(&st, &"1".repeat(64), &live);
+        let idx = Index::new(&st);
+        let v = View::new(&st, &idx, &"1".repeat(64), &live);
         assert_eq!(parse_reverse("3.0.1.10.in-addr.arpa."), Some("10.1.0.3".parse().expect("valid literal")));
         assert_eq!(parse_reverse("3.0.1.in-addr.arpa."), None);
         assert_eq!(v.reverse("10.1.0.3".parse().expect("valid literal")), Found::Ptr("b.mynet".into()));
@@ -395,7 +475,8 @@ mod tests {
         };
         let (mynet, other) = (st.networks[0].id.clone(), st.networks[1].id.clone());
         st.remote = vec![remote(&mynet, "r", "10.1.0.9"), remote(&other, "s", "10.2.0.9")];
-        let v = View::new(&st, &"1".repeat(64), &live);
+        let idx = Index::new(&st);
+        let v = View::new(&st, &idx, &"1".repeat(64), &live);
         assert_eq!(v.lookup("r"), Found::Addrs(vec!["10.1.0.9".parse().expect("valid literal")]));
         assert_eq!(v.lookup("host-r"), Found::Addrs(vec!["10.1.0.9".parse().expect("valid literal")]));
         // An alias spans the hosts: the local and the remote holder.
@@ -411,12 +492,14 @@ mod tests {
         // A dual-stack overlay sandbox: AAAA and IPv6 PTR answered too.
         assert_eq!(v.lookup6("r"), Vec::<std::net::Ipv6Addr>::new());
         st.remote[0].ip6 = Some("fd00:1::9".parse().expect("valid literal"));
-        let v = View::new(&st, &"1".repeat(64), &live);
+        let idx = Index::new(&st);
+        let v = View::new(&st, &idx, &"1".repeat(64), &live);
         assert_eq!(v.lookup6("r"), ["fd00:1::9".parse::<std::net::Ipv6Addr>().expect("valid literal")]);
         assert_eq!(v.reverse("fd00:1::9".parse().expect("valid literal")), Found::Ptr("r.mynet".into()));
         // Stopped on its host: no answer here either.
         st.remote[0].live = false;
-        let v = View::new(&st, &"1".repeat(64), &live);
+        let idx = Index::new(&st);
+        let v = View::new(&st, &idx, &"1".repeat(64), &live);
         assert_eq!(v.lookup("r"), Found::Unknown);
     }
 
@@ -424,11 +507,11 @@ mod tests {
     fn only_internal_networks_do_not_forward() {
         let mut st = state();
         let a = "1".repeat(64);
-        assert!(View::new(&st, &a, &live).may_forward(&a));
+        assert!(View::new(&st, &Index::new(&st), &a, &live).may_forward(&a));
         for n in &mut st.networks {
             n.internal = true;
         }
-        assert!(!View::new(&st, &a, &live).may_forward(&a));
+        assert!(!View::new(&st, &Index::new(&st), &a, &live).may_forward(&a));
     }
 
     #[test]
@@ -438,12 +521,14 @@ mod tests {
         mynet.options.insert(crate::domain::options::key::LB.into(), "vip".into());
         mynet.vips.insert("forever".into(), "10.1.0.200".parse().expect("valid literal"));
         let a = "1".repeat(64);
-        let v = View::new(&st, &a, &live);
+        let idx = Index::new(&st);
+        let v = View::new(&st, &idx, &a, &live);
         assert_eq!(v.vip("forever"), Some(("10.1.0.200".parse().expect("valid literal"), None)));
         assert_eq!(v.vip("b"), None, "names that are not aliases keep their address");
         // b (the running one) stops: only the exited c carries the alias.
         st.sandboxes[1].state = SandboxState::Exited(0);
-        let v = View::new(&st, &a, &live);
+        let idx = Index::new(&st);
+        let v = View::new(&st, &idx, &a, &live);
         assert_eq!(v.vip("forever"), None);
     }
 
