@@ -75,17 +75,29 @@ pub const CONN_THREADS: usize = 8;
 
 /// New connections, one 1-byte request/response each, from
 /// [`CONN_THREADS`] threads for `secs` seconds.
+/// `addr` may be a name (`NAME:PORT`): it is then resolved for every
+/// connection (DNS round robin).
 pub fn conns(addr: &str, secs: f64) -> anyhow::Result<Conns> {
-    let addr: std::net::SocketAddr = addr.parse()?;
+    use std::net::ToSocketAddrs;
+    let fixed: Option<std::net::SocketAddr> = addr.parse().ok();
+    let name = addr.to_string();
     let start = Instant::now();
     let end = start + Duration::from_secs_f64(secs);
     let workers: Vec<_> = (0..CONN_THREADS)
         .map(|_| {
+            let name = name.clone();
             std::thread::spawn(move || {
                 let (mut ok, mut failed) = (0u64, 0u64);
                 let mut b = [0u8; 1];
                 while Instant::now() < end {
                     let r = (|| -> std::io::Result<()> {
+                        let addr = match fixed {
+                            Some(a) => a,
+                            None => name
+                                .to_socket_addrs()?
+                                .next()
+                                .ok_or_else(|| std::io::Error::other(format!("{name}: no address")))?,
+                        };
                         let mut c = TcpStream::connect_timeout(&addr, Duration::from_secs(3))?;
                         c.set_read_timeout(Some(Duration::from_secs(2)))?;
                         c.write_all(b"x")?;

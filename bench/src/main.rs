@@ -144,13 +144,18 @@ struct RunArgs {
     /// with it and with this build, interleaved (the IPv6 phase).
     #[arg(long)]
     before: Option<String>,
+    /// Pin clients to CPU 0 and servers to CPU 1 (so latency does not
+    /// depend on where the scheduler puts them); `--pin false` to not.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    pin: bool,
 }
 
 type Builder = fn() -> anyhow::Result<Mode>;
 
-const BUILDERS: [(&str, Builder); 10] = [
+const BUILDERS: [(&str, Builder); 11] = [
     ("dataplane", modes::dataplane),
     ("bare", modes::bare),
+    ("routed", modes::routed),
     ("docker-iptables", modes::docker_iptables),
     ("netavark", modes::netavark),
     ("cni", modes::cni),
@@ -215,6 +220,7 @@ fn machine() -> Value {
         "kernel": first_line(&["uname", "-r"]),
         "cpu": cpu,
         "cores": std::thread::available_parallelism().map(|n| n.get()).unwrap_or(0),
+        "pinning": measure::pinning(),
         "date": first_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
         "tools": {
             "iperf3": first_line(&["iperf3", "--version"]),
@@ -396,7 +402,7 @@ impl Run {
         let ns: &[u16] = if self.args.quick { &[1, 100] } else { &[1, 100, 1000] };
         let mut out: BTreeMap<String, BTreeMap<String, f64>> = BTreeMap::new();
         for (name, build) in BUILDERS {
-            if !report::EXTERNAL.contains(&name) || name == "bare" || !self.wanted(name) {
+            if !report::EXTERNAL.contains(&name) || name == "bare" || name == "routed" || !self.wanted(name) {
                 continue;
             }
             if self.unavailable.contains_key(name) {
@@ -430,6 +436,7 @@ impl Run {
 
 fn run(args: RunArgs) -> anyhow::Result<()> {
     dataplane_tests::require_privileges();
+    measure::set_pinning(args.pin);
     let (rounds, seconds) = if args.quick { (1, 1.0) } else { (args.rounds.max(1), args.seconds) };
     let wanted =
         BUILDERS.iter().filter(|(n, _)| args.modes.is_empty() || args.modes.iter().any(|m| m == n)).count();

@@ -7,9 +7,48 @@ use anyhow::Context;
 
 use crate::modes::{ECHO_PORT, IPERF_PORT, Mode};
 
+static PIN: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+/// Where pinned clients and servers run.
+const CLIENT_CPU: &str = "0";
+const SERVER_CPU: &str = "1";
+
+/// Pins clients to CPU 0 and servers to CPU 1 from now on (with 2 CPUs or
+/// more): the request/response latency no longer depends on where the
+/// scheduler happens to put them.
+pub fn set_pinning(on: bool) {
+    let cpus = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    PIN.store(on && cpus >= 2, std::sync::atomic::Ordering::Relaxed);
+}
+
+/// How clients and servers are placed, for the report.
+pub fn pinning() -> String {
+    if PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        format!("clients on CPU {CLIENT_CPU}, servers on CPU {SERVER_CPU}")
+    } else {
+        "not pinned".into()
+    }
+}
+
+/// Pins every server the harness runs (the echo servers, iperf3) to
+/// [`SERVER_CPU`], all their threads.
+fn pin_servers() {
+    if !PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        return;
+    }
+    for pattern in ["dataplane-bench serve", "iperf3 -s"] {
+        let o = dataplane_tests::sh(&["pgrep", "-f", pattern]);
+        for pid in String::from_utf8_lossy(&o.stdout).split_whitespace() {
+            let _ = dataplane_tests::sh(&["taskset", "-a", "-p", "-c", SERVER_CPU, pid]);
+        }
+    }
+}
+
 fn in_ns(ns: &str, args: &[&str]) -> std::process::Output {
     // The tools' errors end up in the report: no backtraces in them.
     let mut full = vec!["ip", "netns", "exec", ns, "env", "RUST_BACKTRACE=0"];
+    if PIN.load(std::sync::atomic::Ordering::Relaxed) {
+        full.extend_from_slice(&["taskset", "-c", CLIENT_CPU]);
+    }
     full.extend_from_slice(args);
     dataplane_tests::sh(&full)
 }
@@ -66,6 +105,7 @@ pub fn tcp_gbps(m: &Mode, secs: f64) -> anyhow::Result<f64> {
 /// One sample of every data-path metric for mode `m`.
 pub fn datapath(m: &Mode, secs: f64) -> anyhow::Result<Vec<(&'static str, f64)>> {
     let received = |v: &serde_json::Value, what: &str| v["end"]["sum_received"][what].as_f64().unwrap_or(0.0);
+    pin_servers();
     let cpu0 = busy_cpu_seconds();
     let tcp1 = iperf(m, secs, &[])?;
     let tcp4 = iperf(m, secs, &["-P", "4"])?;
@@ -85,12 +125,14 @@ pub fn datapath(m: &Mode, secs: f64) -> anyhow::Result<Vec<(&'static str, f64)>>
         ("udp_64b_loss", if sent > 0.0 { 100.0 * lost / sent } else { 0.0 }),
         ("rr_p50", rr["p50_us"].as_f64().unwrap_or(0.0)),
         ("rr_p99", rr["p99_us"].as_f64().unwrap_or(0.0)),
+        ("rr_samples", rr["transactions"].as_f64().unwrap_or(0.0)),
         ("new_connections", conns["per_second"].as_f64().unwrap_or(0.0)),
     ])
 }
 
 /// Latency and connection rate against `port` (the scaling runs).
 pub fn latency_and_rate(m: &Mode, port: u16, secs: f64) -> anyhow::Result<Vec<(&'static str, f64)>> {
+    pin_servers();
     let rr = tool(m, "rr", port, secs)?;
     let conns = tool(m, "conns", port, secs)?;
     Ok(vec![

@@ -199,6 +199,23 @@ fn leftovers(before: &std::collections::BTreeMap<&str, usize>) -> Vec<String> {
         .collect()
 }
 
+/// Copies the latest full run (target/bench) into docs/bench/.
+fn publish_bench() -> anyhow::Result<()> {
+    let root = root();
+    let (from, to) = (root.join("target/bench"), root.join("docs/bench"));
+    std::fs::create_dir_all(&to)?;
+    for entry in std::fs::read_dir(&from).with_context(|| format!("reading {}", from.display()))? {
+        let path = entry?.path();
+        let keep = path.extension().is_some_and(|e| e == "svg" || e == "md" || e == "json");
+        if keep && path.is_file() {
+            let dest = to.join(path.file_name().unwrap_or_default());
+            std::fs::copy(&path, &dest).with_context(|| format!("copying to {}", dest.display()))?;
+        }
+    }
+    println!("bench: report and plots copied to {}", to.display());
+    Ok(())
+}
+
 /// Runs the benchmark harness from the project root.
 fn bench(args: &[String]) -> anyhow::Result<()> {
     let root = root();
@@ -229,7 +246,15 @@ fn main() -> anyhow::Result<()> {
         Cmd::Bench { args } => {
             setup::setup()?;
             build()?;
-            bench(&args)
+            bench(&args)?;
+            // A full run's report and plots become the published ones.
+            if !args
+                .iter()
+                .any(|a| a == "--quick" || a == "--out" || a.starts_with("--out=") || a == "--modes")
+            {
+                publish_bench()?;
+            }
+            Ok(())
         }
         Cmd::Test { args } => {
             setup::setup()?;

@@ -1,7 +1,9 @@
-//! Alias load balancing, measured: new connections per second from a
-//! client sandbox to an alias's virtual IP (three backends, Maglev in BPF)
-//! against the same client connecting to one backend directly, in
-//! interleaved rounds; how the flows spread over the backends (`lb list`);
+//! Alias load balancing, measured like for like: new connections per
+//! second from a client sandbox to a VIP with one backend against that
+//! backend directly (the cost of balancing), and to a VIP over three
+//! backends against DNS round robin over the same three (the name resolved
+//! for every connection, on a plain network: the benefit), in interleaved
+//! rounds; how the flows spread over the backends (`lb list`);
 //! and how many flows of the other backends move when one of N leaves,
 //! computed on the daemon's own Maglev tables and the BPF flow hash.
 
@@ -56,7 +58,29 @@ pub fn alias_lb(rounds: u32, secs: f64) -> anyhow::Result<Value> {
         let key = h.inspect(&name)["NetworkSettings"]["SandboxKey"].as_str().unwrap_or_default().to_string();
         wait_listening(&["nsenter", &format!("--net={key}")], &[ECHO_PORT])?;
     }
+    // The same three on a plain network, where their alias resolves to all
+    // three in turn (DNS round robin); and a fourth backend alone behind an alias.
+    ok(&["network", "create", "--subnet", "10.78.0.0/24", "rrbench"])?;
+    for i in 0..BACKENDS {
+        ok(&["network", "connect", "--alias", "rrsvc", "rrbench", &format!("b{i}")])?;
+    }
+    ok(&[
+        "run",
+        "-d",
+        "--name",
+        "solo",
+        "--network",
+        "lbbench",
+        "--network-alias",
+        "one",
+        "sh",
+        "-c",
+        &serve,
+    ])?;
+    let key = h.inspect("solo")["NetworkSettings"]["SandboxKey"].as_str().unwrap_or_default().to_string();
+    wait_listening(&["nsenter", &format!("--net={key}")], &[ECHO_PORT])?;
     ok(&["run", "-d", "--name", "client", "--network", "lbbench", "sleep", "infinity"])?;
+    ok(&["network", "connect", "rrbench", "client"])?;
     // The client reuses TIME_WAIT ports, as the external client of the other phases does.
     let key = h.inspect("client")["NetworkSettings"]["SandboxKey"].as_str().unwrap_or_default().to_string();
     for kv in ["net.ipv4.tcp_tw_reuse=1", "net.ipv4.ip_local_port_range=1024 65000"] {
@@ -68,18 +92,33 @@ pub fn alias_lb(rounds: u32, secs: f64) -> anyhow::Result<Value> {
         );
     }
     let rows: Value = serde_json::from_str(&ok(&["lb", "list", "--format", "json"])?)?;
-    let vip = rows[0]["Vip"].as_str().ok_or_else(|| anyhow::anyhow!("no VIP in {rows}"))?.to_string();
-    let direct = h.ip_of("b0", "lbbench");
+    let vip_of = |alias: &str| -> anyhow::Result<String> {
+        rows.as_array()
+            .into_iter()
+            .flatten()
+            .find(|r| r["Alias"] == alias)
+            .and_then(|r| r["Vip"].as_str())
+            .map(str::to_string)
+            .ok_or_else(|| anyhow::anyhow!("no VIP of {alias} in {rows}"))
+    };
+    let (vip, vip_one) = (vip_of("svc")?, vip_of("one")?);
+    let direct = h.ip_of("solo", "lbbench");
     // Warm-up, then interleaved rounds.
-    conns(&h, &vip, 1.0)?;
-    conns(&h, &direct, 1.0)?;
-    let (mut via_vip, mut to_one) = (Vec::new(), Vec::new());
-    for _ in 0..rounds {
-        via_vip.push(conns(&h, &vip, secs)?);
-        to_one.push(conns(&h, &direct, secs)?);
+    let targets = [vip.as_str(), "rrsvc", vip_one.as_str(), direct.as_str()];
+    for t in targets {
+        conns(&h, t, 1.0)?;
     }
+    let mut samples: [Vec<f64>; 4] = Default::default();
+    for _ in 0..rounds {
+        for (t, out) in targets.iter().zip(samples.iter_mut()) {
+            out.push(conns(&h, t, secs)?);
+        }
+    }
+    let [via_vip, dns_rr, vip_single, to_one] = samples;
     let rows: Value = serde_json::from_str(&ok(&["lb", "list", "--format", "json"])?)?;
-    let flows: BTreeMap<String, u64> = rows[0]["Backends"]
+    let svc =
+        rows.as_array().into_iter().flatten().find(|r| r["Alias"] == "svc").cloned().unwrap_or_default();
+    let flows: BTreeMap<String, u64> = svc["Backends"]
         .as_array()
         .map(|bs| {
             bs.iter()
@@ -88,14 +127,18 @@ pub fn alias_lb(rounds: u32, secs: f64) -> anyhow::Result<Value> {
         })
         .unwrap_or_default();
     let (lo, hi) = (flows.values().min().copied().unwrap_or(0), flows.values().max().copied().unwrap_or(0));
-    let vip_stat = report::stat("new_connections", via_vip);
-    let direct_stat = report::stat("new_connections", to_one);
-    let ratio = if direct_stat.median > 0.0 { vip_stat.median / direct_stat.median } else { 0.0 };
+    let stat = |v: Vec<f64>| report::stat("new_connections", v);
+    let (vip_stat, rr_stat, single_stat, direct_stat) =
+        (stat(via_vip), stat(dns_rr), stat(vip_single), stat(to_one));
+    let over = |a: &report::Stat, b: &report::Stat| if b.median > 0.0 { a.median / b.median } else { 0.0 };
     Ok(json!({
         "backends": BACKENDS,
         "via_vip": vip_stat,
+        "dns_round_robin": rr_stat,
+        "via_vip_one_backend": single_stat,
         "direct": direct_stat,
-        "vip_over_direct": ratio,
+        "vip_over_dns_round_robin": over(&vip_stat, &rr_stat),
+        "vip_one_backend_over_direct": over(&single_stat, &direct_stat),
         "flows_per_backend": flows,
         "max_over_min_flows": if lo > 0 { hi as f64 / lo as f64 } else { 0.0 },
         "flows_moved_when_one_leaves": disruption(),

@@ -18,6 +18,7 @@ mod netavark;
 mod ours;
 mod overlay;
 mod restart;
+mod routed;
 
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
@@ -39,6 +40,7 @@ pub use netavark::netavark;
 pub use ours::{dataplane, dataplane_localhost, memory};
 pub use overlay::overlay;
 pub use restart::restart;
+pub use routed::routed;
 
 /// Ports the servers listen on (and that are published).
 pub const IPERF_PORT: u16 = 5201;
