@@ -155,3 +155,42 @@ pub fn flood(addr: &str, secs: f64) -> anyhow::Result<Flood> {
     }
     Ok(Flood { sent, seconds: t0.elapsed().as_secs_f64() })
 }
+
+/// Sends TCP SYNs to `addr` from random addresses of 198.18.0.0/15 (the
+/// benchmarking range: nothing answers there, so every SYN is a new,
+/// never-answered flow) and random ports, through a raw socket, for `secs`
+/// (the conntrack-at-capacity phase's flood).
+pub fn syn_flood(addr: &str, secs: f64) -> anyhow::Result<Flood> {
+    let target: std::net::SocketAddrV4 = addr.parse()?;
+    let sock = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::RAW, Some(socket2::Protocol::TCP))?;
+    sock.set_header_included_v4(true)?;
+    let dest = socket2::SockAddr::from(std::net::SocketAddr::V4(target));
+    let t0 = Instant::now();
+    let limit = Duration::from_secs_f64(secs);
+    // xorshift: cheap, and every run the same sequence.
+    let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+    let mut next = || {
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        x
+    };
+    let mut packet = Vec::with_capacity(64);
+    let mut sent = 0u64;
+    while t0.elapsed() < limit {
+        for _ in 0..256 {
+            let r = next();
+            let src = [198, 18 + (r & 1) as u8, (r >> 8) as u8, (r >> 16) as u8];
+            let sport = 1024 + ((r >> 24) as u16 % 60_000);
+            packet.clear();
+            etherparse::PacketBuilder::ipv4(src, target.ip().octets(), 64)
+                .tcp(sport, target.port(), (r >> 32) as u32, 64_240)
+                .syn()
+                .write(&mut packet, &[])?;
+            if sock.send_to(&packet, &dest).is_ok() {
+                sent += 1;
+            }
+        }
+    }
+    Ok(Flood { sent, seconds: t0.elapsed().as_secs_f64() })
+}

@@ -80,6 +80,26 @@ enum Cmd {
         #[command(flatten)]
         phase: PhaseArgs,
     },
+    /// TCP SYNs to ADDR from random never-answering sources (the
+    /// conntrack-at-capacity phase's flood); prints JSON.
+    Synflood {
+        addr: String,
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Only the conntrack-at-capacity phase (as root): a legitimate client
+    /// during a SYN flood that fills the flow table; prints its JSON.
+    CtCapacity {
+        #[arg(long, default_value_t = 5.0)]
+        seconds: f64,
+    },
+    /// Writes report.md and the plots again from a report.json (e.g. after
+    /// a change to how they are drawn).
+    Render {
+        report: PathBuf,
+        #[arg(long)]
+        out: PathBuf,
+    },
     /// Only the restart phase (as root): kill -9 and start with many sandboxes
     /// and published ports; prints its JSON.
     Restart {
@@ -441,7 +461,7 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     let wanted =
         BUILDERS.iter().filter(|(n, _)| args.modes.is_empty() || args.modes.iter().any(|m| m == n)).count();
     let steps = if args.quick { 2 } else { 3 };
-    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 7;
+    let total = wanted * (2 + rounds as usize + steps * (1 + rounds as usize) + 1) + 8;
     let mut r = Run {
         args,
         rounds,
@@ -498,6 +518,14 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
         report["ct_scale"] = guarded(&mut r, "conntrack at scale", |r| {
             modes::ct_scale(r.args.quick).unwrap_or_else(|e| {
                 r.unavailable.insert("conntrack at scale".into(), format!("{e:#}"));
+                Value::Null
+            })
+        });
+        save(&mut report, &r)?;
+        r.progress.step("conntrack at capacity: a legitimate client during a SYN flood");
+        report["ct_capacity"] = guarded(&mut r, "conntrack at capacity", |r| {
+            modes::ct_capacity(r.seconds).unwrap_or_else(|e| {
+                r.unavailable.insert("conntrack at capacity".into(), format!("{e:#}"));
                 Value::Null
             })
         });
@@ -608,6 +636,23 @@ fn main() -> anyhow::Result<()> {
             dataplane_tests::require_privileges();
             let (rounds, seconds) = phase.effective();
             println!("{}", serde_json::to_string_pretty(&modes::firewall(rounds, seconds)?)?);
+            Ok(())
+        }
+        Cmd::Render { report, out } => {
+            let r: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+            std::fs::create_dir_all(&out)?;
+            std::fs::write(out.join("report.md"), report::markdown(&r))?;
+            plot::all(&r, &out)?;
+            println!("wrote {}", out.display());
+            Ok(())
+        }
+        Cmd::Synflood { addr, seconds } => {
+            println!("{}", serde_json::to_string(&load::syn_flood(&addr, seconds)?)?);
+            Ok(())
+        }
+        Cmd::CtCapacity { seconds } => {
+            dataplane_tests::require_privileges();
+            println!("{}", serde_json::to_string_pretty(&modes::ct_capacity(seconds)?)?);
             Ok(())
         }
         Cmd::Restart { quick, sandboxes, ports, flows } => {

@@ -191,6 +191,12 @@ pub fn goals(r: &Value) -> Vec<Value> {
         100.0,
         true,
     );
+    goal(
+        "new connections during a SYN flood that fills conntrack ÷ before it",
+        r["ct_capacity"]["during_over_before"].as_f64(),
+        0.9,
+        true,
+    );
     // Alias load balancing like for like.
     let lb = &r["alias_lb"];
     goal(
@@ -346,6 +352,8 @@ pub fn markdown(r: &Value) -> String {
         }
     }
     if let Some(mem) = r["memory"].as_object().filter(|o| !o.is_empty()) {
+        // Indexed as a Value: a key an older report lacks reads as null.
+        let mem = &Value::Object(mem.clone());
         s.push_str(&format!(
             "\n**Daemon memory**: {} MiB resident idle, {} MiB with {} sandboxes (created in {} s)\n",
             f(&mem["rss_mib_idle"]),
@@ -355,6 +363,8 @@ pub fn markdown(r: &Value) -> String {
         ));
     }
     if let Some(lb) = r["alias_lb"].as_object().filter(|o| !o.is_empty()) {
+        // Indexed as a Value: a key an older report lacks reads as null.
+        let lb = &Value::Object(lb.clone());
         let mut moved: Vec<(u64, String)> = lb["flows_moved_when_one_leaves"]
             .as_object()
             .map(|o| o.iter().map(|(n, v)| (n.parse().unwrap_or(0), format!("{n}: {}%", f(v)))).collect())
@@ -381,7 +391,29 @@ pub fn markdown(r: &Value) -> String {
         }
         s.push_str(&format!("\nFlows of the other backends moved when one of N leaves: {moved}\n"));
     }
+    if let Some(cc) = r["ct_capacity"].as_object().filter(|o| !o.is_empty()) {
+        // Indexed as a Value: a key an older report lacks reads as null.
+        let cc = &Value::Object(cc.clone());
+        s.push_str(&format!(
+            "\n**Conntrack at capacity**: a SYN flood from the external namespace (random never-answering \
+             sources) fills the IPv4 flow table through a published port ({} of {} entries, filled in {} s) \
+             while a legitimate client there opens connections to the same port: {} conn/s before, {} during \
+             (÷ {}), {} after; insert failures {} (the table is LRU: the oldest entries make room); back to 90% \
+             of its rate {} s after the flood\n",
+            f(&cc["entries_when_measured"]),
+            cc["ipv4_table"],
+            f(&cc["seconds_to_fill"]),
+            f(&cc["conns_before"]),
+            f(&cc["conns_during"]),
+            f(&cc["during_over_before"]),
+            f(&cc["conns_after"]),
+            f(&cc["insert_failed"]),
+            f(&cc["recovery_seconds"]),
+        ));
+    }
     if let Some(ct) = r["ct_scale"].as_object().filter(|o| !o.is_empty()) {
+        // Indexed as a Value: a key an older report lacks reads as null.
+        let ct = &Value::Object(ct.clone());
         s.push_str(&format!(
             "\n**Conntrack at scale** ({} entries written into the table in {} s): `run -d` {} ms with them vs {} ms \
              without (÷ {}); `rm -f` {} ms vs {} ms; daemon CPU per GC pass {} s with them, {} s without (the \
@@ -400,6 +432,8 @@ pub fn markdown(r: &Value) -> String {
         ));
     }
     if let Some(dns) = r["dns"].as_object().filter(|o| !o.is_empty()) {
+        // Indexed as a Value: a key an older report lacks reads as null.
+        let dns = &Value::Object(dns.clone());
         s.push_str(&format!(
             "\n**Name resolution** ({} names of each kind; most q/s `dnsperf -c 4` gets, with its loss; \
              p50/p99 of every answer at a fixed {} q/s; ↑ q/s, ↓ ms)\n\n\
@@ -460,6 +494,8 @@ pub fn markdown(r: &Value) -> String {
         }
     }
     if let Some(rs) = r["restart"].as_object().filter(|o| !o.is_empty()) {
+        // Indexed as a Value: a key an older report lacks reads as null.
+        let rs = &Value::Object(rs.clone());
         let v = |k: &str| f(&rs[k]);
         s.push_str(&format!(
             "\n**Restart at scale**: {} sandboxes publishing {} ports (created in {} s), {} connections \
@@ -489,6 +525,8 @@ pub fn markdown(r: &Value) -> String {
         ));
     }
     if let Some(fw) = r["firewall"].as_object().filter(|o| !o.is_empty()) {
+        // Indexed as a Value: a key an older report lacks reads as null.
+        let fw = &Value::Object(fw.clone());
         s.push_str(
             "\n**Firewall: a denied client floods a published UDP port** (64-byte frames from one socket; the rule judged \
              in tcx alone, or dropped by `--xdp` in the uplink veth's native XDP; medians)\n\n\
@@ -510,6 +548,8 @@ pub fn markdown(r: &Value) -> String {
         }
     }
     if let Some(ov) = r["overlay"].as_object().filter(|o| !o.is_empty()) {
+        // Indexed as a Value: a key an older report lacks reads as null.
+        let ov = &Value::Object(ov.clone());
         s.push_str(
             "\n**Overlay across hosts** (client sandbox on host A, server on host B, hosts on one LAN bridge; \
              medians)\n\n| metric | dataplane overlay | plain kernel VXLAN | underlay | overlay ÷ VXLAN |\n\

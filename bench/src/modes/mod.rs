@@ -8,6 +8,7 @@
 mod alias_lb;
 mod bare;
 mod cni;
+mod ct_capacity;
 mod ct_scale;
 mod dns;
 mod docker;
@@ -30,6 +31,7 @@ use dataplane_tests::{Netns, sh};
 pub use alias_lb::alias_lb;
 pub use bare::bare;
 pub use cni::{cni, cni_dataplane};
+pub use ct_capacity::ct_capacity;
 pub use ct_scale::ct_scale;
 pub use dns::dns;
 pub use docker::{docker, docker_dataplane};
