@@ -100,6 +100,11 @@ enum Cmd {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Only the alias load-balancing phase (as root); prints its JSON.
+    AliasLb {
+        #[command(flatten)]
+        phase: PhaseArgs,
+    },
     /// Only the restart phase (as root): kill -9 and start with many sandboxes
     /// and published ports; prints its JSON.
     Restart {
@@ -644,6 +649,12 @@ fn main() -> anyhow::Result<()> {
             std::fs::write(out.join("report.md"), report::markdown(&r))?;
             plot::all(&r, &out)?;
             println!("wrote {}", out.display());
+            Ok(())
+        }
+        Cmd::AliasLb { phase } => {
+            dataplane_tests::require_privileges();
+            let (rounds, seconds) = phase.effective();
+            println!("{}", serde_json::to_string_pretty(&modes::alias_lb(rounds, seconds)?)?);
             Ok(())
         }
         Cmd::Synflood { addr, seconds } => {
