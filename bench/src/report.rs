@@ -630,6 +630,7 @@ mod tests {
         let modes = json!({
             "dataplane": { "udp_64b": { "median": 180.0 }, "rr_p50": { "median": 70.0 } },
             "bare": { "udp_64b": { "median": 200.0 }, "rr_p50": { "median": 70.0 } },
+            "routed": { "udp_64b": { "median": 170.0 }, "rr_p50": { "median": 80.0 } },
             "netavark": { "udp_64b": { "median": 100.0 } },
             "cni": { "udp_64b": { "median": 120.0 } },
         });
@@ -644,7 +645,10 @@ mod tests {
         // 180 / max(100, 120) = 1.5 against the best iptables peer.
         assert_eq!(find("UDP 64 B ÷ best iptables peer")["value"], 1.5);
         assert_eq!(find("UDP 64 B ÷ best iptables peer")["met"], true);
-        assert_eq!(find("RR p50 ÷ bare")["met"], true);
+        // The data-path goals are against `routed`: 70 / 80 ≤ 1.0, 180 / 170 ≥ 1.0.
+        assert_eq!(find("RR p50 ÷ routed")["met"], true);
+        assert_eq!(find("UDP 64 B ÷ routed")["met"], true);
+        assert!(find("RR p50 ÷ bare").is_null(), "no goal is stated against bare any more");
         assert!(
             find("localhost TCP ÷ docker-proxy")["met"].is_null(),
             "not measured is neither met nor missed"
