@@ -45,7 +45,11 @@ pub fn fixture(tag: &str) -> Fixture {
         std::process::Command::new("id").arg("-u").output().is_ok_and(|o| o.stdout == b"0\n"),
         "this test loads BPF programs: run it as root (cargo xtask test)"
     );
-    let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/dataplane-{tag}-{}", std::process::id()));
+    // One directory per fixture: tests of one binary run in parallel threads
+    // (one pid), and two fixtures of one tag must not share pinned maps.
+    static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+    let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let pins = std::path::PathBuf::from(format!("/sys/fs/bpf/dataplane-{tag}-{}-{n}", std::process::id()));
     let _ = std::fs::remove_dir_all(&pins);
     let dp =
         Datapath::load(&pins, Default::default()).expect("load BPF (needs root, bpffs, a kernel with tcx)");
