@@ -61,20 +61,16 @@ impl Notifications {
 /// The host's uplink address (`HOST_IP`), where the ports are published.
 const HOST: [u8; 4] = [192, 0, 2, 1];
 
-/// Drop counters by `reason direction` (`dataplane stats`).
+/// Dropped packets by series labels (`/metrics`, `verdict="drop"`).
 fn drops(h: &Host) -> std::collections::BTreeMap<String, u64> {
-    let o = h.dp(&["stats", "--format", "json"]);
-    let rows: Value = serde_json::from_slice(&o.stdout).unwrap_or_default();
-    rows["Metrics"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .filter(|r| r["verdict"] == "drop" || r["reason"].as_str().is_some_and(|s| s.contains("DROP")))
-        .map(|r| {
-            (
-                format!("{} {}", r["reason"].as_str().unwrap_or(""), r["direction"].as_str().unwrap_or("")),
-                r["packets"].as_u64().unwrap_or(0),
-            )
+    let socket = h.socket.display().to_string();
+    let o = dataplane_tests::sh(&["curl", "-s", "--unix-socket", &socket, "http://d/metrics"]);
+    String::from_utf8_lossy(&o.stdout)
+        .lines()
+        .filter(|l| l.starts_with("dataplane_packets_total{") && l.contains("verdict=\"drop\""))
+        .filter_map(|l| {
+            let (labels, n) = l.rsplit_once(' ')?;
+            Some((labels.to_string(), n.parse::<f64>().ok()? as u64))
         })
         .collect()
 }

@@ -112,10 +112,7 @@ impl Firewall {
             gone += 1;
         }
         let n = u32::try_from(want.len()).unwrap_or(u32::MAX);
-        let mut gate = lock(&self.rules);
-        if gate.get(&0, 0).ok() != Some(n) {
-            put(&mut *gate, 0, n).map_err(map_err(MAP_FIREWALL_RULES))?;
-        }
+        put(&mut *lock(&self.rules), 0, n).map_err(map_err(MAP_FIREWALL_RULES))?;
         Ok((written, gone))
     }
 

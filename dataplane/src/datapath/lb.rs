@@ -89,8 +89,7 @@ impl LoadBalancer {
         let doomed: Vec<LbStatKey> =
             stats.keys().filter_map(|k| k.ok()).filter(|k| k.vip == vip.octets()).collect();
         for k in doomed {
-            super::removed(stats.remove(&k).inspect(|()| super::write::counted()))
-                .map_err(map_err(format!("remove flow counters of VIP {vip}")))?;
+            erase(&mut *stats, k).map_err(map_err(format!("remove flow counters of VIP {vip}")))?;
         }
         Ok(())
     }

@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use aya::Pod;
 use aya::maps::lpm_trie::Key;
-use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError};
+use aya::maps::{Array, HashMap, LpmTrie, MapData, MapError, PerCpuHashMap};
 
 static WRITES: AtomicU64 = AtomicU64::new(0);
 
@@ -23,12 +23,17 @@ pub(crate) fn counted() {
     WRITES.fetch_add(1, Ordering::Relaxed);
 }
 
-/// A map seen as cells: read, write and delete one key.
+/// A map seen as cells: read and write one key.
 pub(crate) trait Cells {
     type K;
     type V: Pod;
     fn read(&self, key: &Self::K) -> Option<Self::V>;
     fn write(&mut self, key: &Self::K, value: &Self::V) -> Result<(), MapError>;
+}
+
+/// A map whose keys can go (an array's cannot).
+pub(crate) trait Erasable {
+    type K;
     fn delete(&mut self, key: &Self::K) -> Result<(), MapError>;
 }
 
@@ -41,6 +46,17 @@ impl<K: Pod, V: Pod> Cells for HashMap<MapData, K, V> {
     fn write(&mut self, key: &K, value: &V) -> Result<(), MapError> {
         self.insert(key, value, 0)
     }
+}
+
+impl<K: Pod, V: Pod> Erasable for HashMap<MapData, K, V> {
+    type K = K;
+    fn delete(&mut self, key: &K) -> Result<(), MapError> {
+        self.remove(key)
+    }
+}
+
+impl<K: Pod, V: Pod> Erasable for PerCpuHashMap<MapData, K, V> {
+    type K = K;
     fn delete(&mut self, key: &K) -> Result<(), MapError> {
         self.remove(key)
     }
@@ -55,6 +71,10 @@ impl<K: Pod, V: Pod> Cells for LpmTrie<MapData, K, V> {
     fn write(&mut self, key: &Key<K>, value: &V) -> Result<(), MapError> {
         self.insert(key, value, 0)
     }
+}
+
+impl<K: Pod, V: Pod> Erasable for LpmTrie<MapData, K, V> {
+    type K = Key<K>;
     fn delete(&mut self, key: &Key<K>) -> Result<(), MapError> {
         self.remove(key)
     }
@@ -68,12 +88,6 @@ impl<V: Pod> Cells for Array<MapData, V> {
     }
     fn write(&mut self, key: &u32, value: &V) -> Result<(), MapError> {
         self.set(*key, value, 0)
-    }
-    /// An array's cells cannot go: deleting one zeroes it.
-    fn delete(&mut self, key: &u32) -> Result<(), MapError> {
-        // SAFETY: Pod types are plain data; all-zero bytes are a value of them.
-        let zero: V = unsafe { std::mem::zeroed() };
-        self.set(*key, zero, 0)
     }
 }
 
@@ -98,7 +112,7 @@ pub(crate) fn put<M: Cells>(
 }
 
 /// Deletes `key`; a key already gone is not an error (and not a change).
-pub(crate) fn erase<M: Cells>(map: &mut M, key: impl Borrow<M::K>) -> Result<(), MapError> {
+pub(crate) fn erase<M: Erasable>(map: &mut M, key: impl Borrow<M::K>) -> Result<(), MapError> {
     match map.delete(key.borrow()) {
         Ok(()) => {
             counted();

@@ -41,13 +41,12 @@ pub async fn create_network(host: &Netlink, net: &Network) -> Result<()> {
         {
             host.set_mtu(idx, mtu).await?;
         }
-        let addrs = if made { Vec::new() } else { host.ipv4_addresses(idx).await? };
         if let Some(ipam) = &net.ipam {
             let mac = names::mac_for_ip(ipam.gateway);
             if link.mac != mac {
                 host.set_mac(idx, mac).await?;
             }
-            if !addrs.contains(&ipam.gateway) {
+            if made || !host.ipv4_addresses(idx).await?.contains(&ipam.gateway) {
                 host.add_address(idx, ipam.gateway, ipam.subnet.prefix()).await?;
             }
         }
