@@ -282,7 +282,11 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
     let listener = tokio::net::UnixListener::bind(&paths.socket)
         .with_context(|| format!("binding {}", paths.socket.display()))?;
     std::fs::set_permissions(&paths.socket, std::fs::Permissions::from_mode(0o660))?;
-    tracing::info!(socket = %paths.socket.display(), uplink = ?uplink, "dataplane daemon ready");
+    tracing::info!(
+        socket = %paths.socket.display(),
+        uplink = uplink.as_deref().unwrap_or("none"),
+        "dataplane daemon ready"
+    );
     let _ = sd_notify::notify(&[sd_notify::NotifyState::Ready]);
 
     let metrics = metrics_listener.map(|l| serve_metrics(l, Arc::clone(&engine)));
@@ -319,7 +323,20 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         task.abort();
         let _ = std::fs::remove_file(sock);
     }
-    tracing::info!("dataplane daemon stopped; BPF enforcement stays pinned");
+    // Pins outlive the daemon only where its bpffs mount does: in the
+    // host's mount namespace, not in a private one (`ip netns exec`).
+    let mnt = |p: &str| std::fs::metadata(p).ok().map(|m| std::os::unix::fs::MetadataExt::ino(&m));
+    if mnt("/proc/1/ns/mnt").is_some() && mnt("/proc/1/ns/mnt") == mnt("/proc/self/ns/mnt") {
+        tracing::info!(
+            bpffs = %paths.bpffs.display(),
+            "dataplane daemon stopped; its BPF programs and maps stay pinned: sandboxes keep their datapath until the next start"
+        );
+    } else {
+        tracing::info!(
+            bpffs = %paths.bpffs.display(),
+            "dataplane daemon stopped; it ran in a mount namespace of its own, so its BPF pins last only while that namespace's bpffs mount does"
+        );
+    }
     Ok(())
 }
 

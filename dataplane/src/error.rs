@@ -45,8 +45,12 @@ pub enum Error {
     NotConnected { sandbox: String, network: String },
     #[error("endpoint with name {sandbox} already exists in network {network}")]
     AlreadyConnected { sandbox: String, network: String },
-    #[error("conflicting options: {0}")]
+    /// A request that cannot be done as things are (its message says why).
+    #[error("{0}")]
     Conflict(String),
+    /// Two options of one request that do not go together (Docker's words).
+    #[error("conflicting options: {0}")]
+    ConflictingOptions(String),
     #[error("no firewall rule {0} (dataplane firewall ls lists them)")]
     FirewallRuleNotFound(u32),
     #[error("firewall rule {id} already matches {what}: remove it first (dataplane firewall rm {id})")]
@@ -59,6 +63,12 @@ pub enum Error {
         "You cannot remove a running container {0}. Stop the container before attempting removal or force remove"
     )]
     SandboxRunning(String),
+    #[error("Container {0} is not running")]
+    NotRunning(String),
+    #[error("exec: {0:?}: executable file not found in $PATH")]
+    CommandNotFound(String),
+    #[error("exec: {0:?}: permission denied")]
+    NotExecutable(String),
     #[error("{0}")]
     Unsupported(String),
     #[error("netlink: {op} {target}: {source}")]
@@ -116,6 +126,7 @@ impl Error {
             | Error::NetworkInUse { .. }
             | Error::NetworkInUseElsewhere { .. }
             | Error::SandboxRunning(_)
+            | Error::NotRunning(_)
             | Error::AlreadyConnected { .. }
             | Error::FirewallRuleExists { .. }
             | Error::NetworkInFirewall { .. }
@@ -131,6 +142,9 @@ impl Error {
             | Error::HostNetworkConnect
             | Error::NotConnected { .. }
             | Error::Conflict(_)
+            | Error::ConflictingOptions(_)
+            | Error::CommandNotFound(_)
+            | Error::NotExecutable(_)
             | Error::Unsupported(_) => 400,
             Error::NoSpace { .. } => 507,
             _ => 500,

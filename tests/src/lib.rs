@@ -527,30 +527,30 @@ impl Host {
             .as_array()
             .expect("rows")
             .iter()
-            .filter(|r| r["reason"] == reason)
-            .map(|r| r["packets"].as_u64().unwrap_or(0))
+            .filter(|r| r["Reason"] == reason)
+            .map(|r| r["Packets"].as_u64().unwrap_or(0))
             .sum()
     }
 
     /// Sandbox names in the store.
     pub fn sandbox_names(&self) -> Vec<String> {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.dp_ok(&["ps", "-a", "--format", "json"])).expect("ps json");
-        let mut names: Vec<String> = v
-            .as_array()
-            .expect("list")
-            .iter()
-            .filter_map(|s| s["Names"][0].as_str().map(|n| n.trim_start_matches('/').to_string()))
-            .collect();
+        let mut names: Vec<String> =
+            self.ps_rows().iter().filter_map(|s| s["Names"].as_str().map(String::from)).collect();
         names.sort();
         names
     }
 
+    /// `ps -a --format json`: one object a line, Docker's fields (ID, Names, State, Networks…).
+    pub fn ps_rows(&self) -> Vec<serde_json::Value> {
+        json_lines(&self.dp_ok(&["ps", "-a", "--format", "json"]))
+    }
+
     /// Network names in the store.
     pub fn network_names(&self) -> Vec<String> {
-        let v: serde_json::Value =
-            serde_json::from_str(&self.dp_ok(&["network", "ls", "--format", "json"])).expect("ls json");
-        v.as_array().expect("list").iter().filter_map(|n| n["Name"].as_str().map(String::from)).collect()
+        json_lines(&self.dp_ok(&["network", "ls", "--format", "json"]))
+            .iter()
+            .filter_map(|n| n["Name"].as_str().map(String::from))
+            .collect()
     }
 
     /// Files in the state dir's netns directory (one per live sandbox namespace, plus `default`).
@@ -738,4 +738,12 @@ impl Drop for DnsUpstream {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
+}
+
+/// Parses output of one JSON object a line (`ps --format json`, `network ls --format json`).
+pub fn json_lines(text: &str) -> Vec<serde_json::Value> {
+    text.lines()
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("not a JSON line: {l:?}: {e}")))
+        .collect()
 }

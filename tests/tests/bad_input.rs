@@ -215,7 +215,7 @@ fn bad_sandboxes_are_refused_and_leave_nothing() {
     refused(&h, &["run", "-d", "-p", "abc", "sleep", "1"], "not a port number");
     refused(&h, &["run", "-d", "--expose", "80/icmp", "sleep", "1"], "unknown protocol");
     refused(&h, &["run", "-d", "--network-alias", "x", "sleep", "1"], "user defined networks");
-    refused(&h, &["run", "-d", "--name", "nocmd", "/no/such/program"], "start process");
+    refused(&h, &["run", "-d", "--name", "nocmd", "/no/such/program"], "executable file not found");
     refused(&h, &["run", "-d"], "requires a COMMAND");
     refused(&h, &["rm", "nosuch"], "No such container");
     refused(&h, &["inspect", "nosuch"], "No such container");

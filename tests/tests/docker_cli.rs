@@ -55,3 +55,42 @@ fn docker_network_commands_work_against_dataplane() {
     let pruned = docker_ok(&h, &["network", "prune", "-f"]);
     assert!(pruned.contains("unused"), "{pruned}");
 }
+
+/// Docker's CLI renders Docker's templates and tables on our API's
+/// answers; ours renders ours on the same daemon: they must print the same.
+#[test]
+fn our_templates_and_tables_print_what_dockers_cli_prints() {
+    assert!(
+        sh(&["sh", "-c", "command -v docker"]).status.success(),
+        "the docker CLI client is needed for this test (Debian package docker.io or docker-ce-cli)"
+    );
+    let (h, _ext) = Host::with_external("gold");
+    h.dp_ok(&["network", "create", "--subnet", "10.67.0.0/24", "--label", "team=net", "gold1"]);
+    h.dp_ok(&["network", "create", "--internal", "--subnet", "10.68.0.0/24", "gold2"]);
+    h.dp_ok(&["run", "-d", "--name", "g1", "--network", "gold1", "sleep", "300"]);
+    let ls = |args: &[&str]| {
+        let ours = h.dp_ok(&[&["network", "ls"][..], args].concat());
+        let docker = docker_ok(&h, &[&["network", "ls"][..], args].concat());
+        assert_eq!(ours, docker, "network ls {args:?}: ours vs docker's");
+    };
+    ls(&[]);
+    ls(&["-q"]);
+    ls(&["--no-trunc", "-q"]);
+    ls(&["--format", "{{.ID}} {{.Name}} {{.Driver}} {{.Scope}} {{.Internal}} {{.IPv6}} {{.Labels}}"]);
+    ls(&["--format", "table {{.Name}}\t{{.Driver}}\t{{.Scope}}"]);
+    ls(&["--filter", "driver=bridge", "--format", "{{.Name}}"]);
+    ls(&["--filter", "label=team=net", "--format", "{{.Name}}"]);
+    for f in [
+        "{{.Name}} {{.Driver}} {{.Scope}} {{.Internal}} {{.EnableIPv6}}",
+        "{{range .IPAM.Config}}{{.Subnet}} {{.Gateway}}{{end}}",
+        "{{range .Containers}}{{.Name}} {{.IPv4Address}}{{end}}",
+        r#"{{index .Labels "team"}}|{{len .Containers}}|{{printf "%.5s" .Id}}"#,
+        "{{if .Internal}}internal{{else}}routed{{end}}",
+    ] {
+        for net in ["gold1", "gold2"] {
+            let ours = h.dp_ok(&["network", "inspect", "-f", f, net]);
+            let docker = docker_ok(&h, &["network", "inspect", "-f", f, net]);
+            assert_eq!(ours, docker, "network inspect -f {f:?} {net}: ours vs docker's");
+        }
+    }
+}

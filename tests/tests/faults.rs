@@ -51,10 +51,9 @@ fn log_bytes(h: &Host, name: &str) -> u64 {
 
 /// Every sandbox record has its namespace file and every namespace file its record.
 fn records_and_namespaces_agree(h: &Host) {
-    let v: serde_json::Value = serde_json::from_str(&h.dp_ok(&["ps", "-a", "--format", "json"])).expect("ps");
     let mut keys: Vec<String> = Vec::new();
-    for s in v.as_array().expect("list") {
-        let name = s["Names"][0].as_str().expect("name").trim_start_matches('/').to_string();
+    for s in h.ps_rows() {
+        let name = s["Names"].as_str().expect("name").to_string();
         let key = h.inspect(&name)["NetworkSettings"]["SandboxKey"].as_str().expect("key").to_string();
         let file = Path::new(&key).file_name().expect("file").to_string_lossy().into_owned();
         keys.push(file);

@@ -128,7 +128,7 @@ fn run_exec_logs_stop_rm() {
     let mut child = std::process::Command::new(dataplane_tests::bin())
         .arg("--socket")
         .arg(&h.socket)
-        .args(["exec", "bg", "cat"])
+        .args(["exec", "-i", "bg", "cat"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .spawn()

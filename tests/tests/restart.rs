@@ -12,7 +12,15 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
     h.dp_ok(&["run", "-d", "--name", "r2", "--network", "red", "sleep", "600"]);
     h.dp_ok(&["run", "-d", "--name", "b1", "--network", "blue", "sleep", "600"]);
     let nets_before = h.network_names();
-    let ps_before = h.dp_ok(&["ps", "-a", "--format", "json"]);
+    // What a restart must keep (the times in STATUS move on by themselves).
+    let ps_fields = [
+        "ps",
+        "-a",
+        "--no-trunc",
+        "--format",
+        "{{.ID}} {{.Names}} {{.State}} {{.Networks}} {{.Ports}} {{.CreatedAt}}",
+    ];
+    let ps_before = h.dp_ok(&ps_fields);
     let r2_ip = h.ip_of("r2", "red");
     let r2_veth = h.inspect("r2")["NetworkSettings"]["Networks"]["red"]["HostInterfaceName"]
         .as_str()
@@ -50,7 +58,7 @@ fn kill_9_and_restart_keeps_state_connectivity_and_enforcement() {
 
     h.start();
     assert_eq!(h.network_names(), nets_before);
-    let ps_after = h.dp_ok(&["ps", "-a", "--format", "json"]);
+    let ps_after = h.dp_ok(&ps_fields);
     assert_eq!(ps_before, ps_after, "ps changed across the restart");
     assert_eq!(h.inspect("r1")["State"]["Pid"].as_u64(), Some(pid_r1), "sandbox process was restarted");
     assert_eq!(h.ip_of("r2", "red"), r2_ip);
@@ -156,7 +164,7 @@ fn a_pinned_map_of_another_shape_is_made_anew() {
     ]);
     assert!(o.status.success(), "bpftool map create: {}", dataplane_tests::text(&o));
     h.start();
-    let stats = h.dp_ok(&["stats"]);
+    let stats = h.dp_ok(&["stats", "--all"]);
     assert!(stats.contains("LB_NO_BACKEND"), "every reason is counted again: {stats}");
     assert!(h.daemon_log().contains("another shape"), "the daemon says why: {}", h.daemon_log_tail());
 }

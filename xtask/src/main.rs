@@ -227,6 +227,31 @@ fn bench(args: &[String]) -> anyhow::Result<()> {
     .context("running the benchmark harness")
 }
 
+/// Shell completions (bash, zsh, fish) and man pages, written by the
+/// installed binary itself (clap_complete, clap_mangen) under `share`.
+fn install_docs(bin: &std::path::Path, share: &std::path::Path) -> anyhow::Result<()> {
+    for (shell, dir, file) in [
+        ("bash", "bash-completion/completions", "dataplane"),
+        ("zsh", "zsh/site-functions", "_dataplane"),
+        ("fish", "fish/vendor_completions.d", "dataplane.fish"),
+    ] {
+        let out = Command::new(bin).args(["completion", shell]).output().context("dataplane completion")?;
+        anyhow::ensure!(
+            out.status.success(),
+            "dataplane completion {shell}: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let dir = share.join(dir);
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        std::fs::write(dir.join(file), out.stdout)
+            .with_context(|| format!("writing {}", dir.join(file).display()))?;
+    }
+    let man = share.join("man/man1");
+    run(Command::new(bin).arg("man-pages").arg(&man)).context("writing the man pages")?;
+    println!("installed completions under {} and man pages in {}", share.display(), man.display());
+    Ok(())
+}
+
 fn main() -> anyhow::Result<()> {
     let cli = Cli::parse();
     match cli.cmd {
@@ -315,6 +340,7 @@ fn main() -> anyhow::Result<()> {
             std::fs::create_dir_all(&bin_dir)?;
             std::fs::copy(root.join("target/release/dataplane"), bin_dir.join("dataplane"))
                 .context("installing the binary")?;
+            install_docs(&bin_dir.join("dataplane"), &prefix.join("share"))?;
             for dir in &cni_dirs {
                 std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
                 // Copied beside, then renamed: a runtime running the old one meanwhile is not disturbed.

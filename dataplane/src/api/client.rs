@@ -87,6 +87,28 @@ impl Client {
         started: impl FnOnce(),
         mut each: impl FnMut(&str) -> bool,
     ) -> anyhow::Result<()> {
+        let mut pending = Vec::new();
+        self.get_stream(path, started, |data| {
+            pending.extend_from_slice(data);
+            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
+                let line: Vec<u8> = pending.drain(..=nl).collect();
+                if !each(String::from_utf8_lossy(&line[..line.len() - 1]).as_ref()) {
+                    return false;
+                }
+            }
+            true
+        })
+        .await
+    }
+
+    /// GET whose answer is a stream of bytes: `each` gets every piece as it
+    /// comes, until the daemon ends the answer (or `each` returns false).
+    pub async fn get_stream(
+        &self,
+        path: &str,
+        started: impl FnOnce(),
+        mut each: impl FnMut(&[u8]) -> bool,
+    ) -> anyhow::Result<()> {
         let stream = tokio::net::UnixStream::connect(&self.socket)
             .await
             .with_context(|| format!("cannot reach the dataplane daemon at {}", self.socket.display()))?;
@@ -102,18 +124,16 @@ impl Client {
         let mut body = resp.into_body();
         if !(200..300).contains(&status) {
             let bytes = body.collect().await?.to_bytes();
-            bail!(ApiError { status, message: String::from_utf8_lossy(&bytes).into_owned() });
+            let message = serde_json::from_slice::<ErrorBody>(&bytes)
+                .map(|b| b.message)
+                .unwrap_or_else(|_| String::from_utf8_lossy(&bytes).into_owned());
+            bail!(ApiError { status, message });
         }
         started();
-        let mut pending = Vec::new();
         while let Some(frame) = body.frame().await {
             let Ok(data) = frame?.into_data() else { continue };
-            pending.extend_from_slice(&data);
-            while let Some(nl) = pending.iter().position(|b| *b == b'\n') {
-                let line: Vec<u8> = pending.drain(..=nl).collect();
-                if !each(String::from_utf8_lossy(&line[..line.len() - 1]).as_ref()) {
-                    return Ok(());
-                }
+            if !each(&data) {
+                return Ok(());
             }
         }
         Ok(())

@@ -48,6 +48,9 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/dataplane/sandboxes/{id}/json", get(inspect_sandbox))
         .route("/dataplane/sandboxes/{id}/start", post(start_sandbox))
         .route("/dataplane/sandboxes/{id}/stop", post(stop_sandbox))
+        .route("/dataplane/sandboxes/{id}/restart", post(restart_sandbox))
+        .route("/dataplane/sandboxes/{id}/kill", post(kill_sandbox))
+        .route("/dataplane/sandboxes/{id}/rename", post(rename_sandbox))
         .route("/dataplane/sandboxes/{id}/wait", post(wait_sandbox))
         .route("/dataplane/sandboxes/{id}/logs", get(logs))
         .route("/dataplane/sandboxes/{id}", delete(remove_sandbox))
@@ -60,6 +63,7 @@ pub fn router(engine: Arc<Engine>) -> Router {
         .route("/events", any(not_dockerd))
         .route("/dataplane/cni", post(super::cni::call))
         .route("/dataplane/stats", get(stats))
+        .route("/dataplane/info", get(info))
         .route("/dataplane/nodes", get(nodes))
         .route("/dataplane/conntrack", get(ct_list))
         .route("/dataplane/lb", get(lb_list))
@@ -193,13 +197,30 @@ fn parse_filters(raw: &Option<String>) -> BTreeMap<String, Vec<String>> {
 async fn list_networks(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Json<Vec<NetworkResource>>> {
     let state = e.state()?;
     let filters = parse_filters(&q.filters);
+    if let Some(k) =
+        filters.keys().find(|k| !["name", "id", "driver", "label", "scope", "type"].contains(&k.as_str()))
+    {
+        return Err(Error::invalid("filter", k, "unknown: use name, id, driver, label, scope or type"));
+    }
+    // Each key's values are alternatives; the keys all apply (Docker's rule).
+    let passes =
+        |key: &str, test: &dyn Fn(&str) -> bool| filters.get(key).is_none_or(|v| v.iter().any(|x| test(x)));
+    let builtin = |n: &NetworkResource| matches!(n.name.as_str(), "bridge" | "host" | "none");
     let mut nets: Vec<_> = state
         .networks
         .iter()
-        .filter(|n| filters.get("name").is_none_or(|v| v.iter().any(|x| n.name.contains(x.as_str()))))
-        .filter(|n| filters.get("id").is_none_or(|v| v.iter().any(|x| n.id.starts_with(x.as_str()))))
-        .filter(|n| filters.get("driver").is_none_or(|v| v.iter().any(|x| n.driver.name() == x)))
         .map(|n| network_resource(&state, n))
+        .filter(|n| passes("name", &|x| n.name.contains(x)))
+        .filter(|n| passes("id", &|x| n.id.starts_with(x)))
+        .filter(|n| passes("driver", &|x| n.driver == x))
+        .filter(|n| passes("scope", &|x| n.scope == x))
+        .filter(|n| passes("type", &|x| (x == "builtin") == builtin(n) && matches!(x, "builtin" | "custom")))
+        .filter(|n| {
+            passes("label", &|x| match x.split_once('=') {
+                Some((k, v)) => n.labels.get(k).is_some_and(|have| have == v),
+                None => n.labels.contains_key(x),
+            })
+        })
         .collect();
     nets.sort_by(|a, b| a.name.cmp(&b.name));
     Ok(Json(nets))
@@ -365,6 +386,17 @@ async fn create_sandbox(
             env: req.env,
             user: req.user,
             log_opts: req.log_opts,
+            labels: req.labels,
+            tty: req.tty,
+            open_stdin: req.open_stdin,
+            dns: req.dns,
+            dns_search: req.dns_search,
+            dns_options: req.dns_options,
+            extra_hosts: req.extra_hosts,
+            links: req.links,
+            mac: req.mac_address,
+            workdir: req.working_dir,
+            console_size: req.console_size,
         })
         .await?;
     Ok((StatusCode::CREATED, Json(SandboxCreateResponse { id: created.id, warnings: created.warnings })))
@@ -373,7 +405,10 @@ async fn create_sandbox(
 async fn inspect_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<Json<serde_json::Value>> {
     let state = e.state()?;
     let sb = state.sandbox(&id).ok_or(Error::SandboxNotFound(id))?;
-    Ok(Json(sandbox_inspect(&state, sb)))
+    let mut v = sandbox_inspect(&state, sb);
+    // Docker's LogPath; `run -it` finds the pump's attach.sock beside it.
+    v["LogPath"] = serde_json::Value::String(e.paths.log_file(&sb.id).display().to_string());
+    Ok(Json(v))
 }
 
 async fn start_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<StatusCode> {
@@ -381,8 +416,66 @@ async fn start_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<Status
     Ok(StatusCode::NO_CONTENT)
 }
 
-async fn stop_sandbox(State(e): AppState, Path(id): Path<String>) -> Res<StatusCode> {
-    e.stop(&id).await?;
+#[derive(Deserialize)]
+struct StopQuery {
+    /// Seconds between SIGTERM and SIGKILL (Docker's `t`).
+    t: Option<String>,
+}
+
+impl StopQuery {
+    fn grace(&self) -> Result<Option<std::time::Duration>, Error> {
+        match self.t.as_deref() {
+            None | Some("") => Ok(None),
+            Some(t) => t.parse::<u64>().map(|s| Some(std::time::Duration::from_secs(s))).map_err(|_| {
+                Error::invalid("t (seconds before SIGKILL)", t, "not a whole number of seconds")
+            }),
+        }
+    }
+}
+
+async fn stop_sandbox(
+    State(e): AppState,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Res<StatusCode> {
+    e.stop(&id, q.grace()?).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn restart_sandbox(
+    State(e): AppState,
+    Path(id): Path<String>,
+    Query(q): Query<StopQuery>,
+) -> Res<StatusCode> {
+    e.stop(&id, q.grace()?).await?;
+    e.start(&id).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+#[derive(Deserialize)]
+struct KillQuery {
+    signal: Option<String>,
+}
+
+async fn kill_sandbox(
+    State(e): AppState,
+    Path(id): Path<String>,
+    Query(q): Query<KillQuery>,
+) -> Res<StatusCode> {
+    e.kill(&id, q.signal.as_deref().filter(|s| !s.is_empty()).unwrap_or("KILL")).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+async fn rename_sandbox(
+    State(e): AppState,
+    Path(id): Path<String>,
+    Query(q): Query<NameQuery>,
+) -> Res<StatusCode> {
+    let name = q.name.unwrap_or_default();
+    if name.is_empty() {
+        return Err(Error::invalid("name", "", "the new name is missing (?name=NEW)"));
+    }
+    e.rename(&id, &name).await?;
     Ok(StatusCode::NO_CONTENT)
 }
 
@@ -405,10 +498,170 @@ async fn remove_sandbox(
     Ok(with_warnings(StatusCode::NO_CONTENT, removed.warnings))
 }
 
-async fn logs(State(e): AppState, Path(id): Path<String>) -> Res<String> {
+#[derive(Deserialize, Default)]
+struct LogsQuery {
+    timestamps: Option<String>,
+    follow: Option<String>,
+    tail: Option<String>,
+    since: Option<String>,
+    until: Option<String>,
+}
+
+fn flag(v: &Option<String>) -> bool {
+    matches!(v.as_deref(), Some("1" | "true"))
+}
+
+/// Unix seconds (fractions allowed) or RFC 3339, as nanoseconds since the epoch.
+fn time_param(what: &'static str, v: &Option<String>) -> Result<Option<i64>, Error> {
+    let Some(t) = v.as_deref().filter(|t| !t.is_empty()) else { return Ok(None) };
+    if let Ok(secs) = t.parse::<f64>() {
+        return Ok(Some((secs * 1e9) as i64));
+    }
+    chrono::DateTime::parse_from_rfc3339(t)
+        .ok()
+        .and_then(|d| d.timestamp_nanos_opt())
+        .map(Some)
+        .ok_or_else(|| Error::invalid(what, t, "use Unix seconds or RFC 3339"))
+}
+
+/// A sandbox's output: all of it as plain text by default; with
+/// `timestamps`, `tail`, `since`, `until` the lines chosen; with `follow`
+/// a stream that goes on until the sandbox's process ends.
+async fn logs(State(e): AppState, Path(id): Path<String>, Query(q): Query<LogsQuery>) -> Res<Response> {
+    use crate::domain::model::SandboxState;
+    use crate::sys::logs;
     let state = e.state()?;
-    let sb = state.sandbox(&id).ok_or(Error::SandboxNotFound(id))?;
-    Ok(crate::sys::logs::read_all(&e.paths.log_file(&sb.id)))
+    let sb = state.sandbox(&id).ok_or(Error::SandboxNotFound(id))?.clone();
+    let tail = match q.tail.as_deref() {
+        None | Some("" | "all") => None,
+        Some(t) => {
+            Some(t.parse::<usize>().map_err(|_| Error::invalid("tail", t, "a number of lines or all"))?)
+        }
+    };
+    let select = logs::Select {
+        timestamps: flag(&q.timestamps),
+        tail,
+        since: time_param("since", &q.since)?,
+        until: time_param("until", &q.until)?,
+    };
+    let path = e.paths.log_file(&sb.id);
+    let follow = flag(&q.follow);
+    let (text, follower) = logs::snapshot(&path, &select, follow);
+    if !follow {
+        return Ok(text.into_response());
+    }
+    let stop = e.stopping();
+    let engine = Arc::clone(&e);
+    // First what is kept, then new lines every 200 ms until the process has
+    // ended and its last output is read (or the daemon stops).
+    struct Follow {
+        first: Option<String>,
+        follower: logs::Follower,
+        engine: Arc<Engine>,
+        stop: tokio::sync::watch::Receiver<bool>,
+        sb_id: String,
+        path: std::path::PathBuf,
+        /// Quiet reads since the process ended (its pump may still be writing its last output).
+        quiet_after_end: u8,
+    }
+    let init =
+        Follow { first: Some(text), follower, engine, stop, sb_id: sb.id.clone(), path, quiet_after_end: 0 };
+    let stream = futures::stream::unfold(init, |mut f| async move {
+        if let Some(t) = f.first.take() {
+            return Some((Ok::<_, std::convert::Infallible>(t.into_bytes()), f));
+        }
+        loop {
+            // Read after looking at the state: output written before the
+            // process ended is read before the stream ends.
+            let running = f
+                .engine
+                .state()
+                .ok()
+                .and_then(|st| st.sandbox(&f.sb_id).map(|s| s.effective_state() == SandboxState::Running))
+                .unwrap_or(false);
+            let new = f.follower.poll(&f.path);
+            if !new.is_empty() {
+                return Some((Ok(new.into_bytes()), f));
+            }
+            if !running {
+                f.quiet_after_end += 1;
+                if f.quiet_after_end > 3 {
+                    let rest = f.follower.rest();
+                    return (!rest.is_empty()).then(|| (Ok(rest.into_bytes()), f));
+                }
+            }
+            let pause = if running { 200 } else { 100 };
+            tokio::select! {
+                _ = tokio::time::sleep(std::time::Duration::from_millis(pause)) => {}
+                _ = f.stop.wait_for(|s| *s) => return None,
+            }
+        }
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, "text/plain; charset=utf-8")],
+        axum::body::Body::from_stream(stream),
+    )
+        .into_response())
+}
+
+/// `dataplane info`: what this daemon runs, and on what kernel.
+async fn info(State(e): AppState) -> Res<Json<serde_json::Value>> {
+    use crate::domain::model::SandboxState;
+    let state = e.state()?;
+    let mut by_state = BTreeMap::from([("Running", 0u64), ("Created", 0), ("Exited", 0)]);
+    for sb in &state.sandboxes {
+        let k = match sb.effective_state() {
+            SandboxState::Running => "Running",
+            SandboxState::Created => "Created",
+            SandboxState::Exited(_) => "Exited",
+        };
+        *by_state.entry(k).or_default() += 1;
+    }
+    let mut by_driver: BTreeMap<String, u64> = BTreeMap::new();
+    for n in &state.networks {
+        *by_driver.entry(n.driver.to_string()).or_default() += 1;
+    }
+    let attachments = e.attachments().await?;
+    let hooked = |kind: &str| attachments.iter().any(|a| a.target.starts_with(kind));
+    let mut programs: BTreeMap<String, u64> = BTreeMap::new();
+    for a in &attachments {
+        *programs.entry(a.program.clone()).or_default() += 1;
+    }
+    let bpffs = e.paths.bpf_maps_dir().to_path_buf();
+    let maps = tokio::task::spawn_blocking(move || crate::datapath::programs::map_fill(&bpffs))
+        .await
+        .map_err(|err| Error::Internal(format!("reading map fill: {err}")))?;
+    let cluster = match e.cluster_node() {
+        Some(me) => {
+            serde_json::json!({"NodeID": me.id, "Address": me.address.to_string(), "Hostname": me.hostname})
+        }
+        None => serde_json::Value::Null,
+    };
+    let feature = |name: &str, found: bool, detail: &str| serde_json::json!({"Name": name, "Found": found, "Detail": detail});
+    Ok(Json(serde_json::json!({
+        "ServerVersion": env!("CARGO_PKG_VERSION"),
+        "KernelVersion": nix::sys::utsname::uname().map(|u| u.release().to_string_lossy().into_owned()).unwrap_or_default(),
+        "StateDir": e.paths.state_dir.display().to_string(),
+        "BpfDir": e.paths.bpffs.display().to_string(),
+        "Uplink": e.uplink.clone().unwrap_or_default(),
+        "Sandboxes": {
+            "Total": state.sandboxes.len(),
+            "Running": by_state["Running"],
+            "Created": by_state["Created"],
+            "Exited": by_state["Exited"],
+        },
+        "Networks": { "Total": state.networks.len(), "ByDriver": by_driver },
+        "Cluster": cluster,
+        "KernelFeatures": [
+            feature("BTF", std::path::Path::new("/sys/kernel/btf/vmlinux").exists(), "/sys/kernel/btf/vmlinux"),
+            feature("tcx", hooked("tcx"), "programs attached to interfaces"),
+            feature("cgroup-v2 socket hooks", hooked("cgroup"), &e.paths.cgroup.display().to_string()),
+            feature("XDP", hooked("xdp"), "firewall drops on the uplink (daemon --xdp)"),
+        ],
+        "Conntrack": CtSummary::from(e.ct_pressure()),
+        "Programs": programs.into_iter().map(|(p, n)| serde_json::json!({"Program": p, "Attachments": n})).collect::<Vec<_>>(),
+        "Maps": maps,
+    })))
 }
 
 async fn nodes(State(e): AppState) -> Res<Json<Vec<NodeRow>>> {

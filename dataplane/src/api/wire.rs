@@ -255,6 +255,24 @@ pub struct SandboxCreateRequest {
     pub user: Option<String>,
     /// `max-size=SIZE`, `max-file=N` (Docker's `HostConfig.LogConfig.Config`, as KEY=VALUE).
     pub log_opts: Vec<String>,
+    /// Docker's `Config.Labels`.
+    pub labels: BTreeMap<String, String>,
+    /// Docker's `Config.Tty` and `Config.OpenStdin` (`-t`, `-i`).
+    pub tty: bool,
+    pub open_stdin: bool,
+    /// `--dns`, `--dns-search`, `--dns-option` (Docker's `HostConfig.Dns…`).
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    /// `--add-host NAME:IP` (Docker's `HostConfig.ExtraHosts`).
+    pub extra_hosts: Vec<String>,
+    /// `--link NAME[:ALIAS]`.
+    pub links: Vec<String>,
+    pub mac_address: Option<String>,
+    /// `-w` (Docker's `Config.WorkingDir`).
+    pub working_dir: Option<String>,
+    /// The client's terminal (rows, columns) for `-t` (Docker's `HostConfig.ConsoleSize`).
+    pub console_size: Option<(u16, u16)>,
 }
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -281,6 +299,19 @@ pub struct SandboxSummary {
     pub status: String,
     pub network_mode: String,
     pub networks: Vec<String>,
+    /// Published and exposed ports as `docker ps` shows them
+    /// (`0.0.0.0:8080->80/tcp, 53/udp`).
+    #[serde(default)]
+    pub ports: String,
+    #[serde(default)]
+    pub labels: BTreeMap<String, String>,
+    /// RFC 3339; empty when it never started (ended).
+    #[serde(default)]
+    pub started_at: String,
+    #[serde(default)]
+    pub finished_at: String,
+    #[serde(default)]
+    pub exit_code: i32,
     /// The runtime that owns it (`cni`), and its container ID.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub owner: Option<String>,
@@ -310,8 +341,42 @@ fn state_words(sb: &Sandbox) -> (String, String, bool, i32) {
     }
 }
 
+/// `docker ps`'s PORTS: each binding `HOST_IP:HOST_PORT->PORT/PROTO`,
+/// then ports only exposed.
+fn ports_column(state: &State, sb: &Sandbox) -> String {
+    let published = published_ports(state, sb);
+    let mut out = Vec::new();
+    let mut exposed = Vec::new();
+    if let Some(m) = published.as_object() {
+        let mut keys: Vec<&String> = m.keys().collect();
+        keys.sort_by_key(|k| {
+            (k.split('/').next().and_then(|p| p.parse::<u32>().ok()).unwrap_or(0), k.to_string())
+        });
+        for k in keys {
+            match m[k.as_str()].as_array() {
+                Some(list) => {
+                    for b in list {
+                        let ip = b["HostIp"].as_str().unwrap_or("");
+                        let ip = if ip == "::" {
+                            ":::".to_string()
+                        } else if ip.contains(':') {
+                            format!("[{ip}]:")
+                        } else {
+                            format!("{ip}:")
+                        };
+                        out.push(format!("{ip}{}->{k}", b["HostPort"].as_str().unwrap_or("")));
+                    }
+                }
+                None => exposed.push(k.clone()),
+            }
+        }
+    }
+    out.extend(exposed);
+    out.join(", ")
+}
+
 pub fn sandbox_summary(state: &State, sb: &Sandbox) -> SandboxSummary {
-    let (st, status, _, _) = state_words(sb);
+    let (st, status, _, code) = state_words(sb);
     SandboxSummary {
         id: sb.id.clone(),
         names: vec![format!("/{}", sb.name)],
@@ -327,6 +392,11 @@ pub fn sandbox_summary(state: &State, sb: &Sandbox) -> SandboxSummary {
             .collect(),
         owner: sb.owner.map(|o| o.to_string()),
         runtime_id: sb.runtime_id.clone(),
+        ports: ports_column(state, sb),
+        labels: sb.labels.clone(),
+        started_at: sb.started_at.clone().unwrap_or_default(),
+        finished_at: sb.finished_at.clone().unwrap_or_default(),
+        exit_code: code,
     }
 }
 
@@ -359,6 +429,9 @@ fn published_ports(state: &State, sb: &Sandbox) -> serde_json::Value {
     }
     serde_json::Value::Object(ports)
 }
+
+/// Docker's "never" for StartedAt/FinishedAt.
+const ZERO_TIME: &str = "0001-01-01T00:00:00Z";
 
 /// `inspect` of a sandbox, Docker-like.
 pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
@@ -408,18 +481,34 @@ pub fn sandbox_inspect(state: &State, sb: &Sandbox) -> serde_json::Value {
         "Created": sb.created,
         "Path": sb.cmd.first().cloned().unwrap_or_default(),
         "Args": sb.cmd.iter().skip(1).collect::<Vec<_>>(),
-        "State": { "Status": st, "Running": running, "Pid": if running { sb.pid.unwrap_or(0) } else { 0 }, "ExitCode": code },
+        "State": {
+            "Status": st, "Running": running, "Pid": if running { sb.pid.unwrap_or(0) } else { 0 }, "ExitCode": code,
+            "StartedAt": sb.started_at.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
+            "FinishedAt": sb.finished_at.clone().unwrap_or_else(|| ZERO_TIME.to_string()),
+        },
         "Config": {
             "Hostname": sb.hostname,
             "Cmd": sb.cmd,
             "ExposedPorts": exposed,
             "Env": crate::sys::process::environment(&sb.hostname, sb.user.as_deref(), &sb.env),
             "User": sb.user.clone().unwrap_or_default(),
+            "Labels": sb.labels,
+            "Tty": sb.tty,
+            "OpenStdin": sb.open_stdin,
+            "WorkingDir": sb.workdir.clone().unwrap_or_default(),
         },
         "HostConfig": {
             "NetworkMode": mode_name(state, sb),
             "PortBindings": bindings,
             "PublishAllPorts": sb.publish_all,
+            "Dns": sb.dns.iter().map(|d| d.to_string()).collect::<Vec<_>>(),
+            "DnsSearch": sb.dns_search,
+            "DnsOptions": sb.dns_options,
+            "ExtraHosts": sb.extra_hosts.iter().map(|x| format!("{}:{}", x.name, x.ip)).collect::<Vec<_>>(),
+            "Links": sb.links.iter().map(|(t, a)| {
+                let name = state.sandbox(t).map(|s| s.name.clone()).unwrap_or_else(|| t.clone());
+                format!("/{name}:/{}/{a}", sb.name)
+            }).collect::<Vec<_>>(),
             "LogConfig": {
                 "Type": "local-file",
                 "Config": sb.log.map(|l| serde_json::json!({"max-size": l.max_size.to_string(), "max-file": l.max_files.to_string()})).unwrap_or_else(|| serde_json::json!({})),
@@ -470,6 +559,7 @@ impl From<crate::datapath::conntrack::Pressure> for CtSummary {
 
 /// One counter row of `dataplane stats`.
 #[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(rename_all = "PascalCase")]
 pub struct MetricRow {
     pub reason: String,
     pub direction: String,
@@ -627,7 +717,10 @@ impl CtRow {
 #[derive(Clone, Debug, Serialize, Deserialize, PartialEq)]
 #[serde(rename_all = "PascalCase")]
 pub struct MonitorEvent {
-    /// Nanoseconds since boot (bpf_ktime_get_ns).
+    /// When the packet was seen (RFC 3339, UTC).
+    #[serde(default)]
+    pub time: String,
+    /// The same, in nanoseconds of the kernel's monotonic clock (since boot; bpf_ktime_get_ns).
     pub time_ns: u64,
     pub reason: String,
     pub direction: String,
@@ -669,6 +762,7 @@ impl MonitorEvent {
             }
         };
         MonitorEvent {
+            time: wall_clock(ev.ts_ns),
             time_ns: ev.ts_ns,
             reason: reason.to_string(),
             direction: direction.to_string(),
@@ -680,14 +774,17 @@ impl MonitorEvent {
         }
     }
 
-    /// One line for humans.
+    /// One line for humans, its time first.
     pub fn line(&self) -> String {
         let who = |addr: &str, sb: &Option<String>| match sb {
             Some(n) => format!("{addr} ({n})"),
             None => addr.to_string(),
         };
+        let time = chrono::DateTime::parse_from_rfc3339(&self.time)
+            .map(|t| t.with_timezone(&chrono::Local).format("%Y-%m-%dT%H:%M:%S%.6f").to_string())
+            .unwrap_or_else(|_| self.time.clone());
         format!(
-            "DROP {:<26} {:<7} {:<5} {} -> {}",
+            "{time} DROP {:<26} {:<7} {:<5} {} -> {}",
             self.reason,
             self.direction,
             self.proto,
@@ -695,6 +792,17 @@ impl MonitorEvent {
             who(&self.destination, &self.destination_sandbox)
         )
     }
+}
+
+/// A time of the kernel's monotonic clock (what BPF programs read) on the
+/// wall clock: now, less how long ago it was.
+fn wall_clock(monotonic_ns: u64) -> String {
+    let now_mono = nix::time::clock_gettime(nix::time::ClockId::CLOCK_MONOTONIC)
+        .map(|t| t.tv_sec() as u64 * 1_000_000_000 + t.tv_nsec() as u64)
+        .unwrap_or(monotonic_ns);
+    let ago =
+        chrono::Duration::nanoseconds(now_mono.saturating_sub(monotonic_ns).min(i64::MAX as u64) as i64);
+    (chrono::Utc::now() - ago).to_rfc3339_opts(chrono::SecondsFormat::Micros, true)
 }
 
 /// The last line of a monitor stream the daemon ends (it is stopping).

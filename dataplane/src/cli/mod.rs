@@ -1,9 +1,11 @@
 //! The `dataplane` command line. Thin: parse, call the API, print.
 
+mod attach;
 mod ct;
 mod exec;
 mod firewall;
 mod format;
+mod info;
 mod lb;
 mod monitor;
 mod network;
@@ -52,11 +54,43 @@ enum Command {
     /// Create a sandbox and start its command.
     Run(sandbox::RunArgs),
     /// Create a sandbox (network namespace) without starting a process.
-    Create(sandbox::RunArgs),
+    Create(sandbox::CreateArgs),
     /// Start the command of created or stopped sandboxes.
-    Start { names: Vec<String> },
-    /// Stop sandboxes (SIGTERM, then SIGKILL after 10 s).
-    Stop { names: Vec<String> },
+    Start {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop sandboxes (SIGTERM, then SIGKILL after the grace time).
+    Stop {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Stop sandboxes and start their command again.
+    Restart {
+        /// Seconds to wait before SIGKILL.
+        #[arg(short = 't', long = "time", default_value_t = 10)]
+        time: u64,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Send a signal to sandboxes' processes.
+    Kill {
+        /// Signal: a name (KILL, SIGTERM, hup) or a number.
+        #[arg(short, long, default_value = "KILL")]
+        signal: String,
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
+    /// Rename a sandbox (its DNS name follows).
+    Rename { name: String, new_name: String },
+    /// Block until sandboxes stop; print their exit codes.
+    Wait {
+        #[arg(required = true)]
+        names: Vec<String>,
+    },
     /// Remove sandboxes.
     Rm {
         /// Stop a running sandbox first.
@@ -66,24 +100,21 @@ enum Command {
         names: Vec<String>,
     },
     /// List sandboxes.
-    Ps {
-        /// Show all (default: running only).
-        #[arg(short, long)]
-        all: bool,
-        /// Output format: table or json.
-        #[arg(long, default_value = "table")]
-        format: String,
-    },
-    /// Show a sandbox as JSON.
+    #[command(alias = "ls")]
+    Ps(sandbox::PsArgs),
+    /// Show sandboxes as JSON, or through a Go template.
+    #[command(
+        after_help = "Examples:\n  dataplane inspect web\n  dataplane inspect -f '{{range .NetworkSettings.Networks}}{{.IPAddress}} {{end}}' web\n  dataplane inspect -f '{{json .NetworkSettings.Ports}}' web"
+    )]
     Inspect {
-        /// json, or a template such as '{{.NetworkSettings.SandboxKey}}'.
+        /// A Go template ('{{.State.Pid}}'), or json (the default).
         #[arg(short, long, default_value = "json")]
         format: String,
         #[arg(required = true)]
         names: Vec<String>,
     },
     /// Print a sandbox's output.
-    Logs { name: String },
+    Logs(sandbox::LogsArgs),
     /// List a sandbox's published ports.
     Port { name: String, port: Option<String> },
     /// Run a command inside a sandbox's namespaces.
@@ -103,12 +134,37 @@ enum Command {
     /// Who may reach published ports from outside (Docker's DOCKER-USER chain).
     #[command(subcommand)]
     Firewall(firewall::FirewallCmd),
-    /// Datapath counters (packets and bytes by verdict and direction).
+    /// Datapath counters: packets and bytes by verdict and direction, conntrack, programs.
+    /// (Not Docker's per-container `stats NAME`: dataplane does not measure CPU or memory.)
+    #[command(visible_alias = "datapath-stats")]
     Stats {
         /// Output format: table or json.
         #[arg(long, default_value = "table")]
         format: String,
+        /// Show counters that are still zero too.
+        #[arg(short, long)]
+        all: bool,
     },
+    /// Client and daemon versions.
+    Version {
+        /// A Go template ('{{.Server.Version}}') or json.
+        #[arg(short, long, default_value = "")]
+        format: String,
+    },
+    /// What the daemon runs: sandboxes, networks, kernel features, BPF programs and map fill.
+    Info {
+        /// A Go template ('{{.Sandboxes.Running}}') or json.
+        #[arg(short, long, default_value = "")]
+        format: String,
+    },
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    #[command(
+        after_help = "Examples:\n  dataplane completion bash > /etc/bash_completion.d/dataplane\n  dataplane completion zsh > \"${fpath[1]}/_dataplane\"\n  dataplane completion fish > ~/.config/fish/completions/dataplane.fish"
+    )]
+    Completion { shell: clap_complete::Shell },
+    /// (internal) Writes the man pages (dataplane.1, dataplane-run.1, …) into DIR.
+    #[command(hide = true)]
+    ManPages { dir: PathBuf },
     /// (internal) Copies a sandbox's output from stdin to its bounded log files.
     #[command(hide = true)]
     LogPump {
@@ -118,11 +174,100 @@ enum Command {
         max_size: u64,
         #[arg(long)]
         max_files: u32,
+        /// Serve attaching clients on this socket (interactive sandboxes).
+        #[arg(long)]
+        attach: Option<PathBuf>,
+        /// stdin is a terminal's master (else the output pipe, with the stdin pipe on fd 3).
+        #[arg(long)]
+        tty: bool,
     },
 }
 
+/// The pump of an interactive sandbox: output on stdin (a terminal's
+/// master, which also takes the input; or a pipe, with the stdin pipe on fd 3).
+fn log_pump_attached(
+    file: &std::path::Path,
+    limits: crate::sys::logs::LogLimits,
+    socket: &std::path::Path,
+    tty: bool,
+) -> std::io::Result<()> {
+    use std::os::fd::{FromRawFd, OwnedFd};
+    // SAFETY: fd 0 is ours (the daemon set it up for this process), and so
+    // is fd 3 when not a terminal; each is owned once.
+    let output = std::fs::File::from(unsafe { OwnedFd::from_raw_fd(0) });
+    let input =
+        if tty { output.try_clone()? } else { std::fs::File::from(unsafe { OwnedFd::from_raw_fd(3) }) };
+    let log = crate::sys::logs::LogWriter::open(file, limits)?;
+    crate::sys::console::serve(output, input, tty, log, socket)
+}
+
+/// Docker's exit code for its own errors (bad flags, the daemon's refusals).
+const EXIT_DOCKER: u8 = 125;
+
+/// A command line clap refused: Docker's words and exit code 125; help
+/// and version go to stdout with 0.
+fn usage_error(e: clap::Error) -> ExitCode {
+    use clap::error::{ContextKind, ContextValue, ErrorKind};
+    match e.kind() {
+        ErrorKind::DisplayHelp
+        | ErrorKind::DisplayVersion
+        | ErrorKind::DisplayHelpOnMissingArgumentOrSubcommand => {
+            let _ = e.print();
+            return ExitCode::SUCCESS;
+        }
+        _ => {}
+    }
+    let path = command_path();
+    let see = format!("See '{path} --help'.");
+    match (e.kind(), e.get(ContextKind::InvalidArg)) {
+        (ErrorKind::UnknownArgument, Some(ContextValue::String(arg))) => {
+            let flag = arg.split('=').next().unwrap_or(arg);
+            eprintln!("unknown flag: {flag}\n{see}");
+        }
+        (ErrorKind::InvalidSubcommand, Some(ContextValue::String(sub))) => {
+            eprintln!("{path}: '{sub}' is not a dataplane command.\n{see}");
+        }
+        _ => {
+            let text = e.render().to_string();
+            let text = text.trim_end();
+            // clap's own usage lines and tips, said once by our "See".
+            let main: Vec<&str> = text
+                .lines()
+                .take_while(|l| !l.starts_with("Usage:") && !l.trim_start().starts_with("tip:"))
+                .collect();
+            eprintln!("{}\n{see}", main.join("\n").trim_end().trim_start_matches("error: "));
+        }
+    }
+    ExitCode::from(EXIT_DOCKER)
+}
+
+/// `dataplane network create`: the subcommands typed, for "See '… --help'".
+fn command_path() -> String {
+    use clap::CommandFactory;
+    let mut cmd = Cli::command();
+    let mut path = vec!["dataplane".to_string()];
+    let mut args = std::env::args().skip(1);
+    while let Some(a) = args.next() {
+        // The global option's value is not a command.
+        if a == "--socket" {
+            args.next();
+            continue;
+        }
+        if a.starts_with('-') {
+            continue;
+        }
+        let Some(sub) = cmd.find_subcommand(&a).cloned() else { break };
+        path.push(sub.get_name().to_string());
+        cmd = sub;
+    }
+    path.join(" ")
+}
+
 pub fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = match Cli::try_parse() {
+        Ok(c) => c,
+        Err(e) => return usage_error(e),
+    };
     // `dataplane ps | head` ends quietly, like other Unix tools (Rust
     // ignores SIGPIPE, which turns a closed pipe into a panic on print).
     if !matches!(cli.command, Command::Daemon(_)) {
@@ -131,16 +276,37 @@ pub fn main() -> ExitCode {
             nix::sys::signal::signal(nix::sys::signal::Signal::SIGPIPE, nix::sys::signal::SigHandler::SigDfl)
         };
     }
+    if let Command::Completion { shell } = &cli.command {
+        use clap::CommandFactory;
+        clap_complete::generate(*shell, &mut Cli::command(), "dataplane", &mut std::io::stdout());
+        return ExitCode::SUCCESS;
+    }
+    if let Command::ManPages { dir } = &cli.command {
+        return match man_pages(dir) {
+            Ok(n) => {
+                println!("{n} man pages written to {}", dir.display());
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("man pages: {e:#}");
+                ExitCode::FAILURE
+            }
+        };
+    }
     // `exec` must not start threads before it forks into the sandbox.
     if let Command::Exec(args) = &cli.command {
         return exec::run(&cli.socket, args);
     }
-    if let Command::LogPump { file, max_size, max_files } = &cli.command {
+    if let Command::LogPump { file, max_size, max_files, attach, tty } = &cli.command {
         let limits = crate::sys::logs::LogLimits { max_size: *max_size, max_files: *max_files };
         if let Err(e) = crate::sys::process::leave_pin_mounts() {
             eprintln!("log pump: a mount namespace of its own: {e}");
         }
-        return match crate::sys::logs::pump(std::io::stdin().lock(), file, limits) {
+        let result = match attach {
+            None => crate::sys::logs::pump(std::io::stdin().lock(), file, limits),
+            Some(socket) => log_pump_attached(file, limits, socket, *tty),
+        };
+        return match result {
             Ok(()) => ExitCode::SUCCESS,
             Err(e) => {
                 eprintln!("log pump for {}: {e}", file.display());
@@ -167,16 +333,57 @@ pub fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
+    // Docker's codes for what went wrong before the process ran: 125 for
+    // run/create (127/126 when the command is not found / not executable), 1 elsewhere.
+    let runs = matches!(cli.command, Command::Run(_) | Command::Create(_));
     let result = rt.block_on(dispatch(cli));
     // Threads still blocked reaping sandbox processes must not keep us alive.
     rt.shutdown_background();
     match result {
         Ok(code) => code,
         Err(e) => {
-            eprintln!("{e:#}");
-            ExitCode::FAILURE
+            let text = format!("{e:#}");
+            eprintln!("{text}");
+            ExitCode::from(if runs { exit_code_of_run_error(&text) } else { 1 })
         }
     }
+}
+
+/// `docker run`'s exit code for an error of ours: 127 when the command
+/// is not found, 126 when it cannot be executed, else 125.
+fn exit_code_of_run_error(text: &str) -> u8 {
+    if text.contains("executable file not found") {
+        127
+    } else if text.contains("exec: ") && text.contains("permission denied") {
+        126
+    } else {
+        EXIT_DOCKER
+    }
+}
+
+/// Writes `dataplane.1` and one page per subcommand (`dataplane-run.1`, …).
+fn man_pages(dir: &std::path::Path) -> anyhow::Result<usize> {
+    use anyhow::Context;
+    use clap::CommandFactory;
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let root = Cli::command();
+    let mut n = 0;
+    let mut todo = vec![(root.get_name().to_string(), root)];
+    while let Some((name, mut cmd)) = todo.pop() {
+        if cmd.is_hide_set() {
+            continue;
+        }
+        cmd = cmd.display_name(name.clone());
+        for sub in cmd.get_subcommands() {
+            todo.push((format!("{name}-{}", sub.get_name()), sub.clone()));
+        }
+        let mut buf = Vec::new();
+        clap_mangen::Man::new(cmd).title(name.to_uppercase()).render(&mut buf)?;
+        let path = dir.join(format!("{name}.1"));
+        std::fs::write(&path, buf).with_context(|| format!("writing {}", path.display()))?;
+        n += 1;
+    }
+    Ok(n)
 }
 
 async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
@@ -197,31 +404,67 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
             Ok(ExitCode::SUCCESS)
         }
         Command::Run(a) => sandbox::run(&client, a, true).await,
-        Command::Create(a) => sandbox::run(&client, a, false).await,
+        Command::Create(a) => sandbox::create(&client, a).await,
         Command::Start { names } => sandbox::each(&client, &names, "start").await,
-        Command::Stop { names } => sandbox::each(&client, &names, "stop").await,
+        Command::Stop { time, names } => {
+            sandbox::each_with(&client, &names, "stop", &format!("?t={time}")).await
+        }
+        Command::Restart { time, names } => {
+            sandbox::each_with(&client, &names, "restart", &format!("?t={time}")).await
+        }
+        Command::Kill { signal, names } => {
+            // Refused here, by name, before any sandbox is touched.
+            crate::sys::process::parse_signal(&signal).map_err(|e| anyhow::anyhow!("{e}"))?;
+            sandbox::each_with(
+                &client,
+                &names,
+                "kill",
+                &format!("?signal={}", crate::api::client::enc(&signal)),
+            )
+            .await
+        }
+        Command::Rename { name, new_name } => {
+            client
+                .post_empty(&format!(
+                    "/dataplane/sandboxes/{}/rename?name={}",
+                    crate::api::client::enc(&name),
+                    crate::api::client::enc(&new_name)
+                ))
+                .await?;
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Wait { names } => sandbox::wait(&client, &names).await,
         Command::Rm { force, names } => sandbox::rm(&client, &names, force).await,
-        Command::Ps { all, format } => sandbox::ps(&client, all, &format).await,
+        Command::Ps(a) => sandbox::ps(&client, a).await,
         Command::Inspect { format, names } => sandbox::inspect(&client, &names, &format).await,
-        Command::Logs { name } => sandbox::logs(&client, &name).await,
+        Command::Logs(a) => sandbox::logs(&client, a).await,
         Command::Port { name, port } => sandbox::port(&client, &name, port.as_deref()).await,
-        Command::Stats { format } => stats::run(&client, &format).await,
+        Command::Stats { format, all } => stats::run(&client, &format, all).await,
+        Command::Version { format } => info::version(&client, &format).await,
+        Command::Info { format } => info::info(&client, &format).await,
         Command::Ct(cmd) => ct::run(&client, cmd).await,
         Command::Lb(cmd) => lb::run(&client, cmd).await,
         Command::Firewall(cmd) => firewall::run(&client, cmd).await,
         Command::Monitor { format } => monitor::run(&client, &format).await,
-        Command::Exec(_) | Command::LogPump { .. } => unreachable!("handled before the runtime starts"),
+        Command::Exec(_)
+        | Command::LogPump { .. }
+        | Command::Completion { .. }
+        | Command::ManPages { .. } => {
+            unreachable!("handled before the runtime starts")
+        }
     }
 }
 
-/// Prints inspect results: a JSON array, or one rendered template per object.
-pub(crate) fn print_inspect(items: &[serde_json::Value], format: &str) -> anyhow::Result<()> {
-    if format == "json" {
-        println!("{}", serde_json::to_string_pretty(items)?);
-    } else {
-        for v in items {
-            println!("{}", format::render(format, v)?);
+/// Prints inspect results: a JSON array (Docker's default), or one
+/// rendered template per object.
+pub(crate) fn print_inspect(items: &[serde_json::Value], format: &format::Format) -> anyhow::Result<()> {
+    match format {
+        format::Format::Template { .. } => {
+            for v in items {
+                println!("{}", format.one(v)?);
+            }
         }
+        format::Format::Json | format::Format::Table => println!("{}", serde_json::to_string_pretty(items)?),
     }
     Ok(())
 }
@@ -237,6 +480,25 @@ pub(crate) fn env_args(args: &[String]) -> Vec<String> {
         .collect()
 }
 
+/// `--env-file`: `KEY=VALUE` lines as given, a bare `KEY` from this shell
+/// (left out when unset), blank lines and `#` comments skipped.
+pub(crate) fn env_file(path: &std::path::Path) -> anyhow::Result<Vec<String>> {
+    use anyhow::Context;
+    let text = std::fs::read_to_string(path).with_context(|| format!("--env-file {}", path.display()))?;
+    let mut out = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        let l = line.trim_start();
+        if l.is_empty() || l.starts_with('#') {
+            continue;
+        }
+        if l.starts_with('=') || l.split('=').next().is_some_and(|k| k.chars().any(char::is_whitespace)) {
+            anyhow::bail!("--env-file {} line {}: {line:?} is not KEY=VALUE", path.display(), n + 1);
+        }
+        out.push(l.to_string());
+    }
+    Ok(env_args(&out))
+}
+
 /// Parses `K=V` (labels, options, aux addresses).
 pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
     match s.split_once('=') {
@@ -245,29 +507,11 @@ pub(crate) fn key_value(s: &str) -> Result<(String, String), String> {
     }
 }
 
-/// Prints rows as aligned columns (like Docker's tables).
+/// Prints rows under a header as aligned columns (Docker's tables).
 pub(crate) fn print_table(header: &[&str], rows: &[Vec<String>]) {
-    let mut widths: Vec<usize> = header.iter().map(|h| h.len()).collect();
-    for r in rows {
-        for (i, c) in r.iter().enumerate() {
-            widths[i] = widths[i].max(c.len());
-        }
-    }
-    let line = |cells: Vec<&str>| {
-        let mut s = String::new();
-        for (i, c) in cells.iter().enumerate() {
-            if i + 1 == cells.len() {
-                s.push_str(c);
-            } else {
-                s.push_str(&format!("{c:<w$}   ", w = widths[i]));
-            }
-        }
-        println!("{}", s.trim_end());
-    };
-    line(header.to_vec());
-    for r in rows {
-        line(r.iter().map(String::as_str).collect());
-    }
+    let mut all = vec![header.iter().map(|h| h.to_string()).collect::<Vec<_>>()];
+    all.extend(rows.iter().cloned());
+    print!("{}", format::columns(&all));
 }
 
 #[cfg(test)]
@@ -277,5 +521,54 @@ mod tests {
     #[test]
     fn cli_definition_is_consistent() {
         super::Cli::command().debug_assert();
+    }
+
+    fn help_of(path: &[&str]) -> String {
+        let mut cmd = super::Cli::command();
+        for p in path {
+            cmd = cmd.find_subcommand(p).unwrap_or_else(|| panic!("no subcommand {p}")).clone();
+        }
+        cmd.render_long_help().to_string()
+    }
+
+    #[test]
+    fn network_create_help_lists_every_option_key() {
+        use crate::domain::options::{Driver, key};
+        let help = help_of(&["network", "create"]);
+        for d in [Driver::Bridge, Driver::Macvlan, Driver::Overlay] {
+            for k in d.keys().iter().filter(|k| **k != key::DEFAULT_BRIDGE) {
+                let shown = k.trim_end_matches("_ipv4").trim_end_matches("_ipv6");
+                assert!(help.contains(shown), "{k} of {d} is not in `network create --help`");
+            }
+        }
+    }
+
+    #[test]
+    fn every_flag_says_what_it_does() {
+        fn walk(cmd: &clap::Command, path: &str, missing: &mut Vec<String>) {
+            for a in cmd.get_arguments() {
+                if a.is_hide_set() || a.get_id() == "help" || a.get_id() == "version" || a.is_positional() {
+                    continue;
+                }
+                if a.get_help().is_none() && a.get_long_help().is_none() {
+                    missing.push(format!("{path} --{}", a.get_id()));
+                }
+            }
+            for s in cmd.get_subcommands().filter(|s| !s.is_hide_set()) {
+                walk(s, &format!("{path} {}", s.get_name()), missing);
+            }
+        }
+        let mut missing = Vec::new();
+        walk(&super::Cli::command(), "dataplane", &mut missing);
+        assert!(missing.is_empty(), "flags without a description: {missing:?}");
+    }
+
+    #[test]
+    fn create_offers_no_run_only_flags_and_run_shows_no_empty_default() {
+        let create = help_of(&["create"]);
+        assert!(!create.contains("--detach") && !create.contains("--rm"), "{create}");
+        let run = help_of(&["run"]);
+        assert!(run.contains("--detach") && run.contains("--rm"));
+        assert!(!run.contains("[default: \"\"]"), "{run}");
     }
 }

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use clap::Subcommand;
 
+use super::format::Format;
 use super::{key_value, print_table};
 use crate::api::client::{Client, enc};
 use crate::api::wire::*;
@@ -12,11 +13,21 @@ use crate::api::wire::*;
 #[derive(Subcommand)]
 pub enum NetworkCmd {
     /// Create a network.
-    #[command(
-        after_help = "Examples:\n  dataplane network create mybridge\n  dataplane network create --subnet 172.30.0.0/24 --ip-range 172.30.0.128/25 --gateway 172.30.0.1 mynet\n  dataplane network create --ipv6 --subnet 172.30.0.0/24 --subnet fd00:30::/64 dual\n  dataplane network create -d macvlan --subnet 192.168.50.0/24 -o parent=eth0 lan"
-    )]
+    #[command(after_help = "Driver options (-o KEY=VALUE):\n  \
+            bridge:  com.docker.network.bridge.name=NAME   the Linux bridge's name (default: dp- and the ID)\n           \
+            com.docker.network.bridge.enable_icc=BOOL   sandboxes of the network reach each other (default true)\n           \
+            com.docker.network.bridge.enable_ip_masquerade=BOOL   masquerade traffic leaving the host (default true)\n           \
+            com.docker.network.bridge.host_binding_ipv4=IP   host address of published ports without one\n           \
+            com.docker.network.driver.mtu=N   MTU of the bridge and veths\n           \
+            com.docker.network.bridge.gateway_mode_ipv4|ipv6=nat|routed   routed: no NAT, addresses reachable as they are\n           \
+            lb=vip   every network alias gets a virtual IP balanced across its sandboxes in BPF\n  \
+            macvlan: parent=IFACE   the host interface (required)\n           \
+            macvlan_mode=bridge|private|vepa|passthru   (default bridge)\n           \
+            com.docker.network.driver.mtu=N\n  \
+            overlay: lb=vip, com.docker.network.bridge.enable_icc, com.docker.network.driver.mtu   as for bridge\n\n\
+            Examples:\n  dataplane network create mybridge\n  dataplane network create --subnet 172.30.0.0/24 --ip-range 172.30.0.128/25 --gateway 172.30.0.1 mynet\n  dataplane network create --ipv6 --subnet 172.30.0.0/24 --subnet fd00:30::/64 dual\n  dataplane network create -d macvlan --subnet 192.168.50.0/24 -o parent=eth0 lan")]
     Create {
-        /// Driver: bridge or macvlan.
+        /// Driver: bridge, macvlan, or overlay (with daemon --cluster-store).
         #[arg(short, long, default_value = "bridge")]
         driver: String,
         /// Subnet in CIDR form; once per address family (IPv4, and IPv6 with --ipv6).
@@ -37,26 +48,38 @@ pub enum NetworkCmd {
         /// No external connectivity.
         #[arg(long)]
         internal: bool,
-        /// Driver options (K=V).
+        /// Driver options (KEY=VALUE; the keys are listed below, others refused).
         #[arg(short = 'o', long = "opt", value_parser = key_value)]
         opt: Vec<(String, String)>,
+        /// Set a label: KEY=VALUE.
         #[arg(long, value_parser = key_value)]
         label: Vec<(String, String)>,
         name: String,
     },
     /// List networks.
-    #[command(alias = "list")]
+    #[command(
+        alias = "list",
+        after_help = "Filters (-f KEY=VALUE): driver=, id=, label=KEY[=VALUE], name=, scope=local|global, type=builtin|custom\n\n\
+                      Format fields: .ID .Name .Driver .Scope .IPv6 .Internal .Labels .CreatedAt\n\n\
+                      Examples:\n  dataplane network ls --format '{{.Name}}'\n  dataplane network ls -f driver=bridge -q"
+    )]
     Ls {
-        /// Output format: table or json.
-        #[arg(long, default_value = "table")]
+        /// table (default), json (one object a line), or a Go template ('{{.Name}}').
+        #[arg(long, default_value = "")]
         format: String,
         /// Only print ids.
         #[arg(short, long)]
         quiet: bool,
+        /// Do not truncate IDs.
+        #[arg(long)]
+        no_trunc: bool,
+        /// Filter: driver=, id=, label=, name=, scope=, type= (see below).
+        #[arg(short, long = "filter", value_name = "KEY=VALUE")]
+        filter: Vec<String>,
     },
-    /// Show networks as JSON.
+    /// Show networks as JSON, or through a Go template.
     Inspect {
-        /// json, or a template such as '{{.IPAM.Config}}'.
+        /// A Go template ('{{range .IPAM.Config}}{{.Subnet}}{{end}}'), or json (the default).
         #[arg(short, long, default_value = "json")]
         format: String,
         #[arg(required = true)]
@@ -84,9 +107,9 @@ pub enum NetworkCmd {
               value_parser = clap::builder::PossibleValuesParser::new(dataplane_cni::SUPPORTED_VERSIONS.iter().copied()))]
         cni_version: String,
     },
-    /// Remove all unused user networks.
+    /// Remove all user networks no sandbox uses (asks first unless -f).
     Prune {
-        /// Do not prompt (always implied).
+        /// Do not ask for confirmation.
         #[arg(short, long)]
         force: bool,
     },
@@ -98,6 +121,7 @@ pub enum NetworkCmd {
         /// IPv6 address on a dual-stack network.
         #[arg(long)]
         ip6: Option<String>,
+        /// A network-scoped alias (a DNS name on this network; with lb=vip a balanced VIP).
         #[arg(long)]
         alias: Vec<String>,
         network: String,
@@ -105,6 +129,7 @@ pub enum NetworkCmd {
     },
     /// Disconnect a sandbox from a network.
     Disconnect {
+        /// Disconnect even when the sandbox's endpoint is half gone (removes what is left).
         #[arg(short, long)]
         force: bool,
         network: String,
@@ -159,28 +184,61 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             let resp: NetworkCreateResponse = client.post("/networks/create", &req).await?;
             println!("{}", resp.id);
         }
-        NetworkCmd::Ls { format, quiet } => {
-            let nets: Vec<NetworkResource> = client.get("/networks").await?;
+        NetworkCmd::Ls { format, quiet, no_trunc, filter } => {
+            let format = Format::parse(&format)?;
+            let filters: Vec<(String, String)> = filter
+                .iter()
+                .map(|f| match f.split_once('=') {
+                    Some((k @ ("driver" | "id" | "label" | "name" | "scope" | "type"), v)) => {
+                        Ok((k.to_string(), v.to_string()))
+                    }
+                    Some((k, _)) => Err(anyhow::anyhow!(
+                        "invalid filter '{k}': use driver, id, label, name, scope or type"
+                    )),
+                    None => Err(anyhow::anyhow!("bad format of filter {f:?} (expected name=value)")),
+                })
+                .collect::<anyhow::Result<_>>()?;
+            let mut nets: Vec<NetworkResource> = client.get("/networks").await?;
+            // By name, as Docker's CLI lists them.
+            nets.sort_by(|a, b| a.name.cmp(&b.name));
+            nets.retain(|n| {
+                ["driver", "id", "label", "name", "scope", "type"].iter().all(|key| {
+                    let vals: Vec<&String> =
+                        filters.iter().filter(|(k, _)| k == key).map(|(_, v)| v).collect();
+                    vals.is_empty() || vals.iter().any(|v| network_matches(n, key, v))
+                })
+            });
             if quiet {
-                nets.iter().for_each(|n| println!("{}", &n.id[..12]));
-            } else if format == "json" {
-                println!("{}", serde_json::to_string_pretty(&nets)?);
-            } else if format == "table" {
-                let rows: Vec<Vec<String>> = nets
-                    .iter()
-                    .map(|n| vec![n.id[..12].to_string(), n.name.clone(), n.driver.clone(), n.scope.clone()])
-                    .collect();
-                print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &rows);
-            } else {
-                anyhow::bail!("--format {format:?}: use table or json");
+                nets.iter().for_each(|n| println!("{}", if no_trunc { &n.id[..] } else { &n.id[..12] }));
+                return Ok(ExitCode::SUCCESS);
             }
+            let rows: Vec<serde_json::Value> = nets.iter().map(|n| network_row(n, no_trunc)).collect();
+            format.print_list(&rows, &[("ID", "NETWORK ID"), ("CreatedAt", "CREATED AT")], |rows| {
+                let cell = |r: &serde_json::Value, k: &str| r[k].as_str().unwrap_or_default().to_string();
+                let body: Vec<Vec<String>> = rows
+                    .iter()
+                    .map(|r| ["ID", "Name", "Driver", "Scope"].iter().map(|k| cell(r, k)).collect())
+                    .collect();
+                print_table(&["NETWORK ID", "NAME", "DRIVER", "SCOPE"], &body);
+            })?;
         }
         NetworkCmd::Inspect { format, names } => {
+            let format = Format::parse(&format)?;
             let mut out = Vec::new();
+            let mut failed = false;
             for n in &names {
-                out.push(client.get::<serde_json::Value>(&format!("/networks/{}", enc(n))).await?);
+                match client.get::<serde_json::Value>(&format!("/networks/{}", enc(n))).await {
+                    Ok(v) => out.push(v),
+                    Err(e) => {
+                        eprintln!("{e:#}");
+                        failed = true;
+                    }
+                }
             }
             super::print_inspect(&out, &format)?;
+            if failed {
+                return Ok(ExitCode::FAILURE);
+            }
         }
         NetworkCmd::Rm { names } => {
             let mut failed = false;
@@ -207,7 +265,14 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
             let conf = cni_conflist(&net, client.socket(), &cni_version).map_err(|e| anyhow::anyhow!(e))?;
             println!("{}", serde_json::to_string_pretty(&conf)?);
         }
-        NetworkCmd::Prune { .. } => {
+        NetworkCmd::Prune { force } => {
+            if !force
+                && !confirm(
+                    "WARNING! This will remove all custom networks not used by at least one sandbox.",
+                )?
+            {
+                return Ok(ExitCode::SUCCESS);
+            }
             let v: serde_json::Value = client.post("/networks/prune", &serde_json::json!({})).await?;
             let deleted: Vec<String> =
                 serde_json::from_value(v["NetworksDeleted"].clone()).unwrap_or_default();
@@ -238,4 +303,49 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
         }
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// Asks "Are you sure…? [y/N]" on stderr; reads the answer from stdin
+/// (anything but y/yes, or no answer at all, is no).
+pub(crate) fn confirm(warning: &str) -> anyhow::Result<bool> {
+    use std::io::{BufRead, Write};
+    eprint!("{warning}\nAre you sure you want to continue? [y/N] ");
+    std::io::stderr().flush()?;
+    let mut line = String::new();
+    std::io::stdin().lock().read_line(&mut line)?;
+    Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
+}
+
+/// Whether network `n` passes `network ls --filter KEY=VALUE`.
+fn network_matches(n: &NetworkResource, key: &str, v: &str) -> bool {
+    match key {
+        "driver" => n.driver == v,
+        "id" => n.id.starts_with(v),
+        "name" => n.name.contains(v),
+        "scope" => n.scope == v,
+        "type" => match v {
+            "builtin" => matches!(n.name.as_str(), "bridge" | "host" | "none"),
+            "custom" => !matches!(n.name.as_str(), "bridge" | "host" | "none"),
+            _ => false,
+        },
+        "label" => match v.split_once('=') {
+            Some((k, val)) => n.labels.get(k).is_some_and(|x| x == val),
+            None => n.labels.contains_key(v),
+        },
+        _ => false,
+    }
+}
+
+/// The `network ls` row a `--format` template reaches, as Docker names its fields.
+fn network_row(n: &NetworkResource, no_trunc: bool) -> serde_json::Value {
+    serde_json::json!({
+        "ID": if no_trunc { n.id.clone() } else { n.id[..12].to_string() },
+        "Name": n.name,
+        "Driver": n.driver,
+        "Scope": n.scope,
+        "IPv6": n.enable_ipv6.to_string(),
+        "Internal": n.internal.to_string(),
+        "Labels": n.labels.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(","),
+        "CreatedAt": n.created,
+    })
 }

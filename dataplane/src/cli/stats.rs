@@ -5,12 +5,15 @@ use std::process::ExitCode;
 use crate::api::client::Client;
 use crate::api::wire::Stats;
 
-pub async fn run(client: &Client, format: &str) -> anyhow::Result<ExitCode> {
+pub async fn run(client: &Client, format: &str, all: bool) -> anyhow::Result<ExitCode> {
     let stats: Stats = client.get("/dataplane/stats").await?;
-    let rows = &stats.metrics;
+    // Counters that never moved say nothing (--all shows them).
+    let rows: Vec<_> = stats.metrics.iter().filter(|r| all || r.packets > 0).collect();
     match format {
         "json" => println!("{}", serde_json::to_string_pretty(&stats)?),
         "table" => {
+            println!("DIRECTION is the sandbox's side: ingress = into a sandbox, egress = out of one");
+            println!("(a published port's requests count as ingress, its replies as egress).\n");
             super::print_table(
                 &["REASON", "DIRECTION", "PACKETS", "BYTES"],
                 &rows

@@ -336,3 +336,61 @@ impl Programs {
         Ok((res.return_value as i32, out))
     }
 }
+
+/// One pinned map of ours: how full it is.
+#[derive(Clone, Debug, serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+pub struct MapFill {
+    pub name: String,
+    /// The kernel's map type (hash, lru_hash, lpm_trie, array, …).
+    pub kind: String,
+    /// Keys held; None for arrays and rings, whose slots all exist.
+    pub entries: Option<u64>,
+    pub capacity: u32,
+}
+
+/// Every map pinned under `bpffs`, with its fill (hash-like maps walked key
+/// by key: this is for `dataplane info`, not a hot path).
+pub fn map_fill(bpffs: &Path) -> Vec<MapFill> {
+    use aya::maps::MapType;
+    let Ok(dir) = std::fs::read_dir(bpffs) else { return Vec::new() };
+    let mut out: Vec<MapFill> = dir
+        .flatten()
+        .filter_map(|e| {
+            let path = e.path();
+            let info = aya::maps::MapInfo::from_pin(&path).ok()?;
+            let kind = info.map_type().ok();
+            let walkable = matches!(
+                kind,
+                Some(
+                    MapType::Hash
+                        | MapType::LruHash
+                        | MapType::PerCpuHash
+                        | MapType::LruPerCpuHash
+                        | MapType::LpmTrie
+                )
+            );
+            let entries = if walkable {
+                super::sys::obj_get(&path).ok().and_then(|fd| {
+                    use std::os::fd::AsFd;
+                    super::sys::map_key_count(
+                        fd.as_fd(),
+                        info.key_size() as usize,
+                        u64::from(info.max_entries()) + 1,
+                    )
+                    .ok()
+                })
+            } else {
+                None
+            };
+            Some(MapFill {
+                name: e.file_name().to_string_lossy().into_owned(),
+                kind: kind.map(|k| format!("{k:?}")).unwrap_or_else(|| "unknown".into()),
+                entries,
+                capacity: info.max_entries(),
+            })
+        })
+        .collect();
+    out.sort_by(|a, b| a.name.cmp(&b.name));
+    out
+}

@@ -188,6 +188,30 @@ pub fn map_delete<K: aya::Pod>(map: BorrowedFd<'_>, key: &K) -> io::Result<bool>
     }
 }
 
+/// How many keys the map behind `map` holds (BPF_MAP_GET_NEXT_KEY walk,
+/// at most `limit` steps): for hash maps, whose fill no counter keeps.
+pub fn map_key_count(map: BorrowedFd<'_>, key_size: usize, limit: u64) -> io::Result<u64> {
+    let mut cur = vec![0u8; key_size.max(1)];
+    let mut next = vec![0u8; key_size.max(1)];
+    let mut first = true;
+    let mut n = 0u64;
+    while n < limit {
+        let mut attr = zeroed_attr();
+        attr.__bindgen_anon_2.map_fd = map.as_raw_fd() as u32;
+        attr.__bindgen_anon_2.key = if first { 0 } else { cur.as_ptr() as u64 };
+        attr.__bindgen_anon_2.__bindgen_anon_1.next_key = next.as_mut_ptr() as u64;
+        match sys_bpf(bpf_cmd::BPF_MAP_GET_NEXT_KEY, &mut attr) {
+            Ok(_) => {}
+            Err(e) if e.raw_os_error() == Some(nix::libc::ENOENT) => return Ok(n),
+            Err(e) => return Err(e),
+        }
+        first = false;
+        std::mem::swap(&mut cur, &mut next);
+        n += 1;
+    }
+    Ok(n)
+}
+
 /// Entries asked of the kernel per batch system call. More than any hash
 /// bucket holds (the kernel answers ENOSPC when one bucket does not fit).
 const BATCH: usize = 4096;

@@ -36,14 +36,6 @@ fn parse_nameservers(text: &str) -> Vec<SocketAddr> {
         .collect()
 }
 
-/// Search domains of a resolv.conf (kept in the sandboxes' resolv.conf).
-pub fn search_domains(text: &str) -> Vec<String> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("search").or_else(|| l.strip_prefix("domain")))
-        .flat_map(|rest| rest.split_whitespace().map(str::to_string))
-        .collect()
-}
-
 /// Asks each upstream in turn; the first answer wins.
 pub async fn forward(raw: &[u8], protocol: Protocol, upstreams: &[SocketAddr]) -> Option<Message> {
     for up in upstreams {
@@ -107,6 +99,6 @@ mod tests {
                 "10.0.0.1:53".parse().expect("valid literal")
             ]
         );
-        assert_eq!(search_domains(text), vec!["corp.example", "lab.example"]);
+        assert_eq!(crate::domain::etc::search_domains(text), vec!["corp.example", "lab.example"]);
     }
 }

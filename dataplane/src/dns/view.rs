@@ -349,6 +349,7 @@ mod tests {
             owner: None,
             runtime_id: None,
             log: None,
+            ..Default::default()
         }
     }
 

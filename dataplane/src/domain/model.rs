@@ -203,6 +203,42 @@ pub struct Sandbox {
     /// one record per container, one endpoint per attachment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub runtime_id: Option<String>,
+    /// `--label KEY=VALUE` (Docker's `Config.Labels`).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// When its process last started and last ended (RFC 3339): `ps` says
+    /// "Up 3 minutes" and "Exited (0) 2 minutes ago" from them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub started_at: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+    /// `-t`: the process runs on a pseudo-terminal.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub tty: bool,
+    /// `-i`: its stdin stays open for attaching clients.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub open_stdin: bool,
+    /// `--dns`: the resolvers its resolv.conf names (on the default
+    /// bridge) or its embedded resolver forwards to (user networks).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns: Vec<std::net::IpAddr>,
+    /// `--dns-search`, `--dns-option`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_search: Vec<String>,
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub dns_options: Vec<String>,
+    /// `--add-host`, `host-gateway` resolved.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub extra_hosts: Vec<crate::domain::etc::ExtraHost>,
+    /// `--link NAME[:ALIAS]`: the linked sandbox's id and the alias (its name when none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub links: Vec<(String, String)>,
+    /// `-w`: the process's working directory.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workdir: Option<String>,
+    /// `-t`: the terminal's size at start (rows, columns), the client's when it was made.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub console_size: Option<(u16, u16)>,
 }
 
 /// One published port, resolved: host address and port → container port.

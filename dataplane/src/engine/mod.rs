@@ -101,6 +101,22 @@ pub struct SandboxCreate {
     pub user: Option<String>,
     /// `--log-opt KEY=VALUE` (max-size, max-file).
     pub log_opts: Vec<String>,
+    /// `--label KEY=VALUE`.
+    pub labels: std::collections::BTreeMap<String, String>,
+    /// `-t`, `-i`.
+    pub tty: bool,
+    pub open_stdin: bool,
+    /// `--dns`, `--dns-search`, `--dns-option`, `--add-host NAME:IP`,
+    /// `--link NAME[:ALIAS]`, `--mac-address`, `-w`: as given.
+    pub dns: Vec<String>,
+    pub dns_search: Vec<String>,
+    pub dns_options: Vec<String>,
+    pub extra_hosts: Vec<String>,
+    pub links: Vec<String>,
+    pub mac: Option<String>,
+    pub workdir: Option<String>,
+    /// The client's terminal size (rows, columns) for `-t`.
+    pub console_size: Option<(u16, u16)>,
 }
 
 pub struct Created {
@@ -276,6 +292,11 @@ impl Engine {
             sandboxes: sandboxes.to_vec(),
             suppressed: self.dp.events.suppressed().unwrap_or(0),
         }
+    }
+
+    /// This host as its cluster knows it (None: not in a cluster).
+    pub fn cluster_node(&self) -> Option<&crate::cluster::Node> {
+        self.cluster.as_ref().map(|c| c.me())
     }
 
     /// The hosts of this daemon's cluster, and which one is this host.

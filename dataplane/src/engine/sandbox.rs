@@ -8,6 +8,7 @@ use tokio::sync::watch;
 use super::endpoint::{EndpointPlan, plan_endpoint, teardown_warnings};
 use super::publish::{PortLimits, PortPlan, plan_ports, reserve_ports};
 use super::*;
+use crate::domain::etc;
 use crate::domain::names;
 use crate::domain::state::State;
 use crate::error::{Error, Result};
@@ -61,6 +62,28 @@ pub(super) struct SandboxContext {
     pub ports: PortLimits,
 }
 
+/// `--link NAME[:ALIAS]`: the linked sandbox (which must exist and share
+/// the default bridge, as Docker's legacy links), its id and alias.
+fn plan_links(state: &State, links: &[String], mode: &NetworkMode) -> Result<Vec<(String, String)>> {
+    links
+        .iter()
+        .map(|l| {
+            let (target, alias) = match l.split_once(':') {
+                Some((t, a)) => (t, a),
+                None => (l.as_str(), l.as_str()),
+            };
+            let t = state
+                .sandbox(target)
+                .ok_or_else(|| Error::invalid("--link", l, format!("no sandbox named {target}")))?;
+            if *mode != NetworkMode::Networks {
+                return Err(Error::ConflictingOptions("links and the network mode".into()));
+            }
+            names::check_name(alias)?;
+            Ok((t.id.clone(), alias.trim_start_matches('/').to_string()))
+        })
+        .collect()
+}
+
 /// Plans `create`/`run`: Docker's refusals and the record, the endpoint
 /// and the ports. No side effects.
 pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxContext) -> Result<SandboxPlan> {
@@ -109,10 +132,12 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
         }
         NetworkMode::Container(_) => {
             if publishes {
-                return Err(Error::Conflict("port publishing and the container type network mode".into()));
+                return Err(Error::ConflictingOptions(
+                    "port publishing and the container type network mode".into(),
+                ));
             }
             if req.hostname.is_some() {
-                return Err(Error::Conflict("hostname and the network mode".into()));
+                return Err(Error::ConflictingOptions("hostname and the network mode".into()));
             }
         }
         _ => {}
@@ -166,11 +191,54 @@ pub(super) fn plan_sandbox(state: &State, req: &SandboxCreate, cx: &SandboxConte
         log: cx.log,
         owner: None,
         runtime_id: None,
+        labels: req.labels.clone(),
+        started_at: None,
+        finished_at: None,
+        tty: req.tty,
+        open_stdin: req.open_stdin,
+        dns: req
+            .dns
+            .iter()
+            .map(|d| d.parse().map_err(|_| Error::invalid("--dns", d, "not an IP address")))
+            .collect::<Result<_>>()?,
+        dns_search: req.dns_search.clone(),
+        dns_options: req.dns_options.clone(),
+        extra_hosts: {
+            let gateway = state
+                .network("bridge")
+                .and_then(|b| b.ipam.as_ref())
+                .map(|i| std::net::IpAddr::V4(i.gateway));
+            req.extra_hosts.iter().map(|h| etc::parse_extra_host(h, gateway)).collect::<Result<_>>()?
+        },
+        links: plan_links(state, &req.links, &mode)?,
+        console_size: req.console_size.filter(|(r, c)| req.tty && *r > 0 && *c > 0),
+        workdir: match req.workdir.as_deref().filter(|w| !w.is_empty()) {
+            Some(w) if !w.starts_with('/') => {
+                return Err(Error::invalid("--workdir", w, "must be an absolute path"));
+            }
+            other => other.map(String::from),
+        },
     };
-    let endpoint = match &net {
+    etc::check_search(&sb.dns_search)?;
+    etc::check_options(&sb.dns_options)?;
+    let mut endpoint = match &net {
         Some(n) => Some(plan_endpoint(state, n, &sb, req.ip.as_deref(), req.ip6.as_deref(), &req.aliases)?),
         None => None,
     };
+    if let Some(m) = req.mac.as_deref().filter(|m| !m.is_empty()) {
+        let mac = names::parse_mac(m)
+            .ok_or_else(|| Error::invalid("--mac-address", m, "use six hex pairs, aa:bb:cc:dd:ee:ff"))?;
+        if mac[0] & 1 == 1 {
+            return Err(Error::invalid("--mac-address", m, "a multicast address cannot be an interface's"));
+        }
+        let (Some(ep), Some(n)) = (endpoint.as_mut(), &net) else {
+            return Err(Error::ConflictingOptions("mac-address and the network mode".into()));
+        };
+        if state.endpoints.iter().any(|e| e.network_id == n.id && e.mac == mac) {
+            return Err(Error::invalid("--mac-address", m, format!("another sandbox on {} has it", n.name)));
+        }
+        ep.ep.mac = mac;
+    }
     let ports = if sb.ports.is_empty() && !sb.publish_all {
         PortPlan::default()
     } else {
@@ -208,6 +276,12 @@ impl Engine {
         process::check_env(&req.env)?;
         if let Some(u) = req.user.as_deref().filter(|u| !u.is_empty()) {
             process::resolve_user(u)?;
+        }
+        if let Some(w) = req.workdir.as_deref().filter(|w| !w.is_empty())
+            && w.starts_with('/')
+            && !Path::new(w).is_dir()
+        {
+            return Err(Error::invalid("--workdir", w, "no such directory"));
         }
         if let Some(p) = req.netns_path.as_deref().filter(|p| !p.is_empty()) {
             let p = Path::new(p);
@@ -314,15 +388,44 @@ impl Engine {
             NetworkMode::Container(t) => state.sandboxes.iter().find(|s| &s.id == t).unwrap_or(&sb),
             _ => &sb,
         };
+        let host_resolv = std::fs::read_to_string(&self.host_resolv_conf).unwrap_or_default();
         let resolv_text = if Self::wants_dns(&state, dns_owner) {
-            self.dns.sandbox_resolv_conf()
+            // Our resolver; it forwards to --dns when given, else to the host's.
+            self.dns.sandbox_resolv_conf(&dns_owner.dns_search, &dns_owner.dns_options)
+        } else if dns_owner.dns.is_empty()
+            && dns_owner.dns_search.is_empty()
+            && dns_owner.dns_options.is_empty()
+        {
+            host_resolv
         } else {
-            std::fs::read_to_string(&self.host_resolv_conf).unwrap_or_default()
+            let servers =
+                if dns_owner.dns.is_empty() { etc::nameservers(&host_resolv) } else { dns_owner.dns.clone() };
+            etc::resolv_conf(
+                "# Generated by dataplane (--dns).\n",
+                &servers,
+                &host_resolv,
+                &dns_owner.dns_search,
+                &[],
+                &dns_owner.dns_options,
+            )
         };
         std::fs::write(&resolv, resolv_text).map_err(|e| Error::io("write", resolv.display(), e))?;
         let mut h = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
         for ep in state.endpoints_of_sandbox(&sb.id) {
             h.push_str(&format!("{}\t{}\n", ep.ip, sb.hostname));
+        }
+        for x in &sb.extra_hosts {
+            h.push_str(&format!("{}\t{}\n", x.ip, x.name));
+        }
+        // Legacy links: the linked sandbox's address on a network both share.
+        let mine: Vec<&str> = state.endpoints_of_sandbox(&sb.id).map(|e| e.network_id.as_str()).collect();
+        for (target, alias) in &sb.links {
+            let Some(t) = state.sandbox(target) else { continue };
+            let ep = state.endpoints_of_sandbox(&t.id).find(|e| mine.contains(&e.network_id.as_str()));
+            if let Some(ep) = ep {
+                let names = if *alias == t.name { t.name.clone() } else { format!("{alias} {}", t.name) };
+                h.push_str(&format!("{}\t{names} {}\n", ep.ip, t.hostname));
+            }
         }
         std::fs::write(&hosts, h).map_err(|e| Error::io("write", hosts.display(), e))?;
         let identity = sb.user.as_deref().map(process::resolve_user).transpose()?;
@@ -336,12 +439,17 @@ impl Engine {
             hosts,
             log: self.paths.log_file(&sb.id),
             log_limits: sb.log.unwrap_or(self.log_defaults),
+            tty: sb.tty,
+            stdin: sb.open_stdin,
+            workdir: sb.workdir.clone(),
+            console_size: sb.console_size,
         };
         let mut child = process::spawn(&launch)?;
         let pid = child.id();
         sb.pid = Some(pid);
         sb.pid_start = process::start_time(pid);
         sb.state = SandboxState::Running;
+        sb.started_at = Some(now());
         let tx = self.store.begin()?;
         tx.put_sandbox(&sb)?;
         if let Err(e) = self.store.commit(tx) {
@@ -384,6 +492,7 @@ impl Engine {
             sb.state = SandboxState::Exited(code);
             sb.pid = None;
             sb.pid_start = None;
+            sb.finished_at = Some(now());
             if let Ok(tx) = self.store.begin()
                 && tx.put_sandbox(&sb).is_ok()
                 && let Err(e) = self.store.commit(tx)
@@ -432,11 +541,12 @@ impl Engine {
         }
     }
 
-    pub async fn stop(&self, sb_ref: &str) -> Result<()> {
+    /// SIGTERM, then SIGKILL after `grace` (None: 10 s, Docker's default).
+    pub async fn stop(&self, sb_ref: &str, grace: Option<Duration>) -> Result<()> {
         let state = self.store.state()?;
         let sb = state.require_sandbox(sb_ref)?.clone();
         if let Some(pid) = sb.pid {
-            process::stop(pid, sb.pid_start, STOP_GRACE).await;
+            process::stop(pid, sb.pid_start, grace.unwrap_or(STOP_GRACE)).await;
         }
         // The reaper records the exit of our own children; after a restart we do.
         let _g = self.lock.lock().await;
@@ -446,11 +556,57 @@ impl Engine {
             cur.state = SandboxState::Exited(143);
             cur.pid = None;
             cur.pid_start = None;
+            cur.finished_at = Some(now());
             let tx = self.store.begin()?;
             tx.put_sandbox(&cur)?;
             self.store.commit(tx)?;
         }
         self.sync_lb().await;
+        Ok(())
+    }
+
+    /// `kill -s SIGNAL`: sends the signal to the sandbox's process (its
+    /// group leader only, as Docker sends it to the container's PID 1).
+    pub async fn kill(&self, sb_ref: &str, signal: &str) -> Result<()> {
+        let sig = process::parse_signal(signal)?;
+        let state = self.store.state()?;
+        let sb = state.require_sandbox(sb_ref)?;
+        match sb.pid {
+            Some(pid) if sb.state == SandboxState::Running && process::alive(pid, sb.pid_start) => {
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig)
+                    .map_err(|e| Error::sys("kill", &sb.name, e))?;
+                tracing::info!(sandbox = %sb.name, signal = %sig, "signalled");
+                Ok(())
+            }
+            _ => Err(Error::NotRunning(sb.name.clone())),
+        }
+    }
+
+    /// Gives a sandbox another name; its DNS name follows (here and, on an
+    /// overlay network, on the other hosts).
+    pub async fn rename(&self, sb_ref: &str, new_name: &str) -> Result<()> {
+        let _g = self.lock.lock().await;
+        let state = self.store.state()?;
+        let mut sb = state.require_sandbox(sb_ref)?.clone();
+        if let Some(o) = sb.owner {
+            return Err(owned_by(&sb, o));
+        }
+        let name = new_name.trim_start_matches('/');
+        names::check_name(name)?;
+        if sb.name == name {
+            return Err(Error::invalid("name", name, "it is already the sandbox's name"));
+        }
+        if state.sandboxes.iter().any(|s| s.name == name) {
+            return Err(Error::SandboxExists(name.to_string()));
+        }
+        let old = std::mem::replace(&mut sb.name, name.to_string());
+        let tx = self.store.begin()?;
+        tx.put_sandbox(&sb)?;
+        self.store.commit(tx)?;
+        if let Ok(st) = self.store.state() {
+            self.publish_overlay_liveness(&st).await;
+        }
+        tracing::info!(sandbox = %sb.name, old = %old, "renamed");
         Ok(())
     }
 

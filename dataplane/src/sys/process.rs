@@ -6,7 +6,7 @@
 //! output goes straight to a log file, so it outlives a daemon restart.
 
 use std::fs::File;
-use std::os::fd::AsFd;
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -142,6 +142,29 @@ pub struct Launch {
     pub hosts: PathBuf,
     pub log: PathBuf,
     pub log_limits: crate::sys::logs::LogLimits,
+    /// `-t`: a pseudo-terminal for stdin, stdout and stderr.
+    pub tty: bool,
+    /// `-i`: stdin kept open (a pipe, or the terminal), fed through `attach.sock`.
+    pub stdin: bool,
+    /// `-w`: the working directory (default: /).
+    pub workdir: Option<String>,
+    /// `-t`: the terminal's size (rows, columns) before the process starts.
+    pub console_size: Option<(u16, u16)>,
+}
+
+/// Where the log pump of an interactive sandbox serves attaching clients:
+/// beside its log.
+pub fn attach_socket(log: &Path) -> PathBuf {
+    log.with_file_name("attach.sock")
+}
+
+/// The process's ends of its stdio, and the pump's.
+struct Stdio3 {
+    stdin: Stdio,
+    stdout: Stdio,
+    stderr: Stdio,
+    /// Whether the process takes its terminal as controlling terminal.
+    tty: bool,
 }
 
 /// Mount points of namespace pins (nsfs) and BPF filesystems in the
@@ -194,11 +217,43 @@ pub fn leave_pin_mounts() -> nix::Result<()> {
     Ok(())
 }
 
-/// Starts the log pump for `l.log` (see [`crate::sys::logs`]); returns the
-/// write end of its pipe, for the sandbox's stdout and stderr.
-fn start_log_pump(l: &Launch) -> Result<std::os::fd::OwnedFd> {
-    let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
-        .map_err(|e| Error::sys("pipe", "sandbox output", e))?;
+/// Starts the log pump for `l.log` (see [`crate::sys::logs`]) and makes
+/// the process's stdio: output through a pipe into the pump (stdin
+/// /dev/null); with `-i` a stdin pipe whose write end the pump holds; with
+/// `-t` a pseudo-terminal whose master the pump holds. An interactive
+/// pump serves `attach.sock` (see [`crate::sys::console`]).
+fn start_log_pump(l: &Launch) -> Result<Stdio3> {
+    let sys = |what: &'static str| move |e: nix::Error| Error::sys(what, "sandbox output", e);
+    // (pump's stdin, pump's fd 3, the process's stdio)
+    let (pump_in, pump_fd3, stdio): (OwnedFd, Option<OwnedFd>, Stdio3) = if l.tty {
+        let pty = crate::sys::console::open_pty().map_err(sys("open a pseudo-terminal"))?;
+        if let Some((rows, cols)) = l.console_size {
+            crate::sys::console::set_size(pty.master.as_fd(), rows, cols)
+                .map_err(sys("size the terminal"))?;
+        }
+        let dup = |fd: &OwnedFd| fd.try_clone().map_err(|e| Error::io("dup terminal", l.log.display(), e));
+        let (a, b) = (dup(&pty.slave)?, dup(&pty.slave)?);
+        (
+            pty.master,
+            None,
+            Stdio3 {
+                stdin: Stdio::from(pty.slave),
+                stdout: Stdio::from(a),
+                stderr: Stdio::from(b),
+                tty: true,
+            },
+        )
+    } else {
+        let (rd, wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+        let wr2 = wr.try_clone().map_err(|e| Error::io("dup log pipe", l.log.display(), e))?;
+        let (stdin, fd3) = if l.stdin {
+            let (in_rd, in_wr) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(sys("pipe"))?;
+            (Stdio::from(in_rd), Some(in_wr))
+        } else {
+            (Stdio::null(), None)
+        };
+        (rd, fd3, Stdio3 { stdin, stdout: Stdio::from(wr), stderr: Stdio::from(wr2), tty: false })
+    };
     let mut pump = Command::new("/proc/self/exe");
     pump.arg("log-pump")
         .arg("--file")
@@ -206,17 +261,27 @@ fn start_log_pump(l: &Launch) -> Result<std::os::fd::OwnedFd> {
         .arg("--max-size")
         .arg(l.log_limits.max_size.to_string())
         .arg("--max-files")
-        .arg(l.log_limits.max_files.to_string())
-        .env_clear()
-        .stdin(Stdio::from(rd))
-        .stdout(Stdio::null())
-        .stderr(Stdio::null());
-    // SAFETY: between fork and exec only system calls: a session of its own,
-    // then a second fork whose parent exits at once, so the pump is
-    // init's child (reaped there, never a zombie of the daemon) and the
-    // exec (or its failure) is reported through the grandchild.
+        .arg(l.log_limits.max_files.to_string());
+    if l.tty || l.stdin {
+        pump.arg("--attach").arg(attach_socket(&l.log));
+    }
+    if l.tty {
+        pump.arg("--tty");
+    }
+    pump.env_clear().stdin(Stdio::from(pump_in)).stdout(Stdio::null()).stderr(Stdio::null());
+    let fd3 = pump_fd3.as_ref().map(|f| f.as_raw_fd());
+    // SAFETY: between fork and exec only system calls: the stdin pipe's
+    // write end onto fd 3, a session of its own, then a second fork whose
+    // parent exits at once, so the pump is init's child (reaped there,
+    // never a zombie of the daemon) and the exec (or its failure) is
+    // reported through the grandchild.
     unsafe {
-        pump.pre_exec(|| {
+        pump.pre_exec(move || {
+            if let Some(fd) = fd3
+                && nix::libc::dup2(fd, 3) < 0
+            {
+                return Err(std::io::Error::last_os_error());
+            }
             nix::unistd::setsid()?;
             match nix::unistd::fork()? {
                 nix::unistd::ForkResult::Parent { .. } => nix::libc::_exit(0),
@@ -227,14 +292,15 @@ fn start_log_pump(l: &Launch) -> Result<std::os::fd::OwnedFd> {
     let mut child = pump.spawn().map_err(|e| Error::io("start log pump", l.log.display(), e))?;
     // The intermediate process ends at once.
     let _ = child.wait();
-    Ok(wr)
+    drop(pump);
+    drop(pump_fd3);
+    Ok(stdio)
 }
 
 /// Spawns the process; returns the child (the caller reaps it).
 pub fn spawn(l: &Launch) -> Result<Child> {
     let program = l.cmd.first().ok_or_else(|| Error::invalid("command", "", "empty command"))?;
-    let log = start_log_pump(l)?;
-    let log2 = log.try_clone().map_err(|e| Error::io("dup log pipe", l.log.display(), e))?;
+    let stdio = start_log_pump(l)?;
     let netns = match &l.netns {
         Some(p) => Some(File::open(p).map_err(|e| Error::io("open netns", p.display(), e))?),
         None => None,
@@ -248,8 +314,15 @@ pub fn spawn(l: &Launch) -> Result<Child> {
             .into_iter()
             .filter(|(_, target)| Path::new(target).exists())
             .collect();
+    let tty = stdio.tty;
+    let workdir = match &l.workdir {
+        Some(w) => Some(
+            std::ffi::CString::new(w.as_str()).map_err(|_| Error::invalid("workdir", w, "contains NUL"))?,
+        ),
+        None => None,
+    };
     let mut cmd = Command::new(program);
-    cmd.args(&l.cmd[1..]).stdin(Stdio::null()).stdout(Stdio::from(log)).stderr(Stdio::from(log2));
+    cmd.args(&l.cmd[1..]).stdin(stdio.stdin).stdout(stdio.stdout).stderr(stdio.stderr);
     set_environment(&mut cmd, &l.env);
     let identity = l.identity.clone();
     let pins = pin_mounts();
@@ -272,6 +345,13 @@ pub fn spawn(l: &Launch) -> Result<Child> {
                 mount(Some(src.as_path()), *target, None::<&str>, MsFlags::MS_BIND, None::<&str>)?;
             }
             nix::unistd::setsid()?;
+            // Its terminal is its controlling terminal: Ctrl-C typed there is SIGINT to it.
+            if tty {
+                crate::sys::console::take_controlling_terminal()?;
+            }
+            if let Some(w) = &workdir {
+                nix::unistd::chdir(w.as_c_str())?;
+            }
             // Last: joining namespaces and mounting needed root.
             if let Some(id) = &identity {
                 become_user(id)?;
@@ -279,7 +359,27 @@ pub fn spawn(l: &Launch) -> Result<Child> {
             Ok(())
         });
     }
-    cmd.spawn().map_err(|e| Error::io("start process", program, e))
+    cmd.spawn().map_err(|e| match e.raw_os_error() {
+        // Docker's words, which its users' scripts (and exit codes 127/126) go by.
+        Some(nix::libc::ENOENT) => Error::CommandNotFound(program.clone()),
+        Some(nix::libc::EACCES) => Error::NotExecutable(program.clone()),
+        _ => Error::io("start process", program, e),
+    })
+}
+
+/// A signal as `docker kill -s` takes it: `KILL`, `SIGKILL`, `kill` or `9`.
+pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
+    use std::str::FromStr;
+    let t = s.trim();
+    let parsed = match t.parse::<i32>() {
+        Ok(n) => nix::sys::signal::Signal::try_from(n).ok(),
+        Err(_) => {
+            let upper = t.to_ascii_uppercase();
+            let full = if upper.starts_with("SIG") { upper } else { format!("SIG{upper}") };
+            nix::sys::signal::Signal::from_str(&full).ok()
+        }
+    };
+    parsed.ok_or_else(|| Error::invalid("signal", s, "not a signal name (KILL, SIGTERM, HUP…) or number"))
 }
 
 /// Start time of `pid` in clock ticks since boot (field 22 of /proc/PID/stat).
@@ -356,6 +456,16 @@ mod tests {
             Identity { uid: 1234, gid: 5678, home: "/".into() }
         );
         assert_eq!(resolve_user("0").expect("root").home, "/root");
+        use nix::sys::signal::Signal;
+        for (text, sig) in [
+            ("KILL", Signal::SIGKILL),
+            ("sigterm", Signal::SIGTERM),
+            ("9", Signal::SIGKILL),
+            ("hup", Signal::SIGHUP),
+        ] {
+            assert_eq!(parse_signal(text).expect(text), sig);
+        }
+        assert!(parse_signal("NOPE").is_err() && parse_signal("99").is_err() && parse_signal("").is_err());
         for bad in ["", ":", "nobody:", "no-such-user-here", "nobody:no-such-group"] {
             assert!(resolve_user(bad).is_err(), "{bad:?}");
         }
