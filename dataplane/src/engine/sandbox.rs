@@ -462,9 +462,11 @@ impl Engine {
         let engine = Arc::clone(self);
         let id = sb.id.clone();
         tokio::spawn(async move {
-            let status = tokio::task::spawn_blocking(move || child.wait()).await;
+            // Without a thread per sandbox: a blocking wait each would fill
+            // the runtime's blocking pool (512) and stall every other use of it.
+            let status = process::wait_exit(child).await;
             let code = match status {
-                Ok(Ok(s)) => s
+                Ok(s) => s
                     .code()
                     .unwrap_or_else(|| 128 + std::os::unix::process::ExitStatusExt::signal(&s).unwrap_or(0)),
                 _ => -1,

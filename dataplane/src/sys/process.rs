@@ -367,6 +367,25 @@ pub fn spawn(l: &Launch) -> Result<Child> {
     })
 }
 
+/// Waits for `child` to end without holding a thread: its pidfd becomes
+/// readable when it exits (a blocking thread only where pidfds are missing).
+pub async fn wait_exit(mut child: Child) -> std::io::Result<std::process::ExitStatus> {
+    use std::os::fd::FromRawFd;
+    let pid = child.id() as nix::libc::pid_t;
+    // SAFETY: pidfd_open(pid, 0) returns a new descriptor or -1.
+    let fd = unsafe { nix::libc::syscall(nix::libc::SYS_pidfd_open, pid, 0) };
+    if fd < 0 {
+        return tokio::task::spawn_blocking(move || child.wait()).await.map_err(std::io::Error::other)?;
+    }
+    // SAFETY: the kernel gave us this descriptor; we own it from here.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd as i32) };
+    // SAFETY: the descriptor moves into the AsyncFd and stays open, the same one, until it is dropped.
+    let ready =
+        unsafe { tokio::io::unix::AsyncFd::register_with_interest(fd, tokio::io::Interest::READABLE) }?;
+    let _ = ready.readable().await?;
+    child.wait()
+}
+
 /// A signal as `docker kill -s` takes it: `KILL`, `SIGKILL`, `kill` or `9`.
 pub fn parse_signal(s: &str) -> Result<nix::sys::signal::Signal> {
     use std::str::FromStr;
