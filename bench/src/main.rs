@@ -93,8 +93,9 @@ enum Cmd {
         #[arg(long, default_value_t = 5.0)]
         seconds: f64,
     },
-    /// Writes report.md and the plots again from a report.json (e.g. after
-    /// a change to how they are drawn).
+    /// Writes report.json (its goals computed again), report.md and the
+    /// plots from a report.json (after a change to how they are drawn, or
+    /// a phase measured again and put in).
     Render {
         report: PathBuf,
         #[arg(long)]
@@ -644,8 +645,12 @@ fn main() -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Render { report, out } => {
-            let r: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+            let mut r: Value = serde_json::from_str(&std::fs::read_to_string(&report)?)?;
+            // The goals again, from what the report holds now (a phase may
+            // have been measured again and put in since).
+            r["goals"] = Value::Array(report::goals(&r));
             std::fs::create_dir_all(&out)?;
+            std::fs::write(out.join("report.json"), serde_json::to_string_pretty(&r)?)?;
             std::fs::write(out.join("report.md"), report::markdown(&r))?;
             plot::all(&r, &out)?;
             println!("wrote {}", out.display());

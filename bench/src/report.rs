@@ -97,6 +97,14 @@ fn best_peer(r: &Value, metric: &str) -> Option<f64> {
 }
 
 /// The issue's goals, each with the measured ratio and whether it is met.
+/// The most queries/s of aardvark-dns and Docker's resolver for query set `set`.
+fn best_dns_peer(dns: &Value, set: &str) -> Option<f64> {
+    ["aardvark-dns", "docker"]
+        .iter()
+        .filter_map(|p| dns[*p][set]["qps"].as_f64())
+        .fold(None, |best: Option<f64>, q| Some(best.map_or(q, |b| b.max(q))))
+}
+
 pub fn goals(r: &Value) -> Vec<Value> {
     let mut out = Vec::new();
     let mut goal = |what: &str, value: Option<f64>, target: f64, at_least: bool| {
@@ -211,19 +219,19 @@ pub fn goals(r: &Value) -> Vec<Value> {
         1.0,
         true,
     );
-    // Name resolution against the better of aardvark-dns and Docker's resolver.
+    // Name resolution against the better of aardvark-dns and Docker's
+    // resolver, for each query set.
     let dns = &r["dns"];
-    let best_dns = ["aardvark-dns", "docker"]
-        .iter()
-        .filter_map(|p| dns[*p]["names"]["qps"].as_f64())
-        .fold(None, |best: Option<f64>, q| Some(best.map_or(q, |b| b.max(q))));
-    goal(
-        "DNS: sandbox names q/s ÷ the best peer (aardvark-dns, Docker)",
-        ratio(dns["dataplane"]["names"]["qps"].as_f64(), best_dns),
-        3.0,
-        true,
-    );
-    goal("DNS: sandbox names p99 (ms)", dns["dataplane"]["names"]["p99_ms"].as_f64(), 1.0, false);
+    for (set, what) in [("names", "sandbox names"), ("aliases", "aliases"), ("forwarded", "forwarded names")]
+    {
+        goal(
+            &format!("DNS: {what} q/s ÷ the best peer (aardvark-dns, Docker)"),
+            ratio(dns["dataplane"][set]["qps"].as_f64(), best_dns_peer(dns, set)),
+            3.0,
+            true,
+        );
+        goal(&format!("DNS: {what} p99 (ms)"), dns["dataplane"][set]["p99_ms"].as_f64(), 1.0, false);
+    }
     goal(
         "DNS: names q/s with 500 more sandboxes ÷ without",
         dns["larger_store_qps_ratio"].as_f64(),
@@ -446,15 +454,19 @@ pub fn markdown(r: &Value) -> String {
         s.push_str(&format!(
             "\n**Name resolution** ({} names of each kind; most q/s `dnsperf -c 4` gets, with its loss; \
              p50/p99 of every answer at a fixed {} q/s; ↑ q/s, ↓ ms)\n\n\
-             | query set | dataplane q/s | lost % | p50 ms | p99 ms | aardvark-dns q/s | lost % | p50 ms | p99 ms | q/s ÷ aardvark |\n\
-             |---|---|---|---|---|---|---|---|---|---|\n",
+             | query set | dataplane q/s | lost % | p50 / p99 ms | aardvark-dns q/s | lost % | p50 / p99 ms | Docker q/s | lost % | p50 / p99 ms | q/s ÷ best peer |\n\
+             |---|---|---|---|---|---|---|---|---|---|---|\n",
             f(&dns["names"]),
             f(&dns["latency_rate_qps"]),
         ));
         for (set, _) in [("names", ()), ("aliases", ()), ("forwarded", ())] {
-            let (o, a) = (&dns["dataplane"][set], &dns["aardvark-dns"][set]);
+            let (o, a, d) = (&dns["dataplane"][set], &dns["aardvark-dns"][set], &dns["docker"][set]);
+            let best = match (o["qps"].as_f64(), best_dns_peer(dns, set)) {
+                (Some(o), Some(b)) if b > 0.0 => json!(o / b),
+                _ => Value::Null,
+            };
             s.push_str(&format!(
-                "| {set} | {} | {} | {} | {} | {} | {} | {} | {} | {} |\n",
+                "| {set} | {} | {} | {} / {} | {} | {} | {} / {} | {} | {} | {} / {} | {} |\n",
                 f(&o["qps"]),
                 f(&o["lost_pct"]),
                 f(&o["p50_ms"]),
@@ -463,7 +475,11 @@ pub fn markdown(r: &Value) -> String {
                 f(&a["lost_pct"]),
                 f(&a["p50_ms"]),
                 f(&a["p99_ms"]),
-                f(&dns["qps_ratio"][set]),
+                f(&d["qps"]),
+                f(&d["lost_pct"]),
+                f(&d["p50_ms"]),
+                f(&d["p99_ms"]),
+                f(&best),
             ));
         }
         let big = &dns["dataplane_larger_store"];

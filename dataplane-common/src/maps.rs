@@ -153,6 +153,77 @@ pub struct DnsPorts {
 }
 const _: () = assert!(core::mem::size_of::<DnsPorts>() == 4);
 
+/// `DP_DNS_NAMES`: (network number, query name) → the IPv4 addresses the
+/// embedded resolver answers for that name on that network: what the
+/// kernel answers A queries from, without waking the daemon (see
+/// `dataplane-ebpf`'s `dns_answer`). Names the kernel does not find go on
+/// to the resolver's socket as before.
+pub const MAP_DNS_NAMES: &str = "DP_DNS_NAMES";
+pub const MAX_DNS_NAMES: u32 = 65_536;
+/// Longest query name (wire form: length-prefixed labels and the final 0)
+/// answered in the kernel; longer ones go to the daemon.
+pub const DNS_NAME_MAX: usize = 64;
+/// Most addresses one kernel answer carries (more go to the daemon).
+pub const DNS_MAX_ADDRS: usize = 8;
+/// TTL of the resolver's answers, seconds (the daemon's and the kernel's).
+pub const DNS_TTL: u32 = 5;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DnsNameKey {
+    /// The network's number ([`NetworkInfo::net_id`]).
+    pub net: u32,
+    /// The name in wire form, lowercase, zero-padded.
+    pub name: [u8; DNS_NAME_MAX],
+}
+const _: () = assert!(core::mem::size_of::<DnsNameKey>() == 68);
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsAnswer {
+    /// Addresses in `addrs` (1..=[`DNS_MAX_ADDRS`]).
+    pub count: u32,
+    /// Round-robin position: the answer starts at `turn % count`, and each
+    /// answer moves it on.
+    pub turn: u32,
+    pub addrs: [[u8; 4]; DNS_MAX_ADDRS],
+}
+const _: () = assert!(core::mem::size_of::<DnsAnswer>() == 40);
+
+/// `DP_DNS_NETS`: sandbox netns cookie → the numbers of the user-defined
+/// networks whose names the sandbox's resolver answers (0: none).
+pub const MAP_DNS_NETS: &str = "DP_DNS_NETS";
+/// Networks of one sandbox whose names the kernel answers; a sandbox on
+/// more has the rest answered by the daemon.
+pub const DNS_MAX_NETS: usize = 4;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct DnsNets {
+    pub nets: [u32; DNS_MAX_NETS],
+}
+const _: () = assert!(core::mem::size_of::<DnsNets>() == 16);
+
+/// `name` (dotted, without a trailing dot) in DNS wire form, lowercase,
+/// as [`DnsNameKey::name`] holds it; None if it does not fit or has an
+/// empty or over-long label.
+pub fn dns_wire_name(name: &str) -> Option<[u8; DNS_NAME_MAX]> {
+    let mut out = [0u8; DNS_NAME_MAX];
+    let mut at = 0;
+    for label in name.split('.') {
+        let len = label.len();
+        if len == 0 || len > 63 || at + 1 + len + 1 > DNS_NAME_MAX {
+            return None;
+        }
+        out[at] = len as u8;
+        for (i, b) in label.bytes().enumerate() {
+            out[at + 1 + i] = b.to_ascii_lowercase();
+        }
+        at += 1 + len;
+    }
+    Some(out)
+}
+
 /// Socket-hook translations: which service a socket asked for before its
 /// destination was rewritten to a backend (for getpeername and recvmsg).
 pub const MAP_SOCK_NAT: &str = "DP_SOCK_NAT";
@@ -563,6 +634,9 @@ mod pod {
     unsafe impl aya::Pod for super::Backend {}
     unsafe impl aya::Pod for crate::lb::LbTable {}
     unsafe impl aya::Pod for super::DnsPorts {}
+    unsafe impl aya::Pod for super::DnsNameKey {}
+    unsafe impl aya::Pod for super::DnsAnswer {}
+    unsafe impl aya::Pod for super::DnsNets {}
     unsafe impl aya::Pod for crate::events::Event {}
     unsafe impl aya::Pod for crate::events::EventRate {}
     unsafe impl aya::Pod for crate::lb::LbStatKey {}

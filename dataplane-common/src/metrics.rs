@@ -58,10 +58,13 @@ pub enum DropReason {
     /// From outside to a published port, refused by a `dataplane firewall`
     /// rule (what Docker's DOCKER-USER chain is for).
     FirewallDeny = 22,
+    /// Not a drop: an A query to the embedded resolver, answered in the
+    /// kernel from `DP_DNS_NAMES` and turned back to the asker.
+    DnsAnswered = 23,
 }
 
 /// Number of [`DropReason`] values (the metrics array is sized from it).
-pub const DROP_REASON_COUNT: u32 = 23;
+pub const DROP_REASON_COUNT: u32 = 24;
 
 impl DropReason {
     /// Every reason, in index order.
@@ -89,6 +92,7 @@ impl DropReason {
         DropReason::ArpProxy,
         DropReason::OverlayNoEndpoint,
         DropReason::FirewallDeny,
+        DropReason::DnsAnswered,
     ];
 
     /// Stable, user-facing name (shown by `dataplane stats`).
@@ -117,6 +121,7 @@ impl DropReason {
             DropReason::ArpProxy => "ARP_PROXY",
             DropReason::OverlayNoEndpoint => "OVERLAY_NO_ENDPOINT",
             DropReason::FirewallDeny => "FIREWALL_DENY",
+            DropReason::DnsAnswered => "DNS_ANSWERED",
         }
     }
 }
@@ -135,6 +140,7 @@ impl DropReason {
                 | DropReason::OverlayEncap
                 | DropReason::OverlayDecap
                 | DropReason::ArpProxy
+                | DropReason::DnsAnswered
         )
     }
 }

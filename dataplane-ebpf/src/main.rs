@@ -8,6 +8,9 @@
 //!   dropped in the driver (`xdp`).
 //! - `dp_overlay_ingress` — tcx ingress on the VXLAN device: overlay
 //!   packets from other hosts into their sandbox (`overlay`).
+//! - `dp_dns_lo` — tcx egress on `lo` of each sandbox namespace with an
+//!   embedded resolver: A queries for names it knows answered in the
+//!   kernel (`dns_answer`).
 //! - `dp_connect4/6`, `dp_sendmsg4/6`, `dp_getpeername4/6`, `dp_recvmsg4/6` —
 //!   cgroup-v2 socket hooks: host processes reach published ports (`sock`).
 #![no_std]
@@ -15,6 +18,7 @@
 
 mod conntrack;
 mod dns;
+mod dns_answer;
 mod events;
 mod firewall;
 mod icmp46;
@@ -51,6 +55,11 @@ pub fn dp_overlay_ingress(ctx: TcContext) -> i32 {
 #[classifier]
 pub fn dp_uplink_ingress(ctx: TcContext) -> i32 {
     uplink::ingress(&ctx)
+}
+
+#[classifier]
+pub fn dp_dns_lo(ctx: TcContext) -> i32 {
+    dns_answer::egress(&ctx)
 }
 
 #[xdp]

@@ -116,3 +116,10 @@ pub static EVENT_RATE: PerCpuArray<EventRate> = PerCpuArray::pinned(1, 0);
 
 #[map(name = "DP_DNS")]
 pub static DNS: HashMap<u64, DnsPorts> = HashMap::pinned(MAX_DNS, 0);
+
+#[map(name = "DP_DNS_NETS")]
+pub static DNS_NETS: HashMap<u64, dataplane_common::DnsNets> = HashMap::pinned(MAX_DNS, 0);
+
+#[map(name = "DP_DNS_NAMES")]
+pub static DNS_NAMES: HashMap<dataplane_common::DnsNameKey, dataplane_common::DnsAnswer> =
+    HashMap::pinned(dataplane_common::MAX_DNS_NAMES, 0);

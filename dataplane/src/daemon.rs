@@ -270,6 +270,8 @@ pub async fn run(opts: Options) -> anyhow::Result<()> {
         program_links
     ))]);
     engine.start_cluster_sync();
+    // The kernel's copy of the resolver's names follows the store.
+    engine.start_kernel_dns_sync();
     // Drop events, and expiry of idle flows (LRU eviction only handles pressure).
     engine.start_datapath_tasks(CT_GC_INTERVAL).context("starting the datapath's tasks")?;
     // Veths that shape their traffic (a chained CNI bandwidth plugin) get it through their qdisc.

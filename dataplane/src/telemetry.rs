@@ -22,7 +22,7 @@
 //! | `dataplane_networks` | gauge | `driver` |
 //! | `dataplane_sandboxes` | gauge | `state` (`created`, `running`, `exited`) |
 //! | `dataplane_monitor_events_suppressed_total` | counter | |
-//! | `dataplane_dns_queries_total` | counter | `kind` (`a`, `aaaa`, `ptr`, `other`), `outcome` |
+//! | `dataplane_dns_queries_total` | counter | `kind` (`a`, `aaaa`, `ptr`, `other`), `outcome` (queries the daemon's resolver handled; A answers the kernel gave count as `dataplane_packets_total{reason="DNS_ANSWERED"}`) |
 //! | `dataplane_dns_query_duration_seconds` | histogram | `source` (`local`, `forwarded`) |
 //! | `dataplane_api_requests_total` | counter | `route`, `method`, `status` |
 //! | `dataplane_api_request_duration_seconds` | histogram | `route` |

@@ -163,6 +163,13 @@ fn inspect_and_network_commands_take_go_templates_and_typed_options() {
         "n1 bridge\n"
     );
     assert_eq!(h.dp_ok(&["network", "ls", "-f", "type=custom", "--format", "{{.Name}}"]), "n1\n");
+    // The daemon applies the filters (the docker CLI's too), and names what it refuses.
+    for (bad, named) in
+        [("colour=red", "\"colour\""), ("type=other", "type=other"), ("name", "expected name=value")]
+    {
+        let o = h.dp(&["network", "ls", "--filter", bad]);
+        assert!(!o.status.success() && text(&o).contains(named), "{bad}: {}", text(&o));
+    }
     assert_eq!(
         h.dp_ok(&["network", "inspect", "-f", "{{range .IPAM.Config}}{{.Subnet}}{{end}}", "n1"]),
         "10.62.0.0/24\n"

@@ -234,3 +234,51 @@ fn an_unreachable_upstream_does_not_hold_up_local_names() {
         .count();
     assert_eq!(failed, 20, "forwarded queries to an unreachable upstream should fail");
 }
+
+#[test]
+fn names_are_answered_in_the_kernel_even_while_the_daemon_is_down() {
+    let (mut h, ext) = Host::with_external("kdns");
+    let _up = dataplane_tests::DnsUpstream::start(&ext);
+    h.dp_ok(&["network", "create", "--subnet", "10.93.0.0/24", "kern"]);
+    h.dp_ok(&["run", "-d", "--name", "k1", "--network", "kern", "sleep", "300"]);
+    h.dp_ok(&["run", "-d", "--name", "k2", "--network", "kern", "--network-alias", "svc", "sleep", "300"]);
+    let k2 = h.ip_of("k2", "kern");
+    let before = h.drops("DNS_ANSWERED");
+    assert_eq!(dig(&h, "k1", &["k2"]), vec![k2.clone()]);
+    assert_eq!(dig(&h, "k1", &["SVC"]), vec![k2.clone()], "aliases, in any case");
+    assert!(h.drops("DNS_ANSWERED") >= before + 2, "A answers for sandbox names come from the kernel");
+    // What the kernel does not answer, the daemon still does: AAAA (no
+    // data on an IPv4 network), forwarded names, IDs.
+    let aaaa = text(&h.exec("k1", &["dig", "+time=2", "+tries=1", "k2", "AAAA"]));
+    assert!(aaaa.contains("status: NOERROR") && aaaa.contains("ANSWER: 0"), "{aaaa}");
+    assert_eq!(dig(&h, "k1", &["outside.example"]), vec!["198.51.100.7"]);
+    let id = h.inspect("k2")["Id"].as_str().expect("id")[..12].to_string();
+    assert_eq!(dig(&h, "k1", &[&id]), vec![k2.clone()]);
+    // A sandbox that stops leaves the kernel's answers at once.
+    h.dp_ok(&["run", "-d", "--name", "k3", "--network", "kern", "sleep", "300"]);
+    assert_eq!(dig(&h, "k1", &["k3"]), vec![h.ip_of("k3", "kern")]);
+    h.dp_ok(&["stop", "-t", "0", "k3"]);
+    // (The kernel's copy follows the store within moments: bounded wait.)
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(3);
+    while status(&h, "k1", "k3") != "NXDOMAIN" && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    assert_eq!(status(&h, "k1", "k3"), "NXDOMAIN");
+
+    // With the daemon gone, the sandbox's names still resolve...
+    let netns = format!("--net={}", h.inspect("k1")["NetworkSettings"]["SandboxKey"].as_str().expect("key"));
+    h.kill_daemon();
+    // (nsenter keeps the host's resolv.conf: the resolver is named.)
+    let dig_down = |name: &str| {
+        dataplane_tests::sh(&["nsenter", &netns, "dig", "@127.0.0.11", "+time=1", "+tries=1", name])
+    };
+    let o = dig_down("k2");
+    assert!(text(&o).contains("status: NOERROR") && text(&o).contains(&k2), "{}", text(&o));
+    // ...and only those: a name for the daemon gets no answer now (the
+    // pair, showing the answer above did not come from the daemon).
+    let o = dig_down("outside.example");
+    assert!(!text(&o).contains("status: NOERROR"), "answered with no daemon? {}", text(&o));
+    h.start();
+    assert_eq!(dig(&h, "k1", &["outside.example"]), vec!["198.51.100.7"]);
+    assert_eq!(dig(&h, "k1", &["k2"]), vec![k2]);
+}

@@ -19,9 +19,12 @@ fn prometheus_scrapes_drops_dns_and_api_series_from_the_daemon() {
     // A blocked cross-network ping (and, the pair, one that gets through).
     assert!(!h.ping("a", &h.ip_of("b", "blue")), "a reached another network");
     assert!(h.ping("a", &h.ip_of("a2", "red")), "a cannot reach its own network");
-    // A name the embedded resolver answers.
+    // A name the embedded resolver answers: A in the kernel, AAAA (no
+    // data on an IPv4 network) by the daemon.
     let dig = text(&h.exec("a", &["dig", "+short", "+time=2", "+tries=1", "a2"]));
     assert_eq!(dig.trim(), h.ip_of("a2", "red"));
+    let dig6 = text(&h.exec("a", &["dig", "+time=2", "+tries=1", "a2", "AAAA"]));
+    assert!(dig6.contains("status: NOERROR"), "{dig6}");
 
     // On the API socket: OpenMetrics text, the drop counted by reason and direction.
     let socket = h.socket.display().to_string();
@@ -50,7 +53,8 @@ fn prometheus_scrapes_drops_dns_and_api_series_from_the_daemon() {
         "dataplane_published_ports{family=\"ipv4\",proto=\"tcp\"} 1",
         "dataplane_published_ports{family=\"ipv4\",proto=\"udp\"} 0",
         "dataplane_networks{driver=\"bridge\"} 3",
-        "dataplane_dns_queries_total{kind=\"a\",outcome=\"answered\"}",
+        "dataplane_dns_queries_total{kind=\"aaaa\",outcome=\"nodata\"} 1",
+        "dataplane_packets_total{reason=\"DNS_ANSWERED\",direction=\"egress\",verdict=\"pass\"} 1",
         "dataplane_api_requests_total{route=\"/networks/create\",method=\"POST\",status=\"201\"} 2",
         "dataplane_dns_query_duration_seconds_bucket{",
     ] {

@@ -417,6 +417,37 @@ fn a_restart_of_a_healthy_host_changes_nothing_and_keeps_established_connections
     assert!(h.ping("s4", &h.ip_of("s5", "bridge")), "s5 not reachable after the repair");
 }
 
+/// Past 512 running sandboxes (tokio's blocking pool), a thread per
+/// sandbox waiting for its process left none for anything else: `/metrics`
+/// and `info` never answered (found by the restart benchmark). Exits are
+/// awaited on pidfds now, with no thread each.
+#[test]
+fn six_hundred_running_sandboxes_leave_the_daemon_answering() {
+    let (h, _ext) = Host::with_external("many");
+    const N: usize = 600;
+    for i in 0..N {
+        h.dp_ok(&["run", "-d", "--name", &format!("m{i}"), "--network", "none", "sleep", "600"]);
+    }
+    let socket = h.socket.display().to_string();
+    let o = h.run(&["curl", "-s", "--max-time", "20", "--unix-socket", &socket, "http://d/metrics"]);
+    let body = dataplane_tests::text(&o);
+    assert!(o.status.success(), "/metrics did not answer: {body}");
+    assert!(body.contains(&format!("dataplane_sandboxes{{state=\"running\"}} {N}")), "{body}");
+    assert_eq!(h.dp_ok(&["info", "-f", "{{.Sandboxes.Running}}"]).trim(), N.to_string());
+    let pid = h.daemon_pid().expect("daemon pid");
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).expect("daemon status");
+    let threads: usize = status
+        .lines()
+        .find_map(|l| l.strip_prefix("Threads:"))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("Threads line");
+    assert!(threads < 100, "{threads} daemon threads for {N} sandboxes");
+    // The pair: the exits are still seen (awaited, not forgotten).
+    h.dp_ok(&["kill", "m7"]);
+    assert_eq!(h.dp_ok(&["wait", "m7"]).trim(), "137");
+    assert_eq!(h.dp_ok(&["ps", "-a", "--filter", "status=exited", "--format", "{{.Names}}"]).trim(), "m7");
+}
+
 fn text_of(o: &std::process::Output) -> String {
     String::from_utf8_lossy(&o.stdout).trim().to_string()
 }

@@ -173,34 +173,41 @@ struct ListQuery {
     all: Option<String>,
 }
 
-fn parse_filters(raw: &Option<String>) -> BTreeMap<String, Vec<String>> {
+fn parse_filters(raw: &Option<String>) -> Res<BTreeMap<String, Vec<String>>> {
     let mut out = BTreeMap::new();
-    let Some(raw) = raw else { return out };
-    let Ok(v) = serde_json::from_str::<serde_json::Value>(raw) else {
-        return out;
-    };
-    if let Some(obj) = v.as_object() {
-        for (k, val) in obj {
-            let vals: Vec<String> = match val {
-                serde_json::Value::Object(m) => m.keys().cloned().collect(),
-                serde_json::Value::Array(a) => {
-                    a.iter().filter_map(|x| x.as_str().map(String::from)).collect()
-                }
-                _ => vec![],
-            };
-            out.insert(k.clone(), vals);
-        }
+    let Some(raw) = raw else { return Ok(out) };
+    let bad = |reason: String| Error::invalid("filters", raw, reason);
+    let v = serde_json::from_str::<serde_json::Value>(raw).map_err(|e| bad(format!("not JSON: {e}")))?;
+    let obj = v.as_object().ok_or_else(|| bad("expected an object of filter names".into()))?;
+    for (k, val) in obj {
+        let vals: Vec<String> = match val {
+            // Docker's form: {"name":{"value":true}}.
+            serde_json::Value::Object(m) => m.keys().cloned().collect(),
+            // The older one: {"name":["value"]}.
+            serde_json::Value::Array(a) => a
+                .iter()
+                .map(|x| x.as_str().map(String::from))
+                .collect::<Option<_>>()
+                .ok_or_else(|| bad(format!("the values of {k:?} must be strings")))?,
+            _ => return Err(bad(format!("the values of {k:?} must be an object or an array"))),
+        };
+        out.insert(k.clone(), vals);
     }
-    out
+    Ok(out)
 }
 
 async fn list_networks(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Json<Vec<NetworkResource>>> {
     let state = e.state()?;
-    let filters = parse_filters(&q.filters);
+    let filters = parse_filters(&q.filters)?;
     if let Some(k) =
         filters.keys().find(|k| !["name", "id", "driver", "label", "scope", "type"].contains(&k.as_str()))
     {
         return Err(Error::invalid("filter", k, "unknown: use name, id, driver, label, scope or type"));
+    }
+    if let Some(t) =
+        filters.get("type").into_iter().flatten().find(|t| !["builtin", "custom"].contains(&t.as_str()))
+    {
+        return Err(Error::invalid("filter", format!("type={t}"), "use builtin or custom"));
     }
     // Each key's values are alternatives; the keys all apply (Docker's rule).
     let passes =
@@ -214,7 +221,7 @@ async fn list_networks(State(e): AppState, Query(q): Query<ListQuery>) -> Res<Js
         .filter(|n| passes("id", &|x| n.id.starts_with(x)))
         .filter(|n| passes("driver", &|x| n.driver == x))
         .filter(|n| passes("scope", &|x| n.scope == x))
-        .filter(|n| passes("type", &|x| (x == "builtin") == builtin(n) && matches!(x, "builtin" | "custom")))
+        .filter(|n| passes("type", &|x| (x == "builtin") == builtin(n)))
         .filter(|n| {
             passes("label", &|x| match x.split_once('=') {
                 Some((k, v)) => n.labels.get(k).is_some_and(|have| have == v),

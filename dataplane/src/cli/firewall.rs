@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use clap::{Args, Subcommand};
 
-use crate::api::client::Client;
+use crate::api::client::{Client, enc};
 use crate::api::wire::{FirewallRequest, FirewallRow};
 
 #[derive(Args)]
@@ -71,17 +71,13 @@ pub async fn run(client: &Client, cmd: FirewallCmd) -> anyhow::Result<ExitCode> 
             Ok(ExitCode::SUCCESS)
         }
         FirewallCmd::Rm { ids } => {
-            let mut failed = false;
-            for id in ids {
-                match client.delete(&format!("/dataplane/firewall/{id}")).await {
-                    Ok(_) => println!("{id}"),
-                    Err(e) => {
-                        eprintln!("Error: {e}");
-                        failed = true;
-                    }
-                }
-            }
-            Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+            let (_, failed) = super::each(&ids, async |id| {
+                client.delete(&format!("/dataplane/firewall/{}", enc(id))).await?;
+                println!("{id}");
+                Ok(())
+            })
+            .await;
+            Ok(super::status(failed))
         }
     }
 }

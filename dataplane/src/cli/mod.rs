@@ -457,6 +457,32 @@ async fn dispatch(cli: Cli) -> anyhow::Result<ExitCode> {
 
 /// Prints inspect results: a JSON array (Docker's default), or one
 /// rendered template per object.
+/// Does `f` for each of `names` in turn, as Docker's commands that take
+/// several names do: a failure is printed and the rest still run. Returns
+/// what succeeded, and whether anything failed (exit status 1).
+pub(crate) async fn each<T>(
+    names: &[String],
+    mut f: impl AsyncFnMut(&str) -> anyhow::Result<T>,
+) -> (Vec<T>, bool) {
+    let mut done = Vec::new();
+    let mut failed = false;
+    for n in names {
+        match f(n).await {
+            Ok(v) => done.push(v),
+            Err(e) => {
+                eprintln!("{e:#}");
+                failed = true;
+            }
+        }
+    }
+    (done, failed)
+}
+
+/// The exit status of a command whose parts may have failed.
+pub(crate) fn status(failed: bool) -> ExitCode {
+    if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS }
+}
+
 pub(crate) fn print_inspect(items: &[serde_json::Value], format: &format::Format) -> anyhow::Result<()> {
     match format {
         format::Format::Template { .. } => {

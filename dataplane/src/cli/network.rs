@@ -186,28 +186,22 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
         }
         NetworkCmd::Ls { format, quiet, no_trunc, filter } => {
             let format = Format::parse(&format)?;
-            let filters: Vec<(String, String)> = filter
-                .iter()
-                .map(|f| match f.split_once('=') {
-                    Some((k @ ("driver" | "id" | "label" | "name" | "scope" | "type"), v)) => {
-                        Ok((k.to_string(), v.to_string()))
-                    }
-                    Some((k, _)) => Err(anyhow::anyhow!(
-                        "invalid filter '{k}': use driver, id, label, name, scope or type"
-                    )),
-                    None => Err(anyhow::anyhow!("bad format of filter {f:?} (expected name=value)")),
-                })
-                .collect::<anyhow::Result<_>>()?;
-            let mut nets: Vec<NetworkResource> = client.get("/networks").await?;
-            // By name, as Docker's CLI lists them.
-            nets.sort_by(|a, b| a.name.cmp(&b.name));
-            nets.retain(|n| {
-                ["driver", "id", "label", "name", "scope", "type"].iter().all(|key| {
-                    let vals: Vec<&String> =
-                        filters.iter().filter(|(k, _)| k == key).map(|(_, v)| v).collect();
-                    vals.is_empty() || vals.iter().any(|v| network_matches(n, key, v))
-                })
-            });
+            // Docker's wire form, {"key":{"value":true}}; the daemon checks
+            // the keys and applies them (one copy of the rules, which the
+            // docker CLI reaches too).
+            let mut filters: BTreeMap<String, BTreeMap<String, bool>> = BTreeMap::new();
+            for f in &filter {
+                let (k, v) = f
+                    .split_once('=')
+                    .ok_or_else(|| anyhow::anyhow!("bad format of filter {f:?} (expected name=value)"))?;
+                filters.entry(k.to_string()).or_default().insert(v.to_string(), true);
+            }
+            let path = if filters.is_empty() {
+                "/networks".to_string()
+            } else {
+                format!("/networks?filters={}", enc(&serde_json::to_string(&filters)?))
+            };
+            let nets: Vec<NetworkResource> = client.get(&path).await?;
             if quiet {
                 nets.iter().for_each(|n| println!("{}", if no_trunc { &n.id[..] } else { &n.id[..12] }));
                 return Ok(ExitCode::SUCCESS);
@@ -224,38 +218,24 @@ pub async fn run(client: &Client, cmd: NetworkCmd) -> anyhow::Result<ExitCode> {
         }
         NetworkCmd::Inspect { format, names } => {
             let format = Format::parse(&format)?;
-            let mut out = Vec::new();
-            let mut failed = false;
-            for n in &names {
-                match client.get::<serde_json::Value>(&format!("/networks/{}", enc(n))).await {
-                    Ok(v) => out.push(v),
-                    Err(e) => {
-                        eprintln!("{e:#}");
-                        failed = true;
-                    }
-                }
-            }
+            let (out, failed) = super::each(&names, async |n| {
+                client.get::<serde_json::Value>(&format!("/networks/{}", enc(n))).await
+            })
+            .await;
             super::print_inspect(&out, &format)?;
             if failed {
                 return Ok(ExitCode::FAILURE);
             }
         }
         NetworkCmd::Rm { names } => {
-            let mut failed = false;
-            for n in &names {
-                match client.delete(&format!("/networks/{}", enc(n))).await {
-                    Ok(warnings) => {
-                        for w in warnings {
-                            eprintln!("WARNING: {w}");
-                        }
-                        println!("{n}");
-                    }
-                    Err(e) => {
-                        eprintln!("{e:#}");
-                        failed = true;
-                    }
+            let (_, failed) = super::each(&names, async |n| {
+                for w in client.delete(&format!("/networks/{}", enc(n))).await? {
+                    eprintln!("WARNING: {w}");
                 }
-            }
+                println!("{n}");
+                Ok(())
+            })
+            .await;
             if failed {
                 return Ok(ExitCode::FAILURE);
             }
@@ -314,26 +294,6 @@ pub(crate) fn confirm(warning: &str) -> anyhow::Result<bool> {
     let mut line = String::new();
     std::io::stdin().lock().read_line(&mut line)?;
     Ok(matches!(line.trim().to_ascii_lowercase().as_str(), "y" | "yes"))
-}
-
-/// Whether network `n` passes `network ls --filter KEY=VALUE`.
-fn network_matches(n: &NetworkResource, key: &str, v: &str) -> bool {
-    match key {
-        "driver" => n.driver == v,
-        "id" => n.id.starts_with(v),
-        "name" => n.name.contains(v),
-        "scope" => n.scope == v,
-        "type" => match v {
-            "builtin" => matches!(n.name.as_str(), "bridge" | "host" | "none"),
-            "custom" => !matches!(n.name.as_str(), "bridge" | "host" | "none"),
-            _ => false,
-        },
-        "label" => match v.split_once('=') {
-            Some((k, val)) => n.labels.get(k).is_some_and(|x| x == val),
-            None => n.labels.contains_key(v),
-        },
-        _ => false,
-    }
 }
 
 /// The `network ls` row a `--format` template reaches, as Docker names its fields.

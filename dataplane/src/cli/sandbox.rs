@@ -272,55 +272,38 @@ pub async fn each_with(
     if names.is_empty() {
         anyhow::bail!("\"dataplane {action}\" requires at least 1 argument");
     }
-    let mut failed = false;
-    for n in names {
-        match client.post_empty(&format!("/dataplane/sandboxes/{}/{action}{query}", enc(n))).await {
-            Ok(()) => println!("{n}"),
-            Err(e) => {
-                eprintln!("{e:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    let (_, failed) = super::each(names, async |n| {
+        client.post_empty(&format!("/dataplane/sandboxes/{}/{action}{query}", enc(n))).await?;
+        println!("{n}");
+        Ok(())
+    })
+    .await;
+    Ok(super::status(failed))
 }
 
 /// `wait`: each sandbox's exit code, a line each.
 pub async fn wait(client: &Client, names: &[String]) -> anyhow::Result<ExitCode> {
-    let mut failed = false;
-    for n in names {
-        let r = client
-            .post::<_, WaitResponse>(&format!("/dataplane/sandboxes/{}/wait", enc(n)), &serde_json::json!({}))
-            .await;
-        match r {
-            Ok(w) => println!("{}", w.status_code),
-            Err(e) => {
-                eprintln!("{e:#}");
-                failed = true;
-            }
-        }
-    }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    let (_, failed) = super::each(names, async |n| {
+        let w: WaitResponse =
+            client.post(&format!("/dataplane/sandboxes/{}/wait", enc(n)), &serde_json::json!({})).await?;
+        println!("{}", w.status_code);
+        Ok(())
+    })
+    .await;
+    Ok(super::status(failed))
 }
 
 pub async fn rm(client: &Client, names: &[String], force: bool) -> anyhow::Result<ExitCode> {
-    let mut failed = false;
-    for n in names {
-        let q = if force { "?force=true" } else { "" };
-        match client.delete(&format!("/dataplane/sandboxes/{}{q}", enc(n))).await {
-            Ok(warnings) => {
-                for w in warnings {
-                    eprintln!("WARNING: {w}");
-                }
-                println!("{n}");
-            }
-            Err(e) => {
-                eprintln!("{e:#}");
-                failed = true;
-            }
+    let q = if force { "?force=true" } else { "" };
+    let (_, failed) = super::each(names, async |n| {
+        for w in client.delete(&format!("/dataplane/sandboxes/{}{q}", enc(n))).await? {
+            eprintln!("WARNING: {w}");
         }
-    }
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+        println!("{n}");
+        Ok(())
+    })
+    .await;
+    Ok(super::status(failed))
 }
 
 #[derive(Args)]
@@ -549,19 +532,12 @@ pub async fn ps(client: &Client, a: PsArgs) -> anyhow::Result<ExitCode> {
 
 pub async fn inspect(client: &Client, names: &[String], format: &str) -> anyhow::Result<ExitCode> {
     let format = Format::parse(format)?;
-    let mut out = Vec::new();
-    let mut failed = false;
-    for n in names {
-        match client.get::<serde_json::Value>(&format!("/dataplane/sandboxes/{}/json", enc(n))).await {
-            Ok(v) => out.push(v),
-            Err(e) => {
-                eprintln!("{e:#}");
-                failed = true;
-            }
-        }
-    }
+    let (out, failed) = super::each(names, async |n| {
+        client.get::<serde_json::Value>(&format!("/dataplane/sandboxes/{}/json", enc(n))).await
+    })
+    .await;
     super::print_inspect(&out, &format)?;
-    Ok(if failed { ExitCode::FAILURE } else { ExitCode::SUCCESS })
+    Ok(super::status(failed))
 }
 
 #[derive(Args)]

@@ -10,7 +10,7 @@
 //! | [`services`]  | DP_SERVICES, DP_HOST_IPS               | published ports and where they answer     |
 //! | [`conntrack`] | DP_CT                                  | tracked flows, their timeouts and GC      |
 //! | [`lb`]        | DP_LB, DP_LB6, DP_ADDR6, DP_LB_STATS   | Maglev tables of alias VIPs (both families) |
-//! | [`dns`]       | DP_DNS                                 | 127.0.0.11:53 redirection per namespace   |
+//! | [`dns`]       | DP_DNS, DP_DNS_NETS, DP_DNS_NAMES      | 127.0.0.11:53 redirection per namespace; names answered in the kernel |
 //! | [`events`]    | DP_EVENTS, DP_MONITOR, DP_EVENT_RATE   | drop events for `dataplane monitor`       |
 //! | [`metrics`]   | DP_METRICS                             | counters by verdict and direction         |
 //! | [`config`]    | DP_CONFIG                              | uplink, SNAT ports, the daemon's netns    |
@@ -57,6 +57,7 @@ pub struct Datapath {
     pub conntrack: Arc<conntrack::Conntrack>,
     pub lb: lb::LoadBalancer,
     pub dns: dns::DnsRedirect,
+    pub dns_names: dns::DnsNames,
     pub events: events::Events,
     pub metrics: metrics::Metrics,
     pub config: config::ConfigMap,
@@ -75,6 +76,7 @@ impl Datapath {
             conntrack: Arc::new(conntrack::Conntrack::take(&mut ebpf, ct_timeouts)?),
             lb: lb::LoadBalancer::take(&mut ebpf)?,
             dns: dns::DnsRedirect::take(&mut ebpf)?,
+            dns_names: dns::DnsNames::take(&mut ebpf)?,
             events: events::Events::take(&mut ebpf)?,
             metrics: metrics::Metrics::take(&mut ebpf)?,
             config: config::ConfigMap::take(&mut ebpf)?,

@@ -30,8 +30,15 @@ pub const PROG_OVERLAY_INGRESS: &str = "dp_overlay_ingress";
 pub const PROG_UPLINK_XDP: &str = "dp_uplink_xdp";
 /// Prefix of the pin name of an interface's XDP link.
 pub const XDP_LINK_PREFIX: &str = "xdp_";
+/// Program on `lo` of each sandbox namespace with an embedded resolver
+/// (tcx egress): A queries answered in the kernel.
+pub const PROG_DNS_LO: &str = "dp_dns_lo";
+/// Prefix of the pin name of a sandbox namespace's `lo` link (the
+/// namespace's cookie follows).
+pub const DNS_LINK_PREFIX: &str = "dnslo_";
 /// Every tcx program.
-pub const TC_PROGRAMS: [&str; 3] = [PROG_VETH_INGRESS, PROG_UPLINK_INGRESS, PROG_OVERLAY_INGRESS];
+pub const TC_PROGRAMS: [&str; 4] =
+    [PROG_VETH_INGRESS, PROG_UPLINK_INGRESS, PROG_OVERLAY_INGRESS, PROG_DNS_LO];
 /// cgroup-v2 socket hooks (host processes → published ports).
 pub const SOCK_PROGRAMS: [&str; 8] = [
     "dp_connect4",
@@ -181,6 +188,66 @@ impl Programs {
         self.attach(PROG_OVERLAY_INGRESS, ifname)
     }
 
+    /// Attaches the DNS answering program at tcx egress of `lo` in the
+    /// namespace at `netns` (whose cookie is `cookie`) and pins the link.
+    /// Idempotent: an existing live pin is kept.
+    pub fn attach_dns_lo(&self, netns: &Path, cookie: u64) -> Result<()> {
+        let pin = self.links_dir.join(format!("{DNS_LINK_PREFIX}{cookie}"));
+        if Self::live_pin(&pin)? {
+            return Ok(());
+        }
+        let mut ebpf = self.object();
+        let prog: &mut SchedClassifier = ebpf
+            .program_mut(PROG_DNS_LO)
+            .ok_or_else(|| missing(PROG_DNS_LO))?
+            .try_into()
+            .map_err(prog_err(PROG_DNS_LO))?;
+        // The kernel finds `lo` (and makes the link) in the namespace of
+        // the calling thread.
+        let shown = netns.display().to_string();
+        let fd = crate::sys::netns::run_in_scoped(netns, || -> Result<FdLink> {
+            let id = prog
+                .attach_with_options(
+                    "lo",
+                    TcAttachType::Egress,
+                    TcAttachOptions::TcxOrder(LinkOrder::default()),
+                )
+                .map_err(prog_err(format!("attach {PROG_DNS_LO} at tcx egress of lo in {shown}")))?;
+            let link = prog.take_link(id).map_err(prog_err(format!("take the link on lo in {shown}")))?;
+            link.try_into()
+                .map_err(|source| Error::Link { what: format!("tcx link on lo in {shown}"), source })
+        })??;
+        fd.pin(&pin).map_err(|source| Error::Pin { what: pin.display().to_string(), source })?;
+        super::write::counted();
+        Ok(())
+    }
+
+    /// Drops the pinned `lo` link of namespace `cookie` (the namespace may be gone already).
+    pub fn detach_dns_lo(&self, cookie: u64) -> Result<()> {
+        let pin = self.links_dir.join(format!("{DNS_LINK_PREFIX}{cookie}"));
+        Self::drop_pin(&pin)
+    }
+
+    /// Namespace cookies whose `lo` has a pinned link.
+    pub fn dns_lo_cookies(&self) -> Vec<u64> {
+        self.pinned_links().iter().filter_map(|p| p.strip_prefix(DNS_LINK_PREFIX)?.parse().ok()).collect()
+    }
+
+    /// Removes a link pin: its link is detached with it (a pin already
+    /// gone is not an error, and not a change).
+    fn drop_pin(pin: &Path) -> Result<()> {
+        match std::fs::remove_file(pin) {
+            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                Err(Error::io("remove link pin", pin.display(), e))
+            }
+            Err(_) => Ok(()),
+            Ok(()) => {
+                super::write::counted();
+                Ok(())
+            }
+        }
+    }
+
     /// A pin that no longer holds a live link goes (so it can be made anew);
     /// whether a live one is there.
     fn live_pin(pin: &Path) -> Result<bool> {
@@ -279,31 +346,13 @@ impl Programs {
     /// Takes the XDP program off `ifname` (its pin held the link).
     pub fn detach_uplink_xdp(&self, ifname: &str) -> Result<()> {
         let pin = self.links_dir.join(format!("{XDP_LINK_PREFIX}{}", pin_name(ifname)));
-        match std::fs::remove_file(&pin) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io("remove link pin", pin.display(), e))
-            }
-            Err(_) => Ok(()),
-            Ok(()) => {
-                super::write::counted();
-                Ok(())
-            }
-        }
+        Self::drop_pin(&pin)
     }
 
     /// Drops the pinned link of `ifname` (the interface may be gone already).
     pub fn detach_veth(&self, ifname: &str) -> Result<()> {
         let pin = self.link_pin(ifname);
-        match std::fs::remove_file(&pin) {
-            Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
-                Err(Error::io("remove link pin", pin.display(), e))
-            }
-            Err(_) => Ok(()),
-            Ok(()) => {
-                super::write::counted();
-                Ok(())
-            }
-        }
+        Self::drop_pin(&pin)
     }
 
     /// Names of interfaces that have a pinned link.

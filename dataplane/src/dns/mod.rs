@@ -45,7 +45,7 @@ use view::{Found, View};
 pub const RESOLVER_ADDR: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 11);
 /// TTL of our answers: short, so a client that caches still follows
 /// sandboxes coming and going within seconds.
-pub const TTL: u32 = 5;
+pub const TTL: u32 = dataplane_common::DNS_TTL;
 /// Idle TCP connections are closed after this long.
 const TCP_IDLE: Duration = Duration::from_secs(5);
 
@@ -64,9 +64,15 @@ struct Shared {
     /// The index of the latest store snapshot a query saw (made again on
     /// the first query after the store changes).
     index: Mutex<Option<(Arc<State>, Arc<view::Index>)>>,
-    /// Whether a sandbox's process runs (by `id/pid`), as read from /proc, for [`LIVENESS_TTL`].
-    liveness: Mutex<HashMap<String, (std::time::Instant, bool)>>,
+    /// Whether a sandbox's process runs (by id and pid), as read from /proc, for [`LIVENESS_TTL`].
+    liveness: Mutex<HashMap<(String, u32), (std::time::Instant, bool)>>,
+    /// The host's resolvers as last read from `host_resolv_conf`, with the
+    /// file's modification time and length then.
+    upstreams: Mutex<Option<(FileStamp, Vec<SocketAddr>)>>,
 }
+
+/// What tells a changed file from the one read before.
+type FileStamp = (std::time::SystemTime, u64);
 
 /// How long a sandbox's liveness, read from /proc, is taken as true (a
 /// sandbox that just died may be answered this much longer; our answers'
@@ -81,7 +87,7 @@ impl Shared {
             return sb.is_live();
         };
         let now = std::time::Instant::now();
-        let key = format!("{}/{pid}", sb.id);
+        let key = (sb.id.clone(), pid);
         let mut cache = self.liveness.lock().unwrap_or_else(|p| p.into_inner());
         if let Some((at, live)) = cache.get(&key)
             && now.duration_since(*at) < LIVENESS_TTL
@@ -94,6 +100,22 @@ impl Shared {
         let live = sb.is_live();
         cache.insert(key, (now, live));
         live
+    }
+
+    /// The host's resolvers: resolv.conf is read and parsed again only
+    /// when its modification time or length changed (a stat per forwarded
+    /// query instead of a read and a parse).
+    fn host_upstreams(&self) -> Vec<SocketAddr> {
+        let stamp = std::fs::metadata(&self.host_resolv_conf).and_then(|m| Ok((m.modified()?, m.len()))).ok();
+        let mut cached = self.upstreams.lock().unwrap_or_else(|p| p.into_inner());
+        if let (Some((had, servers)), Some(now)) = (&*cached, stamp)
+            && *had == now
+        {
+            return servers.clone();
+        }
+        let servers = forward::upstreams(&self.host_resolv_conf);
+        *cached = stamp.map(|s| (s, servers.clone()));
+        servers
     }
 
     /// The index of snapshot `state`.
@@ -135,6 +157,7 @@ impl Dns {
                 rotation: Mutex::new(HashMap::new()),
                 index: Mutex::new(None),
                 liveness: Mutex::new(HashMap::new()),
+                upstreams: Mutex::new(None),
             }),
             servers: Mutex::new(HashMap::new()),
         }
@@ -174,12 +197,15 @@ impl Dns {
         let shown = netns.display().to_string();
         let earlier = Arc::clone(earlier);
         let (udp, tcp, cookie) = crate::sys::netns::run_in(netns, move || -> std::io::Result<_> {
-            let probe = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
+            // The namespace's cookie, from the UDP socket before it is bound,
+            // picks the ports served before.
+            let udp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::DGRAM, None)?;
             let (udp_port, tcp_port) =
-                earlier.get(&crate::sys::netns::socket_cookie(&probe)?).copied().unwrap_or_default();
-            let udp = std::net::UdpSocket::from(freebind(socket2::Type::DGRAM, udp_port)?);
+                earlier.get(&crate::sys::netns::socket_cookie(&udp)?).copied().unwrap_or_default();
+            let udp = std::net::UdpSocket::from(freebind(udp, udp_port)?);
             udp.set_nonblocking(true)?;
-            let tcp = freebind(socket2::Type::STREAM, tcp_port)?;
+            let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)?;
+            let tcp = freebind(tcp, tcp_port)?;
             tcp.listen(128)?;
             let tcp = std::net::TcpListener::from(tcp);
             tcp.set_nonblocking(true)?;
@@ -213,6 +239,16 @@ impl Dns {
         })
     }
 
+    /// Every resolver being served: sandbox id and namespace cookie.
+    pub fn served(&self) -> Vec<(String, u64)> {
+        self.servers
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .map(|(id, (_, l))| (id.clone(), l.netns_cookie))
+            .collect()
+    }
+
     /// Namespace cookies of every resolver being served.
     pub fn cookies(&self) -> Vec<u64> {
         self.servers.lock().unwrap_or_else(|p| p.into_inner()).values().map(|(_, l)| l.netns_cookie).collect()
@@ -223,10 +259,9 @@ impl Dns {
 /// yet (IP_FREEBIND): a runtime may bring the namespace's `lo` up after its
 /// network plugin ran; the resolver answers from the moment it does. On
 /// `port` if it is free (0: any).
-fn freebind(kind: socket2::Type, port: u16) -> std::io::Result<socket2::Socket> {
-    let s = socket2::Socket::new(socket2::Domain::IPV4, kind, None)?;
+fn freebind(s: socket2::Socket, port: u16) -> std::io::Result<socket2::Socket> {
     s.set_freebind_v4(true)?;
-    if kind == socket2::Type::STREAM {
+    if s.r#type()? == socket2::Type::STREAM {
         // The last run's connections may linger in TIME_WAIT on the port.
         s.set_reuse_address(true)?;
     }
@@ -250,7 +285,8 @@ struct Handler {
 enum Reply {
     Records(Vec<Record>),
     NxDomain,
-    Forward,
+    /// To these resolvers (the asker's `--dns`), or the host's when none.
+    Forward(Vec<SocketAddr>),
 }
 
 impl Handler {
@@ -259,6 +295,13 @@ impl Handler {
         let view = View::new(state, index, &self.sandbox, &live);
         let text = view::normalize(&name.to_ascii());
         let forwardable = view.may_forward(&self.sandbox);
+        let forward = || {
+            Reply::Forward(
+                view.sandbox(&self.sandbox)
+                    .map(|s| s.dns.iter().map(|ip| SocketAddr::new(*ip, 53)).collect())
+                    .unwrap_or_default(),
+            )
+        };
         if qtype == RecordType::PTR
             && let Some(ip) = view::parse_reverse(&text)
         {
@@ -269,7 +312,7 @@ impl Handler {
                     }
                     Err(_) => Reply::NxDomain,
                 },
-                _ if forwardable && !view.in_own_subnet(ip) => Reply::Forward,
+                _ if forwardable && !view.in_own_subnet(ip) => forward(),
                 _ => Reply::NxDomain,
             };
         }
@@ -309,7 +352,7 @@ impl Handler {
             }
             // Ours, but no data of that type.
             Found::Addrs(_) | Found::Ptr(_) => Reply::Records(Vec::new()),
-            Found::Unknown if forwardable && text.contains('.') => Reply::Forward,
+            Found::Unknown if forwardable && text.contains('.') => forward(),
             Found::Unknown => Reply::NxDomain,
         }
     }
@@ -350,7 +393,7 @@ impl RequestHandler for Handler {
             Reply::Records(r) if r.is_empty() => ("nodata", false),
             Reply::Records(_) => ("answered", false),
             Reply::NxDomain => ("nxdomain", false),
-            Reply::Forward => ("forwarded", true),
+            Reply::Forward(_) => ("forwarded", true),
         };
         let sent = match reply {
             Reply::Records(records) => {
@@ -362,14 +405,8 @@ impl RequestHandler for Handler {
                 meta.response_code = ResponseCode::NXDomain;
                 rh.send_response(builder.build_no_records(meta)).await
             }
-            Reply::Forward => {
-                // The sandbox's --dns servers, else the host's.
-                let own: Vec<std::net::SocketAddr> = state
-                    .sandbox(&self.sandbox)
-                    .map(|s| s.dns.iter().map(|ip| std::net::SocketAddr::new(*ip, 53)).collect())
-                    .unwrap_or_default();
-                let ups =
-                    if own.is_empty() { forward::upstreams(&self.shared.host_resolv_conf) } else { own };
+            Reply::Forward(own) => {
+                let ups = if own.is_empty() { self.shared.host_upstreams() } else { own };
                 match forward::forward(request.as_slice(), request.protocol(), &ups).await {
                     Some(m) => {
                         let mut up = m.metadata;

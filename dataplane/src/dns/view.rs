@@ -130,7 +130,8 @@ impl<'a> View<'a> {
         self.index.eps_of_net.get(net_id).into_iter().flatten().map(move |&e| &state.endpoints[e])
     }
 
-    fn sandbox(&self, id: &str) -> Option<&'a Sandbox> {
+    /// Sandbox `id` of the snapshot, found through the index.
+    pub fn sandbox(&self, id: &str) -> Option<&'a Sandbox> {
         self.index.sandboxes.get(id).map(|&s| &self.state.sandboxes[s])
     }
 
@@ -265,6 +266,47 @@ impl<'a> View<'a> {
             .filter(|(_, r)| r.live && matches(r))
             .collect()
     }
+}
+
+/// The A answers of the names on each user-defined network, as a sandbox
+/// attached to that network alone gets them from [`View`] (virtual IPs
+/// first, then names, hostnames and aliases of live sandboxes here and on
+/// other hosts): what the kernel answers from (`datapath::dns::DnsNames`).
+/// Left out, for the daemon to answer: names that would be read as ID
+/// prefixes (12 or more hex digits), and names with no address.
+pub fn kernel_names(
+    state: &State,
+    index: &Index,
+    live: &dyn Fn(&Sandbox) -> bool,
+) -> Vec<(u32, String, Vec<Ipv4Addr>)> {
+    let mut out = Vec::new();
+    for net in state.networks.iter().filter(|n| !n.predefined) {
+        let view = View { state, index, networks: vec![net], live };
+        let mut names: std::collections::BTreeSet<String> =
+            index.names.get(&net.id).map(|m| m.keys().cloned().collect()).unwrap_or_default();
+        for r in state.remote_of_network(&net.id) {
+            names.extend(
+                [&r.name, &r.hostname].into_iter().chain(r.aliases.iter()).map(|n| n.to_ascii_lowercase()),
+            );
+        }
+        names.extend(net.vips.keys().map(|a| a.to_ascii_lowercase()));
+        for name in names {
+            if name.is_empty() || (name.len() >= 12 && name.bytes().all(|b| b.is_ascii_hexdigit())) {
+                continue;
+            }
+            let addrs = match view.vip(&name) {
+                Some((vip, _)) => vec![vip],
+                None => match view.lookup(&name) {
+                    Found::Addrs(a) => a,
+                    _ => continue,
+                },
+            };
+            if !addrs.is_empty() {
+                out.push((net.num, name, addrs));
+            }
+        }
+    }
+    out
 }
 
 /// Whether `name` (normalized) names another host's endpoint `r`: its
@@ -538,5 +580,40 @@ mod tests {
         assert_eq!(rotate(vec![1, 2, 3], 0), vec![1, 2, 3]);
         assert_eq!(rotate(vec![1, 2, 3], 4), vec![2, 3, 1]);
         assert_eq!(rotate(Vec::<u8>::new(), 5), Vec::<u8>::new());
+    }
+
+    #[test]
+    fn the_kernel_table_holds_what_a_sandbox_on_each_network_alone_is_answered() {
+        let mut st = state();
+        st.networks[1].num = 2;
+        // A name that reads as an ID prefix stays with the daemon.
+        st.sandboxes[0].hostname = "abcdef012345".into();
+        let ip = |s: &str| -> Ipv4Addr { s.parse().expect("valid literal") };
+        let idx = Index::new(&st);
+        let got = kernel_names(&st, &idx, &live);
+        let find = |got: &[(u32, String, Vec<Ipv4Addr>)], net: u32, name: &str| {
+            got.iter().find(|(n, k, _)| *n == net && k == name).map(|(_, _, a)| a.clone())
+        };
+        assert_eq!(find(&got, 1, "a"), Some(vec![ip("10.1.0.2")]));
+        assert_eq!(find(&got, 1, "host-b"), Some(vec![ip("10.1.0.3")]));
+        assert_eq!(find(&got, 1, "forever"), Some(vec![ip("10.1.0.3")]), "not the exited sandbox's address");
+        assert_eq!(find(&got, 1, "c"), None, "an exited sandbox is not answered");
+        assert_eq!(find(&got, 2, "d"), Some(vec![ip("10.2.0.2")]));
+        assert_eq!(find(&got, 1, "d"), None, "names stay on their network");
+        assert!(got.iter().all(|(_, k, _)| k != "abcdef012345"), "ID-like names are the daemon's");
+        assert!(got.iter().all(|(_, k, _)| k != "e"), "the default bridge has no names");
+        // Each entry is what the daemon answers a sandbox on that network.
+        let asker = "1".repeat(64);
+        let v = View::new(&st, &idx, &asker, &live);
+        for (_, name, addrs) in got.iter().filter(|(n, _, _)| *n == 1) {
+            assert_eq!(v.lookup(name), Found::Addrs(addrs.clone()), "{name}");
+        }
+        // On a balanced network an alias is its virtual IP.
+        st.networks[0].options.insert(crate::domain::options::key::LB.to_string(), "vip".into());
+        st.networks[0].vips.insert("forever".into(), ip("10.1.0.200"));
+        let idx = Index::new(&st);
+        let got = kernel_names(&st, &idx, &live);
+        assert_eq!(find(&got, 1, "forever"), Some(vec![ip("10.1.0.200")]));
+        assert_eq!(find(&got, 1, "b"), Some(vec![ip("10.1.0.3")]), "names stay the sandboxes'");
     }
 }

@@ -24,6 +24,7 @@ mod endpoint;
 mod firewall;
 #[cfg(test)]
 mod fixtures;
+mod kernel_dns;
 pub use aliases::{Vip, VipBackend};
 pub use cni::{CniAttach, CniAttached};
 pub use docker::{DockerNetwork, DockerPort, Joined};
@@ -342,7 +343,9 @@ impl Engine {
         let res = self.dns.attach(&sb.id, std::path::Path::new(&sb.netns), earlier).and_then(|l| {
             self.dp.dns.set(l.netns_cookie, l.udp_port, l.tcp_port).inspect_err(|_| {
                 self.dns.detach(&sb.id);
-            })
+            })?;
+            self.attach_dns_lo(state, sb, l.netns_cookie);
+            Ok(())
         });
         res.err().map(|e| {
             tracing::warn!(sandbox = %sb.name, error = %e, "embedded DNS not available");
@@ -352,9 +355,9 @@ impl Engine {
 
     /// Stops the sandbox's resolver and its socket-hook redirect.
     fn stop_dns(&self, sandbox_id: &str) {
-        if let Some(l) = self.dns.detach(sandbox_id)
-            && let Err(e) = self.dp.dns.remove(l.netns_cookie)
-        {
+        let Some(l) = self.dns.detach(sandbox_id) else { return };
+        self.detach_dns_lo(l.netns_cookie);
+        if let Err(e) = self.dp.dns.remove(l.netns_cookie) {
             tracing::warn!(sandbox = %sandbox_id, error = %e, "cannot remove the resolver redirect");
         }
     }

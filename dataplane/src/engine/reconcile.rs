@@ -9,7 +9,7 @@ use std::path::{Path, PathBuf};
 use ipnetwork::Ipv4Network;
 
 use super::*;
-use crate::datapath::programs::{CGROUP_LINK_PREFIX, XDP_LINK_PREFIX, pin_name};
+use crate::datapath::programs::{CGROUP_LINK_PREFIX, DNS_LINK_PREFIX, XDP_LINK_PREFIX, pin_name};
 use crate::domain::names;
 use crate::domain::state::State;
 use crate::drivers;
@@ -156,7 +156,11 @@ pub(super) fn plan_reconcile(state: &State, seen: &Observed, uplink: Option<&str
         .iter()
         // (The uplink's XDP link comes and goes with --xdp, at its attach.)
         .filter(|p| {
-            !known_pins.contains(*p) && !p.starts_with(CGROUP_LINK_PREFIX) && !p.starts_with(XDP_LINK_PREFIX)
+            // (A sandbox namespace's `lo` link goes with its resolver, below.)
+            !known_pins.contains(*p)
+                && !p.starts_with(CGROUP_LINK_PREFIX)
+                && !p.starts_with(XDP_LINK_PREFIX)
+                && !p.starts_with(DNS_LINK_PREFIX)
         })
         .cloned()
         .collect();
@@ -175,7 +179,10 @@ pub(super) fn plan_reconcile(state: &State, seen: &Observed, uplink: Option<&str
 impl Engine {
     /// Reads what reconcile compares with the store.
     async fn observe(&self, state: &State) -> Result<Observed> {
-        let mut seen = Observed::default();
+        // The host's links, read once: host-side interfaces are found here
+        // by name (no netlink request per endpoint).
+        let mut seen = Observed { links: self.host.links().await?, ..Observed::default() };
+        let host_index: HashMap<&str, u32> = seen.links.iter().map(|l| (l.name.as_str(), l.index)).collect();
         for sb in state.sandboxes.iter().filter(|s| s.owns_netns) {
             let live_pid = sb.pid.filter(|p| process::alive(*p, sb.pid_start));
             seen.netns.insert(
@@ -195,7 +202,7 @@ impl Engine {
             };
             for ep in state.endpoints_of_sandbox(&sb.id) {
                 let present = match (&ep.host_ifname, &ns_path) {
-                    (Some(h), _) => self.host.link_index(h).await?,
+                    (Some(h), _) => host_index.get(h.as_str()).copied(),
                     (None, Some(p)) => match Netlink::in_netns(p) {
                         Ok(nl) => nl.link_index(&ep.ifname).await?.map(|_| 0),
                         Err(_) => None,
@@ -207,7 +214,6 @@ impl Engine {
                 }
             }
         }
-        seen.links = self.host.links().await?;
         seen.pins = self.dp.programs.pinned_links();
         seen.entry_indexes = self.dp.endpoints.indexes();
         seen.local_entries = self.dp.endpoints.local_entries();
@@ -298,6 +304,17 @@ impl Engine {
             {
                 tracing::warn!(error = %e, "reconcile resolver redirects");
             }
+        }
+        // Names answered in the kernel: only in namespaces served now.
+        for c in self.dp.programs.dns_lo_cookies() {
+            if !served.contains(&c) {
+                self.detach_dns_lo(c);
+            }
+        }
+        match self.sync_kernel_dns(&state) {
+            Ok(crate::datapath::dns::Synced { written: 0, removed: 0 }) => {}
+            Ok(s) => tracing::info!(written = s.written, removed = s.removed, "kernel DNS names put right"),
+            Err(e) => tracing::warn!(error = %e, "reconcile kernel DNS names"),
         }
         self.reconcile_publications(&state).await?;
         // Firewall rules are in force before the API answers.

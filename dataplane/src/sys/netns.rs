@@ -28,6 +28,24 @@ where
     .map_err(|_| Error::Internal("netns worker thread panicked".into()))?
 }
 
+/// As [`run_in`], for a closure that borrows from the caller (a scoped thread).
+pub fn run_in_scoped<F, R>(path: &Path, f: F) -> Result<R>
+where
+    F: FnOnce() -> R + Send,
+    R: Send,
+{
+    let file = File::open(path).map_err(|e| Error::io("open netns", path.display(), e))?;
+    let shown = path.display().to_string();
+    std::thread::scope(|s| {
+        s.spawn(move || -> Result<R> {
+            setns(file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|e| Error::sys("setns", &shown, e))?;
+            Ok(f())
+        })
+        .join()
+        .map_err(|_| Error::Internal("netns worker thread panicked".into()))?
+    })
+}
+
 /// Creates a new, empty network namespace kept alive by a bind mount on `path`.
 pub fn create(path: &Path) -> Result<()> {
     if let Some(dir) = path.parent() {
