@@ -452,7 +452,7 @@ pub fn markdown(r: &Value) -> String {
         // Indexed as a Value: a key an older report lacks reads as null.
         let dns = &Value::Object(dns.clone());
         s.push_str(&format!(
-            "\n**Name resolution** ({} names of each kind; most q/s `dnsperf -c 4` gets, with its loss; \
+            "\n**Name resolution** ({} names of each kind; most q/s `dnsperf -c 4` gets with one sending thread or two, the better for each system, with its loss; \
              p50/p99 of every answer at a fixed {} q/s; ↑ q/s, ↓ ms)\n\n\
              | query set | dataplane q/s | lost % | p50 / p99 ms | aardvark-dns q/s | lost % | p50 / p99 ms | Docker q/s | lost % | p50 / p99 ms | q/s ÷ best peer |\n\
              |---|---|---|---|---|---|---|---|---|---|---|\n",

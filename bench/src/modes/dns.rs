@@ -6,7 +6,8 @@
 //! and names neither owns, forwarded to an upstream (dnsmasq) — and by
 //! Docker's embedded resolver (real dockerd, the same names on a user
 //! network, asked from a client container's namespace); measured
-//! two ways: the most queries per second `dnsperf -c 4` gets (with its
+//! two ways: the most queries per second `dnsperf -c 4` gets with one
+//! sending thread or two, whichever is more for that system (with its
 //! loss), and latency percentiles at a fixed 5,000 queries/s from every
 //! answer's own latency (`dnsperf -v`). Ours again with many more
 //! sandboxes in the store on another network: a query's cost must not grow
@@ -87,14 +88,26 @@ fn measure(
 ) -> anyhow::Result<Value> {
     let mut out = serde_json::Map::new();
     for (set, file) in files {
-        let o = run(&["dnsperf", "-s", server, "-d", file, "-c", "4", "-l", &secs.to_string()]);
-        let (qps, lost) = throughput(&o)?;
+        // dnsperf with one sending thread and with two, the better of the
+        // two kept for each system: on 2 cores one thread cannot load an
+        // answer given in the kernel, and two compete with a userspace
+        // server for the CPUs — each system gets the load it answers best.
+        let mut best: Option<(f64, f64, u32)> = None;
+        for threads in [1u32, 2] {
+            let t = threads.to_string();
+            let o = run(&["dnsperf", "-s", server, "-d", file, "-c", "4", "-T", &t, "-l", &secs.to_string()]);
+            let (qps, lost) = throughput(&o)?;
+            if best.is_none_or(|(q, _, _)| qps > q) {
+                best = Some((qps, lost, threads));
+            }
+        }
+        let (qps, lost, threads) = best.ok_or_else(|| anyhow::anyhow!("dnsperf was not run"))?;
         let rate = LATENCY_RATE.to_string();
         let o = run(&["dnsperf", "-s", server, "-d", file, "-c", "4", "-l", "2", "-Q", &rate, "-v"]);
         let (p50, p99, answers) = latencies(&o)?;
         out.insert(
             set.to_string(),
-            json!({"qps": qps, "lost_pct": lost, "p50_ms": p50, "p99_ms": p99, "latency_samples": answers}),
+            json!({"qps": qps, "lost_pct": lost, "dnsperf_threads": threads, "p50_ms": p50, "p99_ms": p99, "latency_samples": answers}),
         );
     }
     Ok(Value::Object(out))
