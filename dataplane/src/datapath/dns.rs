@@ -64,7 +64,14 @@ impl DnsRedirect {
 /// changes (only the entries that differ).
 pub struct DnsNames {
     names: Mutex<Names>,
-    nets: Mutex<HashMap<MapData, u64, DnsNets>>,
+    nets: Mutex<Nets>,
+}
+
+struct Nets {
+    map: HashMap<MapData, u64, DnsNets>,
+    /// What the map holds: the store's every commit compares with this,
+    /// not with a map read per namespace.
+    held: StdMap<u64, DnsNets>,
 }
 
 struct Names {
@@ -90,7 +97,12 @@ impl DnsNames {
             .filter_map(|r| r.ok())
             .map(|(k, a)| (k, a.addrs[..(a.count as usize).min(DNS_MAX_ADDRS)].to_vec()))
             .collect();
-        Ok(DnsNames { names: Mutex::new(Names { map, held }), nets: Mutex::new(take(ebpf, MAP_DNS_NETS)?) })
+        let nets: HashMap<MapData, u64, DnsNets> = take(ebpf, MAP_DNS_NETS)?;
+        let nets_held = nets.iter().filter_map(|r| r.ok()).collect();
+        Ok(DnsNames {
+            names: Mutex::new(Names { map, held }),
+            nets: Mutex::new(Nets { map: nets, held: nets_held }),
+        })
     }
 
     /// Makes DP_DNS_NAMES hold exactly `want`: (network number, name as
@@ -132,17 +144,25 @@ impl DnsNames {
         for (slot, n) in value.nets.iter_mut().zip(nets.iter().take(DNS_MAX_NETS)) {
             *slot = *n;
         }
-        put(&mut *lock(&self.nets), cookie, value)
-            .map_err(map_err(format!("insert DNS networks of netns {cookie}")))
+        let mut nets = lock(&self.nets);
+        if nets.held.get(&cookie) == Some(&value) {
+            return Ok(());
+        }
+        put(&mut nets.map, cookie, value)
+            .map_err(map_err(format!("insert DNS networks of netns {cookie}")))?;
+        nets.held.insert(cookie, value);
+        Ok(())
     }
 
     pub fn remove_nets(&self, cookie: u64) -> Result<()> {
-        erase(&mut *lock(&self.nets), cookie)
-            .map_err(map_err(format!("remove DNS networks of netns {cookie}")))
+        let mut nets = lock(&self.nets);
+        erase(&mut nets.map, cookie).map_err(map_err(format!("remove DNS networks of netns {cookie}")))?;
+        nets.held.remove(&cookie);
+        Ok(())
     }
 
     /// Namespace cookies with networks.
     pub fn cookies(&self) -> Vec<u64> {
-        lock(&self.nets).keys().filter_map(|k| k.ok()).collect()
+        lock(&self.nets).held.keys().copied().collect()
     }
 }
