@@ -222,8 +222,7 @@ pub fn goals(r: &Value) -> Vec<Value> {
     // Name resolution against the better of aardvark-dns and Docker's
     // resolver, for each query set.
     let dns = &r["dns"];
-    for (set, what) in [("names", "sandbox names"), ("aliases", "aliases"), ("forwarded", "forwarded names")]
-    {
+    for crate::modes::dns::Set { label: set, what, .. } in &crate::modes::dns::SETS {
         goal(
             &format!("DNS: {what} q/s ÷ the best peer (aardvark-dns, Docker)"),
             ratio(dns["dataplane"][set]["qps"].as_f64(), best_dns_peer(dns, set)),
@@ -459,14 +458,14 @@ pub fn markdown(r: &Value) -> String {
             f(&dns["names"]),
             f(&dns["latency_rate_qps"]),
         ));
-        for (set, _) in [("names", ()), ("aliases", ()), ("forwarded", ())] {
+        for crate::modes::dns::Set { label: set, what, .. } in &crate::modes::dns::SETS {
             let (o, a, d) = (&dns["dataplane"][set], &dns["aardvark-dns"][set], &dns["docker"][set]);
             let best = match (o["qps"].as_f64(), best_dns_peer(dns, set)) {
                 (Some(o), Some(b)) if b > 0.0 => json!(o / b),
                 _ => Value::Null,
             };
             s.push_str(&format!(
-                "| {set} | {} | {} | {} / {} | {} | {} | {} / {} | {} | {} | {} / {} | {} |\n",
+                "| {what} | {} | {} | {} / {} | {} | {} | {} / {} | {} | {} | {} / {} | {} |\n",
                 f(&o["qps"]),
                 f(&o["lost_pct"]),
                 f(&o["p50_ms"]),

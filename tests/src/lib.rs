@@ -532,6 +532,16 @@ impl Host {
             .sum()
     }
 
+    /// The value of series `series` whose labels contain `labels`, as the
+    /// daemon's `/metrics` shows it now.
+    pub fn metric(&self, series: &str, labels: &str) -> Option<f64> {
+        let socket = self.socket.display().to_string();
+        let body = text(&self.run(&["curl", "-s", "--unix-socket", &socket, "http://d/metrics"]));
+        body.lines()
+            .find(|l| l.starts_with(&format!("{series}{{")) && l.contains(labels))
+            .and_then(|l| l.rsplit(' ').next()?.parse().ok())
+    }
+
     /// Sandbox names in the store.
     pub fn sandbox_names(&self) -> Vec<String> {
         let mut names: Vec<String> =
@@ -704,6 +714,16 @@ for p in [{packets}]:
 pub struct DnsUpstream(Child);
 
 impl DnsUpstream {
+    /// How many names `c{i}.cached.example` it answers with TTL 300
+    /// (`outside.example` and its subdomains answer with TTL 0;
+    /// `brief.cached.example` with TTL 2).
+    pub const KEPT_NAMES: usize = 100;
+
+    fn kept_records() -> String {
+        let names: Vec<String> = (0..Self::KEPT_NAMES).map(|i| format!("c{i}.cached.example")).collect();
+        format!("--host-record={},198.51.100.8,300", names.join(","))
+    }
+
     pub fn start(ns: &Netns) -> DnsUpstream {
         Self::start_at(ns, "192.0.2.2")
     }
@@ -714,6 +734,8 @@ impl DnsUpstream {
             .args(["netns", "exec", &ns.name, "dnsmasq", "--no-daemon", "--no-resolv", "--no-hosts"])
             .args(["--bind-interfaces", &format!("--listen-address={addr}"), "--port=53"])
             .args(["--address=/outside.example/198.51.100.7", "--pid-file=", "--cache-size=0"])
+            .arg(Self::kept_records())
+            .arg("--host-record=brief.cached.example,198.51.100.9,2")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())

@@ -1,6 +1,7 @@
 //! The embedded resolver at 127.0.0.11: names, aliases with round robin,
 //! reverse names, scoping to shared networks, forwarding to the host's
-//! resolvers (and not from `--internal` networks).
+//! resolvers (and not from `--internal` networks), keeping their answers for
+//! their TTLs.
 
 use std::collections::BTreeSet;
 use std::process::{Child, Command, Stdio};
@@ -281,4 +282,56 @@ fn names_are_answered_in_the_kernel_even_while_the_daemon_is_down() {
     h.start();
     assert_eq!(dig(&h, "k1", &["outside.example"]), vec!["198.51.100.7"]);
     assert_eq!(dig(&h, "k1", &["k2"]), vec![k2]);
+}
+
+/// dig's answer lines for `name` from `from`: (TTL, address) of each A record.
+fn answers_with_ttl(h: &Host, from: &str, name: &str) -> Vec<(u32, String)> {
+    let o = h.exec(from, &["dig", "+noall", "+answer", "+time=4", "+tries=1", name]);
+    text_of(&o)
+        .lines()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            (f.len() == 5 && f[3] == "A").then(|| (f[1].parse().ok(), f[4].to_string()))
+        })
+        .filter_map(|(ttl, a)| Some((ttl?, a)))
+        .collect()
+}
+
+#[test]
+fn forwarded_answers_are_kept_for_their_ttl_and_given_with_it_counted_down() {
+    let (h, ext) = Host::with_external("kept");
+    let up = dataplane_tests::DnsUpstream::start(&ext);
+    h.dp_ok(&["network", "create", "--subnet", "10.96.0.0/24", "kept"]);
+    h.dp_ok(&["run", "-d", "--name", "q1", "--network", "kept", "sleep", "300"]);
+    // The same network, its own resolver: nobody holds 192.0.2.99.
+    h.dp_ok(&["run", "-d", "--name", "q2", "--network", "kept", "--dns", "192.0.2.99", "sleep", "300"]);
+    let cached_before = h.metric("dataplane_dns_queries_total", "outcome=\"cached\"").unwrap_or(0.0);
+
+    // The upstream's answers: TTL 300, TTL 2, TTL 0.
+    assert_eq!(answers_with_ttl(&h, "q1", "c7.cached.example"), vec![(300, "198.51.100.8".to_string())]);
+    assert_eq!(answers_with_ttl(&h, "q1", "brief.cached.example"), vec![(2, "198.51.100.9".to_string())]);
+    assert_eq!(answers_with_ttl(&h, "q1", "outside.example"), vec![(0, "198.51.100.7".to_string())]);
+    std::thread::sleep(std::time::Duration::from_millis(2100));
+
+    // With the upstream gone, the 300 s answer still comes, from memory,
+    // its TTL counted down by the seconds it was kept...
+    drop(up);
+    let again = answers_with_ttl(&h, "q1", "c7.cached.example");
+    assert_eq!(again.len(), 1, "{again:?}");
+    assert_eq!(again[0].1, "198.51.100.8");
+    assert!((290..=298).contains(&again[0].0), "TTL counted down from 300 by about 2 s: {again:?}");
+    assert!(
+        h.metric("dataplane_dns_queries_total", "outcome=\"cached\"").unwrap_or(0.0) > cached_before,
+        "a cached answer is counted as such"
+    );
+    // ...while an answer whose TTL ran out, and one that had TTL 0, are
+    // asked for again, and fail with the upstream gone (the pair).
+    assert_eq!(status(&h, "q1", "brief.cached.example"), "SERVFAIL");
+    assert_eq!(status(&h, "q1", "outside.example"), "SERVFAIL");
+    // A sandbox asking other resolvers (its --dns) does not get the
+    // answers the host's gave.
+    let o = h.exec("q2", &["dig", "+time=6", "+tries=1", "c7.cached.example"]);
+    assert!(text(&o).contains("status: SERVFAIL"), "answered from another resolver's answers: {}", text(&o));
+    // Local names are not affected by any of it.
+    assert_eq!(dig(&h, "q2", &["q1"]), vec![h.ip_of("q1", "kept")]);
 }

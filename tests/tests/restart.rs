@@ -327,15 +327,6 @@ impl Notify {
     }
 }
 
-/// `name value` of series `series` with labels containing `labels` in the daemon's /metrics.
-fn metric(h: &Host, series: &str, labels: &str) -> Option<f64> {
-    let socket = h.socket.display().to_string();
-    let body = dataplane_tests::text(&h.run(&["curl", "-s", "--unix-socket", &socket, "http://d/metrics"]));
-    body.lines()
-        .find(|l| l.starts_with(&format!("{series}{{")) && l.contains(labels))
-        .and_then(|l| l.rsplit(' ').next()?.parse().ok())
-}
-
 /// Echo servers on port 7000 of `name`, published on host ports `first`…`first+9`.
 fn echo_sandbox(h: &Host, name: &str, first: u16, serve: bool) {
     let spec = format!("{first}-{}:7000-7009", first + 9);
@@ -388,10 +379,10 @@ fn a_restart_of_a_healthy_host_changes_nothing_and_keeps_established_connections
     let status = notify.next("reconciled");
     notify.next("READY=1");
     assert!(status.contains("netlink_writes=0 bpf_writes=0"), "a healthy host was written to: {status}");
-    assert_eq!(metric(&h, "dataplane_reconcile_writes", "kind=\"bpf\""), Some(0.0));
-    assert_eq!(metric(&h, "dataplane_reconcile_writes", "kind=\"netlink\""), Some(0.0));
+    assert_eq!(h.metric("dataplane_reconcile_writes", "kind=\"bpf\""), Some(0.0));
+    assert_eq!(h.metric("dataplane_reconcile_writes", "kind=\"netlink\""), Some(0.0));
     // Every start loads its programs: the pinned links move to them.
-    assert!(metric(&h, "dataplane_reconcile_writes", "kind=\"program_links\"").is_some_and(|n| n > 40.0));
+    assert!(h.metric("dataplane_reconcile_writes", "kind=\"program_links\"").is_some_and(|n| n > 40.0));
     std::thread::sleep(std::time::Duration::from_millis(500));
     let report = held.finish();
     assert_eq!((report.flows, report.broken), (4, 0), "established connections broke: {report:?}");

@@ -2,8 +2,9 @@
 //! embedded resolver (asked from inside a client sandbox at 127.0.0.11,
 //! through the socket hooks) and by aardvark-dns (Podman's resolver, the
 //! same names in its config, on a gateway address in a namespace of its
-//! own). Three query sets of N names each — sandbox names, their aliases,
-//! and names neither owns, forwarded to an upstream (dnsmasq) — and by
+//! own). Four query sets of N names each — sandbox names, their aliases,
+//! and two of names neither owns, forwarded to an upstream (dnsmasq): one
+//! answered with TTL 0, one with TTL 300 — and by
 //! Docker's embedded resolver (real dockerd, the same names on a user
 //! network, asked from a client container's namespace); measured
 //! two ways: the most queries per second `dnsperf -c 4` gets with one
@@ -28,11 +29,26 @@ const LATENCY_RATE: u32 = 5000;
 /// The name of entry i of a query set.
 type NameOf = fn(usize) -> String;
 
-/// The query sets: (label, the name of entry i).
-const SETS: [(&str, NameOf); 3] = [
-    ("names", |i| format!("s{i}")),
-    ("aliases", |i| format!("a{i}")),
-    ("forwarded", |i| format!("f{i}.outside.example")),
+/// A query set: its label in the report, what it is in words, the name of entry i.
+pub struct Set {
+    pub label: &'static str,
+    pub what: &'static str,
+    name: NameOf,
+}
+
+/// The query sets. The upstream answers `*.outside.example` with TTL 0
+/// (every query is a round trip to it) and `c{i}.cached.example` with TTL
+/// 300, as real names have (a resolver that keeps answers may give them
+/// from memory).
+pub const SETS: [Set; 4] = [
+    Set { label: "names", what: "sandbox names", name: |i| format!("s{i}") },
+    Set { label: "aliases", what: "aliases", name: |i| format!("a{i}") },
+    Set { label: "forwarded", what: "forwarded names (TTL 0)", name: |i| format!("f{i}.outside.example") },
+    Set {
+        label: "forwarded_ttl",
+        what: "forwarded names (TTL 300)",
+        name: |i| format!("c{i}.cached.example"),
+    },
 ];
 
 /// dnsperf's figures: (queries per second, lost %).
@@ -297,7 +313,7 @@ impl Drop for Daemon {
 /// Our queries per second ÷ a peer's, per query set.
 fn qps_ratios(ours: &Value, peer: &Value) -> Value {
     let mut ratios = serde_json::Map::new();
-    for (set, _) in SETS {
+    for Set { label: set, .. } in &SETS {
         if let (Some(a), Some(b)) = (ours[set]["qps"].as_f64(), peer[set]["qps"].as_f64())
             && b > 0.0
         {
@@ -313,9 +329,14 @@ pub fn dns(quick: bool, secs: f64) -> anyhow::Result<Value> {
     let _dir = RemoveDir(dir.clone());
     let secs = (secs.round() as u32).max(1);
     let (n, more) = if quick { (20, 50) } else { (100, 500) };
+    anyhow::ensure!(
+        n <= DnsUpstream::KEPT_NAMES,
+        "the upstream answers {} kept names",
+        DnsUpstream::KEPT_NAMES
+    );
     let files: Vec<(&str, String)> = SETS
         .iter()
-        .map(|(set, name)| Ok((*set, queries(&dir, set, *name, n)?)))
+        .map(|set| Ok((set.label, queries(&dir, set.label, set.name, n)?)))
         .collect::<anyhow::Result<_>>()?;
     let (small, big) = ours(n, more, &files, secs)?;
     let mut out = json!({

@@ -10,7 +10,7 @@ mod bare;
 mod cni;
 mod ct_capacity;
 mod ct_scale;
-mod dns;
+pub mod dns;
 mod docker;
 mod firewall;
 mod iptables;

@@ -17,7 +17,8 @@
 //! - PTR for their addresses (`in-addr.arpa` and `ip6.arpa`): `NAME.NETWORK`.
 //! - Anything else: forwarded to the host's resolvers ([`forward`]) unless
 //!   every network of the asker is `--internal`, or the name is a single
-//!   label (those are ours or nobody's): then NXDOMAIN.
+//!   label (those are ours or nobody's): then NXDOMAIN. Answers with data
+//!   are kept for their TTL and given again from memory.
 
 mod forward;
 pub mod view;
@@ -69,6 +70,8 @@ struct Shared {
     /// The host's resolvers as last read from `host_resolv_conf`, with the
     /// file's modification time and length then.
     upstreams: Mutex<Option<(FileStamp, Vec<SocketAddr>)>>,
+    /// Upstream answers, kept for their TTLs.
+    cache: forward::Cache,
 }
 
 /// What tells a changed file from the one read before.
@@ -158,6 +161,7 @@ impl Dns {
                 index: Mutex::new(None),
                 liveness: Mutex::new(HashMap::new()),
                 upstreams: Mutex::new(None),
+                cache: forward::Cache::default(),
             }),
             servers: Mutex::new(HashMap::new()),
         }
@@ -389,7 +393,7 @@ impl RequestHandler for Handler {
         let state = Arc::clone(&self.shared.state.borrow());
         let index = self.shared.index_of(&state);
         let reply = self.decide(&state, &index, &name, qtype);
-        let (mut outcome, forwarded) = match &reply {
+        let (mut outcome, mut forwarded) = match &reply {
             Reply::Records(r) if r.is_empty() => ("nodata", false),
             Reply::Records(_) => ("answered", false),
             Reply::NxDomain => ("nxdomain", false),
@@ -406,8 +410,27 @@ impl RequestHandler for Handler {
                 rh.send_response(builder.build_no_records(meta)).await
             }
             Reply::Forward(own) => {
-                let ups = if own.is_empty() { self.shared.host_upstreams() } else { own };
-                match forward::forward(request.as_slice(), request.protocol(), &ups).await {
+                let upstreams = if own.is_empty() { self.shared.host_upstreams() } else { own };
+                let key = forward::Key {
+                    name: info.query.name().to_string(),
+                    qtype: u16::from(qtype),
+                    qclass: u16::from(info.query.query_class()),
+                    dnssec_ok: request.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok),
+                    checking_disabled: request.metadata.checking_disabled,
+                    upstreams,
+                };
+                let kept = self.shared.cache.get(&key, std::time::Instant::now());
+                if kept.is_some() {
+                    // Answered from memory: counted with the local answers' latency.
+                    (outcome, forwarded) = ("cached", false);
+                }
+                let asked = match kept {
+                    Some(m) => Some(m),
+                    None => forward::forward(request.as_slice(), request.protocol(), &key.upstreams)
+                        .await
+                        .inspect(|m| self.shared.cache.put(key.clone(), m, std::time::Instant::now())),
+                };
+                match asked {
                     Some(m) => {
                         let mut up = m.metadata;
                         up.id = meta.id;
