@@ -137,11 +137,15 @@ struct PhaseArgs {
     rounds: u32,
     #[arg(long, default_value_t = 5.0)]
     seconds: f64,
+    /// Pin clients to CPU 0 and servers to CPU 1, as a full run does by default.
+    #[arg(long)]
+    pin: bool,
 }
 
 impl PhaseArgs {
-    /// (rounds, seconds), --quick applied.
+    /// (rounds, seconds), --quick applied; clients and servers pinned as `--pin` says.
     fn effective(&self) -> (u32, f64) {
+        measure::set_pinning(self.pin);
         if self.quick { (1, 1.0) } else { (self.rounds, self.seconds) }
     }
 }
