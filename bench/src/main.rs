@@ -178,6 +178,10 @@ struct RunArgs {
     /// depend on where the scheduler puts them); `--pin false` to not.
     #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
     pin: bool,
+    /// Only the data-path rounds of the modes (no scaling, control plane or
+    /// phases): an A/B of a few modes.
+    #[arg(long)]
+    datapath_only: bool,
 }
 
 type Builder = fn() -> anyhow::Result<Mode>;
@@ -507,6 +511,9 @@ fn run(args: RunArgs) -> anyhow::Result<()> {
     });
     // Saved after every phase: a later failure never loses what was measured.
     save(&mut report, &r)?;
+    if r.args.datapath_only {
+        return Ok(());
+    }
     report["scaling"] = guarded(&mut r, "scaling", |r| {
         let v = r.scaling(&mut modes, &report["modes"]);
         drop(modes);
