@@ -450,8 +450,10 @@ pub fn markdown(r: &Value) -> String {
     if let Some(dns) = r["dns"].as_object().filter(|o| !o.is_empty()) {
         // Indexed as a Value: a key an older report lacks reads as null.
         let dns = &Value::Object(dns.clone());
+        // A phase measured again alone and put into the report says when.
+        let when = dns["measured_at"].as_str().map(|t| format!("measured {t}; ")).unwrap_or_default();
         s.push_str(&format!(
-            "\n**Name resolution** ({} names of each kind; most q/s `dnsperf -c 4` gets with one sending thread or two, the better for each system, with its loss; \
+            "\n**Name resolution** ({when}{} names of each kind; most q/s `dnsperf -c 4` gets with one sending thread or two, the better for each system, with its loss; \
              p50/p99 of every answer at a fixed {} q/s; ↑ q/s, ↓ ms)\n\n\
              | query set | dataplane q/s | lost % | p50 / p99 ms | aardvark-dns q/s | lost % | p50 / p99 ms | Docker q/s | lost % | p50 / p99 ms | q/s ÷ best peer |\n\
              |---|---|---|---|---|---|---|---|---|---|---|\n",

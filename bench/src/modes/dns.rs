@@ -340,6 +340,7 @@ pub fn dns(quick: bool, secs: f64) -> anyhow::Result<Value> {
         .collect::<anyhow::Result<_>>()?;
     let (small, big) = ours(n, more, &files, secs)?;
     let mut out = json!({
+        "measured_at": crate::first_line(&["date", "-u", "+%Y-%m-%d %H:%M UTC"]),
         "names": n,
         "latency_rate_qps": LATENCY_RATE,
         "dataplane": small,
