@@ -22,8 +22,9 @@
 //! | `dataplane_networks` | gauge | `driver` |
 //! | `dataplane_sandboxes` | gauge | `state` (`created`, `running`, `exited`) |
 //! | `dataplane_monitor_events_suppressed_total` | counter | |
-//! | `dataplane_dns_queries_total` | counter | `kind` (`a`, `aaaa`, `ptr`, `other`), `outcome` (queries the daemon's resolver handled; A answers the kernel gave count as `dataplane_packets_total{reason="DNS_ANSWERED"}`) |
-//! | `dataplane_dns_query_duration_seconds` | histogram | `source` (`local`, `forwarded`) |
+//! | `dataplane_dns_queries_total` | counter | `kind` (`a`, `aaaa`, `ptr`, `other`), `outcome` (`cached`: a forwarded name answered from the cache; queries the daemon's resolver handled; A answers the kernel gave count as `dataplane_packets_total{reason="DNS_ANSWERED"}`) |
+//! | `dataplane_dns_query_duration_seconds` | histogram | `source` (`local`, including answers from the cache; `forwarded`) |
+//! | `dataplane_dns_cached_answers` | gauge | (upstream answers kept for their TTL) |
 //! | `dataplane_api_requests_total` | counter | `route`, `method`, `status` |
 //! | `dataplane_api_request_duration_seconds` | histogram | `route` |
 //! | `dataplane_conntrack_gc_duration_seconds` | histogram | |
@@ -130,6 +131,7 @@ pub struct Reconciled {
 pub struct DnsMetrics {
     queries: Family<DnsLabels, Counter>,
     latency: Family<DnsSource, Histogram>,
+    cached: Gauge,
 }
 
 impl DnsMetrics {
@@ -139,6 +141,11 @@ impl DnsMetrics {
         self.queries.get_or_create(&DnsLabels { kind, outcome }).inc();
         let source = if forwarded { "forwarded" } else { "local" };
         self.latency.get_or_create(&DnsSource { source }).observe(took.as_secs_f64());
+    }
+
+    /// How many upstream answers the resolvers' cache holds now.
+    pub fn cached_answers(&self, n: usize) {
+        self.cached.set(i64::try_from(n).unwrap_or(i64::MAX));
     }
 }
 
@@ -189,6 +196,7 @@ impl Telemetry {
         let dns = DnsMetrics {
             queries: Family::default(),
             latency: Family::new_with_constructor(|| Histogram::new(exponential_buckets(0.00005, 2.0, 16))),
+            cached: Gauge::default(),
         };
         let api = ApiMetrics {
             requests: Family::default(),
@@ -204,6 +212,11 @@ impl Telemetry {
             "dataplane_dns_query_duration_seconds",
             "Time to answer a DNS query, from the resolver's own data or from an upstream",
             dns.latency.clone(),
+        );
+        registry.register(
+            "dataplane_dns_cached_answers",
+            "Upstream answers the embedded resolvers keep for their TTL",
+            dns.cached.clone(),
         );
         registry.register(
             "dataplane_api_requests",
@@ -423,6 +436,7 @@ mod tests {
             })
         });
         t.dns.observe("aaaa", "answered", false, Duration::from_micros(300));
+        t.dns.cached_answers(3);
         t.api.observe("/networks/create", "POST", 201, Duration::from_millis(2));
         let text = t.encode().expect("encode");
         for line in [
@@ -434,6 +448,7 @@ mod tests {
             "dataplane_sandboxes{state=\"running\"} 4",
             "dataplane_dns_queries_total{kind=\"aaaa\",outcome=\"answered\"} 1",
             "dataplane_dns_query_duration_seconds_count{source=\"local\"} 1",
+            "dataplane_dns_cached_answers 3",
             "dataplane_api_requests_total{route=\"/networks/create\",method=\"POST\",status=\"201\"} 1",
             "# TYPE dataplane_sandboxes gauge",
         ] {

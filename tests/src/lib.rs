@@ -538,7 +538,10 @@ impl Host {
         let socket = self.socket.display().to_string();
         let body = text(&self.run(&["curl", "-s", "--unix-socket", &socket, "http://d/metrics"]));
         body.lines()
-            .find(|l| l.starts_with(&format!("{series}{{")) && l.contains(labels))
+            .find(|l| {
+                (l.starts_with(&format!("{series}{{")) || l.starts_with(&format!("{series} ")))
+                    && l.contains(labels)
+            })
             .and_then(|l| l.rsplit(' ').next()?.parse().ok())
     }
 

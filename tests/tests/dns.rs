@@ -324,6 +324,11 @@ fn forwarded_answers_are_kept_for_their_ttl_and_given_with_it_counted_down() {
         h.metric("dataplane_dns_queries_total", "outcome=\"cached\"").unwrap_or(0.0) > cached_before,
         "a cached answer is counted as such"
     );
+    // c7 is kept (brief's TTL has run out but it stays until asked for again).
+    assert!(
+        h.metric("dataplane_dns_cached_answers", "").is_some_and(|n| n >= 1.0),
+        "the cache's size is shown"
+    );
     // ...while an answer whose TTL ran out, and one that had TTL 0, are
     // asked for again, and fail with the upstream gone (the pair).
     assert_eq!(status(&h, "q1", "brief.cached.example"), "SERVFAIL");

@@ -178,7 +178,6 @@ impl Cache {
     }
 
     /// How many answers are kept (expired ones included until swept).
-    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).kept.len()
     }

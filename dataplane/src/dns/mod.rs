@@ -430,6 +430,7 @@ impl RequestHandler for Handler {
                         .await
                         .inspect(|m| self.shared.cache.put(key.clone(), m, std::time::Instant::now())),
                 };
+                self.shared.metrics.cached_answers(self.shared.cache.len());
                 match asked {
                     Some(m) => {
                         let mut up = m.metadata;
