@@ -196,30 +196,12 @@ impl Programs {
         if Self::live_pin(&pin)? {
             return Ok(());
         }
-        let mut ebpf = self.object();
-        let prog: &mut SchedClassifier = ebpf
-            .program_mut(PROG_DNS_LO)
-            .ok_or_else(|| missing(PROG_DNS_LO))?
-            .try_into()
-            .map_err(prog_err(PROG_DNS_LO))?;
         // The kernel finds `lo` (and makes the link) in the namespace of
         // the calling thread.
-        let shown = netns.display().to_string();
-        let fd = crate::sys::netns::run_in_scoped(netns, || -> Result<FdLink> {
-            let id = prog
-                .attach_with_options(
-                    "lo",
-                    TcAttachType::Egress,
-                    TcAttachOptions::TcxOrder(LinkOrder::default()),
-                )
-                .map_err(prog_err(format!("attach {PROG_DNS_LO} at tcx egress of lo in {shown}")))?;
-            let link = prog.take_link(id).map_err(prog_err(format!("take the link on lo in {shown}")))?;
-            link.try_into()
-                .map_err(|source| Error::Link { what: format!("tcx link on lo in {shown}"), source })
-        })??;
-        fd.pin(&pin).map_err(|source| Error::Pin { what: pin.display().to_string(), source })?;
-        super::write::counted();
-        Ok(())
+        let shown = format!("lo in {}", netns.display());
+        crate::sys::netns::run_in_scoped(netns, || {
+            self.attach_tcx(PROG_DNS_LO, ("lo", &shown), TcAttachType::Egress, &pin)
+        })?
     }
 
     /// Drops the pinned `lo` link of namespace `cookie` (the namespace may be gone already).
@@ -295,24 +277,33 @@ impl Programs {
         if Self::live_pin(&pin)? {
             return Ok(());
         }
+        self.attach_tcx(prog_name, (ifname, ifname), TcAttachType::Ingress, &pin)
+    }
+
+    /// Attaches `prog_name` at tcx `at` of interface `ifname` (in the
+    /// calling thread's network namespace; `shown` names it in errors) and
+    /// pins the link at `pin`.
+    fn attach_tcx(
+        &self,
+        prog_name: &str,
+        (ifname, shown): (&str, &str),
+        at: TcAttachType,
+        pin: &Path,
+    ) -> Result<()> {
         let mut ebpf = self.object();
         let prog: &mut SchedClassifier = ebpf
             .program_mut(prog_name)
             .ok_or_else(|| missing(prog_name))?
             .try_into()
             .map_err(prog_err(prog_name))?;
+        let side = if at == TcAttachType::Ingress { "ingress" } else { "egress" };
         let id = prog
-            .attach_with_options(
-                ifname,
-                TcAttachType::Ingress,
-                TcAttachOptions::TcxOrder(LinkOrder::default()),
-            )
-            .map_err(prog_err(format!("attach {prog_name} at tcx ingress of {ifname}")))?;
-        let link = prog.take_link(id).map_err(prog_err(format!("take the link on {ifname}")))?;
-        let fd: FdLink = link
-            .try_into()
-            .map_err(|source| Error::Link { what: format!("tcx link on {ifname}"), source })?;
-        fd.pin(&pin).map_err(|source| Error::Pin { what: pin.display().to_string(), source })?;
+            .attach_with_options(ifname, at, TcAttachOptions::TcxOrder(LinkOrder::default()))
+            .map_err(prog_err(format!("attach {prog_name} at tcx {side} of {shown}")))?;
+        let link = prog.take_link(id).map_err(prog_err(format!("take the link on {shown}")))?;
+        let fd: FdLink =
+            link.try_into().map_err(|source| Error::Link { what: format!("tcx link on {shown}"), source })?;
+        fd.pin(pin).map_err(|source| Error::Pin { what: pin.display().to_string(), source })?;
         super::write::counted();
         Ok(())
     }

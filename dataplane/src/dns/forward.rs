@@ -158,26 +158,29 @@ impl Cache {
     }
 
     /// Keeps `answer` to `key` when it may be: a complete NOERROR answer
-    /// with records, whose least TTL is not 0.
-    pub fn put(&self, key: Key, answer: &Message, now: Instant) {
-        let Some(ttl) = cacheable_ttl(answer) else { return };
+    /// with records, whose least TTL is not 0. Returns how many answers are
+    /// kept then (expired ones included until swept).
+    pub fn put(&self, key: Key, answer: &Message, now: Instant) -> usize {
         let mut e = self.entries.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(ttl) = cacheable_ttl(answer) else { return e.kept.len() };
         if e.kept.len() >= self.capacity && !e.kept.contains_key(&key) {
             if now.saturating_duration_since(e.swept) < Duration::from_secs(1) {
-                return;
+                return e.kept.len();
             }
             e.swept = now;
             e.kept.retain(|_, k| now.saturating_duration_since(k.at).as_secs() < u64::from(k.ttl));
             if e.kept.len() >= self.capacity {
-                return;
+                return e.kept.len();
             }
         }
         let mut answer = answer.clone();
         answer.edns = None;
         e.kept.insert(key, Kept { answer, at: now, ttl });
+        e.kept.len()
     }
 
     /// How many answers are kept (expired ones included until swept).
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         self.entries.lock().unwrap_or_else(|p| p.into_inner()).kept.len()
     }

@@ -428,9 +428,11 @@ impl RequestHandler for Handler {
                     Some(m) => Some(m),
                     None => forward::forward(request.as_slice(), request.protocol(), &key.upstreams)
                         .await
-                        .inspect(|m| self.shared.cache.put(key.clone(), m, std::time::Instant::now())),
+                        .inspect(|m| {
+                            let kept = self.shared.cache.put(key.clone(), m, std::time::Instant::now());
+                            self.shared.metrics.cached_answers(kept);
+                        }),
                 };
-                self.shared.metrics.cached_answers(self.shared.cache.len());
                 match asked {
                     Some(m) => {
                         let mut up = m.metadata;
